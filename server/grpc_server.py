@@ -1,0 +1,47 @@
+"""The gRPC server: authenticated services, plus open health checking and reflection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from psycopg_pool import AsyncConnectionPool
+
+from reengage.v1 import tenants_pb2, tenants_pb2_grpc
+from server.auth import AuthInterceptor
+from server.tenant_service import TenantService
+
+SERVICE_NAMES = (tenants_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,)
+
+
+def build_grpc_server(
+    pool: AsyncConnectionPool[Any], address: str
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """A server bound to address (port 0 picks a free one); returns it, its health servicer
+    and the bound port. Call `await server.start()` to serve."""
+    server = grpc.aio.server(
+        interceptors=[AuthInterceptor(pool)],
+        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+    )
+    tenants_pb2_grpc.add_TenantServiceServicer_to_server(TenantService(pool), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise SystemExit(f"reengage: cannot listen on {address} (gRPC): port in use")
+    return server, health_servicer, port
+
+
+async def mark_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, status)

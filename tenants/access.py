@@ -1,0 +1,162 @@
+"""The one access module: every permission decision of the platform is made here.
+
+Servicers, the HTTP edge and the Slack bot call `authorize` (or `visible_locations`) and never
+re-implement a rule. Decisions use only the principal and the *name* of the target, before any
+lookup, so a cross-tenant request is refused whether or not the target exists (no existence
+oracle).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from tenants.errors import PermissionDenied
+from tenants.names import TenantScope
+
+
+class Role(StrEnum):
+    OPERATOR = "operator"
+    FRANCHISOR_ADMIN = "franchisor_admin"
+    FRANCHISOR_VIEWER = "franchisor_viewer"
+    LOCATION_MANAGER = "location_manager"
+    LOCATION_STAFF = "location_staff"
+
+    @property
+    def is_franchisor_role(self) -> bool:
+        return self in (Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER)
+
+    @property
+    def is_location_role(self) -> bool:
+        return self in (Role.LOCATION_MANAGER, Role.LOCATION_STAFF)
+
+
+def role_fits_scope(role: Role, scope: TenantScope) -> bool:
+    """Franchisor roles live at franchisor scope, location roles at location scope."""
+    return role.is_location_role if scope.is_location else role.is_franchisor_role
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an API key or a staff member, with one role at one scope.
+
+    `scope` is None only for operators, who run the platform and belong to no tenant.
+    """
+
+    kind: str  # "api_key" | "staff_member"
+    id: str
+    role: Role
+    scope: TenantScope | None
+
+    def __post_init__(self) -> None:
+        if (self.role is Role.OPERATOR) != (self.scope is None):
+            raise ValueError("operators, and only operators, have no scope")
+        if self.scope is not None and not role_fits_scope(self.role, self.scope):
+            raise ValueError(f"role {self.role} does not fit scope {self.scope.name}")
+
+    @property
+    def label(self) -> str:
+        """How the audit log names this principal (no secrets)."""
+        return f"{self.kind}:{self.id}"
+
+
+class Action(StrEnum):
+    FRANCHISOR_CREATE = "franchisor.create"
+    FRANCHISOR_READ = "franchisor.read"
+    LOCATION_CREATE = "location.create"
+    LOCATION_READ = "location.read"
+    LOCATION_LIST = "location.list"
+    # display name, send window, Slack channel: the location's own operating settings
+    LOCATION_UPDATE_SETTINGS = "location.update_settings"
+    # time zone and sender numbers: provisioning owned by the brand
+    LOCATION_UPDATE_PROVISIONING = "location.update_provisioning"
+    STAFF_READ = "staff.read"
+    STAFF_MANAGE = "staff.manage"
+    API_KEY_READ = "api_key.read"
+    API_KEY_MANAGE = "api_key.manage"
+
+
+_FRANCHISOR_WIDE = {
+    # action -> franchisor roles allowed on any scope inside their franchisor
+    Action.FRANCHISOR_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
+    Action.LOCATION_CREATE: {Role.FRANCHISOR_ADMIN},
+    Action.LOCATION_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
+    Action.LOCATION_LIST: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
+    Action.LOCATION_UPDATE_SETTINGS: {Role.FRANCHISOR_ADMIN},
+    Action.LOCATION_UPDATE_PROVISIONING: {Role.FRANCHISOR_ADMIN},
+    Action.STAFF_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
+    Action.STAFF_MANAGE: {Role.FRANCHISOR_ADMIN},
+    Action.API_KEY_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
+    Action.API_KEY_MANAGE: {Role.FRANCHISOR_ADMIN},
+}
+
+_OWN_LOCATION = {
+    # action -> location roles allowed on their own location (and, for the franchisor-level
+    # reads listed, on their franchisor's node)
+    Action.FRANCHISOR_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
+    Action.LOCATION_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
+    Action.LOCATION_LIST: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
+    Action.LOCATION_UPDATE_SETTINGS: {Role.LOCATION_MANAGER},
+    Action.STAFF_READ: {Role.LOCATION_MANAGER},
+    Action.STAFF_MANAGE: {Role.LOCATION_MANAGER},
+    Action.API_KEY_READ: {Role.LOCATION_MANAGER},
+    Action.API_KEY_MANAGE: {Role.LOCATION_MANAGER},
+}
+
+# Actions whose target is the franchisor node but which location principals may perform (their
+# results are then narrowed to their own location by `visible_locations`).
+_FRANCHISOR_NODE_OK_FOR_LOCATIONS = {Action.FRANCHISOR_READ, Action.LOCATION_LIST}
+
+
+def can(principal: Principal, action: Action, target: TenantScope | None) -> bool:
+    """True when principal may perform action on target (None: the platform itself)."""
+    if principal.role is Role.OPERATOR:
+        return True
+    if target is None or principal.scope is None:
+        return False
+    if principal.scope.franchisor_id != target.franchisor_id:
+        return False
+    if principal.role.is_franchisor_role:
+        return principal.role in _FRANCHISOR_WIDE.get(action, set())
+    if principal.role not in _OWN_LOCATION.get(action, set()):
+        return False
+    if target.is_location:
+        return target.location_id == principal.scope.location_id
+    return action in _FRANCHISOR_NODE_OK_FOR_LOCATIONS
+
+
+def authorize(principal: Principal, action: Action, target: TenantScope | None) -> None:
+    """Raises PermissionDenied unless principal may perform action on target."""
+    if not can(principal, action, target):
+        where = target.name if target is not None else "the platform"
+        raise PermissionDenied(
+            f"{principal.role.value} may not {action.value} on {where}",
+            action=action.value,
+            resource=where,
+        )
+
+
+def authorize_grant(principal: Principal, role: Role, scope: TenantScope) -> None:
+    """Refuses to hand out a role above the granter's own (staff members and API keys).
+
+    The caller must already hold STAFF_MANAGE / API_KEY_MANAGE on scope; this adds that a
+    location manager may grant only location roles at its own location, and nobody but an
+    operator creates operators.
+    """
+    if role is Role.OPERATOR and principal.role is not Role.OPERATOR:
+        raise PermissionDenied("only operators create operator credentials", role=role.value)
+    if principal.role is Role.LOCATION_MANAGER and not role.is_location_role:
+        raise PermissionDenied(
+            f"a location manager may not grant {role.value}", role=role.value, resource=scope.name
+        )
+
+
+def visible_locations(principal: Principal, franchisor: TenantScope) -> str | None:
+    """The one location a principal is confined to inside franchisor, or None for all.
+
+    Queries put this in their WHERE clause, so a location principal's list is scoped in SQL.
+    """
+    authorize(principal, Action.LOCATION_LIST, franchisor)
+    if principal.scope is not None and principal.scope.is_location:
+        return principal.scope.location_id
+    return None
