@@ -1,0 +1,124 @@
+"""The test harness every suite stands on.
+
+* one embedded PostgreSQL per session (or REENGAGE_TEST_DATABASE_URL, an admin URL of a server
+  where databases may be created), a migrated template database, and a fresh database per test
+  cloned from it (CREATE DATABASE ... TEMPLATE: milliseconds, not a migration run);
+* the Temporal time-skipping test server and the CLI dev server, both from pip-installed
+  binaries (nothing is downloaded), with the search attributes registered;
+* the real gRPC server on a free port, and a `world` of tenants, staff and keys.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from temporalio.testing import WorkflowEnvironment
+
+from server.app import open_pool
+from server.embedded import EmbeddedPostgres, free_port, temporal_cli, temporal_test_server
+from server.grpc_server import build_grpc_server, mark_serving
+from tenants.migrations import migrate
+from tests.support import World, build_world
+from workflows import search_attributes
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    external = os.environ.get("REENGAGE_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    with tempfile.TemporaryDirectory(prefix="reengage-test-pg-") as tmp:
+        server = EmbeddedPostgres(Path(tmp) / "pg", free_port(), fast=True)
+        server.start()
+        try:
+            yield server.admin_url()
+        finally:
+            server.stop()
+
+
+def _with_database(admin_url: str, database: str) -> str:
+    return psycopg.conninfo.make_conninfo(admin_url, dbname=database)
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_admin_url: str) -> Iterator[str]:
+    name = f"reengage_template_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    migrate(_with_database(postgres_admin_url, name))
+    yield name
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(postgres_admin_url: str, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"reengage_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield _with_database(postgres_admin_url, name)
+    with psycopg.connect(postgres_admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    p = open_pool(database_url)
+    await p.open(wait=True)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def grpc_target(pool: AsyncConnectionPool[Any]) -> AsyncIterator[str]:
+    """The real gRPC server (auth interceptor, services, health, reflection) on a free port."""
+    server, health, port = build_grpc_server(pool, "127.0.0.1:0")
+    await server.start()
+    await mark_serving(health, True)
+    yield f"127.0.0.1:{port}"
+    await server.stop(None)
+
+
+@pytest.fixture
+async def channel(grpc_target: str) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(grpc_target) as ch:
+        yield ch
+
+
+@pytest.fixture
+async def world(pool: AsyncConnectionPool[Any]) -> World:
+    """Franchisors a (downtown, uptown) and b (harbor), a principal of every role, and keys."""
+    return await build_world(pool)
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_test_server()
+    )
+    await search_attributes.register(env.client)
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        search_attributes=search_attributes.SEARCH_ATTRIBUTES,
+        ui=False,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
