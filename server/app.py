@@ -31,9 +31,9 @@ from workflows.worker import build_worker
 log = logging.getLogger("reengage")
 
 
-async def connect_temporal(address: str, namespace: str, timeout: float = 60) -> Client:
+async def connect_temporal(address: str, namespace: str, within: float = 60) -> Client:
     """Connects, retrying while the server starts (it accepts TCP before it serves)."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         try:
             return await Client.connect(address, namespace=namespace)

@@ -39,7 +39,9 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
     value = values[0] if isinstance(values[0], str) else values[0].decode("latin-1")
     scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("authorization must be `Bearer <api key>`", reason="API_KEY_MALFORMED")
+        raise Unauthenticated(
+            "authorization must be `Bearer <api key>`", reason="API_KEY_MALFORMED"
+        )
     return token.strip()
 
 

@@ -117,4 +117,3 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args, settings)
     except DomainError as exc:
         raise SystemExit(f"reengage: {exc.message}") from None
-

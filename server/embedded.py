@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -47,9 +48,14 @@ def require_free(port: int, what: str) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the kernel's ephemeral range (32768+). The Temporal dev server picks
+    ephemeral ports for its internal services while it starts, so a frontend port taken from
+    that range can be grabbed from under it."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        if port_is_free(port):
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def _die_with_parent() -> None:
@@ -117,19 +123,51 @@ class EmbeddedPostgres:
         user = self._run_as()
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(
-                [str(_postgres_bin() / "initdb"), "-D", str(self.data_dir), "--auth=trust",
-                 "--encoding=utf8", "--locale=C", "-U", "postgres"],
-                user=user, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                [
+                    str(_postgres_bin() / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "--auth=trust",
+                    "--encoding=utf8",
+                    "--locale=C",
+                    "-U",
+                    "postgres",
+                ],
+                user=user,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
             )
         (self.data_dir / "postmaster.pid").unlink(missing_ok=True)  # stale after a crash
-        args = [str(_postgres_bin() / "postgres"), "-D", str(self.data_dir), "-h", "127.0.0.1",
-                "-p", str(self.port), "-k", str(self.data_dir), "-c", "max_connections=200"]
+        args = [
+            str(_postgres_bin() / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.data_dir),
+            "-c",
+            "max_connections=200",
+        ]
         if self.fast:
-            args += ["-c", "fsync=off", "-c", "synchronous_commit=off",
-                     "-c", "full_page_writes=off"]
-        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - owned by the process
+            args += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
+        log = open(self.data_dir / "server.log", "ab")
         self.process = subprocess.Popen(
-            args, user=user, stdout=log, stderr=log, start_new_session=True,
+            args,
+            user=user,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
             preexec_fn=_die_with_parent,
         )
         _wait_for_port(self.port, self.process, "PostgreSQL", timeout)
@@ -153,8 +191,9 @@ class EmbeddedPostgres:
         import psycopg
 
         with psycopg.connect(self.admin_url(), autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                (DATABASE,)).fetchone():
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)
+            ).fetchone():
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
 
     def stop(self, timeout: float = 30) -> None:
@@ -178,13 +217,25 @@ class EmbeddedTemporal:
         require_free(self.port, "Temporal frontend")
         require_free(self.ui_port, "Temporal UI")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [temporal_cli(), "server", "start-dev", "--ip", "127.0.0.1",
-                "--port", str(self.port), "--ui-port", str(self.ui_port),
-                "--db-filename", str(self.data_dir / "temporal.db"),
-                "--log-level", "warn", "--ui-disable-news-fetch"]
+        args = [
+            temporal_cli(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--ui-port",
+            str(self.ui_port),
+            "--db-filename",
+            str(self.data_dir / "temporal.db"),
+            "--log-level",
+            "warn",
+            "--ui-disable-news-fetch",
+        ]
         for attr in SEARCH_ATTRIBUTES:
             args += ["--search-attribute", f"{attr.name}=Keyword"]
-        log = open(self.data_dir / "temporal.log", "ab")  # noqa: SIM115 - owned by the process
+        log = open(self.data_dir / "temporal.log", "ab")
         self.process = subprocess.Popen(
             args, stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent
         )

@@ -51,7 +51,9 @@ def to_status(error: errors.DomainError) -> grpc.Status:
                 )
             )
         )
-    return rpc_status.to_status(status_pb2.Status(code=code, message=error.message, details=details))
+    return rpc_status.to_status(
+        status_pb2.Status(code=code, message=error.message, details=details)
+    )
 
 
 def internal_status() -> grpc.Status:

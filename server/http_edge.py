@@ -70,7 +70,12 @@ class EdgeServer(uvicorn.Server):
 
 def http_server(app: Starlette, host: str, port: int) -> EdgeServer:
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="off", access_log=False,
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
         h11_max_incomplete_event_size=64 * 1024,
     )
     return EdgeServer(config)

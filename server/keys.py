@@ -19,7 +19,9 @@ async def create_key_cli(
 
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         if operator:
-            issued = await api_keys.issue_key(conn, CLI.label, None, "", display_name, Role.OPERATOR)
+            issued = await api_keys.issue_key(
+                conn, CLI.label, None, "", display_name, Role.OPERATOR
+            )
         else:
             if role is None:
                 raise SystemExit("reengage keys create: --role is required with --parent")
@@ -27,4 +29,3 @@ async def create_key_cli(
             await check_exists(conn, scope)
             issued = await api_keys.create_api_key(conn, CLI, scope, "", display_name, Role(role))
     return issued.token, issued.key.name
-

@@ -53,8 +53,9 @@ async def run_up(settings: Settings, *, embedded: bool) -> None:
             log.info("starting embedded PostgreSQL on 127.0.0.1:%d", postgres.port)
             await asyncio.to_thread(postgres.start)
         if temporal is not None:
-            log.info("starting Temporal dev server on %s (UI :%d)", temporal.address,
-                     temporal.ui_port)
+            log.info(
+                "starting Temporal dev server on %s (UI :%d)", temporal.address, temporal.ui_port
+            )
             await asyncio.to_thread(temporal.start)
         database_url = postgres.url if postgres else settings.database_url
         temporal_address = temporal.address if temporal else settings.temporal_address

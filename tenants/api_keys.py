@@ -91,8 +91,17 @@ async def issue_key(
                 "INSERT INTO api_keys (lookup_id, franchisor_id, location_id, id, display_name,"
                 " role, secret_sha256, key_prefix, created_by)"
                 f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (lookup, f, loc, key_id, display_name, role.value, _sha256(secret),
-                 token[:10], created_by),
+                (
+                    lookup,
+                    f,
+                    loc,
+                    key_id,
+                    display_name,
+                    role.value,
+                    _sha256(secret),
+                    token[:10],
+                    created_by,
+                ),
             )
             row = await cur.fetchone()
     except psycopg.errors.UniqueViolation:
@@ -132,7 +141,11 @@ async def create_api_key(
     async with conn.transaction():
         issued = await issue_key(conn, principal.label, parent, key_id, display_name, role)
         await audit.record(
-            conn, principal, "api_key.create", issued.key.name, parent.franchisor_id,
+            conn,
+            principal,
+            "api_key.create",
+            issued.key.name,
+            parent.franchisor_id,
             role=role.value,
         )
     return issued
@@ -170,15 +183,13 @@ async def revoke_api_key(
         if key.revoke_time is not None:
             return key
         cur = await conn.execute(
-            f"UPDATE api_keys SET revoke_time = now() WHERE franchisor_id = %s"
+            "UPDATE api_keys SET revoke_time = now() WHERE franchisor_id = %s"
             " AND location_id IS NOT DISTINCT FROM %s AND id = %s RETURNING {_COLUMNS}",
             (name.scope.franchisor_id, name.scope.location_id, name.id),
         )
         row = await cur.fetchone()
         assert row is not None
-        await audit.record(
-            conn, principal, "api_key.revoke", name.name, name.scope.franchisor_id
-        )
+        await audit.record(conn, principal, "api_key.revoke", name.name, name.scope.franchisor_id)
     return _from_row(row)
 
 

@@ -53,9 +53,7 @@ async def create_franchisor(
             )
             created = await cur.fetchone()
             assert created is not None
-            await audit.record(
-                conn, principal, "franchisor.create", created.scope.name, created.id
-            )
+            await audit.record(conn, principal, "franchisor.create", created.scope.name, created.id)
     except psycopg.errors.UniqueViolation:
         raise AlreadyExists(
             f"franchisors/{franchisor_id} already exists", resource=f"franchisors/{franchisor_id}"

@@ -110,10 +110,10 @@ def _validate(
             numbers.append(number)
         values["sender_phone_numbers"] = tuple(numbers)
     if "send_window" in fields:
-        raw = data.send_window or SendWindowInput()
+        window = data.send_window or SendWindowInput()
         try:
             values["send_window"] = SendWindow.parse(
-                raw.start_time, raw.end_time, list(raw.days), f"{prefix}.send_window"
+                window.start_time, window.end_time, list(window.days), f"{prefix}.send_window"
             )
         except InvalidArgument as exc:
             problems.items.extend(exc.violations)

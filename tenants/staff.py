@@ -42,8 +42,12 @@ def _scope_args(scope: TenantScope) -> tuple[str, str | None]:
 def _from_row(row: tuple[Any, ...]) -> StaffMember:
     f, loc, sid, display, role, slack, email, created = row
     return StaffMember(
-        ChildName(TenantScope(f, loc), COLLECTION, sid), display, Role(role), slack or "",
-        email, created,
+        ChildName(TenantScope(f, loc), COLLECTION, sid),
+        display,
+        Role(role),
+        slack or "",
+        email,
+        created,
     )
 
 
@@ -71,7 +75,9 @@ async def create_staff_member(
     if problem:
         problems.add("staff_member.display_name", problem)
     if role is None or role is Role.OPERATOR:
-        problems.add("staff_member.role", "is required (ROLE_FRANCHISOR_ADMIN .. ROLE_LOCATION_STAFF)")
+        problems.add(
+            "staff_member.role", "is required (ROLE_FRANCHISOR_ADMIN .. ROLE_LOCATION_STAFF)"
+        )
     elif not role_fits_scope(role, parent):
         problems.add(
             "staff_member.role",
@@ -94,18 +100,29 @@ async def create_staff_member(
                 " slack_user_id, email) VALUES (%s, %s, %s, %s, %s, %s, %s)"
                 " RETURNING franchisor_id, location_id, id, display_name, role, slack_user_id,"
                 " email, create_time",
-                (*_scope_args(parent), staff_member_id, display_name, role.value,
-                 slack_user_id or None, email),
+                (
+                    *_scope_args(parent),
+                    staff_member_id,
+                    display_name,
+                    role.value,
+                    slack_user_id or None,
+                    email,
+                ),
             )
             row = await cur.fetchone()
             await audit.record(
-                conn, principal, "staff_member.create", name.name, parent.franchisor_id,
+                conn,
+                principal,
+                "staff_member.create",
+                name.name,
+                parent.franchisor_id,
                 role=role.value,
             )
     except psycopg.errors.UniqueViolation as exc:
         if "slack_user" in str(exc.diag.constraint_name):
             raise AlreadyExists(
-                f"Slack user {slack_user_id} is already mapped to a staff member of this franchisor",
+                f"Slack user {slack_user_id} is already mapped to a staff member"
+                " of this franchisor",
                 reason="SLACK_USER_TAKEN",
             )
         raise AlreadyExists(f"{name.name} already exists", resource=name.name)
@@ -141,4 +158,3 @@ async def delete_staff_member(
         await audit.record(
             conn, principal, "staff_member.delete", name.name, name.scope.franchisor_id
         )
-

@@ -51,7 +51,7 @@ def migrate(conninfo: str) -> list[Migration]:
                 if migration.version in done:
                     continue
                 with conn.transaction():
-                    conn.execute(migration.path.read_text())  # type: ignore[arg-type]
+                    conn.execute(migration.path.read_text().encode())
                     conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                         (migration.version, migration.name),

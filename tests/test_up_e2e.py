@@ -1,0 +1,239 @@
+"""`reengage up` / `reengage serve` as real process trees: serve, reuse data, stop cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import psutil
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from reengage.v1 import tenants_pb2, tenants_pb2_grpc
+from server.embedded import free_port
+
+pytestmark = pytest.mark.e2e
+REENGAGE = str(Path(sys.executable).parent / "reengage")
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[bytes]
+    env: dict[str, str]
+    data_dir: Path
+    log: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.env['REENGAGE_HTTP_PORT']}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.env['REENGAGE_GRPC_PORT']}"
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def wait_healthy(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"reengage exited early:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.http}/healthz", timeout=2).status_code == 200:
+                    # healthy HTTP comes last in start-up, but the demo seed may still run
+                    if self.serves_grpc():
+                        return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"not healthy in {timeout}s:\n{self.log.read_text()}")
+
+    def serves_grpc(self) -> bool:
+        return "serving: gRPC" in self.log.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(60)
+
+
+def ports_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REENGAGE_")}
+    env.update(
+        REENGAGE_DATA_DIR=str(data_dir),
+        REENGAGE_GRPC_PORT=str(free_port()),
+        REENGAGE_HTTP_PORT=str(free_port()),
+        REENGAGE_EMBEDDED_PG_PORT=str(free_port()),
+        REENGAGE_TEMPORAL_PORT=str(free_port()),
+        REENGAGE_TEMPORAL_UI_PORT=str(free_port()),
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def start_stack(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+    started: list[Stack] = []
+
+    def start(command: str = "up", env: dict[str, str] | None = None) -> Stack:
+        env = env or ports_env(tmp_path / ".reengage")
+        log = tmp_path / f"{command}-{len(started)}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [REENGAGE, command], env=env, cwd=tmp_path, stdout=out, stderr=out
+            )
+        stack = Stack(proc, env, Path(env["REENGAGE_DATA_DIR"]), log)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        if stack.process.poll() is None:
+            for child in stack.descendants():
+                child.kill()
+            stack.process.kill()
+            stack.process.wait()
+
+
+def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """The processes that still run (a zombie has exited: it only awaits its parent)."""
+    running = []
+    for p in processes:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                running.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return running
+
+
+def list_demo_locations(target: str, key: str) -> list[str]:
+    with grpc.insecure_channel(target) as channel:
+        stub = tenants_pb2_grpc.TenantServiceStub(channel)
+        reply = stub.ListLocations(
+            tenants_pb2.ListLocationsRequest(parent="franchisors/demo"),
+            metadata=(("authorization", f"Bearer {key}"),),
+            timeout=10,
+        )
+    return [loc.name for loc in reply.locations]
+
+
+def test_up_serves_the_demo_reuses_its_data_and_leaves_no_process_behind(
+    start_stack: callable,  # type: ignore[valid-type]
+) -> None:
+    stack = start_stack()
+    stack.wait_healthy()
+    key_file = stack.data_dir / "demo-api-key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text().strip()
+    assert key in stack.log.read_text()  # printed for the developer
+    assert list_demo_locations(stack.grpc_target, key) == [
+        "franchisors/demo/locations/downtown",
+        "franchisors/demo/locations/uptown",
+    ]
+    health = httpx.get(f"{stack.http}/healthz").json()
+    assert health["postgres"]["ok"] and health["temporal"]["ok"]
+    children = stack.descendants()
+    names = " ".join(" ".join(c.cmdline()) for c in children)
+    assert "postgres" in names and "temporal" in names
+
+    assert stack.stop(signal.SIGTERM) == 0
+    assert not alive(children)
+
+    again = start_stack(env=stack.env)  # a second `make up` on the same data
+    again.wait_healthy()
+    assert (again.data_dir / "demo-api-key").read_text().strip() == key
+    assert len(list_demo_locations(again.grpc_target, key)) == 2
+    children = again.descendants()
+    assert again.stop(signal.SIGINT) == 0  # Ctrl-C
+    assert not alive(children)
+
+
+def test_healthz_answers_503_while_postgres_is_down(
+    start_stack: callable,  # type: ignore[valid-type]
+) -> None:
+    stack = start_stack()
+    stack.wait_healthy()
+    postgres = next(
+        c for c in stack.descendants() if c.name() == "postgres" and c.ppid() == stack.process.pid
+    )
+    postgres.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while alive([postgres]) and time.monotonic() < deadline:
+        time.sleep(0.1)  # it stays a zombie until the supervisor reaps it at stop
+    assert not alive([postgres])
+    reply = httpx.get(f"{stack.http}/healthz", timeout=15)
+    assert reply.status_code == 503
+    assert reply.json()["postgres"]["ok"] is False and reply.json()["temporal"]["ok"] is True
+    children = stack.descendants()
+    assert stack.stop() == 0
+    assert not alive(children)
+
+
+def test_a_busy_port_gives_one_line_naming_the_port(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = ports_env(tmp_path / ".reengage", REENGAGE_GRPC_PORT=str(port))
+        run = subprocess.run([REENGAGE, "up"], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert lines == [f"reengage: port {port} (gRPC API) is already in use"]
+    assert not (tmp_path / ".reengage" / "pg").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("command", ["up", "serve"])
+def test_with_external_services_nothing_embedded_is_started(
+    command: str,
+    start_stack: callable,  # type: ignore[valid-type]
+    database_url: str,
+    dev_env: WorkflowEnvironment,
+    tmp_path: Path,
+) -> None:
+    env = ports_env(
+        tmp_path / f".reengage-{command}",
+        REENGAGE_DATABASE_URL=database_url,
+        REENGAGE_TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+    )
+    stack = start_stack(command, env)
+    stack.wait_healthy()
+    assert not [c for c in stack.descendants() if c.name() in ("postgres", "temporal")]
+    assert not (stack.data_dir / "pg").exists()
+    assert stack.stop() == 0
+
+
+def test_serve_refuses_to_start_without_external_services(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [REENGAGE, "serve"],
+        env=ports_env(tmp_path / ".reengage"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode != 0
+    assert "REENGAGE_DATABASE_URL" in run.stderr
+
+
+def test_if_the_supervisor_is_killed_its_children_stop_too(
+    start_stack: callable,  # type: ignore[valid-type]
+) -> None:
+    stack = start_stack()
+    stack.wait_healthy()
+    children = stack.descendants()
+    stack.process.kill()  # no chance to clean up: the kernel's parent-death signal does it
+    stack.process.wait()
+    deadline = time.monotonic() + 30
+    while alive(children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(children)
