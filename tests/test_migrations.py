@@ -59,7 +59,7 @@ def test_badly_named_migration_files_are_refused(
 ) -> None:
     (tmp_path / "1_oops.sql").write_text("SELECT 1;")
     monkeypatch.setattr(migrations, "MIGRATIONS_DIR", tmp_path)
-    with pytest.raises(ValueError, match="NNNN_name.sql"):
+    with pytest.raises(ValueError, match=r"NNNN_name\.sql"):
         available()
 
 

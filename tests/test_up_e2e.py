@@ -9,7 +9,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +67,9 @@ class Stack:
         return self.process.wait(60)
 
 
+StartStack = Callable[..., Stack]
+
+
 def ports_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REENGAGE_")}
     env.update(
@@ -82,7 +85,7 @@ def ports_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_stack(tmp_path: Path) -> Iterator[callable]:  # type: ignore[valid-type]
+def start_stack(tmp_path: Path) -> Iterator[StartStack]:
     started: list[Stack] = []
 
     def start(command: str = "up", env: dict[str, str] | None = None) -> Stack:
@@ -129,7 +132,7 @@ def list_demo_locations(target: str, key: str) -> list[str]:
 
 
 def test_up_serves_the_demo_reuses_its_data_and_leaves_no_process_behind(
-    start_stack: callable,  # type: ignore[valid-type]
+    start_stack: StartStack,
 ) -> None:
     stack = start_stack()
     stack.wait_healthy()
@@ -160,7 +163,7 @@ def test_up_serves_the_demo_reuses_its_data_and_leaves_no_process_behind(
 
 
 def test_healthz_answers_503_while_postgres_is_down(
-    start_stack: callable,  # type: ignore[valid-type]
+    start_stack: StartStack,
 ) -> None:
     stack = start_stack()
     stack.wait_healthy()
@@ -196,7 +199,7 @@ def test_a_busy_port_gives_one_line_naming_the_port(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", ["up", "serve"])
 def test_with_external_services_nothing_embedded_is_started(
     command: str,
-    start_stack: callable,  # type: ignore[valid-type]
+    start_stack: StartStack,
     database_url: str,
     dev_env: WorkflowEnvironment,
     tmp_path: Path,
@@ -226,7 +229,7 @@ def test_serve_refuses_to_start_without_external_services(tmp_path: Path) -> Non
 
 
 def test_if_the_supervisor_is_killed_its_children_stop_too(
-    start_stack: callable,  # type: ignore[valid-type]
+    start_stack: StartStack,
 ) -> None:
     stack = start_stack()
     stack.wait_healthy()
