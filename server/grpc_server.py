@@ -8,8 +8,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
-from reengage.v1 import tenants_pb2, tenants_pb2_grpc
 
+from reengage.v1 import tenants_pb2, tenants_pb2_grpc
 from server.auth import AuthInterceptor
 from server.tenant_service import TenantService
 

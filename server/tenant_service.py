@@ -8,9 +8,9 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 from psycopg_pool import AsyncConnectionPool
+
 from reengage.v1 import tenants_pb2 as pb
 from reengage.v1 import tenants_pb2_grpc
-
 from server.auth import principal
 from tenants import api_keys, franchisors, locations, staff
 from tenants.access import Role
