@@ -160,7 +160,7 @@ class TenantService(tenants_pb2_grpc.TenantServiceServicer):
         self, request: pb.ListLocationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListLocationsResponse:
         parent = parse_franchisor(request.parent, "parent")
-        page = page_request(request.parent, request.page_size, request.page_token)
+        page = page_request(f"{parent.name}/locations", request.page_size, request.page_token)
         async with self._pool.connection() as conn:
             found, token = await locations.list_locations(conn, principal(), parent, page)
         return pb.ListLocationsResponse(
@@ -206,7 +206,9 @@ class TenantService(tenants_pb2_grpc.TenantServiceServicer):
         self, request: pb.ListStaffMembersRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListStaffMembersResponse:
         parent = parse_scope(request.parent, "parent")
-        page = page_request(request.parent, request.page_size, request.page_token)
+        page = page_request(
+            f"{parent.name}/{staff.COLLECTION}", request.page_size, request.page_token
+        )
         async with self._pool.connection() as conn:
             found, token = await staff.list_staff_members(conn, principal(), parent, page)
         return pb.ListStaffMembersResponse(
@@ -241,7 +243,9 @@ class TenantService(tenants_pb2_grpc.TenantServiceServicer):
         self, request: pb.ListApiKeysRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListApiKeysResponse:
         parent = parse_scope(request.parent, "parent")
-        page = page_request(request.parent, request.page_size, request.page_token)
+        page = page_request(
+            f"{parent.name}/{api_keys.COLLECTION}", request.page_size, request.page_token
+        )
         async with self._pool.connection() as conn:
             found, token = await api_keys.list_api_keys(conn, principal(), parent, page)
         return pb.ListApiKeysResponse(

@@ -74,6 +74,11 @@ class Action(StrEnum):
     STAFF_MANAGE = "staff.manage"
     API_KEY_READ = "api_key.read"
     API_KEY_MANAGE = "api_key.manage"
+    # templates of the target scope: brand templates at a franchisor, a location's at a location
+    TEMPLATE_READ = "template.read"
+    TEMPLATE_WRITE = "template.write"
+    # deciding a location's override of a brand template: franchisor principals only
+    TEMPLATE_APPROVE = "template.approve"
 
 
 _FRANCHISOR_WIDE = {
@@ -88,6 +93,9 @@ _FRANCHISOR_WIDE = {
     Action.STAFF_MANAGE: {Role.FRANCHISOR_ADMIN},
     Action.API_KEY_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
     Action.API_KEY_MANAGE: {Role.FRANCHISOR_ADMIN},
+    Action.TEMPLATE_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
+    Action.TEMPLATE_WRITE: {Role.FRANCHISOR_ADMIN},
+    Action.TEMPLATE_APPROVE: {Role.FRANCHISOR_ADMIN},
 }
 
 _OWN_LOCATION = {
@@ -101,11 +109,17 @@ _OWN_LOCATION = {
     Action.STAFF_MANAGE: {Role.LOCATION_MANAGER},
     Action.API_KEY_READ: {Role.LOCATION_MANAGER},
     Action.API_KEY_MANAGE: {Role.LOCATION_MANAGER},
+    Action.TEMPLATE_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
+    Action.TEMPLATE_WRITE: {Role.LOCATION_MANAGER},
 }
 
 # Actions whose target is the franchisor node but which location principals may perform (their
 # results are then narrowed to their own location by `visible_locations`).
-_FRANCHISOR_NODE_OK_FOR_LOCATIONS = {Action.FRANCHISOR_READ, Action.LOCATION_LIST}
+_FRANCHISOR_NODE_OK_FOR_LOCATIONS = {
+    Action.FRANCHISOR_READ,
+    Action.LOCATION_LIST,
+    Action.TEMPLATE_READ,  # a location reads its brand's templates
+}
 
 
 def can(principal: Principal, action: Action, target: TenantScope | None) -> bool:

@@ -22,7 +22,7 @@ from tenants import audit
 from tenants.access import Action, Principal, Role, authorize, authorize_grant, role_fits_scope
 from tenants.errors import AlreadyExists, NotFound, Unauthenticated, Violations
 from tenants.locations import check_exists
-from tenants.names import ChildName, TenantScope, check_id, display_name_problem
+from tenants.names import ChildName, TenantScope, display_name_problem, id_problem
 from tenants.pagination import PageRequest
 
 COLLECTION = "apiKeys"
@@ -120,12 +120,10 @@ async def create_api_key(
     role: Role | None,
 ) -> IssuedKey:
     authorize(principal, Action.API_KEY_MANAGE, parent)
-    if key_id:
-        check_id(key_id, "api_key_id")
     problems = Violations()
-    problem = display_name_problem(display_name)
-    if problem:
-        problems.add("api_key.display_name", problem)
+    if key_id:
+        problems.check("api_key_id", id_problem(key_id))
+    problems.check("api_key.display_name", display_name_problem(display_name))
     if role is None or role is Role.OPERATOR:
         problems.add("api_key.role", "is required (ROLE_FRANCHISOR_ADMIN .. ROLE_LOCATION_STAFF)")
     elif not role_fits_scope(role, parent):
@@ -184,7 +182,7 @@ async def revoke_api_key(
             return key
         cur = await conn.execute(
             "UPDATE api_keys SET revoke_time = now() WHERE franchisor_id = %s"
-            " AND location_id IS NOT DISTINCT FROM %s AND id = %s RETURNING {_COLUMNS}",
+            f" AND location_id IS NOT DISTINCT FROM %s AND id = %s RETURNING {_COLUMNS}",
             (name.scope.franchisor_id, name.scope.location_id, name.id),
         )
         row = await cur.fetchone()
@@ -196,7 +194,7 @@ async def revoke_api_key(
 async def authenticate(conn: AsyncConnection[Any], token: str) -> Principal:
     """The principal a bearer token stands for; Unauthenticated when malformed, unknown or
     revoked (one message for all, so the answer reveals nothing about which)."""
-    match = _TOKEN.match(token)
+    match = _TOKEN.fullmatch(token)
     if match is None:
         raise Unauthenticated("the API key is malformed", reason="API_KEY_MALFORMED")
     cur = await conn.execute(

@@ -74,6 +74,11 @@ class Violations:
     def add(self, field_path: str, description: str) -> None:
         self.items.append(FieldViolation(field_path, description))
 
+    def check(self, field_path: str, problem: str | None) -> None:
+        """Adds a violation when problem (a reason, or None for fine) is set."""
+        if problem:
+            self.add(field_path, problem)
+
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(list(self.items))

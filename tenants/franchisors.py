@@ -12,8 +12,8 @@ from psycopg.rows import class_row
 
 from tenants import audit
 from tenants.access import Action, Principal, authorize
-from tenants.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
-from tenants.names import TenantScope, check_id, display_name_problem
+from tenants.errors import AlreadyExists, NotFound, Violations
+from tenants.names import TenantScope, display_name_problem, id_problem
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,10 @@ async def create_franchisor(
     conn: AsyncConnection[Any], principal: Principal, franchisor_id: str, display_name: str
 ) -> Franchisor:
     authorize(principal, Action.FRANCHISOR_CREATE, None)
-    check_id(franchisor_id, "franchisor_id")
-    problem = display_name_problem(display_name)
-    if problem:
-        raise InvalidArgument([FieldViolation("franchisor.display_name", problem)])
+    problems = Violations()
+    problems.check("franchisor_id", id_problem(franchisor_id))
+    problems.check("franchisor.display_name", display_name_problem(display_name))
+    problems.raise_if_any()
     try:
         async with conn.transaction():
             cur = conn.cursor(row_factory=class_row(Franchisor))

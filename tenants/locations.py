@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import resources
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from psycopg import AsyncConnection
@@ -14,14 +15,16 @@ from psycopg import AsyncConnection
 from tenants import audit
 from tenants.access import Action, Principal, authorize, visible_locations
 from tenants.errors import AlreadyExists, EtagMismatch, InvalidArgument, NotFound, Violations
-from tenants.names import TenantScope, check_id, display_name_problem
+from tenants.names import TenantScope, display_name_problem, id_problem
 from tenants.pagination import PageRequest
 from tenants.phones import SUPPORTED_REGIONS, to_e164
 from tenants.send_window import SendWindow
 
 MAX_SENDER_NUMBERS = 20
 _SLACK_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{4,20}$")
-_ZONES = frozenset(available_timezones())
+# IANA zone names from the pinned tzdata package, not the host's /usr/share/zoneinfo (which
+# also holds files such as "localtime" and "posixrules" that are not zones).
+_ZONES = frozenset(resources.files("tzdata").joinpath("zones").read_text().split())
 
 SETTINGS_FIELDS = frozenset({"display_name", "send_window", "slack_channel_id"})
 PROVISIONING_FIELDS = frozenset({"time_zone", "sender_phone_numbers"})
@@ -72,15 +75,17 @@ class Location:
 
 
 def _validate(
-    data: LocationInput, fields: frozenset[str], region_code: str, prefix: str = "location"
+    data: LocationInput,
+    fields: frozenset[str],
+    region_code: str,
+    problems: Violations,
+    prefix: str = "location",
 ) -> dict[str, Any]:
-    """Validates the named fields of data; returns their stored values or raises every problem."""
-    problems = Violations()
+    """Validates the named fields of data; returns their stored values or raises every problem
+    (with those already in problems)."""
     values: dict[str, Any] = {}
     if "display_name" in fields:
-        problem = display_name_problem(data.display_name)
-        if problem:
-            problems.add(f"{prefix}.display_name", problem)
+        problems.check(f"{prefix}.display_name", display_name_problem(data.display_name))
         values["display_name"] = data.display_name
     if "time_zone" in fields:
         if data.time_zone not in _ZONES:
@@ -118,7 +123,7 @@ def _validate(
         except InvalidArgument as exc:
             problems.items.extend(exc.violations)
     if "slack_channel_id" in fields:
-        if data.slack_channel_id and not _SLACK_CHANNEL.match(data.slack_channel_id):
+        if data.slack_channel_id and not _SLACK_CHANNEL.fullmatch(data.slack_channel_id):
             problems.add(
                 f"{prefix}.slack_channel_id",
                 f"{data.slack_channel_id[:40]!r} is not a Slack channel id (e.g. C0123ABCD)",
@@ -155,9 +160,13 @@ def _from_row(row: tuple[Any, ...]) -> Location:
     )
 
 
-async def _load(conn: AsyncConnection[Any], scope: TenantScope) -> Location | None:
+async def _load(
+    conn: AsyncConnection[Any], scope: TenantScope, lock: bool = False
+) -> Location | None:
     cur = await conn.execute(
-        _SELECT + " WHERE l.franchisor_id = %s AND l.id = %s",
+        _SELECT
+        + " WHERE l.franchisor_id = %s AND l.id = %s"
+        + (" FOR UPDATE OF l" if lock else ""),
         (scope.franchisor_id, scope.location_id),
     )
     row = await cur.fetchone()
@@ -196,13 +205,13 @@ async def create_location(
     data: LocationInput,
 ) -> Location:
     authorize(principal, Action.LOCATION_CREATE, parent)
-    check_id(location_id, "location_id")
+    problems = Violations()
+    problems.check("location_id", id_problem(location_id))
     region = data.region_code or "US"
     if region not in SUPPORTED_REGIONS:
-        problems = Violations()
         problems.add("location.region_code", f"{region[:10]!r} is not a CLDR region code")
-        problems.raise_if_any()
-    values = _validate(data, UPDATABLE_FIELDS, region)
+        region = "US"  # to check the numbers too
+    values = _validate(data, UPDATABLE_FIELDS, region, problems)
     scope = TenantScope(parent.franchisor_id, location_id)
     window: SendWindow = values["send_window"]
     try:
@@ -285,10 +294,12 @@ async def update_location(
     )
     authorize(principal, needs, scope)
     async with conn.transaction():
-        current = await _load(conn, scope)
+        # the row lock serialises writers: one without an etag waits and then wins; one with a
+        # stale etag is refused below
+        current = await _load(conn, scope, lock=True)
         if current is None:
             raise NotFound(f"{scope.name} does not exist", resource=scope.name)
-        values = _validate(data, frozenset(fields), current.region_code)
+        values = _validate(data, frozenset(fields), current.region_code, Violations())
         if etag and etag != current.etag:
             raise EtagMismatch(
                 f"{scope.name} changed since etag {etag}; read it again", resource=scope.name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from tenants.errors import FieldViolation, InvalidArgument
@@ -11,9 +12,15 @@ RESOURCE_ID = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 ID_RULE = "must be 1-63 characters of a-z, 0-9 and '-', start with a letter, not end with '-'"
 
 
+def id_problem(value: str) -> str | None:
+    """Why value is not a resource id, or None when it is one."""
+    return None if RESOURCE_ID.fullmatch(value) else f"{value[:80]!r} {ID_RULE}"
+
+
 def check_id(value: str, field: str) -> str:
-    if not RESOURCE_ID.match(value):
-        raise InvalidArgument([FieldViolation(field, f"{value[:80]!r} {ID_RULE}")])
+    problem = id_problem(value)
+    if problem:
+        raise InvalidArgument([FieldViolation(field, problem)])
     return value
 
 
@@ -119,6 +126,6 @@ def display_name_problem(value: str) -> str | None:
         return "is required"
     if len(value) > MAX_DISPLAY_NAME:
         return f"is longer than {MAX_DISPLAY_NAME} characters"
-    if any(ord(c) < 32 for c in value):
+    if any(unicodedata.category(c) == "Cc" for c in value):
         return "contains control characters"
     return None

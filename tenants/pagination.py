@@ -15,9 +15,10 @@ MAX_PAGE_SIZE = 1000
 
 @dataclass(frozen=True)
 class PageRequest:
-    """`size` rows after the key `after` (None: from the start) of the list named `parent`."""
+    """`size` rows after the key `after` (None: from the start) of the list `list_name`: the
+    collection, its parent and any filters, e.g. "franchisors/acme/locations"."""
 
-    parent: str
+    list_name: str
     size: int
     after: str | None
 
@@ -25,25 +26,26 @@ class PageRequest:
         """Call with the keys of up to size + 1 fetched rows; empty when this was the last page."""
         if len(rows_fetched) <= self.size:
             return ""
-        payload = json.dumps({"p": self.parent, "a": rows_fetched[self.size - 1]})
+        payload = json.dumps({"p": self.list_name, "a": rows_fetched[self.size - 1]})
         return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
-def page_request(parent: str, page_size: int, page_token: str) -> PageRequest:
-    """Validates page_size and page_token; a token only continues the list it came from."""
+def page_request(list_name: str, page_size: int, page_token: str) -> PageRequest:
+    """Validates page_size and page_token; a token only continues the list it came from (same
+    collection, parent and filters)."""
     if page_size < 0:
         raise InvalidArgument([FieldViolation("page_size", "must not be negative")])
     size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     if not page_token:
-        return PageRequest(parent, size, None)
+        return PageRequest(list_name, size, None)
     try:
         padded = page_token + "=" * (-len(page_token) % 4)
         decoded = json.loads(base64.urlsafe_b64decode(padded.encode()))
         token_parent, after = decoded["p"], decoded["a"]
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise InvalidArgument([FieldViolation("page_token", "is not a token this API issued")])
-    if token_parent != parent or not isinstance(after, str):
+    if token_parent != list_name or not isinstance(after, str):
         raise InvalidArgument(
             [FieldViolation("page_token", "belongs to a different list than this request's")]
         )
-    return PageRequest(parent, size, after)
+    return PageRequest(list_name, size, after)

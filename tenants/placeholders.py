@@ -125,7 +125,7 @@ def _check_variable(name: str, position: int) -> None:
         return
     if name.startswith(ATTRS_PREFIX):
         key = name[len(ATTRS_PREFIX) :]
-        if _ATTR_KEY.match(key):
+        if _ATTR_KEY.fullmatch(key):
             return
         raise TemplateSyntaxError(
             position, f"contact attribute key {key!r} must be lower_snake_case (a-z, 0-9, _)"

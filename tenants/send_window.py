@@ -58,7 +58,7 @@ class SendWindow:
 
 
 def _parse_hhmm(value: str, field: str, problems: Violations) -> int | None:
-    match = _HHMM.match(value)
+    match = _HHMM.fullmatch(value)
     if match is None:
         problems.add(field, f"{value[:20]!r} is not a 24-hour time HH:MM")
         return None

@@ -14,7 +14,7 @@ from tenants import audit
 from tenants.access import Action, Principal, Role, authorize, authorize_grant, role_fits_scope
 from tenants.errors import AlreadyExists, NotFound, Violations
 from tenants.locations import check_exists
-from tenants.names import ChildName, TenantScope, check_id, display_name_problem
+from tenants.names import ChildName, TenantScope, display_name_problem, id_problem
 from tenants.pagination import PageRequest
 
 COLLECTION = "staffMembers"
@@ -70,10 +70,8 @@ async def create_staff_member(
 ) -> StaffMember:
     authorize(principal, Action.STAFF_MANAGE, parent)
     problems = Violations()
-    check_id(staff_member_id, "staff_member_id")
-    problem = display_name_problem(display_name)
-    if problem:
-        problems.add("staff_member.display_name", problem)
+    problems.check("staff_member_id", id_problem(staff_member_id))
+    problems.check("staff_member.display_name", display_name_problem(display_name))
     if role is None or role is Role.OPERATOR:
         problems.add(
             "staff_member.role", "is required (ROLE_FRANCHISOR_ADMIN .. ROLE_LOCATION_STAFF)"
@@ -84,9 +82,9 @@ async def create_staff_member(
             f"{role.value} does not fit {'a location' if parent.is_location else 'a franchisor'}"
             " scope: franchisor roles at franchisors/{f}, location roles at locations",
         )
-    if slack_user_id and not _SLACK_USER.match(slack_user_id):
+    if slack_user_id and not _SLACK_USER.fullmatch(slack_user_id):
         problems.add("staff_member.slack_user_id", f"{slack_user_id[:40]!r} is not a Slack user id")
-    if email and (len(email) > 254 or not _EMAIL.match(email)):
+    if email and (len(email) > 254 or not _EMAIL.fullmatch(email)):
         problems.add("staff_member.email", "is not an email address")
     problems.raise_if_any()
     assert role is not None

@@ -52,7 +52,9 @@ def test_operators_may_do_everything(action: Action, target: TenantScope | None)
     [
         a
         for a in Action
-        if a.name.endswith(("_CREATE", "_MANAGE", "_UPDATE_SETTINGS", "PROVISIONING"))
+        if a.name.endswith(
+            ("_CREATE", "_MANAGE", "_UPDATE_SETTINGS", "PROVISIONING", "_WRITE", "_APPROVE")
+        )
     ],
 )
 def test_a_franchisor_viewer_changes_nothing(action: Action) -> None:

@@ -24,7 +24,7 @@ class Migration:
 def available() -> list[Migration]:
     found = []
     for path in MIGRATIONS_DIR.glob("*.sql"):
-        match = _FILE.match(path.name)
+        match = _FILE.fullmatch(path.name)
         if match is None:
             raise ValueError(f"migration file {path.name} is not named NNNN_name.sql")
         found.append(Migration(int(match[1]), match[2], path))
