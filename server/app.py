@@ -87,7 +87,9 @@ async def start_roles(
     await search_attributes.register(client)
     worker = build_worker(client, pool, settings.task_queue)
     worker_task = asyncio.create_task(worker.run())
-    server, health, port = build_grpc_server(pool, f"{settings.bind_host}:{settings.grpc_port}")
+    server, health, port = build_grpc_server(
+        pool, f"{settings.bind_host}:{settings.grpc_port}", settings.public_url
+    )
     await server.start()
     app = build_http_app({"postgres": postgres_probe(pool), "temporal": temporal_probe(client)})
     http = http_server(app, settings.bind_host, settings.http_port)

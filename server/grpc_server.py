@@ -9,15 +9,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 
-from reengage.v1 import tenants_pb2, tenants_pb2_grpc
+from reengage.v1 import templates_pb2, templates_pb2_grpc, tenants_pb2, tenants_pb2_grpc
 from server.auth import AuthInterceptor
+from server.template_service import TemplateService
 from server.tenant_service import TenantService
 
-SERVICE_NAMES = (tenants_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,)
+SERVICE_NAMES = (
+    tenants_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
+    templates_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,
+)
 
 
 def build_grpc_server(
-    pool: AsyncConnectionPool[Any], address: str
+    pool: AsyncConnectionPool[Any], address: str, public_url: str = "http://localhost:8080"
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """A server bound to address (port 0 picks a free one); returns it, its health servicer
     and the bound port. Call `await server.start()` to serve."""
@@ -26,6 +30,9 @@ def build_grpc_server(
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     tenants_pb2_grpc.add_TenantServiceServicer_to_server(TenantService(pool), server)
+    templates_pb2_grpc.add_TemplateServiceServicer_to_server(
+        TemplateService(pool, public_url), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

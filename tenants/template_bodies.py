@@ -1,0 +1,108 @@
+"""What a template body must satisfy on write, and how it previews.
+
+A body is checked by parsing it (syntax, variables, links, shorteners) and by rendering it with
+the sample values below and a tracked link of real length: more than MAX_SEGMENTS segments is
+refused. The same rendering-then-counting path serves PreviewTemplate, so the numbers a user
+sees are the numbers the check used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from tenants.errors import FieldViolation, InvalidArgument
+from tenants.placeholders import (
+    LinkMaker,
+    ParsedTemplate,
+    RenderContext,
+    Rendering,
+    TemplateSyntaxError,
+    parse,
+    render,
+)
+from tenants.segments import SegmentCount, count, to_gsm7
+
+MAX_SEGMENTS = 10
+LINK_CODE_LENGTH = 8
+
+SAMPLE_VALUES = {
+    "contact.first_name": "Alexandra",
+    "contact.last_name": "Rivera",
+    "location.name": "Downtown",
+    "location.phone": "+12125550123",
+    "brand.name": "Brand",
+    "last_purchase.item": "cold brew",
+    "last_activity.date": "Oct 3",
+}
+SAMPLE_CONTEXT = RenderContext(SAMPLE_VALUES)
+
+# "Reply STOP to opt out", "Text STOP to unsubscribe", "STOP=stop" ... (COMPLIANCE §2.13)
+_OPT_OUT_LANGUAGE = re.compile(r"(?i)\b(stop|unsubscribe|opt[ -]?out)\b")
+
+
+def preview_link_maker(public_url: str) -> LinkMaker:
+    """Tracked links as they will look (same length), with a code derived from the URL."""
+    base = public_url.rstrip("/")
+
+    def link_for(url: str) -> str:
+        code = hashlib.sha256(url.encode()).hexdigest()[:LINK_CODE_LENGTH]
+        return f"{base}/l/{code}"
+
+    return link_for
+
+
+def check_body(body: str, public_url: str, field: str = "template.body") -> ParsedTemplate:
+    """Parses body and checks its sample rendering's size; raises InvalidArgument."""
+    if not body.strip():
+        raise InvalidArgument([FieldViolation(field, "is required")])
+    try:
+        parsed = parse(body)
+    except TemplateSyntaxError as exc:
+        raise InvalidArgument([FieldViolation(field, str(exc))]) from None
+    sample = render(parsed, SAMPLE_CONTEXT, preview_link_maker(public_url))
+    segments = count(sample.preview)
+    if segments.segments > MAX_SEGMENTS:
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    field,
+                    f"renders to {segments.segments} segments ({segments.encoding}) with sample "
+                    f"values; at most {MAX_SEGMENTS} are allowed",
+                )
+            ]
+        )
+    return parsed
+
+
+@dataclass(frozen=True)
+class Preview:
+    rendering: Rendering
+    segments: SegmentCount
+    gsm7_text: str
+    gsm7_segments: SegmentCount
+    warnings: tuple[str, ...]
+
+
+def preview(
+    parsed: ParsedTemplate, context: RenderContext, link_for: LinkMaker, *, first_message: bool
+) -> Preview:
+    rendering = render(parsed, context, link_for)
+    segments = count(rendering.preview)
+    gsm7_text = to_gsm7(rendering.preview)
+    warnings = [
+        f"{{{{{name}}}}} has no value for this contact and no fallback: the step would be skipped"
+        for name in rendering.missing
+    ]
+    if segments.unicode_characters:
+        shown = "".join(dict.fromkeys(c.character for c in segments.unicode_characters))
+        warnings.append(
+            f"{shown!r} force UCS-2 ({segments.segments} segments); "
+            f"with GSM-7 replacements: {count(gsm7_text).segments} segments"
+        )
+    if first_message and not _OPT_OUT_LANGUAGE.search(rendering.preview):
+        warnings.append(
+            "a sequence's first message must say how to opt out (e.g. 'Reply STOP to opt out')"
+        )
+    return Preview(rendering, segments, gsm7_text, count(gsm7_text), tuple(warnings))

@@ -1,0 +1,580 @@
+"""Templates: brand templates, location templates and overrides, with immutable revisions.
+
+* A brand template (`franchisors/{f}/templates/{t}`) is LOCKED (locations use it as it is) or
+  EDITABLE (a location may override it). Its revisions are approved when written: the brand is
+  the approver.
+* A location template (`franchisors/{f}/locations/{l}/templates/{t}`) is either the location's
+  own (approved when written) or an *override* of an editable brand template, which moves
+  DRAFT → PENDING_APPROVAL → APPROVED | REJECTED and is decided by franchisor principals only.
+* Every body change and every state change appends a revision; revisions are never modified
+  (a trigger refuses it). The live revision is the latest approved one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+
+from tenants import audit
+from tenants.access import Action, Principal, authorize, visible_locations
+from tenants.errors import (
+    AlreadyExists,
+    EtagMismatch,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Violations,
+)
+from tenants.locations import check_exists
+from tenants.names import ChildName, TenantScope, display_name_problem, id_problem, parse_child
+from tenants.pagination import PageRequest
+from tenants.template_bodies import check_body
+
+COLLECTION = "templates"
+MAX_REASON = 500
+
+
+class LockMode(StrEnum):
+    LOCKED = "locked"
+    EDITABLE = "editable"
+
+
+class RevisionState(StrEnum):
+    DRAFT = "draft"
+    PENDING_APPROVAL = "pending_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class ListScope(StrEnum):
+    DEFAULT = "default"  # at a location: its own + brand; at a franchisor: brand only
+    BRAND = "brand"
+    LOCATION = "location"  # at a franchisor: every location's
+    ALL = "all"
+
+
+@dataclass(frozen=True)
+class Template:
+    name: ChildName
+    display_name: str
+    lock_mode: LockMode
+    override_of: str | None  # brand template id
+    archived: bool
+    latest_revision: int
+    latest_state: RevisionState
+    latest_body: str
+    live_revision: int | None
+    live_body: str | None
+    create_time: datetime
+    update_time: datetime
+    version: int
+
+    @property
+    def is_brand(self) -> bool:
+        return not self.name.scope.is_location
+
+    @property
+    def is_override(self) -> bool:
+        return self.override_of is not None
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+    def revision_name(self, number: int | None) -> str:
+        return f"{self.name.name}/revisions/{number}" if number else ""
+
+    @property
+    def override_of_name(self) -> str:
+        if self.override_of is None:
+            return ""
+        return f"franchisors/{self.name.scope.franchisor_id}/{COLLECTION}/{self.override_of}"
+
+
+@dataclass(frozen=True)
+class Revision:
+    template: ChildName
+    number: int
+    body: str
+    state: RevisionState
+    author: str
+    reason: str
+    create_time: datetime
+
+    @property
+    def name(self) -> str:
+        return f"{self.template.name}/revisions/{self.number}"
+
+
+@dataclass(frozen=True)
+class TemplateInput:
+    display_name: str = ""
+    body: str = ""
+    lock_mode: LockMode | None = None
+    override_of: str = ""  # a brand template's resource name
+
+
+_SCOPE_WHERE = " t.franchisor_id = %s AND t.location_id IS NOT DISTINCT FROM %s AND t.id = %s"
+_SELECT = """
+SELECT t.franchisor_id, t.location_id, t.id, t.display_name, t.lock_mode, t.override_of,
+       t.archived, t.latest_revision, t.latest_state, t.latest_body, t.live_revision,
+       (SELECT r.body FROM template_revisions r
+         WHERE r.franchisor_id = t.franchisor_id
+           AND r.location_id IS NOT DISTINCT FROM t.location_id
+           AND r.template_id = t.id AND r.number = t.live_revision),
+       t.create_time, t.update_time, t.version
+FROM templates t
+"""
+
+
+def _from_row(row: tuple[Any, ...]) -> Template:
+    f, loc, tid, display, lock, override, archived, latest, state, body, live, live_body = row[:12]
+    created, updated, version = row[12:]
+    return Template(
+        ChildName(TenantScope(f, loc), COLLECTION, tid),
+        display,
+        LockMode(lock),
+        override,
+        archived,
+        latest,
+        RevisionState(state),
+        body,
+        live,
+        live_body,
+        created,
+        updated,
+        version,
+    )
+
+
+def _key(name: ChildName) -> tuple[str, str | None, str]:
+    return name.scope.franchisor_id, name.scope.location_id, name.id
+
+
+async def _load(conn: AsyncConnection[Any], name: ChildName, lock: bool = False) -> Template:
+    cur = await conn.execute(
+        _SELECT + " WHERE" + _SCOPE_WHERE + (" FOR UPDATE OF t" if lock else ""), _key(name)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"{name.name} does not exist", resource=name.name)
+    return _from_row(row)
+
+
+@dataclass(frozen=True)
+class _NewRevision:
+    body: str
+    state: RevisionState
+    reason: str = ""
+
+
+async def _write(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    template: Template,
+    *,
+    display_name: str | None = None,
+    lock_mode: LockMode | None = None,
+    revision: _NewRevision | None = None,
+) -> None:
+    """One guarded write of a template row (and, with revision, the next revision): the
+    version read earlier must still be current, else EtagMismatch."""
+    number = template.latest_revision + (1 if revision else 0)
+    if revision is not None:
+        await conn.execute(
+            "INSERT INTO template_revisions (franchisor_id, location_id, template_id, number,"
+            " body, state, author, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                *_key(template.name),
+                number,
+                revision.body,
+                revision.state.value,
+                principal.label,
+                revision.reason,
+            ),
+        )
+    state = revision.state if revision else template.latest_state
+    cur = await conn.execute(
+        "UPDATE templates t SET display_name = %s, lock_mode = %s, latest_revision = %s,"
+        " latest_state = %s, latest_body = %s, live_revision = %s,"
+        " update_time = now(), version = version + 1 WHERE" + _SCOPE_WHERE + " AND version = %s",
+        (
+            display_name if display_name is not None else template.display_name,
+            (lock_mode or template.lock_mode).value,
+            number,
+            state.value,
+            revision.body if revision else template.latest_body,
+            number if state is RevisionState.APPROVED and revision else template.live_revision,
+            *_key(template.name),
+            template.version,
+        ),
+    )
+    if cur.rowcount != 1:
+        raise EtagMismatch(f"{template.name.name} changed concurrently; read it again")
+
+
+def _check_etag(template: Template, etag: str) -> None:
+    if etag and etag != template.etag:
+        raise EtagMismatch(
+            f"{template.name.name} changed since etag {etag}; read it again",
+            resource=template.name.name,
+        )
+
+
+def _check_not_archived(template: Template) -> None:
+    if template.archived:
+        raise FailedPrecondition(f"{template.name.name} is archived", reason="TEMPLATE_ARCHIVED")
+
+
+async def _brand_template_to_override(
+    conn: AsyncConnection[Any], principal: Principal, location: TenantScope, override_of: str
+) -> Template:
+    target = parse_child(override_of, COLLECTION, "template.override_of")
+    authorize(principal, Action.TEMPLATE_READ, target.scope)
+    if target.scope.is_location or target.scope.franchisor_id != location.franchisor_id:
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "template.override_of",
+                    "must name a brand template of this location's franchisor "
+                    "(franchisors/{f}/templates/{t})",
+                )
+            ]
+        )
+    brand = await _load(conn, target)
+    if brand.archived:
+        raise FailedPrecondition(f"{brand.name.name} is archived", reason="TEMPLATE_ARCHIVED")
+    if brand.lock_mode is LockMode.LOCKED:
+        raise FailedPrecondition(
+            f"{brand.name.name} is LOCKED: locations use it as it is",
+            reason="TEMPLATE_LOCKED",
+            resource=brand.name.name,
+        )
+    return brand
+
+
+async def create_template(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    parent: TenantScope,
+    template_id: str,
+    data: TemplateInput,
+    public_url: str,
+) -> Template:
+    authorize(principal, Action.TEMPLATE_WRITE, parent)
+    problems = Violations()
+    problems.check("template_id", id_problem(template_id))
+    problems.check("template.display_name", display_name_problem(data.display_name))
+    if parent.is_location and data.lock_mode is not None:
+        problems.add("template.lock_mode", "applies to brand templates only")
+    if not parent.is_location and data.override_of:
+        problems.add("template.override_of", "only a location template overrides")
+    problems.raise_if_any()
+    await check_exists(conn, parent)
+    brand = None
+    if data.override_of:
+        brand = await _brand_template_to_override(conn, principal, parent, data.override_of)
+    body = data.body or (brand.live_body or brand.latest_body if brand else "")
+    check_body(body, public_url)
+    state = RevisionState.DRAFT if brand else RevisionState.APPROVED
+    name = ChildName(parent, COLLECTION, template_id)
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "INSERT INTO templates (franchisor_id, location_id, id, display_name, lock_mode,"
+                " override_of, latest_revision, latest_state, latest_body, live_revision)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 1, %s, %s, %s)",
+                (
+                    *_key(name),
+                    data.display_name,
+                    (data.lock_mode or LockMode.LOCKED).value,
+                    brand.name.id if brand else None,
+                    state.value,
+                    body,
+                    None if brand else 1,
+                ),
+            )
+            await conn.execute(
+                "INSERT INTO template_revisions (franchisor_id, location_id, template_id,"
+                " number, body, state, author) VALUES (%s, %s, %s, 1, %s, %s, %s)",
+                (*_key(name), body, state.value, principal.label),
+            )
+            await audit.record(
+                conn,
+                principal,
+                "template.create",
+                name.name,
+                parent.franchisor_id,
+                state=state.value,
+                override_of=data.override_of or None,
+            )
+    except psycopg.errors.UniqueViolation as exc:
+        if "one_override" in str(exc.diag.constraint_name):
+            raise AlreadyExists(
+                f"{parent.name} already overrides {data.override_of}",
+                reason="OVERRIDE_EXISTS",
+            )
+        raise AlreadyExists(f"{name.name} already exists", resource=name.name)
+    return await _load(conn, name)
+
+
+async def get_template(
+    conn: AsyncConnection[Any], principal: Principal, name: ChildName
+) -> Template:
+    authorize(principal, Action.TEMPLATE_READ, name.scope)
+    return await _load(conn, name)
+
+
+@dataclass(frozen=True)
+class TemplateFilter:
+    scope: ListScope = ListScope.DEFAULT
+    state: RevisionState | None = None
+    text: str = ""
+    show_archived: bool = False
+
+
+async def list_templates(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    parent: TenantScope,
+    page: PageRequest,
+    where: TemplateFilter,
+) -> tuple[list[Template], str]:
+    """Brand and/or location templates visible at parent; the constraint is in the SQL."""
+    authorize(principal, Action.TEMPLATE_READ, parent)
+    if parent.is_location:
+        brand = where.scope in (ListScope.DEFAULT, ListScope.BRAND, ListScope.ALL)
+        local = where.scope in (ListScope.DEFAULT, ListScope.LOCATION, ListScope.ALL)
+        only: str | None = parent.location_id
+    else:
+        brand = where.scope in (ListScope.DEFAULT, ListScope.BRAND, ListScope.ALL)
+        local = where.scope in (ListScope.LOCATION, ListScope.ALL)
+        only = visible_locations(principal, parent)
+        if local and only is not None:
+            raise PermissionDenied(
+                "only franchisor principals list every location's templates",
+                resource=parent.name,
+            )
+    if len(where.text) > 200:
+        raise InvalidArgument([FieldViolation("filter.text", "is longer than 200 characters")])
+    pattern = "%" + where.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    cur = await conn.execute(
+        _SELECT + " WHERE t.franchisor_id = %(f)s"
+        " AND ((%(brand)s AND t.location_id IS NULL) OR (%(local)s AND t.location_id IS NOT NULL"
+        "      AND (%(only)s::text IS NULL OR t.location_id = %(only)s)))"
+        " AND (%(archived)s OR NOT t.archived)"
+        " AND (%(state)s::text IS NULL OR t.latest_state = %(state)s)"
+        " AND (%(text)s = '' OR t.display_name ILIKE %(pattern)s OR t.latest_body ILIKE"
+        "      %(pattern)s)"
+        " AND (%(after)s::text IS NULL OR t.sort_key > %(after)s)"
+        " ORDER BY t.sort_key LIMIT %(limit)s",
+        {
+            "f": parent.franchisor_id,
+            "brand": brand,
+            "local": local,
+            "only": only,
+            "archived": where.show_archived,
+            "state": where.state.value if where.state else None,
+            "text": where.text,
+            "pattern": pattern,
+            "after": page.after,
+            "limit": page.size + 1,
+        },
+    )
+    rows = [_from_row(r) for r in await cur.fetchall()]
+    keys = [f"{t.name.scope.location_id or ''}/{t.name.id}" for t in rows]
+    return rows[: page.size], page.next_token(keys)
+
+
+UPDATABLE_FIELDS = frozenset({"display_name", "body", "lock_mode"})
+
+
+async def update_template(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    name: ChildName,
+    data: TemplateInput,
+    update_mask: list[str],
+    etag: str,
+    public_url: str,
+) -> Template:
+    fields = set(update_mask)
+    if "*" in fields:
+        fields = set(UPDATABLE_FIELDS)
+    problems = Violations()
+    if not fields:
+        problems.add("update_mask", "is required: name the fields to change")
+    for unknown in sorted(fields - UPDATABLE_FIELDS):
+        problems.add("update_mask", f"{unknown[:60]!r} cannot be updated")
+    if "display_name" in fields:
+        problems.check("template.display_name", display_name_problem(data.display_name))
+    if "lock_mode" in fields and name.scope.is_location:
+        problems.add("update_mask", "lock_mode applies to brand templates only")
+    if "lock_mode" in fields and data.lock_mode is None:
+        problems.add("template.lock_mode", "is required: LOCKED or EDITABLE")
+    problems.raise_if_any()
+    authorize(principal, Action.TEMPLATE_WRITE, name.scope)
+    if "body" in fields:
+        check_body(data.body, public_url)
+    async with conn.transaction():
+        template = await _load(conn, name, lock=True)
+        _check_etag(template, etag)
+        _check_not_archived(template)
+        revision = None
+        if "body" in fields and data.body != template.latest_body:
+            state = RevisionState.DRAFT if template.is_override else RevisionState.APPROVED
+            revision = _NewRevision(data.body, state)
+        await _write(
+            conn,
+            principal,
+            template,
+            display_name=data.display_name if "display_name" in fields else None,
+            lock_mode=data.lock_mode if "lock_mode" in fields else None,
+            revision=revision,
+        )
+        await audit.record(
+            conn,
+            principal,
+            "template.update",
+            name.name,
+            name.scope.franchisor_id,
+            fields=sorted(fields),
+        )
+    return await _load(conn, name)
+
+
+async def archive_template(
+    conn: AsyncConnection[Any], principal: Principal, name: ChildName, etag: str
+) -> Template:
+    authorize(principal, Action.TEMPLATE_WRITE, name.scope)
+    async with conn.transaction():
+        template = await _load(conn, name, lock=True)
+        _check_etag(template, etag)
+        if not template.archived:
+            await conn.execute(
+                "UPDATE templates t SET archived = true, update_time = now(),"
+                " version = version + 1 WHERE" + _SCOPE_WHERE,
+                _key(name),
+            )
+            await audit.record(
+                conn, principal, "template.archive", name.name, name.scope.franchisor_id
+            )
+    return await _load(conn, name)
+
+
+async def list_revisions(
+    conn: AsyncConnection[Any], principal: Principal, name: ChildName, page: PageRequest
+) -> tuple[list[Revision], str]:
+    """Revisions newest first."""
+    authorize(principal, Action.TEMPLATE_READ, name.scope)
+    await _load(conn, name)
+    after = int(page.after) if page.after and page.after.isdigit() else None
+    cur = await conn.execute(
+        "SELECT number, body, state, author, reason, create_time FROM template_revisions"
+        " WHERE franchisor_id = %s AND location_id IS NOT DISTINCT FROM %s AND template_id = %s"
+        " AND (%s::int IS NULL OR number < %s) ORDER BY number DESC LIMIT %s",
+        (*_key(name), after, after, page.size + 1),
+    )
+    rows = [
+        Revision(name, n, body, RevisionState(state), author, reason, created)
+        for n, body, state, author, reason, created in await cur.fetchall()
+    ]
+    return rows[: page.size], page.next_token([str(r.number) for r in rows])
+
+
+async def _decide(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    name: ChildName,
+    etag: str,
+    allowed_from: set[RevisionState],
+    to: RevisionState,
+    action: str,
+    reason: str = "",
+) -> Template:
+    async with conn.transaction():
+        template = await _load(conn, name, lock=True)
+        _check_etag(template, etag)
+        _check_not_archived(template)
+        if not template.is_override:
+            raise FailedPrecondition(
+                f"{name.name} is not an override: only overrides go through approval",
+                reason="NOT_AN_OVERRIDE",
+            )
+        if template.latest_state not in allowed_from:
+            raise FailedPrecondition(
+                f"{name.name} is {template.latest_state.value.upper()}; {action} needs "
+                + " or ".join(s.value.upper() for s in sorted(allowed_from)),
+                reason="WRONG_APPROVAL_STATE",
+                state=template.latest_state.value,
+            )
+        await _write(
+            conn, principal, template, revision=_NewRevision(template.latest_body, to, reason)
+        )
+        await audit.record(
+            conn,
+            principal,
+            f"template.{action}",
+            name.name,
+            name.scope.franchisor_id,
+            revision=template.latest_revision + 1,
+            reason=reason or None,
+        )
+    return await _load(conn, name)
+
+
+async def submit_template(
+    conn: AsyncConnection[Any], principal: Principal, name: ChildName, etag: str
+) -> Template:
+    authorize(principal, Action.TEMPLATE_WRITE, name.scope)
+    return await _decide(
+        conn,
+        principal,
+        name,
+        etag,
+        {RevisionState.DRAFT, RevisionState.REJECTED},
+        RevisionState.PENDING_APPROVAL,
+        "submit",
+    )
+
+
+async def approve_template(
+    conn: AsyncConnection[Any], principal: Principal, name: ChildName, etag: str
+) -> Template:
+    authorize(principal, Action.TEMPLATE_APPROVE, name.scope)
+    return await _decide(
+        conn,
+        principal,
+        name,
+        etag,
+        {RevisionState.PENDING_APPROVAL},
+        RevisionState.APPROVED,
+        "approve",
+    )
+
+
+async def reject_template(
+    conn: AsyncConnection[Any], principal: Principal, name: ChildName, etag: str, reason: str
+) -> Template:
+    authorize(principal, Action.TEMPLATE_APPROVE, name.scope)
+    if not reason.strip():
+        raise InvalidArgument([FieldViolation("reason", "is required: say what to change")])
+    if len(reason) > MAX_REASON:
+        raise InvalidArgument([FieldViolation("reason", f"is longer than {MAX_REASON}")])
+    return await _decide(
+        conn,
+        principal,
+        name,
+        etag,
+        {RevisionState.PENDING_APPROVAL},
+        RevisionState.REJECTED,
+        "reject",
+        reason.strip(),
+    )
