@@ -81,7 +81,8 @@ async def preview_template(
                 [FieldViolation("location", "is required to preview a draft body")]
             )
         franchisor = location.franchisor
-        authorize(principal, Action.TEMPLATE_READ, location)
+    if location is not None:
+        authorize(principal, Action.TEMPLATE_READ, location)  # before any check: no oracle
     if location is not None and location.franchisor_id != franchisor.franchisor_id:
         raise InvalidArgument(
             [FieldViolation("location", "must be a location of the template's franchisor")]
