@@ -11,7 +11,7 @@ from reengage.v1 import templates_pb2 as pb
 from reengage.v1 import templates_pb2_grpc
 from server.auth import principal
 from server.tenant_service import require, timestamp
-from tenants import templates
+from tenants import template_approvals, templates
 from tenants.names import parse_child, parse_location, parse_scope
 from tenants.pagination import page_request
 from tenants.placeholders import parse, render
@@ -221,7 +221,7 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
     ) -> pb.Template:
         name = parse_child(request.name, templates.COLLECTION)
         async with self._pool.connection() as conn:
-            done = await templates.submit_template(conn, principal(), name, request.etag)
+            done = await template_approvals.submit_template(conn, principal(), name, request.etag)
         return self._template_pb(done)
 
     async def ApproveTemplate(
@@ -229,7 +229,7 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
     ) -> pb.Template:
         name = parse_child(request.name, templates.COLLECTION)
         async with self._pool.connection() as conn:
-            done = await templates.approve_template(conn, principal(), name, request.etag)
+            done = await template_approvals.approve_template(conn, principal(), name, request.etag)
         return self._template_pb(done)
 
     async def RejectTemplate(
@@ -237,7 +237,7 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
     ) -> pb.Template:
         name = parse_child(request.name, templates.COLLECTION)
         async with self._pool.connection() as conn:
-            done = await templates.reject_template(
+            done = await template_approvals.reject_template(
                 conn, principal(), name, request.etag, request.reason
             )
         return self._template_pb(done)

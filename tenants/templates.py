@@ -38,7 +38,6 @@ from tenants.pagination import PageRequest
 from tenants.template_bodies import check_body
 
 COLLECTION = "templates"
-MAX_REASON = 500
 
 
 class LockMode(StrEnum):
@@ -154,13 +153,15 @@ def _from_row(row: tuple[Any, ...]) -> Template:
     )
 
 
-def _key(name: ChildName) -> tuple[str, str | None, str]:
+def template_key(name: ChildName) -> tuple[str, str | None, str]:
     return name.scope.franchisor_id, name.scope.location_id, name.id
 
 
-async def _load(conn: AsyncConnection[Any], name: ChildName, lock: bool = False) -> Template:
+async def load_template(
+    conn: AsyncConnection[Any], name: ChildName, lock: bool = False
+) -> Template:
     cur = await conn.execute(
-        _SELECT + " WHERE" + _SCOPE_WHERE + (" FOR UPDATE OF t" if lock else ""), _key(name)
+        _SELECT + " WHERE" + _SCOPE_WHERE + (" FOR UPDATE OF t" if lock else ""), template_key(name)
     )
     row = await cur.fetchone()
     if row is None:
@@ -169,20 +170,22 @@ async def _load(conn: AsyncConnection[Any], name: ChildName, lock: bool = False)
 
 
 @dataclass(frozen=True)
-class _NewRevision:
+class NewRevision:
+    """A revision to append with a write."""
+
     body: str
     state: RevisionState
     reason: str = ""
 
 
-async def _write(
+async def write_template(
     conn: AsyncConnection[Any],
     principal: Principal,
     template: Template,
     *,
     display_name: str | None = None,
     lock_mode: LockMode | None = None,
-    revision: _NewRevision | None = None,
+    revision: NewRevision | None = None,
 ) -> None:
     """One guarded write of a template row (and, with revision, the next revision): the
     version read earlier must still be current, else EtagMismatch."""
@@ -192,7 +195,7 @@ async def _write(
             "INSERT INTO template_revisions (franchisor_id, location_id, template_id, number,"
             " body, state, author, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
             (
-                *_key(template.name),
+                *template_key(template.name),
                 number,
                 revision.body,
                 revision.state.value,
@@ -212,7 +215,7 @@ async def _write(
             state.value,
             revision.body if revision else template.latest_body,
             number if state is RevisionState.APPROVED and revision else template.live_revision,
-            *_key(template.name),
+            *template_key(template.name),
             template.version,
         ),
     )
@@ -220,7 +223,7 @@ async def _write(
         raise EtagMismatch(f"{template.name.name} changed concurrently; read it again")
 
 
-def _check_etag(template: Template, etag: str) -> None:
+def check_etag(template: Template, etag: str) -> None:
     if etag and etag != template.etag:
         raise EtagMismatch(
             f"{template.name.name} changed since etag {etag}; read it again",
@@ -228,7 +231,7 @@ def _check_etag(template: Template, etag: str) -> None:
         )
 
 
-def _check_not_archived(template: Template) -> None:
+def check_not_archived(template: Template) -> None:
     if template.archived:
         raise FailedPrecondition(f"{template.name.name} is archived", reason="TEMPLATE_ARCHIVED")
 
@@ -248,7 +251,7 @@ async def _brand_template_to_override(
                 )
             ]
         )
-    brand = await _load(conn, target)
+    brand = await load_template(conn, target)
     if brand.archived:
         raise FailedPrecondition(f"{brand.name.name} is archived", reason="TEMPLATE_ARCHIVED")
     if brand.lock_mode is LockMode.LOCKED:
@@ -292,7 +295,7 @@ async def create_template(
                 " override_of, latest_revision, latest_state, latest_body, live_revision)"
                 " VALUES (%s, %s, %s, %s, %s, %s, 1, %s, %s, %s)",
                 (
-                    *_key(name),
+                    *template_key(name),
                     data.display_name,
                     (data.lock_mode or LockMode.LOCKED).value,
                     brand.name.id if brand else None,
@@ -304,7 +307,7 @@ async def create_template(
             await conn.execute(
                 "INSERT INTO template_revisions (franchisor_id, location_id, template_id,"
                 " number, body, state, author) VALUES (%s, %s, %s, 1, %s, %s, %s)",
-                (*_key(name), body, state.value, principal.label),
+                (*template_key(name), body, state.value, principal.label),
             )
             await audit.record(
                 conn,
@@ -322,14 +325,14 @@ async def create_template(
                 reason="OVERRIDE_EXISTS",
             )
         raise AlreadyExists(f"{name.name} already exists", resource=name.name)
-    return await _load(conn, name)
+    return await load_template(conn, name)
 
 
 async def get_template(
     conn: AsyncConnection[Any], principal: Principal, name: ChildName
 ) -> Template:
     authorize(principal, Action.TEMPLATE_READ, name.scope)
-    return await _load(conn, name)
+    return await load_template(conn, name)
 
 
 @dataclass(frozen=True)
@@ -424,14 +427,14 @@ async def update_template(
     if "body" in fields:
         check_body(data.body, public_url)
     async with conn.transaction():
-        template = await _load(conn, name, lock=True)
-        _check_etag(template, etag)
-        _check_not_archived(template)
+        template = await load_template(conn, name, lock=True)
+        check_etag(template, etag)
+        check_not_archived(template)
         revision = None
         if "body" in fields and data.body != template.latest_body:
             state = RevisionState.DRAFT if template.is_override else RevisionState.APPROVED
-            revision = _NewRevision(data.body, state)
-        await _write(
+            revision = NewRevision(data.body, state)
+        await write_template(
             conn,
             principal,
             template,
@@ -447,7 +450,7 @@ async def update_template(
             name.scope.franchisor_id,
             fields=sorted(fields),
         )
-    return await _load(conn, name)
+    return await load_template(conn, name)
 
 
 async def archive_template(
@@ -455,18 +458,18 @@ async def archive_template(
 ) -> Template:
     authorize(principal, Action.TEMPLATE_WRITE, name.scope)
     async with conn.transaction():
-        template = await _load(conn, name, lock=True)
-        _check_etag(template, etag)
+        template = await load_template(conn, name, lock=True)
+        check_etag(template, etag)
         if not template.archived:
             await conn.execute(
                 "UPDATE templates t SET archived = true, update_time = now(),"
                 " version = version + 1 WHERE" + _SCOPE_WHERE,
-                _key(name),
+                template_key(name),
             )
             await audit.record(
                 conn, principal, "template.archive", name.name, name.scope.franchisor_id
             )
-    return await _load(conn, name)
+    return await load_template(conn, name)
 
 
 async def list_revisions(
@@ -474,107 +477,16 @@ async def list_revisions(
 ) -> tuple[list[Revision], str]:
     """Revisions newest first."""
     authorize(principal, Action.TEMPLATE_READ, name.scope)
-    await _load(conn, name)
+    await load_template(conn, name)
     after = int(page.after) if page.after and page.after.isdigit() else None
     cur = await conn.execute(
         "SELECT number, body, state, author, reason, create_time FROM template_revisions"
         " WHERE franchisor_id = %s AND location_id IS NOT DISTINCT FROM %s AND template_id = %s"
         " AND (%s::int IS NULL OR number < %s) ORDER BY number DESC LIMIT %s",
-        (*_key(name), after, after, page.size + 1),
+        (*template_key(name), after, after, page.size + 1),
     )
     rows = [
         Revision(name, n, body, RevisionState(state), author, reason, created)
         for n, body, state, author, reason, created in await cur.fetchall()
     ]
     return rows[: page.size], page.next_token([str(r.number) for r in rows])
-
-
-async def _decide(
-    conn: AsyncConnection[Any],
-    principal: Principal,
-    name: ChildName,
-    etag: str,
-    allowed_from: set[RevisionState],
-    to: RevisionState,
-    action: str,
-    reason: str = "",
-) -> Template:
-    async with conn.transaction():
-        template = await _load(conn, name, lock=True)
-        _check_etag(template, etag)
-        _check_not_archived(template)
-        if not template.is_override:
-            raise FailedPrecondition(
-                f"{name.name} is not an override: only overrides go through approval",
-                reason="NOT_AN_OVERRIDE",
-            )
-        if template.latest_state not in allowed_from:
-            raise FailedPrecondition(
-                f"{name.name} is {template.latest_state.value.upper()}; {action} needs "
-                + " or ".join(s.value.upper() for s in sorted(allowed_from)),
-                reason="WRONG_APPROVAL_STATE",
-                state=template.latest_state.value,
-            )
-        await _write(
-            conn, principal, template, revision=_NewRevision(template.latest_body, to, reason)
-        )
-        await audit.record(
-            conn,
-            principal,
-            f"template.{action}",
-            name.name,
-            name.scope.franchisor_id,
-            revision=template.latest_revision + 1,
-            reason=reason or None,
-        )
-    return await _load(conn, name)
-
-
-async def submit_template(
-    conn: AsyncConnection[Any], principal: Principal, name: ChildName, etag: str
-) -> Template:
-    authorize(principal, Action.TEMPLATE_WRITE, name.scope)
-    return await _decide(
-        conn,
-        principal,
-        name,
-        etag,
-        {RevisionState.DRAFT, RevisionState.REJECTED},
-        RevisionState.PENDING_APPROVAL,
-        "submit",
-    )
-
-
-async def approve_template(
-    conn: AsyncConnection[Any], principal: Principal, name: ChildName, etag: str
-) -> Template:
-    authorize(principal, Action.TEMPLATE_APPROVE, name.scope)
-    return await _decide(
-        conn,
-        principal,
-        name,
-        etag,
-        {RevisionState.PENDING_APPROVAL},
-        RevisionState.APPROVED,
-        "approve",
-    )
-
-
-async def reject_template(
-    conn: AsyncConnection[Any], principal: Principal, name: ChildName, etag: str, reason: str
-) -> Template:
-    authorize(principal, Action.TEMPLATE_APPROVE, name.scope)
-    if not reason.strip():
-        raise InvalidArgument([FieldViolation("reason", "is required: say what to change")])
-    if len(reason) > MAX_REASON:
-        raise InvalidArgument([FieldViolation("reason", f"is longer than {MAX_REASON}")])
-    return await _decide(
-        conn,
-        principal,
-        name,
-        etag,
-        {RevisionState.PENDING_APPROVAL},
-        RevisionState.REJECTED,
-        "reject",
-        reason.strip(),
-    )
