@@ -9,14 +9,27 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 
-from reengage.v1 import templates_pb2, templates_pb2_grpc, tenants_pb2, tenants_pb2_grpc
+from reengage.v1 import (
+    contacts_pb2,
+    contacts_pb2_grpc,
+    sequences_pb2,
+    sequences_pb2_grpc,
+    templates_pb2,
+    templates_pb2_grpc,
+    tenants_pb2,
+    tenants_pb2_grpc,
+)
 from server.auth import AuthInterceptor
+from server.contact_service import ContactService
+from server.sequence_service import SequenceService
 from server.template_service import TemplateService
 from server.tenant_service import TenantService
 
 SERVICE_NAMES = (
     tenants_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
     templates_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,
+    contacts_pb2.DESCRIPTOR.services_by_name["ContactService"].full_name,
+    sequences_pb2.DESCRIPTOR.services_by_name["SequenceService"].full_name,
 )
 
 
@@ -32,6 +45,10 @@ def build_grpc_server(
     tenants_pb2_grpc.add_TenantServiceServicer_to_server(TenantService(pool), server)
     templates_pb2_grpc.add_TemplateServiceServicer_to_server(
         TemplateService(pool, public_url), server
+    )
+    contacts_pb2_grpc.add_ContactServiceServicer_to_server(ContactService(pool), server)
+    sequences_pb2_grpc.add_SequenceServiceServicer_to_server(
+        SequenceService(pool, public_url), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -54,7 +54,7 @@ def location_pb(loc: locations.Location) -> pb.Location:
         send_window=pb.SendWindow(
             start_time=loc.send_window.start_time,
             end_time=loc.send_window.end_time,
-            days=[pb.DayOfWeek.Value(_DAY_NAMES[d]) for d in loc.send_window.days],
+            days=[pb.DayOfWeek.Value(DAY_NAMES[d]) for d in loc.send_window.days],
         ),
         slack_channel_id=loc.slack_channel_id,
         region_code=loc.region_code,
@@ -64,7 +64,7 @@ def location_pb(loc: locations.Location) -> pb.Location:
     )
 
 
-_DAY_NAMES = {i: pb.DayOfWeek.Name(i) for i in range(1, 8)}
+DAY_NAMES = {i: pb.DayOfWeek.Name(i) for i in range(1, 8)}
 
 
 def location_input(message: pb.Location) -> locations.LocationInput:

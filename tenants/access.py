@@ -79,6 +79,12 @@ class Action(StrEnum):
     TEMPLATE_WRITE = "template.write"
     # deciding a location's override of a brand template: franchisor principals only
     TEMPLATE_APPROVE = "template.approve"
+    # contacts live at locations: their data, consent, activity and conversation
+    CONTACT_READ = "contact.read"
+    CONTACT_WRITE = "contact.write"
+    # sequences of the target scope, like templates
+    SEQUENCE_READ = "sequence.read"
+    SEQUENCE_WRITE = "sequence.write"
 
 
 _FRANCHISOR_WIDE = {
@@ -96,6 +102,10 @@ _FRANCHISOR_WIDE = {
     Action.TEMPLATE_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
     Action.TEMPLATE_WRITE: {Role.FRANCHISOR_ADMIN},
     Action.TEMPLATE_APPROVE: {Role.FRANCHISOR_ADMIN},
+    Action.CONTACT_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
+    Action.CONTACT_WRITE: {Role.FRANCHISOR_ADMIN},
+    Action.SEQUENCE_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
+    Action.SEQUENCE_WRITE: {Role.FRANCHISOR_ADMIN},
 }
 
 _OWN_LOCATION = {
@@ -111,6 +121,10 @@ _OWN_LOCATION = {
     Action.API_KEY_MANAGE: {Role.LOCATION_MANAGER},
     Action.TEMPLATE_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
     Action.TEMPLATE_WRITE: {Role.LOCATION_MANAGER},
+    Action.CONTACT_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
+    Action.CONTACT_WRITE: {Role.LOCATION_MANAGER},
+    Action.SEQUENCE_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
+    Action.SEQUENCE_WRITE: {Role.LOCATION_MANAGER},
 }
 
 # Actions whose target is the franchisor node but which location principals may perform (their
@@ -119,6 +133,7 @@ _FRANCHISOR_NODE_OK_FOR_LOCATIONS = {
     Action.FRANCHISOR_READ,
     Action.LOCATION_LIST,
     Action.TEMPLATE_READ,  # a location reads its brand's templates
+    Action.SEQUENCE_READ,  # and its brand's sequences
 }
 
 

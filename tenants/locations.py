@@ -24,7 +24,7 @@ MAX_SENDER_NUMBERS = 20
 _SLACK_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{4,20}$")
 # IANA zone names from the pinned tzdata package, not the host's /usr/share/zoneinfo (which
 # also holds files such as "localtime" and "posixrules" that are not zones).
-_ZONES = frozenset(resources.files("tzdata").joinpath("zones").read_text().split())
+KNOWN_ZONES = frozenset(resources.files("tzdata").joinpath("zones").read_text().split())
 
 SETTINGS_FIELDS = frozenset({"display_name", "send_window", "slack_channel_id"})
 PROVISIONING_FIELDS = frozenset({"time_zone", "sender_phone_numbers"})
@@ -88,7 +88,7 @@ def _validate(
         problems.check(f"{prefix}.display_name", display_name_problem(data.display_name))
         values["display_name"] = data.display_name
     if "time_zone" in fields:
-        if data.time_zone not in _ZONES:
+        if data.time_zone not in KNOWN_ZONES:
             problems.add(
                 f"{prefix}.time_zone",
                 f"{data.time_zone[:60]!r} is not an IANA time zone (e.g. America/New_York)",

@@ -34,6 +34,18 @@ class SendWindow:
     def end_time(self) -> str:
         return format_minute(self.end_minute)
 
+    def narrowed_by(self, other: SendWindow | None) -> SendWindow | None:
+        """The window inside both (a sequence narrowing its location's); None when they share
+        no hour or no day."""
+        if other is None:
+            return self
+        start = max(self.start_minute, other.start_minute)
+        end = min(self.end_minute, other.end_minute)
+        days = tuple(d for d in self.days if d in other.days)
+        if start >= end or not days:
+            return None
+        return SendWindow(start, end, days)
+
     @classmethod
     def parse(
         cls, start_time: str, end_time: str, days: list[int], field: str = "send_window"

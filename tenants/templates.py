@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from tenants import audit
-from tenants.access import Action, Principal, authorize, visible_locations
+from tenants import audit, listing
+from tenants.access import Action, Principal, authorize
 from tenants.errors import (
     AlreadyExists,
     EtagMismatch,
@@ -29,9 +29,9 @@ from tenants.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     Violations,
 )
+from tenants.listing import ListScope, scope_filter
 from tenants.locations import check_exists
 from tenants.names import ChildName, TenantScope, display_name_problem, id_problem, parse_child
 from tenants.pagination import PageRequest
@@ -50,13 +50,6 @@ class RevisionState(StrEnum):
     PENDING_APPROVAL = "pending_approval"
     APPROVED = "approved"
     REJECTED = "rejected"
-
-
-class ListScope(StrEnum):
-    DEFAULT = "default"  # at a location: its own + brand; at a franchisor: brand only
-    BRAND = "brand"
-    LOCATION = "location"  # at a franchisor: every location's
-    ALL = "all"
 
 
 @dataclass(frozen=True)
@@ -263,6 +256,26 @@ async def _brand_template_to_override(
     return brand
 
 
+async def resolve_for_location(
+    conn: AsyncConnection[Any], location: TenantScope, name: ChildName
+) -> Template:
+    """The template a location sends for a step that names `name`: its approved, not archived
+    override when `name` is an EDITABLE brand template, else `name` itself. (A LOCKED brand
+    template wins over any override made while it was editable.)"""
+    template = await load_template(conn, name)
+    if not (template.is_brand and template.lock_mode is LockMode.EDITABLE):
+        return template
+    cur = await conn.execute(
+        "SELECT id FROM templates WHERE franchisor_id = %s AND location_id = %s"
+        " AND override_of = %s AND NOT archived AND live_revision IS NOT NULL",
+        (location.franchisor_id, location.location_id, name.id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return template
+    return await load_template(conn, ChildName(location, COLLECTION, row[0]))
+
+
 async def create_template(
     conn: AsyncConnection[Any],
     principal: Principal,
@@ -351,28 +364,13 @@ async def list_templates(
     where: TemplateFilter,
 ) -> tuple[list[Template], str]:
     """Brand and/or location templates visible at parent; the constraint is in the SQL."""
-    authorize(principal, Action.TEMPLATE_READ, parent)
-    if parent.is_location:
-        brand = where.scope in (ListScope.DEFAULT, ListScope.BRAND, ListScope.ALL)
-        local = where.scope in (ListScope.DEFAULT, ListScope.LOCATION, ListScope.ALL)
-        only: str | None = parent.location_id
-    else:
-        brand = where.scope in (ListScope.DEFAULT, ListScope.BRAND, ListScope.ALL)
-        local = where.scope in (ListScope.LOCATION, ListScope.ALL)
-        only = visible_locations(principal, parent)
-        if local and only is not None:
-            raise PermissionDenied(
-                "only franchisor principals list every location's templates",
-                resource=parent.name,
-            )
+    scopes = scope_filter(principal, Action.TEMPLATE_READ, parent, where.scope)
     if len(where.text) > 200:
         raise InvalidArgument([FieldViolation("filter.text", "is longer than 200 characters")])
     pattern = "%" + where.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     cur = await conn.execute(
         _SELECT + " WHERE t.franchisor_id = %(f)s"
-        " AND ((%(brand)s AND t.location_id IS NULL) OR (%(local)s AND t.location_id IS NOT NULL"
-        "      AND (%(only)s::text IS NULL OR t.location_id = %(only)s)))"
-        " AND (%(archived)s OR NOT t.archived)"
+        " AND " + listing.SQL + " AND (%(archived)s OR NOT t.archived)"
         " AND (%(state)s::text IS NULL OR t.latest_state = %(state)s)"
         " AND (%(text)s = '' OR t.display_name ILIKE %(pattern)s OR t.latest_body ILIKE"
         "      %(pattern)s)"
@@ -380,9 +378,7 @@ async def list_templates(
         " ORDER BY t.sort_key LIMIT %(limit)s",
         {
             "f": parent.franchisor_id,
-            "brand": brand,
-            "local": local,
-            "only": only,
+            **listing.sql_params(scopes),
             "archived": where.show_archived,
             "state": where.state.value if where.state else None,
             "text": where.text,

@@ -1,0 +1,308 @@
+"""reengage.v1.ContactService: a thin translator between protobuf and the contact modules."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+from psycopg_pool import AsyncConnectionPool
+
+from reengage.v1 import contacts_pb2 as pb
+from reengage.v1 import contacts_pb2_grpc
+from server.auth import principal
+from server.tenant_service import require, timestamp
+from tenants import activity, consent, contact_import, contacts, conversation
+from tenants.errors import FieldViolation, InvalidArgument
+from tenants.names import parse_child, parse_scope
+from tenants.pagination import page_request
+from tenants.zones import ZoneSource
+
+SOURCE_TO_PB = {
+    ZoneSource.EXPLICIT: pb.TIME_ZONE_SOURCE_EXPLICIT,
+    ZoneSource.ADDRESS: pb.TIME_ZONE_SOURCE_ADDRESS,
+    ZoneSource.AREA_CODE: pb.TIME_ZONE_SOURCE_AREA_CODE,
+    ZoneSource.LOCATION_DEFAULT: pb.TIME_ZONE_SOURCE_LOCATION_DEFAULT,
+}
+CONSENT_TO_PB = {
+    contacts.ConsentState.NONE: pb.CONSENT_STATE_NONE,
+    contacts.ConsentState.GRANTED: pb.CONSENT_STATE_GRANTED,
+    contacts.ConsentState.REVOKED: pb.CONSENT_STATE_REVOKED,
+}
+PB_TO_CONSENT = {v: k for k, v in CONSENT_TO_PB.items()}
+CHANNEL_TO_PB = {
+    c: pb.ConsentChannel.Value(f"CONSENT_CHANNEL_{c.name}") for c in consent.ConsentChannel
+}
+PB_TO_CHANNEL = {v: k for k, v in CHANNEL_TO_PB.items()}
+KIND_TO_PB = {
+    consent.ConsentKind.GRANT: pb.CONSENT_KIND_GRANT,
+    consent.ConsentKind.REVOKE: pb.CONSENT_KIND_REVOKE,
+}
+PB_TO_KIND = {v: k for k, v in KIND_TO_PB.items()}
+
+
+def when(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    return ts.ToDatetime(tzinfo=UTC) if present else None
+
+
+def contact_pb(c: contacts.Contact) -> pb.Contact:
+    return pb.Contact(
+        name=c.name.name,
+        phone_number=c.phone_e164,
+        first_name=c.first_name,
+        last_name=c.last_name,
+        email=c.email,
+        attributes=c.attrs,
+        time_zone=c.explicit_zone,
+        address_region=c.address_state,
+        effective_time_zones=list(c.zones),
+        time_zone_source=SOURCE_TO_PB[c.zone_source],
+        rule_regions=list(c.states),
+        consent_state=CONSENT_TO_PB[c.consent_state],
+        opted_out=c.opted_out,
+        opt_out_time=timestamp(c.opted_out_at),
+        last_reply_time=timestamp(c.last_reply_at),
+        last_click_time=timestamp(c.last_click_at),
+        last_purchase_time=timestamp(c.last_purchase_at),
+        last_activity_time=timestamp(c.last_activity_at),
+        create_time=timestamp(c.create_time),
+        update_time=timestamp(c.update_time),
+        etag=c.etag,
+    )
+
+
+def contact_input(m: pb.Contact) -> contacts.ContactInput:
+    return contacts.ContactInput(
+        phone_number=m.phone_number,
+        first_name=m.first_name,
+        last_name=m.last_name,
+        email=m.email,
+        attrs=dict(m.attributes),
+        time_zone=m.time_zone,
+        address_region=m.address_region,
+    )
+
+
+def evidence_input(m: pb.ConsentEvidence, field: str) -> consent.ConsentEvidence:
+    kind = PB_TO_KIND.get(m.kind)  # type: ignore[call-overload]
+    if kind is None:
+        raise InvalidArgument([FieldViolation(f"{field}.kind", "is required: GRANT or REVOKE")])
+    return consent.ConsentEvidence(
+        kind=kind,
+        channel=PB_TO_CHANNEL.get(m.channel),  # type: ignore[call-overload]
+        occurred_at=when(m.occurred_at, m.HasField("occurred_at")),
+        scope=consent.ConsentScope.BRAND
+        if m.scope == pb.CONSENT_SCOPE_BRAND
+        else consent.ConsentScope.LOCATION,
+        source=m.source,
+        disclosure_text=m.disclosure_text,
+        ip_address=m.ip_address,
+        user_agent=m.user_agent,
+        raw_text=m.raw_text,
+    )
+
+
+def consent_event_pb(e: consent.ConsentEvent) -> pb.ConsentEvent:
+    ev = e.evidence
+    return pb.ConsentEvent(
+        name=f"{e.contact.name}/consentEvents/{e.id}",
+        evidence=pb.ConsentEvidence(
+            kind=KIND_TO_PB[ev.kind],
+            channel=CHANNEL_TO_PB[ev.channel] if ev.channel else pb.CONSENT_CHANNEL_UNSPECIFIED,
+            occurred_at=timestamp(ev.occurred_at),
+            scope=pb.CONSENT_SCOPE_BRAND
+            if ev.scope is consent.ConsentScope.BRAND
+            else pb.CONSENT_SCOPE_LOCATION,
+            source=ev.source,
+            disclosure_text=ev.disclosure_text,
+            ip_address=ev.ip_address,
+            user_agent=ev.user_agent,
+            raw_text=ev.raw_text,
+        ),
+        disclosure_sha256=e.disclosure_sha256,
+        record_time=timestamp(e.recorded_at),
+        recorded_by=e.recorded_by,
+    )
+
+
+class ContactService(contacts_pb2_grpc.ContactServiceServicer):
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    async def CreateContact(
+        self, request: pb.CreateContactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Contact:
+        parent = parse_scope(request.parent, "parent")
+        require(request, "contact")
+        async with self._pool.connection() as conn:
+            created = await contacts.create_contact(
+                conn, principal(), parent, request.contact_id, contact_input(request.contact)
+            )
+        return contact_pb(created)
+
+    async def GetContact(
+        self, request: pb.GetContactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Contact:
+        name = parse_child(request.name, contacts.COLLECTION)
+        async with self._pool.connection() as conn:
+            return contact_pb(await contacts.get_contact(conn, principal(), name))
+
+    async def ListContacts(
+        self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListContactsResponse:
+        parent = parse_scope(request.parent, "parent")
+        where = contacts.ContactFilter(
+            opted_out={
+                pb.OPT_OUT_FILTER_OPTED_OUT: True,
+                pb.OPT_OUT_FILTER_NOT_OPTED_OUT: False,
+            }.get(request.opt_out),
+            consent_state=PB_TO_CONSENT.get(request.consent_state),  # type: ignore[call-overload]
+            inactive_since=when(request.inactive_since, request.HasField("inactive_since")),
+        )
+        list_name = f"{parent.name}/contacts?{where}"
+        page = page_request(list_name, request.page_size, request.page_token)
+        async with self._pool.connection() as conn:
+            found, token = await contacts.list_contacts(conn, principal(), parent, page, where)
+        return pb.ListContactsResponse(
+            contacts=[contact_pb(c) for c in found], next_page_token=token
+        )
+
+    async def UpdateContact(
+        self, request: pb.UpdateContactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Contact:
+        require(request, "contact")
+        name = parse_child(request.contact.name, contacts.COLLECTION, "contact.name")
+        async with self._pool.connection() as conn:
+            updated = await contacts.update_contact(
+                conn,
+                principal(),
+                name,
+                contact_input(request.contact),
+                list(request.update_mask.paths),
+                request.contact.etag,
+            )
+        return contact_pb(updated)
+
+    async def ImportContacts(
+        self,
+        request_iterator: AsyncIterator[pb.ImportContactsRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> pb.ImportContactsResponse:
+        run: contact_import.ImportRun | None = None
+        async for message in request_iterator:
+            async with self._pool.connection() as conn:
+                if run is None:
+                    parent = parse_scope(message.parent, "parent")
+                    run = await contact_import.start_import(
+                        conn, principal(), parent, message.source
+                    )
+                elif message.parent and message.parent != run.location.scope.name:
+                    raise InvalidArgument(
+                        [FieldViolation("parent", "changed within one import stream")]
+                    )
+                rows = []
+                for row in message.rows:
+                    try:
+                        evidence = (
+                            evidence_input(row.consent, "consent")
+                            if row.HasField("consent")
+                            else None
+                        )
+                    except InvalidArgument as exc:
+                        v = exc.violations[0]
+                        run.rejected.append(
+                            contact_import.RejectedRow(row.row_number, v.field, v.description)
+                        )
+                        continue
+                    rows.append(
+                        contact_import.ImportRow(
+                            row.row_number, contact_input(row.contact), evidence
+                        )
+                    )
+                await contact_import.import_batch(conn, principal(), run, rows)
+        if run is None:
+            raise InvalidArgument([FieldViolation("parent", "the stream carried no message")])
+        return pb.ImportContactsResponse(
+            rows=run.rows,
+            created=run.created,
+            updated=run.updated,
+            unchanged=run.unchanged,
+            rejected=[
+                pb.RejectedRow(row_number=r.row_number, field=r.field, reason=r.reason)
+                for r in run.rejected
+            ],
+        )
+
+    async def RecordConsent(
+        self, request: pb.RecordConsentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConsentEvent:
+        name = parse_child(request.contact, contacts.COLLECTION, "contact")
+        require(request, "evidence")
+        evidence = evidence_input(request.evidence, "evidence")
+        async with self._pool.connection() as conn:
+            event = await consent.record_consent(conn, principal(), name, evidence)
+        return consent_event_pb(event)
+
+    async def ListConsentEvents(
+        self, request: pb.ListConsentEventsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListConsentEventsResponse:
+        name = parse_child(request.contact, contacts.COLLECTION, "contact")
+        page = page_request(f"{name.name}/consentEvents", request.page_size, request.page_token)
+        async with self._pool.connection() as conn:
+            found, token = await consent.list_consent_events(conn, principal(), name, page)
+        return pb.ListConsentEventsResponse(
+            consent_events=[consent_event_pb(e) for e in found], next_page_token=token
+        )
+
+    async def RecordActivity(
+        self, request: pb.RecordActivityRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Activity:
+        name = parse_child(request.contact, contacts.COLLECTION, "contact")
+        require(request, "activity")
+        a = request.activity
+        async with self._pool.connection() as conn:
+            recorded, _ = await activity.record_activity(
+                conn,
+                principal(),
+                name,
+                a.kind,
+                when(a.occurred_at, a.HasField("occurred_at")),
+                a.reference,
+                a.item,
+            )
+        return pb.Activity(
+            name=f"{name.name}/activities/{recorded.id}",
+            kind=recorded.kind,
+            occurred_at=timestamp(recorded.occurred_at),
+            reference=recorded.reference,
+            item=recorded.item,
+            record_time=timestamp(recorded.recorded_at),
+        )
+
+    async def GetConversation(
+        self, request: pb.GetConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConversationResponse:
+        name = parse_child(request.contact, contacts.COLLECTION, "contact")
+        page = page_request(f"{name.name}/messages", request.page_size, request.page_token)
+        async with self._pool.connection() as conn:
+            found, token = await conversation.get_conversation(conn, principal(), name, page)
+        return pb.GetConversationResponse(
+            messages=[
+                pb.ConversationMessage(
+                    name=f"{name.name}/messages/{m.id}",
+                    direction=pb.MESSAGE_DIRECTION_OUTBOUND
+                    if m.direction == "outbound"
+                    else pb.MESSAGE_DIRECTION_INBOUND,
+                    body=m.body,
+                    encoding=m.encoding,
+                    segments=m.segments,
+                    status=m.status,
+                    template_revision=m.template_revision,
+                    create_time=timestamp(m.create_time),
+                )
+                for m in found
+            ],
+            next_page_token=token,
+        )
