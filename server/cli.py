@@ -70,6 +70,29 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
     print(token)
 
 
+def api_key_for_cli(args: argparse.Namespace, settings: Settings) -> str:
+    """--api-key, else REENGAGE_API_KEY, else the demo key of `reengage up`."""
+    key = args.api_key or os.environ.get("REENGAGE_API_KEY", "")
+    demo = settings.data_dir / "demo-api-key"
+    if not key and demo.exists():
+        key = demo.read_text().strip()
+    if not key:
+        raise SystemExit("reengage: no API key: pass --api-key or set REENGAGE_API_KEY")
+    return key
+
+
+def cmd_contacts_import(args: argparse.Namespace, settings: Settings) -> None:
+    from pathlib import Path
+
+    from server.contacts_cli import run_import
+
+    target = args.target or f"localhost:{settings.grpc_port}"
+    code = run_import(
+        Path(args.file), args.location, target, api_key_for_cli(args, settings), args.consent_text
+    )
+    raise SystemExit(code)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reengage", description="Compliant SMS re-engagement sequences for franchises."
@@ -98,6 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--display-name", default="created with reengage keys create")
     create.set_defaults(func=cmd_keys_create)
+    contacts = sub.add_parser("contacts", help="contacts").add_subparsers(
+        dest="contacts_cmd", required=True
+    )
+    imp = contacts.add_parser(
+        "import",
+        help="import a CSV file over gRPC (exit 3 when rows were rejected)",
+        description="Columns: phone, first_name, last_name, email, time_zone, state, "
+        "consent_at, consent_channel, consent_source, consent_text, consent_ip, "
+        "consent_user_agent, attr.<key>.",
+    )
+    imp.add_argument("file", help="a CSV file with a header row")
+    imp.add_argument("--location", required=True, help="franchisors/{f}/locations/{l}")
+    imp.add_argument("--consent-text", default="", help="disclosure text for rows without one")
+    imp.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
+    imp.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
+    imp.set_defaults(func=cmd_contacts_import)
     return parser
 
 
