@@ -249,16 +249,10 @@ def _why_closed(
         if day.closed:
             reasons.extend(day.closed)
         elif local.time() < day.start:
-            reasons.extend(
-                r for r in (f"before {format_minute(day.start_minute)} {zone}", day.start_rule) if r
-            )
+            reasons += [f"before {format_minute(day.start_minute)} {zone}", day.start_rule]
         elif local.time() >= day.end:
-            reasons.extend(
-                r
-                for r in (f"at or after {format_minute(day.end_minute)} {zone}", day.end_rule)
-                if r
-            )
-    return reasons
+            reasons += [f"at or after {format_minute(day.end_minute)} {zone}", day.end_rule]
+    return [r for r in reasons if r]
 
 
 def allowed_at(
