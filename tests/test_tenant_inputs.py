@@ -280,10 +280,10 @@ ID_REQUESTS: dict[str, tuple[Callable[[str], Message], str, str]] = {
 @pytest.mark.parametrize(
     ("method", "bad_id"),
     [
-        (method, bad_id)
+        pytest.param(method, bad.values[0], id=f"{method}-{bad.id}")
         for method in ID_REQUESTS
-        for bad_id in BAD_IDS
-        if not (method == "CreateApiKey" and bad_id == "")  # empty: a generated id
+        for bad in BAD_IDS
+        if not (method == "CreateApiKey" and bad.values[0] == "")  # empty: a generated id
     ],
 )
 async def test_a_bad_id_is_invalid_argument_and_writes_nothing(
