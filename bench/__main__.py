@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
-from bench import api_calls
+from bench import api_calls, contact_import
 
 
 def main() -> None:
+    """`python -m bench [--rows N]`: every benchmark; N rows for the import (100,000)."""
+    rows = int(sys.argv[sys.argv.index("--rows") + 1]) if "--rows" in sys.argv else 100_000
     asyncio.run(api_calls.run())
+    asyncio.run(contact_import.run(rows))
 
 
 if __name__ == "__main__":

@@ -200,6 +200,8 @@ class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
         self, request: pb.ListSequencesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSequencesResponse:
         parent = parse_scope(request.parent, "parent")
+        if request.scope not in PB_TO_SCOPE:
+            raise InvalidArgument([FieldViolation("scope", f"unknown scope {request.scope}")])
         scope: ListScope = PB_TO_SCOPE.get(request.scope, ListScope.DEFAULT)  # type: ignore[call-overload]
         list_name = f"{parent.name}/sequences?scope={scope}&archived={request.show_archived}"
         page = page_request(list_name, request.page_size, request.page_token)

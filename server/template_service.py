@@ -12,6 +12,7 @@ from reengage.v1 import templates_pb2_grpc
 from server.auth import principal
 from server.tenant_service import require, timestamp
 from tenants import template_approvals, templates
+from tenants.errors import FieldViolation, InvalidArgument
 from tenants.names import parse_child, parse_location, parse_scope
 from tenants.pagination import page_request
 from tenants.placeholders import parse, render
@@ -103,6 +104,8 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
         self, request: pb.ListTemplatesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListTemplatesResponse:
         parent = parse_scope(request.parent, "parent")
+        if request.scope not in PB_TO_SCOPE:
+            raise InvalidArgument([FieldViolation("scope", f"unknown scope {request.scope}")])
         where = templates.TemplateFilter(
             scope=PB_TO_SCOPE.get(request.scope, templates.ListScope.DEFAULT),  # type: ignore[call-overload]
             state=PB_TO_STATE.get(request.state),  # type: ignore[call-overload]

@@ -15,9 +15,9 @@ from psycopg import AsyncConnection
 
 from tenants import audit
 from tenants.access import Action, Principal, authorize
-from tenants.contacts import ConsentState, Contact, load
+from tenants.contacts import Contact, load
 from tenants.errors import Violations
-from tenants.names import ChildName
+from tenants.names import ChildName, TenantScope
 from tenants.pagination import PageRequest
 
 
@@ -106,64 +106,99 @@ def evidence_problems(e: ConsentEvidence, prefix: str = "") -> Violations:
     return problems
 
 
-async def append_event(
-    conn: AsyncConnection[Any], principal: Principal, contact: Contact, e: ConsentEvidence
-) -> tuple[ConsentEvent, bool]:
-    """Appends the event and sets the contact's state from its latest event; the same evidence
-    twice is one event (then False). The caller holds CONTACT_WRITE and a transaction."""
-    assert e.channel is not None and e.occurred_at is not None
-    digest = hashlib.sha256(e.disclosure_text.encode()).hexdigest() if e.disclosure_text else ""
-    f, loc, cid = contact.location.franchisor_id, contact.location.location_id, contact.name.id
-    inserted = await conn.execute(
-        "INSERT INTO consent_events (franchisor_id, location_id, contact_id, phone_e164, kind,"
-        " scope, occurred_at, channel, source, disclosure_text, disclosure_sha256, ip_address,"
-        " user_agent, raw_text, recorded_by)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT DO NOTHING",
-        (
-            f,
-            loc,
-            cid,
-            contact.phone_e164,
+def _digest(e: ConsentEvidence) -> str:
+    return hashlib.sha256(e.disclosure_text.encode()).hexdigest() if e.disclosure_text else ""
+
+
+async def append_events(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    location: TenantScope,
+    events: list[tuple[str, str, ConsentEvidence]],
+) -> set[str]:
+    """Appends (contact id, phone, evidence) events of one location in one statement and sets
+    each contact's state from its latest event. The same evidence twice is one event. Returns
+    the contact ids that got a new event. The caller holds CONTACT_WRITE and a transaction."""
+    if not events:
+        return set()
+    columns: list[list[Any]] = [[] for _ in range(13)]
+    for contact_id, phone, e in events:
+        assert e.channel is not None and e.occurred_at is not None
+        values = (
+            contact_id,
+            phone,
             e.kind.value,
             e.scope.value,
             e.occurred_at,
             e.channel.value,
             e.source,
             e.disclosure_text,
-            digest,
+            _digest(e),
             e.ip_address,
             e.user_agent,
             e.raw_text,
             principal.label,
-        ),
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    cur = await conn.execute(
+        "INSERT INTO consent_events (franchisor_id, location_id, contact_id, phone_e164, kind,"
+        " scope, occurred_at, channel, source, disclosure_text, disclosure_sha256, ip_address,"
+        " user_agent, raw_text, recorded_by)"
+        " SELECT %s, %s, * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[],"
+        " %s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+        " %s::text[], %s::text[], %s::text[])"
+        " ON CONFLICT DO NOTHING RETURNING contact_id",
+        (location.franchisor_id, location.location_id, *columns),
     )
+    added = {row[0] for row in await cur.fetchall()}
+    await refresh_consent_state(conn, location, sorted({c for c, _, _ in events}))
+    return added
+
+
+async def refresh_consent_state(
+    conn: AsyncConnection[Any], location: TenantScope, contact_ids: list[str]
+) -> None:
+    """Sets consent_state and opted_out_at of these contacts from their latest event by
+    occurrence time, touching only the contacts whose state changes."""
+    await conn.execute(
+        "UPDATE contacts c SET consent_state = l.state, opted_out_at = l.opted_out_at,"
+        " update_time = now(), version = c.version + 1"
+        " FROM (SELECT DISTINCT ON (e.contact_id) e.contact_id,"
+        "         CASE e.kind WHEN 'grant' THEN 'granted' ELSE 'revoked' END AS state,"
+        "         CASE WHEN e.kind = 'revoke' THEN coalesce(k.opted_out_at, e.occurred_at)"
+        "         END AS opted_out_at"
+        "       FROM consent_events e JOIN contacts k ON k.franchisor_id = e.franchisor_id"
+        "         AND k.location_id = e.location_id AND k.id = e.contact_id"
+        "       WHERE e.franchisor_id = %(f)s AND e.location_id = %(l)s"
+        "         AND e.contact_id = ANY(%(ids)s)"
+        "       ORDER BY e.contact_id, e.occurred_at DESC, e.id DESC) l"
+        " WHERE c.franchisor_id = %(f)s AND c.location_id = %(l)s AND c.id = l.contact_id"
+        " AND (c.consent_state <> l.state OR c.opted_out_at IS DISTINCT FROM l.opted_out_at)",
+        {"f": location.franchisor_id, "l": location.location_id, "ids": contact_ids},
+    )
+
+
+async def _event(conn: AsyncConnection[Any], contact: Contact, e: ConsentEvidence) -> ConsentEvent:
+    assert e.channel is not None and e.occurred_at is not None
     cur = await conn.execute(
         "SELECT id, recorded_at, recorded_by FROM consent_events WHERE franchisor_id = %s"
         " AND location_id = %s AND contact_id = %s AND kind = %s AND occurred_at = %s"
         " AND channel = %s AND source = %s AND disclosure_sha256 = %s",
-        (f, loc, cid, e.kind.value, e.occurred_at, e.channel.value, e.source, digest),
+        (
+            contact.location.franchisor_id,
+            contact.location.location_id,
+            contact.name.id,
+            e.kind.value,
+            e.occurred_at,
+            e.channel.value,
+            e.source,
+            _digest(e),
+        ),
     )
     row = await cur.fetchone()
     assert row is not None
-    cur = await conn.execute(
-        "SELECT kind, occurred_at FROM consent_events WHERE franchisor_id = %s"
-        " AND location_id = %s AND contact_id = %s ORDER BY occurred_at DESC, id DESC LIMIT 1",
-        (f, loc, cid),
-    )
-    latest = await cur.fetchone()
-    assert latest is not None
-    if latest[0] == ConsentKind.GRANT:
-        state, opted_out_at = ConsentState.GRANTED, None
-    else:
-        state, opted_out_at = ConsentState.REVOKED, contact.opted_out_at or latest[1]
-    if (state, opted_out_at) != (contact.consent_state, contact.opted_out_at):
-        await conn.execute(
-            "UPDATE contacts SET consent_state = %s, opted_out_at = %s, update_time = now(),"
-            " version = version + 1 WHERE franchisor_id = %s AND location_id = %s AND id = %s",
-            (state.value, opted_out_at, f, loc, cid),
-        )
-    return ConsentEvent(contact.name, row[0], e, digest, row[1], row[2]), inserted.rowcount == 1
+    return ConsentEvent(contact.name, row[0], e, _digest(e), row[1], row[2])
 
 
 async def record_consent(
@@ -173,7 +208,10 @@ async def record_consent(
     evidence_problems(e).raise_if_any()
     async with conn.transaction():
         contact = await load(conn, name, lock=True)
-        event, _ = await append_event(conn, principal, contact, e)
+        await append_events(
+            conn, principal, contact.location, [(contact.name.id, contact.phone_e164, e)]
+        )
+        event = await _event(conn, contact, e)
         await audit.record(
             conn,
             principal,

@@ -2,9 +2,10 @@
 evidence per row. Good rows are kept whatever the bad rows do; every bad row is reported with
 its reason; importing the same rows again changes nothing.
 
-Rows arrive in batches (one per stream message); each batch is one transaction and each row a
-savepoint inside it, so memory stays bounded by a batch plus the set of phones seen (to report
-duplicates within one import).
+Rows arrive in batches (one per stream message). Each row is validated first (a bad row is
+reported and never written); the good rows of a batch are then written set-wise in one
+transaction. Memory stays bounded by a batch plus the set of phones seen (to report duplicates
+within one import).
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ from psycopg import AsyncConnection
 
 from tenants import audit
 from tenants.access import Action, Principal, authorize
-from tenants.consent import ConsentEvidence, append_event, evidence_problems
+from tenants.consent import ConsentEvidence, ConsentKind, append_events, evidence_problems
 from tenants.contacts import (
     ContactInput,
-    insert,
-    load,
-    load_by_phone,
-    new_contact_id,
+    ValidContact,
+    insert_many,
+    load_by_phones,
     same_fields,
     store_fields,
     validate,
@@ -79,27 +79,59 @@ async def start_import(
 async def import_batch(
     conn: AsyncConnection[Any], principal: Principal, run: ImportRun, rows: list[ImportRow]
 ) -> None:
+    """Validates every row, then writes the good ones set-wise in one transaction: new
+    contacts, changed fields, consent events and consent states, a statement each."""
     if len(rows) > MAX_BATCH:
         raise InvalidArgument([FieldViolation("rows", f"at most {MAX_BATCH} rows per message")])
+    good: list[tuple[ValidContact, ConsentEvidence]] = []
+    for row in rows:
+        checked = _check_row(run, row)
+        if isinstance(checked, RejectedRow):
+            run.rejected.append(checked)
+        else:
+            good.append(checked)
+    if not good:
+        return
+    scope = run.location.scope
+    phones = [v.phone_e164 for v, _ in good]
     async with conn.transaction():
-        for row in rows:
-            problem = await _import_row(conn, principal, run, row)
-            if problem is not None:
-                run.rejected.append(problem)
+        before = await load_by_phones(conn, scope, phones)
+        await insert_many(conn, scope, [v for v, _ in good if v.phone_e164 not in before])
+        changed = set()
+        for valid, _ in good:
+            current = before.get(valid.phone_e164)
+            if current is not None and not same_fields(current, valid):
+                await store_fields(conn, current, valid)
+                changed.add(current.name.id)
+        now = await load_by_phones(conn, scope, phones)
+        added = await append_events(
+            conn,
+            principal,
+            scope,
+            [(now[v.phone_e164].name.id, v.phone_e164, e) for v, e in good],
+        )
+        for valid, _ in good:
+            contact_id = now[valid.phone_e164].name.id
+            if valid.phone_e164 not in before:
+                run.created += 1
+            elif contact_id in changed or contact_id in added:
+                run.updated += 1
+            else:
+                run.unchanged += 1
         await audit.record(
             conn,
             principal,
             "contact.import",
-            run.location.scope.name,
-            run.location.scope.franchisor_id,
+            scope.name,
+            scope.franchisor_id,
             source=run.source,
             rows=len(rows),
         )
 
 
-async def _import_row(
-    conn: AsyncConnection[Any], principal: Principal, run: ImportRun, row: ImportRow
-) -> RejectedRow | None:
+def _check_row(
+    run: ImportRun, row: ImportRow
+) -> tuple[ValidContact, ConsentEvidence] | RejectedRow:
     try:
         valid = validate(row.contact, run.location)
     except InvalidArgument as exc:
@@ -111,27 +143,12 @@ async def _import_row(
     if problems.items:
         first = problems.items[0]
         return RejectedRow(row.row_number, first.field, first.description)
+    if row.consent.kind is not ConsentKind.GRANT:
+        return RejectedRow(row.row_number, "consent.kind", "an import records grants")
     earlier = run.seen.get(valid.phone_e164)
     if earlier is not None:
         return RejectedRow(
             row.row_number, "phone_number", f"{valid.phone_e164} is a duplicate of row {earlier}"
         )
     run.seen[valid.phone_e164] = row.row_number
-    scope = run.location.scope
-    async with conn.transaction():  # a savepoint: one row's failure leaves the others
-        contact = await load_by_phone(conn, scope, valid.phone_e164)
-        if contact is None:
-            contact = await insert(conn, scope, new_contact_id(), valid)
-            await append_event(conn, principal, contact, row.consent)
-            run.created += 1
-            return None
-        changed = not same_fields(contact, valid)
-        if changed:
-            await store_fields(conn, contact, valid)
-            contact = await load(conn, contact.name)
-        _, new_evidence = await append_event(conn, principal, contact, row.consent)
-        if changed or new_evidence:
-            run.updated += 1
-        else:
-            run.unchanged += 1
-    return None
+    return valid, row.consent

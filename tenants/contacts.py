@@ -7,6 +7,7 @@ is inferred per COMPLIANCE §1.3 and stored with its source.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Mapping
@@ -33,7 +34,6 @@ from tenants.errors import (
 from tenants.locations import KNOWN_ZONES, Location, get_location
 from tenants.names import ChildName, TenantScope, id_problem
 from tenants.pagination import PageRequest
-from tenants.phones import to_e164
 from tenants.send_rules import us_state_code
 from tenants.zones import ZoneInference, ZoneSource, infer_zone
 
@@ -109,8 +109,18 @@ class Contact:
 
 def textable_e164(raw: str, field_path: str, region: str) -> str:
     """The number in E.164 when it can receive texts; InvalidArgument saying why otherwise."""
-    number = to_e164(raw, field_path, region)
-    kind = phonenumbers.number_type(phonenumbers.parse(number))
+    try:
+        parsed = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidArgument(
+            [FieldViolation(field_path, f"{raw[:40]!r} is not a phone number: {exc}")]
+        )
+    kind = phonenumbers.number_type(parsed)  # UNKNOWN for an invalid number
+    number = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if kind is phonenumbers.PhoneNumberType.UNKNOWN or not phonenumbers.is_valid_number(parsed):
+        raise InvalidArgument(
+            [FieldViolation(field_path, f"{raw[:40]!r} is not a valid phone number")]
+        )
     if kind not in _TEXTABLE:
         label = {
             phonenumbers.PhoneNumberType.FIXED_LINE: "a landline",
@@ -260,17 +270,50 @@ async def load(conn: AsyncConnection[Any], name: ChildName, lock: bool = False) 
     return from_row(row)
 
 
-async def load_by_phone(
-    conn: AsyncConnection[Any], location: TenantScope, phone_e164: str
-) -> Contact | None:
-    """The location's contact with this number, locked for update, if there is one."""
+async def load_by_phones(
+    conn: AsyncConnection[Any], location: TenantScope, phones: list[str]
+) -> dict[str, Contact]:
+    """The location's contacts with these numbers, locked for update, by number."""
     cur = await conn.execute(
         f"SELECT {_COLUMNS} FROM contacts WHERE franchisor_id = %s AND location_id = %s"
-        " AND phone_e164 = %s FOR UPDATE",
-        (location.franchisor_id, location.location_id, phone_e164),
+        " AND phone_e164 = ANY(%s) ORDER BY phone_e164 FOR UPDATE",
+        (location.franchisor_id, location.location_id, phones),
     )
-    row = await cur.fetchone()
-    return from_row(row) if row else None
+    return {c.phone_e164: c for c in map(from_row, await cur.fetchall())}
+
+
+async def insert_many(
+    conn: AsyncConnection[Any], location: TenantScope, new: list[ValidContact]
+) -> None:
+    """Inserts validated contacts in one statement with generated ids; a number that exists
+    already (a concurrent import) is left alone. The caller holds CONTACT_WRITE."""
+    if not new:
+        return
+    await conn.execute(
+        "INSERT INTO contacts (franchisor_id, location_id, id, phone_e164, first_name, last_name,"
+        " email, attrs, explicit_zone, address_state, zones, zone_source, states)"
+        " SELECT %s, %s, n.id, n.phone, n.first, n.last, n.email, n.attrs::jsonb, n.zone,"
+        " n.state, string_to_array(n.zones, ' '), n.source, string_to_array(n.states, ' ')"
+        " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+        " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+        " AS n(id, phone, first, last, email, attrs, zone, state, zones, source, states)"
+        " ON CONFLICT DO NOTHING",
+        (
+            location.franchisor_id,
+            location.location_id,
+            [new_contact_id() for _ in new],
+            [v.phone_e164 for v in new],
+            [v.first_name for v in new],
+            [v.last_name for v in new],
+            [v.email for v in new],
+            [json.dumps(v.attrs) for v in new],
+            [v.explicit_zone for v in new],
+            [v.address_state for v in new],
+            [" ".join(v.inferred.zones) for v in new],
+            [v.inferred.source.value for v in new],
+            [" ".join(v.inferred.states) for v in new],
+        ),
+    )
 
 
 def _require_location(scope: TenantScope, field_path: str) -> None:

@@ -314,6 +314,8 @@ async def list_sequences(
     show_archived: bool,
 ) -> tuple[list[Sequence], str]:
     scopes = scope_filter(principal, Action.SEQUENCE_READ, parent, scope)
+    if parent.is_location:  # its brand's rows must not answer for a missing location
+        await check_exists(conn, parent)
     cur = await conn.execute(
         _SELECT
         + " WHERE t.franchisor_id = %(f)s AND "

@@ -365,8 +365,10 @@ async def list_templates(
 ) -> tuple[list[Template], str]:
     """Brand and/or location templates visible at parent; the constraint is in the SQL."""
     scopes = scope_filter(principal, Action.TEMPLATE_READ, parent, where.scope)
+    if parent.is_location:  # its brand's rows must not answer for a missing location
+        await check_exists(conn, parent)
     if len(where.text) > 200:
-        raise InvalidArgument([FieldViolation("filter.text", "is longer than 200 characters")])
+        raise InvalidArgument([FieldViolation("text", "is longer than 200 characters")])
     pattern = "%" + where.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     cur = await conn.execute(
         _SELECT + " WHERE t.franchisor_id = %(f)s"
@@ -405,8 +407,10 @@ async def update_template(
     public_url: str,
 ) -> Template:
     fields = set(update_mask)
-    if "*" in fields:
-        fields = set(UPDATABLE_FIELDS)
+    if "*" in fields:  # every field that applies: lock_mode only to brand templates
+        fields = set(
+            UPDATABLE_FIELDS if not name.scope.is_location else UPDATABLE_FIELDS - {"lock_mode"}
+        )
     problems = Violations()
     if not fields:
         problems.add("update_mask", "is required: name the fields to change")

@@ -89,4 +89,8 @@ def test_the_audit_log_refuses_updates_and_deletes(database_url: str) -> None:
             conn.execute("UPDATE audit_log SET action = 'forged'")
         with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
             conn.execute("DELETE FROM audit_log")
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            conn.execute("TRUNCATE audit_log")
+        with pytest.raises(psycopg.errors.RaiseException, match="immutable"):
+            conn.execute("TRUNCATE template_revisions")
         assert conn.execute("SELECT action FROM audit_log").fetchall() == [("a",)]
