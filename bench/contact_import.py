@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import resource
 import tempfile
 import time
@@ -124,7 +125,8 @@ async def _measure(url: str, path: Path, rows: int) -> None:
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     await server.stop(None)
     await pool.close()
-    table = Table(title=f"contact import, {rows:,} rows ({path.stat().st_size / 1e6:.1f} MB CSV)")
+    size_mb = (await asyncio.to_thread(os.path.getsize, path)) / 1e6
+    table = Table(title=f"contact import, {rows:,} rows ({size_mb:.1f} MB CSV)")
     table.add_column("path")
     table.add_column("rows/s", justify="right")
     table.add_column("vs. baseline", justify="right")
