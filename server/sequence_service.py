@@ -84,7 +84,9 @@ def definition_input(m: pb.Sequence) -> sequences.Definition:
         )
         if "" in signals:
             problems.append(
-                FieldViolation("sequence.entry_trigger.signals", "REPLY, CLICK or PURCHASE")
+                FieldViolation(
+                    "sequence.entry_trigger.inactivity.signals", "REPLY, CLICK or PURCHASE"
+                )
             )
     elif which == "activity_kind":
         entry = sequences.EntryTrigger("activity", activity_kind=trigger.activity_kind)

@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 
 from tenants import audit
 from tenants.access import Action, Principal, authorize
-from tenants.contacts import load
+from tenants.contacts import load, require_location
 from tenants.errors import Violations
 from tenants.names import ChildName
 
@@ -64,17 +64,18 @@ async def record_activity(
     item: str = "",
 ) -> tuple[Activity, bool]:
     """Records the activity; returns it and whether it is new (False: a repeated reference)."""
+    require_location(name.scope, "contact")
     authorize(principal, Action.CONTACT_WRITE, name.scope)
     problems = Violations()
-    problems.check("kind", kind_problem(kind) if kind else "is required")
+    problems.check("activity.kind", kind_problem(kind) if kind else "is required")
     if occurred_at is None:
-        problems.add("occurred_at", "is required")
+        problems.add("activity.occurred_at", "is required")
     elif occurred_at > datetime.now(UTC) + timedelta(minutes=5):
-        problems.add("occurred_at", "is in the future")
+        problems.add("activity.occurred_at", "is in the future")
     if len(reference) > MAX_REFERENCE:
-        problems.add("reference", f"is longer than {MAX_REFERENCE} characters")
+        problems.add("activity.reference", f"is longer than {MAX_REFERENCE} characters")
     if len(item) > MAX_ITEM:
-        problems.add("item", f"is longer than {MAX_ITEM} characters")
+        problems.add("activity.item", f"is longer than {MAX_ITEM} characters")
     problems.raise_if_any()
     assert occurred_at is not None
     key = (name.scope.franchisor_id, name.scope.location_id, name.id)

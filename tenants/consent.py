@@ -15,10 +15,10 @@ from psycopg import AsyncConnection
 
 from tenants import audit
 from tenants.access import Action, Principal, authorize
-from tenants.contacts import Contact, load
+from tenants.contacts import Contact, load, require_location
 from tenants.errors import Violations
 from tenants.names import ChildName, TenantScope
-from tenants.pagination import PageRequest
+from tenants.pagination import PageRequest, parse_time_key, time_key
 
 
 class ConsentKind(StrEnum):
@@ -204,8 +204,9 @@ async def _event(conn: AsyncConnection[Any], contact: Contact, e: ConsentEvidenc
 async def record_consent(
     conn: AsyncConnection[Any], principal: Principal, name: ChildName, e: ConsentEvidence
 ) -> ConsentEvent:
+    require_location(name.scope, "contact")
     authorize(principal, Action.CONTACT_WRITE, name.scope)
-    evidence_problems(e).raise_if_any()
+    evidence_problems(e, "evidence.").raise_if_any()
     async with conn.transaction():
         contact = await load(conn, name, lock=True)
         await append_events(
@@ -227,15 +228,25 @@ async def list_consent_events(
     conn: AsyncConnection[Any], principal: Principal, name: ChildName, page: PageRequest
 ) -> tuple[list[ConsentEvent], str]:
     """A contact's consent events, oldest first (the order they happened)."""
+    require_location(name.scope, "contact")
     authorize(principal, Action.CONTACT_READ, name.scope)
     await load(conn, name)
-    after = int(page.after) if page.after and page.after.isdigit() else None
+    after_time, after_id = parse_time_key(page.after)
     cur = await conn.execute(
         "SELECT id, kind, scope, occurred_at, channel, source, disclosure_text,"
         " disclosure_sha256, ip_address, user_agent, raw_text, recorded_at, recorded_by"
         " FROM consent_events WHERE franchisor_id = %s AND location_id = %s AND contact_id = %s"
-        " AND (%s::bigint IS NULL OR id > %s) ORDER BY id LIMIT %s",
-        (name.scope.franchisor_id, name.scope.location_id, name.id, after, after, page.size + 1),
+        " AND (%s::timestamptz IS NULL OR (occurred_at, id) > (%s, %s))"
+        " ORDER BY occurred_at, id LIMIT %s",
+        (
+            name.scope.franchisor_id,
+            name.scope.location_id,
+            name.id,
+            after_time,
+            after_time,
+            after_id,
+            page.size + 1,
+        ),
     )
     events = [
         ConsentEvent(
@@ -272,4 +283,5 @@ async def list_consent_events(
             by,
         ) in await cur.fetchall()
     ]
-    return events[: page.size], page.next_token([str(e.id) for e in events])
+    keys = [time_key(e.evidence.occurred_at or e.recorded_at, e.id) for e in events]
+    return events[: page.size], page.next_token(keys)

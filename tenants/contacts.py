@@ -316,7 +316,7 @@ async def insert_many(
     )
 
 
-def _require_location(scope: TenantScope, field_path: str) -> None:
+def require_location(scope: TenantScope, field_path: str) -> None:
     if not scope.is_location:
         raise InvalidArgument(
             [
@@ -368,7 +368,7 @@ async def create_contact(
     contact_id: str,
     data: ContactInput,
 ) -> Contact:
-    _require_location(parent, "parent")
+    require_location(parent, "parent")
     authorize(principal, Action.CONTACT_WRITE, parent)
     if contact_id:
         problem = id_problem(contact_id)
@@ -394,7 +394,7 @@ async def create_contact(
 
 
 async def get_contact(conn: AsyncConnection[Any], principal: Principal, name: ChildName) -> Contact:
-    _require_location(name.scope, "name")
+    require_location(name.scope, "name")
     authorize(principal, Action.CONTACT_READ, name.scope)
     return await load(conn, name)
 
@@ -413,7 +413,7 @@ async def list_contacts(
     page: PageRequest,
     where: ContactFilter,
 ) -> tuple[list[Contact], str]:
-    _require_location(parent, "parent")
+    require_location(parent, "parent")
     authorize(principal, Action.CONTACT_READ, parent)
     cur = await conn.execute(
         f"SELECT {_COLUMNS} FROM contacts WHERE franchisor_id = %(f)s AND location_id = %(l)s"
@@ -449,7 +449,7 @@ async def update_contact(
     update_mask: list[str],
     etag: str,
 ) -> Contact:
-    _require_location(name.scope, "contact.name")
+    require_location(name.scope, "contact.name")
     fields = set(update_mask)
     if "*" in fields:
         fields = set(UPDATABLE_FIELDS)

@@ -9,9 +9,9 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants.access import Action, Principal, authorize
-from tenants.contacts import load
+from tenants.contacts import load, require_location
 from tenants.names import ChildName
-from tenants.pagination import PageRequest
+from tenants.pagination import PageRequest, parse_time_key, time_key
 
 
 @dataclass(frozen=True)
@@ -31,15 +31,25 @@ class Message:
 async def get_conversation(
     conn: AsyncConnection[Any], principal: Principal, name: ChildName, page: PageRequest
 ) -> tuple[list[Message], str]:
+    require_location(name.scope, "contact")
     authorize(principal, Action.CONTACT_READ, name.scope)
     await load(conn, name)
-    after = int(page.after) if page.after and page.after.isdigit() else None
+    after_time, after_id = parse_time_key(page.after)
     cur = await conn.execute(
         "SELECT id, direction, body, encoding, segments, status, template_revision,"
         " enrollment_id, step_index, create_time FROM messages"
         " WHERE franchisor_id = %s AND location_id = %s AND contact_id = %s"
-        " AND (%s::bigint IS NULL OR id < %s) ORDER BY id DESC LIMIT %s",
-        (name.scope.franchisor_id, name.scope.location_id, name.id, after, after, page.size + 1),
+        " AND (%s::timestamptz IS NULL OR (create_time, id) < (%s, %s))"
+        " ORDER BY create_time DESC, id DESC LIMIT %s",
+        (
+            name.scope.franchisor_id,
+            name.scope.location_id,
+            name.id,
+            after_time,
+            after_time,
+            after_id,
+            page.size + 1,
+        ),
     )
     rows = [Message(*r) for r in await cur.fetchall()]
-    return rows[: page.size], page.next_token([str(m.id) for m in rows])
+    return rows[: page.size], page.next_token([time_key(m.create_time, m.id) for m in rows])

@@ -173,6 +173,14 @@ async def _load(
     return _from_row(row) if row else None
 
 
+async def load_location(conn: AsyncConnection[Any], scope: TenantScope) -> Location:
+    """A location without access checks: for the platform's own activities."""
+    found = await _load(conn, scope)
+    if found is None:
+        raise NotFound(f"{scope.name} does not exist", resource=scope.name)
+    return found
+
+
 async def _replace_sender_numbers(
     conn: AsyncConnection[Any], scope: TenantScope, numbers: tuple[str, ...]
 ) -> None:

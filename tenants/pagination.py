@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 from tenants.errors import FieldViolation, InvalidArgument
 
@@ -49,3 +50,19 @@ def page_request(list_name: str, page_size: int, page_token: str) -> PageRequest
             [FieldViolation("page_token", "belongs to a different list than this request's")]
         )
     return PageRequest(list_name, size, after)
+
+
+def time_key(at: datetime, row_id: int) -> str:
+    """The page key of a row ordered by (time, id)."""
+    return f"{at.isoformat()}|{row_id}"
+
+
+def parse_time_key(after: str | None) -> tuple[datetime | None, int]:
+    """(time, id) of a page key from time_key; (None, 0) for the first page."""
+    if not after:
+        return None, 0
+    when, _, ident = after.rpartition("|")
+    try:
+        return datetime.fromisoformat(when), int(ident)
+    except ValueError:
+        raise InvalidArgument([FieldViolation("page_token", "is not a token this API issued")])

@@ -179,9 +179,12 @@ async def validate_definition(
     entry = d.entry
     if entry.kind == "inactivity":
         if not 1 <= entry.inactivity_days <= 3650:
-            problems.add(f"{prefix}.entry_trigger.inactivity_days", "must be 1 to 3650")
+            problems.add(f"{prefix}.entry_trigger.inactivity.days", "must be 1 to 3650")
         if not entry.signals or not set(entry.signals) <= ENGAGEMENT_SIGNALS:
-            problems.add(f"{prefix}.entry_trigger.signals", "one or more of reply, click, purchase")
+            problems.add(
+                f"{prefix}.entry_trigger.inactivity.signals",
+                "one or more of reply, click, purchase",
+            )
     elif entry.kind == "activity":
         problems.check(
             f"{prefix}.entry_trigger.activity_kind",

@@ -42,9 +42,12 @@ class SendResult:
 
 
 class Carrier(Protocol):
-    """An SMS provider adapter."""
+    """An SMS provider adapter. `idempotent` is True when sending the same message id twice
+    delivers it once (then a send interrupted by a crash is simply sent again); otherwise a
+    ledger row left 'sending' by a crash is never resent (at most once in that window)."""
 
     name: str
+    idempotent: bool
 
     async def send(self, text: OutboundText) -> SendResult:
         """Hands text to the provider once; never raises for a provider answer (it classifies

@@ -1,4 +1,5 @@
-"""The worker factory: one place that lists the workflows and activities of the task queue."""
+"""The worker factory: one place that lists the workflows and activities of the task queue and
+injects their dependencies (pool, carrier, notifier)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,35 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from workflows.activities import PlatformActivities
+from workflows.carrier import Carrier
+from workflows.enrollment import EnrollmentWorkflow
+from workflows.enrollment_activities import EnrollmentActivities
+from workflows.notifier import LogNotifier, Notifier
 from workflows.platform import WorkerSelfCheck
 
 TASK_QUEUE = "reengage"
 
 
 def build_worker(
-    client: Client, pool: AsyncConnectionPool[Any], task_queue: str = TASK_QUEUE
+    client: Client,
+    pool: AsyncConnectionPool[Any],
+    task_queue: str = TASK_QUEUE,
+    *,
+    carrier: Carrier | None = None,
+    notifier: Notifier | None = None,
+    public_url: str = "http://localhost:8080",
+    sends_per_second: float = 1.0,
 ) -> Worker:
     platform = PlatformActivities(pool)
+    activities: list[Any] = [platform.database_version]
+    if carrier is not None:
+        enrollment = EnrollmentActivities(
+            pool, carrier, notifier or LogNotifier(), public_url, sends_per_second
+        )
+        activities += enrollment.all()
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[WorkerSelfCheck],
-        activities=[platform.database_version],
+        workflows=[WorkerSelfCheck, EnrollmentWorkflow],
+        activities=activities,
     )

@@ -1,0 +1,1 @@
+"""SMS carrier adapters (the `workflows.carrier.Carrier` protocol) for real providers."""

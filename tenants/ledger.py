@@ -1,0 +1,136 @@
+"""The message ledger's outbound side: a row is reserved (with its idempotency key) and
+committed before the carrier is called, so a retried send finds it and never sends twice.
+
+Statuses of an outbound row: sending (reserved; the carrier call may be in flight), retry
+(the carrier refused for now: safe to send again), sent, delivered, undelivered, failed,
+unknown (a crash interrupted a call to a carrier without idempotency: never resent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+
+ACCEPTED_STATUSES = frozenset({"sent", "delivered", "undelivered", "read", "unknown"})
+
+
+@dataclass(frozen=True)
+class Reservation:
+    message_id: int
+    status: str  # the row's status when reserved (a new row: "sending")
+    new: bool
+
+
+async def reserve_outbound(
+    conn: AsyncConnection[Any],
+    *,
+    franchisor_id: str,
+    location_id: str,
+    contact_id: str,
+    enrollment_id: str,
+    step_index: int,
+    body: str,
+    encoding: str,
+    segments: int,
+    template_revision: str,
+    carrier: str,
+    from_number: str,
+    to_number: str,
+    now: datetime,
+) -> Reservation:
+    """Reserves the ledger row of (enrollment, step); an existing one is returned as it is."""
+    key = f"{enrollment_id}:{step_index}"
+    cur = await conn.execute(
+        "INSERT INTO messages (franchisor_id, location_id, contact_id, direction, body, encoding,"
+        " segments, enrollment_id, step_index, template_revision, idempotency_key, carrier,"
+        " status, from_number, to_number, create_time, status_time)"
+        " VALUES (%s, %s, %s, 'outbound', %s, %s, %s, %s, %s, %s, %s, %s, 'sending', %s, %s,"
+        " %s, %s)"
+        " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+        (
+            franchisor_id,
+            location_id,
+            contact_id,
+            body,
+            encoding,
+            segments,
+            enrollment_id,
+            step_index,
+            template_revision,
+            key,
+            carrier,
+            from_number,
+            to_number,
+            now,
+            now,
+        ),
+    )
+    row = await cur.fetchone()
+    if row is not None:
+        return Reservation(row[0], "sending", True)
+    cur = await conn.execute("SELECT id, status FROM messages WHERE idempotency_key = %s", (key,))
+    existing = await cur.fetchone()
+    assert existing is not None
+    return Reservation(existing[0], existing[1], False)
+
+
+async def mark(
+    conn: AsyncConnection[Any],
+    message_id: int,
+    status: str,
+    carrier_message_id: str = "",
+    error_code: str = "",
+) -> None:
+    await conn.execute(
+        "UPDATE messages SET status = %s, carrier_message_id = coalesce(nullif(%s, ''),"
+        " carrier_message_id), error_code = %s, status_time = now() WHERE id = %s",
+        (status, carrier_message_id, error_code, message_id),
+    )
+
+
+async def recent_sends(
+    conn: AsyncConnection[Any], franchisor_id: str, location_id: str, contact_id: str, now: datetime
+) -> tuple[datetime, ...]:
+    """The contact's outbound texts of the last 24 hours that went (or may have gone) out."""
+    cur = await conn.execute(
+        "SELECT create_time FROM messages WHERE franchisor_id = %s AND location_id = %s"
+        " AND contact_id = %s AND direction = 'outbound' AND create_time > %s"
+        " AND status = ANY(%s)",
+        (
+            franchisor_id,
+            location_id,
+            contact_id,
+            now - timedelta(days=1),
+            [*ACCEPTED_STATUSES, "sending"],
+        ),
+    )
+    return tuple(r[0] for r in await cur.fetchall())
+
+
+async def enrollment_sends(conn: AsyncConnection[Any], enrollment_id: str) -> tuple[datetime, ...]:
+    cur = await conn.execute(
+        "SELECT create_time FROM messages WHERE enrollment_id = %s AND status = ANY(%s)",
+        (enrollment_id, [*ACCEPTED_STATUSES, "sending"]),
+    )
+    return tuple(r[0] for r in await cur.fetchall())
+
+
+async def next_send_slot(
+    conn: AsyncConnection[Any], from_number: str, per_second: float, now: datetime
+) -> datetime:
+    """Takes the next free send slot of a sender number (shared by every worker): a burst of
+    due steps leaves at `per_second`, not all at once."""
+    gap = timedelta(seconds=1 / per_second)
+    cur = await conn.execute(
+        "INSERT INTO sender_pacing (phone_number, next_slot) VALUES (%s, %s)"
+        " ON CONFLICT (phone_number) DO UPDATE SET next_slot ="
+        " greatest(sender_pacing.next_slot, %s) + %s RETURNING next_slot - %s",
+        (from_number, now + gap, now, gap, gap),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    slot: datetime = row[0]
+    return slot

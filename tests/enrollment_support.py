@@ -1,0 +1,135 @@
+"""Builders for enrollment tests: a template, a sequence, a consenting contact, a worker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from server.carriers.outbox import OutboxCarrier
+from tenants import contacts, sequences, templates
+from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
+from tenants.enrollments import Enrollment
+from tenants.names import ChildName, TenantScope
+from tests.support import A_DOWNTOWN, OPERATOR, A
+from workflows.carrier import Carrier
+from workflows.client import EnrollmentClient
+from workflows.worker import build_worker
+
+BODY = "Hi {{contact.first_name|there}}, {{brand.name}} misses you! Reply STOP to opt out"
+DAY = 86_400
+
+
+async def brand_template(
+    pool: AsyncConnectionPool[Any], tid: str = "hello", body: str = BODY
+) -> str:
+    async with pool.connection() as conn:
+        t = await templates.create_template(
+            conn, OPERATOR, A, tid, templates.TemplateInput("Hello", body), "http://localhost:8080"
+        )
+    return t.name.name
+
+
+async def make_sequence(
+    pool: AsyncConnectionPool[Any],
+    steps: list[sequences.Step],
+    sid: str = "winback",
+    scope: TenantScope = A,
+    **definition: Any,
+) -> ChildName:
+    async with pool.connection() as conn:
+        s = await sequences.create_sequence(
+            conn,
+            OPERATOR,
+            scope,
+            sid,
+            "Win back",
+            sequences.Definition(steps=tuple(steps), **definition),
+        )
+    return s.name
+
+
+async def consenting_contact(
+    pool: AsyncConnectionPool[Any],
+    phone: str = "+12125550142",
+    first_name: str = "Dana",
+    location: TenantScope = A_DOWNTOWN,
+    **fields: Any,
+) -> ChildName:
+    async with pool.connection() as conn:
+        c = await contacts.create_contact(
+            conn,
+            OPERATOR,
+            location,
+            "",
+            contacts.ContactInput(phone_number=phone, first_name=first_name, **fields),
+        )
+        await record_consent(
+            conn,
+            OPERATOR,
+            c.name,
+            ConsentEvidence(
+                ConsentKind.GRANT,
+                ConsentChannel.PAPER_FORM,
+                datetime(2026, 1, 5, tzinfo=UTC),
+                source="signup sheet",
+                disclosure_text="I agree to texts from Acme Coffee.",
+            ),
+        )
+    return c.name
+
+
+@dataclass
+class Running:
+    client: Client
+    workflows: EnrollmentClient
+    task_queue: str
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client, pool: AsyncConnectionPool[Any], carrier: Carrier | None = None
+) -> AsyncIterator[Running]:
+    queue = f"enroll-{uuid.uuid4().hex[:8]}"
+    worker = build_worker(
+        client, pool, queue, carrier=carrier or OutboxCarrier(pool), sends_per_second=1000
+    )
+    async with worker:
+        yield Running(client, EnrollmentClient(client, queue), queue)
+
+
+async def run_to_end(
+    env: WorkflowEnvironment,
+    workflows: EnrollmentClient,
+    enrollment: Enrollment,
+    step: timedelta = timedelta(hours=6),
+    limit: timedelta = timedelta(days=400),
+) -> str:
+    """Skips time until the enrollment's run ends; its result. (Only handles returned by
+    start_workflow skip time by themselves on the test server, so this drives the clock.)"""
+    handle = env.client.get_workflow_handle(enrollment.workflow_id, run_id=enrollment.run_id)
+    skipped = timedelta(0)
+    while skipped <= limit:
+        description = await handle.describe()
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            return await workflows.result(enrollment.workflow_id, enrollment.run_id)
+        await env.sleep(step)
+        skipped += step
+    raise AssertionError(f"{enrollment.name.name} still runs after {limit}")
+
+
+async def sent_messages(pool: AsyncConnectionPool[Any]) -> list[tuple[Any, ...]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT m.step_index, m.body, m.create_time, m.status, d.message_id IS NOT NULL"
+            " FROM messages m LEFT JOIN outbox_deliveries d ON d.message_id = m.id"
+            " WHERE m.direction = 'outbound' ORDER BY m.id"
+        )
+        return list(await cur.fetchall())

@@ -1,0 +1,139 @@
+"""The typed client facade of the enrollment workflows: what the API, the HTTP edge and the
+Slack bot call. Update ids make repeated calls (a double click, a retried request) decide once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from workflows import search_attributes as sa
+from workflows.enrollment import EnrollmentWorkflow
+from workflows.enrollment_types import (
+    ActivityEvent,
+    Decision,
+    EnrollmentInput,
+    EnrollmentState,
+    StepPlan,
+)
+
+
+class UpdateRefused(Exception):
+    """The workflow refused an update (its validator said why), or the enrollment has ended."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    workflow_id: str
+    enrollment_id: str
+    franchisor_id: str
+    location_id: str
+    sequence_id: str
+    require_approval: list[bool]
+    exit_events: list[str]
+    approval_timeout_seconds: int = 86_400
+
+
+class EnrollmentClient:
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self._client = client
+        self._task_queue = task_queue
+
+    async def start(self, request: StartRequest) -> str:
+        """Starts the enrollment's workflow; returns its run id."""
+        handle = await self._client.start_workflow(
+            EnrollmentWorkflow.run,
+            EnrollmentInput(
+                request.enrollment_id,
+                request.franchisor_id,
+                request.location_id,
+                request.sequence_id,
+                [StepPlan(i, r) for i, r in enumerate(request.require_approval)],
+                request.exit_events,
+                request.approval_timeout_seconds,
+            ),
+            id=request.workflow_id,
+            task_queue=self._task_queue,
+            # one running enrollment per contact and location; a finished one may be followed
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.FRANCHISOR_ID, request.franchisor_id),
+                    SearchAttributePair(sa.LOCATION_ID, request.location_id),
+                    SearchAttributePair(sa.SEQUENCE_ID, request.sequence_id),
+                ]
+            ),
+            execution_timeout=timedelta(days=3 * 366),
+        )
+        return handle.result_run_id or ""
+
+    def _handle(
+        self, workflow_id: str, run_id: str | None = None
+    ) -> WorkflowHandle[EnrollmentWorkflow, str]:
+        return self._client.get_workflow_handle_for(
+            EnrollmentWorkflow.run, workflow_id, run_id=run_id
+        )
+
+    async def result(self, workflow_id: str, run_id: str) -> str:
+        """Waits for the run to end; its exit reason or "completed"."""
+        return await self._handle(workflow_id, run_id).result()
+
+    async def state(self, workflow_id: str) -> EnrollmentState:
+        return await self._handle(workflow_id).query(EnrollmentWorkflow.state)
+
+    async def _update(self, workflow_id: str, update_id: str, call: str, *args: object) -> str:
+        try:
+            result: str = await self._handle(workflow_id).execute_update(
+                call, args=list(args), id=update_id or None, result_type=str
+            )
+            return result
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                raise UpdateRefused(cause.type or "REFUSED", cause.message) from None
+            raise
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                raise UpdateRefused("ENDED", "the enrollment has ended") from None
+            raise
+
+    async def pause(self, workflow_id: str, update_id: str = "") -> str:
+        return await self._update(workflow_id, update_id, "pause")
+
+    async def resume(self, workflow_id: str, update_id: str = "") -> str:
+        return await self._update(workflow_id, update_id, "resume")
+
+    async def cancel(self, workflow_id: str, reason: str, update_id: str = "") -> str:
+        return await self._update(workflow_id, update_id, "cancel", reason)
+
+    async def decide_approval(
+        self, workflow_id: str, decision: Decision, update_id: str = ""
+    ) -> str:
+        return await self._update(workflow_id, update_id, "decide_approval", decision)
+
+    async def signal_reply(self, workflow_id: str, message_id: str) -> None:
+        await self._handle(workflow_id).signal(EnrollmentWorkflow.inbound_reply, message_id)
+
+    async def signal_opted_out(self, workflow_id: str, event_id: str) -> None:
+        await self._handle(workflow_id).signal(EnrollmentWorkflow.opted_out, event_id)
+
+    async def signal_activity(self, workflow_id: str, kind: str, event_id: str) -> None:
+        await self._handle(workflow_id).signal(
+            EnrollmentWorkflow.activity_event, ActivityEvent(kind, event_id)
+        )

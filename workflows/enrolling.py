@@ -1,0 +1,80 @@
+"""Enroll: the one code path that puts a contact into a sequence (the API, BulkEnroll and the
+triggers all use it). The entry rules decide; the row is written; the workflow is started with
+an id derived from location and contact, so two enrollments can never run at once for one
+person at one location."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from tenants.access import Principal
+from tenants.enrollments import (
+    Enrollment,
+    EnrollmentStatus,
+    decide_entry,
+    insert_enrollment,
+    record_run,
+    record_transition,
+)
+from tenants.errors import DomainError
+from tenants.names import ChildName
+from workflows.client import EnrollmentClient, StartRequest
+
+
+class EnrollmentUnavailable(DomainError):
+    """Temporal could not start the workflow; nothing was enrolled."""
+
+    reason = "WORKFLOW_START_FAILED"
+
+
+async def enroll(
+    conn: AsyncConnection[Any],
+    workflows: EnrollmentClient,
+    principal: Principal,
+    contact: ChildName,
+    sequence: ChildName,
+    approval_timeout_seconds: int = 86_400,
+) -> tuple[Enrollment, bool]:
+    """Enrolls the contact; returns the enrollment and whether it is new (False: the same
+    contact was already running this sequence)."""
+    now = datetime.now(UTC)
+    entry = await decide_entry(conn, principal, contact, sequence, now)
+    if entry.existing is not None:
+        return entry.existing, False
+    enrollment, created = await insert_enrollment(conn, principal, entry, now)
+    if not created:
+        return enrollment, False
+    definition = entry.sequence.definition
+    try:
+        run_id = await workflows.start(
+            StartRequest(
+                workflow_id=enrollment.workflow_id,
+                enrollment_id=enrollment.id,
+                franchisor_id=contact.scope.franchisor_id,
+                location_id=contact.scope.location_id or "",
+                sequence_id=entry.sequence.name.id,
+                require_approval=[s.require_approval for s in definition.steps],
+                exit_events=[e.value for e in definition.exit_events],
+                approval_timeout_seconds=approval_timeout_seconds,
+            )
+        )
+    except WorkflowAlreadyStartedError:
+        # a previous run for this contact is still closing; the row says it ended
+        await record_transition(
+            conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, "start_conflict"
+        )
+        raise EnrollmentUnavailable(
+            f"{contact.name} has an enrollment that is still closing; try again in a moment"
+        ) from None
+    except Exception:
+        await record_transition(
+            conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, "start_failed"
+        )
+        raise EnrollmentUnavailable("the workflow service is unavailable; nothing was enrolled")
+    await record_run(conn, enrollment.id, run_id)
+    return replace(enrollment, run_id=run_id), True

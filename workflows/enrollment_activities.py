@@ -1,0 +1,366 @@
+"""The enrollment workflow's activities: every read and write it needs, against PostgreSQL,
+the carrier and the notifier (all injected by the worker factory).
+
+prepare_step and SimulateSequence share `tenants.step_planning.decide` and gather the same
+facts, so the plan a user simulated is what the workflow does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from tenants import ledger
+from tenants.access import Principal, Role
+from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
+from tenants.contacts import ConsentState, Contact, load
+from tenants.enrollments import Enrollment, EnrollmentStatus, load_enrollment, record_transition
+from tenants.locations import Location, load_location
+from tenants.message_context import contact_context
+from tenants.names import parse_child
+from tenants.placeholders import parse, render
+from tenants.segments import count
+from tenants.send_rules import Recipient, allowed_at, next_opening
+from tenants.simulation import due_time
+from tenants.step_planning import Outcome, StepFacts, decide
+from tenants.template_bodies import check_body, preview_link_maker
+from tenants.templates import COLLECTION as TEMPLATES
+from tenants.templates import resolve_for_location
+from workflows.carrier import Carrier, OutboundText, SendStatus
+from workflows.enrollment_types import (
+    BLOCK,
+    DEFER,
+    SEND,
+    SENT,
+    SKIP,
+    ApprovalRequest,
+    DueRequest,
+    Prepared,
+    PrepareRequest,
+    SendOutcome,
+    SendRequest,
+    Transition,
+)
+from workflows.notifier import Notifier
+
+log = logging.getLogger(__name__)
+SYSTEM = Principal("system", "enrollment-workflow", Role.OPERATOR, None)
+
+
+@dataclass(frozen=True)
+class _Context:
+    enrollment: Enrollment
+    contact: Contact
+    location: Location
+    brand: str
+
+    @property
+    def recipient(self) -> Recipient:
+        return Recipient(self.contact.zones, self.contact.states)
+
+    @property
+    def jitter_key(self) -> str:
+        return f"{self.contact.name.name}|{self.enrollment.sequence.name}"
+
+
+async def _context(conn: AsyncConnection[Any], enrollment_id: str, lock: bool = False) -> _Context:
+    enrollment = await load_enrollment(conn, enrollment_id)
+    contact = await load(conn, enrollment.contact, lock=lock)
+    location = await load_location(conn, enrollment.contact.scope)
+    cur = await conn.execute(
+        "SELECT display_name FROM franchisors WHERE id = %s", (location.scope.franchisor_id,)
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return _Context(enrollment, contact, location, row[0])
+
+
+def _block_code(reasons: tuple[str, ...]) -> list[str]:
+    why = reasons[0] if reasons else "blocked"
+    code = "opted_out" if "opted out" in why else "no_consent" if "consent" in why else "blocked"
+    return [code, *reasons]
+
+
+class EnrollmentActivities:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        carrier: Carrier,
+        notifier: Notifier,
+        public_url: str,
+        sends_per_second: float = 1.0,
+    ) -> None:
+        self._pool = pool
+        self._carrier = carrier
+        self._notifier = notifier
+        self._link_for = preview_link_maker(public_url)
+        self._per_second = sends_per_second
+
+    @activity.defn(name="due_time")
+    async def due_time(self, request: DueRequest) -> str:
+        """When the step falls due: its wait in the contact's local calendar (DST-safe)."""
+        async with self._pool.connection() as conn:
+            ctx = await _context(conn, request.enrollment_id)
+        step = ctx.enrollment.definition.steps[request.step_index]
+        due = due_time(
+            step,
+            ctx.enrollment.enrolled_at,
+            datetime.fromisoformat(request.previous),
+            ctx.contact.zones[0],
+        )
+        return due.isoformat()
+
+    @activity.defn(name="prepare_step")
+    async def prepare_step(self, request: PrepareRequest) -> Prepared:
+        """The authoritative checks at the moment the step runs."""
+        now = _now(request.now)
+        async with self._pool.connection() as conn:
+            ctx = await _context(conn, request.enrollment_id)
+            enrollment, contact = ctx.enrollment, ctx.contact
+            step = enrollment.definition.steps[request.step_index]
+            template = await resolve_for_location(
+                conn, ctx.location.scope, parse_child(step.template, TEMPLATES)
+            )
+            rendering, problem, revision = None, "", ""
+            if template.archived:
+                problem = f"{template.name.name} is archived"
+            elif template.live_body is None:
+                problem = f"{template.name.name} has no approved revision"
+            else:
+                rendering = render(
+                    parse(template.live_body),
+                    contact_context(contact, ctx.location, ctx.brand),
+                    self._link_for,
+                )
+                revision = template.revision_name(template.live_revision)
+            cur = await conn.execute(
+                "SELECT DISTINCT kind FROM activities WHERE franchisor_id = %s"
+                " AND location_id = %s AND contact_id = %s AND occurred_at >= %s",
+                (
+                    contact.location.franchisor_id,
+                    contact.location.location_id,
+                    contact.name.id,
+                    enrollment.enrolled_at,
+                ),
+            )
+            kinds = frozenset(r[0] for r in await cur.fetchall())
+            facts = StepFacts(
+                consent=contact.consent_state,
+                opted_out=contact.opted_out,
+                recipient=ctx.recipient,
+                window=ctx.location.send_window.narrowed_by(enrollment.definition.send_window),
+                rendering=rendering,
+                template_problem=problem,
+                activity_kinds_since_enrollment=kinds,
+                recent_sends=await ledger.recent_sends(
+                    conn,
+                    contact.location.franchisor_id,
+                    contact.location.location_id or "",
+                    contact.name.id,
+                    now,
+                ),
+                sequence_sends=await ledger.enrollment_sends(conn, enrollment.id),
+                sequence_cap=enrollment.definition.frequency_cap,
+            )
+        decision = decide(
+            step,
+            datetime.fromisoformat(request.due),
+            now,
+            facts,
+            f"{ctx.jitter_key}|{request.step_index}",
+        )
+        if decision.outcome is Outcome.SEND:
+            assert rendering is not None
+            text = rendering.message
+            return Prepared(SEND, "", list(decision.reasons), text, count(text).segments, revision)
+        if decision.outcome is Outcome.DEFER:
+            assert decision.at is not None
+            return Prepared(DEFER, decision.at.isoformat(), list(decision.reasons))
+        if decision.outcome is Outcome.SKIP:
+            return Prepared(SKIP, "", list(decision.reasons))
+        return Prepared(BLOCK, "", _block_code(decision.reasons))
+
+    @activity.defn(name="send_step")
+    async def send_step(self, request: SendRequest) -> SendOutcome:
+        """Re-checks consent and the window at hand-off, reserves the ledger row (committed
+        before the carrier is called), then sends once."""
+        now = _now(request.now)
+        async with self._pool.connection() as conn:
+            ctx = await _context(conn, request.enrollment_id)
+            if request.edited:
+                try:
+                    check_body(request.text, "http://localhost", "text")
+                except Exception as exc:  # an edit that is not a sendable text
+                    return SendOutcome(SKIP, reason=f"edited text refused: {exc}")
+            blocked = self._blocked(ctx.contact)
+            if blocked:
+                return SendOutcome(BLOCK, reason=blocked)
+            window = ctx.location.send_window.narrowed_by(ctx.enrollment.definition.send_window)
+            if window is None:
+                return SendOutcome(SKIP, reason="no send window")
+            allowed, why = allowed_at(ctx.recipient, window, now)
+            if not allowed:
+                opening = next_opening(
+                    ctx.recipient,
+                    window,
+                    now,
+                    jitter_key=f"{ctx.jitter_key}|{request.step_index}",
+                )
+                return SendOutcome(DEFER, until=opening.at.isoformat(), reason="; ".join(why))
+            numbers = ctx.location.sender_phone_numbers
+            from_number = numbers[hash_index(ctx.contact.name.id, len(numbers))] if numbers else ""
+            counted = count(request.text)
+            reservation = await ledger.reserve_outbound(
+                conn,
+                franchisor_id=ctx.location.scope.franchisor_id,
+                location_id=ctx.location.scope.location_id or "",
+                contact_id=ctx.contact.name.id,
+                enrollment_id=ctx.enrollment.id,
+                step_index=request.step_index,
+                body=request.text,
+                encoding=counted.encoding.value,
+                segments=counted.segments,
+                template_revision=request.template_revision,
+                carrier=self._carrier.name,
+                from_number=from_number,
+                to_number=ctx.contact.phone_e164,
+                now=now,
+            )
+            if reservation.status in ledger.ACCEPTED_STATUSES:
+                return SendOutcome(SENT, message_id=reservation.message_id)  # sent before
+            if reservation.status == "failed":
+                return SendOutcome(SKIP, reason="the carrier refused this message")
+            if (
+                not reservation.new
+                and reservation.status == "sending"
+                and not self._carrier.idempotent
+            ):
+                # a crash interrupted the carrier call: it may have gone out; never send twice
+                await ledger.mark(conn, reservation.message_id, "unknown")
+                return SendOutcome(SENT, message_id=reservation.message_id)
+            if reservation.status == "retry":
+                await ledger.mark(conn, reservation.message_id, "sending")
+        return await self._hand_off(ctx, reservation.message_id, from_number, request, now)
+
+    def _blocked(self, contact: Contact) -> str:
+        if contact.opted_out:
+            return "opted_out"
+        if contact.consent_state is not ConsentState.GRANTED:
+            return "no_consent"
+        return ""
+
+    async def _hand_off(
+        self,
+        ctx: _Context,
+        message_id: int,
+        from_number: str,
+        request: SendRequest,
+        now: datetime,
+    ) -> SendOutcome:
+        async with self._pool.connection() as conn:
+            slot = await ledger.next_send_slot(conn, from_number or "-", self._per_second, now)
+        delay = (slot - now).total_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        text = OutboundText(
+            message_id,
+            f"{ctx.enrollment.id}:{request.step_index}",
+            from_number,
+            ctx.contact.phone_e164,
+            request.text,
+        )
+        async with self._pool.connection() as conn, conn.transaction():
+            # hold the contact row while the carrier is called: an opt-out committed by the
+            # inbound webhook either happened before (seen here) or waits for this send
+            contact = await load(conn, ctx.contact.name, lock=True)
+            blocked = self._blocked(contact)
+            if blocked:
+                await ledger.mark(conn, message_id, "retry")
+                return SendOutcome(BLOCK, reason=blocked)
+            result = await self._carrier.send(text)
+            status = result.status
+            if status is SendStatus.ACCEPTED:
+                await ledger.mark(conn, message_id, "sent", result.carrier_message_id)
+                return SendOutcome(SENT, message_id=message_id)
+            if status is SendStatus.RETRY:
+                await ledger.mark(conn, message_id, "retry", error_code=result.error_code)
+            elif status is SendStatus.OPTED_OUT:
+                await ledger.mark(conn, message_id, "failed", error_code=result.error_code)
+                await append_events(
+                    conn,
+                    SYSTEM,
+                    contact.location,
+                    [
+                        (
+                            contact.name.id,
+                            contact.phone_e164,
+                            ConsentEvidence(
+                                ConsentKind.REVOKE,
+                                ConsentChannel.CARRIER,
+                                now,
+                                raw_text=f"carrier error {result.error_code}",
+                            ),
+                        )
+                    ],
+                )
+                return SendOutcome(BLOCK, reason="opted_out")
+            else:
+                await ledger.mark(conn, message_id, "failed", error_code=result.error_code)
+                if status is SendStatus.UNDELIVERABLE:
+                    return SendOutcome(BLOCK, reason="undeliverable")
+                return SendOutcome(SKIP, reason=f"carrier refused: {result.detail}")
+        raise ApplicationError(
+            f"carrier asked to retry ({result.error_code or result.detail})",
+            type="CarrierRetry",
+            next_retry_delay=timedelta(seconds=max(result.retry_after_seconds, 1.0)),
+        )
+
+    @activity.defn(name="record_transition")
+    async def record_transition(self, t: Transition) -> None:
+        async with self._pool.connection() as conn:
+            await record_transition(
+                conn,
+                t.enrollment_id,
+                EnrollmentStatus(t.status),
+                t.step_index,
+                datetime.fromisoformat(t.next_wake) if t.next_wake else None,
+                t.exit_reason,
+            )
+
+    @activity.defn(name="notify_approval")
+    async def notify_approval(self, request: ApprovalRequest) -> None:
+        async with self._pool.connection() as conn:
+            enrollment = await load_enrollment(conn, request.enrollment_id)
+        await self._notifier.approval_requested(request, enrollment.name.name)
+
+    def all(self) -> list[Any]:
+        return [
+            self.due_time,
+            self.prepare_step,
+            self.send_step,
+            self.record_transition,
+            self.notify_approval,
+        ]
+
+
+def _now(workflow_now: str) -> datetime:
+    """The later of the workflow's clock and ours: equal in production (a retry an hour later
+    must judge the window by the real time), ahead in time-skipping tests."""
+    real = datetime.now(UTC)
+    if not workflow_now:
+        return real
+    return max(real, datetime.fromisoformat(workflow_now))
+
+
+def hash_index(key: str, size: int) -> int:
+    """A stable choice among `size` sender numbers: a contact always hears from the same one."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % size
