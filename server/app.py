@@ -14,6 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from server.carriers.outbox import OutboxCarrier
+from server.carriers.twilio import TwilioCarrier
 from server.config import Settings
 from server.grpc_server import build_grpc_server, mark_serving
 from server.http_edge import (
@@ -25,6 +27,8 @@ from server.http_edge import (
 )
 from tenants.migrations import migrate
 from workflows import search_attributes
+from workflows.carrier import Carrier
+from workflows.client import EnrollmentClient
 from workflows.platform import WorkerSelfCheck
 from workflows.worker import build_worker
 
@@ -73,6 +77,42 @@ class Roles:
         await self.pool.close()
 
 
+def build_carrier(settings: Settings, pool: AsyncConnectionPool[Any]) -> Carrier:
+    """The carrier chosen by REENGAGE_CARRIER: outbox (development) or twilio."""
+    if settings.carrier == "twilio":
+        return TwilioCarrier.from_settings(settings)
+    if settings.carrier != "outbox":
+        raise SystemExit(f"reengage: REENGAGE_CARRIER={settings.carrier!r}: outbox or twilio")
+    return OutboxCarrier(pool)
+
+
+async def run_worker(settings: Settings) -> None:
+    """`reengage worker`: only the Temporal worker, until SIGINT/SIGTERM."""
+    import signal
+
+    if not settings.database_url or not settings.temporal_address:
+        raise SystemExit("reengage worker: set REENGAGE_DATABASE_URL and REENGAGE_TEMPORAL_ADDRESS")
+    pool = open_pool(settings.database_url)
+    await pool.open(wait=True, timeout=30)
+    client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    worker = build_worker(
+        client,
+        pool,
+        settings.task_queue,
+        carrier=build_carrier(settings, pool),
+        public_url=settings.public_url,
+        sends_per_second=settings.sends_per_second,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        log.info("worker polling task queue %s", settings.task_queue)
+        await stop.wait()
+    await pool.close()
+
+
 async def start_roles(
     settings: Settings, database_url: str, temporal_address: str, *, run_migrations: bool = True
 ) -> Roles:
@@ -85,10 +125,20 @@ async def start_roles(
     await pool.open(wait=True, timeout=30)
     client = await connect_temporal(temporal_address, settings.temporal_namespace)
     await search_attributes.register(client)
-    worker = build_worker(client, pool, settings.task_queue)
+    worker = build_worker(
+        client,
+        pool,
+        settings.task_queue,
+        carrier=build_carrier(settings, pool),
+        public_url=settings.public_url,
+        sends_per_second=settings.sends_per_second,
+    )
     worker_task = asyncio.create_task(worker.run())
     server, health, port = build_grpc_server(
-        pool, f"{settings.bind_host}:{settings.grpc_port}", settings.public_url
+        pool,
+        f"{settings.bind_host}:{settings.grpc_port}",
+        settings.public_url,
+        EnrollmentClient(client, settings.task_queue),
     )
     await server.start()
     app = build_http_app({"postgres": postgres_probe(pool), "temporal": temporal_probe(client)})

@@ -43,6 +43,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     asyncio.run(run_up(settings, embedded=False))
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
+    from server.app import run_worker
+
+    asyncio.run(run_worker(settings))
+
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
     from tenants.migrations import migrate
 
@@ -106,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run worker, gRPC API and HTTP edge against external services"
     )
     serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser(
+        "worker", help="run only the Temporal worker (REENGAGE_TASK_QUEUE, default reengage)"
+    )
+    worker.set_defaults(func=cmd_worker)
     mig = sub.add_parser("migrate", help="apply database migrations")
     mig.add_argument("--database-url", help="default: REENGAGE_DATABASE_URL")
     mig.set_defaults(func=cmd_migrate)

@@ -19,6 +19,7 @@ class Settings:
     public_url: str = "http://localhost:8080"
     data_dir: Path = Path(".reengage")
     carrier: str = "outbox"
+    sends_per_second: float = 1.0  # per sender number
     embedded_pg_port: int = 54329
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
@@ -45,6 +46,8 @@ class Settings:
             database_url=e.get("REENGAGE_DATABASE_URL") or None,
             temporal_address=e.get("REENGAGE_TEMPORAL_ADDRESS") or None,
             temporal_namespace=e.get("REENGAGE_TEMPORAL_NAMESPACE") or "default",
+            task_queue=e.get("REENGAGE_TASK_QUEUE") or "reengage",
+            sends_per_second=float(e.get("REENGAGE_SENDS_PER_SECOND") or 1.0),
             grpc_port=port("REENGAGE_GRPC_PORT", 50051),
             http_port=port("REENGAGE_HTTP_PORT", 8080),
             bind_host=e.get("REENGAGE_BIND_HOST") or "127.0.0.1",

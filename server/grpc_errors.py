@@ -22,6 +22,7 @@ _CODES: dict[type[errors.DomainError], int] = {
     errors.AlreadyExists: code_pb2.ALREADY_EXISTS,
     errors.EtagMismatch: code_pb2.ABORTED,
     errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    errors.Unavailable: code_pb2.UNAVAILABLE,
 }
 
 

@@ -12,6 +12,8 @@ from psycopg_pool import AsyncConnectionPool
 from reengage.v1 import (
     contacts_pb2,
     contacts_pb2_grpc,
+    enrollments_pb2,
+    enrollments_pb2_grpc,
     sequences_pb2,
     sequences_pb2_grpc,
     templates_pb2,
@@ -21,20 +23,26 @@ from reengage.v1 import (
 )
 from server.auth import AuthInterceptor
 from server.contact_service import ContactService
+from server.enrollment_service import EnrollmentService
 from server.sequence_service import SequenceService
 from server.template_service import TemplateService
 from server.tenant_service import TenantService
+from workflows.client import EnrollmentClient
 
 SERVICE_NAMES = (
     tenants_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
     templates_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,
     contacts_pb2.DESCRIPTOR.services_by_name["ContactService"].full_name,
     sequences_pb2.DESCRIPTOR.services_by_name["SequenceService"].full_name,
+    enrollments_pb2.DESCRIPTOR.services_by_name["EnrollmentService"].full_name,
 )
 
 
 def build_grpc_server(
-    pool: AsyncConnectionPool[Any], address: str, public_url: str = "http://localhost:8080"
+    pool: AsyncConnectionPool[Any],
+    address: str,
+    public_url: str = "http://localhost:8080",
+    workflows: EnrollmentClient | None = None,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """A server bound to address (port 0 picks a free one); returns it, its health servicer
     and the bound port. Call `await server.start()` to serve."""
@@ -50,6 +58,10 @@ def build_grpc_server(
     sequences_pb2_grpc.add_SequenceServiceServicer_to_server(
         SequenceService(pool, public_url), server
     )
+    if workflows is not None:  # without Temporal (unit-level tests) the service is absent
+        enrollments_pb2_grpc.add_EnrollmentServiceServicer_to_server(
+            EnrollmentService(pool, workflows), server
+        )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

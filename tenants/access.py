@@ -85,6 +85,9 @@ class Action(StrEnum):
     # sequences of the target scope, like templates
     SEQUENCE_READ = "sequence.read"
     SEQUENCE_WRITE = "sequence.write"
+    # pause, resume, cancel a running enrollment and decide its approvals: the people who work
+    # the location's conversations
+    ENROLLMENT_STEER = "enrollment.steer"
 
 
 _FRANCHISOR_WIDE = {
@@ -106,6 +109,7 @@ _FRANCHISOR_WIDE = {
     Action.CONTACT_WRITE: {Role.FRANCHISOR_ADMIN},
     Action.SEQUENCE_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
     Action.SEQUENCE_WRITE: {Role.FRANCHISOR_ADMIN},
+    Action.ENROLLMENT_STEER: {Role.FRANCHISOR_ADMIN},
 }
 
 _OWN_LOCATION = {
@@ -125,6 +129,7 @@ _OWN_LOCATION = {
     Action.CONTACT_WRITE: {Role.LOCATION_MANAGER},
     Action.SEQUENCE_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
     Action.SEQUENCE_WRITE: {Role.LOCATION_MANAGER},
+    Action.ENROLLMENT_STEER: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
 }
 
 # Actions whose target is the franchisor node but which location principals may perform (their

@@ -65,6 +65,12 @@ class FailedPrecondition(DomainError):
     reason = "FAILED_PRECONDITION"
 
 
+class Unavailable(DomainError):
+    """A service the call needs (Temporal) is unreachable; nothing was done. Retry later."""
+
+    reason = "UNAVAILABLE"
+
+
 @dataclass
 class Violations:
     """Collects field violations so one response lists every bad field at once."""

@@ -21,12 +21,12 @@ from tenants.enrollments import (
     record_run,
     record_transition,
 )
-from tenants.errors import DomainError
+from tenants.errors import Unavailable
 from tenants.names import ChildName
 from workflows.client import EnrollmentClient, StartRequest
 
 
-class EnrollmentUnavailable(DomainError):
+class EnrollmentUnavailable(Unavailable):
     """Temporal could not start the workflow; nothing was enrolled."""
 
     reason = "WORKFLOW_START_FAILED"
