@@ -49,6 +49,12 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     asyncio.run(run_worker(settings))
 
 
+def cmd_outbox(args: argparse.Namespace, settings: Settings) -> None:
+    from server.outbox_cli import show_outbox
+
+    show_outbox(database_url_for_cli(settings), args.limit, args.location)
+
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
     from tenants.migrations import migrate
 
@@ -116,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
         "worker", help="run only the Temporal worker (REENGAGE_TASK_QUEUE, default reengage)"
     )
     worker.set_defaults(func=cmd_worker)
+    outbox = sub.add_parser("outbox", help="show what the outbox carrier sent (development)")
+    outbox.add_argument("--limit", type=int, default=50)
+    outbox.add_argument("--location", help="only this location, franchisors/{f}/locations/{l}")
+    outbox.set_defaults(func=cmd_outbox)
     mig = sub.add_parser("migrate", help="apply database migrations")
     mig.add_argument("--database-url", help="default: REENGAGE_DATABASE_URL")
     mig.set_defaults(func=cmd_migrate)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from datetime import timedelta
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -59,3 +63,32 @@ async def test_a_four_step_sequence_over_eight_weeks_sends_each_step_in_the_wind
         row = await load_enrollment(conn, enrollment.id)
     assert row.status.value == "completed" and row.ended_at is not None
     assert sent[-1][2] - sent[0][2] > timedelta(days=55)
+
+
+async def test_reengage_outbox_shows_what_the_outbox_carrier_sent(
+    time_skipping_env: WorkflowEnvironment,
+    pool: AsyncConnectionPool[Any],
+    world: World,
+    database_url: str,
+) -> None:
+    template = await brand_template(pool)
+    sequence = await make_sequence(pool, [Step(template, 0)])
+    contact = await consenting_contact(pool, phone="+12125550177", first_name="Rosa")
+    async with running_worker(time_skipping_env.client, pool) as run:
+        async with pool.connection() as conn:
+            enrollment, _ = await enroll(conn, run.workflows, OPERATOR, contact, sequence)
+        assert await run_to_end(time_skipping_env, run.workflows, enrollment) == "completed"
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "reengage"),
+        "outbox",
+        "--location",
+        "franchisors/acme/locations/downtown",
+        env={**os.environ, "REENGAGE_DATABASE_URL": database_url, "COLUMNS": "250"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    text = out.decode()
+    assert "+12125550177" in text and "Hi Rosa, Acme Coffee misses you!" in text
+    assert enrollment.id in text
