@@ -341,20 +341,29 @@ async def insert(
             location.location_id,
             contact_id,
             valid.phone_e164,
-            valid.first_name,
-            valid.last_name,
-            valid.email,
-            Jsonb(valid.attrs),
-            valid.explicit_zone,
-            valid.address_state,
-            list(valid.inferred.zones),
-            valid.inferred.source.value,
-            list(valid.inferred.states),
+            *_stored(valid),
         ),
     )
     row = await cur.fetchone()
     assert row is not None
     return from_row(row)
+
+
+def _stored(valid: ValidContact) -> tuple[Any, ...]:
+    """The stored columns of a validated contact after its phone, in table order:
+    first_name, last_name, email, attrs, explicit_zone, address_state, zones, zone_source,
+    states."""
+    return (
+        valid.first_name,
+        valid.last_name,
+        valid.email,
+        Jsonb(valid.attrs),
+        valid.explicit_zone,
+        valid.address_state,
+        list(valid.inferred.zones),
+        valid.inferred.source.value,
+        list(valid.inferred.states),
+    )
 
 
 def new_contact_id() -> str:
@@ -499,15 +508,7 @@ async def store_fields(conn: AsyncConnection[Any], current: Contact, valid: Vali
         " update_time = now(), version = version + 1"
         " WHERE franchisor_id = %s AND location_id = %s AND id = %s AND version = %s",
         (
-            valid.first_name,
-            valid.last_name,
-            valid.email,
-            Jsonb(valid.attrs),
-            valid.explicit_zone,
-            valid.address_state,
-            list(valid.inferred.zones),
-            valid.inferred.source.value,
-            list(valid.inferred.states),
+            *_stored(valid),
             current.location.franchisor_id,
             current.location.location_id,
             current.name.id,
