@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
+SEND_HEARTBEAT = timedelta(seconds=15)
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
 # activity kinds reported by RecordActivity that end an enrollment when their exit event is on
 EXIT_KINDS = {
@@ -140,6 +141,8 @@ class EnrollmentWorkflow:
                 ),
                 result_type=SendOutcome,
                 start_to_close_timeout=timedelta(minutes=2),
+                # a send whose worker died is retried after this, not after the 2 minutes
+                heartbeat_timeout=SEND_HEARTBEAT,
                 retry_policy=RETRY,
             )
             if sent.outcome == SENT:

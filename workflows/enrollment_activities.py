@@ -193,6 +193,7 @@ class EnrollmentActivities:
     async def send_step(self, request: SendRequest) -> SendOutcome:
         """Re-checks consent and the window at hand-off, reserves the ledger row (committed
         before the carrier is called), then sends once."""
+        activity.heartbeat()
         now = _now(request.now)
         async with self._pool.connection() as conn:
             ctx = await _context(conn, request.enrollment_id)
@@ -269,8 +270,11 @@ class EnrollmentActivities:
         async with self._pool.connection() as conn:
             slot = await ledger.next_send_slot(conn, from_number or "-", self._per_second, now)
         delay = (slot - now).total_seconds()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        while delay > 0:  # wait for the pace slot, telling Temporal this worker lives
+            activity.heartbeat()
+            await asyncio.sleep(min(delay, 5.0))
+            delay -= 5.0
+        activity.heartbeat()
         text = OutboundText(
             message_id,
             f"{ctx.enrollment.id}:{request.step_index}",
