@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import api_calls, contact_import
+from bench import api_calls, contact_import, enroll
 
 
 def main() -> None:
@@ -13,6 +13,7 @@ def main() -> None:
     rows = int(sys.argv[sys.argv.index("--rows") + 1]) if "--rows" in sys.argv else 100_000
     asyncio.run(api_calls.run())
     asyncio.run(contact_import.run(rows))
+    asyncio.run(enroll.run())
 
 
 if __name__ == "__main__":

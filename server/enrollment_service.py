@@ -102,16 +102,23 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         name = parse_child(request.name, enrollments.COLLECTION)
         async with self._pool.connection() as conn:
             found = await enrollments.get_enrollment(conn, principal(), name)
+        return await self._live(found)
+
+    async def _live(self, found: Enrollment) -> pb.Enrollment:
+        """The record, overlaid with the workflow's live state while it runs."""
         answer = enrollment_pb(found)
-        if found.running:
-            try:
-                state = await self._workflows.state(found.workflow_id)
-            except Exception:  # the record answers when the live state is unavailable
-                return answer
-            answer.pending_approval_step = state.pending_approval_step
-            answer.pending_text = state.pending_text
-            answer.history.extend(state.history)
-            answer.current_step = state.step_index
+        if not found.running:
+            return answer
+        try:
+            state = await self._workflows.state(found.workflow_id)
+        except Exception:  # the record answers when the live state is unavailable
+            return answer
+        answer.status = STATUS_TO_PB[EnrollmentStatus(state.status)]
+        answer.exit_reason = state.exit_reason
+        answer.pending_approval_step = state.pending_approval_step
+        answer.pending_text = state.pending_text
+        answer.history.extend(state.history)
+        answer.current_step = state.step_index
         return answer
 
     async def ListEnrollments(
@@ -147,7 +154,7 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         except UpdateRefused as exc:
             raise FailedPrecondition(exc.message, reason=exc.reason) from None
         async with self._pool.connection() as conn:
-            return enrollment_pb(await enrollments.get_enrollment(conn, principal(), name))
+            return await self._live(await enrollments.get_enrollment(conn, principal(), name))
 
     async def PauseEnrollment(
         self, request: pb.PauseEnrollmentRequest, context: grpc.aio.ServicerContext

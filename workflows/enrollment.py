@@ -275,7 +275,7 @@ class EnrollmentWorkflow:
     def _validate_pause(self) -> None:
         self._require_running()
         if self._paused:
-            raise ApplicationError("the enrollment is already paused", type="AlreadyPaused")
+            raise ApplicationError("the enrollment is already paused", type="ALREADY_PAUSED")
 
     @workflow.update
     async def resume(self) -> str:
@@ -287,7 +287,7 @@ class EnrollmentWorkflow:
     def _validate_resume(self) -> None:
         self._require_running()
         if not self._paused:
-            raise ApplicationError("the enrollment is not paused", type="NotPaused")
+            raise ApplicationError("the enrollment is not paused", type="NOT_PAUSED")
 
     @workflow.update
     async def cancel(self, reason: str) -> str:
@@ -308,26 +308,26 @@ class EnrollmentWorkflow:
     def _validate_decision(self, decision: Decision) -> None:
         self._require_running()
         if self._pending_step < 0 or self._decision is not None:
-            raise ApplicationError("no approval is pending", type="NoPendingApproval")
+            raise ApplicationError("no approval is pending", type="NO_PENDING_APPROVAL")
         if decision.step_index != self._pending_step:
             raise ApplicationError(
                 f"step {decision.step_index} is not awaiting approval (step "
                 f"{self._pending_step} is)",
-                type="StaleDecision",
+                type="STALE_DECISION",
             )
         if decision.action not in (APPROVE, EDIT, SKIP_STEP):
-            raise ApplicationError(f"unknown decision {decision.action!r}", type="BadDecision")
+            raise ApplicationError(f"unknown decision {decision.action!r}", type="BAD_DECISION")
         if decision.action == EDIT and not decision.text.strip():
-            raise ApplicationError("an edit needs the new text", type="BadDecision")
+            raise ApplicationError("an edit needs the new text", type="BAD_DECISION")
 
     def _require_running(self) -> None:
         if self._exit_reason or self._status in ("completed", "exited"):
-            raise ApplicationError("the enrollment has ended", type="Ended")
+            raise ApplicationError("the enrollment has ended", type="ENDED")
 
     @workflow.query
     def state(self) -> EnrollmentState:
         return EnrollmentState(
-            status="paused" if self._paused and not self._exit_reason else self._status,
+            status="exited" if self._exit_reason else "paused" if self._paused else self._status,
             step_index=self._step,
             next_wake=self._next_wake,
             exit_reason=self._exit_reason,
