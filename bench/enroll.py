@@ -9,9 +9,9 @@ enrollment worker runs meanwhile (each new workflow runs its first tasks, as in 
 Baseline: N `client.start_workflow` calls of a trivial workflow (defined here; it returns at
 once, run by its own worker on its own task queue) with the same start options as an
 enrollment (id policies, search attributes, execution timeout), on the same Temporal dev server
-in the same run, after the enrollments' first tasks have finished. BulkEnroll handles its stream
-one contact at a time, so the baseline starts one at a time too (like with like; the goal is a
-ratio of at least 0.8). A second baseline figure, 32 starts in flight, is context only.
+in the same run, after the enrollments' first tasks have finished. BulkEnroll works on up to 16
+contacts of its stream at once, so the baseline keeps 16 starts in flight too (like with like;
+the goal is a ratio of at least 0.8). One-at-a-time starts are printed for context.
 
 Also printed: Temporal history events per sent step, from a short run of a few contacts through
 a two-step sequence with no waits (the events of each finished workflow over the steps sent).
@@ -53,6 +53,7 @@ from reengage.v1 import enrollments_pb2_grpc
 from server.app import open_pool
 from server.carriers.outbox import OutboxCarrier
 from server.embedded import EmbeddedPostgres, free_port, temporal_cli
+from server.enrollment_service import BULK_IN_FLIGHT
 from server.grpc_server import build_grpc_server
 from tenants import api_keys, contacts, franchisors, locations, sequences, templates
 from tenants.access import Principal, Role
@@ -159,9 +160,9 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
                     raise SystemExit(f"BulkEnroll enrolled {answer.enrolled} of {n}: {problems}")
 
                 await _settled(pool, n + WARM_UP)  # the enrollments' first tasks are done
-                raw_rate = await _rate(start_raw, n, 1)
+                raw_rate = await _rate(start_raw, n, BULK_IN_FLIGHT)
                 await _raw_done(client)
-                raw_rate_32 = await _rate(start_raw, n, CONCURRENCY)
+                raw_rate_32 = await _rate(start_raw, n, 1)
                 await _raw_done(client)
                 events = await _events_per_step(pool, client, bulk, two_steps)
         finally:
@@ -174,15 +175,19 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row(
-        f"enrollments/s: BulkEnroll over gRPC, one stream ({enroll_elapsed:.1f} s)",
+        f"enrollments/s: BulkEnroll over gRPC, one stream, {BULK_IN_FLIGHT} in flight"
+        f" ({enroll_elapsed:.1f} s)",
         f"{enroll_rate:,.0f}",
     )
-    table.add_row("raw starts/s: start_workflow one at a time (baseline)", f"{raw_rate:,.0f}")
+    table.add_row(
+        f"raw starts/s: start_workflow, {BULK_IN_FLIGHT} in flight (baseline)",
+        f"{raw_rate:,.0f}",
+    )
     table.add_row(
         "ratio enrollments/s / raw starts/s (goal ≥ 0.80)", f"{enroll_rate / raw_rate:.2f}"
     )
     table.add_row(
-        f"raw starts/s: start_workflow, {CONCURRENCY} in flight (context only)",
+        "raw starts/s: start_workflow one at a time (context only)",
         f"{raw_rate_32:,.0f}",
     )
     if events is None:

@@ -3,6 +3,7 @@ workflow facade."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrolling import enroll
 from workflows.enrollment_types import APPROVE, EDIT, SKIP_STEP, Decision
 
+BULK_IN_FLIGHT = 16
 STATUS_TO_PB = {
     s: pb.EnrollmentStatus.Value(f"ENROLLMENT_STATUS_{s.name}") for s in EnrollmentStatus
 }
@@ -75,25 +77,37 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         request_iterator: AsyncIterator[pb.BulkEnrollRequest],
         context: grpc.aio.ServicerContext,
     ) -> pb.BulkEnrollResponse:
-        answer = pb.BulkEnrollResponse()
-        async for request in request_iterator:
+        # up to BULK_IN_FLIGHT contacts at once; the results keep the order of the requests
+        # (tasks copy the RPC's context, so they act for the same caller)
+        gate = asyncio.Semaphore(BULK_IN_FLIGHT)
+
+        async def one(request: pb.BulkEnrollRequest) -> pb.BulkEnrollResult:
             result = pb.BulkEnrollResult(contact=request.contact)
             try:
                 enrollment, created = await self._enroll(request.contact, request.sequence)
             except DomainError as exc:
-                status = to_status(exc)
-                result.error_code = status.code.name
+                result.error_code = to_status(exc).code.name
                 result.error_reason = exc.reason
                 result.error_message = exc.message
-                answer.refused += 1
             else:
                 result.enrollment = enrollment.name.name
                 result.created = created
-                if created:
-                    answer.enrolled += 1
-                else:
-                    answer.already_enrolled += 1
-            answer.results.append(result)
+            finally:
+                gate.release()
+            return result
+
+        tasks = []
+        async for request in request_iterator:
+            await gate.acquire()  # reading waits while BULK_IN_FLIGHT are in flight
+            tasks.append(asyncio.create_task(one(request)))
+        answer = pb.BulkEnrollResponse(results=await asyncio.gather(*tasks))
+        for result in answer.results:
+            if result.error_code:
+                answer.refused += 1
+            elif result.created:
+                answer.enrolled += 1
+            else:
+                answer.already_enrolled += 1
         return answer
 
     async def GetEnrollment(
