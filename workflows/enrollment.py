@@ -129,6 +129,8 @@ class EnrollmentWorkflow:
                     return ""
                 if decision.action == EDIT:
                     text, edited = decision.text, True
+            if not await self._hold_while_paused():  # a pause (even mid-approval) holds the send
+                return ""
             sent = await workflow.execute_activity(
                 "send_step",
                 SendRequest(
@@ -179,6 +181,14 @@ class EnrollmentWorkflow:
                 )
             except TimeoutError:
                 return not self._exit_reason
+
+    async def _hold_while_paused(self) -> bool:
+        """Waits out a pause; False when the enrollment exits meanwhile."""
+        if self._paused and not self._exit_reason:
+            await self._record("paused", "")
+            await workflow.wait_condition(lambda: not self._paused or bool(self._exit_reason))
+            await self._record("active", "")
+        return not self._exit_reason
 
     async def _await_approval(
         self, params: EnrollmentInput, index: int, text: str, segments: int
