@@ -1,0 +1,841 @@
+"""What an enrollment does when something happens to it, proved on the time-skipping Temporal
+server with real PostgreSQL: replies, opt-outs and revoked consent, pause/resume/cancel,
+approvals (approve, edit, refused edit, skip, timeout, stale and double decisions), frequency
+caps and send windows deferring (never dropping) a step, activity exit events, and the send
+activity's idempotency. Every check looks at an observable outcome: the ledger (`messages`),
+the development carrier's `outbox_deliveries`, the `enrollments` read model, the workflow's
+result, close time or `state` query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from server.carriers.outbox import OutboxCarrier
+from tenants import ledger
+from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
+from tenants.enrollments import Enrollment, decide_entry, insert_enrollment, load_enrollment
+from tenants.names import ChildName
+from tenants.sequences import ExitEvent, Step
+from tests.enrollment_support import (
+    DAY,
+    Running,
+    brand_template,
+    consenting_contact,
+    make_sequence,
+    run_to_end,
+    running_worker,
+)
+from tests.support import OPERATOR, World
+from workflows.carrier import OutboundText, SendResult, SendStatus
+from workflows.client import UpdateRefused
+from workflows.enrolling import enroll
+from workflows.enrollment_activities import EnrollmentActivities
+from workflows.enrollment_types import SENT, Decision, EnrollmentState, SendRequest
+from workflows.notifier import LogNotifier
+
+NEW_YORK = ZoneInfo("America/New_York")
+LOS_ANGELES = ZoneInfo("America/Los_Angeles")
+TEXT = "Hi Dana, Acme Coffee misses you! Reply STOP to opt out"
+HOUR = timedelta(hours=1)
+T = TypeVar("T")
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outbound:
+    step_index: int
+    body: str
+    create_time: datetime
+    status: str
+    delivered_body: str | None  # the outbox delivery's body; None when nothing was delivered
+
+
+async def outbound(pool: AsyncConnectionPool[Any]) -> list[Outbound]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT m.step_index, m.body, m.create_time, m.status, d.body"
+            " FROM messages m LEFT JOIN outbox_deliveries d ON d.message_id = m.id"
+            " WHERE m.direction = 'outbound' ORDER BY m.id"
+        )
+        return [Outbound(*row) for row in await cur.fetchall()]
+
+
+async def deliveries(pool: AsyncConnectionPool[Any]) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) FROM outbox_deliveries")
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def sequence_of(
+    pool: AsyncConnectionPool[Any],
+    waits: list[int],
+    approvals: tuple[int, ...] = (),
+    **definition: Any,
+) -> ChildName:
+    """A sequence whose steps wait `waits` seconds each (after the previous step) and send the
+    brand template; the steps listed in `approvals` need a staff approval."""
+    template = await brand_template(pool)
+    steps = [Step(template, w, require_approval=i in approvals) for i, w in enumerate(waits)]
+    return await make_sequence(pool, steps, **definition)
+
+
+async def start(
+    pool: AsyncConnectionPool[Any],
+    run: Running,
+    contact: ChildName,
+    sequence: ChildName,
+    **options: Any,
+) -> Enrollment:
+    async with pool.connection() as conn:
+        enrollment, created = await enroll(
+            conn, run.workflows, OPERATOR, contact, sequence, **options
+        )
+    assert created
+    return enrollment
+
+
+async def read_model(pool: AsyncConnectionPool[Any], enrollment: Enrollment) -> Enrollment:
+    async with pool.connection() as conn:
+        return await load_enrollment(conn, enrollment.id)
+
+
+async def advance_until(
+    env: WorkflowEnvironment,
+    check: Callable[[], Awaitable[T | None]],
+    step: timedelta = HOUR,
+    limit: timedelta = timedelta(days=3),
+) -> T:
+    """Moves the test server's clock by `step` until `check` returns something truthy (a few
+    real-time looks before each move, so work already due gets done first)."""
+    skipped = timedelta(0)
+    while True:
+        for _ in range(5):
+            found = await check()
+            if found:
+                return found
+            await asyncio.sleep(0.05)
+        if skipped >= limit:
+            raise AssertionError(f"nothing happened within {limit} of workflow time")
+        await env.sleep(step)
+        skipped += step
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], seconds: float = 15) -> T:
+    """Waits in real time (the workflow clock does not move) until `check` is truthy."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        found = await check()
+        if found:
+            return found
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {seconds}s: {check}")
+        await asyncio.sleep(0.05)
+
+
+async def closed(env: WorkflowEnvironment, enrollment: Enrollment) -> WorkflowExecutionDescription:
+    """The run's description once it has closed, without moving the workflow clock."""
+    handle = env.client.get_workflow_handle(enrollment.workflow_id, run_id=enrollment.run_id)
+
+    async def check() -> WorkflowExecutionDescription | None:
+        d = await handle.describe()
+        return d if d.status != WorkflowExecutionStatus.RUNNING else None
+
+    return await eventually(check)
+
+
+async def is_running(env: WorkflowEnvironment, enrollment: Enrollment) -> bool:
+    handle = env.client.get_workflow_handle(enrollment.workflow_id, run_id=enrollment.run_id)
+    return (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+
+
+def sent_count(pool: AsyncConnectionPool[Any], n: int) -> Callable[[], Awaitable[bool]]:
+    """At least n texts went out: handed to the carrier, not merely reserved in the ledger."""
+
+    async def check() -> bool:
+        return sum(m.status == "sent" for m in await outbound(pool)) >= n
+
+    return check
+
+
+def pending_approval(run: Running, enrollment: Enrollment) -> Callable[[], Awaitable[Any]]:
+    async def check() -> EnrollmentState | None:
+        state = await run.workflows.state(enrollment.workflow_id)
+        return state if state.pending_approval_step >= 0 else None
+
+    return check
+
+
+def status_is(
+    pool: AsyncConnectionPool[Any], enrollment: Enrollment, status: str
+) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return (await read_model(pool, enrollment)).status.value == status
+
+    return check
+
+
+@asynccontextmanager
+async def worker(
+    env: WorkflowEnvironment, pool: AsyncConnectionPool[Any]
+) -> AsyncIterator[Running]:
+    """A worker for one test. Enrollments still running at its end (after a failed assertion)
+    are cancelled through the worker, so that they cannot hold the shared test server's clock.
+    (Terminating a run while one of its tasks is in flight leaves the time-skipping server
+    unable to skip time for the rest of the session: hence cancel first, terminate late.)"""
+    async with running_worker(env.client, pool) as run:
+        try:
+            yield run
+        finally:
+            async with pool.connection() as conn:
+                cur = await conn.execute("SELECT workflow_id, run_id FROM enrollments")
+                runs = await cur.fetchall()
+            for workflow_id, run_id in runs:
+                await _end_leftover(env, run, workflow_id, run_id or None)
+
+
+async def _end_leftover(
+    env: WorkflowEnvironment, run: Running, workflow_id: str, run_id: str | None
+) -> None:
+    handle = env.client.get_workflow_handle(workflow_id, run_id=run_id)
+
+    async def still_running() -> bool:
+        return (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+
+    if not await still_running():
+        return
+    with contextlib.suppress(UpdateRefused, TimeoutError):
+        await asyncio.wait_for(run.workflows.cancel(workflow_id, "the test is over"), 10)
+    for _ in range(100):
+        if not await still_running():
+            return
+        await asyncio.sleep(0.1)
+    await handle.terminate("the test is over")
+
+
+# -- 1. replies ---------------------------------------------------------------------------
+
+
+async def test_a_reply_in_the_middle_of_a_thirty_day_wait_exits_at_once(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0, 30 * DAY])
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        await advance_until(env, sent_count(pool, 1))
+        await env.sleep(timedelta(days=10))  # the middle of step 1's 30-day wait
+        state = await run.workflows.state(enrollment.workflow_id)
+        assert state.status == "active" and state.step_index == 1 and state.next_wake
+        replied_at = await env.get_current_time()
+        await run.workflows.signal_reply(enrollment.workflow_id, "SM-reply-1")
+        await run.workflows.signal_reply(enrollment.workflow_id, "SM-reply-1")  # redelivered
+        description = await closed(env, enrollment)
+        assert await run.workflows.result(enrollment.workflow_id, enrollment.run_id) == "replied"
+        assert description.close_time is not None and description.start_time is not None
+        # at once: not at step 1's due time, 20 days later
+        assert description.close_time - replied_at < HOUR
+        assert description.close_time - description.start_time < timedelta(days=12)
+        state = await run.workflows.state(enrollment.workflow_id)
+        assert state.exit_reason == "replied"
+        assert sum("exit: replied" in line for line in state.history) == 1
+        await env.sleep(timedelta(days=40))
+    assert [m.step_index for m in await outbound(pool)] == [0]
+    row = await read_model(pool, enrollment)
+    assert row.status.value == "exited" and row.exit_reason == "replied"
+    assert row.ended_at is not None
+
+
+# -- 2. opt-outs and revoked consent ------------------------------------------------------
+
+
+async def test_an_opt_out_during_a_wait_exits_and_nothing_more_is_sent(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0, 7 * DAY, 7 * DAY])
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        await advance_until(env, sent_count(pool, 1))
+        await env.sleep(timedelta(days=3))
+        await run.workflows.signal_opted_out(enrollment.workflow_id, "consent-event-9")
+        await closed(env, enrollment)
+        assert await run.workflows.result(enrollment.workflow_id, enrollment.run_id) == (
+            "opted_out"
+        )
+        await env.sleep(timedelta(days=20))
+    assert [m.step_index for m in await outbound(pool)] == [0]
+    row = await read_model(pool, enrollment)
+    assert row.status.value == "exited" and row.exit_reason == "opted_out"
+
+
+async def test_an_opt_out_while_awaiting_approval_exits_without_sending_the_step(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0, DAY], approvals=(0,))
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        await advance_until(env, pending_approval(run, enrollment))
+        await run.workflows.signal_opted_out(enrollment.workflow_id, "consent-event-1")
+        await closed(env, enrollment)
+        assert await run.workflows.result(enrollment.workflow_id, enrollment.run_id) == (
+            "opted_out"
+        )
+        state = await run.workflows.state(enrollment.workflow_id)
+        assert state.pending_approval_step == -1 and state.status == "exited"
+        with pytest.raises(UpdateRefused):
+            await run.workflows.decide_approval(enrollment.workflow_id, Decision(0, "approve"))
+    assert await outbound(pool) == []
+    assert await deliveries(pool) == 0
+    row = await read_model(pool, enrollment)
+    assert row.status.value == "exited" and row.exit_reason == "opted_out"
+
+
+async def test_consent_revoked_in_postgres_blocks_the_next_step_without_any_signal(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0, 2 * DAY])
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        await advance_until(env, sent_count(pool, 1))
+        async with pool.connection() as conn:
+            await record_consent(
+                conn,
+                OPERATOR,
+                contact,
+                ConsentEvidence(
+                    ConsentKind.REVOKE,
+                    ConsentChannel.STAFF,
+                    datetime.now(UTC),
+                    raw_text="asked at the counter to stop texting",
+                ),
+            )
+        result = await run_to_end(env, run.workflows, enrollment, step=HOUR * 6)
+    assert result.startswith("opted_out"), result
+    assert [m.step_index for m in await outbound(pool)] == [0]
+    assert await deliveries(pool) == 1
+    row = await read_model(pool, enrollment)
+    assert row.status.value == "exited" and row.exit_reason.startswith("opted_out")
+
+
+# -- 3. pause, resume, cancel -------------------------------------------------------------
+
+
+async def test_a_paused_enrollment_holds_its_due_step_until_resumed(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [DAY])
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        wid = enrollment.workflow_id
+        assert await run.workflows.pause(wid, "slack-pause-1") == "paused"
+        with pytest.raises(UpdateRefused) as refused:
+            await run.workflows.pause(wid, "slack-pause-2")
+        assert refused.value.reason == "ALREADY_PAUSED"
+        await eventually(status_is(pool, enrollment, "paused"))
+        await env.sleep(timedelta(days=3))  # well past the step's due time (1 day)
+        await asyncio.sleep(0.3)
+        assert await outbound(pool) == []
+        assert (await run.workflows.state(wid)).status == "paused"
+        assert (await read_model(pool, enrollment)).status.value == "paused"
+        assert await run.workflows.resume(wid, "slack-resume-1") == "active"
+        with pytest.raises(UpdateRefused) as refused:
+            await run.workflows.resume(wid, "slack-resume-2")
+        assert refused.value.reason == "NOT_PAUSED"
+        result = await run_to_end(env, run.workflows, enrollment, step=HOUR)
+    assert result == "completed"
+    sent = await outbound(pool)
+    assert [(m.step_index, m.body, m.status, m.delivered_body) for m in sent] == [
+        (0, TEXT, "sent", TEXT)
+    ]
+    assert (await read_model(pool, enrollment)).status.value == "completed"
+
+
+async def test_an_approval_given_while_paused_waits_for_resume(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    """Pause is for "stop texting this person for now": an approve clicked meanwhile (or
+    already pending) must not make a paused enrollment send."""
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0], approvals=(0,))
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        wid = enrollment.workflow_id
+        await advance_until(env, pending_approval(run, enrollment))
+        assert await run.workflows.pause(wid, "slack-pause-1") == "paused"
+        try:  # refusing the decision while paused would be fine too
+            await run.workflows.decide_approval(wid, Decision(0, "approve", decided_by="ann"))
+            approved = True
+        except UpdateRefused:
+            approved = False
+        await env.sleep(HOUR * 2)
+        await asyncio.sleep(0.3)
+        assert await outbound(pool) == [], "a paused enrollment sent a text"
+        assert await run.workflows.resume(wid, "slack-resume-1") == "active"
+        if not approved:
+            await advance_until(env, pending_approval(run, enrollment))
+            await run.workflows.decide_approval(wid, Decision(0, "approve", decided_by="ann"))
+        assert await run_to_end(env, run.workflows, enrollment, step=HOUR) == "completed"
+    assert [(m.step_index, m.body) for m in await outbound(pool)] == [(0, TEXT)]
+
+
+async def test_cancel_while_paused_ends_the_enrollment(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [DAY])
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        await run.workflows.pause(enrollment.workflow_id)
+        await env.sleep(DAY * 2)
+        assert await run.workflows.cancel(enrollment.workflow_id, "closed account") == "cancelled"
+        await closed(env, enrollment)
+        assert await run.workflows.result(enrollment.workflow_id, enrollment.run_id) == (
+            "cancelled"
+        )
+    assert await outbound(pool) == []
+    row = await read_model(pool, enrollment)
+    assert row.status.value == "exited" and row.exit_reason == "cancelled"
+
+
+async def test_resume_when_not_paused_is_refused(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [7 * DAY])
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        with pytest.raises(UpdateRefused) as refused:
+            await run.workflows.resume(enrollment.workflow_id)
+        assert refused.value.reason == "NOT_PAUSED"
+        assert (await run.workflows.state(enrollment.workflow_id)).status == "active"
+        await run.workflows.cancel(enrollment.workflow_id, "test over")
+        await closed(env, enrollment)
+
+
+async def test_cancel_ends_the_enrollment_and_later_updates_are_refused(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [2 * DAY, 2 * DAY], approvals=(1,))
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        wid = enrollment.workflow_id
+        await env.sleep(HOUR)
+        assert await run.workflows.cancel(wid, "manager asked", "slack-cancel-1") == "cancelled"
+        description = await closed(env, enrollment)
+        assert description.status == WorkflowExecutionStatus.COMPLETED
+        assert await run.workflows.result(wid, enrollment.run_id) == "cancelled"
+        late: list[Callable[[], Awaitable[str]]] = [
+            lambda: run.workflows.pause(wid),
+            lambda: run.workflows.resume(wid),
+            lambda: run.workflows.cancel(wid, "again"),
+            lambda: run.workflows.decide_approval(wid, Decision(1, "approve")),
+        ]
+        for call in late:
+            with pytest.raises(UpdateRefused):
+                await call()
+        await env.sleep(timedelta(days=10))
+    assert await outbound(pool) == []
+    row = await read_model(pool, enrollment)
+    assert row.status.value == "exited" and row.exit_reason == "cancelled"
+    assert row.ended_at is not None
+
+
+async def test_updates_after_a_completed_enrollment_are_refused(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0])
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        assert await run_to_end(env, run.workflows, enrollment, step=HOUR) == "completed"
+        with pytest.raises(UpdateRefused):
+            await run.workflows.pause(enrollment.workflow_id)
+        with pytest.raises(UpdateRefused):
+            await run.workflows.cancel(enrollment.workflow_id, "too late")
+    assert len(await outbound(pool)) == 1
+
+
+# -- 4. approvals -------------------------------------------------------------------------
+
+
+async def test_an_approval_step_waits_and_approve_sends_the_prepared_text(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0, 30 * DAY], approvals=(0,))
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        wid = enrollment.workflow_id
+        state = await advance_until(env, pending_approval(run, enrollment))
+        assert state.pending_approval_step == 0 and state.pending_text == TEXT
+        assert state.status == "awaiting_approval"
+        await eventually(status_is(pool, enrollment, "awaiting_approval"))
+        await env.sleep(HOUR * 2)  # nothing goes out while the step waits
+        await asyncio.sleep(0.2)
+        assert await outbound(pool) == []
+        with pytest.raises(UpdateRefused) as refused:
+            await run.workflows.decide_approval(wid, Decision(1, "approve", decided_by="ann"))
+        assert refused.value.reason == "STALE_DECISION"
+        assert (
+            await run.workflows.decide_approval(wid, Decision(0, "approve", decided_by="ann"))
+            == "approve"
+        )
+        with pytest.raises(UpdateRefused) as refused:
+            await run.workflows.decide_approval(wid, Decision(0, "skip", decided_by="bob"))
+        assert refused.value.reason == "NO_PENDING_APPROVAL"
+        await advance_until(env, sent_count(pool, 1))
+        await eventually(status_is(pool, enrollment, "active"))
+        state = await run.workflows.state(wid)
+        assert state.pending_approval_step == -1 and state.step_index == 1
+        await run.workflows.cancel(wid, "test over")
+        await closed(env, enrollment)
+    sent = await outbound(pool)
+    assert [(m.step_index, m.body, m.status, m.delivered_body) for m in sent] == [
+        (0, TEXT, "sent", TEXT)
+    ]
+
+
+async def test_an_edit_sends_the_edited_text(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    edited = "Dana, your next latte at Acme Coffee is on us this week. Reply STOP to opt out"
+    sequence = await sequence_of(pool, [0], approvals=(0,))
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        await advance_until(env, pending_approval(run, enrollment))
+        decision = Decision(0, "edit", edited, decided_by="ann")
+        assert await run.workflows.decide_approval(enrollment.workflow_id, decision) == "edit"
+        assert await run_to_end(env, run.workflows, enrollment, step=HOUR) == "completed"
+    sent = await outbound(pool)
+    assert [(m.step_index, m.body, m.status, m.delivered_body) for m in sent] == [
+        (0, edited, "sent", edited)
+    ]
+
+
+@pytest.mark.parametrize(
+    "edited",
+    [
+        pytest.param("Dana, see bit.ly/x for 20% off. Reply STOP to opt out", id="shortener"),
+        pytest.param("Dana, " + "more coffee news " * 100 + "Reply STOP", id="11-segments"),
+    ],
+)
+async def test_an_edit_that_is_not_a_valid_text_skips_the_step(
+    time_skipping_env: WorkflowEnvironment,
+    pool: AsyncConnectionPool[Any],
+    world: World,
+    edited: str,
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0], approvals=(0,))
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        await advance_until(env, pending_approval(run, enrollment))
+        decision = Decision(0, "edit", edited, decided_by="ann")
+        try:  # refusing it up front (UpdateRefused) would be fine too: nothing may go out
+            await run.workflows.decide_approval(enrollment.workflow_id, decision)
+        except UpdateRefused:
+            await run.workflows.decide_approval(enrollment.workflow_id, Decision(0, "skip"))
+        assert await run_to_end(env, run.workflows, enrollment, step=HOUR) == "completed"
+        state = await run.workflows.state(enrollment.workflow_id)
+    assert await outbound(pool) == []
+    assert await deliveries(pool) == 0
+    assert any("step 0 skipped" in line for line in state.history), state.history
+
+
+async def test_skip_sends_nothing_for_the_step_and_the_next_step_proceeds(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0, HOUR.seconds], approvals=(0,))
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        await advance_until(env, pending_approval(run, enrollment))
+        assert (
+            await run.workflows.decide_approval(
+                enrollment.workflow_id, Decision(0, "skip", decided_by="ann")
+            )
+            == "skip"
+        )
+        assert await run_to_end(env, run.workflows, enrollment, step=HOUR) == "completed"
+    assert [(m.step_index, m.body) for m in await outbound(pool)] == [(1, TEXT)]
+
+
+async def test_no_decision_within_the_approval_timeout_skips_the_step(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0, 0], approvals=(0,))
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence, approval_timeout_seconds=1800)
+        assert await run_to_end(env, run.workflows, enrollment, step=HOUR) == "completed"
+        state = await run.workflows.state(enrollment.workflow_id)
+        with pytest.raises(UpdateRefused):
+            await run.workflows.decide_approval(enrollment.workflow_id, Decision(0, "approve"))
+    assert any("step 0 approval timed out" in line for line in state.history), state.history
+    assert not any("step 0 approve" in line for line in state.history), state.history
+    assert [m.step_index for m in await outbound(pool)] == [1]
+
+
+async def test_the_same_update_id_twice_decides_once(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0, 30 * DAY], approvals=(0,))
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        wid = enrollment.workflow_id
+        await advance_until(env, pending_approval(run, enrollment))
+        click = Decision(0, "approve", decided_by="ann")
+        first, second = await asyncio.gather(
+            run.workflows.decide_approval(wid, click, "slack-action-42"),
+            run.workflows.decide_approval(wid, click, "slack-action-42"),
+        )
+        assert first == second == "approve"
+        await advance_until(env, sent_count(pool, 1))
+        # a third click, after the step went out, still answers with the first outcome
+        assert await run.workflows.decide_approval(wid, click, "slack-action-42") == "approve"
+        await asyncio.sleep(0.3)
+        state = await run.workflows.state(wid)
+        assert sum("step 0 approve" in line for line in state.history) == 1, state.history
+        await run.workflows.cancel(wid, "test over")
+        await closed(env, enrollment)
+    assert [m.step_index for m in await outbound(pool)] == [0]
+    assert await deliveries(pool) == 1
+
+
+# -- 5. frequency cap ---------------------------------------------------------------------
+
+
+async def test_a_capped_step_is_deferred_not_lost(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0, 0, 0, 0])
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        result = await run_to_end(env, run.workflows, enrollment, step=HOUR * 3)
+    assert result == "completed"
+    sent = await outbound(pool)
+    assert [m.step_index for m in sent] == [0, 1, 2, 3]
+    assert all(m.status == "sent" and m.delivered_body == TEXT for m in sent)
+    assert sent[2].create_time - sent[0].create_time < HOUR
+    assert sent[3].create_time - sent[0].create_time >= timedelta(hours=24)
+    assert sent[3].create_time - sent[0].create_time < timedelta(hours=48)
+    assert all(9 <= m.create_time.astimezone(NEW_YORK).hour < 20 for m in sent)
+
+
+# -- 6. send window -----------------------------------------------------------------------
+
+
+async def test_a_step_due_at_night_in_the_contacts_zone_waits_for_the_window(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    """A Los Angeles number at the New York location: enrolled at 06:30 in Los Angeles (09:30
+    in New York, inside the location's window there), the first step waits for 09:00 in LA."""
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0])
+    contact = await consenting_contact(pool, phone="+13105550177")
+    now = (await env.get_current_time()).astimezone(LOS_ANGELES)
+    target = now.replace(hour=6, minute=30, second=0, microsecond=0)
+    if target <= now + timedelta(minutes=5):
+        target = (now + timedelta(days=1)).replace(hour=6, minute=30, second=0, microsecond=0)
+    await env.sleep(target - now)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        handle = env.client.get_workflow_handle(enrollment.workflow_id)
+        started = (await handle.describe()).start_time
+        assert started is not None
+        assert started.astimezone(LOS_ANGELES).hour in (6, 7)  # due at night in LA
+        assert 9 <= started.astimezone(NEW_YORK).hour < 20  # ... but not in New York
+        assert await run_to_end(env, run.workflows, enrollment, step=HOUR) == "completed"
+        state = await run.workflows.state(enrollment.workflow_id)
+    sent = await outbound(pool)
+    assert len(sent) == 1 and sent[0].status == "sent"
+    local = sent[0].create_time.astimezone(LOS_ANGELES)
+    assert 9 <= local.hour < 20, local
+    assert sent[0].create_time - started < timedelta(hours=4)
+    assert any("step 0 deferred" in line for line in state.history), state.history
+
+
+# -- 7. activity exit events --------------------------------------------------------------
+
+
+async def test_a_purchase_exits_when_purchase_is_an_exit_event(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(
+        pool, [0, 7 * DAY], exit_events=(ExitEvent.REPLY, ExitEvent.OPT_OUT, ExitEvent.PURCHASE)
+    )
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        await advance_until(env, sent_count(pool, 1))
+        await env.sleep(DAY * 2)
+        await run.workflows.signal_activity(enrollment.workflow_id, "purchase", "order-1")
+        await closed(env, enrollment)
+        result = await run.workflows.result(enrollment.workflow_id, enrollment.run_id)
+        await env.sleep(DAY * 10)
+    assert result == "purchased"
+    assert [m.step_index for m in await outbound(pool)] == [0]
+    row = await read_model(pool, enrollment)
+    assert row.status.value == "exited" and row.exit_reason == "purchased"
+
+
+async def test_a_purchase_does_nothing_when_purchase_is_not_an_exit_event(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    env = time_skipping_env
+    sequence = await sequence_of(pool, [0, 7 * DAY])
+    contact = await consenting_contact(pool)
+    async with worker(env, pool) as run:
+        enrollment = await start(pool, run, contact, sequence)
+        await advance_until(env, sent_count(pool, 1))
+        await env.sleep(DAY * 2)
+        await run.workflows.signal_activity(enrollment.workflow_id, "purchase", "order-1")
+        await asyncio.sleep(0.3)
+        assert await is_running(env, enrollment)
+        state = await run.workflows.state(enrollment.workflow_id)
+        assert state.exit_reason == "" and state.status == "active"
+        result = await run_to_end(env, run.workflows, enrollment)
+    assert result == "completed"
+    assert [m.step_index for m in await outbound(pool)] == [0, 1]
+
+
+# -- 8. the send activity is idempotent ---------------------------------------------------
+
+
+class RecordingCarrier:
+    """A carrier without idempotency (a repeated call would send twice) that records calls."""
+
+    name = "recording"
+    idempotent = False
+
+    def __init__(self) -> None:
+        self.calls: list[OutboundText] = []
+
+    async def send(self, text: OutboundText) -> SendResult:
+        self.calls.append(text)
+        return SendResult(SendStatus.ACCEPTED, carrier_message_id=f"rec-{len(self.calls)}")
+
+
+async def bare_enrollment(pool: AsyncConnectionPool[Any]) -> Enrollment:
+    """An enrollment row without a workflow: the activities are called directly."""
+    sequence = await sequence_of(pool, [0])
+    contact = await consenting_contact(pool)
+    async with pool.connection() as conn:
+        entry = await decide_entry(conn, OPERATOR, contact, sequence, datetime.now(UTC))
+        enrollment, created = await insert_enrollment(conn, OPERATOR, entry, datetime.now(UTC))
+    assert created
+    return enrollment
+
+
+def inside_the_window() -> str:
+    """Tomorrow 15:00 in New York (the contact's zone): inside the window, after real now."""
+    tomorrow = datetime.now(NEW_YORK) + timedelta(days=1)
+    return tomorrow.replace(hour=15, minute=0, second=0, microsecond=0).isoformat()
+
+
+async def ledger_rows(pool: AsyncConnectionPool[Any]) -> list[tuple[Any, ...]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT idempotency_key, status, body FROM messages WHERE direction = 'outbound'"
+        )
+        return list(await cur.fetchall())
+
+
+async def test_send_step_twice_for_one_step_sends_once(
+    pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    enrollment = await bare_enrollment(pool)
+    activities = EnrollmentActivities(
+        pool, OutboxCarrier(pool), LogNotifier(), "http://localhost:8080", 1000
+    )
+    request = SendRequest(enrollment.id, 0, TEXT, now=inside_the_window())
+    env = ActivityEnvironment()
+    first = await env.run(activities.send_step, request)
+    second = await env.run(activities.send_step, request)
+    assert first.outcome == second.outcome == SENT
+    assert first.message_id == second.message_id
+    assert await ledger_rows(pool) == [(f"{enrollment.id}:0", "sent", TEXT)]
+    assert await deliveries(pool) == 1
+
+
+async def test_a_send_interrupted_by_a_crash_is_not_resent_by_a_carrier_without_idempotency(
+    pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    enrollment = await bare_enrollment(pool)
+    carrier = RecordingCarrier()
+    activities = EnrollmentActivities(pool, carrier, LogNotifier(), "http://localhost:8080", 1000)
+    now = inside_the_window()
+    # the crash: the row was reserved and committed, then the worker died during the call
+    async with pool.connection() as conn:
+        contact = enrollment.contact
+        reservation = await ledger.reserve_outbound(
+            conn,
+            franchisor_id=contact.scope.franchisor_id,
+            location_id=contact.scope.location_id or "",
+            contact_id=contact.id,
+            enrollment_id=enrollment.id,
+            step_index=0,
+            body=TEXT,
+            encoding="GSM-7",
+            segments=1,
+            template_revision="",
+            carrier=carrier.name,
+            from_number="+12125550101",
+            to_number="+12125550142",
+            now=datetime.fromisoformat(now),
+        )
+    assert reservation.new and reservation.status == "sending"
+    env = ActivityEnvironment()
+    retried = await env.run(activities.send_step, SendRequest(enrollment.id, 0, TEXT, now=now))
+    again = await env.run(activities.send_step, SendRequest(enrollment.id, 0, TEXT, now=now))
+    assert carrier.calls == []
+    assert retried.outcome == again.outcome == SENT
+    assert retried.message_id == reservation.message_id
+    assert await ledger_rows(pool) == [(f"{enrollment.id}:0", "unknown", TEXT)]
+    # and a normal send with that carrier calls it once, however often the activity runs
+    other = SendRequest(enrollment.id, 1, TEXT, now=now)
+    await env.run(activities.send_step, other)
+    await env.run(activities.send_step, other)
+    assert [c.idempotency_key for c in carrier.calls] == [f"{enrollment.id}:1"]
