@@ -86,6 +86,18 @@ def build_carrier(settings: Settings, pool: AsyncConnectionPool[Any]) -> Carrier
     return OutboxCarrier(pool)
 
 
+def configured_worker(settings: Settings, client: Client, pool: AsyncConnectionPool[Any]) -> Worker:
+    """The worker with the carrier, link domain and pace of these settings."""
+    return build_worker(
+        client,
+        pool,
+        settings.task_queue,
+        carrier=build_carrier(settings, pool),
+        public_url=settings.public_url,
+        sends_per_second=settings.sends_per_second,
+    )
+
+
 async def run_worker(settings: Settings) -> None:
     """`reengage worker`: only the Temporal worker, until SIGINT/SIGTERM."""
     import signal
@@ -95,14 +107,7 @@ async def run_worker(settings: Settings) -> None:
     pool = open_pool(settings.database_url)
     await pool.open(wait=True, timeout=30)
     client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
-    worker = build_worker(
-        client,
-        pool,
-        settings.task_queue,
-        carrier=build_carrier(settings, pool),
-        public_url=settings.public_url,
-        sends_per_second=settings.sends_per_second,
-    )
+    worker = configured_worker(settings, client, pool)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -125,14 +130,7 @@ async def start_roles(
     await pool.open(wait=True, timeout=30)
     client = await connect_temporal(temporal_address, settings.temporal_namespace)
     await search_attributes.register(client)
-    worker = build_worker(
-        client,
-        pool,
-        settings.task_queue,
-        carrier=build_carrier(settings, pool),
-        public_url=settings.public_url,
-        sends_per_second=settings.sends_per_second,
-    )
+    worker = configured_worker(settings, client, pool)
     worker_task = asyncio.create_task(worker.run())
     server, health, port = build_grpc_server(
         pool,

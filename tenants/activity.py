@@ -121,3 +121,15 @@ async def record_activity(
             conn, principal, "activity.record", name.name, name.scope.franchisor_id, kind=kind
         )
     return Activity(name, inserted[0], kind, occurred_at, reference, item, inserted[1]), True
+
+
+async def kinds_since(
+    conn: AsyncConnection[Any], contact: ChildName, since: datetime
+) -> frozenset[str]:
+    """The kinds of activity the contact had at or after `since` (for skip conditions)."""
+    cur = await conn.execute(
+        "SELECT DISTINCT kind FROM activities WHERE franchisor_id = %s AND location_id = %s"
+        " AND contact_id = %s AND occurred_at >= %s",
+        (contact.scope.franchisor_id, contact.scope.location_id, contact.id, since),
+    )
+    return frozenset(r[0] for r in await cur.fetchall())

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
+
+from psycopg import AsyncConnection
 
 from tenants.contacts import Contact
 from tenants.locations import Location
-from tenants.placeholders import RenderContext
+from tenants.names import TenantScope, parse_child
+from tenants.placeholders import LinkMaker, RenderContext, Rendering, parse, render
+from tenants.templates import COLLECTION as TEMPLATES
+from tenants.templates import resolve_for_location
 
 
 def contact_context(contact: Contact, location: Location, brand_name: str) -> RenderContext:
@@ -27,4 +34,34 @@ def contact_context(contact: Contact, location: Location, brand_name: str) -> Re
             "last_activity.date": last_activity,
         },
         contact.attrs,
+    )
+
+
+@dataclass(frozen=True)
+class StepText:
+    """A step's text for a location: the rendering, or why there is none."""
+
+    rendering: Rendering | None
+    problem: str
+    template_revision: str
+
+
+async def render_step(
+    conn: AsyncConnection[Any],
+    location: TenantScope,
+    template_name: str,
+    context: RenderContext,
+    link_for: LinkMaker,
+) -> StepText:
+    """Renders the live revision of the template a location sends for a step (its approved
+    override when there is one); an archived or never-approved template is a problem."""
+    template = await resolve_for_location(conn, location, parse_child(template_name, TEMPLATES))
+    if template.archived:
+        return StepText(None, f"{template.name.name} is archived", "")
+    if template.live_body is None:
+        return StepText(None, f"{template.name.name} has no approved revision", "")
+    return StepText(
+        render(parse(template.live_body), context, link_for),
+        "",
+        template.revision_name(template.live_revision),
     )

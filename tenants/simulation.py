@@ -15,23 +15,22 @@ from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
 
-from tenants import contacts
+from tenants import contacts, ledger
 from tenants.access import Action, Principal, authorize
+from tenants.activity import kinds_since
 from tenants.contacts import ConsentState, Contact
 from tenants.errors import FieldViolation, InvalidArgument
 from tenants.franchisors import get_franchisor
 from tenants.locations import Location, get_location
-from tenants.message_context import contact_context
-from tenants.names import ChildName, TenantScope, parse_child
-from tenants.placeholders import RenderContext, parse, render
+from tenants.message_context import contact_context, render_step
+from tenants.names import ChildName, TenantScope
+from tenants.placeholders import RenderContext
 from tenants.segments import SegmentCount, count
 from tenants.send_rules import Recipient
 from tenants.sequences import Sequence, Step, WaitFrom, get_sequence
 from tenants.step_planning import Outcome, StepFacts, decide
-from tenants.template_bodies import SAMPLE_VALUES, preview_link_maker
-from tenants.template_previews import SampleContact
-from tenants.templates import COLLECTION as TEMPLATES
-from tenants.templates import resolve_for_location
+from tenants.template_bodies import preview_link_maker
+from tenants.template_previews import SampleContact, described_context
 from tenants.zones import infer_zone
 
 DAY_SECONDS = 86_400
@@ -141,18 +140,11 @@ async def _real_subject(
     sequence: ChildName,
 ) -> _Subject:
     found: Contact = await contacts.get_contact(conn, principal, name)
-    cur = await conn.execute(
-        "SELECT DISTINCT kind FROM activities WHERE franchisor_id = %s AND location_id = %s"
-        " AND contact_id = %s AND occurred_at >= %s",
-        (name.scope.franchisor_id, name.scope.location_id, name.id, start),
+    kinds = await kinds_since(conn, name, start)
+    # the sends the caps count, as the send path counts them (from 24 h before the start)
+    sends = await ledger.recent_sends(
+        conn, name.scope.franchisor_id, name.scope.location_id or "", name.id, start
     )
-    kinds = frozenset(r[0] for r in await cur.fetchall())
-    cur = await conn.execute(
-        "SELECT create_time FROM messages WHERE franchisor_id = %s AND location_id = %s"
-        " AND contact_id = %s AND direction = 'outbound' AND create_time > %s",
-        (name.scope.franchisor_id, name.scope.location_id, name.id, start - timedelta(days=1)),
-    )
-    sends = tuple(r[0] for r in await cur.fetchall())
     return _Subject(
         loc,
         Recipient(found.zones, found.states),
@@ -181,28 +173,12 @@ def _described_subject(
         address_state=valid.address_state,
         location_zone=loc.time_zone,
     )
-    values = dict(SAMPLE_VALUES)
-    values["brand.name"] = brand
-    values["location.name"] = loc.display_name
-    values["location.phone"] = loc.sender_phone_numbers[0] if loc.sender_phone_numbers else ""
-    attrs: dict[str, str] = {}
-    if d.values is not None:
-        v = d.values
-        values.update(
-            {
-                "contact.first_name": v.first_name,
-                "contact.last_name": v.last_name,
-                "last_purchase.item": v.last_purchase_item,
-                "last_activity.date": v.last_activity_date,
-            }
-        )
-        attrs = dict(v.attrs)
     return _Subject(
         loc,
         Recipient(inferred.zones, inferred.states),
         ConsentState.GRANTED,  # a described contact is assumed to have consented
         False,
-        RenderContext(values, attrs),
+        described_context(d.values, brand, loc),
         frozenset(),
         (),
         f"{valid.phone_e164}|{sequence.name}",
@@ -222,17 +198,9 @@ async def _plan(
     zone = s.recipient.zones[0]
     for index, step in enumerate(d.steps):
         due = due_time(step, start, previous, zone)
-        rendering, problem, revision = None, "", ""
-        template = await resolve_for_location(
-            conn, s.location.scope, parse_child(step.template, TEMPLATES)
-        )
-        if template.archived:
-            problem = f"{template.name.name} is archived"
-        elif template.live_body is None:
-            problem = f"{template.name.name} has no approved revision"
-        else:
-            rendering = render(parse(template.live_body), s.context, link_for)
-            revision = template.revision_name(template.live_revision)
+        step_text = await render_step(conn, s.location.scope, step.template, s.context, link_for)
+        rendering, problem = step_text.rendering, step_text.problem
+        revision = step_text.template_revision
         facts = StepFacts(
             consent=s.consent,
             opted_out=s.opted_out,

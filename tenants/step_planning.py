@@ -50,6 +50,7 @@ class StepDecision:
     outcome: Outcome
     at: datetime | None  # SEND: now; DEFER: when to prepare again
     reasons: tuple[str, ...]
+    exit_reason: str = ""  # BLOCK: the enrollment's exit reason (opted_out, no_consent)
 
 
 def cap_clears_at(
@@ -68,10 +69,10 @@ def decide(
 ) -> StepDecision:
     """The outcome of a step that fell due at `due`, judged at `now`."""
     if facts.opted_out:
-        return StepDecision(Outcome.BLOCK, None, ("the contact opted out",))
+        return StepDecision(Outcome.BLOCK, None, ("the contact opted out",), "opted_out")
     if facts.consent is not ConsentState.GRANTED:
         why = "consent was revoked" if facts.consent is ConsentState.REVOKED else "no consent"
-        return StepDecision(Outcome.BLOCK, None, (f"{why} on record",))
+        return StepDecision(Outcome.BLOCK, None, (f"{why} on record",), "no_consent")
     hit = sorted(
         facts.activity_kinds_since_enrollment & set(step.skip_if_activity_since_enrollment)
     )

@@ -11,7 +11,7 @@ from psycopg import AsyncConnection
 from tenants.access import Action, Principal, authorize
 from tenants.errors import FieldViolation, InvalidArgument
 from tenants.franchisors import get_franchisor
-from tenants.locations import get_location
+from tenants.locations import Location, get_location
 from tenants.names import ChildName, TenantScope
 from tenants.placeholders import RenderContext
 from tenants.template_bodies import (
@@ -51,6 +51,29 @@ class TemplatePreview:
     notes: tuple[str, ...]
 
 
+def described_context(
+    contact: SampleContact | None, brand: str, location: Location | None
+) -> RenderContext:
+    """Values for a described (not stored) contact: what is given, else the samples."""
+    values = dict(SAMPLE_VALUES)
+    values["brand.name"] = brand
+    if location is not None:
+        values["location.name"] = location.display_name
+        numbers = location.sender_phone_numbers
+        values["location.phone"] = numbers[0] if numbers else ""
+    if contact is None:
+        return RenderContext(values)
+    values.update(
+        {
+            "contact.first_name": contact.first_name,
+            "contact.last_name": contact.last_name,
+            "last_purchase.item": contact.last_purchase_item,
+            "last_activity.date": contact.last_activity_date,
+        }
+    )
+    return RenderContext(values, dict(contact.attrs))
+
+
 async def preview_template(
     conn: AsyncConnection[Any], principal: Principal, request: PreviewRequest, public_url: str
 ) -> TemplatePreview:
@@ -88,29 +111,13 @@ async def preview_template(
             [FieldViolation("location", "must be a location of the template's franchisor")]
         )
     parsed = check_body(body, public_url, "body" if request.template is None else "name")
-    values = dict(SAMPLE_VALUES)
-    values["brand.name"] = (await get_franchisor(conn, principal, franchisor)).display_name
-    if location is not None:
-        loc = await get_location(conn, principal, location)
-        values["location.name"] = loc.display_name
-        values["location.phone"] = loc.sender_phone_numbers[0] if loc.sender_phone_numbers else ""
-    else:
+    brand = (await get_franchisor(conn, principal, franchisor)).display_name
+    loc = await get_location(conn, principal, location) if location is not None else None
+    if loc is None:
         notes.append("no location given: location values are samples")
-    attrs: dict[str, str] = {}
-    if request.contact is not None:
-        c = request.contact
-        values.update(
-            {
-                "contact.first_name": c.first_name,
-                "contact.last_name": c.last_name,
-                "last_purchase.item": c.last_purchase_item,
-                "last_activity.date": c.last_activity_date,
-            }
-        )
-        attrs = dict(c.attrs)
     result = preview(
         parsed,
-        RenderContext(values, attrs),
+        described_context(request.contact, brand, loc),
         preview_link_maker(public_url),
         first_message=request.first_message,
     )

@@ -21,20 +21,17 @@ from temporalio.exceptions import ApplicationError
 
 from tenants import ledger
 from tenants.access import Principal, Role
+from tenants.activity import kinds_since
 from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
 from tenants.contacts import ConsentState, Contact, load
 from tenants.enrollments import Enrollment, EnrollmentStatus, load_enrollment, record_transition
 from tenants.locations import Location, load_location
-from tenants.message_context import contact_context
-from tenants.names import parse_child
-from tenants.placeholders import parse, render
+from tenants.message_context import contact_context, render_step
 from tenants.segments import count
 from tenants.send_rules import Recipient, allowed_at, next_opening
 from tenants.simulation import due_time
 from tenants.step_planning import Outcome, StepFacts, decide
 from tenants.template_bodies import check_body, preview_link_maker
-from tenants.templates import COLLECTION as TEMPLATES
-from tenants.templates import resolve_for_location
 from workflows.carrier import Carrier, OutboundText, SendStatus
 from workflows.enrollment_types import (
     BLOCK,
@@ -84,12 +81,6 @@ async def _context(conn: AsyncConnection[Any], enrollment_id: str, lock: bool = 
     return _Context(enrollment, contact, location, row[0])
 
 
-def _block_code(reasons: tuple[str, ...]) -> list[str]:
-    why = reasons[0] if reasons else "blocked"
-    code = "opted_out" if "opted out" in why else "no_consent" if "consent" in why else "blocked"
-    return [code, *reasons]
-
-
 class EnrollmentActivities:
     def __init__(
         self,
@@ -127,39 +118,22 @@ class EnrollmentActivities:
             ctx = await _context(conn, request.enrollment_id)
             enrollment, contact = ctx.enrollment, ctx.contact
             step = enrollment.definition.steps[request.step_index]
-            template = await resolve_for_location(
-                conn, ctx.location.scope, parse_child(step.template, TEMPLATES)
+            step_text = await render_step(
+                conn,
+                ctx.location.scope,
+                step.template,
+                contact_context(contact, ctx.location, ctx.brand),
+                self._link_for,
             )
-            rendering, problem, revision = None, "", ""
-            if template.archived:
-                problem = f"{template.name.name} is archived"
-            elif template.live_body is None:
-                problem = f"{template.name.name} has no approved revision"
-            else:
-                rendering = render(
-                    parse(template.live_body),
-                    contact_context(contact, ctx.location, ctx.brand),
-                    self._link_for,
-                )
-                revision = template.revision_name(template.live_revision)
-            cur = await conn.execute(
-                "SELECT DISTINCT kind FROM activities WHERE franchisor_id = %s"
-                " AND location_id = %s AND contact_id = %s AND occurred_at >= %s",
-                (
-                    contact.location.franchisor_id,
-                    contact.location.location_id,
-                    contact.name.id,
-                    enrollment.enrolled_at,
-                ),
-            )
-            kinds = frozenset(r[0] for r in await cur.fetchall())
+            rendering, revision = step_text.rendering, step_text.template_revision
+            kinds = await kinds_since(conn, contact.name, enrollment.enrolled_at)
             facts = StepFacts(
                 consent=contact.consent_state,
                 opted_out=contact.opted_out,
                 recipient=ctx.recipient,
                 window=ctx.location.send_window.narrowed_by(enrollment.definition.send_window),
                 rendering=rendering,
-                template_problem=problem,
+                template_problem=step_text.problem,
                 activity_kinds_since_enrollment=kinds,
                 recent_sends=await ledger.recent_sends(
                     conn,
@@ -187,7 +161,7 @@ class EnrollmentActivities:
             return Prepared(DEFER, decision.at.isoformat(), list(decision.reasons))
         if decision.outcome is Outcome.SKIP:
             return Prepared(SKIP, "", list(decision.reasons))
-        return Prepared(BLOCK, "", _block_code(decision.reasons))
+        return Prepared(BLOCK, "", [decision.exit_reason, *decision.reasons])
 
     @activity.defn(name="send_step")
     async def send_step(self, request: SendRequest) -> SendOutcome:
