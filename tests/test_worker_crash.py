@@ -209,11 +209,15 @@ async def read_model(pool: AsyncConnectionPool[Any], ids: list[str]) -> Counter[
         return Counter({status: n for status, n in await cur.fetchall()})
 
 
-async def first_reservation(pool: AsyncConnectionPool[Any], within: float = 60) -> None:
+async def send_in_flight(
+    pool: AsyncConnectionPool[Any], within: float = 60
+) -> tuple[Counter[str], int]:
+    """The ledger as soon as a row is reserved ('sending') and not yet confirmed."""
     deadline = time.monotonic() + within
-    while not sum((await ledger(pool))[0].values()):
-        assert time.monotonic() < deadline, f"no send was reserved within {within}s"
-        await asyncio.sleep(0.02)
+    while not (seen := await ledger(pool))[0]["sending"]:
+        assert time.monotonic() < deadline, f"no send was in flight within {within}s"
+        await asyncio.sleep(0.005)
+    return seen
 
 
 @dataclass(frozen=True)
@@ -305,12 +309,13 @@ async def test_sigkilled_workers_send_every_due_step_exactly_once(
         while len(kills) < MIN_KILLS or (
             len(kills) < MAX_KILLS and not any(k.caught_a_send for k in kills)
         ):
-            if not kills:
-                await first_reservation(pool)
             polling = time.monotonic()
-            await asyncio.sleep(rng.uniform(0.3, 1.5))
+            if not kills:  # the first kill lands the moment a reserved send is unconfirmed
+                statuses, deliveries = await send_in_flight(pool)
+            else:
+                await asyncio.sleep(rng.uniform(0.3, 1.5))
+                statuses, deliveries = await ledger(pool)
             assert not workers[-1].exited(), tails(workers)
-            statuses, deliveries = await ledger(pool)
             workers[-1].kill()
             kills.append(Kill(time.monotonic() - polling, statuses, deliveries))
             workers.append(start_worker())
