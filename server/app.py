@@ -25,10 +25,12 @@ from server.http_edge import (
     postgres_probe,
     temporal_probe,
 )
+from server.sms_edge import SmsEdge
 from tenants.migrations import migrate
 from workflows import search_attributes
 from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient
+from workflows.followups import FollowupRelay
 from workflows.platform import WorkerSelfCheck
 from workflows.worker import build_worker
 
@@ -65,6 +67,7 @@ class Roles:
     grpc_port: int
     http: EdgeServer
     http_task: asyncio.Task[None]
+    relay_task: asyncio.Task[None]
     health: Any = field(repr=False)
 
     async def stop(self) -> None:
@@ -72,6 +75,8 @@ class Roles:
         self.http.should_exit = True
         await self.grpc_server.stop(grace=5)
         await asyncio.gather(self.http_task, return_exceptions=True)
+        self.relay_task.cancel()
+        await asyncio.gather(self.relay_task, return_exceptions=True)
         await self.worker.shutdown()
         await asyncio.gather(self.worker_task, return_exceptions=True)
         await self.pool.close()
@@ -132,23 +137,29 @@ async def start_roles(
     await search_attributes.register(client)
     worker = configured_worker(settings, client, pool)
     worker_task = asyncio.create_task(worker.run())
+    enrollments = EnrollmentClient(client, settings.task_queue)
     server, health, port = build_grpc_server(
-        pool,
-        f"{settings.bind_host}:{settings.grpc_port}",
-        settings.public_url,
-        EnrollmentClient(client, settings.task_queue),
+        pool, f"{settings.bind_host}:{settings.grpc_port}", settings.public_url, enrollments
     )
     await server.start()
-    app = build_http_app({"postgres": postgres_probe(pool), "temporal": temporal_probe(client)})
+    relay = FollowupRelay(pool, enrollments, build_carrier(settings, pool))
+    relay_task = asyncio.create_task(relay.run())
+    sms = SmsEdge(pool, relay, settings.public_url, settings.twilio_auth_token)
+    app = build_http_app(
+        {"postgres": postgres_probe(pool), "temporal": temporal_probe(client)}, sms.routes()
+    )
     http = http_server(app, settings.bind_host, settings.http_port)
     http_task = asyncio.create_task(http.serve())
     while not http.started:
         if http_task.done():
+            relay_task.cancel()
             await server.stop(None)
             raise SystemExit(f"reengage: port {settings.http_port} (HTTP edge) is already in use")
         await asyncio.sleep(0.02)
     await mark_serving(health, True)
-    return Roles(pool, client, worker, worker_task, server, port, http, http_task, health)
+    return Roles(
+        pool, client, worker, worker_task, server, port, http, http_task, relay_task, health
+    )
 
 
 async def self_check(client: Client, task_queue: str) -> str:

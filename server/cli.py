@@ -105,6 +105,21 @@ def cmd_contacts_import(args: argparse.Namespace, settings: Settings) -> None:
     raise SystemExit(code)
 
 
+def cmd_sms_receive(args: argparse.Namespace, settings: Settings) -> None:
+    from server.sms_cli import run_receive
+
+    text = " ".join(args.text)
+    raise SystemExit(
+        run_receive(settings, database_url_for_cli(settings), args.to, args.from_, text)
+    )
+
+
+def cmd_sms_review(args: argparse.Namespace, settings: Settings) -> None:
+    from server.sms_cli import show_review
+
+    show_review(database_url_for_cli(settings), args.limit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reengage", description="Compliant SMS re-engagement sequences for franchises."
@@ -157,6 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
     imp.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
     imp.set_defaults(func=cmd_contacts_import)
+    sms = sub.add_parser("sms", help="inbound texts").add_subparsers(dest="sms_cmd", required=True)
+    rec = sms.add_parser(
+        "receive",
+        help="receive a text as if the carrier delivered it (development; same path as the"
+        " webhook)",
+    )
+    rec.add_argument("--to", required=True, help="the location's sender number")
+    rec.add_argument("--from", dest="from_", required=True, help="the contact's number")
+    rec.add_argument("text", nargs="+", help="the text")
+    rec.set_defaults(func=cmd_sms_receive)
+    review = sms.add_parser("review", help="inbound texts flagged for review (possible opt-outs)")
+    review.add_argument("--limit", type=int, default=50)
+    review.set_defaults(func=cmd_sms_review)
     return parser
 
 

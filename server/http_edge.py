@@ -1,10 +1,11 @@
-"""The HTTP edge (Starlette): health now; carrier webhooks, tracked links and Slack later."""
+"""The HTTP edge (Starlette): health, and the carrier webhooks and tracked links of
+`server.sms_edge` (Slack later)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from temporalio.client import Client
 
 Probe = Callable[[], Awaitable[str]]
@@ -46,7 +47,7 @@ async def _run_probe(probe: Probe) -> dict[str, Any]:
         return {"ok": False, "state": "down", "error": type(exc).__name__}
 
 
-def build_http_app(probes: dict[str, Probe]) -> Starlette:
+def build_http_app(probes: dict[str, Probe], routes: Sequence[BaseRoute] = ()) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         names = list(probes)
         results = await asyncio.gather(*(_run_probe(probes[n]) for n in names))
@@ -57,7 +58,7 @@ def build_http_app(probes: dict[str, Probe]) -> Starlette:
             status_code=200 if healthy else 503,
         )
 
-    return Starlette(routes=[Route("/healthz", healthz, methods=["GET"])])
+    return Starlette(routes=[Route("/healthz", healthz, methods=["GET"]), *routes])
 
 
 class EdgeServer(uvicorn.Server):

@@ -30,8 +30,8 @@ async def reserve_outbound(
     franchisor_id: str,
     location_id: str,
     contact_id: str,
-    enrollment_id: str,
-    step_index: int,
+    enrollment_id: str | None,
+    step_index: int | None,
     body: str,
     encoding: str,
     segments: int,
@@ -40,9 +40,11 @@ async def reserve_outbound(
     from_number: str,
     to_number: str,
     now: datetime,
+    key: str = "",
 ) -> Reservation:
-    """Reserves the ledger row of (enrollment, step); an existing one is returned as it is."""
-    key = f"{enrollment_id}:{step_index}"
+    """Reserves the ledger row of (enrollment, step) (or, for a text outside any enrollment,
+    of `key`); an existing one is returned as it is."""
+    key = key or f"{enrollment_id}:{step_index}"
     cur = await conn.execute(
         "INSERT INTO messages (franchisor_id, location_id, contact_id, direction, body, encoding,"
         " segments, enrollment_id, step_index, template_revision, idempotency_key, carrier,"
@@ -77,6 +79,11 @@ async def reserve_outbound(
     return Reservation(existing[0], existing[1], False)
 
 
+# Statuses only a carrier's status callback sets: the sender's "sent" never overwrites them
+# (a fast callback can arrive before the send activity records the carrier's answer).
+REPORTED_STATUSES = ("delivered", "undelivered", "failed", "read", "canceled")
+
+
 async def mark(
     conn: AsyncConnection[Any],
     message_id: int,
@@ -85,19 +92,30 @@ async def mark(
     error_code: str = "",
 ) -> None:
     await conn.execute(
-        "UPDATE messages SET status = %s, carrier_message_id = coalesce(nullif(%s, ''),"
-        " carrier_message_id), error_code = %s, status_time = now() WHERE id = %s",
-        (status, carrier_message_id, error_code, message_id),
+        "UPDATE messages SET status = CASE WHEN %(status)s = 'sent' AND status = ANY(%(reported)s)"
+        " THEN status ELSE %(status)s END,"
+        " carrier_message_id = coalesce(nullif(%(sid)s, ''), carrier_message_id),"
+        " error_code = CASE WHEN %(status)s = 'sent' AND status = ANY(%(reported)s)"
+        " THEN error_code ELSE %(error)s END, status_time = now() WHERE id = %(id)s",
+        {
+            "status": status,
+            "reported": list(REPORTED_STATUSES),
+            "sid": carrier_message_id,
+            "error": error_code,
+            "id": message_id,
+        },
     )
 
 
 async def recent_sends(
     conn: AsyncConnection[Any], franchisor_id: str, location_id: str, contact_id: str, now: datetime
 ) -> tuple[datetime, ...]:
-    """The contact's outbound texts of the last 24 hours that went (or may have gone) out."""
+    """The contact's sequence texts of the last 24 hours that went (or may have gone) out
+    (service texts such as a HELP answer are not marketing and count toward no cap)."""
     cur = await conn.execute(
         "SELECT create_time FROM messages WHERE franchisor_id = %s AND location_id = %s"
-        " AND contact_id = %s AND direction = 'outbound' AND create_time > %s"
+        " AND contact_id = %s AND direction = 'outbound' AND enrollment_id IS NOT NULL"
+        " AND create_time > %s"
         " AND status = ANY(%s)",
         (
             franchisor_id,

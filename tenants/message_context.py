@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -37,6 +38,18 @@ def contact_context(contact: Contact, location: Location, brand_name: str) -> Re
     )
 
 
+# Given the target URLs of a text (in order), the link maker to render it with: preview codes
+# for simulations, codes allocated in `tracked_links` for a real send.
+LinkSource = Callable[[tuple[str, ...]], Awaitable[LinkMaker]]
+
+
+def fixed_links(link_for: LinkMaker) -> LinkSource:
+    async def source(urls: tuple[str, ...]) -> LinkMaker:
+        return link_for
+
+    return source
+
+
 @dataclass(frozen=True)
 class StepText:
     """A step's text for a location: the rendering, or why there is none."""
@@ -51,7 +64,7 @@ async def render_step(
     location: TenantScope,
     template_name: str,
     context: RenderContext,
-    link_for: LinkMaker,
+    links: LinkSource,
 ) -> StepText:
     """Renders the live revision of the template a location sends for a step (its approved
     override when there is one); an archived or never-approved template is a problem."""
@@ -60,8 +73,10 @@ async def render_step(
         return StepText(None, f"{template.name.name} is archived", "")
     if template.live_body is None:
         return StepText(None, f"{template.name.name} has no approved revision", "")
+    parsed = parse(template.live_body)
+    urls = tuple(dict.fromkeys(link.url for link in parsed.links))
     return StepText(
-        render(parse(template.live_body), context, link_for),
+        render(parsed, context, await links(urls)),
         "",
         template.revision_name(template.live_revision),
     )

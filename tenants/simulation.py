@@ -22,7 +22,7 @@ from tenants.contacts import ConsentState, Contact
 from tenants.errors import FieldViolation, InvalidArgument
 from tenants.franchisors import get_franchisor
 from tenants.locations import Location, get_location
-from tenants.message_context import contact_context, render_step
+from tenants.message_context import contact_context, fixed_links, render_step
 from tenants.names import ChildName, TenantScope
 from tenants.placeholders import RenderContext
 from tenants.segments import SegmentCount, count
@@ -190,7 +190,7 @@ async def _plan(
 ) -> list[PlannedStep]:
     d = sequence.definition
     window = s.location.send_window.narrowed_by(d.send_window)
-    link_for = preview_link_maker(public_url)
+    links = fixed_links(preview_link_maker(public_url))
     planned: list[PlannedStep] = []
     sends = list(s.recent_sends)
     own_sends: list[datetime] = []
@@ -198,7 +198,7 @@ async def _plan(
     zone = s.recipient.zones[0]
     for index, step in enumerate(d.steps):
         due = due_time(step, start, previous, zone)
-        step_text = await render_step(conn, s.location.scope, step.template, s.context, link_for)
+        step_text = await render_step(conn, s.location.scope, step.template, s.context, links)
         rendering, problem = step_text.rendering, step_text.problem
         revision = step_text.template_revision
         facts = StepFacts(

@@ -65,7 +65,13 @@ async def test_an_accepted_text_records_twilios_sid_and_the_status_callback(
     assert len(fake_twilio.messages) == 1
     posted = fake_twilio.messages[0]
     assert posted.to == "+12125550142" and posted.from_ == "+12125550101"
-    assert posted.status_callback == "https://reengage.example/sms/twilio/status"
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT id FROM messages WHERE carrier_message_id = %s", (posted.sid,)
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    assert posted.status_callback == f"https://reengage.example/sms/twilio/status?m={row[0]}"
     assert await ledger(pool) == [(0, "sent", "twilio", posted.sid, "", "+12125550101")]
 
 

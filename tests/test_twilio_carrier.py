@@ -89,13 +89,13 @@ async def test_accepted_returns_the_sid_and_sends_exactly_the_twilio_form(
         "To": TEXT.to_number,
         "From": TEXT.from_number,
         "Body": TEXT.body,
-        "StatusCallback": CALLBACK,
+        "StatusCallback": CALLBACK + "?m=42",
     }
     assert (posted.to, posted.from_, posted.body, posted.status_callback) == (
         TEXT.to_number,
         TEXT.from_number,
         TEXT.body,
-        CALLBACK,
+        CALLBACK + "?m=42",
     )
     assert posted.auth == (fake_twilio.account_sid, fake_twilio.auth_token)
     assert posted.content_type.startswith("application/x-www-form-urlencoded")
@@ -153,7 +153,7 @@ async def test_from_settings_points_status_callbacks_at_the_public_url(
         assert (await c.send(TEXT)).status is SendStatus.ACCEPTED
     finally:
         await c.aclose()
-    assert fake_twilio.messages[0].status_callback == CALLBACK
+    assert fake_twilio.messages[0].status_callback == CALLBACK + "?m=42"
 
 
 async def test_opted_out_recipient_21610(carrier: TwilioCarrier, fake_twilio: FakeTwilio) -> None:

@@ -87,7 +87,7 @@ class EnrollmentClient:
         self, workflow_id: str, run_id: str | None = None
     ) -> WorkflowHandle[EnrollmentWorkflow, str]:
         return self._client.get_workflow_handle_for(
-            EnrollmentWorkflow.run, workflow_id, run_id=run_id
+            EnrollmentWorkflow.run, workflow_id, run_id=run_id or None
         )
 
     async def result(self, workflow_id: str, run_id: str) -> str:
@@ -127,13 +127,15 @@ class EnrollmentClient:
     ) -> str:
         return await self._update(workflow_id, update_id, "decide_approval", decision)
 
-    async def signal_reply(self, workflow_id: str, message_id: str) -> None:
-        await self._handle(workflow_id).signal(EnrollmentWorkflow.inbound_reply, message_id)
+    async def signal_reply(self, workflow_id: str, message_id: str, run_id: str = "") -> None:
+        await self._handle(workflow_id, run_id).signal(EnrollmentWorkflow.inbound_reply, message_id)
 
-    async def signal_opted_out(self, workflow_id: str, event_id: str) -> None:
-        await self._handle(workflow_id).signal(EnrollmentWorkflow.opted_out, event_id)
+    async def signal_opted_out(self, workflow_id: str, event_id: str, run_id: str = "") -> None:
+        await self._handle(workflow_id, run_id).signal(EnrollmentWorkflow.opted_out, event_id)
 
-    async def signal_activity(self, workflow_id: str, kind: str, event_id: str) -> None:
-        await self._handle(workflow_id).signal(
+    async def signal_activity(
+        self, workflow_id: str, kind: str, event_id: str, run_id: str = ""
+    ) -> None:
+        await self._handle(workflow_id, run_id).signal(
             EnrollmentWorkflow.activity_event, ActivityEvent(kind, event_id)
         )

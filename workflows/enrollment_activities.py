@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from tenants import ledger
+from tenants import ledger, tracked_links
 from tenants.access import Principal, Role
 from tenants.activity import kinds_since
 from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
@@ -27,11 +27,12 @@ from tenants.contacts import ConsentState, Contact, load
 from tenants.enrollments import Enrollment, EnrollmentStatus, load_enrollment, record_transition
 from tenants.locations import Location, load_location
 from tenants.message_context import contact_context, render_step
+from tenants.placeholders import LinkMaker
 from tenants.segments import count
 from tenants.send_rules import Recipient, allowed_at, next_opening
 from tenants.simulation import due_time
 from tenants.step_planning import Outcome, StepFacts, decide
-from tenants.template_bodies import check_body, preview_link_maker
+from tenants.template_bodies import check_body
 from workflows.carrier import Carrier, OutboundText, SendStatus
 from workflows.enrollment_types import (
     BLOCK,
@@ -93,7 +94,7 @@ class EnrollmentActivities:
         self._pool = pool
         self._carrier = carrier
         self._notifier = notifier
-        self._link_for = preview_link_maker(public_url)
+        self._public_url = public_url
         self._per_second = sends_per_second
 
     @activity.defn(name="due_time")
@@ -118,12 +119,18 @@ class EnrollmentActivities:
             ctx = await _context(conn, request.enrollment_id)
             enrollment, contact = ctx.enrollment, ctx.contact
             step = enrollment.definition.steps[request.step_index]
+
+            async def links(urls: tuple[str, ...]) -> LinkMaker:
+                return await tracked_links.allocate(
+                    conn, self._public_url, contact.name, enrollment.id, request.step_index, urls
+                )
+
             step_text = await render_step(
                 conn,
                 ctx.location.scope,
                 step.template,
                 contact_context(contact, ctx.location, ctx.brand),
-                self._link_for,
+                links,
             )
             rendering, revision = step_text.rendering, step_text.template_revision
             kinds = await kinds_since(conn, contact.name, enrollment.enrolled_at)

@@ -160,7 +160,7 @@ class TwilioCarrier:
         cls, settings: Settings, http_client: httpx.AsyncClient | None = None
     ) -> TwilioCarrier:
         """Builds the carrier from `server.config.Settings`; status callbacks go to
-        `{public_url}/sms/twilio/status`."""
+        `{public_url}/sms/twilio/status?m=<ledger id>`."""
         return cls(
             account_sid=settings.twilio_account_sid,
             auth_token=settings.twilio_auth_token,
@@ -182,7 +182,9 @@ class TwilioCarrier:
         Raises only for programming errors, never for an answer or a network failure."""
         form = {"To": text.to_number, "From": text.from_number, "Body": text.body}
         if self._status_callback_url:
-            form["StatusCallback"] = self._status_callback_url
+            # the ledger row rides along, so a callback finds its row even when the answer
+            # carrying Twilio's sid was lost (the crash window of the module doc)
+            form["StatusCallback"] = f"{self._status_callback_url}?m={text.message_id}"
         try:
             response = await self._client.post(
                 self._url, data=form, auth=self._auth, timeout=self._timeout

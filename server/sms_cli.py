@@ -1,0 +1,82 @@
+"""`reengage sms receive` (a development inbound text through the same path as the webhook) and
+`reengage sms review` (texts flagged for a person to read)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import UTC, datetime
+
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from server.app import build_carrier, connect_temporal, open_pool
+from server.config import Settings
+from tenants.inbound import InboundSms, receive
+from workflows.client import EnrollmentClient
+from workflows.followups import FollowupRelay
+
+
+async def receive_text(
+    settings: Settings, database_url: str, temporal_address: str, to: str, sender: str, text: str
+) -> int:
+    """Records the text as the outbox carrier's inbound message, then delivers its follow-ups
+    (when Temporal is not reachable, the running platform's relay delivers them later)."""
+    sms = InboundSms(
+        carrier="outbox",
+        carrier_message_id=f"cli-{secrets.token_hex(8)}",
+        from_number=sender,
+        to_number=to,
+        body=text,
+        received_at=datetime.now(UTC),
+        params={"From": sender, "To": to, "Body": text},
+    )
+    pool = open_pool(database_url, max_size=4)
+    await pool.open(wait=True, timeout=30)
+    console = Console()
+    try:
+        async with pool.connection() as conn:
+            outcome = await receive(conn, sms)
+        where = outcome.contact.name if outcome.contact else "no contact"
+        console.print(f"received as [bold]{outcome.classification}[/bold] ({where})")
+        if outcome.review_reason:
+            console.print(f"flagged for review: {outcome.review_reason}")
+        if not outcome.followups:
+            return 0
+        try:
+            client = await connect_temporal(temporal_address, settings.temporal_namespace, 5)
+        except Exception:
+            console.print("Temporal is not reachable: the platform's relay will deliver it")
+            return 0
+        relay = FollowupRelay(
+            pool, EnrollmentClient(client, settings.task_queue), build_carrier(settings, pool)
+        )
+        await relay.deliver(outcome.followups)
+        console.print(f"{len(outcome.followups)} follow-up(s) delivered")
+        return 0
+    finally:
+        await pool.close()
+
+
+def run_receive(settings: Settings, database_url: str, to: str, sender: str, text: str) -> int:
+    temporal = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
+    return asyncio.run(receive_text(settings, database_url, temporal, to, sender, text))
+
+
+def show_review(database_url: str, limit: int) -> None:
+    """Inbound texts flagged for review (possible opt-outs), newest first."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT received_at, coalesce(franchisor_id || '/' || location_id, '-'),"
+            " coalesce(contact_id, '-'), classification, review_reason, body"
+            " FROM inbound_messages WHERE review_reason <> '' AND reviewed_at IS NULL"
+            " ORDER BY received_at DESC LIMIT %s",
+            (limit,),
+        ).fetchall()
+    table = Table(title=f"inbound texts to review: {len(rows)}")
+    for column in ("received (UTC)", "location", "contact", "handled as", "why", "text"):
+        table.add_column(column, overflow="fold")
+    for at, loc, contact, handled, why, body in rows:
+        table.add_row(f"{at:%Y-%m-%d %H:%M:%S}", loc, contact, handled, why, body)
+    Console().print(table)

@@ -1,0 +1,133 @@
+"""Delivery status callbacks (COMPLIANCE §3.16 and §3.17): a ledger row's status only moves
+forward; duplicates and late arrivals change nothing; `21610` (the recipient opted out at the
+carrier) suppresses the contact and ends its running enrollment.
+
+Order: accepted, scheduled, queued < sending < sent < delivered, undelivered, failed, canceled
+< read (only after delivered). The ledger's own states before the carrier answered ('sending'
+reserved, 'retry', 'unknown' after a crash) rank below all of them, so a callback resolves an
+'unknown' row.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from tenants.access import Principal, Role
+from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
+from tenants.contacts import COLLECTION as CONTACTS
+from tenants.followups import FollowupKind, owe_signal
+from tenants.names import ChildName, TenantScope
+
+log = logging.getLogger(__name__)
+CALLBACKS = Principal("system", "status-callback", Role.OPERATOR, None)
+
+CARRIER_RANK = {
+    "accepted": 1,
+    "scheduled": 1,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "canceled": 4,
+    "read": 5,
+}
+FINAL = frozenset({"delivered", "undelivered", "failed", "canceled"})
+OPTED_OUT_CODE = "21610"
+
+
+def moves_forward(current: str, reported: str) -> bool:
+    """Whether a reported carrier status replaces the row's current one."""
+    new = CARRIER_RANK.get(reported)
+    if new is None:
+        return False
+    if current in FINAL:
+        return current == "delivered" and reported == "read"
+    return new > CARRIER_RANK.get(current, 0)  # the ledger's own states rank 0
+
+
+@dataclass(frozen=True)
+class StatusOutcome:
+    message_id: int | None  # None: no ledger row matches
+    status: str  # the row's status afterwards
+    changed: bool
+    followups: tuple[int, ...] = ()
+
+
+async def apply_status(
+    conn: AsyncConnection[Any],
+    carrier: str,
+    carrier_message_id: str,
+    reported: str,
+    error_code: str,
+    at: datetime,
+    ledger_id: int | None = None,
+) -> StatusOutcome:
+    """Applies one status callback. `ledger_id` is the row named in the callback URL (set when
+    the text was sent); it must agree with the carrier's message id when that is known."""
+    async with conn.transaction():
+        row = None
+        if ledger_id is not None:
+            cur = await conn.execute(
+                "SELECT id, status, franchisor_id, location_id, contact_id, to_number"
+                " FROM messages WHERE id = %s AND carrier = %s AND direction = 'outbound'"
+                " AND (carrier_message_id IS NULL OR carrier_message_id = %s) FOR UPDATE",
+                (ledger_id, carrier, carrier_message_id),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            cur = await conn.execute(
+                "SELECT id, status, franchisor_id, location_id, contact_id, to_number"
+                " FROM messages WHERE carrier = %s AND carrier_message_id = %s"
+                " AND direction = 'outbound' FOR UPDATE",
+                (carrier, carrier_message_id),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            log.warning("status callback for an unknown message (%s)", carrier_message_id[:40])
+            return StatusOutcome(None, "", False)
+        message_id, current, f, loc, cid, phone = row
+        changed = moves_forward(current, reported)
+        if changed:
+            await conn.execute(
+                "UPDATE messages SET status = %s, error_code = %s,"
+                " carrier_message_id = coalesce(carrier_message_id, %s), status_time = %s"
+                " WHERE id = %s",
+                (reported, error_code, carrier_message_id, at, message_id),
+            )
+        followups: list[int] = []
+        if changed and error_code == OPTED_OUT_CODE:
+            contact = ChildName(TenantScope(f, loc), CONTACTS, cid)
+            added = await append_events(
+                conn,
+                CALLBACKS,
+                contact.scope,
+                [
+                    (
+                        cid,
+                        phone,
+                        ConsentEvidence(
+                            ConsentKind.REVOKE,
+                            ConsentChannel.CARRIER,
+                            at,
+                            source=f"{carrier} message {carrier_message_id}",
+                            raw_text=f"carrier error {error_code}",
+                        ),
+                    )
+                ],
+            )
+            if added:
+                signal = await owe_signal(
+                    conn, FollowupKind.SIGNAL_OPTED_OUT, contact, f"carrier:{carrier_message_id}"
+                )
+                if signal is not None:
+                    followups.append(signal)
+        return StatusOutcome(
+            message_id, reported if changed else current, changed, tuple(followups)
+        )

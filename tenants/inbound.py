@@ -1,0 +1,390 @@
+"""Inbound texts (DESIGN §7, COMPLIANCE §2.8 to §2.12): recorded, routed, classified and acted on
+in one transaction, which commits before the webhook answers.
+
+* One row per carrier message id: a retried webhook finds its row and has no second effect
+  (two concurrent deliveries of one message queue on the unique index; one wins).
+* Routing: `To` names the location (its sender numbers), `From` the contact at it. An unknown
+  sender number or an unknown contact is recorded and logged, and answered like any other.
+* Effects, by what the text asks for (`tenants.keywords`):
+  - opt-out: a revocation is appended (the contact is suppressed at every sequence of the
+    location when this commits; a send in flight holds the contact row, so the opt-out waits for
+    it and every later send sees it); the running enrollment is owed `opted_out`; the first
+    opt-out gets one confirmation text, within 5 minutes, with no marketing — none when the
+    carrier already answered it (Twilio Advanced Opt-Out, `OptOutType`). A number nobody knows
+    yet that opts out becomes a suppressed contact, so a later import cannot text it.
+  - HELP: the help text (brand, location, support number, frequency, rates, how to stop);
+    consent is unchanged.
+  - START / UNSTOP (YES after an opt-out): a new consent event, one confirmation text.
+  - anything else is a reply: recorded as `reply` activity (engagement) and the running
+    enrollment is owed `inbound_reply`.
+  Opt-out phrasing and texts that may be opt-outs are flagged for review (`review_reason`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import phonenumbers
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from tenants.access import Principal, Role
+from tenants.activity import record_activity
+from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
+from tenants.contacts import (
+    COLLECTION as CONTACTS,
+)
+from tenants.contacts import (
+    Contact,
+    ContactInput,
+    insert,
+    load_by_phones,
+    new_contact_id,
+    validate,
+)
+from tenants.errors import DomainError
+from tenants.followups import FollowupKind, owe, owe_signal
+from tenants.keywords import Classification, Intent, classify
+from tenants.locations import Location, load_location
+from tenants.names import ChildName, TenantScope
+from tenants.segments import count
+
+log = logging.getLogger(__name__)
+EDGE = Principal("system", "inbound-edge", Role.OPERATOR, None)
+CONFIRMATION_WITHIN = timedelta(minutes=5)
+HELP_WITHIN = timedelta(hours=1)
+MAX_BODY = 1600  # Twilio's limit for one message; anything longer is cut (and the row says so)
+
+
+@dataclass(frozen=True)
+class InboundSms:
+    carrier: str
+    carrier_message_id: str
+    from_number: str
+    to_number: str
+    body: str
+    received_at: datetime
+    params: dict[str, str] = field(default_factory=dict)
+    # the carrier answered a STOP/START/HELP keyword itself (Twilio Advanced Opt-Out:
+    # OptOutType): no answer of ours
+    carrier_handled_opt_out: bool = False
+
+
+@dataclass(frozen=True)
+class InboundOutcome:
+    inbound_id: int
+    duplicate: bool
+    classification: str  # opt_out | help | start | reply | unrouted
+    contact: ChildName | None
+    review_reason: str = ""
+    followups: tuple[int, ...] = ()
+
+
+def _e164(raw: str) -> str:
+    """The number in E.164 when it parses (carriers send E.164), else as given."""
+    try:
+        number = phonenumbers.parse(raw, "US")
+    except phonenumbers.NumberParseException:
+        return raw.strip()
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+async def receive(conn: AsyncConnection[Any], sms: InboundSms) -> InboundOutcome:
+    """Records and acts on one inbound text, in one transaction (see the module doc)."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO inbound_messages (carrier, carrier_message_id, from_number, to_number,"
+            " body, params, classification, received_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 'unrouted', %s)"
+            " ON CONFLICT (carrier, carrier_message_id) DO NOTHING RETURNING id",
+            (
+                sms.carrier,
+                sms.carrier_message_id,
+                sms.from_number,
+                sms.to_number,
+                sms.body[:MAX_BODY],
+                Jsonb(sms.params),
+                sms.received_at,
+            ),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return await _duplicate(conn, sms)
+        inbound_id = row[0]
+        outcome = await _act(conn, inbound_id, sms)
+        await conn.execute(
+            "UPDATE inbound_messages SET classification = %s, review_reason = %s,"
+            " franchisor_id = %s, location_id = %s, contact_id = %s, message_id = %s,"
+            " keyword = %s WHERE id = %s",
+            (
+                outcome.classification,
+                outcome.review_reason,
+                outcome.contact.scope.franchisor_id if outcome.contact else None,
+                outcome.contact.scope.location_id if outcome.contact else None,
+                outcome.contact.id if outcome.contact else None,
+                outcome.message_id,
+                outcome.keyword,
+                inbound_id,
+            ),
+        )
+    return InboundOutcome(
+        inbound_id,
+        False,
+        outcome.classification,
+        outcome.contact,
+        outcome.review_reason,
+        tuple(f for f in outcome.followups if f is not None),
+    )
+
+
+async def _duplicate(conn: AsyncConnection[Any], sms: InboundSms) -> InboundOutcome:
+    cur = await conn.execute(
+        "SELECT id, classification, franchisor_id, location_id, contact_id, review_reason"
+        " FROM inbound_messages WHERE carrier = %s AND carrier_message_id = %s",
+        (sms.carrier, sms.carrier_message_id),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    contact = ChildName(TenantScope(row[2], row[3]), CONTACTS, row[4]) if row[4] else None
+    return InboundOutcome(row[0], True, row[1], contact, row[5])
+
+
+@dataclass
+class _Acted:
+    classification: str
+    contact: ChildName | None = None
+    review_reason: str = ""
+    keyword: str = ""
+    message_id: int | None = None
+    followups: list[int | None] = field(default_factory=list)
+
+
+async def route(conn: AsyncConnection[Any], to_number: str) -> TenantScope | None:
+    """The location a sender number belongs to."""
+    cur = await conn.execute(
+        "SELECT franchisor_id, location_id FROM location_sender_numbers WHERE phone_number = %s",
+        (_e164(to_number),),
+    )
+    row = await cur.fetchone()
+    return TenantScope(row[0], row[1]) if row else None
+
+
+async def _act(conn: AsyncConnection[Any], inbound_id: int, sms: InboundSms) -> _Acted:
+    scope = await route(conn, sms.to_number)
+    if scope is None:
+        log.warning("inbound %s: no location has sender number %s", inbound_id, sms.to_number)
+        return _Acted("unrouted", review_reason="unknown sender number")
+    location = await load_location(conn, scope)
+    sender = _e164(sms.from_number)
+    # locks the contact row: a send in flight finishes first, every later send sees this text
+    contact = (await load_by_phones(conn, scope, [sender])).get(sender)
+    verdict = classify(sms.body, opted_out=contact is not None and contact.opted_out)
+    if contact is None:
+        if verdict.intent is not Intent.OPT_OUT:
+            log.warning("inbound %s: no contact at %s has this number", inbound_id, scope.name)
+            return _Acted(verdict.intent.value, None, verdict.review_reason, verdict.keyword)
+        contact = await _suppressed_stranger(conn, location, sender, inbound_id)
+        if contact is None:
+            return _Acted(verdict.intent.value, None, verdict.review_reason, verdict.keyword)
+    acted = _Acted(verdict.intent.value, contact.name, verdict.review_reason, verdict.keyword)
+    acted.message_id = await _ledger_row(conn, contact, sms)
+    brand = await _brand_name(conn, scope)
+    if verdict.intent is Intent.OPT_OUT:
+        await _opt_out(conn, acted, contact, location, brand, sms, verdict)
+    elif verdict.intent is Intent.HELP:
+        if not sms.carrier_handled_opt_out:  # the carrier's own HELP answer went out
+            acted.followups.append(
+                await _service_text(
+                    conn, contact, sms, "help", help_text(brand, location), HELP_WITHIN
+                )
+            )
+    elif verdict.intent is Intent.START:
+        await _resubscribe(conn, acted, contact, location, brand, sms, verdict)
+    else:
+        await record_activity(
+            conn, EDGE, contact.name, "reply", sms.received_at, reference=sms.carrier_message_id
+        )
+        acted.followups.append(
+            await owe_signal(conn, FollowupKind.SIGNAL_REPLY, contact.name, sms.carrier_message_id)
+        )
+    return acted
+
+
+async def _opt_out(
+    conn: AsyncConnection[Any],
+    acted: _Acted,
+    contact: Contact,
+    location: Location,
+    brand: str,
+    sms: InboundSms,
+    verdict: Classification,
+) -> None:
+    was_opted_out = contact.opted_out
+    await append_events(
+        conn,
+        EDGE,
+        contact.location,
+        [
+            (
+                contact.name.id,
+                contact.phone_e164,
+                ConsentEvidence(
+                    ConsentKind.REVOKE,
+                    ConsentChannel.SMS_REPLY,
+                    sms.received_at,
+                    source=f"{sms.carrier} message {sms.carrier_message_id}",
+                    raw_text=sms.body[:2000],
+                ),
+            )
+        ],
+    )
+    acted.followups.append(
+        await owe_signal(conn, FollowupKind.SIGNAL_OPTED_OUT, contact.name, sms.carrier_message_id)
+    )
+    if not was_opted_out and not sms.carrier_handled_opt_out:
+        acted.followups.append(
+            await _service_text(
+                conn,
+                contact,
+                sms,
+                "opt_out",
+                opt_out_confirmation(brand, location),
+                CONFIRMATION_WITHIN,
+            )
+        )
+
+
+async def _resubscribe(
+    conn: AsyncConnection[Any],
+    acted: _Acted,
+    contact: Contact,
+    location: Location,
+    brand: str,
+    sms: InboundSms,
+    verdict: Classification,
+) -> None:
+    confirmation = start_confirmation(brand, location)
+    await append_events(
+        conn,
+        EDGE,
+        contact.location,
+        [
+            (
+                contact.name.id,
+                contact.phone_e164,
+                ConsentEvidence(
+                    ConsentKind.GRANT,
+                    ConsentChannel.SMS_KEYWORD,
+                    sms.received_at,
+                    source=f"keyword {verdict.keyword.upper()} / {sms.carrier} message"
+                    f" {sms.carrier_message_id}",
+                    disclosure_text=confirmation,
+                    raw_text=sms.body[:2000],
+                ),
+            )
+        ],
+    )
+    if not sms.carrier_handled_opt_out:
+        acted.followups.append(
+            await _service_text(conn, contact, sms, "start", confirmation, CONFIRMATION_WITHIN)
+        )
+
+
+async def _suppressed_stranger(
+    conn: AsyncConnection[Any], location: Location, phone: str, inbound_id: int
+) -> Contact | None:
+    """An opt-out from a number the location does not know becomes a suppressed contact (no
+    name, no consent): suppressions are kept forever, and a later import finds it."""
+    try:
+        valid = validate(ContactInput(phone_number=phone), location)
+    except DomainError:
+        log.warning("inbound %s: an opt-out from a number that cannot be a contact", inbound_id)
+        return None
+    return await insert(conn, location.scope, new_contact_id(), valid)
+
+
+async def _ledger_row(conn: AsyncConnection[Any], contact: Contact, sms: InboundSms) -> int:
+    counted = count(sms.body[:MAX_BODY])
+    cur = await conn.execute(
+        "INSERT INTO messages (franchisor_id, location_id, contact_id, direction, body, encoding,"
+        " segments, carrier, carrier_message_id, status, from_number, to_number, create_time,"
+        " status_time) VALUES (%s, %s, %s, 'inbound', %s, %s, %s, %s, %s, 'received', %s, %s,"
+        " %s, %s) RETURNING id",
+        (
+            contact.location.franchisor_id,
+            contact.location.location_id,
+            contact.name.id,
+            sms.body[:MAX_BODY],
+            counted.encoding.value,
+            counted.segments,
+            sms.carrier,
+            sms.carrier_message_id,
+            sms.from_number,
+            sms.to_number,
+            sms.received_at,
+            sms.received_at,
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _service_text(
+    conn: AsyncConnection[Any],
+    contact: Contact,
+    sms: InboundSms,
+    purpose: str,
+    body: str,
+    within: timedelta,
+) -> int | None:
+    """Owes one service text, answered from the number the contact wrote to."""
+    return await owe(
+        conn,
+        FollowupKind.SERVICE_TEXT,
+        contact.name,
+        f"{purpose}:{sms.carrier_message_id}",
+        body=body,
+        from_number=_e164(sms.to_number),
+        expires_at=sms.received_at + within,
+    )
+
+
+async def _brand_name(conn: AsyncConnection[Any], scope: TenantScope) -> str:
+    cur = await conn.execute(
+        "SELECT display_name FROM franchisors WHERE id = %s", (scope.franchisor_id,)
+    )
+    row = await cur.fetchone()
+    return str(row[0]) if row else ""
+
+
+def _program(brand: str, location: Location) -> str:
+    return f"{brand} {location.display_name}".strip() if brand else location.display_name
+
+
+def opt_out_confirmation(brand: str, location: Location) -> str:
+    """COMPLIANCE §2.10: confirms, says how to come back; no link, no offer."""
+    return (
+        f"{_program(brand, location)}: You are unsubscribed and will receive no more messages."
+        " Reply START to resubscribe."
+    )
+
+
+def help_text(brand: str, location: Location) -> str:
+    """COMPLIANCE §2.11: who, support contact, frequency, rates, how to stop."""
+    support = location.sender_phone_numbers[0] if location.sender_phone_numbers else ""
+    contact_line = f" For help call {support}." if support else ""
+    return (
+        f"{_program(brand, location)}: Msg frequency varies.{contact_line}"
+        " Msg & data rates may apply. Reply STOP to opt out."
+    )
+
+
+def start_confirmation(brand: str, location: Location) -> str:
+    return (
+        f"{_program(brand, location)}: You are subscribed to texts again. Msg frequency varies."
+        " Msg & data rates may apply. Reply HELP for help, STOP to opt out."
+    )
