@@ -16,9 +16,11 @@ from tenants.names import TenantScope
 
 SEEDER = Principal("system", "demo-seed", Role.OPERATOR, None)
 DEMO = TenantScope("demo")
+# Sender numbers from the 555-01xx range, which is reserved for fiction: inbound texts to
+# them (`reengage sms receive --to`) route to the location.
 DEMO_LOCATIONS = {
-    "downtown": ("Downtown", "America/New_York"),
-    "uptown": ("Uptown", "America/Los_Angeles"),
+    "downtown": ("Downtown", "America/New_York", "+12125550100"),
+    "uptown": ("Uptown", "America/Los_Angeles", "+13105550100"),
 }
 
 
@@ -29,14 +31,16 @@ async def seed_demo(pool: AsyncConnectionPool[Any], data_dir: Path) -> str:
             await franchisors.create_franchisor(conn, SEEDER, DEMO.franchisor_id, "Demo Brand")
         except AlreadyExists:
             pass
-        for location_id, (display, zone) in DEMO_LOCATIONS.items():
+        for location_id, (display, zone, number) in DEMO_LOCATIONS.items():
             try:
                 await locations.create_location(
                     conn,
                     SEEDER,
                     DEMO,
                     location_id,
-                    locations.LocationInput(display_name=display, time_zone=zone),
+                    locations.LocationInput(
+                        display_name=display, time_zone=zone, sender_phone_numbers=(number,)
+                    ),
                 )
             except AlreadyExists:
                 pass
