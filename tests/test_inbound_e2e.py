@@ -165,8 +165,16 @@ async def test_a_signed_reply_on_the_dev_stack_exits_the_enrollment_and_stops_la
             assert answer.status_code == 200 and "<Response></Response>" in answer.text
             cli = await asyncio.to_thread(
                 subprocess.run,
-                [REENGAGE, "sms", "receive", "--to", DOWNTOWN_NUMBER, "--from", "+12125550143"]
-                + ["STOP"],
+                [
+                    REENGAGE,
+                    "sms",
+                    "receive",
+                    "--to",
+                    DOWNTOWN_NUMBER,
+                    "--from",
+                    "+12125550143",
+                    "STOP",
+                ],
                 env=env,
                 cwd=tmp_path,
                 capture_output=True,
