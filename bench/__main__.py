@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import api_calls, contact_import, enroll
+from bench import api_calls, contact_import, enroll, inbound
 
 
 def main() -> None:
@@ -14,6 +14,7 @@ def main() -> None:
     asyncio.run(api_calls.run())
     asyncio.run(contact_import.run(rows))
     asyncio.run(enroll.run())
+    asyncio.run(inbound.run())
 
 
 if __name__ == "__main__":

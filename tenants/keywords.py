@@ -65,26 +65,33 @@ def _unaccented(text: str) -> str:
 # Phrasing that clearly asks to stop: suppress, flag for review. Matched on the normalised,
 # unaccented text, as whole words.
 _CLEAR_STOP = [
-    # a keyword with a courtesy around it: "please stop", "STOP ALL", "stop now thanks"
+    # a keyword with a courtesy around it, or repeated: "please stop", "STOP ALL",
+    # "stop now thanks", "STOP STOP STOP"
     r"^(please |pls |ok |okay )?(stop|stopall|unsubscribe|quit|cancel|end|optout|opt out|revoke)"
-    r"( all| now| please| pls| it| thanks| thank you| asap| immediately)*$",
+    r"( all| now| please| pls| it| thanks| thank you| asap| immediately"
+    r"| stop| stopall| unsubscribe| quit| cancel| end| optout| opt out| revoke)*$",
+    r"^(please |pls )?no more( please| pls| thanks| thank you)*$",
     r"\b(please )?(stop|quit|cease) (texting|messaging|txting|sending|contacting|msging)\b",
     r"\b(stop|no more) (texts?|txts?|messages?|msgs?|sms|marketing|promos?|spam)\b",
     r"\bunsubscribe me\b",
     r"\b(remove|delete|take) me (from|off)\b",
+    r"\b(remove|delete) me( please| pls| now| asap| thanks| thank you)*$",
     r"\b(remove|delete) my (number|phone)\b",
     r"\btake my (number|phone) off\b",
     r"\b(do not|dont|don t|never) (text|message|contact|sms) me\b",
     r"\bnever (text|message|contact) (me )?again\b",
     r"\bleave me alone\b",
     r"\bopt me out\b",
+    r"\brevoke (my )?consent\b",
     r"\bi want to (opt out|unsubscribe)\b",
-    r"\bwrong number\b",
+    r"^(this is (the )?|sorry )?wrong (number|person)( sorry| please| thanks)*$",
     r"\bstop it\b",
     # Spanish (the second language of most US programs)
-    r"\bno mas\b",
+    r"^(ya )?no mas( por favor| gracias)*$",
+    r"\bno mas (mensajes|textos|sms)\b",
     r"\b(ya )?no (me )?(envies|envien|mande|manden|escriba|escriban) (mas )?(mensajes|textos)?",
-    r"\b(alto|basta|parar|cancelar|detener)\b",
+    # Spanish keywords only as the whole text ("el precio es muy alto" is a reply)
+    r"^(alto|basta|parar|cancelar|detener|baja)( ya| por favor| gracias)*$",
     r"\bdarme de baja\b",
 ]
 _CLEAR_STOP_RE = re.compile("|".join(f"(?:{p})" for p in _CLEAR_STOP))
@@ -93,7 +100,8 @@ _CLEAR_STOP_RE = re.compile("|".join(f"(?:{p})" for p in _CLEAR_STOP))
 # flagged so that a person reads it.
 _MAYBE_STOP_RE = re.compile(
     r"\b(stop|stopall|stopping|stopped|unsubscribe|unsubscribed|cancel|cancelled|canceled"
-    r"|quit|revoke|opt out|optout|spam|sue|lawyer|attorney|tcpa)\b"
+    r"|quit|revoke|opt out|optout|spam|sue|lawyer|attorney|tcpa|wrong number|no mas|cancelar"
+    r"|baja|alto|basta)\b"
 )
 
 
