@@ -80,7 +80,7 @@ class SmsEdge:
             body=fields.body,
             received_at=datetime.now(UTC),
             params=form,
-            carrier_handled_opt_out=bool(fields.opt_out_type),
+            carrier_keyword=fields.opt_out_type,
         )
         async with self._pool.connection() as conn:
             outcome = await receive(conn, sms)
@@ -96,7 +96,8 @@ class SmsEdge:
         form = await self._signed_form(request)
         fields = status_fields(form)
         raw_id = request.query_params.get("m", "")
-        ledger_id = int(raw_id) if raw_id.isdigit() and len(raw_id) < 19 else None
+        plain_number = raw_id.isascii() and raw_id.isdigit() and len(raw_id) < 19
+        ledger_id = int(raw_id) if plain_number else None
         async with self._pool.connection() as conn:
             outcome = await delivery_status.apply_status(
                 conn,

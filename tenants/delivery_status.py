@@ -3,9 +3,10 @@ forward; duplicates and late arrivals change nothing; `21610` (the recipient opt
 carrier) suppresses the contact and ends its running enrollment.
 
 Order: accepted, scheduled, queued < sending < sent < delivered, undelivered, failed, canceled
-< read (only after delivered). The ledger's own states before the carrier answered ('sending'
-reserved, 'retry', 'unknown' after a crash) rank below all of them, so a callback resolves an
-'unknown' row.
+< read (after delivered; also straight after sent, since read implies delivered). The ledger's
+own states before the carrier's answer was recorded ('sending' reserved, 'retry', 'unknown'
+after a crash) rank below all of them, so a callback resolves an 'unknown' row. A 21610 is acted
+on once per message, whatever status it came with.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ CARRIER_RANK = {
     "read": 5,
 }
 FINAL = frozenset({"delivered", "undelivered", "failed", "canceled"})
+# the ledger's states before the carrier's answer was recorded: below every reported status
+LEDGER_OWN = frozenset({"sending", "retry", "unknown"})
 OPTED_OUT_CODE = "21610"
 
 
@@ -49,7 +52,9 @@ def moves_forward(current: str, reported: str) -> bool:
         return False
     if current in FINAL:
         return current == "delivered" and reported == "read"
-    return new > CARRIER_RANK.get(current, 0)  # the ledger's own states rank 0
+    if current in LEDGER_OWN:
+        return True
+    return new > CARRIER_RANK.get(current, 0)
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,8 @@ async def apply_status(
                 (reported, error_code, carrier_message_id, at, message_id),
             )
         followups: list[int] = []
-        if changed and error_code == OPTED_OUT_CODE:
+        source = f"{carrier} message {carrier_message_id}"
+        if error_code == OPTED_OUT_CODE and not await _revoked_for(conn, message_id, source):
             contact = ChildName(TenantScope(f, loc), CONTACTS, cid)
             added = await append_events(
                 conn,
@@ -116,7 +122,7 @@ async def apply_status(
                             ConsentKind.REVOKE,
                             ConsentChannel.CARRIER,
                             at,
-                            source=f"{carrier} message {carrier_message_id}",
+                            source=source,
                             raw_text=f"carrier error {error_code}",
                         ),
                     )
@@ -131,3 +137,14 @@ async def apply_status(
         return StatusOutcome(
             message_id, reported if changed else current, changed, tuple(followups)
         )
+
+
+async def _revoked_for(conn: AsyncConnection[Any], message_id: int, source: str) -> bool:
+    """Whether this message's carrier opt-out is on record already (a repeated callback)."""
+    cur = await conn.execute(
+        "SELECT 1 FROM consent_events e JOIN messages m ON m.franchisor_id = e.franchisor_id"
+        " AND m.location_id = e.location_id AND m.contact_id = e.contact_id"
+        " WHERE m.id = %s AND e.channel = 'carrier' AND e.source = %s",
+        (message_id, source),
+    )
+    return await cur.fetchone() is not None

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import phonenumbers
+import psycopg
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
@@ -68,9 +69,14 @@ class InboundSms:
     body: str
     received_at: datetime
     params: dict[str, str] = field(default_factory=dict)
-    # the carrier answered a STOP/START/HELP keyword itself (Twilio Advanced Opt-Out:
-    # OptOutType): no answer of ours
-    carrier_handled_opt_out: bool = False
+    # the keyword the carrier recognised and answered itself (Twilio Advanced Opt-Out's
+    # OptOutType: STOP, START or HELP, also for custom keywords such as ARRET): it decides the
+    # intent, and no answer of ours goes out
+    carrier_keyword: str = ""
+
+    @property
+    def carrier_handled_opt_out(self) -> bool:
+        return bool(self.carrier_keyword)
 
 
 @dataclass(frozen=True)
@@ -122,8 +128,8 @@ async def receive(conn: AsyncConnection[Any], sms: InboundSms) -> InboundOutcome
             (
                 outcome.classification,
                 outcome.review_reason,
-                outcome.contact.scope.franchisor_id if outcome.contact else None,
-                outcome.contact.scope.location_id if outcome.contact else None,
+                outcome.location.franchisor_id if outcome.location else None,
+                outcome.location.location_id if outcome.location else None,
                 outcome.contact.id if outcome.contact else None,
                 outcome.message_id,
                 outcome.keyword,
@@ -155,6 +161,7 @@ async def _duplicate(conn: AsyncConnection[Any], sms: InboundSms) -> InboundOutc
 @dataclass
 class _Acted:
     classification: str
+    location: TenantScope | None = None
     contact: ChildName | None = None
     review_reason: str = ""
     keyword: str = ""
@@ -181,15 +188,19 @@ async def _act(conn: AsyncConnection[Any], inbound_id: int, sms: InboundSms) -> 
     sender = _e164(sms.from_number)
     # locks the contact row: a send in flight finishes first, every later send sees this text
     contact = (await load_by_phones(conn, scope, [sender])).get(sender)
-    verdict = classify(sms.body, opted_out=contact is not None and contact.opted_out)
+    verdict = _carrier_verdict(sms.carrier_keyword) or classify(
+        sms.body, opted_out=contact is not None and contact.opted_out
+    )
     if contact is None:
         if verdict.intent is not Intent.OPT_OUT:
             log.warning("inbound %s: no contact at %s has this number", inbound_id, scope.name)
-            return _Acted(verdict.intent.value, None, verdict.review_reason, verdict.keyword)
+            return _Acted(verdict.intent.value, scope, None, verdict.review_reason, verdict.keyword)
         contact = await _suppressed_stranger(conn, location, sender, inbound_id)
         if contact is None:
-            return _Acted(verdict.intent.value, None, verdict.review_reason, verdict.keyword)
-    acted = _Acted(verdict.intent.value, contact.name, verdict.review_reason, verdict.keyword)
+            return _Acted(verdict.intent.value, scope, None, verdict.review_reason, verdict.keyword)
+    acted = _Acted(
+        verdict.intent.value, scope, contact.name, verdict.review_reason, verdict.keyword
+    )
     acted.message_id = await _ledger_row(conn, contact, sms)
     brand = await _brand_name(conn, scope)
     if verdict.intent is Intent.OPT_OUT:
@@ -303,7 +314,21 @@ async def _suppressed_stranger(
     except DomainError:
         log.warning("inbound %s: an opt-out from a number that cannot be a contact", inbound_id)
         return None
-    return await insert(conn, location.scope, new_contact_id(), valid)
+    try:
+        async with conn.transaction():  # a savepoint: a concurrent STOP may insert it first
+            return await insert(conn, location.scope, new_contact_id(), valid)
+    except psycopg.errors.UniqueViolation:
+        return (await load_by_phones(conn, location.scope, [valid.phone_e164])).get(
+            valid.phone_e164
+        )
+
+
+_CARRIER_INTENTS = {"STOP": Intent.OPT_OUT, "START": Intent.START, "HELP": Intent.HELP}
+
+
+def _carrier_verdict(keyword: str) -> Classification | None:
+    intent = _CARRIER_INTENTS.get(keyword.upper())
+    return Classification(intent, keyword=keyword.lower()) if intent else None
 
 
 async def _ledger_row(conn: AsyncConnection[Any], contact: Contact, sms: InboundSms) -> int:

@@ -14,7 +14,12 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-ACCEPTED_STATUSES = frozenset({"sent", "delivered", "undelivered", "read", "unknown"})
+# Statuses of a text the carrier has (or may have) taken: never handed over again. The
+# carrier-reported early states count too: a status callback may land in the crash window
+# before the send activity recorded the carrier's answer.
+ACCEPTED_STATUSES = frozenset(
+    {"sent", "delivered", "undelivered", "read", "unknown", "accepted", "scheduled", "queued"}
+)
 
 
 @dataclass(frozen=True)

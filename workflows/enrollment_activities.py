@@ -219,7 +219,7 @@ class EnrollmentActivities:
             )
             if reservation.status in ledger.ACCEPTED_STATUSES:
                 return SendOutcome(SENT, message_id=reservation.message_id)  # sent before
-            if reservation.status == "failed":
+            if reservation.status in ("failed", "canceled"):
                 return SendOutcome(SKIP, reason="the carrier refused this message")
             if (
                 not reservation.new

@@ -139,7 +139,7 @@ class FollowupRelay:
             )
             if reservation.status in ledger.ACCEPTED_STATUSES:
                 return "delivered"
-            if reservation.status == "failed":
+            if reservation.status in ("failed", "canceled"):
                 return "failed"
             if not reservation.new and reservation.status == "sending":
                 if not self._carrier.idempotent:

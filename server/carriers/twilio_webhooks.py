@@ -49,6 +49,8 @@ async def read_form(request: Request, limit: int = MAX_BODY_BYTES) -> dict[str, 
         raise WebhookRefused(400, "body is not UTF-8")
     form: dict[str, str] = {}
     for key, value in pairs:
+        if "\x00" in key or "\x00" in value:
+            raise WebhookRefused(400, "a field holds a NUL character")
         if key in form:
             raise WebhookRefused(400, f"field {key[:40]!r} appears twice")
         form[key] = value
@@ -87,7 +89,7 @@ def inbound_fields(form: dict[str, str]) -> InboundFields:
     if not form.get("MessageSid") and form.get("SmsSid"):
         form = {**form, "MessageSid": form["SmsSid"]}
     required(form, "MessageSid", "From", "To")
-    if len(form["MessageSid"]) > 64:
+    if len(form["MessageSid"].strip()) > 64:
         raise WebhookRefused(400, "MessageSid is longer than 64 characters")
     return InboundFields(
         form["MessageSid"].strip(),
@@ -110,6 +112,6 @@ def status_fields(form: dict[str, str]) -> StatusFields:
     status = form.get("MessageStatus") or form.get("SmsStatus") or ""
     if not sid.strip() or not status.strip():
         raise WebhookRefused(400, "missing field(s): MessageSid and MessageStatus are required")
-    if len(sid) > 64 or len(status) > 32:
+    if len(sid.strip()) > 64 or len(status.strip()) > 32:
         raise WebhookRefused(400, "MessageSid or MessageStatus is too long")
     return StatusFields(sid.strip(), status.strip().lower(), form.get("ErrorCode", "").strip())
