@@ -38,6 +38,7 @@ class Followup:
     id: int
     kind: FollowupKind
     contact: ChildName
+    enrollment_id: str
     workflow_id: str
     run_id: str
     event_id: str
@@ -49,17 +50,18 @@ class Followup:
 
 
 _COLUMNS = (
-    "id, kind, franchisor_id, location_id, contact_id, workflow_id, run_id, event_id,"
-    " activity_kind, body, from_number, expires_at, attempts"
+    "id, kind, franchisor_id, location_id, contact_id, enrollment_id, workflow_id, run_id,"
+    " event_id, activity_kind, body, from_number, expires_at, attempts"
 )
 
 
 def _from_row(row: tuple[Any, ...]) -> Followup:
-    fid, kind, f, loc, cid, wid, run, event, akind, body, sender, expires, attempts = row
+    fid, kind, f, loc, cid, eid, wid, run, event, akind, body, sender, expires, attempts = row
     return Followup(
         fid,
         FollowupKind(kind),
         ChildName(TenantScope(f, loc), "contacts", cid),
+        eid,
         wid,
         run,
         event,
@@ -77,6 +79,7 @@ async def owe(
     contact: ChildName,
     event_id: str,
     *,
+    enrollment_id: str = "",
     workflow_id: str = "",
     run_id: str = "",
     activity_kind: str = "",
@@ -87,15 +90,16 @@ async def owe(
     """Records a follow-up; the same (kind, event, contact) twice is one. Returns its id (None
     when it was owed already)."""
     cur = await conn.execute(
-        "INSERT INTO followups (kind, franchisor_id, location_id, contact_id, workflow_id,"
-        " run_id, event_id, activity_kind, body, from_number, expires_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        "INSERT INTO followups (kind, franchisor_id, location_id, contact_id, enrollment_id,"
+        " workflow_id, run_id, event_id, activity_kind, body, from_number, expires_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT DO NOTHING RETURNING id",
         (
             kind.value,
             contact.scope.franchisor_id,
             contact.scope.location_id,
             contact.id,
+            enrollment_id,
             workflow_id,
             run_id,
             event_id,
@@ -116,8 +120,10 @@ async def owe_signal(
     event_id: str,
     activity_kind: str = "",
 ) -> int | None:
-    """Owes the contact's running enrollment (if any) a signal, addressed to its run: a
-    signal delivered late never reaches a later enrollment of the same contact."""
+    """Owes the contact's running enrollment (if any) a signal, addressed to that enrollment
+    (and its run): a signal delivered late never reaches a later enrollment of the same
+    contact. While the enrollment's workflow start is in flight its run is not known yet; the
+    relay waits for it."""
     enrollment = await running_for_contact(conn, contact)
     if enrollment is None:
         return None
@@ -126,6 +132,7 @@ async def owe_signal(
         kind,
         contact,
         event_id,
+        enrollment_id=enrollment.id,
         workflow_id=enrollment.workflow_id,
         run_id=enrollment.run_id,
         activity_kind=activity_kind,
@@ -165,6 +172,17 @@ async def retry_later(
         "UPDATE followups SET next_attempt_at = %s, last_error = %s WHERE id = %s",
         (now + delay, error[:500], followup.id),
     )
+
+
+async def enrollment_run(conn: AsyncConnection[Any], enrollment_id: str) -> tuple[str, bool]:
+    """(run id, running) of an enrollment as the read model has it now."""
+    cur = await conn.execute(
+        "SELECT run_id, status IN ('active', 'paused', 'awaiting_approval') FROM enrollments"
+        " WHERE id = %s",
+        (enrollment_id,),
+    )
+    row = await cur.fetchone()
+    return (row[0], bool(row[1])) if row else ("", False)
 
 
 async def pending_count(conn: AsyncConnection[Any]) -> int:

@@ -57,7 +57,7 @@ async def allocate(
     """The codes of this step's links (allocated on first use); a link maker rendering them."""
     codes: dict[str, str] = {}
     for position, url in enumerate(urls):
-        while True:
+        while url not in codes:
             cur = await conn.execute(
                 "INSERT INTO tracked_links (code, franchisor_id, location_id, contact_id,"
                 " enrollment_id, step_index, position, target_url)"
@@ -74,24 +74,15 @@ async def allocate(
                 ),
             )
             row = await cur.fetchone()
-            if row is None:  # prepared before (or, once in 10^14, a code collision)
+            if row is None:  # prepared before (or, once in 10^14, a code collision: redraw)
                 cur = await conn.execute(
-                    "SELECT code, target_url FROM tracked_links"
-                    " WHERE enrollment_id = %s AND step_index = %s AND position = %s",
-                    (enrollment_id, step_index, position),
+                    "SELECT code FROM tracked_links"
+                    " WHERE enrollment_id = %s AND step_index = %s AND target_url = %s",
+                    (enrollment_id, step_index, url),
                 )
                 row = await cur.fetchone()
-                if row is None:
-                    continue  # the code collided: draw another
-                if row[1] != url:  # the template changed since: this link is a new one
-                    await conn.execute(
-                        "UPDATE tracked_links SET target_url = %s, code = %s"
-                        " WHERE enrollment_id = %s AND step_index = %s AND position = %s"
-                        " AND clicks = 0",
-                        (url, row[0], enrollment_id, step_index, position),
-                    )
-            codes[url] = row[0]
-            break
+            if row is not None:
+                codes[url] = row[0]
 
     def link_for(url: str) -> str:
         return link_url(public_url, codes[url])

@@ -97,14 +97,22 @@ class FollowupRelay:
     async def _attempt(self, f: Followup) -> str:
         if f.kind is FollowupKind.SERVICE_TEXT:
             return await self._service_text(f)
+        run_id = f.run_id
+        if f.enrollment_id:
+            async with self._pool.connection() as conn:
+                run_id, running = await followups.enrollment_run(conn, f.enrollment_id)
+            if not run_id:
+                if running:  # its workflow start is in flight: the run is not known yet
+                    raise RuntimeError("the enrollment's workflow is still starting")
+                return "no_run"  # its start failed: there is no run to tell
         try:
             if f.kind is FollowupKind.SIGNAL_REPLY:
-                await self._enrollments.signal_reply(f.workflow_id, f.event_id, f.run_id)
+                await self._enrollments.signal_reply(f.workflow_id, f.event_id, run_id)
             elif f.kind is FollowupKind.SIGNAL_OPTED_OUT:
-                await self._enrollments.signal_opted_out(f.workflow_id, f.event_id, f.run_id)
+                await self._enrollments.signal_opted_out(f.workflow_id, f.event_id, run_id)
             else:
                 await self._enrollments.signal_activity(
-                    f.workflow_id, f.activity_kind, f.event_id, f.run_id
+                    f.workflow_id, f.activity_kind, f.event_id, run_id
                 )
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:

@@ -28,7 +28,8 @@ CREATE INDEX inbound_messages_review ON inbound_messages (received_at)
     WHERE review_reason <> '' AND reviewed_at IS NULL;
 
 -- Tracked links: one code per message and link, allocated when the step is prepared (so a
--- prepared text already carries its real codes), stable across re-preparations.
+-- prepared text already carries its real codes), stable across re-preparations; a link whose
+-- target changed (a new template revision) gets a new code, and old codes keep working.
 CREATE TABLE tracked_links (
     code            text PRIMARY KEY,
     franchisor_id   text NOT NULL,
@@ -42,7 +43,7 @@ CREATE TABLE tracked_links (
     clicks          integer NOT NULL DEFAULT 0,
     first_click_at  timestamptz,
     last_click_at   timestamptz,
-    UNIQUE (enrollment_id, step_index, position),
+    UNIQUE (enrollment_id, step_index, target_url),
     FOREIGN KEY (franchisor_id, location_id, contact_id)
         REFERENCES contacts (franchisor_id, location_id, id)
 );
@@ -58,8 +59,9 @@ CREATE TABLE followups (
     franchisor_id    text NOT NULL,
     location_id      text NOT NULL,
     contact_id       text NOT NULL,
+    enrollment_id    text NOT NULL DEFAULT '',      -- signals: the enrollment addressed
     workflow_id      text NOT NULL DEFAULT '',
-    run_id           text NOT NULL DEFAULT '',
+    run_id           text NOT NULL DEFAULT '',      -- its run; '' while its start is in flight
     event_id         text NOT NULL,                 -- the signal's dedupe id / the text's key
     activity_kind    text NOT NULL DEFAULT '',
     body             text NOT NULL DEFAULT '',      -- service_text: what to send
