@@ -32,6 +32,7 @@ from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient
 from workflows.followups import FollowupRelay
 from workflows.platform import WorkerSelfCheck
+from workflows.schedules import ensure_inactivity_scan
 from workflows.worker import build_worker
 
 log = logging.getLogger("reengage")
@@ -137,12 +138,20 @@ async def start_roles(
     await search_attributes.register(client)
     worker = configured_worker(settings, client, pool)
     worker_task = asyncio.create_task(worker.run())
+    if settings.scan_interval_minutes:
+        await ensure_inactivity_scan(
+            client, settings.task_queue, timedelta(minutes=settings.scan_interval_minutes)
+        )
     enrollments = EnrollmentClient(client, settings.task_queue)
+    relay = FollowupRelay(pool, enrollments, build_carrier(settings, pool))
     server, health, port = build_grpc_server(
-        pool, f"{settings.bind_host}:{settings.grpc_port}", settings.public_url, enrollments
+        pool,
+        f"{settings.bind_host}:{settings.grpc_port}",
+        settings.public_url,
+        enrollments,
+        relay,
     )
     await server.start()
-    relay = FollowupRelay(pool, enrollments, build_carrier(settings, pool))
     relay_task = asyncio.create_task(relay.run())
     sms = SmsEdge(pool, relay, settings.public_url, settings.twilio_auth_token)
     app = build_http_app(

@@ -20,6 +20,7 @@ class Settings:
     data_dir: Path = Path(".reengage")
     carrier: str = "outbox"
     sends_per_second: float = 1.0  # per sender number
+    scan_interval_minutes: int = 60  # the inactivity scan's schedule; 0: no schedule
     embedded_pg_port: int = 54329
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
@@ -42,12 +43,21 @@ class Settings:
                 raise SystemExit(f"{name}={raw!r} is not a TCP port")
             return int(raw)
 
+        def minutes(name: str, default: int) -> int:
+            raw = e.get(name, "")
+            if not raw:
+                return default
+            if not raw.isdigit() or int(raw) > 7 * 24 * 60:
+                raise SystemExit(f"{name}={raw!r} is not a number of minutes (0 to 10080)")
+            return int(raw)
+
         return cls(
             database_url=e.get("REENGAGE_DATABASE_URL") or None,
             temporal_address=e.get("REENGAGE_TEMPORAL_ADDRESS") or None,
             temporal_namespace=e.get("REENGAGE_TEMPORAL_NAMESPACE") or "default",
             task_queue=e.get("REENGAGE_TASK_QUEUE") or "reengage",
             sends_per_second=float(e.get("REENGAGE_SENDS_PER_SECOND") or 1.0),
+            scan_interval_minutes=minutes("REENGAGE_SCAN_INTERVAL_MINUTES", 60),
             grpc_port=port("REENGAGE_GRPC_PORT", 50051),
             http_port=port("REENGAGE_HTTP_PORT", 8080),
             bind_host=e.get("REENGAGE_BIND_HOST") or "127.0.0.1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -14,11 +15,12 @@ from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc
 from server.auth import principal
 from server.tenant_service import require, timestamp
-from tenants import activity, consent, contact_import, contacts, conversation
+from tenants import consent, contact_import, contacts, conversation, triggers
 from tenants.errors import FieldViolation, InvalidArgument
 from tenants.names import parse_child, parse_scope
 from tenants.pagination import page_request
 from tenants.zones import ZoneSource
+from workflows.followups import FollowupRelay
 
 SOURCE_TO_PB = {
     ZoneSource.EXPLICIT: pb.TIME_ZONE_SOURCE_EXPLICIT,
@@ -128,8 +130,10 @@ def consent_event_pb(e: consent.ConsentEvent) -> pb.ConsentEvent:
 
 
 class ContactService(contacts_pb2_grpc.ContactServiceServicer):
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Any], relay: FollowupRelay | None = None) -> None:
         self._pool = pool
+        self._relay = relay  # delivers what an activity owes at once (else the relay's loop)
+        self._deliveries: set[asyncio.Task[Any]] = set()
 
     async def CreateContact(
         self, request: pb.CreateContactRequest, context: grpc.aio.ServicerContext
@@ -263,7 +267,7 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
         require(request, "activity")
         a = request.activity
         async with self._pool.connection() as conn:
-            recorded, _ = await activity.record_activity(
+            recorded, _, owed = await triggers.record_activity_with_triggers(
                 conn,
                 principal(),
                 name,
@@ -272,6 +276,10 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
                 a.reference,
                 a.item,
             )
+        if owed and self._relay is not None:  # signal the running enrollment, enroll in sequences
+            task = asyncio.create_task(self._relay.deliver(owed))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
         return pb.Activity(
             name=f"{name.name}/activities/{recorded.id}",
             kind=recorded.kind,

@@ -28,6 +28,7 @@ from server.sequence_service import SequenceService
 from server.template_service import TemplateService
 from server.tenant_service import TenantService
 from workflows.client import EnrollmentClient
+from workflows.followups import FollowupRelay
 
 SERVICE_NAMES = (
     tenants_pb2.DESCRIPTOR.services_by_name["TenantService"].full_name,
@@ -43,6 +44,7 @@ def build_grpc_server(
     address: str,
     public_url: str = "http://localhost:8080",
     workflows: EnrollmentClient | None = None,
+    relay: FollowupRelay | None = None,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """A server bound to address (port 0 picks a free one); returns it, its health servicer
     and the bound port. Call `await server.start()` to serve."""
@@ -54,9 +56,9 @@ def build_grpc_server(
     templates_pb2_grpc.add_TemplateServiceServicer_to_server(
         TemplateService(pool, public_url), server
     )
-    contacts_pb2_grpc.add_ContactServiceServicer_to_server(ContactService(pool), server)
+    contacts_pb2_grpc.add_ContactServiceServicer_to_server(ContactService(pool, relay), server)
     sequences_pb2_grpc.add_SequenceServiceServicer_to_server(
-        SequenceService(pool, public_url), server
+        SequenceService(pool, public_url, workflows), server
     )
     if workflows is not None:  # without Temporal (unit-level tests) the service is absent
         enrollments_pb2_grpc.add_EnrollmentServiceServicer_to_server(

@@ -22,6 +22,7 @@ from tenants.pagination import page_request
 from tenants.send_rules import rules_version
 from tenants.send_window import SendWindow
 from tenants.template_previews import SampleContact
+from workflows.client import EnrollmentClient
 
 EXIT_TO_PB = {e: pb.ExitEvent.Value(f"EXIT_EVENT_{e.name}") for e in sequences.ExitEvent}
 PB_TO_EXIT = {v: k for k, v in EXIT_TO_PB.items()}
@@ -116,6 +117,7 @@ def definition_input(m: pb.Sequence) -> sequences.Definition:
         cooldown_seconds=seconds(m.cooldown),
         send_window=window,
         frequency_cap=cap,
+        interrupt_lower_priority=m.interrupt_lower_priority,
     )
 
 
@@ -163,6 +165,7 @@ def sequence_pb(s: sequences.Sequence) -> pb.Sequence:
         )
         if d.frequency_cap
         else None,
+        interrupt_lower_priority=d.interrupt_lower_priority,
         state=STATE_TO_PB[s.state],
         create_time=timestamp(s.create_time),
         update_time=timestamp(s.update_time),
@@ -171,8 +174,14 @@ def sequence_pb(s: sequences.Sequence) -> pb.Sequence:
 
 
 class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
-    def __init__(self, pool: AsyncConnectionPool[Any], public_url: str) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        public_url: str,
+        workflows: EnrollmentClient | None = None,
+    ) -> None:
         self._pool = pool
+        self._workflows = workflows
         self._public_url = public_url
 
     async def CreateSequence(
@@ -240,6 +249,29 @@ class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
             return sequence_pb(
                 await sequences.archive_sequence(conn, principal(), name, request.etag)
             )
+
+    async def PauseSequence(
+        self, request: pb.PauseSequenceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Sequence:
+        return await self._set_state(request.name, request.etag, sequences.SequenceState.PAUSED)
+
+    async def ActivateSequence(
+        self, request: pb.ActivateSequenceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Sequence:
+        return await self._set_state(request.name, request.etag, sequences.SequenceState.ACTIVE)
+
+    async def _set_state(
+        self, raw_name: str, etag: str, state: sequences.SequenceState
+    ) -> pb.Sequence:
+        """The state changes first (no new enrollments while paused; a step that falls due
+        holds), then a workflow pauses or resumes the running enrollments in batches."""
+        name = parse_child(raw_name, sequences.COLLECTION)
+        async with self._pool.connection() as conn:
+            sequence, changed = await sequences.set_state(conn, principal(), name, state, etag)
+        if changed and self._workflows is not None:
+            action = "pause" if state is sequences.SequenceState.PAUSED else "resume"
+            await self._workflows.steer_sequence(name.name, action, f"{action}-{sequence.etag}")
+        return sequence_pb(sequence)
 
     async def SimulateSequence(
         self, request: pb.SimulateSequenceRequest, context: grpc.aio.ServicerContext

@@ -58,6 +58,7 @@ def location_pb(loc: locations.Location) -> pb.Location:
         ),
         slack_channel_id=loc.slack_channel_id,
         region_code=loc.region_code,
+        daily_enrollment_cap=loc.daily_enrollment_cap,
         create_time=timestamp(loc.create_time),
         update_time=timestamp(loc.update_time),
         etag=loc.etag,
@@ -82,6 +83,7 @@ def location_input(message: pb.Location) -> locations.LocationInput:
         send_window=window,
         slack_channel_id=message.slack_channel_id,
         region_code=message.region_code,
+        daily_enrollment_cap=message.daily_enrollment_cap,
     )
 
 

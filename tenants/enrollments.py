@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg import AsyncConnection
@@ -136,6 +137,8 @@ class EntryDecision:
     contact: Contact
     sequence: Sequence
     existing: Enrollment | None
+    # a running enrollment of lower priority that this sequence interrupts (ends) first
+    preempt: Enrollment | None = None
 
 
 async def decide_entry(
@@ -145,9 +148,12 @@ async def decide_entry(
     sequence_name: ChildName,
     now: datetime,
 ) -> EntryDecision:
-    """The entry rules for one contact and sequence: consent, opt-out, one running enrollment
-    per contact and location, cooldown. Raises the refusal; the same running enrollment is an
-    idempotent answer."""
+    """The entry rules for one contact and sequence, for every path (API, scan, event): the
+    sequence is active; one running enrollment per contact and location (the same one is an
+    idempotent answer; another of lower priority is interrupted only when this sequence says
+    so); consent and no opt-out; the cooldown after the last enrollment in this sequence. The
+    per-location daily cap is applied when the row is written (`insert_enrollment`). Raises
+    the refusal."""
     authorize(principal, Action.CONTACT_WRITE, contact_name.scope)
     contact = await get_contact(conn, principal, contact_name)
     sequence = await get_sequence(conn, principal, sequence_name)
@@ -167,14 +173,20 @@ async def decide_entry(
             f"{sequence.name.name} is {sequence.state.value}", reason="SEQUENCE_NOT_ACTIVE"
         )
     running = await running_for_contact(conn, contact_name)
+    preempt = None
     if running is not None:
         if running.sequence == sequence.name:
             return EntryDecision(contact, sequence, running)
-        raise AlreadyExists(
-            f"{contact_name.name} is already enrolled in {running.sequence.name}",
-            reason="ENROLLMENT_RUNNING",
-            enrollment=running.name.name,
-        )
+        ours, theirs = sequence.definition.priority, running.definition.priority
+        if ours > theirs and sequence.definition.interrupt_lower_priority:
+            preempt = running
+        else:
+            raise AlreadyExists(
+                f"{contact_name.name} is already enrolled in {running.sequence.name}"
+                f" (priority {theirs}; this sequence: {ours})",
+                reason="ENROLLMENT_RUNNING",
+                enrollment=running.name.name,
+            )
     if contact.opted_out:
         raise FailedPrecondition(f"{contact_name.name} opted out", reason="OPTED_OUT")
     if contact.consent_state is not ConsentState.GRANTED:
@@ -204,7 +216,7 @@ async def decide_entry(
                 reason="COOLDOWN",
                 until=(last + cooldown).isoformat(),
             )
-    return EntryDecision(contact, sequence, None)
+    return EntryDecision(contact, sequence, None, preempt)
 
 
 async def insert_enrollment(
@@ -215,6 +227,7 @@ async def insert_enrollment(
     enrollment_id = f"e{secrets.token_hex(10)}"
     try:
         async with conn.transaction():
+            await _within_daily_cap(conn, contact.location, now)
             await conn.execute(
                 "INSERT INTO enrollments (id, workflow_id, franchisor_id, location_id,"
                 " contact_id, sequence_location_id, sequence_id, sequence_version, definition,"
@@ -254,6 +267,39 @@ async def insert_enrollment(
             )
         return running, False
     return await load_enrollment(conn, enrollment_id), True
+
+
+async def _within_daily_cap(
+    conn: AsyncConnection[Any], location: TenantScope, now: datetime
+) -> None:
+    """Refuses (DAILY_CAP) when the location's cap of entries for its local day is reached.
+    A per-location advisory lock makes the count and the insert one step, so the cap is exact
+    even with many enrollments in flight."""
+    cur = await conn.execute(
+        "SELECT daily_enrollment_cap, time_zone FROM locations WHERE franchisor_id = %s"
+        " AND id = %s",
+        (location.franchisor_id, location.location_id),
+    )
+    row = await cur.fetchone()
+    if row is None or row[0] == 0:
+        return
+    cap, zone = row
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cap:{location.name}",))
+    local = now.astimezone(ZoneInfo(zone))
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    cur = await conn.execute(
+        "SELECT count(*) FROM enrollments WHERE franchisor_id = %s AND location_id = %s"
+        " AND enrolled_at >= %s AND exit_reason NOT IN ('start_failed', 'start_conflict')",
+        (location.franchisor_id, location.location_id, midnight),
+    )
+    counted = await cur.fetchone()
+    if counted is not None and counted[0] >= cap:
+        tomorrow = midnight + timedelta(days=1)  # wall-clock: the next local midnight
+        raise FailedPrecondition(
+            f"{location.name} reached its daily cap of {cap} enrollments",
+            reason="DAILY_CAP",
+            until=tomorrow.isoformat(),
+        )
 
 
 async def record_run(conn: AsyncConnection[Any], enrollment_id: str, run_id: str) -> None:

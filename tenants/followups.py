@@ -31,6 +31,7 @@ class FollowupKind(StrEnum):
     SIGNAL_OPTED_OUT = "signal_opted_out"
     SIGNAL_ACTIVITY = "signal_activity"
     SERVICE_TEXT = "service_text"
+    ENROLL = "enroll"  # an activity a sequence listens to: enroll the contact in it
 
 
 @dataclass(frozen=True)
@@ -47,16 +48,17 @@ class Followup:
     from_number: str
     expires_at: datetime | None
     attempts: int
+    sequence: str = ""  # ENROLL: the sequence's name
 
 
 _COLUMNS = (
     "id, kind, franchisor_id, location_id, contact_id, enrollment_id, workflow_id, run_id,"
-    " event_id, activity_kind, body, from_number, expires_at, attempts"
+    " event_id, activity_kind, body, from_number, expires_at, attempts, sequence"
 )
 
 
 def _from_row(row: tuple[Any, ...]) -> Followup:
-    fid, kind, f, loc, cid, eid, wid, run, event, akind, body, sender, expires, attempts = row
+    fid, kind, f, loc, cid, eid, wid, run, event, akind, body, sender, expires, attempts = row[:14]
     return Followup(
         fid,
         FollowupKind(kind),
@@ -70,6 +72,7 @@ def _from_row(row: tuple[Any, ...]) -> Followup:
         sender,
         expires,
         attempts,
+        row[14],
     )
 
 
@@ -86,13 +89,14 @@ async def owe(
     body: str = "",
     from_number: str = "",
     expires_at: datetime | None = None,
+    sequence: str = "",
 ) -> int | None:
     """Records a follow-up; the same (kind, event, contact) twice is one. Returns its id (None
     when it was owed already)."""
     cur = await conn.execute(
         "INSERT INTO followups (kind, franchisor_id, location_id, contact_id, enrollment_id,"
-        " workflow_id, run_id, event_id, activity_kind, body, from_number, expires_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " workflow_id, run_id, event_id, activity_kind, body, from_number, expires_at, sequence)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT DO NOTHING RETURNING id",
         (
             kind.value,
@@ -107,6 +111,7 @@ async def owe(
             body,
             from_number,
             expires_at,
+            sequence,
         ),
     )
     row = await cur.fetchone()

@@ -26,7 +26,10 @@ _SLACK_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{4,20}$")
 # also holds files such as "localtime" and "posixrules" that are not zones).
 KNOWN_ZONES = frozenset(resources.files("tzdata").joinpath("zones").read_text().split())
 
-SETTINGS_FIELDS = frozenset({"display_name", "send_window", "slack_channel_id"})
+SETTINGS_FIELDS = frozenset(
+    {"display_name", "send_window", "slack_channel_id", "daily_enrollment_cap"}
+)
+MAX_DAILY_ENROLLMENT_CAP = 1_000_000
 PROVISIONING_FIELDS = frozenset({"time_zone", "sender_phone_numbers"})
 UPDATABLE_FIELDS = SETTINGS_FIELDS | PROVISIONING_FIELDS
 
@@ -50,6 +53,7 @@ class LocationInput:
     send_window: SendWindowInput | None = None
     slack_channel_id: str = ""
     region_code: str = ""
+    daily_enrollment_cap: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class Location:
     create_time: datetime
     update_time: datetime
     version: int
+    daily_enrollment_cap: int = 0  # contacts entering sequences per local day; 0: no cap
 
     @property
     def etag(self) -> str:
@@ -129,6 +134,13 @@ def _validate(
                 f"{data.slack_channel_id[:40]!r} is not a Slack channel id (e.g. C0123ABCD)",
             )
         values["slack_channel_id"] = data.slack_channel_id
+    if "daily_enrollment_cap" in fields:
+        if not 0 <= data.daily_enrollment_cap <= MAX_DAILY_ENROLLMENT_CAP:
+            problems.add(
+                f"{prefix}.daily_enrollment_cap",
+                f"must be 0 (no cap) to {MAX_DAILY_ENROLLMENT_CAP:,}",
+            )
+        values["daily_enrollment_cap"] = data.daily_enrollment_cap
     problems.raise_if_any()
     return values
 
@@ -136,7 +148,7 @@ def _validate(
 _SELECT = """
 SELECT l.franchisor_id, l.id, l.display_name, l.time_zone, l.region_code, l.send_window_start,
        l.send_window_end, l.send_days, l.slack_channel_id, l.create_time, l.update_time,
-       l.version,
+       l.version, l.daily_enrollment_cap,
        coalesce((SELECT array_agg(n.phone_number ORDER BY n.position)
                  FROM location_sender_numbers n
                  WHERE n.franchisor_id = l.franchisor_id AND n.location_id = l.id), '{}')
@@ -145,7 +157,9 @@ FROM locations l
 
 
 def _from_row(row: tuple[Any, ...]) -> Location:
-    (f, lid, display, tz, region, start, end, days, slack, created, updated, version, nums) = row
+    (f, lid, display, tz, region, start, end, days, slack, created, updated, version, cap, nums) = (
+        row
+    )
     return Location(
         scope=TenantScope(f, lid),
         display_name=display,
@@ -157,6 +171,7 @@ def _from_row(row: tuple[Any, ...]) -> Location:
         create_time=created,
         update_time=updated,
         version=version,
+        daily_enrollment_cap=cap,
     )
 
 
@@ -226,8 +241,8 @@ async def create_location(
         async with conn.transaction():
             await conn.execute(
                 "INSERT INTO locations (franchisor_id, id, display_name, time_zone, region_code,"
-                " send_window_start, send_window_end, send_days, slack_channel_id)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                " send_window_start, send_window_end, send_days, slack_channel_id,"
+                " daily_enrollment_cap) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     scope.franchisor_id,
                     location_id,
@@ -238,6 +253,7 @@ async def create_location(
                     window.end_minute,
                     list(window.days),
                     values["slack_channel_id"],
+                    values["daily_enrollment_cap"],
                 ),
             )
             await _replace_sender_numbers(conn, scope, values["sender_phone_numbers"])
@@ -316,7 +332,7 @@ async def update_location(
         cur = await conn.execute(
             "UPDATE locations SET display_name = %s, time_zone = %s, send_window_start = %s,"
             " send_window_end = %s, send_days = %s, slack_channel_id = %s,"
-            " update_time = now(), version = version + 1"
+            " daily_enrollment_cap = %s, update_time = now(), version = version + 1"
             " WHERE franchisor_id = %s AND id = %s AND version = %s",
             (
                 values.get("display_name", current.display_name),
@@ -325,6 +341,7 @@ async def update_location(
                 window.end_minute,
                 list(window.days),
                 values.get("slack_channel_id", current.slack_channel_id),
+                values.get("daily_enrollment_cap", current.daily_enrollment_cap),
                 scope.franchisor_id,
                 scope.location_id,
                 current.version,

@@ -104,6 +104,8 @@ class Definition:
     cooldown_seconds: int = 0
     send_window: SendWindow | None = None  # None: the location's window
     frequency_cap: FrequencyCap | None = None
+    # end a running enrollment of lower priority to enroll here (else: refuse the entry)
+    interrupt_lower_priority: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,6 +140,7 @@ class Definition:
                 else None
             ),
             frequency_cap=FrequencyCap(**cap) if cap else None,
+            interrupt_lower_priority=bool(data.get("interrupt_lower_priority", False)),
         )
 
 
@@ -206,7 +209,14 @@ async def validate_definition(
     problems.raise_if_any()
     exits = tuple(dict.fromkeys((*ALWAYS_EXIT, *d.exit_events)))
     return Definition(
-        d.steps, exits, d.entry, d.priority, d.cooldown_seconds, d.send_window, d.frequency_cap
+        d.steps,
+        exits,
+        d.entry,
+        d.priority,
+        d.cooldown_seconds,
+        d.send_window,
+        d.frequency_cap,
+        d.interrupt_lower_priority,
     )
 
 
@@ -346,6 +356,7 @@ UPDATABLE_FIELDS = frozenset(
         "exit_events",
         "entry_trigger",
         "priority",
+        "interrupt_lower_priority",
         "cooldown",
         "send_window",
         "frequency_cap",
@@ -356,6 +367,7 @@ _FIELD_TO_ATTR = {
     "exit_events": "exit_events",
     "entry_trigger": "entry",
     "priority": "priority",
+    "interrupt_lower_priority": "interrupt_lower_priority",
     "cooldown": "cooldown_seconds",
     "send_window": "send_window",
     "frequency_cap": "frequency_cap",
@@ -434,3 +446,44 @@ async def archive_sequence(
                 conn, principal, "sequence.archive", name.name, name.scope.franchisor_id
             )
     return await load_sequence(conn, name)
+
+
+async def set_state(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    name: ChildName,
+    state: SequenceState,
+    etag: str,
+) -> tuple[Sequence, bool]:
+    """Pauses or activates a sequence; returns it and whether its state changed (an archived
+    sequence stays archived)."""
+    assert state in (SequenceState.ACTIVE, SequenceState.PAUSED)
+    authorize(principal, Action.SEQUENCE_WRITE, name.scope)
+    async with conn.transaction():
+        current = await load_sequence(conn, name, lock=True)
+        if etag and etag != current.etag:
+            raise EtagMismatch(f"{name.name} changed since etag {etag}; read it again")
+        if current.state is SequenceState.ARCHIVED:
+            raise FailedPrecondition(f"{name.name} is archived", reason="SEQUENCE_ARCHIVED")
+        changed = current.state is not state
+        if changed:
+            await conn.execute(
+                "UPDATE sequences t SET state = %s, update_time = now(), version = version + 1"
+                + _WHERE_NAME,
+                (state.value, *_key(name)),
+            )
+            await audit.record(
+                conn,
+                principal,
+                "sequence.pause" if state is SequenceState.PAUSED else "sequence.activate",
+                name.name,
+                name.scope.franchisor_id,
+            )
+    return await load_sequence(conn, name), changed
+
+
+async def sequence_state(conn: AsyncConnection[Any], name: ChildName) -> SequenceState | None:
+    """The sequence's state now (None: it does not exist), without access checks."""
+    cur = await conn.execute("SELECT state FROM sequences t" + _WHERE_NAME, _key(name))
+    row = await cur.fetchone()
+    return SequenceState(row[0]) if row else None

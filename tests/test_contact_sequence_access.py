@@ -453,6 +453,20 @@ def archive_sequence(target: Target) -> Build:
     return build
 
 
+def pause_sequence(target: Target) -> Build:
+    async def build(pool: Pool) -> Any:
+        return spb.PauseSequenceRequest(name=await target(pool))
+
+    return build
+
+
+def activate_sequence(target: Target) -> Build:
+    async def build(pool: Pool) -> Any:
+        return spb.ActivateSequenceRequest(name=await target(pool))
+
+    return build
+
+
 def simulate(name: str, contact: str) -> Build:
     return simple(
         lambda: spb.SimulateSequenceRequest(
@@ -667,6 +681,67 @@ CASES: dict[str, Case] = {
             "bravo",
             archive_sequence(fixed(HB_SEQ_MISSING)),
         ),
+        # PauseSequence (the same access as ArchiveSequence)
+        Case("PauseSequence", "acme brand", "acme", pause_sequence(new_sequence(A, A_TPL))),
+        Case(
+            "PauseSequence",
+            "acme/downtown",
+            "acme",
+            pause_sequence(new_sequence(A_DOWNTOWN, DT_TPL)),
+        ),
+        Case(
+            "PauseSequence",
+            "acme/uptown",
+            "acme",
+            pause_sequence(new_sequence(A_UPTOWN, UT_TPL)),
+        ),
+        Case("PauseSequence", "acme missing brand", "acme", pause_sequence(fixed(A_SEQ_MISSING))),
+        Case("PauseSequence", "bravo brand", "bravo", pause_sequence(new_sequence(B, B_TPL))),
+        Case(
+            "PauseSequence",
+            "bravo/harbor",
+            "bravo",
+            pause_sequence(new_sequence(B_HARBOR, HB_TPL)),
+        ),
+        Case(
+            "PauseSequence",
+            "bravo/harbor missing",
+            "bravo",
+            pause_sequence(fixed(HB_SEQ_MISSING)),
+        ),
+        # ActivateSequence (the same access as ArchiveSequence)
+        Case("ActivateSequence", "acme brand", "acme", activate_sequence(new_sequence(A, A_TPL))),
+        Case(
+            "ActivateSequence",
+            "acme/downtown",
+            "acme",
+            activate_sequence(new_sequence(A_DOWNTOWN, DT_TPL)),
+        ),
+        Case(
+            "ActivateSequence",
+            "acme/uptown",
+            "acme",
+            activate_sequence(new_sequence(A_UPTOWN, UT_TPL)),
+        ),
+        Case(
+            "ActivateSequence",
+            "acme missing brand",
+            "acme",
+            activate_sequence(fixed(A_SEQ_MISSING)),
+        ),
+        Case("ActivateSequence", "bravo brand", "bravo", activate_sequence(new_sequence(B, B_TPL))),
+        Case(
+            "ActivateSequence",
+            "bravo/harbor",
+            "bravo",
+            activate_sequence(new_sequence(B_HARBOR, HB_TPL)),
+        ),
+        Case(
+            "ActivateSequence",
+            "bravo/harbor missing",
+            "bravo",
+            activate_sequence(fixed(HB_SEQ_MISSING)),
+        ),
         # SimulateSequence
         Case(
             "SimulateSequence",
@@ -839,6 +914,20 @@ EXPECTED: dict[str, tuple[Any, ...]] = {
     "ArchiveSequence[bravo brand]":                       (OK, PD, PD, PD, PD, OK, PD, UA, UA, UA),
     "ArchiveSequence[bravo/harbor]":                      (OK, PD, PD, PD, PD, OK, OK, UA, UA, UA),
     "ArchiveSequence[bravo/harbor missing]":              (NF, PD, PD, PD, PD, NF, NF, UA, UA, UA),
+    "PauseSequence[acme brand]":                        (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
+    "PauseSequence[acme/downtown]":                     (OK, OK, PD, OK, PD, PD, PD, UA, UA, UA),
+    "PauseSequence[acme/uptown]":                       (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
+    "PauseSequence[acme missing brand]":                (NF, NF, PD, PD, PD, PD, PD, UA, UA, UA),
+    "PauseSequence[bravo brand]":                       (OK, PD, PD, PD, PD, OK, PD, UA, UA, UA),
+    "PauseSequence[bravo/harbor]":                      (OK, PD, PD, PD, PD, OK, OK, UA, UA, UA),
+    "PauseSequence[bravo/harbor missing]":              (NF, PD, PD, PD, PD, NF, NF, UA, UA, UA),
+    "ActivateSequence[acme brand]":                        (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
+    "ActivateSequence[acme/downtown]":                     (OK, OK, PD, OK, PD, PD, PD, UA, UA, UA),
+    "ActivateSequence[acme/uptown]":                       (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
+    "ActivateSequence[acme missing brand]":                (NF, NF, PD, PD, PD, PD, PD, UA, UA, UA),
+    "ActivateSequence[bravo brand]":                       (OK, PD, PD, PD, PD, OK, PD, UA, UA, UA),
+    "ActivateSequence[bravo/harbor]":                      (OK, PD, PD, PD, PD, OK, OK, UA, UA, UA),
+    "ActivateSequence[bravo/harbor missing]":              (NF, PD, PD, PD, PD, NF, NF, UA, UA, UA),
     "SimulateSequence[acme brand for downtown contact]":  (OK, OK, OK, OK, OK, PD, PD, UA, UA, UA),
     "SimulateSequence[acme brand for uptown contact]":    (OK, OK, OK, PD, PD, PD, PD, UA, UA, UA),
     "SimulateSequence[acme/downtown for downtown contact]": (OK, OK, OK, OK, OK, PD, PD, UA, UA, UA),  # noqa: E501
@@ -870,6 +959,8 @@ SEQUENCE_RPCS = (
     "ListSequences",
     "UpdateSequence",
     "ArchiveSequence",
+    "PauseSequence",
+    "ActivateSequence",
     "SimulateSequence",
 )
 

@@ -32,6 +32,7 @@ from tests.enrollment_support import (
     brand_template,
     consenting_contact,
     make_sequence,
+    morning_zone,
     running_worker,
     sent_messages,
 )
@@ -577,7 +578,8 @@ async def test_pause_resume_and_cancel_answer_the_enrollment_as_steered(api: Api
 
 async def test_approval_decisions_are_checked_and_an_edit_is_sent_as_edited(api: Api) -> None:
     sequence = await approval_sequence(api.pool)
-    contact = await consenting_contact(api.pool)
+    # the edit is sent at once only inside the window: a zone where it is morning now
+    contact = await consenting_contact(api.pool, time_zone=await morning_zone(api.env))
     name = (await api.enroll(contact, sequence)).name
     assert await precondition(api.decide(name, 0)) == "NO_PENDING_APPROVAL"
     await api.awaiting_approval(name)

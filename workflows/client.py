@@ -4,6 +4,7 @@ Slack bot call. Update ids make repeated calls (a double click, a retried reques
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,6 +27,8 @@ from workflows.enrollment_types import (
     EnrollmentState,
     StepPlan,
 )
+from workflows.scan import SteerSequenceWorkflow
+from workflows.scan_types import SteerInput
 
 
 class UpdateRefused(Exception):
@@ -126,6 +129,20 @@ class EnrollmentClient:
         self, workflow_id: str, decision: Decision, update_id: str = ""
     ) -> str:
         return await self._update(workflow_id, update_id, "decide_approval", decision)
+
+    async def steer_sequence(self, sequence: str, action: str, request_id: str) -> str:
+        """Starts the workflow that pauses or resumes (action) every running enrollment of a
+        sequence; one per request_id (a repeated request starts nothing new)."""
+        digest = hashlib.sha256(sequence.encode()).hexdigest()[:24]
+        handle = await self._client.start_workflow(
+            SteerSequenceWorkflow.run,
+            SteerInput(sequence, action, request_id),
+            id=f"steer-{digest}-{request_id}",
+            task_queue=self._task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            execution_timeout=timedelta(days=1),
+        )
+        return handle.id
 
     async def signal_reply(self, workflow_id: str, message_id: str, run_id: str = "") -> None:
         await self._handle(workflow_id, run_id).signal(EnrollmentWorkflow.inbound_reply, message_id)

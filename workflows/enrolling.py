@@ -5,6 +5,7 @@ person at one location."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -21,9 +22,10 @@ from tenants.enrollments import (
     record_run,
     record_transition,
 )
-from tenants.errors import Unavailable
+from tenants.errors import AlreadyExists, FailedPrecondition, Unavailable
 from tenants.names import ChildName
-from workflows.client import EnrollmentClient, StartRequest
+from tenants.triggers import EntryPath, record_refusal
+from workflows.client import EnrollmentClient, StartRequest, UpdateRefused
 
 
 class EnrollmentUnavailable(Unavailable):
@@ -39,14 +41,22 @@ async def enroll(
     contact: ChildName,
     sequence: ChildName,
     approval_timeout_seconds: int = 86_400,
+    path: EntryPath = EntryPath.API,
 ) -> tuple[Enrollment, bool]:
     """Enrolls the contact; returns the enrollment and whether it is new (False: the same
-    contact was already running this sequence)."""
+    contact was already running this sequence). A refusal by the entry rules is recorded with
+    its reason and the path it came by, then raised."""
     now = datetime.now(UTC)
-    entry = await decide_entry(conn, principal, contact, sequence, now)
-    if entry.existing is not None:
-        return entry.existing, False
-    enrollment, created = await insert_enrollment(conn, principal, entry, now)
+    try:
+        entry = await decide_entry(conn, principal, contact, sequence, now)
+        if entry.existing is not None:
+            return entry.existing, False
+        if entry.preempt is not None:
+            await _interrupt(workflows, entry.preempt, sequence)
+        enrollment, created = await insert_enrollment(conn, principal, entry, now)
+    except (FailedPrecondition, AlreadyExists) as refused:
+        await record_refusal(conn, contact, sequence, path, refused.reason, refused.message, now)
+        raise
     if not created:
         return enrollment, False
     definition = entry.sequence.definition
@@ -78,3 +88,20 @@ async def enroll(
         raise EnrollmentUnavailable("the workflow service is unavailable; nothing was enrolled")
     await record_run(conn, enrollment.id, run_id)
     return replace(enrollment, run_id=run_id), True
+
+
+async def _interrupt(workflows: EnrollmentClient, running: Enrollment, by: ChildName) -> None:
+    """Ends a lower-priority enrollment (exit reason "preempted") and waits until it has
+    closed, so that the contact's workflow id is free for the new one."""
+    try:
+        await workflows.cancel(
+            running.workflow_id, f"preempted by {by.name}", update_id=f"preempt-{running.id}"
+        )
+    except UpdateRefused:
+        pass  # it ended meanwhile
+    try:
+        await asyncio.wait_for(workflows.result(running.workflow_id, running.run_id), 30)
+    except Exception as exc:  # still closing (or Temporal away): the caller may retry
+        raise EnrollmentUnavailable(
+            f"{running.name.name} is still closing; try again in a moment"
+        ) from exc

@@ -301,7 +301,8 @@ class EnrollmentWorkflow:
 
     @workflow.update
     async def cancel(self, reason: str) -> str:
-        self._exit_reason = "cancelled"
+        # a higher-priority sequence took the contact over (tenants.enrollments.decide_entry)
+        self._exit_reason = "preempted" if reason.startswith("preempted") else "cancelled"
         self._note(f"cancelled: {reason}")
         return "cancelled"
 

@@ -30,6 +30,7 @@ from tenants.message_context import contact_context, render_step
 from tenants.placeholders import LinkMaker
 from tenants.segments import count
 from tenants.send_rules import Recipient, allowed_at, next_opening
+from tenants.sequences import SequenceState, sequence_state
 from tenants.simulation import due_time
 from tenants.step_planning import Outcome, StepFacts, decide
 from tenants.template_bodies import check_body
@@ -51,6 +52,7 @@ from workflows.enrollment_types import (
 from workflows.notifier import Notifier
 
 log = logging.getLogger(__name__)
+PAUSED_SEQUENCE_RECHECK = timedelta(minutes=15)
 SYSTEM = Principal("system", "enrollment-workflow", Role.OPERATOR, None)
 
 
@@ -119,6 +121,11 @@ class EnrollmentActivities:
             ctx = await _context(conn, request.enrollment_id)
             enrollment, contact = ctx.enrollment, ctx.contact
             step = enrollment.definition.steps[request.step_index]
+            if await sequence_state(conn, enrollment.sequence) is SequenceState.PAUSED:
+                # PauseSequence pauses each enrollment in the background; until this one's
+                # turn comes (or after its resume was missed) the step holds
+                until = (now + PAUSED_SEQUENCE_RECHECK).isoformat()
+                return Prepared(DEFER, until, ["the sequence is paused"])
 
             async def links(urls: tuple[str, ...]) -> LinkMaker:
                 return await tracked_links.allocate(

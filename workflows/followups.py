@@ -21,13 +21,20 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.service import RPCError, RPCStatusCode
 
 from tenants import followups, ledger
+from tenants.access import Principal, Role
 from tenants.contacts import load
+from tenants.errors import DomainError, Unavailable
 from tenants.followups import Followup, FollowupKind
+from tenants.names import parse_child
 from tenants.segments import count
+from tenants.triggers import EntryPath
 from workflows.carrier import Carrier, OutboundText, SendStatus
 from workflows.client import EnrollmentClient
+from workflows.enrolling import enroll
 
 log = logging.getLogger(__name__)
+TRIGGERS = Principal("system", "activity-trigger", Role.OPERATOR, None)
+ENROLL_ATTEMPTS = 4
 
 
 class FollowupRelay:
@@ -78,7 +85,10 @@ class FollowupRelay:
         now = datetime.now(UTC)
         async with self._pool.connection() as conn:
             claimed = await followups.claim(conn, now, ids)
-        await asyncio.gather(*(self._run_one(f) for f in claimed))
+        # signals first: an activity that ends one enrollment and starts another
+        first = [f for f in claimed if f.kind is not FollowupKind.ENROLL]
+        await asyncio.gather(*(self._run_one(f) for f in first))
+        await asyncio.gather(*(self._run_one(f) for f in claimed if f not in first))
         return len(claimed)
 
     async def _run_one(self, f: Followup) -> None:
@@ -97,6 +107,8 @@ class FollowupRelay:
     async def _attempt(self, f: Followup) -> str:
         if f.kind is FollowupKind.SERVICE_TEXT:
             return await self._service_text(f)
+        if f.kind is FollowupKind.ENROLL:
+            return await self._enroll(f)
         run_id = f.run_id
         if f.enrollment_id:
             async with self._pool.connection() as conn:
@@ -119,6 +131,23 @@ class FollowupRelay:
                 return "no_run"  # the enrollment ended meanwhile: nothing to stop
             raise
         return "delivered"
+
+    async def _enroll(self, f: Followup) -> str:
+        """An activity trigger: enrolls through the one entry path (rules, refusal records)."""
+        sequence = parse_child(f.sequence, "sequences", "sequence")
+        async with self._pool.connection() as conn:
+            try:
+                _, created = await enroll(
+                    conn, self._enrollments, TRIGGERS, f.contact, sequence, path=EntryPath.EVENT
+                )
+            except Unavailable:
+                raise  # Temporal is away, or the previous run is still closing: retry
+            except DomainError as refused:
+                if refused.reason == "ENROLLMENT_RUNNING" and f.attempts < ENROLL_ATTEMPTS:
+                    # the same activity may have ended the running one, which is closing
+                    raise RuntimeError("an enrollment is still running") from None
+                return f"refused: {refused.reason}"
+        return "enrolled" if created else "existing"
 
     async def _service_text(self, f: Followup) -> str:
         now = _now()

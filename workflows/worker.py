@@ -1,5 +1,5 @@
 """The worker factory: one place that lists the workflows and activities of the task queue and
-injects their dependencies (pool, carrier, notifier)."""
+injects their dependencies (pool, carrier, notifier, the enrollment client of the scan)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from temporalio.worker import Worker
 
 from workflows.activities import PlatformActivities
 from workflows.carrier import Carrier
+from workflows.client import EnrollmentClient
 from workflows.enrollment import EnrollmentWorkflow
 from workflows.enrollment_activities import EnrollmentActivities
 from workflows.notifier import LogNotifier, Notifier
 from workflows.platform import WorkerSelfCheck
+from workflows.scan import InactivityScanWorkflow, SteerSequenceWorkflow
+from workflows.scan_activities import ScanActivities
 
 TASK_QUEUE = "reengage"
 
@@ -36,9 +39,15 @@ def build_worker(
             pool, carrier, notifier or LogNotifier(), public_url, sends_per_second
         )
         activities += enrollment.all()
+        activities += ScanActivities(pool, EnrollmentClient(client, task_queue)).all()
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[WorkerSelfCheck, EnrollmentWorkflow],
+        workflows=[
+            WorkerSelfCheck,
+            EnrollmentWorkflow,
+            InactivityScanWorkflow,
+            SteerSequenceWorkflow,
+        ],
         activities=activities,
     )

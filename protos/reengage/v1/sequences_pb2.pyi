@@ -328,6 +328,7 @@ class Sequence(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    INTERRUPT_LOWER_PRIORITY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`franchisors/{f}/sequences/{s}` or `franchisors/{f}/locations/{l}/sequences/{s}`. Output
     only.
@@ -340,6 +341,11 @@ class Sequence(_message.Message):
     """Output only."""
     etag: _builtins.str
     """Opaque version tag. Output only."""
+    interrupt_lower_priority: _builtins.bool
+    """When this sequence wants a contact who runs a sequence of lower priority, end that
+    enrollment (exit reason "preempted") and enroll here. Unset: the running one is left alone
+    and the entry is refused.
+    """
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Step]:
         """1 to 20 steps."""
@@ -390,10 +396,11 @@ class Sequence(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        interrupt_lower_priority: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cooldown", b"cooldown", "create_time", b"create_time", "entry_trigger", b"entry_trigger", "frequency_cap", b"frequency_cap", "send_window", b"send_window", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown", b"cooldown", "create_time", b"create_time", "display_name", b"display_name", "entry_trigger", b"entry_trigger", "etag", b"etag", "exit_events", b"exit_events", "frequency_cap", b"frequency_cap", "name", b"name", "priority", b"priority", "send_window", b"send_window", "state", b"state", "steps", b"steps", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown", b"cooldown", "create_time", b"create_time", "display_name", b"display_name", "entry_trigger", b"entry_trigger", "etag", b"etag", "exit_events", b"exit_events", "frequency_cap", b"frequency_cap", "interrupt_lower_priority", b"interrupt_lower_priority", "name", b"name", "priority", b"priority", "send_window", b"send_window", "state", b"state", "steps", b"steps", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -533,8 +540,8 @@ class UpdateSequenceRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """display_name, steps, exit_events, entry_trigger, priority, cooldown, send_window,
-        frequency_cap, or "*". Required.
+        """display_name, steps, exit_events, entry_trigger, priority, interrupt_lower_priority,
+        cooldown, send_window, frequency_cap, or "*". Required.
         """
 
     def __init__(
@@ -550,6 +557,58 @@ class UpdateSequenceRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateSequenceRequest: _TypeAlias = UpdateSequenceRequest  # noqa: Y015
+
+@_typing.final
+class PauseSequenceRequest(_message.Message):
+    """Request for PauseSequence."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The sequence's name."""
+    etag: _builtins.str
+    """When set, the sequence's current etag."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseSequenceRequest: _TypeAlias = PauseSequenceRequest  # noqa: Y015
+
+@_typing.final
+class ActivateSequenceRequest(_message.Message):
+    """Request for ActivateSequence."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The sequence's name."""
+    etag: _builtins.str
+    """When set, the sequence's current etag."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivateSequenceRequest: _TypeAlias = ActivateSequenceRequest  # noqa: Y015
 
 @_typing.final
 class ArchiveSequenceRequest(_message.Message):

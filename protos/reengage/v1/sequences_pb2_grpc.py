@@ -60,6 +60,16 @@ class SequenceServiceStub:
                 request_serializer=reengage_dot_v1_dot_sequences__pb2.ArchiveSequenceRequest.SerializeToString,
                 response_deserializer=reengage_dot_v1_dot_sequences__pb2.Sequence.FromString,
                 _registered_method=True)
+        self.PauseSequence = channel.unary_unary(
+                '/reengage.v1.SequenceService/PauseSequence',
+                request_serializer=reengage_dot_v1_dot_sequences__pb2.PauseSequenceRequest.SerializeToString,
+                response_deserializer=reengage_dot_v1_dot_sequences__pb2.Sequence.FromString,
+                _registered_method=True)
+        self.ActivateSequence = channel.unary_unary(
+                '/reengage.v1.SequenceService/ActivateSequence',
+                request_serializer=reengage_dot_v1_dot_sequences__pb2.ActivateSequenceRequest.SerializeToString,
+                response_deserializer=reengage_dot_v1_dot_sequences__pb2.Sequence.FromString,
+                _registered_method=True)
         self.SimulateSequence = channel.unary_unary(
                 '/reengage.v1.SequenceService/SimulateSequence',
                 request_serializer=reengage_dot_v1_dot_sequences__pb2.SimulateSequenceRequest.SerializeToString,
@@ -110,6 +120,22 @@ class SequenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseSequence(self, request, context):
+        """Pauses a sequence: it takes no new enrollments, and every running enrollment in it is
+        paused, in batches, in the background (sends hold until it is activated again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActivateSequence(self, request, context):
+        """Activates a paused sequence: it takes enrollments again, and every enrollment in it is
+        resumed, in batches, in the background.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SimulateSequence(self, request, context):
         """Plans the whole sequence for a contact (real or described) from a start time: each
         step's due time, the send time after send-window, state and cap rules, the rendered
@@ -145,6 +171,16 @@ def add_SequenceServiceServicer_to_server(servicer, server):
             'ArchiveSequence': grpc.unary_unary_rpc_method_handler(
                     servicer.ArchiveSequence,
                     request_deserializer=reengage_dot_v1_dot_sequences__pb2.ArchiveSequenceRequest.FromString,
+                    response_serializer=reengage_dot_v1_dot_sequences__pb2.Sequence.SerializeToString,
+            ),
+            'PauseSequence': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSequence,
+                    request_deserializer=reengage_dot_v1_dot_sequences__pb2.PauseSequenceRequest.FromString,
+                    response_serializer=reengage_dot_v1_dot_sequences__pb2.Sequence.SerializeToString,
+            ),
+            'ActivateSequence': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateSequence,
+                    request_deserializer=reengage_dot_v1_dot_sequences__pb2.ActivateSequenceRequest.FromString,
                     response_serializer=reengage_dot_v1_dot_sequences__pb2.Sequence.SerializeToString,
             ),
             'SimulateSequence': grpc.unary_unary_rpc_method_handler(
@@ -288,6 +324,60 @@ class SequenceService:
             target,
             '/reengage.v1.SequenceService/ArchiveSequence',
             reengage_dot_v1_dot_sequences__pb2.ArchiveSequenceRequest.SerializeToString,
+            reengage_dot_v1_dot_sequences__pb2.Sequence.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSequence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reengage.v1.SequenceService/PauseSequence',
+            reengage_dot_v1_dot_sequences__pb2.PauseSequenceRequest.SerializeToString,
+            reengage_dot_v1_dot_sequences__pb2.Sequence.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateSequence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reengage.v1.SequenceService/ActivateSequence',
+            reengage_dot_v1_dot_sequences__pb2.ActivateSequenceRequest.SerializeToString,
             reengage_dot_v1_dot_sequences__pb2.Sequence.FromString,
             options,
             channel_credentials,

@@ -225,6 +225,7 @@ class Location(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    DAILY_ENROLLMENT_CAP_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `franchisors/{franchisor}/locations/{location}`. Output only."""
     display_name: _builtins.str
@@ -241,6 +242,11 @@ class Location(_message.Message):
     """
     etag: _builtins.str
     """Opaque version tag; pass it to UpdateLocation to refuse a stale write. Output only."""
+    daily_enrollment_cap: _builtins.int
+    """At most this many contacts enter sequences here per local day, by every path (Enroll,
+    the inactivity scan, activity triggers); 0 means no cap. Beyond it entries are refused
+    with reason DAILY_CAP, and the scan leaves the rest for the next day.
+    """
     @_builtins.property
     def sender_phone_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """E.164 numbers this location sends from and receives on, e.g. "+15555550123". At most 20;
@@ -272,10 +278,11 @@ class Location(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        daily_enrollment_cap: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "send_window", b"send_window", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "name", b"name", "region_code", b"region_code", "send_window", b"send_window", "sender_phone_numbers", b"sender_phone_numbers", "slack_channel_id", b"slack_channel_id", "time_zone", b"time_zone", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "daily_enrollment_cap", b"daily_enrollment_cap", "display_name", b"display_name", "etag", b"etag", "name", b"name", "region_code", b"region_code", "send_window", b"send_window", "sender_phone_numbers", b"sender_phone_numbers", "slack_channel_id", b"slack_channel_id", "time_zone", b"time_zone", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -562,7 +569,7 @@ class UpdateLocationRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Fields to change: display_name, time_zone, sender_phone_numbers, send_window,
-        slack_channel_id, or "*" for all of them. Required.
+        slack_channel_id, daily_enrollment_cap, or "*" for all of them. Required.
         """
 
     def __init__(

@@ -1,0 +1,141 @@
+"""Activities of the inactivity scan and of sequence steering.
+
+A scan page enrolls its contacts through `workflows.enrolling.enroll` (the one entry path, so
+the entry rules and their refusal records are the same as for the API), 8 at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+from temporalio import activity
+
+from tenants.access import Principal, Role
+from tenants.errors import DomainError, Unavailable
+from tenants.names import ChildName, parse_child
+from tenants.triggers import EntryPath, InactivityTarget, inactivity_targets, quiet_contacts
+from workflows.client import EnrollmentClient, UpdateRefused
+from workflows.enrolling import enroll
+from workflows.scan_types import (
+    PageRequest,
+    PageResult,
+    ScanPlan,
+    ScanTarget,
+    SteerBatch,
+    SteerResult,
+)
+
+SCANNER = Principal("system", "inactivity-scan", Role.OPERATOR, None)
+IN_FLIGHT = 8
+CAP_REASON = "DAILY_CAP"
+
+
+class ScanActivities:
+    def __init__(self, pool: AsyncConnectionPool[Any], workflows: EnrollmentClient) -> None:
+        self._pool = pool
+        self._workflows = workflows
+
+    @activity.defn(name="plan_inactivity_scan")
+    async def plan_inactivity_scan(self) -> ScanPlan:
+        async with self._pool.connection() as conn:
+            targets = await inactivity_targets(conn)
+        return ScanPlan(
+            [
+                ScanTarget(
+                    t.sequence, t.franchisor_id, t.location_id, t.days, list(t.signals), t.priority
+                )
+                for t in targets
+            ],
+            # real time, not the workflow's: the data the cutoffs compare with is real
+            datetime.now(UTC).isoformat(),
+        )
+
+    @activity.defn(name="scan_inactivity_page")
+    async def scan_inactivity_page(self, request: PageRequest) -> PageResult:
+        t = request.target
+        target = InactivityTarget(
+            t.sequence, t.franchisor_id, t.location_id, t.days, tuple(t.signals), t.priority
+        )
+        after = (
+            (datetime.fromisoformat(request.after_at), request.after_id)
+            if request.after_at
+            else None
+        )
+        async with self._pool.connection() as conn:
+            names, cursor = await quiet_contacts(
+                conn, target, datetime.fromisoformat(request.started_at), after, request.limit
+            )
+        sequence = parse_child(t.sequence, "sequences", "sequence")
+        outcomes: Counter[str] = Counter()
+        gate = asyncio.Semaphore(IN_FLIGHT)
+
+        async def one(contact: ChildName) -> None:
+            async with gate:
+                outcomes[await self._enroll(contact, sequence)] += 1
+                activity.heartbeat()
+
+        await asyncio.gather(*(one(c) for c in names))
+        enrolled = outcomes.pop("enrolled", 0)
+        outcomes.pop("existing", None)
+        return PageResult(
+            enrolled,
+            sum(outcomes.values()),
+            cursor[0].isoformat() if cursor else "",
+            cursor[1] if cursor else "",
+            done=cursor is None,
+            cap_reached=CAP_REASON in outcomes,
+            refusals=dict(outcomes),
+        )
+
+    async def _enroll(self, contact: ChildName, sequence: ChildName) -> str:
+        async with self._pool.connection() as conn:
+            try:
+                _, created = await enroll(
+                    conn, self._workflows, SCANNER, contact, sequence, path=EntryPath.SCAN
+                )
+            except Unavailable:
+                raise  # Temporal is away: the activity retries the page
+            except DomainError as refused:  # recorded by enroll
+                return refused.reason or type(refused).__name__
+        return "enrolled" if created else "existing"
+
+    @activity.defn(name="steer_sequence_batch")
+    async def steer_sequence_batch(self, request: SteerBatch) -> SteerResult:
+        sequence = parse_child(request.sequence, "sequences", "sequence")
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, workflow_id FROM enrollments WHERE franchisor_id = %s"
+                " AND sequence_location_id IS NOT DISTINCT FROM %s AND sequence_id = %s"
+                " AND status IN ('active', 'paused', 'awaiting_approval') AND id > %s"
+                " ORDER BY id LIMIT %s",
+                (
+                    sequence.scope.franchisor_id,
+                    sequence.scope.location_id,
+                    sequence.id,
+                    request.after_id,
+                    request.limit,
+                ),
+            )
+            rows = await cur.fetchall()
+        steered = 0
+        for enrollment_id, workflow_id in rows:
+            update_id = f"{request.request_id}:{enrollment_id}"
+            try:
+                if request.action == "pause":
+                    await self._workflows.pause(workflow_id, update_id)
+                else:
+                    await self._workflows.resume(workflow_id, update_id)
+                steered += 1
+            except UpdateRefused:
+                pass  # already in that state, or ended meanwhile
+            activity.heartbeat()
+        return SteerResult(
+            steered, rows[-1][0] if rows else request.after_id, len(rows) < request.limit
+        )
+
+    def all(self) -> list[Any]:
+        return [self.plan_inactivity_scan, self.scan_inactivity_page, self.steer_sequence_batch]
