@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import api_calls, contact_import, enroll, inbound
+from bench import api_calls, contact_import, enroll, inbound, scan
 
 
 def main() -> None:
@@ -15,6 +15,7 @@ def main() -> None:
     asyncio.run(contact_import.run(rows))
     asyncio.run(enroll.run())
     asyncio.run(inbound.run())
+    asyncio.run(scan.run())
 
 
 if __name__ == "__main__":
