@@ -7,8 +7,9 @@ activity enrolls into, and the record of every refused entry.
   order of an index (keyset pagination, never one huge result): with all three signals the
   `contacts_quiet` expression index serves the range itself; with fewer, the location's
   contacts are walked in primary-key order and filtered. Contacts that cannot enter anyway
-  (no consent, opted out, already running) are left out by the query; the entry rules decide
-  the rest (cooldown, priority, the daily cap) and record their refusals.
+  (no consent, opted out, already running this sequence) are left out by the query; the entry
+  rules decide the rest (cooldown, priority against another running sequence, the daily cap)
+  and record their refusals.
 * Activity: an activity of a kind that active sequences listen to owes one enrollment per
   sequence (a follow-up, delivered by the relay: an activity recorded while Temporal is away
   still enrolls later), once per activity (a repeated reference is one activity). The same
@@ -29,7 +30,7 @@ from tenants.access import Principal
 from tenants.activity import Activity, record_activity
 from tenants.contacts import COLLECTION as CONTACTS
 from tenants.followups import FollowupKind, owe, owe_signal
-from tenants.names import ChildName, TenantScope
+from tenants.names import ChildName, TenantScope, parse_child
 
 ALL_SIGNALS = frozenset({"reply", "click", "purchase"})
 SIGNAL_COLUMNS = {
@@ -117,11 +118,17 @@ Cursor = tuple[datetime, str] | None
 
 def _quiet_query(target: InactivityTarget) -> str:
     """The page query: its filter, order and keyset (see the module doc)."""
+    # contacts that cannot enter are left out; so is a contact already running this very
+    # sequence since before this scan (one this scan enrolled comes back when a page is retried
+    # and counts as enrolled by it). One running another sequence is attempted: the entry rules
+    # decide (priority, interruption) and record the refusal.
     eligible = (
         " c.consent_state = 'granted' AND c.opted_out_at IS NULL"
         " AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.franchisor_id = c.franchisor_id"
         "  AND e.location_id = c.location_id AND e.contact_id = c.id"
-        "  AND e.status IN ('active', 'paused', 'awaiting_approval'))"
+        "  AND e.status IN ('active', 'paused', 'awaiting_approval')"
+        "  AND e.sequence_id = %(seq)s AND e.sequence_location_id IS NOT DISTINCT FROM %(seqloc)s"
+        "  AND e.enrolled_at < %(scan_started)s)"
     )
     if set(target.signals) >= ALL_SIGNALS:
         measure = "coalesce(c.last_engaged_at, c.create_time)"
@@ -153,9 +160,13 @@ async def quiet_contacts(
     """One page of the location's contacts that are quiet for target at now, and the cursor
     of the next page (None: this was the last)."""
     cutoff = now - timedelta(days=target.days)
+    sequence = parse_child(target.sequence, "sequences", "sequence")
     cur = await conn.execute(
         _quiet_query(target),
         {
+            "seq": sequence.id,
+            "scan_started": now,
+            "seqloc": sequence.scope.location_id,
             "f": target.franchisor_id,
             "l": target.location_id,
             "cutoff": cutoff,

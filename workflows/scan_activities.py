@@ -78,9 +78,15 @@ class ScanActivities:
                 outcomes[await self._enroll(contact, sequence)] += 1
                 activity.heartbeat()
 
-        await asyncio.gather(*(one(c) for c in names))
-        enrolled = outcomes.pop("enrolled", 0)
-        outcomes.pop("existing", None)
+        # every contact's attempt runs to its end (an enrollment cut off half-way could leave
+        # a row without its workflow); then a failure makes the page retry
+        settled = await asyncio.gather(*(one(c) for c in names), return_exceptions=True)
+        failure = next((r for r in settled if isinstance(r, BaseException)), None)
+        if failure is not None:
+            raise failure
+        # "existing": enrolled by an earlier attempt of this page (the query leaves out the
+        # contacts already running this sequence), so it counts as enrolled by this scan
+        enrolled = outcomes.pop("enrolled", 0) + outcomes.pop("existing", 0)
         return PageResult(
             enrolled,
             sum(outcomes.values()),
