@@ -267,10 +267,12 @@ class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
         holds), then a workflow pauses or resumes the running enrollments in batches."""
         name = parse_child(raw_name, sequences.COLLECTION)
         async with self._pool.connection() as conn:
-            sequence, changed = await sequences.set_state(conn, principal(), name, state, etag)
-        if changed and self._workflows is not None:
+            sequence, _ = await sequences.set_state(conn, principal(), name, state, etag)
+        if self._workflows is not None:
+            # also when nothing changed: a retry after a failed start must still steer them
+            # (one steering run per state version: a repeated call finds it)
             action = "pause" if state is sequences.SequenceState.PAUSED else "resume"
-            await self._workflows.steer_sequence(name.name, action, f"{action}-{sequence.etag}")
+            await self._workflows.steer_sequence(name.name, action, f"{action}-v{sequence.version}")
         return sequence_pb(sequence)
 
     async def SimulateSequence(

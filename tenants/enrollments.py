@@ -198,7 +198,9 @@ async def decide_entry(
         cur = await conn.execute(
             "SELECT max(ended_at) FROM enrollments WHERE franchisor_id = %s AND location_id = %s"
             " AND contact_id = %s AND sequence_id = %s"
-            " AND sequence_location_id IS NOT DISTINCT FROM %s",
+            " AND sequence_location_id IS NOT DISTINCT FROM %s"
+            # an entry whose workflow never started was no enrollment: no cooldown after it
+            " AND exit_reason NOT IN ('start_failed', 'start_conflict')",
             (
                 contact_name.scope.franchisor_id,
                 contact_name.scope.location_id,
@@ -227,7 +229,7 @@ async def insert_enrollment(
     enrollment_id = f"e{secrets.token_hex(10)}"
     try:
         async with conn.transaction():
-            await _within_daily_cap(conn, contact.location, now)
+            await check_daily_cap(conn, contact.location, now)
             await conn.execute(
                 "INSERT INTO enrollments (id, workflow_id, franchisor_id, location_id,"
                 " contact_id, sequence_location_id, sequence_id, sequence_version, definition,"
@@ -269,12 +271,13 @@ async def insert_enrollment(
     return await load_enrollment(conn, enrollment_id), True
 
 
-async def _within_daily_cap(
+async def check_daily_cap(
     conn: AsyncConnection[Any], location: TenantScope, now: datetime
 ) -> None:
     """Refuses (DAILY_CAP) when the location's cap of entries for its local day is reached.
-    A per-location advisory lock makes the count and the insert one step, so the cap is exact
-    even with many enrollments in flight."""
+    Inside the insert's transaction a per-location advisory lock makes the count and the insert
+    one step, so the cap is exact even with many enrollments in flight; outside one (a check
+    before interrupting another enrollment) it is a plain look."""
     cur = await conn.execute(
         "SELECT daily_enrollment_cap, time_zone FROM locations WHERE franchisor_id = %s"
         " AND id = %s",

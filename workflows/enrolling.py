@@ -17,6 +17,7 @@ from tenants.access import Principal
 from tenants.enrollments import (
     Enrollment,
     EnrollmentStatus,
+    check_daily_cap,
     decide_entry,
     insert_enrollment,
     record_run,
@@ -52,6 +53,8 @@ async def enroll(
         if entry.existing is not None:
             return entry.existing, False
         if entry.preempt is not None:
+            # nothing is interrupted for an entry the daily cap would refuse anyway
+            await check_daily_cap(conn, contact.scope, now)
             await _interrupt(workflows, entry.preempt, sequence)
         enrollment, created = await insert_enrollment(conn, principal, entry, now)
     except (FailedPrecondition, AlreadyExists) as refused:

@@ -41,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
+# patch ids (workflow.patched): histories recorded before a change replay the old way
+RESUME_PAST_DUE_RECORDS_ACTIVE = "resume-past-due-records-active"
 SEND_HEARTBEAT = timedelta(seconds=15)
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
 # activity kinds reported by RecordActivity that end an enrollment when their exit event is on
@@ -163,15 +165,19 @@ class EnrollmentWorkflow:
     async def _sleep_until(self, iso: str) -> bool:
         """Sleeps until iso, waking early on an exit event; waits out a pause. False: exit."""
         until = datetime.fromisoformat(iso)
+        resumed = False
         while True:
             if self._exit_reason:
                 return False
             if self._paused:
                 await self._record("paused", "")
                 await workflow.wait_condition(lambda: not self._paused or bool(self._exit_reason))
+                resumed = True
                 continue
             remaining = (until - workflow.now()).total_seconds()
             if remaining <= 0:
+                if resumed and workflow.patched(RESUME_PAST_DUE_RECORDS_ACTIVE):
+                    await self._record("active", "")  # resumed after the wake time had passed
                 return not self._exit_reason
             await self._record("active", iso)
             try:
