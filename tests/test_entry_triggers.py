@@ -1048,9 +1048,12 @@ async def test_pause_sequence_holds_every_enrollment_and_activate_sends_their_st
     sent = await sent_messages(pool)
     assert [m[0] for m in sent] == [0] * 5
     assert all("misses you" in m[1] for m in sent)
-    await eventually(lambda: all_in(pool, sequence, "active"), seconds=10)
-    steps = await rows(pool, "SELECT DISTINCT current_step FROM enrollments")
-    assert steps == [(1,)]
+
+    async def waiting_for_the_second_step() -> bool:  # a row may read 'active' at step 0 still
+        found = await rows(pool, "SELECT status, current_step FROM enrollments")
+        return len(found) == 5 and set(found) == {("active", 1)}
+
+    await eventually(waiting_for_the_second_step, seconds=10)
     assert await enrollments_of(pool, newcomer) == []
 
 
