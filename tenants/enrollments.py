@@ -271,9 +271,7 @@ async def insert_enrollment(
     return await load_enrollment(conn, enrollment_id), True
 
 
-async def check_daily_cap(
-    conn: AsyncConnection[Any], location: TenantScope, now: datetime
-) -> None:
+async def check_daily_cap(conn: AsyncConnection[Any], location: TenantScope, now: datetime) -> None:
     """Refuses (DAILY_CAP) when the location's cap of entries for its local day is reached.
     Inside the insert's transaction a per-location advisory lock makes the count and the insert
     one step, so the cap is exact even with many enrollments in flight; outside one (a check
