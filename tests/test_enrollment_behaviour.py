@@ -35,6 +35,7 @@ from tests.enrollment_support import (
     brand_template,
     consenting_contact,
     make_sequence,
+    morning_zone,
     run_to_end,
     running_worker,
 )
@@ -382,7 +383,8 @@ async def test_an_approval_given_while_paused_waits_for_resume(
     already pending) must not make a paused enrollment send."""
     env = time_skipping_env
     sequence = await sequence_of(pool, [0], approvals=(0,))
-    contact = await consenting_contact(pool)
+    # the approved step is sent after the resume only inside the window: a morning zone
+    contact = await consenting_contact(pool, time_zone=await morning_zone(env))
     async with worker(env, pool) as run:
         enrollment = await start(pool, run, contact, sequence)
         wid = enrollment.workflow_id
