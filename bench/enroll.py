@@ -94,7 +94,9 @@ class TrivialWorkflow:
         return value
 
 
-async def run(n: int = 2000) -> None:
+async def on_embedded_stack(measure: Callable[[str, Client], Awaitable[None]]) -> None:
+    """Runs measure(database url, Temporal client) on an embedded PostgreSQL (migrated) and a
+    Temporal dev server started for it, and stops both afterwards."""
     with tempfile.TemporaryDirectory(prefix="reengage-bench-") as tmp:
         pg = EmbeddedPostgres(Path(tmp) / "pg", free_port(), fast=True)
         await asyncio.to_thread(pg.start)
@@ -107,11 +109,15 @@ async def run(n: int = 2000) -> None:
                 dev_server_log_level="error",
             )
             try:
-                await _measure(pg.url, env.client, n)
+                await measure(pg.url, env.client)
             finally:
                 await env.shutdown()
         finally:
             await asyncio.to_thread(pg.stop)
+
+
+async def run(n: int = 2000) -> None:
+    await on_embedded_stack(lambda url, client: _measure(url, client, n))
 
 
 async def _measure(database_url: str, client: Client, n: int) -> None:

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,21 +30,27 @@ from rich.table import Table
 from starlette.applications import Starlette
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from twilio.request_validator import RequestValidator
 
-from bench.enroll import DAY, LOCATION, OPERATOR, _contacts, _sequence, _settled, _tenant
+from bench.enroll import (
+    DAY,
+    LOCATION,
+    OPERATOR,
+    _contacts,
+    _sequence,
+    _settled,
+    _tenant,
+    on_embedded_stack,
+)
 from server.app import open_pool
 from server.carriers.outbox import OutboxCarrier
-from server.embedded import EmbeddedPostgres, free_port, temporal_cli
+from server.embedded import free_port
 from server.http_edge import http_server
 from server.sms_edge import INBOUND_PATH, SmsEdge
 from tenants import sequences
 from tenants.enrollments import Enrollment
-from tenants.migrations import migrate
 from tenants.names import ChildName, TenantScope
-from workflows import search_attributes as sa
 from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
 from workflows.followups import FollowupRelay
@@ -76,23 +80,7 @@ class SignalWaiter:
 
 
 async def run(n: int = 500) -> None:
-    with tempfile.TemporaryDirectory(prefix="reengage-bench-") as tmp:
-        pg = EmbeddedPostgres(Path(tmp) / "pg", free_port(), fast=True)
-        await asyncio.to_thread(pg.start)
-        try:
-            await asyncio.to_thread(migrate, pg.url)
-            env = await WorkflowEnvironment.start_local(
-                dev_server_existing_path=temporal_cli(),
-                search_attributes=sa.SEARCH_ATTRIBUTES,
-                ui=False,
-                dev_server_log_level="error",
-            )
-            try:
-                await _measure(pg.url, env.client, n)
-            finally:
-                await env.shutdown()
-        finally:
-            await asyncio.to_thread(pg.stop)
+    await on_embedded_stack(lambda url, client: _measure(url, client, n))
 
 
 async def _measure(database_url: str, client: Client, n: int) -> None:

@@ -15,17 +15,14 @@ cost on top of the starts themselves.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from bench.enroll import (
@@ -37,14 +34,12 @@ from bench.enroll import (
     _raw_done,
     _raw_starter,
     _tenant,
+    on_embedded_stack,
 )
 from server.app import open_pool
 from server.carriers.outbox import OutboxCarrier
-from server.embedded import EmbeddedPostgres, free_port, temporal_cli
 from tenants import sequences
-from tenants.migrations import migrate
 from tenants.triggers import InactivityTarget, quiet_contacts
-from workflows import search_attributes as sa
 from workflows.scan import InactivityScanWorkflow
 from workflows.scan_types import ScanInput
 from workflows.worker import build_worker
@@ -53,23 +48,7 @@ SCAN_CONCURRENCY = 8
 
 
 async def run(contacts: int = 200_000, quiet: int = 2_000) -> None:
-    with tempfile.TemporaryDirectory(prefix="reengage-bench-") as tmp:
-        pg = EmbeddedPostgres(Path(tmp) / "pg", free_port(), fast=True)
-        await asyncio.to_thread(pg.start)
-        try:
-            await asyncio.to_thread(migrate, pg.url)
-            env = await WorkflowEnvironment.start_local(
-                dev_server_existing_path=temporal_cli(),
-                search_attributes=sa.SEARCH_ATTRIBUTES,
-                ui=False,
-                dev_server_log_level="error",
-            )
-            try:
-                await _measure(pg.url, env.client, contacts, quiet)
-            finally:
-                await env.shutdown()
-        finally:
-            await asyncio.to_thread(pg.stop)
+    await on_embedded_stack(lambda url, client: _measure(url, client, contacts, quiet))
 
 
 async def _measure(database_url: str, client: Client, n: int, quiet: int) -> None:

@@ -71,3 +71,11 @@ async def get_franchisor(
     if found is None:
         raise NotFound(f"{scope.name} does not exist", resource=scope.name)
     return found
+
+
+async def brand_name(conn: AsyncConnection[Any], franchisor_id: str) -> str:
+    """The franchisor's display name (texts' {{brand.name}}), without access checks: for the
+    platform's own work (sends, inbound answers); "" when there is no such franchisor."""
+    cur = await conn.execute("SELECT display_name FROM franchisors WHERE id = %s", (franchisor_id,))
+    row = await cur.fetchone()
+    return str(row[0]) if row else ""

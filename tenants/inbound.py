@@ -48,6 +48,7 @@ from tenants.contacts import (
 )
 from tenants.errors import DomainError
 from tenants.followups import FollowupKind, owe, owe_signal
+from tenants.franchisors import brand_name
 from tenants.keywords import Classification, Intent, classify
 from tenants.locations import Location, load_location
 from tenants.names import ChildName, TenantScope
@@ -202,7 +203,7 @@ async def _act(conn: AsyncConnection[Any], inbound_id: int, sms: InboundSms) -> 
         verdict.intent.value, scope, contact.name, verdict.review_reason, verdict.keyword
     )
     acted.message_id = await _ledger_row(conn, contact, sms)
-    brand = await _brand_name(conn, scope)
+    brand = await brand_name(conn, scope.franchisor_id)
     if verdict.intent is Intent.OPT_OUT:
         await _opt_out(conn, acted, contact, location, brand, sms, verdict)
     elif verdict.intent is Intent.HELP:
@@ -376,14 +377,6 @@ async def _service_text(
         from_number=_e164(sms.to_number),
         expires_at=sms.received_at + within,
     )
-
-
-async def _brand_name(conn: AsyncConnection[Any], scope: TenantScope) -> str:
-    cur = await conn.execute(
-        "SELECT display_name FROM franchisors WHERE id = %s", (scope.franchisor_id,)
-    )
-    row = await cur.fetchone()
-    return str(row[0]) if row else ""
 
 
 def _program(brand: str, location: Location) -> str:

@@ -25,6 +25,7 @@ from tenants.activity import kinds_since
 from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
 from tenants.contacts import ConsentState, Contact, load
 from tenants.enrollments import Enrollment, EnrollmentStatus, load_enrollment, record_transition
+from tenants.franchisors import brand_name
 from tenants.locations import Location, load_location
 from tenants.message_context import contact_context, render_step
 from tenants.placeholders import LinkMaker
@@ -76,12 +77,8 @@ async def _context(conn: AsyncConnection[Any], enrollment_id: str, lock: bool = 
     enrollment = await load_enrollment(conn, enrollment_id)
     contact = await load(conn, enrollment.contact, lock=lock)
     location = await load_location(conn, enrollment.contact.scope)
-    cur = await conn.execute(
-        "SELECT display_name FROM franchisors WHERE id = %s", (location.scope.franchisor_id,)
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    return _Context(enrollment, contact, location, row[0])
+    brand = await brand_name(conn, location.scope.franchisor_id)
+    return _Context(enrollment, contact, location, brand)
 
 
 class EnrollmentActivities:
