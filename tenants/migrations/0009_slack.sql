@@ -1,0 +1,33 @@
+-- Slack chat-ops: the brand channel, one thread per contact per channel, Slack event ids
+-- already handled, and staff notifications as follow-ups delivered by the relay.
+
+-- The franchisor's brand channel: location overrides of brand templates wait for approval there.
+ALTER TABLE franchisors ADD COLUMN slack_channel_id text NOT NULL DEFAULT '';
+
+-- Each contact has one thread per channel: the root message the bot posted, its ts.
+CREATE TABLE slack_threads (
+    channel_id     text NOT NULL,
+    franchisor_id  text NOT NULL,
+    location_id    text NOT NULL,
+    contact_id     text NOT NULL,
+    thread_ts      text NOT NULL,
+    create_time    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (channel_id, franchisor_id, location_id, contact_id)
+);
+CREATE INDEX slack_threads_by_ts ON slack_threads (channel_id, thread_ts);
+
+-- Events API deliveries already handled: Slack's retries (X-Slack-Retry-Num) of the same
+-- event id have no second effect.
+CREATE TABLE slack_events (
+    event_id      text PRIMARY KEY,
+    receive_time  timestamptz NOT NULL DEFAULT now()
+);
+
+-- A notification for staff (reply received, approval requested, enrollment exited, opt-out,
+-- override submitted) is a follow-up written with the event; the relay hands it to Slack (or
+-- the log) and retries while Slack is away. contact_id is '' for notices about no contact.
+ALTER TABLE followups DROP CONSTRAINT followups_kind_check;
+ALTER TABLE followups ADD CONSTRAINT followups_kind_check
+    CHECK (kind IN ('signal_reply', 'signal_opted_out', 'signal_activity', 'service_text',
+                    'enroll', 'notify'));
+ALTER TABLE followups ADD COLUMN payload jsonb NOT NULL DEFAULT '{}';
