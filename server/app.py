@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 from psycopg_pool import AsyncConnectionPool
+from starlette.routing import Route
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -31,6 +32,7 @@ from workflows import search_attributes
 from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient
 from workflows.followups import FollowupRelay
+from workflows.notifier import LogNotifier, Notifier
 from workflows.platform import WorkerSelfCheck
 from workflows.schedules import ensure_inactivity_scan
 from workflows.worker import build_worker
@@ -124,6 +126,25 @@ async def run_worker(settings: Settings) -> None:
     await pool.close()
 
 
+def slack_parts(
+    settings: Settings, pool: AsyncConnectionPool[Any], enrollments: EnrollmentClient
+) -> tuple[Notifier, list[Route]]:
+    """Slack when SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET are set: notices to Slack and the
+    bolt app at /slack/events. Otherwise notices go to the log and there is no Slack route."""
+    token, secret = settings.slack_bot_token, settings.slack_signing_secret
+    if not token and not secret:
+        return LogNotifier(), []
+    if not token or not secret:
+        raise SystemExit("reengage: set both SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET, or neither")
+    from bots.notices import SlackNotifier
+    from bots.slack_app import build_slack_app, slack_routes, web_client
+
+    slack_client = web_client(token, settings.slack_api_base)
+    bolt = build_slack_app(pool, enrollments, slack_client, secret)
+    log.info("Slack chat-ops on: notices to Slack, requests at /slack/events")
+    return SlackNotifier(pool, slack_client), slack_routes(bolt)
+
+
 async def start_roles(
     settings: Settings, database_url: str, temporal_address: str, *, run_migrations: bool = True
 ) -> Roles:
@@ -143,7 +164,8 @@ async def start_roles(
             client, settings.task_queue, timedelta(minutes=settings.scan_interval_minutes)
         )
     enrollments = EnrollmentClient(client, settings.task_queue)
-    relay = FollowupRelay(pool, enrollments, build_carrier(settings, pool))
+    notifier, slack = slack_parts(settings, pool, enrollments)
+    relay = FollowupRelay(pool, enrollments, build_carrier(settings, pool), notifier=notifier)
     server, health, port = build_grpc_server(
         pool,
         f"{settings.bind_host}:{settings.grpc_port}",
@@ -155,7 +177,8 @@ async def start_roles(
     relay_task = asyncio.create_task(relay.run())
     sms = SmsEdge(pool, relay, settings.public_url, settings.twilio_auth_token)
     app = build_http_app(
-        {"postgres": postgres_probe(pool), "temporal": temporal_probe(client)}, sms.routes()
+        {"postgres": postgres_probe(pool), "temporal": temporal_probe(client)},
+        [*sms.routes(), *slack],
     )
     http = http_server(app, settings.bind_host, settings.http_port)
     http_task = asyncio.create_task(http.serve())

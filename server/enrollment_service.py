@@ -21,7 +21,7 @@ from tenants.enrollments import Enrollment, EnrollmentStatus
 from tenants.errors import DomainError, FailedPrecondition, FieldViolation, InvalidArgument
 from tenants.names import parse_child, parse_location
 from tenants.pagination import page_request
-from tenants.template_bodies import check_body
+from tenants.template_bodies import check_edited_text
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrolling import enroll
 from workflows.enrollment_types import APPROVE, EDIT, SKIP_STEP, Decision
@@ -196,6 +196,6 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         if action is None:
             raise InvalidArgument([FieldViolation("action", "APPROVE, EDIT or SKIP")])
         if action == EDIT:
-            check_body(request.text, "https://localhost", "text")  # a sendable text
+            check_edited_text(request.text, "text")  # a sendable text, sent as written
         decision = Decision(request.step_index, action, request.text, principal().label)
         return await self._steer(request.name, "decide_approval", decision, request.request_id)

@@ -14,7 +14,7 @@ from reengage.v1 import tenants_pb2_grpc
 from server.auth import principal
 from tenants import api_keys, franchisors, locations, staff
 from tenants.access import Role
-from tenants.errors import FieldViolation, InvalidArgument
+from tenants.errors import FieldViolation, InvalidArgument, Violations
 from tenants.names import parse_child, parse_franchisor, parse_location, parse_scope
 from tenants.pagination import page_request
 
@@ -39,10 +39,27 @@ def franchisor_pb(f: franchisors.Franchisor) -> pb.Franchisor:
     return pb.Franchisor(
         name=f.scope.name,
         display_name=f.display_name,
+        slack_channel_id=f.slack_channel_id,
         create_time=timestamp(f.create_time),
         update_time=timestamp(f.update_time),
         etag=f.etag,
     )
+
+
+FRANCHISOR_MASK_PATHS = ("display_name", "slack_channel_id")
+
+
+def franchisor_mask(paths: list[str]) -> set[str]:
+    """The UpdateFranchisor fields an update_mask names ("*": all of them); raises every
+    problem with it as INVALID_ARGUMENT on update_mask."""
+    fields = set(FRANCHISOR_MASK_PATHS) if "*" in paths else set(paths)
+    problems = Violations()
+    if not fields:
+        problems.add("update_mask", "is required: name the fields to change")
+    for unknown in sorted(fields - set(FRANCHISOR_MASK_PATHS)):
+        problems.add("update_mask", f"{unknown[:60]!r} cannot be updated")
+    problems.raise_if_any()
+    return fields
 
 
 def location_pb(loc: locations.Location) -> pb.Location:
@@ -139,6 +156,24 @@ class TenantService(tenants_pb2_grpc.TenantServiceServicer):
         scope = parse_franchisor(request.name)
         async with self._pool.connection() as conn:
             return franchisor_pb(await franchisors.get_franchisor(conn, principal(), scope))
+
+    async def UpdateFranchisor(
+        self, request: pb.UpdateFranchisorRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Franchisor:
+        require(request, "franchisor")
+        scope = parse_franchisor(request.franchisor.name, "franchisor.name")
+        fields = franchisor_mask(list(request.update_mask.paths))
+        wanted = request.franchisor
+        async with self._pool.connection() as conn:
+            updated = await franchisors.update_franchisor(
+                conn,
+                principal(),
+                scope,
+                display_name=wanted.display_name if "display_name" in fields else None,
+                slack_channel_id=wanted.slack_channel_id if "slack_channel_id" in fields else None,
+                etag=wanted.etag,
+            )
+        return franchisor_pb(updated)
 
     async def CreateLocation(
         self, request: pb.CreateLocationRequest, context: grpc.aio.ServicerContext

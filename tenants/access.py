@@ -63,6 +63,8 @@ class Principal:
 class Action(StrEnum):
     FRANCHISOR_CREATE = "franchisor.create"
     FRANCHISOR_READ = "franchisor.read"
+    # the brand's own settings: display name, brand Slack channel
+    FRANCHISOR_UPDATE_SETTINGS = "franchisor.update_settings"
     LOCATION_CREATE = "location.create"
     LOCATION_READ = "location.read"
     LOCATION_LIST = "location.list"
@@ -93,6 +95,7 @@ class Action(StrEnum):
 _FRANCHISOR_WIDE = {
     # action -> franchisor roles allowed on any scope inside their franchisor
     Action.FRANCHISOR_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
+    Action.FRANCHISOR_UPDATE_SETTINGS: {Role.FRANCHISOR_ADMIN},
     Action.LOCATION_CREATE: {Role.FRANCHISOR_ADMIN},
     Action.LOCATION_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
     Action.LOCATION_LIST: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},

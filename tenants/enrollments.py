@@ -371,3 +371,20 @@ async def list_enrollments(
     )
     rows = [_from_row(r) for r in await cur.fetchall()]
     return rows[: page.size], page.next_token([r.id for r in rows])
+
+
+async def latest_for_contact(
+    conn: AsyncConnection[Any], contact: ChildName
+) -> tuple[Enrollment, str] | None:
+    """The contact's newest enrollment and its sequence's display name (platform use: the
+    caller has checked access to the contact's location)."""
+    cur = await conn.execute(
+        f"SELECT {', '.join('e.' + c.strip() for c in _COLUMNS.split(','))}, s.display_name"
+        " FROM enrollments e JOIN sequences s ON s.franchisor_id = e.franchisor_id"
+        " AND s.id = e.sequence_id AND s.location_id IS NOT DISTINCT FROM e.sequence_location_id"
+        " WHERE e.franchisor_id = %s AND e.location_id = %s AND e.contact_id = %s"
+        " ORDER BY e.enrolled_at DESC LIMIT 1",
+        (contact.scope.franchisor_id, contact.scope.location_id, contact.id),
+    )
+    row = await cur.fetchone()
+    return (_from_row(row[:-1]), str(row[-1])) if row else None

@@ -12,12 +12,13 @@ and a relay that dies mid-delivery leaves it to be claimed again when the lease 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 
 from tenants.enrollments import running_for_contact
 from tenants.names import ChildName, TenantScope
@@ -32,6 +33,7 @@ class FollowupKind(StrEnum):
     SIGNAL_ACTIVITY = "signal_activity"
     SERVICE_TEXT = "service_text"
     ENROLL = "enroll"  # an activity a sequence listens to: enroll the contact in it
+    NOTIFY = "notify"  # a notification for staff (tenants.notices): to Slack or the log
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,12 @@ class Followup:
     expires_at: datetime | None
     attempts: int
     sequence: str = ""  # ENROLL: the sequence's name
+    payload: dict[str, Any] = field(default_factory=dict)  # NOTIFY: what to tell
 
 
 _COLUMNS = (
     "id, kind, franchisor_id, location_id, contact_id, enrollment_id, workflow_id, run_id,"
-    " event_id, activity_kind, body, from_number, expires_at, attempts, sequence"
+    " event_id, activity_kind, body, from_number, expires_at, attempts, sequence, payload"
 )
 
 
@@ -73,6 +76,7 @@ def _from_row(row: tuple[Any, ...]) -> Followup:
         expires,
         attempts,
         row[14],
+        row[15],
     )
 
 
@@ -90,13 +94,14 @@ async def owe(
     from_number: str = "",
     expires_at: datetime | None = None,
     sequence: str = "",
+    payload: dict[str, Any] | None = None,
 ) -> int | None:
     """Records a follow-up; the same (kind, event, contact) twice is one. Returns its id (None
     when it was owed already)."""
     cur = await conn.execute(
         "INSERT INTO followups (kind, franchisor_id, location_id, contact_id, enrollment_id,"
-        " workflow_id, run_id, event_id, activity_kind, body, from_number, expires_at, sequence)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " workflow_id, run_id, event_id, activity_kind, body, from_number, expires_at, sequence,"
+        " payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT DO NOTHING RETURNING id",
         (
             kind.value,
@@ -112,6 +117,7 @@ async def owe(
             from_number,
             expires_at,
             sequence,
+            Jsonb(payload or {}),
         ),
     )
     row = await cur.fetchone()

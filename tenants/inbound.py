@@ -46,12 +46,14 @@ from tenants.contacts import (
     new_contact_id,
     validate,
 )
+from tenants.enrollments import running_for_contact
 from tenants.errors import DomainError
 from tenants.followups import FollowupKind, owe, owe_signal
 from tenants.franchisors import brand_name
 from tenants.keywords import Classification, Intent, classify
 from tenants.locations import Location, load_location
 from tenants.names import ChildName, TenantScope
+from tenants.notices import NoticeKind, owe_notice
 from tenants.segments import count
 
 log = logging.getLogger(__name__)
@@ -205,7 +207,7 @@ async def _act(conn: AsyncConnection[Any], inbound_id: int, sms: InboundSms) -> 
     acted.message_id = await _ledger_row(conn, contact, sms)
     brand = await brand_name(conn, scope.franchisor_id)
     if verdict.intent is Intent.OPT_OUT:
-        await _opt_out(conn, acted, contact, location, brand, sms, verdict)
+        await _opt_out(conn, acted, contact, location, brand, sms, verdict, inbound_id)
     elif verdict.intent is Intent.HELP:
         if not sms.carrier_handled_opt_out:  # the carrier's own HELP answer went out
             acted.followups.append(
@@ -222,7 +224,34 @@ async def _act(conn: AsyncConnection[Any], inbound_id: int, sms: InboundSms) -> 
         acted.followups.append(
             await owe_signal(conn, FollowupKind.SIGNAL_REPLY, contact.name, sms.carrier_message_id)
         )
+        acted.followups.append(
+            await _owe_staff_notice(conn, NoticeKind.REPLY_RECEIVED, contact, inbound_id, sms)
+        )
     return acted
+
+
+async def _owe_staff_notice(
+    conn: AsyncConnection[Any],
+    kind: NoticeKind,
+    contact: Contact,
+    inbound_id: int,
+    sms: InboundSms,
+    keyword: str = "",
+) -> int | None:
+    """Tells the location's staff (Slack or the log) what the contact texted, and where in a
+    sequence it found them."""
+    running = await running_for_contact(conn, contact.name)
+    return await owe_notice(
+        conn,
+        kind,
+        contact.location,
+        contact.name.id,
+        str(inbound_id),
+        text=sms.body[:MAX_BODY],
+        keyword=keyword,
+        enrollment_id=running.id if running else "",
+        step=running.current_step if running else -1,
+    )
 
 
 async def _opt_out(
@@ -233,6 +262,7 @@ async def _opt_out(
     brand: str,
     sms: InboundSms,
     verdict: Classification,
+    inbound_id: int,
 ) -> None:
     was_opted_out = contact.opted_out
     await append_events(
@@ -256,6 +286,12 @@ async def _opt_out(
     acted.followups.append(
         await owe_signal(conn, FollowupKind.SIGNAL_OPTED_OUT, contact.name, sms.carrier_message_id)
     )
+    if not was_opted_out:
+        acted.followups.append(
+            await _owe_staff_notice(
+                conn, NoticeKind.OPTED_OUT, contact, inbound_id, sms, verdict.keyword
+            )
+        )
     if not was_opted_out and not sms.carrier_handled_opt_out:
         acted.followups.append(
             await _service_text(

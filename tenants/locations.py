@@ -34,6 +34,13 @@ PROVISIONING_FIELDS = frozenset({"time_zone", "sender_phone_numbers"})
 UPDATABLE_FIELDS = SETTINGS_FIELDS | PROVISIONING_FIELDS
 
 
+def slack_channel_problem(value: str) -> str | None:
+    """Why value is not a Slack channel id, or None when it is one or is "" (no channel)."""
+    if value and not _SLACK_CHANNEL.fullmatch(value):
+        return f"{value[:40]!r} is not a Slack channel id (e.g. C0123ABCD)"
+    return None
+
+
 @dataclass(frozen=True)
 class SendWindowInput:
     """A send window as the caller wrote it, before validation."""
@@ -128,11 +135,7 @@ def _validate(
         except InvalidArgument as exc:
             problems.items.extend(exc.violations)
     if "slack_channel_id" in fields:
-        if data.slack_channel_id and not _SLACK_CHANNEL.fullmatch(data.slack_channel_id):
-            problems.add(
-                f"{prefix}.slack_channel_id",
-                f"{data.slack_channel_id[:40]!r} is not a Slack channel id (e.g. C0123ABCD)",
-            )
+        problems.check(f"{prefix}.slack_channel_id", slack_channel_problem(data.slack_channel_id))
         values["slack_channel_id"] = data.slack_channel_id
     if "daily_enrollment_cap" in fields:
         if not 0 <= data.daily_enrollment_cap <= MAX_DAILY_ENROLLMENT_CAP:

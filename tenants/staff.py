@@ -156,3 +156,19 @@ async def delete_staff_member(
         await audit.record(
             conn, principal, "staff_member.delete", name.name, name.scope.franchisor_id
         )
+
+
+async def staff_for_slack_user(
+    conn: AsyncConnection[Any], slack_user_id: str, franchisor_id: str | None = None
+) -> list[StaffMember]:
+    """The staff members mapped to a Slack user (at most one per franchisor), for the bot: who
+    is acting. Without access checks — the caller then asks the access module what they may do.
+    """
+    if not slack_user_id:
+        return []
+    cur = await conn.execute(
+        _SELECT + " WHERE slack_user_id = %s AND (%s::text IS NULL OR franchisor_id = %s)"
+        " ORDER BY franchisor_id",
+        (slack_user_id, franchisor_id, franchisor_id),
+    )
+    return [_from_row(r) for r in await cur.fetchall()]

@@ -15,6 +15,7 @@ from tenants import audit
 from tenants.access import Action, Principal, authorize
 from tenants.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from tenants.names import ChildName
+from tenants.notices import NoticeKind, owe_notice
 from tenants.templates import (
     NewRevision,
     RevisionState,
@@ -73,15 +74,31 @@ async def submit_template(
     conn: AsyncConnection[Any], principal: Principal, name: ChildName, etag: str
 ) -> Template:
     authorize(principal, Action.TEMPLATE_WRITE, name.scope)
-    return await _move(
-        conn,
-        principal,
-        name,
-        etag,
-        {RevisionState.DRAFT, RevisionState.REJECTED},
-        RevisionState.PENDING_APPROVAL,
-        "submit",
-    )
+    async with conn.transaction():
+        submitted = await _move(
+            conn,
+            principal,
+            name,
+            etag,
+            {RevisionState.DRAFT, RevisionState.REJECTED},
+            RevisionState.PENDING_APPROVAL,
+            "submit",
+        )
+        # the brand's admins decide it: in the brand channel when Slack is set up
+        await owe_notice(
+            conn,
+            NoticeKind.OVERRIDE_SUBMITTED,
+            name.scope,
+            "",
+            f"{name.name}@{submitted.latest_revision}",
+            template=name.name,
+            display_name=submitted.display_name,
+            brand_template=submitted.override_of_name,
+            body=submitted.latest_body,
+            etag=submitted.etag,
+            submitted_by=principal.label,
+        )
+    return submitted
 
 
 async def approve_template(

@@ -19,6 +19,7 @@ from tenants.placeholders import (
     RenderContext,
     Rendering,
     TemplateSyntaxError,
+    Text,
     parse,
     render,
 )
@@ -74,6 +75,22 @@ def check_body(body: str, public_url: str, field: str = "template.body") -> Pars
             ]
         )
     return parsed
+
+
+def check_edited_text(text: str, field: str = "text") -> None:
+    """An approver's edit is sent exactly as written: it must be a sendable text (the template
+    checks) with no placeholders left to fill; raises InvalidArgument."""
+    parsed = check_body(text, "https://localhost", field)
+    if len(parsed.parts) != 1 or not isinstance(parsed.parts[0], Text):
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    field,
+                    "an edited text is sent exactly as written: replace the {{placeholders}} "
+                    "with their words (links too)",
+                )
+            ]
+        )
 
 
 @dataclass(frozen=True)

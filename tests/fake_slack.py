@@ -44,6 +44,7 @@ class SlackCall:
     method: str
     args: dict[str, Any]
     token: str
+    ts: str = ""  # chat.postMessage: the ts Slack gave the message
 
 
 @dataclass
@@ -93,8 +94,9 @@ class FakeSlack:
                         args[key] = json.loads(args[key])
         auth = request.headers.get("authorization", "")
         token = auth.removeprefix("Bearer ").strip() if auth else str(args.get("token", ""))
+        call = SlackCall(method, args, token)
         with self._lock:
-            self.calls.append(SlackCall(method, args, token))
+            self.calls.append(call)
         if not token:
             return JSONResponse({"ok": False, "error": "not_authed"})
         if token != self.token:
@@ -115,7 +117,7 @@ class FakeSlack:
                 }
             )
         if method == "chat.postMessage":
-            ts = self._next_ts()
+            ts = call.ts = self._next_ts()
             return JSONResponse(
                 {
                     "ok": True,

@@ -45,7 +45,6 @@ from workflows.client import UpdateRefused
 from workflows.enrolling import enroll
 from workflows.enrollment_activities import EnrollmentActivities
 from workflows.enrollment_types import SENT, Decision, EnrollmentState, SendRequest
-from workflows.notifier import LogNotifier
 
 NEW_YORK = ZoneInfo("America/New_York")
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")
@@ -789,9 +788,7 @@ async def test_send_step_twice_for_one_step_sends_once(
     pool: AsyncConnectionPool[Any], world: World
 ) -> None:
     enrollment = await bare_enrollment(pool)
-    activities = EnrollmentActivities(
-        pool, OutboxCarrier(pool), LogNotifier(), "http://localhost:8080", 1000
-    )
+    activities = EnrollmentActivities(pool, OutboxCarrier(pool), "http://localhost:8080", 1000)
     request = SendRequest(enrollment.id, 0, TEXT, now=inside_the_window())
     env = ActivityEnvironment()
     first = await env.run(activities.send_step, request)
@@ -807,7 +804,7 @@ async def test_a_send_interrupted_by_a_crash_is_not_resent_by_a_carrier_without_
 ) -> None:
     enrollment = await bare_enrollment(pool)
     carrier = RecordingCarrier()
-    activities = EnrollmentActivities(pool, carrier, LogNotifier(), "http://localhost:8080", 1000)
+    activities = EnrollmentActivities(pool, carrier, "http://localhost:8080", 1000)
     now = inside_the_window()
     # the crash: the row was reserved and committed, then the worker died during the call
     async with pool.connection() as conn:

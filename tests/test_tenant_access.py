@@ -10,7 +10,8 @@ Rules (DESIGN §4, tenants/access.py):
 * the operator may do everything; no key / revoked key / malformed key: UNAUTHENTICATED;
 * CreateFranchisor is operator-only;
 * nobody crosses franchisors: PERMISSION_DENIED whether or not the target exists;
-* a franchisor admin may do everything inside its franchisor; a franchisor viewer only reads;
+* a franchisor admin may do everything inside its franchisor (UpdateFranchisor included: the
+  brand's own settings are the admin's alone); a franchisor viewer only reads;
 * a location manager reads its franchisor and its own location, changes the operating settings
   (display name, send window, Slack channel) of its own location, and manages the staff and API
   keys of its own location with location roles only;
@@ -165,6 +166,17 @@ def create_franchisor() -> Any:
     )
 
 
+def update_franchisor(scope: TenantScope) -> Build:
+    return simple(
+        lambda: pb.UpdateFranchisorRequest(
+            franchisor=pb.Franchisor(
+                name=scope.name, display_name="Renamed Brand", slack_channel_id="C0BRAND01"
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name", "slack_channel_id"]),
+        )
+    )
+
+
 def create_location(parent: TenantScope) -> Build:
     return simple(
         lambda: pb.CreateLocationRequest(
@@ -272,6 +284,10 @@ CASES: dict[str, Case] = {
         Case(
             "GetFranchisor", "nope", "nope", simple(lambda: pb.GetFranchisorRequest(name=NOPE.name))
         ),
+        # UpdateFranchisor
+        Case("UpdateFranchisor", "acme", "acme", update_franchisor(A)),
+        Case("UpdateFranchisor", "bravo", "bravo", update_franchisor(B)),
+        Case("UpdateFranchisor", "nope", "nope", update_franchisor(NOPE)),
         # CreateLocation
         Case("CreateLocation", "acme", "acme", create_location(A)),
         Case("CreateLocation", "bravo", "bravo", create_location(B)),
@@ -578,6 +594,9 @@ EXPECTED: dict[str, tuple[Any, ...]] = {
     "GetFranchisor[acme]":                               (OK, OK, OK, OK, OK, PD, PD, UA, UA, UA),
     "GetFranchisor[bravo]":                              (OK, PD, PD, PD, PD, OK, OK, UA, UA, UA),
     "GetFranchisor[nope]":                               (NF, PD, PD, PD, PD, PD, PD, UA, UA, UA),
+    "UpdateFranchisor[acme]":                            (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
+    "UpdateFranchisor[bravo]":                           (OK, PD, PD, PD, PD, OK, PD, UA, UA, UA),
+    "UpdateFranchisor[nope]":                            (NF, PD, PD, PD, PD, PD, PD, UA, UA, UA),
     "CreateLocation[acme]":                              (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
     "CreateLocation[bravo]":                             (OK, PD, PD, PD, PD, OK, PD, UA, UA, UA),
     "CreateLocation[nope]":                              (NF, PD, PD, PD, PD, PD, PD, UA, UA, UA),
@@ -644,6 +663,7 @@ EXPECTED: dict[str, tuple[Any, ...]] = {
 RPCS = (
     "CreateFranchisor",
     "GetFranchisor",
+    "UpdateFranchisor",
     "CreateLocation",
     "GetLocation",
     "ListLocations",
@@ -926,6 +946,7 @@ async def test_a_revoked_key_stops_authenticating_on_the_next_call(
 AUDITED = [
     # (who, case, action, a principal that may not do it)
     ("operator", "CreateFranchisor[new franchisor]", "franchisor.create", "a_admin"),
+    ("a_admin", "UpdateFranchisor[acme]", "franchisor.update", "a_downtown_manager"),
     ("a_admin", "CreateLocation[acme]", "location.create", "a_viewer"),
     (
         "a_downtown_manager",

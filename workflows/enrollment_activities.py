@@ -1,5 +1,5 @@
-"""The enrollment workflow's activities: every read and write it needs, against PostgreSQL,
-the carrier and the notifier (all injected by the worker factory).
+"""The enrollment workflow's activities: every read and write it needs, against PostgreSQL
+and the carrier (injected by the worker factory); staff notices are owed to the relay.
 
 prepare_step and SimulateSequence share `tenants.step_planning.decide` and gather the same
 facts, so the plan a user simulated is what the workflow does.
@@ -28,13 +28,14 @@ from tenants.enrollments import Enrollment, EnrollmentStatus, load_enrollment, r
 from tenants.franchisors import brand_name
 from tenants.locations import Location, load_location
 from tenants.message_context import contact_context, render_step
+from tenants.notices import NoticeKind, owe_notice
 from tenants.placeholders import LinkMaker
 from tenants.segments import count
 from tenants.send_rules import Recipient, allowed_at, next_opening
 from tenants.sequences import SequenceState, sequence_state
 from tenants.simulation import due_time
 from tenants.step_planning import Outcome, StepFacts, decide
-from tenants.template_bodies import check_body
+from tenants.template_bodies import check_edited_text
 from workflows.carrier import Carrier, OutboundText, SendStatus
 from workflows.enrollment_types import (
     BLOCK,
@@ -50,7 +51,6 @@ from workflows.enrollment_types import (
     SendRequest,
     Transition,
 )
-from workflows.notifier import Notifier
 
 log = logging.getLogger(__name__)
 PAUSED_SEQUENCE_RECHECK = timedelta(minutes=15)
@@ -86,13 +86,11 @@ class EnrollmentActivities:
         self,
         pool: AsyncConnectionPool[Any],
         carrier: Carrier,
-        notifier: Notifier,
         public_url: str,
         sends_per_second: float = 1.0,
     ) -> None:
         self._pool = pool
         self._carrier = carrier
-        self._notifier = notifier
         self._public_url = public_url
         self._per_second = sends_per_second
 
@@ -184,7 +182,7 @@ class EnrollmentActivities:
             ctx = await _context(conn, request.enrollment_id)
             if request.edited:
                 try:
-                    check_body(request.text, "http://localhost", "text")
+                    check_edited_text(request.text)
                 except Exception as exc:  # an edit that is not a sendable text
                     return SendOutcome(SKIP, reason=f"edited text refused: {exc}")
             blocked = self._blocked(ctx.contact)
@@ -324,12 +322,40 @@ class EnrollmentActivities:
                 datetime.fromisoformat(t.next_wake) if t.next_wake else None,
                 t.exit_reason,
             )
+            if t.status == EnrollmentStatus.EXITED:
+                enrollment = await load_enrollment(conn, t.enrollment_id)
+                await owe_notice(
+                    conn,
+                    NoticeKind.ENROLLMENT_EXITED,
+                    enrollment.contact.scope,
+                    enrollment.contact.id,
+                    enrollment.id,
+                    enrollment_id=enrollment.id,
+                    reason=t.exit_reason,
+                    step=t.step_index,
+                )
 
     @activity.defn(name="notify_approval")
     async def notify_approval(self, request: ApprovalRequest) -> None:
+        """Owes the location's staff the approval request (Slack or the log, via the relay).
+        Keyed by the activity, so a retry owes it once and a step approved again later (its
+        send was deferred) is asked for again."""
+        info = activity.info()
+        deadline = _now("") + timedelta(seconds=request.timeout_seconds)
         async with self._pool.connection() as conn:
             enrollment = await load_enrollment(conn, request.enrollment_id)
-        await self._notifier.approval_requested(request, enrollment.name.name)
+            await owe_notice(
+                conn,
+                NoticeKind.APPROVAL_REQUESTED,
+                enrollment.contact.scope,
+                enrollment.contact.id,
+                f"{info.workflow_run_id}:{info.activity_id}",
+                enrollment_id=enrollment.id,
+                step=request.step_index,
+                text=request.text,
+                segments=request.segments,
+                deadline=deadline.isoformat(),
+            )
 
     def all(self) -> list[Any]:
         return [

@@ -26,15 +26,19 @@ from tenants.contacts import load
 from tenants.errors import DomainError, Unavailable
 from tenants.followups import Followup, FollowupKind
 from tenants.names import parse_child
+from tenants.notices import Notice
 from tenants.segments import count
 from tenants.triggers import EntryPath
 from workflows.carrier import Carrier, OutboundText, SendStatus
 from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
+from workflows.notifier import LogNotifier, Notifier
 
 log = logging.getLogger(__name__)
 TRIGGERS = Principal("system", "activity-trigger", Role.OPERATOR, None)
 ENROLL_ATTEMPTS = 4
+# a notice Slack keeps refusing is retried for about 3 hours (backoff capped at 5 minutes)
+NOTICE_ATTEMPTS = 45
 
 
 class FollowupRelay:
@@ -44,10 +48,12 @@ class FollowupRelay:
         enrollments: EnrollmentClient,
         carrier: Carrier,
         poll_seconds: float = 1.0,
+        notifier: Notifier | None = None,
     ) -> None:
         self._pool = pool
         self._enrollments = enrollments
         self._carrier = carrier
+        self._notifier: Notifier = notifier or LogNotifier()
         self._poll = poll_seconds
         self._wake = asyncio.Event()
 
@@ -86,10 +92,16 @@ class FollowupRelay:
         async with self._pool.connection() as conn:
             claimed = await followups.claim(conn, now, ids)
         # signals first: an activity that ends one enrollment and starts another
-        first = [f for f in claimed if f.kind is not FollowupKind.ENROLL]
-        await asyncio.gather(*(self._run_one(f) for f in first))
-        await asyncio.gather(*(self._run_one(f) for f in claimed if f not in first))
+        first = [f for f in claimed if f.kind not in (FollowupKind.ENROLL, FollowupKind.NOTIFY)]
+        notices = sorted((f for f in claimed if f.kind is FollowupKind.NOTIFY), key=lambda f: f.id)
+        await asyncio.gather(*(self._run_one(f) for f in first), self._run_in_order(notices))
+        await asyncio.gather(*(self._run_one(f) for f in claimed if f.kind is FollowupKind.ENROLL))
         return len(claimed)
+
+    async def _run_in_order(self, notices: list[Followup]) -> None:
+        """Notices one after another, so a thread reads reply, then exit."""
+        for f in notices:
+            await self._run_one(f)
 
     async def _run_one(self, f: Followup) -> None:
         try:
@@ -109,6 +121,11 @@ class FollowupRelay:
             return await self._service_text(f)
         if f.kind is FollowupKind.ENROLL:
             return await self._enroll(f)
+        if f.kind is FollowupKind.NOTIFY:
+            if f.attempts > NOTICE_ATTEMPTS:
+                log.error("follow-up %s: notice given up after %s attempts", f.id, f.attempts)
+                return "gave_up"
+            return await self._notifier.deliver(Notice.of(f))
         run_id = f.run_id
         if f.enrollment_id:
             async with self._pool.connection() as conn:

@@ -1,30 +1,48 @@
-"""Where approval requests and other staff notifications go. Slack plugs in later; without it
-they go to the log and staff decide with `reengage approvals` over gRPC."""
+"""Where staff notices go (`tenants.notices`): Slack when it is configured (`bots.notices`),
+else the log — then staff list and decide approvals with `reengage approvals` over gRPC.
+
+The follow-up relay calls `deliver` for every owed notice and retries it with backoff when it
+raises, so a notice waits out a Slack outage instead of being lost.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Protocol
 
-from workflows.enrollment_types import ApprovalRequest
+from tenants.notices import Notice, NoticeKind
 
 log = logging.getLogger("reengage.notifications")
 
 
 class Notifier(Protocol):
-    async def approval_requested(self, request: ApprovalRequest, enrollment_name: str) -> None:
-        """Tells the location's staff that a step waits for their decision."""
+    async def deliver(self, notice: Notice) -> str:
+        """Tells staff; returns the outcome the follow-up records. Raises to be retried."""
         ...
 
 
 class LogNotifier:
-    """Writes notifications to the log (no personal data beyond the enrollment's name)."""
+    """Writes notices to the log: names and ids only, never a phone number or a text."""
 
-    async def approval_requested(self, request: ApprovalRequest, enrollment_name: str) -> None:
-        log.info(
-            "approval requested: %s step %d (%d segments, decide within %ds)",
-            enrollment_name,
-            request.step_index,
-            request.segments,
-            request.timeout_seconds,
-        )
+    async def deliver(self, notice: Notice) -> str:
+        p = notice.payload
+        where = f"{notice.location.name}/contacts/{notice.contact_id}"
+        enrollment = f"{notice.location.name}/enrollments/{p.get('enrollment_id', '')}"
+        if notice.kind is NoticeKind.APPROVAL_REQUESTED:
+            log.info(
+                "approval requested: %s step %s (%s segments, decide by %s): "
+                "reengage approvals decide %s --step %s --approve|--skip|--edit TEXT",
+                enrollment,
+                p.get("step"),
+                p.get("segments"),
+                p.get("deadline"),
+                enrollment,
+                p.get("step"),
+            )
+        elif notice.kind is NoticeKind.ENROLLMENT_EXITED:
+            log.info("enrollment exited: %s (%s)", enrollment, p.get("reason"))
+        elif notice.kind is NoticeKind.OVERRIDE_SUBMITTED:
+            log.info("override submitted for approval: %s", p.get("template"))
+        else:
+            log.info("%s: %s", notice.kind.value.replace("_", " "), where)
+        return "logged"

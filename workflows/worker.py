@@ -1,5 +1,5 @@
 """The worker factory: one place that lists the workflows and activities of the task queue and
-injects their dependencies (pool, carrier, notifier, the enrollment client of the scan)."""
+injects their dependencies (pool, carrier, the enrollment client of the scan)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient
 from workflows.enrollment import EnrollmentWorkflow
 from workflows.enrollment_activities import EnrollmentActivities
-from workflows.notifier import LogNotifier, Notifier
 from workflows.platform import WorkerSelfCheck
 from workflows.scan import InactivityScanWorkflow, SteerSequenceWorkflow
 from workflows.scan_activities import ScanActivities
@@ -28,16 +27,13 @@ def build_worker(
     task_queue: str = TASK_QUEUE,
     *,
     carrier: Carrier | None = None,
-    notifier: Notifier | None = None,
     public_url: str = "http://localhost:8080",
     sends_per_second: float = 1.0,
 ) -> Worker:
     platform = PlatformActivities(pool)
     activities: list[Any] = [platform.database_version]
     if carrier is not None:
-        enrollment = EnrollmentActivities(
-            pool, carrier, notifier or LogNotifier(), public_url, sends_per_second
-        )
+        enrollment = EnrollmentActivities(pool, carrier, public_url, sends_per_second)
         activities += enrollment.all()
         activities += ScanActivities(pool, EnrollmentClient(client, task_queue)).all()
     return Worker(

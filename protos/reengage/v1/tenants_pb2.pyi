@@ -144,12 +144,17 @@ class Franchisor(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    SLACK_CHANNEL_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `franchisors/{franchisor}`. Output only."""
     display_name: _builtins.str
     """Human-readable brand name, 1–200 characters. Used in texts as {{brand.name}}."""
     etag: _builtins.str
-    """Opaque version tag for optimistic concurrency. Output only."""
+    """Opaque version tag; pass it to UpdateFranchisor to refuse a stale write. Output only."""
+    slack_channel_id: _builtins.str
+    """Slack channel id (e.g. "C0123ABCD") of the brand channel, where location overrides of brand
+    templates wait for approval; empty for none.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the franchisor was created. Output only."""
@@ -166,10 +171,11 @@ class Franchisor(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        slack_channel_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "name", b"name", "slack_channel_id", b"slack_channel_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -441,6 +447,36 @@ class GetFranchisorRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetFranchisorRequest: _TypeAlias = GetFranchisorRequest  # noqa: Y015
+
+@_typing.final
+class UpdateFranchisorRequest(_message.Message):
+    """Request for UpdateFranchisor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRANCHISOR_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def franchisor(self) -> Global___Franchisor:
+        """The franchisor with its name set and the fields to change."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Fields to change: display_name, slack_channel_id, or "*" for both of them. Required."""
+
+    def __init__(
+        self,
+        *,
+        franchisor: Global___Franchisor | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["franchisor", b"franchisor", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["franchisor", b"franchisor", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateFranchisorRequest: _TypeAlias = UpdateFranchisorRequest  # noqa: Y015
 
 @_typing.final
 class CreateLocationRequest(_message.Message):

@@ -46,6 +46,11 @@ class TenantServiceStub:
                 request_serializer=reengage_dot_v1_dot_tenants__pb2.GetFranchisorRequest.SerializeToString,
                 response_deserializer=reengage_dot_v1_dot_tenants__pb2.Franchisor.FromString,
                 _registered_method=True)
+        self.UpdateFranchisor = channel.unary_unary(
+                '/reengage.v1.TenantService/UpdateFranchisor',
+                request_serializer=reengage_dot_v1_dot_tenants__pb2.UpdateFranchisorRequest.SerializeToString,
+                response_deserializer=reengage_dot_v1_dot_tenants__pb2.Franchisor.FromString,
+                _registered_method=True)
         self.CreateLocation = channel.unary_unary(
                 '/reengage.v1.TenantService/CreateLocation',
                 request_serializer=reengage_dot_v1_dot_tenants__pb2.CreateLocationRequest.SerializeToString,
@@ -111,6 +116,14 @@ class TenantServiceServicer:
 
     def GetFranchisor(self, request, context):
         """Gets a franchisor. Any principal of that franchisor may read it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateFranchisor(self, request, context):
+        """Updates a franchisor's own settings: its display name and brand Slack channel. Franchisor
+        admins only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -201,6 +214,11 @@ def add_TenantServiceServicer_to_server(servicer, server):
             'GetFranchisor': grpc.unary_unary_rpc_method_handler(
                     servicer.GetFranchisor,
                     request_deserializer=reengage_dot_v1_dot_tenants__pb2.GetFranchisorRequest.FromString,
+                    response_serializer=reengage_dot_v1_dot_tenants__pb2.Franchisor.SerializeToString,
+            ),
+            'UpdateFranchisor': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateFranchisor,
+                    request_deserializer=reengage_dot_v1_dot_tenants__pb2.UpdateFranchisorRequest.FromString,
                     response_serializer=reengage_dot_v1_dot_tenants__pb2.Franchisor.SerializeToString,
             ),
             'CreateLocation': grpc.unary_unary_rpc_method_handler(
@@ -308,6 +326,33 @@ class TenantService:
             target,
             '/reengage.v1.TenantService/GetFranchisor',
             reengage_dot_v1_dot_tenants__pb2.GetFranchisorRequest.SerializeToString,
+            reengage_dot_v1_dot_tenants__pb2.Franchisor.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateFranchisor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reengage.v1.TenantService/UpdateFranchisor',
+            reengage_dot_v1_dot_tenants__pb2.UpdateFranchisorRequest.SerializeToString,
             reengage_dot_v1_dot_tenants__pb2.Franchisor.FromString,
             options,
             channel_credentials,

@@ -1,0 +1,218 @@
+"""Approval buttons: Approve, Edit (a modal), Skip and Pause contact on an approval message.
+
+Each button calls the enrollment workflow's update with an id made of the message and the
+button, so a double click (or Slack re-sending the click) decides once; the message then shows
+who decided what. The modal's submission carries the view's id, so submitting it twice decides
+once. Nothing typed in Slack reaches a contact unless its submission is an explicit approve.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots import messages
+from bots.identity import Refusal, mention, staff_allowed, tell
+from tenants import audit
+from tenants.access import Action
+from tenants.enrollments import Enrollment, load_enrollment
+from tenants.errors import InvalidArgument, NotFound
+from tenants.staff import StaffMember
+from tenants.template_bodies import check_edited_text
+from workflows.client import EnrollmentClient, UpdateRefused
+from workflows.enrollment_types import APPROVE, EDIT, SKIP_STEP, Decision
+
+log = logging.getLogger(__name__)
+
+REFUSED_WORDS = {
+    "NO_PENDING_APPROVAL": "This approval was already decided (or timed out), so nothing changed.",
+    "STALE_DECISION": "This approval is no longer pending: the contact has moved on.",
+    "ENDED": "This contact's sequence has ended, so nothing changed.",
+    "ALREADY_PAUSED": "This contact is already paused.",
+}
+
+
+@dataclass(frozen=True)
+class Click:
+    """One click of an approval button, from Slack's block_actions payload."""
+
+    action_id: str
+    enrollment_id: str
+    step: int
+    user: str
+    channel: str
+    message_ts: str
+    thread_ts: str
+    blocks: list[dict[str, Any]]
+    trigger_id: str
+
+    @classmethod
+    def of(cls, body: dict[str, Any], action: dict[str, Any]) -> Click:
+        value = json.loads(action["value"])
+        container = body.get("container", {})
+        return cls(
+            action["action_id"],
+            str(value["e"]),
+            int(value["s"]),
+            body["user"]["id"],
+            body.get("channel", {}).get("id") or container.get("channel_id", ""),
+            container.get("message_ts", ""),
+            container.get("thread_ts", ""),
+            body.get("message", {}).get("blocks", []),
+            body.get("trigger_id", ""),
+        )
+
+    @property
+    def update_id(self) -> str:
+        return f"slack-{self.channel}-{self.message_ts}-{self.action_id}"
+
+
+class ApprovalActions:
+    def __init__(self, pool: AsyncConnectionPool[Any], enrollments: EnrollmentClient) -> None:
+        self._pool = pool
+        self._enrollments = enrollments
+
+    async def _allowed(self, user: str, enrollment_id: str) -> tuple[Enrollment, StaffMember]:
+        async with self._pool.connection() as conn:
+            try:
+                enrollment = await load_enrollment(conn, enrollment_id)
+            except NotFound:
+                raise Refusal("This enrollment no longer exists, so nothing changed.") from None
+            staff = await staff_allowed(
+                conn, user, Action.ENROLLMENT_STEER, enrollment.contact.scope
+            )
+        return enrollment, staff
+
+    async def on_click(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        """Approve, Skip, Pause contact or Edit (which opens the modal)."""
+        await ack()
+        click = Click.of(body, action)
+        try:
+            enrollment, staff = await self._allowed(click.user, click.enrollment_id)
+            if click.action_id == messages.EDIT:
+                await self._open_editor(click, enrollment, client)
+                return
+            outcome = await self._decide(click, enrollment, staff)
+        except Refusal as refusal:
+            await tell(client, click.channel, click.user, str(refusal), click.thread_ts)
+            return
+        await client.chat_update(
+            channel=click.channel,
+            ts=click.message_ts,
+            text=outcome,
+            blocks=messages.decided(
+                click.blocks, outcome, keep_actions=click.action_id == messages.PAUSE
+            ),
+        )
+
+    async def _decide(self, click: Click, enrollment: Enrollment, staff: StaffMember) -> str:
+        who = mention(click.user, staff)
+        label = staff.as_principal().label
+        try:
+            if click.action_id == messages.PAUSE:
+                await self._enrollments.pause(enrollment.workflow_id, click.update_id)
+                outcome = (
+                    f":double_vertical_bar: Contact paused by {who}: nothing is sent until"
+                    " `/reengage resume`."
+                )
+            else:
+                action = APPROVE if click.action_id == messages.APPROVE else SKIP_STEP
+                await self._enrollments.decide_approval(
+                    enrollment.workflow_id,
+                    Decision(click.step, action, "", label),
+                    click.update_id,
+                )
+                outcome = (
+                    f":white_check_mark: Approved by {who}"
+                    if action == APPROVE
+                    else f":fast_forward: Skipped by {who}: this step is not sent"
+                )
+        except UpdateRefused as refused:
+            raise Refusal(REFUSED_WORDS.get(refused.reason, refused.message)) from None
+        await self._audit(staff, click.action_id, enrollment, click.step)
+        return outcome
+
+    async def _open_editor(
+        self, click: Click, enrollment: Enrollment, client: AsyncWebClient
+    ) -> None:
+        try:
+            state = await self._enrollments.state(enrollment.workflow_id)
+        except Exception:
+            raise Refusal("This contact's sequence has ended, so nothing changed.") from None
+        if state.pending_approval_step != click.step:
+            raise Refusal(REFUSED_WORDS["NO_PENDING_APPROVAL"])
+        header = [next((b["text"]["text"] for b in click.blocks if b.get("type") == "section"), "")]
+        await client.views_open(
+            trigger_id=click.trigger_id,
+            view=messages.edit_modal(
+                state.pending_text,
+                {
+                    "e": click.enrollment_id,
+                    "s": click.step,
+                    "c": click.channel,
+                    "t": click.message_ts,
+                    "r": click.thread_ts,
+                    "shown": [h[:1000] for h in header],
+                },
+            ),
+        )
+
+    async def on_edit_submitted(
+        self, ack: Any, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        """The modal's Approve & send: validated like a template, then decided once."""
+        meta = json.loads(view["private_metadata"])
+        user = body["user"]["id"]
+        text = view["state"]["values"][messages.TEXT_BLOCK][messages.TEXT_BLOCK].get("value") or ""
+        try:
+            check_edited_text(text, "text")
+            enrollment, staff = await self._allowed(user, meta["e"])
+        except InvalidArgument as bad:
+            problem = "; ".join(v.description for v in bad.violations)
+            await ack(response_action="errors", errors={messages.TEXT_BLOCK: problem[:150]})
+            return
+        except Refusal as refusal:
+            await ack(response_action="errors", errors={messages.TEXT_BLOCK: str(refusal)[:150]})
+            return
+        await ack()
+        try:
+            await self._enrollments.decide_approval(
+                enrollment.workflow_id,
+                Decision(int(meta["s"]), EDIT, text, staff.as_principal().label),
+                f"slack-view-{view['id']}",
+            )
+        except UpdateRefused as refused:
+            words = REFUSED_WORDS.get(refused.reason, refused.message)
+            await tell(client, meta["c"], user, f"Your edit was not sent: {words}", meta["r"])
+            return
+        await self._audit(staff, messages.EDIT, enrollment, int(meta["s"]))
+        outcome = (
+            f":pencil2: Edited and approved by {mention(user, staff)}: the text above is sent."
+        )
+        await client.chat_update(
+            channel=meta["c"],
+            ts=meta["t"],
+            text=outcome,
+            blocks=messages.decided(messages.shown_again([*meta["shown"][:1], text]), outcome),
+        )
+
+    async def _audit(
+        self, staff: StaffMember, action_id: str, enrollment: Enrollment, step: int
+    ) -> None:
+        async with self._pool.connection() as conn:
+            await audit.record(
+                conn,
+                staff.as_principal(),
+                f"enrollment.{action_id.removeprefix('approval_')}",
+                enrollment.name.name,
+                enrollment.contact.scope.franchisor_id,
+                step=step,
+                via="slack",
+            )

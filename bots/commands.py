@@ -1,0 +1,173 @@
+"""`/reengage status|pause|resume <phone>` and `/reengage stats`, answered only to the caller.
+
+The location is the channel's (a location's Slack channel), else the caller's own location;
+the caller must be a mapped staff member the access module allows (reads: CONTACT_READ; pause
+and resume: ENROLLMENT_STEER).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from bots.approvals import REFUSED_WORDS
+from bots.identity import Refusal, staff_allowed
+from bots.messages import esc
+from tenants import audit
+from tenants.access import Action
+from tenants.chat_threads import locations_of_channel
+from tenants.contacts import ConsentState, Contact, load_by_phones, textable_e164
+from tenants.enrollments import latest_for_contact
+from tenants.errors import InvalidArgument
+from tenants.location_stats import location_stats
+from tenants.locations import load_location
+from tenants.names import TenantScope
+from tenants.notices import mask_phone, short_name
+from tenants.staff import staff_for_slack_user
+from workflows.client import EnrollmentClient, UpdateRefused
+from workflows.enrollment_types import EnrollmentState
+
+USAGE = (
+    "Usage: `/reengage status <phone>` · `/reengage pause <phone>` ·"
+    " `/reengage resume <phone>` · `/reengage stats` (the last 30 days)"
+)
+VERBS = ("status", "pause", "resume", "stats")
+
+
+class SlashCommands:
+    def __init__(self, pool: AsyncConnectionPool[Any], enrollments: EnrollmentClient) -> None:
+        self._pool = pool
+        self._enrollments = enrollments
+
+    async def on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
+        await ack()
+        try:
+            text = await self.answer(command)
+        except Refusal as refusal:
+            text = str(refusal)
+        await respond(text=text, response_type="ephemeral")
+
+    async def answer(self, command: dict[str, Any]) -> str:
+        words = str(command.get("text") or "").split()
+        verb = words[0].lower() if words else "help"
+        if verb not in VERBS:
+            return USAGE
+        if verb != "stats" and len(words) < 2:
+            return f"Which contact? `/reengage {verb} <phone>`"
+        user = str(command.get("user_id", ""))
+        async with self._pool.connection() as conn:
+            location = await _location(conn, user, str(command.get("channel_id", "")))
+            read = verb in ("status", "stats")
+            action = Action.CONTACT_READ if read else Action.ENROLLMENT_STEER
+            staff = await staff_allowed(conn, user, action, location)
+            place = (await load_location(conn, location)).display_name
+            if verb == "stats":
+                s = await location_stats(conn, staff.as_principal(), location, datetime.now(UTC))
+                return (
+                    f"*{esc(place)}*, last 30 days: {s.enrolled} enrolled · {s.sent} texts sent ·"
+                    f" {s.replied} replied · {s.opted_out} opted out"
+                )
+            contact = await _contact(conn, location, " ".join(words[1:]))
+            name = short_name(contact.first_name, contact.last_name)
+            who = f"*{esc(name)}* ({mask_phone(contact.phone_e164)})"
+            latest = await latest_for_contact(conn, contact.name)
+            if verb == "status":
+                live = None
+                if latest is not None and latest[0].running:
+                    with contextlib.suppress(Exception):  # the record answers without it
+                        live = await self._enrollments.state(latest[0].workflow_id)
+                return _status(who, place, contact, latest, live)
+            if latest is None or not latest[0].running:
+                return f"{who} is not in a sequence at {esc(place)}: nothing to {verb}."
+            enrollment, sequence = latest
+            call = self._enrollments.pause if verb == "pause" else self._enrollments.resume
+            try:
+                await call(enrollment.workflow_id, f"slack-cmd-{command.get('trigger_id', '')}")
+            except UpdateRefused as refused:
+                words_ = {"NOT_PAUSED": f"{who} is not paused."}
+                return words_.get(refused.reason) or REFUSED_WORDS.get(
+                    refused.reason, refused.message
+                )
+            await audit.record(
+                conn,
+                staff.as_principal(),
+                f"enrollment.{verb}",
+                enrollment.name.name,
+                location.franchisor_id,
+                via="slack",
+            )
+        if verb == "pause":
+            return (
+                f":double_vertical_bar: Paused {who} in {esc(sequence)}: no step is sent until"
+                " `/reengage resume`."
+            )
+        return f":arrow_forward: Resumed {who} in {esc(sequence)}."
+
+
+async def _location(conn: AsyncConnection[Any], user: str, channel: str) -> TenantScope:
+    """The channel's location, else the caller's own location."""
+    of_channel = await locations_of_channel(conn, channel)
+    if len(of_channel) == 1:
+        return of_channel[0]
+    mapped = await staff_for_slack_user(conn, user)
+    own = [m.name.scope for m in mapped if m.name.scope.is_location]
+    if of_channel:
+        mine = [scope for scope in of_channel if scope in own]
+        if mine:
+            return mine[0]
+        raise Refusal("Several locations share this channel: run /reengage in your own one's.")
+    if len(own) == 1:
+        return own[0]
+    if not mapped:
+        raise Refusal(
+            "Your Slack account is not linked to a Reengage staff member. Ask an admin to add"
+            f" your Slack user id ({user}) to your staff record."
+        )
+    raise Refusal("This is not a location's channel: run /reengage in the location's channel.")
+
+
+async def _contact(conn: AsyncConnection[Any], location: TenantScope, raw: str) -> Contact:
+    region = (await load_location(conn, location)).region_code
+    try:
+        phone = textable_e164(raw, "phone", region)
+    except InvalidArgument:
+        raise Refusal(f"`{esc(raw[:40])}` is not a phone number I can look up.") from None
+    found = (await load_by_phones(conn, location, [phone])).get(phone)
+    if found is None:
+        raise Refusal(f"No contact with {mask_phone(phone)} at this location.")
+    return found
+
+
+def _status(
+    who: str, place: str, contact: Contact, latest: Any, live: EnrollmentState | None
+) -> str:
+    consent = {
+        ConsentState.GRANTED: "consent granted",
+        ConsentState.REVOKED: "opted out",
+        ConsentState.NONE: "no consent on record",
+    }[contact.consent_state]
+    lines = [f"{who} at {esc(place)} · {consent}"]
+    if latest is None:
+        lines.append("Never enrolled in a sequence.")
+    else:
+        enrollment, sequence = latest
+        step = f"step {enrollment.current_step + 1} of {len(enrollment.definition.steps)}"
+        if enrollment.running:
+            status = live.status if live else enrollment.status.value
+            wake = enrollment.next_wake_at
+            when = ""
+            if wake and status == "awaiting_approval":
+                when = f", skipped unless decided by {wake.isoformat(timespec='minutes')}"
+            elif wake and status == "active":
+                when = f", next step at {wake.isoformat(timespec='minutes')}"
+            state = status.replace("_", " ")
+            lines.append(f"In *{esc(sequence)}*: {step}, {state}{when}.")
+        else:
+            ended = enrollment.ended_at.date().isoformat() if enrollment.ended_at else "?"
+            why = enrollment.exit_reason or enrollment.status.value
+            lines.append(f"Not in a sequence now; last: *{esc(sequence)}*, ended {ended} ({why}).")
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""Who is acting in Slack: the staff member mapped to the Slack user, and what the one access
+module lets them do. Anyone else gets a refusal only they see, and nothing changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+from slack_sdk.web.async_client import AsyncWebClient
+
+from tenants.access import Action, authorize
+from tenants.errors import PermissionDenied
+from tenants.names import TenantScope
+from tenants.staff import StaffMember, staff_for_slack_user
+
+
+class Refusal(Exception):
+    """An answer for the Slack user alone (ephemeral); nothing was changed."""
+
+
+async def staff_allowed(
+    conn: AsyncConnection[Any], slack_user_id: str, action: Action, target: TenantScope
+) -> StaffMember:
+    """The staff member this Slack user is inside target's franchisor, when the access module
+    allows them action on target; else Refusal."""
+    mapped = await staff_for_slack_user(conn, slack_user_id, target.franchisor_id)
+    if not mapped:
+        raise Refusal(
+            "Your Slack account is not linked to a Reengage staff member of this brand, so"
+            f" nothing was changed. Ask an admin to add your Slack user id ({slack_user_id}) to"
+            " your staff record."
+        )
+    staff = mapped[0]
+    try:
+        authorize(staff.as_principal(), action, target)
+    except PermissionDenied:
+        raise Refusal(
+            f"As {staff.role.value.replace('_', ' ')} of {staff.name.scope.name} you may not do"
+            " this here, so nothing was changed."
+        ) from None
+    return staff
+
+
+def mention(slack_user_id: str, staff: StaffMember) -> str:
+    return f"<@{slack_user_id}> ({staff.display_name})"
+
+
+async def tell(
+    client: AsyncWebClient, channel: str, slack_user_id: str, text: str, thread_ts: str = ""
+) -> None:
+    """An ephemeral message: only this user sees it."""
+    await client.chat_postEphemeral(
+        channel=channel, user=slack_user_id, text=text, thread_ts=thread_ts or None
+    )

@@ -1,0 +1,245 @@
+"""What the bot posts: Block Kit messages built from notices and decisions (pure functions).
+
+Texts to contacts are shown as `plain_text`, never as mrkdwn, so what staff read is exactly
+what the contact gets; names are escaped before they go into mrkdwn.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from tenants.notices import Notice, NoticeFacts, NoticeKind
+
+Block = dict[str, Any]
+
+APPROVE = "approval_approve"
+EDIT = "approval_edit"
+SKIP = "approval_skip"
+PAUSE = "approval_pause"
+APPROVAL_ACTIONS = (APPROVE, EDIT, SKIP, PAUSE)
+EDIT_MODAL = "approval_edit_modal"
+OVERRIDE_APPROVE = "override_approve"
+OVERRIDE_REJECT = "override_reject"
+REJECT_MODAL = "override_reject_modal"
+TEXT_BLOCK = "text"  # the input block of the edit modal (and its element's action id)
+REASON_BLOCK = "reason"
+
+EXIT_WORDS = {
+    "replied": "they replied",
+    "opted_out": "they opted out",
+    "clicked": "they clicked a link",
+    "purchased": "they made a purchase",
+    "appointment_completed": "they completed an appointment",
+    "preempted": "a higher-priority sequence took over",
+    "cancelled": "it was cancelled",
+    "undeliverable": "the number cannot receive texts",
+    "no_consent": "there is no consent to text them",
+}
+
+
+def esc(text: str) -> str:
+    """Escapes text for mrkdwn (Slack's three control characters)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _section(text: str, block_id: str = "") -> Block:
+    block: Block = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+def _plain(text: str, block_id: str = "") -> Block:
+    """A contact's or a template's words, shown as they are (no mrkdwn)."""
+    block: Block = {"type": "section", "text": {"type": "plain_text", "text": text[:3000]}}
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+def _context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def _button(action_id: str, label: str, value: dict[str, Any], style: str = "") -> Block:
+    button: Block = {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": label},
+        "value": json.dumps(value, separators=(",", ":")),
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def _when(iso: str) -> str:
+    """A time Slack shows in each reader's own zone."""
+    try:
+        at = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time}}|{at.isoformat()}>"
+
+
+def _where(facts: NoticeFacts, step: int) -> str:
+    if not facts.sequence_display:
+        return "not in a sequence"
+    total = f" of {facts.step_count}" if facts.step_count else ""
+    return f"{esc(facts.sequence_display)}, step {step + 1}{total}"
+
+
+def thread_root(facts: NoticeFacts) -> tuple[str, list[Block]]:
+    """The first message of a contact's thread: who it is about."""
+    who = f"{esc(facts.contact_display)} · {facts.contact_phone}".rstrip(" ·")
+    return f"{facts.contact_display} {facts.contact_phone}", [
+        _section(f"*{who}*"),
+        _context(f"Replies, approvals and exits for this contact at {esc(facts.location_name)}."),
+    ]
+
+
+def notice_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]]:
+    """(fallback text, blocks) of a notice."""
+    p = notice.payload
+    who = esc(facts.contact_display)
+    step = int(p.get("step", -1))
+    if notice.kind is NoticeKind.REPLY_RECEIVED:
+        return f"Reply from {facts.contact_display}", [
+            _section(f":speech_balloon: *{who}* replied ({_where(facts, step)})"),
+            _plain(str(p.get("text", ""))),
+        ]
+    if notice.kind is NoticeKind.OPTED_OUT:
+        said = str(p.get("keyword") or p.get("text", ""))
+        return f"{facts.contact_display} opted out", [
+            _section(
+                f":no_entry: *{who}* opted out ({_where(facts, step)}). Nothing more is sent to"
+                " this number."
+            ),
+            _plain(said),
+        ]
+    if notice.kind is NoticeKind.ENROLLMENT_EXITED:
+        reason = str(p.get("reason", ""))
+        words = EXIT_WORDS.get(reason, reason.replace("_", " ") or "it ended")
+        return f"{facts.contact_display} left the sequence: {reason}", [
+            _section(f":checkered_flag: *{who}* left {_where(facts, step)}: {esc(words)}."),
+        ]
+    if notice.kind is NoticeKind.APPROVAL_REQUESTED:
+        return approval_message(notice, facts)
+    return override_message(notice, facts)
+
+
+def approval_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]]:
+    p = notice.payload
+    step = int(p["step"])
+    value = {"e": p["enrollment_id"], "s": step}
+    segments = int(p.get("segments", 0))
+    return f"Approval needed for {facts.contact_display}", [
+        _section(
+            f":raised_hand: *Approval needed* — {_where(facts, step)} for"
+            f" *{esc(facts.contact_display)}*"
+        ),
+        _plain(str(p.get("text", "")), block_id="approval_text"),
+        _context(
+            f"{segments} segment{'s' if segments != 1 else ''} · skipped unless decided by"
+            f" {_when(str(p.get('deadline', '')))}"
+        ),
+        {
+            "type": "actions",
+            "block_id": "approval",
+            "elements": [
+                _button(APPROVE, "Approve", value, "primary"),
+                _button(EDIT, "Edit", value),
+                _button(SKIP, "Skip", value),
+                _button(PAUSE, "Pause contact", value, "danger"),
+            ],
+        },
+    ]
+
+
+def override_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]]:
+    p = notice.payload
+    value = {"t": p["template"], "etag": p["etag"]}
+    return f"{facts.location_name} submitted a template override", [
+        _section(
+            f":memo: *{esc(facts.location_name)}* submitted an override of"
+            f" `{esc(str(p.get('brand_template', '')))}` for approval"
+            f" ({esc(str(p.get('display_name', '')))})"
+        ),
+        _plain(str(p.get("body", "")), block_id="override_body"),
+        _context(f"Submitted by {esc(str(p.get('submitted_by', '')))}"),
+        {
+            "type": "actions",
+            "block_id": "override",
+            "elements": [
+                _button(OVERRIDE_APPROVE, "Approve", value, "primary"),
+                _button(OVERRIDE_REJECT, "Reject", value, "danger"),
+            ],
+        },
+    ]
+
+
+def decided(blocks: list[Block], outcome: str, *, keep_actions: bool = False) -> list[Block]:
+    """The posted message after a decision: its buttons gone (unless kept), who did what."""
+    kept = [
+        b
+        for b in blocks
+        if b.get("block_id") != "outcome" and (keep_actions or b.get("type") != "actions")
+    ]
+    return [*kept, {**_context(outcome), "block_id": "outcome"}]
+
+
+def shown_again(texts: list[str]) -> list[Block]:
+    """A message rebuilt from what a modal carried: its heading (mrkdwn), then the words."""
+    return [_section(texts[0]), *(_plain(t) for t in texts[1:2])] if texts else []
+
+
+def edit_modal(text: str, metadata: dict[str, Any]) -> Block:
+    return {
+        "type": "modal",
+        "callback_id": EDIT_MODAL,
+        "private_metadata": json.dumps(metadata, separators=(",", ":")),
+        "title": {"type": "plain_text", "text": "Edit the text"},
+        "submit": {"type": "plain_text", "text": "Approve & send"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": TEXT_BLOCK,
+                "label": {"type": "plain_text", "text": "Text to send (exactly as written)"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": TEXT_BLOCK,
+                    "multiline": True,
+                    "initial_value": text,
+                    "max_length": 1600,
+                },
+            },
+            _context("Sent only when you press *Approve & send*; the send window still applies."),
+        ],
+    }
+
+
+def reject_modal(metadata: dict[str, Any]) -> Block:
+    return {
+        "type": "modal",
+        "callback_id": REJECT_MODAL,
+        "private_metadata": json.dumps(metadata, separators=(",", ":")),
+        "title": {"type": "plain_text", "text": "Reject the override"},
+        "submit": {"type": "plain_text", "text": "Reject"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": REASON_BLOCK,
+                "label": {"type": "plain_text", "text": "What should the location change?"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": REASON_BLOCK,
+                    "multiline": True,
+                    "max_length": 500,
+                },
+            }
+        ],
+    }

@@ -1,0 +1,102 @@
+"""Override approvals in the brand channel: Approve, or Reject with a reason (a modal).
+
+The buttons carry the override's etag as it was submitted, so a second click (or a click on a
+message whose override changed since) decides nothing and says so.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots import messages
+from bots.identity import Refusal, mention, staff_allowed, tell
+from tenants import templates
+from tenants.access import Action
+from tenants.errors import DomainError, EtagMismatch, FailedPrecondition
+from tenants.names import ChildName, parse_child
+from tenants.template_approvals import approve_template, reject_template
+
+ALREADY_DECIDED = "This override was already decided or changed since, so nothing changed."
+
+
+class OverrideActions:
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    async def on_click(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        value = json.loads(action["value"])
+        user, channel = body["user"]["id"], body["channel"]["id"]
+        ts = body["container"]["message_ts"]
+        blocks = body.get("message", {}).get("blocks", [])
+        name = parse_child(value["t"], templates.COLLECTION)
+        try:
+            async with self._pool.connection() as conn:
+                staff = await staff_allowed(conn, user, Action.TEMPLATE_APPROVE, name.scope)
+                if action["action_id"] == messages.OVERRIDE_REJECT:
+                    # the modal carries what the message showed, to rewrite it when decided
+                    shown = [b["text"]["text"] for b in blocks if b.get("type") == "section"]
+                    meta = {"t": value["t"], "etag": value["etag"], "c": channel, "m": ts}
+                    meta["shown"] = [t[:1200] for t in shown[:2]]
+                    await client.views_open(
+                        trigger_id=body["trigger_id"], view=messages.reject_modal(meta)
+                    )
+                    return
+                await _decided(approve_template(conn, staff.as_principal(), name, value["etag"]))
+        except Refusal as refusal:
+            await tell(client, channel, user, str(refusal))
+            return
+        outcome = f":white_check_mark: Approved by {mention(user, staff)}: it is live now."
+        await client.chat_update(
+            channel=channel, ts=ts, text=outcome, blocks=messages.decided(blocks, outcome)
+        )
+
+    async def on_reject_submitted(
+        self, ack: Any, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        meta = json.loads(view["private_metadata"])
+        user = body["user"]["id"]
+        reason = (
+            view["state"]["values"][messages.REASON_BLOCK][messages.REASON_BLOCK].get("value") or ""
+        ).strip()
+        if not reason:
+            await ack(
+                response_action="errors",
+                errors={messages.REASON_BLOCK: "Say what the location should change."},
+            )
+            return
+        await ack()
+        name: ChildName = parse_child(meta["t"], templates.COLLECTION)
+        try:
+            async with self._pool.connection() as conn:
+                staff = await staff_allowed(conn, user, Action.TEMPLATE_APPROVE, name.scope)
+                await _decided(
+                    reject_template(conn, staff.as_principal(), name, meta["etag"], reason)
+                )
+        except Refusal as refusal:
+            await tell(client, meta["c"], user, str(refusal))
+            return
+        outcome = f":x: Rejected by {mention(user, staff)}: {messages.esc(reason)}"
+        shown = meta.get("shown", [])
+        await client.chat_update(
+            channel=meta["c"],
+            ts=meta["m"],
+            text=outcome,
+            blocks=messages.decided(messages.shown_again(shown), outcome),
+        )
+
+
+async def _decided(decision: Any) -> None:
+    """Awaits an approve/reject; a stale or repeated one becomes a Refusal."""
+    try:
+        await decision
+    except (EtagMismatch, FailedPrecondition):
+        raise Refusal(ALREADY_DECIDED) from None
+    except DomainError as refused:
+        raise Refusal(f"Nothing changed: {refused.message}") from None

@@ -1,0 +1,280 @@
+"""The Slack bot against a local fake Slack Web API, with requests signed the way Slack signs
+them: signatures, approvals from buttons and the edit modal, refusals, the slash command."""
+
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from temporalio.testing import WorkflowEnvironment
+
+from bots import messages
+from tenants.access import Role
+from tenants.enrollments import Enrollment
+from tenants.sequences import Step
+from tests.enrollment_support import (
+    brand_template,
+    consenting_contact,
+    make_sequence,
+    morning_zone,
+    running_worker,
+    sent_messages,
+)
+from tests.fake_slack import FakeSlack, fake_slack  # noqa: F401
+from tests.slack_support import (
+    CHANNEL,
+    Bot,
+    click,
+    map_staff,
+    set_location_channel,
+    slack_bot,
+    submission,
+)
+from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, World
+from workflows.client import EnrollmentClient
+from workflows.enrolling import enroll
+
+LONG = 365 * 86_400
+STAFF = "U0DANA"  # location staff of acme/downtown
+UPTOWN = "U0UPTOWN"  # location staff of acme/uptown
+STRANGER = "U0NOBODY"  # mapped to nobody
+
+
+@dataclass
+class Scene:
+    env: WorkflowEnvironment
+    pool: AsyncConnectionPool[Any]
+    workflows: EnrollmentClient
+    bot: Bot
+    fake: FakeSlack
+
+
+@pytest.fixture
+async def scene(
+    world: World,
+    pool: AsyncConnectionPool[Any],
+    time_skipping_env: WorkflowEnvironment,
+    fake_slack: FakeSlack,
+) -> AsyncIterator[Scene]:
+    await set_location_channel(pool, A_DOWNTOWN)
+    await map_staff(pool, A_DOWNTOWN, "dana", Role.LOCATION_STAFF, STAFF)
+    await map_staff(pool, A_UPTOWN, "uma", Role.LOCATION_STAFF, UPTOWN)
+    async with (
+        running_worker(time_skipping_env.client, pool) as running,
+        slack_bot(pool, running.workflows, fake_slack) as bot,
+    ):
+        yield Scene(time_skipping_env, pool, running.workflows, bot, fake_slack)
+
+
+async def awaiting_approval(scene: Scene) -> tuple[Enrollment, Any]:
+    """A contact enrolled in a sequence whose first step needs approval, the approval message
+    posted in the contact's thread; (the enrollment, that postMessage call)."""
+    template = await brand_template(scene.pool)
+    sequence = await make_sequence(
+        scene.pool, [Step(template, 0, require_approval=True), Step(template, LONG)], "approved"
+    )
+    zone = await morning_zone(scene.env)
+    contact = await consenting_contact(scene.pool, time_zone=zone)
+    async with scene.pool.connection() as conn:
+        enrollment, _ = await enroll(conn, scene.workflows, OPERATOR, contact, sequence)
+    for _ in range(200):
+        state = await scene.workflows.state(enrollment.workflow_id)
+        if state.pending_approval_step == 0:
+            break
+        await asyncio.sleep(0.05)
+    await scene.bot.relay.drain()
+    posts = scene.fake.of("chat.postMessage")
+    approval = next(p for p in posts if any(b.get("type") == "actions" for b in p.args["blocks"]))
+    return enrollment, approval
+
+
+async def pending_step(scene: Scene, enrollment: Enrollment) -> int:
+    return (await scene.workflows.state(enrollment.workflow_id)).pending_approval_step
+
+
+async def settle(scene: Scene, method: str, count: int) -> list[Any]:
+    return await asyncio.to_thread(scene.fake.wait_for, method, count)
+
+
+async def cancel(scene: Scene, enrollment: Enrollment) -> None:
+    await scene.workflows.cancel(enrollment.workflow_id, "test over")
+
+
+# -- signatures --------------------------------------------------------------------------------
+
+
+async def test_a_forged_signature_is_401_and_changes_nothing(scene: Scene) -> None:
+    enrollment, approval = await awaiting_approval(scene)
+    answer = await scene.bot.interact(click(approval, messages.APPROVE, STAFF), secret="forged")
+    assert answer.status_code == 401
+    answer = await scene.bot.http.post(
+        "/slack/events", content=b"payload=%7B%7D", headers={"Content-Type": "text/plain"}
+    )
+    assert answer.status_code == 401
+    await asyncio.sleep(0.3)
+    assert await pending_step(scene, enrollment) == 0
+    assert scene.fake.of("chat.update") == [] and await sent_messages(scene.pool) == []
+    await cancel(scene, enrollment)
+
+
+async def test_a_timestamp_older_than_five_minutes_is_401(scene: Scene) -> None:
+    enrollment, approval = await awaiting_approval(scene)
+    answer = await scene.bot.interact(click(approval, messages.APPROVE, STAFF), age=6 * 60)
+    assert answer.status_code == 401
+    fresh_enough = await scene.bot.command("help", STAFF, age=4 * 60)
+    assert fresh_enough.status_code == 200
+    await asyncio.sleep(0.3)
+    assert await pending_step(scene, enrollment) == 0 and await sent_messages(scene.pool) == []
+    await cancel(scene, enrollment)
+
+
+# -- approvals -----------------------------------------------------------------------------------
+
+
+async def test_the_approval_is_posted_in_the_contacts_thread_of_the_location_channel(
+    scene: Scene,
+) -> None:
+    enrollment, approval = await awaiting_approval(scene)
+    root, posted = scene.fake.of("chat.postMessage")[:2]
+    assert root.args["channel"] == CHANNEL and not root.args.get("thread_ts")
+    assert "Dana" in str(root.args["blocks"]) and "•••-•••-0142" in str(root.args["blocks"])
+    assert "+12125550142" not in str(root.args)
+    assert posted is approval and approval.args["thread_ts"] == root.ts
+    shown = [b for b in approval.args["blocks"] if b.get("block_id") == "approval_text"]
+    assert shown[0]["text"] == {
+        "type": "plain_text",
+        "text": "Hi Dana, Acme Coffee misses you! Reply STOP to opt out",
+    }
+    labels = [
+        e["text"]["text"]
+        for b in approval.args["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+    ]
+    assert labels == ["Approve", "Edit", "Skip", "Pause contact"]
+    assert "1 segment" in str(approval.args["blocks"])
+    await cancel(scene, enrollment)
+
+
+async def test_a_double_click_on_approve_decides_once_and_sends_once(scene: Scene) -> None:
+    enrollment, approval = await awaiting_approval(scene)
+    payload = click(approval, messages.APPROVE, STAFF)
+    first, second = await asyncio.gather(scene.bot.interact(payload), scene.bot.interact(payload))
+    assert first.status_code == second.status_code == 200
+    updates = await settle(scene, "chat.update", 1)
+    for _ in range(200):
+        if await sent_messages(scene.pool):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    sent = await sent_messages(scene.pool)
+    assert [(s[0], s[1]) for s in sent] == [
+        (0, "Hi Dana, Acme Coffee misses you! Reply STOP to opt out")
+    ]
+    state = await scene.workflows.state(enrollment.workflow_id)
+    assert sum("approve by" in line for line in state.history) == 1
+    assert "Approved by <@U0DANA>" in str(updates[-1].args["blocks"])
+    assert not any(b.get("type") == "actions" for b in updates[-1].args["blocks"])
+    await cancel(scene, enrollment)
+
+
+@pytest.mark.parametrize("user", [STRANGER, UPTOWN])
+async def test_an_unmapped_or_out_of_scope_user_gets_an_ephemeral_refusal_and_nothing_changes(
+    scene: Scene, user: str
+) -> None:
+    enrollment, approval = await awaiting_approval(scene)
+    for action in (messages.APPROVE, messages.SKIP, messages.PAUSE, messages.EDIT):
+        answer = await scene.bot.interact(click(approval, action, user))
+        assert answer.status_code == 200
+    refusals = await settle(scene, "chat.postEphemeral", 4)
+    assert {r.args["user"] for r in refusals} == {user}
+    assert all("nothing was changed" in r.args["text"] for r in refusals)
+    assert all(r.args["channel"] == CHANNEL for r in refusals)
+    await asyncio.sleep(0.3)
+    state = await scene.workflows.state(enrollment.workflow_id)
+    assert state.pending_approval_step == 0 and state.status == "awaiting_approval"
+    assert scene.fake.of("chat.update") == [] and scene.fake.of("views.open") == []
+    assert await sent_messages(scene.pool) == []
+    await cancel(scene, enrollment)
+
+
+async def test_edit_opens_the_text_and_exactly_the_edited_text_is_sent(scene: Scene) -> None:
+    enrollment, approval = await awaiting_approval(scene)
+    await scene.bot.interact(click(approval, messages.EDIT, STAFF))
+    (opened,) = await settle(scene, "views.open", 1)
+    field = opened.args["view"]["blocks"][0]["element"]
+    assert field["initial_value"] == "Hi Dana, Acme Coffee misses you! Reply STOP to opt out"
+    assert await pending_step(scene, enrollment) == 0  # opening the editor decides nothing
+    edited = "Dana, your usual oat latte is on us this week. Reply STOP to opt out"
+    bad = await scene.bot.interact(submission(opened, STAFF, "Hi {{contact.first_name}}"))
+    assert bad.status_code == 200 and bad.json()["response_action"] == "errors"
+    assert await pending_step(scene, enrollment) == 0
+    done = await scene.bot.interact(submission(opened, STAFF, edited))
+    assert done.status_code == 200
+    for _ in range(200):
+        if await sent_messages(scene.pool):
+            break
+        await asyncio.sleep(0.05)
+    assert [s[1] for s in await sent_messages(scene.pool)] == [edited]
+    (update,) = await settle(scene, "chat.update", 1)
+    assert "Edited and approved by <@U0DANA>" in str(update.args["blocks"])
+    assert edited in str(update.args["blocks"])
+    await cancel(scene, enrollment)
+
+
+async def test_pause_contact_holds_the_send_even_after_approve(scene: Scene) -> None:
+    enrollment, approval = await awaiting_approval(scene)
+    await scene.bot.interact(click(approval, messages.PAUSE, STAFF))
+    await settle(scene, "chat.update", 1)
+    await scene.bot.interact(click(approval, messages.APPROVE, STAFF))
+    await settle(scene, "chat.update", 2)
+    await asyncio.sleep(0.5)
+    state = await scene.workflows.state(enrollment.workflow_id)
+    assert state.status == "paused" and await sent_messages(scene.pool) == []
+    await cancel(scene, enrollment)
+
+
+# -- the slash command -------------------------------------------------------------------------
+
+
+async def test_reengage_pause_and_resume_by_phone(scene: Scene) -> None:
+    enrollment, _ = await awaiting_approval(scene)
+    answer = await scene.bot.command("pause +1 (212) 555-0142", STAFF)
+    assert answer.status_code == 200
+    for _ in range(100):
+        if scene.fake.responses:
+            break
+        await asyncio.sleep(0.05)
+    assert "Paused" in scene.fake.responses[-1]["text"]
+    assert (await scene.workflows.state(enrollment.workflow_id)).status == "paused"
+    await scene.bot.command("pause 2125550142", STAFF)
+    await scene.bot.command("status 2125550142", STAFF)
+    await scene.bot.command("resume 2125550142", STAFF)
+    for _ in range(100):
+        if len(scene.fake.responses) >= 4:
+            break
+        await asyncio.sleep(0.05)
+    texts = [r["text"] for r in scene.fake.responses]
+    assert "already paused" in texts[1]
+    assert "Win back" in texts[2] and "paused" in texts[2]
+    assert "Resumed" in texts[3]
+    assert all(r["response_type"] == "ephemeral" for r in scene.fake.responses)
+    await cancel(scene, enrollment)
+
+
+async def test_reengage_by_someone_unmapped_changes_nothing(scene: Scene) -> None:
+    enrollment, _ = await awaiting_approval(scene)
+    await scene.bot.command("pause 2125550142", STRANGER)
+    for _ in range(100):
+        if scene.fake.responses:
+            break
+        await asyncio.sleep(0.05)
+    assert "not linked" in scene.fake.responses[-1]["text"]
+    assert (await scene.workflows.state(enrollment.workflow_id)).status == "awaiting_approval"
+    await cancel(scene, enrollment)
