@@ -105,6 +105,35 @@ def cmd_contacts_import(args: argparse.Namespace, settings: Settings) -> None:
     raise SystemExit(code)
 
 
+def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> None:
+    from server.approvals_cli import run_list
+
+    target = args.target or f"localhost:{settings.grpc_port}"
+    key = api_key_for_cli(args, settings)
+    raise SystemExit(run_list(target, key, args.location, settings.data_dir))
+
+
+def cmd_approvals_decide(args: argparse.Namespace, settings: Settings) -> None:
+    from server.approvals_cli import run_decide
+
+    target = args.target or f"localhost:{settings.grpc_port}"
+    action = "approve" if args.approve else "skip" if args.skip else "edit"
+    code = run_decide(
+        target, api_key_for_cli(args, settings), args.enrollment, args.step, action, args.edit
+    )
+    raise SystemExit(code)
+
+
+def _step_index(value: str) -> int:
+    try:
+        step = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a step number") from None
+    if step < 0:
+        raise argparse.ArgumentTypeError("step numbers start at 0")
+    return step
+
+
 def cmd_sms_receive(args: argparse.Namespace, settings: Settings) -> None:
     from server.sms_cli import run_receive
 
@@ -172,6 +201,33 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
     imp.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
     imp.set_defaults(func=cmd_contacts_import)
+    approvals = sub.add_parser(
+        "approvals", help="steps waiting for a person's approval (without Slack)"
+    ).add_subparsers(dest="approvals_cmd", required=True)
+    alist = approvals.add_parser(
+        "list", help="list pending approvals with their text and deadline (exit 1 on an error)"
+    )
+    alist.add_argument(
+        "--location",
+        help="franchisors/{f}/locations/{l}, or franchisors/{f} for every location"
+        " (default with the demo key: franchisors/demo)",
+    )
+    decide = approvals.add_parser(
+        "decide", help="approve, edit and approve, or skip a pending step (exit 1 when refused)"
+    )
+    decide.add_argument("enrollment", help="franchisors/{f}/locations/{l}/enrollments/{e}")
+    decide.add_argument(
+        "--step", type=_step_index, required=True, help="the pending step (as listed)"
+    )
+    verdict = decide.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--approve", action="store_true", help="send the text as shown")
+    verdict.add_argument("--skip", action="store_true", help="send nothing for this step")
+    verdict.add_argument("--edit", metavar="TEXT", help="send TEXT instead (checked by the server)")
+    for cmd in (alist, decide):
+        cmd.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
+        cmd.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
+    alist.set_defaults(func=cmd_approvals_list)
+    decide.set_defaults(func=cmd_approvals_decide)
     sms = sub.add_parser("sms", help="inbound texts").add_subparsers(dest="sms_cmd", required=True)
     rec = sms.add_parser(
         "receive",

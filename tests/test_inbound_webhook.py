@@ -712,7 +712,9 @@ async def test_stop_revokes_and_owes_one_confirmation_without_marketing(
     [(_, body, _)] = await service_texts(pool)
     assert "unsubscribed" in body and "http" not in body and "%" not in body
     [(expires_in,)] = await rows(
-        pool, "SELECT extract(epoch FROM expires_at - create_time) FROM followups"
+        pool,
+        "SELECT extract(epoch FROM expires_at - create_time) FROM followups"
+        " WHERE kind = 'service_text'",
     )
     assert 0 < expires_in <= 300  # within 5 minutes
     row = await inbound_row(pool, form["MessageSid"])
@@ -806,9 +808,15 @@ async def test_an_expired_confirmation_is_dropped_and_never_sent(
     assert (await edge.inbound(inbound_form("STOP"))).status_code == 200
     [(_, _, outcome)] = await service_texts(pool)
     assert outcome == ""  # still owed
-    await rows(pool, "UPDATE followups SET expires_at = now() - interval '1 second' RETURNING id")
-    assert await edge.relay.drain() == 1
-    [(done, outcome)] = await rows(pool, "SELECT done_at IS NOT NULL, outcome FROM followups")
+    await rows(
+        pool,
+        "UPDATE followups SET expires_at = now() - interval '1 second'"
+        " WHERE kind = 'service_text' RETURNING id",
+    )
+    assert await edge.relay.drain() == 2  # the confirmation and the staff notice
+    [(done, outcome)] = await rows(
+        pool, "SELECT done_at IS NOT NULL, outcome FROM followups WHERE kind = 'service_text'"
+    )
     assert (done, outcome) == (True, "expired")
     assert await count(pool, "SELECT 1 FROM outbox_deliveries") == 0
     assert await count(pool, "SELECT 1 FROM messages WHERE direction = 'outbound'") == 0

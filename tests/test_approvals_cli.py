@@ -1,0 +1,413 @@
+"""`reengage approvals list` / `reengage approvals decide` against the real gRPC server, with the
+enrollment workflows on the Temporal time-skipping server run by a real worker.
+
+The commands are the CLI's own (parsed by `server.cli.build_parser`, run by their `cmd_*`
+function); they are blocking gRPC clients, so they run in a thread while the server and the
+worker serve on the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from temporalio.testing import WorkflowEnvironment
+
+from reengage.v1 import enrollments_pb2 as pb
+from reengage.v1 import enrollments_pb2_grpc
+from server import approvals_cli
+from server.cli import build_parser, main
+from server.config import Settings
+from server.grpc_server import build_grpc_server
+from tenants import api_keys
+from tenants.access import Role
+from tenants.names import ChildName
+from tenants.sequences import Step
+from tests.enrollment_support import (
+    DAY,
+    brand_template,
+    consenting_contact,
+    make_sequence,
+    morning_zone,
+    running_worker,
+    sent_messages,
+)
+from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, World
+from tests.test_enrollment_service import terminate_all
+
+REENGAGE = str(Path(sys.executable).parent / "reengage")
+DOWNTOWN = A_DOWNTOWN.name
+LONG = 365 * DAY
+# long enough to wrap in the table's text column
+BODY = (
+    "Hi {{contact.first_name|there}}, it has been a while since your last visit to"
+    " {{brand.name}}. Come back this week and your next coffee is on us, any size and any"
+    " blend, at every one of our locations. Reply STOP to opt out"
+)
+EDITED = "Dana, your next latte is on us at Acme Coffee this week. Reply STOP to opt out"
+SHORTENED = "Come back for a free latte: bit.ly/acme-latte Reply STOP to opt out"
+
+
+@dataclass
+class Stack:
+    target: str
+    stub: enrollments_pb2_grpc.EnrollmentServiceStub
+    world: World
+    env: WorkflowEnvironment
+    pool: AsyncConnectionPool[Any]
+    capsys: pytest.CaptureFixture[str]
+
+    def md(self, who: str) -> tuple[tuple[str, str], ...]:
+        return self.world.metadata(who)
+
+    async def reengage(self, *argv: str, who: str = "a_admin") -> tuple[int, str, str]:
+        """Runs `reengage approvals ...` against the server: (exit code, stdout, stderr)."""
+        self.capsys.readouterr()
+        key = self.world.tokens.get(who, who)
+        args = build_parser().parse_args(
+            ["approvals", *argv, "--target", self.target, "--api-key", key]
+        )
+        code = 0
+        try:
+            await asyncio.to_thread(args.func, args, Settings.from_env())
+        except SystemExit as exc:
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = self.capsys.readouterr()
+        return code, out, err
+
+    async def pending(self, contact: ChildName, sequence: ChildName) -> pb.Enrollment:
+        """Enrolls the contact and waits until its step 0 awaits approval."""
+        name = (
+            await self.stub.Enroll(
+                pb.EnrollRequest(contact=contact.name, sequence=sequence.name),
+                metadata=self.md("a_admin"),
+            )
+        ).name
+        return await self.skip_until(name, lambda e: e.pending_approval_step == 0)
+
+    async def get(self, name: str) -> pb.Enrollment:
+        return await self.stub.GetEnrollment(
+            pb.GetEnrollmentRequest(name=name), metadata=self.md("a_admin")
+        )
+
+    async def skip_until(self, name: str, check: Any) -> pb.Enrollment:
+        """Polls in real time, then skips two hours (a step may wait for its window)."""
+        for _ in range(48):
+            for _ in range(40):
+                found = await self.get(name)
+                if check(found):
+                    return found
+                await asyncio.sleep(0.05)
+            await self.env.sleep(timedelta(hours=2))
+        raise AssertionError(f"{name} never got there: {found}")
+
+    async def cancel_running(self) -> None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT franchisor_id, location_id, id FROM enrollments"
+                " WHERE status IN ('active', 'paused', 'awaiting_approval')"
+            )
+            rows = await cur.fetchall()
+        for f, loc, eid in rows:
+            try:
+                await self.stub.CancelEnrollment(
+                    pb.CancelEnrollmentRequest(
+                        name=f"franchisors/{f}/locations/{loc}/enrollments/{eid}"
+                    ),
+                    metadata=self.md("a_admin"),
+                )
+            except grpc.aio.AioRpcError as err:  # ended meanwhile
+                assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+
+
+@pytest.fixture
+async def stack(
+    time_skipping_env: WorkflowEnvironment,
+    pool: AsyncConnectionPool[Any],
+    world: World,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> AsyncIterator[Stack]:
+    monkeypatch.setenv("REENGAGE_DATA_DIR", str(tmp_path))  # no demo key of a real `up`
+    monkeypatch.delenv("REENGAGE_API_KEY", raising=False)
+    monkeypatch.setenv("COLUMNS", "240")
+    async with running_worker(time_skipping_env.client, pool) as running:
+        server, _, port = build_grpc_server(pool, "127.0.0.1:0", workflows=running.workflows)
+        await server.start()
+        target = f"127.0.0.1:{port}"
+        try:
+            async with grpc.aio.insecure_channel(target) as channel:
+                s = Stack(
+                    target,
+                    enrollments_pb2_grpc.EnrollmentServiceStub(channel),
+                    world,
+                    time_skipping_env,
+                    pool,
+                    capsys,
+                )
+                try:
+                    yield s
+                finally:
+                    await s.cancel_running()
+        finally:
+            await server.stop(None)
+            await terminate_all(time_skipping_env, pool)
+
+
+async def approval_sequence(pool: AsyncConnectionPool[Any]) -> ChildName:
+    """Step 0 at once and needing approval; step 1 a year later."""
+    template = await brand_template(pool, "long", BODY)
+    return await make_sequence(
+        pool, [Step(template, 0, require_approval=True), Step(template, LONG)], "approved"
+    )
+
+
+async def morning_contact(stack: Stack, phone: str, first_name: str, **kw: Any) -> ChildName:
+    """A contact in a zone where it is morning now: an approved step goes out at once."""
+    zone = await morning_zone(stack.env)
+    return await consenting_contact(stack.pool, phone, first_name, time_zone=zone, **kw)
+
+
+def table_rows(out: str) -> list[dict[str, str]]:
+    """The rows of the rich table in out, each cell's lines joined (rows are ruled apart)."""
+    header: list[str] = []
+    rows: list[dict[str, str]] = []
+    block: list[list[str]] = []
+
+    def close() -> None:
+        if block:
+            columns = zip(*block, strict=True)
+            rows.append(
+                {
+                    h: " ".join(p for p in parts if p)
+                    for h, parts in zip(header, columns, strict=True)
+                }
+            )
+            rows[-1]["lines"] = str(len(block))
+            block.clear()
+
+    for line in out.splitlines():
+        if line.startswith("┃") and not header:
+            header = [c.strip() for c in line.split("┃")[1:-1]]
+        elif line.startswith("│"):
+            block.append([c.strip() for c in line.split("│")[1:-1]])
+        elif line.startswith(("├", "└")):
+            close()
+    return rows
+
+
+# -- list --------------------------------------------------------------------------------------
+
+
+async def test_list_shows_every_pending_step_with_its_full_text_and_deadline(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(approvals_cli, "PAGE_SIZE", 1)  # every list is read page by page
+    sequence = await approval_sequence(stack.pool)
+    dana = await stack.pending(await morning_contact(stack, "+12125550142", "Dana"), sequence)
+    lee = await stack.pending(await morning_contact(stack, "+12125550143", "Lee"), sequence)
+    uptown_contact = await morning_contact(stack, "+13105550150", "Ana", location=A_UPTOWN)
+    ana = await stack.pending(uptown_contact, sequence)
+    # a running enrollment that needs no approval is not listed
+    quiet = await make_sequence(stack.pool, [Step(await brand_template(stack.pool), LONG)], "q")
+    await stack.stub.Enroll(
+        pb.EnrollRequest(
+            contact=(await consenting_contact(stack.pool, "+12125550144", "Kim")).name,
+            sequence=quiet.name,
+        ),
+        metadata=stack.md("a_admin"),
+    )
+
+    code, out, err = await stack.reengage("list", "--location", DOWNTOWN, who="a_downtown_staff")
+    assert code == 0, err
+    assert "approvals waiting: 2" in out and "…" not in out
+    rows = table_rows(out)
+    assert sorted(r["enrollment"] for r in rows) == sorted([dana.name, lee.name])
+    for row in rows:
+        live = dana if row["enrollment"] == dana.name else lee
+        assert row["contact"] == live.contact.rsplit("/", 1)[-1]
+        assert row["sequence"] == "approved"
+        assert row["step"] == "0"
+        deadline = live.next_wake_time.ToDatetime(UTC)
+        assert row["deadline (UTC)"] == f"{deadline:%Y-%m-%d %H:%M}"
+        assert deadline - (await stack.env.get_current_time()) > timedelta(hours=23)
+        assert row["text"] == live.pending_text  # the whole text, wrapped over lines
+        assert int(row["lines"]) > 1
+    assert dana.pending_text.startswith("Hi Dana, it has been a while")
+    assert dana.pending_text.endswith("Reply STOP to opt out")
+
+    # a franchisor: every location, soonest deadline first; a location key: its own only
+    code, out, err = await stack.reengage("list", "--location", "franchisors/acme")
+    assert code == 0, err
+    soonest = sorted([dana, lee, ana], key=lambda e: (e.next_wake_time.ToDatetime(), e.name))
+    assert [r["enrollment"] for r in table_rows(out)] == [e.name for e in soonest]
+    code, out, err = await stack.reengage(
+        "list", "--location", "franchisors/acme", who="a_downtown_staff"
+    )
+    assert code == 0, err
+    assert [r["enrollment"] for r in table_rows(out)] == [dana.name, lee.name]
+
+
+async def test_list_with_nothing_pending_says_so(stack: Stack) -> None:
+    quiet = await make_sequence(stack.pool, [Step(await brand_template(stack.pool), LONG)], "q")
+    contact = await consenting_contact(stack.pool)
+    await stack.stub.Enroll(
+        pb.EnrollRequest(contact=contact.name, sequence=quiet.name), metadata=stack.md("a_admin")
+    )
+    code, out, err = await stack.reengage("list", "--location", DOWNTOWN)
+    assert (code, err) == (0, "")
+    assert out.strip() == f"no approvals are waiting at {DOWNTOWN}"
+    code, out, _ = await stack.reengage("list", "--location", "franchisors/acme")
+    assert code == 0 and "no approvals are waiting at franchisors/acme" in out
+
+    # the installed command, as a user runs it
+    env = {**os.environ, "REENGAGE_API_KEY": stack.world.tokens["a_downtown_staff"]}
+    proc = await asyncio.create_subprocess_exec(
+        REENGAGE,
+        "approvals",
+        "list",
+        "--location",
+        DOWNTOWN,
+        "--target",
+        stack.target,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    raw_out, raw_err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, raw_err.decode()
+    assert "no approvals are waiting" in raw_out.decode()
+
+
+async def test_without_a_location_the_demo_key_means_the_demo_franchisor(
+    stack: Stack, tmp_path: Path
+) -> None:
+    code, _, err = await stack.reengage("list")
+    assert code == 2 and "pass --location" in err
+    (tmp_path / "demo-api-key").write_text(stack.world.tokens["a_admin"] + "\n")
+    code, _, err = await stack.reengage("list")  # acme's key: franchisors/demo is not its own
+    assert code == 1
+    assert err.startswith("reengage: PERMISSION_DENIED: ") and "franchisors/demo" in err
+
+
+# -- decide ------------------------------------------------------------------------------------
+
+
+async def test_an_edit_is_sent_exactly_and_a_second_decision_is_refused(stack: Stack) -> None:
+    sequence = await approval_sequence(stack.pool)
+    name = (
+        await stack.pending(await morning_contact(stack, "+12125550142", "Dana"), sequence)
+    ).name
+
+    code, out, err = await stack.reengage("decide", name, "--step", "1", "--approve")
+    assert (code, out) == (1, "")
+    assert err == "reengage: FAILED_PRECONDITION: step 1 is not awaiting approval (step 0 is)\n"
+    code, _, err = await stack.reengage("decide", name, "--step", "0", "--edit", SHORTENED)
+    assert code == 1 and err.startswith("reengage: INVALID_ARGUMENT: text: "), err
+    assert len(err.splitlines()) == 1
+    assert (await stack.get(name)).pending_approval_step == 0  # nothing was decided
+
+    code, out, err = await stack.reengage(
+        "decide", name, "--step", "0", "--edit", EDITED, who="a_downtown_staff"
+    )
+    assert code == 0, err
+    assert f"step 0 of {name}: edited and approved" in out
+    assert "status: active" in out
+    await stack.skip_until(name, lambda e: any("step 0 sent" in h for h in e.history))
+    assert [(m[0], m[1]) for m in await sent_messages(stack.pool)] == [(0, EDITED)]
+
+    code, out, err = await stack.reengage("decide", name, "--step", "0", "--approve")
+    assert (code, out) == (1, "")
+    assert err == "reengage: FAILED_PRECONDITION: no approval is pending\n"
+    assert [(m[0], m[1]) for m in await sent_messages(stack.pool)] == [(0, EDITED)]
+    code, out, _ = await stack.reengage("list", "--location", DOWNTOWN)
+    assert code == 0 and "no approvals are waiting" in out
+
+
+async def test_a_skip_sends_nothing_for_the_step(stack: Stack) -> None:
+    sequence = await approval_sequence(stack.pool)
+    name = (
+        await stack.pending(await morning_contact(stack, "+12125550142", "Dana"), sequence)
+    ).name
+    code, out, err = await stack.reengage("decide", name, "--step", "0", "--skip")
+    assert code == 0, err
+    assert f"step 0 of {name}: skipped" in out
+    await stack.skip_until(name, lambda e: e.current_step == 1)
+    assert await sent_messages(stack.pool) == []
+
+
+async def test_staff_of_another_location_or_franchisor_are_refused(stack: Stack) -> None:
+    async with stack.pool.connection() as conn:
+        uptown_staff = await api_keys.issue_key(
+            conn, OPERATOR.label, A_UPTOWN, "uptown-staff", "uptown staff", Role.LOCATION_STAFF
+        )
+    sequence = await approval_sequence(stack.pool)
+    name = (
+        await stack.pending(await morning_contact(stack, "+12125550142", "Dana"), sequence)
+    ).name
+
+    for who in (uptown_staff.token, "b_admin", "b_harbor_manager", "a_viewer"):
+        code, out, err = await stack.reengage("decide", name, "--step", "0", "--approve", who=who)
+        assert (code, out) == (1, ""), who
+        assert err.startswith("reengage: PERMISSION_DENIED: ") and len(err.splitlines()) == 1
+    for who in (uptown_staff.token, "b_admin"):
+        code, out, err = await stack.reengage("list", "--location", DOWNTOWN, who=who)
+        assert (code, out) == (1, "") and err.startswith("reengage: PERMISSION_DENIED: "), err
+    code, _, err = await stack.reengage("list", who="rk_not_a_key")
+    assert code == 2 and "pass --location" in err  # no location, and not the demo key
+
+    assert (await stack.get(name)).pending_approval_step == 0  # still waiting
+    code, out, err = await stack.reengage(
+        "decide", name, "--step", "0", "--approve", who="a_downtown_staff"
+    )
+    assert code == 0 and f"step 0 of {name}: approved" in out, err
+    await stack.skip_until(name, lambda e: any("step 0 sent" in h for h in e.history))
+    assert [m[0] for m in await sent_messages(stack.pool)] == [0]
+
+
+# -- arguments and an unreachable server (no server needed) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["approvals", "decide", "franchisors/a/locations/b/enrollments/e1", "--step", "0"],
+        ["approvals", "decide", "franchisors/a/locations/b/enrollments/e1", "--approve"],
+        ["approvals", "decide", "x", "--step", "0", "--approve", "--skip"],
+        ["approvals", "decide", "x", "--step", "-1", "--approve"],
+        ["approvals", "decide", "x", "--step", "two", "--approve"],
+        ["approvals", "decide", "x", "--step", "0", "--edit"],
+        ["approvals", "decide", "--step", "0", "--approve"],
+        ["approvals"],
+    ],
+)
+def test_bad_arguments_are_usage_errors(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "usage: reengage approvals" in capsys.readouterr().err
+
+
+def test_an_unreachable_server_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = approvals_cli.run_list("127.0.0.1:1", "rk_x", DOWNTOWN, tmp_path)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("reengage: UNAVAILABLE: ") and len(err.splitlines()) == 1
+    code = approvals_cli.run_decide("127.0.0.1:1", "rk_x", f"{DOWNTOWN}/enrollments/e1", 0, "skip")
+    assert code == 1 and capsys.readouterr().err.startswith("reengage: UNAVAILABLE: ")
