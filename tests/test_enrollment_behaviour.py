@@ -495,7 +495,8 @@ async def test_an_approval_step_waits_and_approve_sends_the_prepared_text(
 ) -> None:
     env = time_skipping_env
     sequence = await sequence_of(pool, [0, 30 * DAY], approvals=(0,))
-    contact = await consenting_contact(pool)
+    # morning on the test server's clock: the approved text is sent at once, at any time of day
+    contact = await consenting_contact(pool, time_zone=await morning_zone(env))
     async with worker(env, pool) as run:
         enrollment = await start(pool, run, contact, sequence)
         wid = enrollment.workflow_id
