@@ -17,7 +17,15 @@ from psycopg_pool import AsyncConnectionPool
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots import messages
-from bots.identity import Refusal, mention, staff_allowed, tell
+from bots.identity import (
+    REFUSED_WORDS,
+    SOMETHING_WRONG,
+    Refusal,
+    mention,
+    staff_allowed,
+    tell,
+    tell_quietly,
+)
 from tenants import audit
 from tenants.access import Action
 from tenants.enrollments import Enrollment, load_enrollment
@@ -28,13 +36,6 @@ from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrollment_types import APPROVE, EDIT, SKIP_STEP, Decision
 
 log = logging.getLogger(__name__)
-
-REFUSED_WORDS = {
-    "NO_PENDING_APPROVAL": "This approval was already decided (or timed out), so nothing changed.",
-    "STALE_DECISION": "This approval is no longer pending: the contact has moved on.",
-    "ENDED": "This contact's sequence has ended, so nothing changed.",
-    "ALREADY_PAUSED": "This contact is already paused.",
-}
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Click:
     thread_ts: str
     blocks: list[dict[str, Any]]
     trigger_id: str
+    action_ts: str
 
     @classmethod
     def of(cls, body: dict[str, Any], action: dict[str, Any]) -> Click:
@@ -65,11 +67,28 @@ class Click:
             container.get("thread_ts", ""),
             body.get("message", {}).get("blocks", []),
             body.get("trigger_id", ""),
+            str(action.get("action_ts", "")),
         )
 
     @property
     def update_id(self) -> str:
-        return f"slack-{self.channel}-{self.message_ts}-{self.action_id}"
+        """Approve/Skip: one per message, button and user, so a double click decides once and
+        another user's click is refused (not credited). Pause: one per click, because the button
+        stays after a resume."""
+        base = f"slack-{self.channel}-{self.message_ts}-{self.action_id}"
+        return (
+            f"{base}-{self.action_ts}"
+            if self.action_id == messages.PAUSE
+            else f"{base}-{self.user}"
+        )
+
+    @property
+    def shown_text(self) -> str | None:
+        """The text the approval message shows (what the contact would get), if it has one."""
+        for block in self.blocks:
+            if block.get("block_id") == "approval_text":
+                return str(block.get("text", {}).get("text", ""))
+        return None
 
 
 class ApprovalActions:
@@ -102,6 +121,10 @@ class ApprovalActions:
             outcome = await self._decide(click, enrollment, staff)
         except Refusal as refusal:
             await tell(client, click.channel, click.user, str(refusal), click.thread_ts)
+            return
+        except Exception:
+            log.exception("approval %s of %s failed", click.action_id, click.enrollment_id)
+            await tell_quietly(client, click.channel, click.user, SOMETHING_WRONG, click.thread_ts)
             return
         await client.chat_update(
             channel=click.channel,
@@ -142,17 +165,19 @@ class ApprovalActions:
     async def _open_editor(
         self, click: Click, enrollment: Enrollment, client: AsyncWebClient
     ) -> None:
-        try:
+        # the trigger id lives 3 seconds: open with the text the message shows (the workflow's
+        # validator refuses the submission if the step is no longer pending)
+        text = click.shown_text
+        if text is None:
             state = await self._enrollments.state(enrollment.workflow_id)
-        except Exception:
-            raise Refusal("This contact's sequence has ended, so nothing changed.") from None
-        if state.pending_approval_step != click.step:
-            raise Refusal(REFUSED_WORDS["NO_PENDING_APPROVAL"])
+            if state.pending_approval_step != click.step:
+                raise Refusal(REFUSED_WORDS["NO_PENDING_APPROVAL"])
+            text = state.pending_text
         header = [next((b["text"]["text"] for b in click.blocks if b.get("type") == "section"), "")]
         await client.views_open(
             trigger_id=click.trigger_id,
             view=messages.edit_modal(
-                state.pending_text,
+                text,
                 {
                     "e": click.enrollment_id,
                     "s": click.step,
@@ -191,6 +216,10 @@ class ApprovalActions:
         except UpdateRefused as refused:
             words = REFUSED_WORDS.get(refused.reason, refused.message)
             await tell(client, meta["c"], user, f"Your edit was not sent: {words}", meta["r"])
+            return
+        except Exception:
+            log.exception("edited approval of %s failed", meta["e"])
+            await tell_quietly(client, meta["c"], user, SOMETHING_WRONG, meta["r"])
             return
         await self._audit(staff, messages.EDIT, enrollment, int(meta["s"]))
         outcome = (

@@ -8,14 +8,14 @@ and resume: ENROLLMENT_STEER).
 from __future__ import annotations
 
 import contextlib
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from bots.approvals import REFUSED_WORDS
-from bots.identity import Refusal, staff_allowed
+from bots.identity import REFUSED_WORDS, SOMETHING_WRONG, Refusal, staff_allowed
 from bots.messages import esc
 from tenants import audit
 from tenants.access import Action
@@ -31,6 +31,7 @@ from tenants.staff import staff_for_slack_user
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrollment_types import EnrollmentState
 
+log = logging.getLogger(__name__)
 USAGE = (
     "Usage: `/reengage status <phone>` · `/reengage pause <phone>` ·"
     " `/reengage resume <phone>` · `/reengage stats` (the last 30 days)"
@@ -49,6 +50,10 @@ class SlashCommands:
             text = await self.answer(command)
         except Refusal as refusal:
             text = str(refusal)
+        except Exception:
+            verb = (str(command.get("text") or "").split() or ["help"])[0][:12]
+            log.exception("/reengage %s failed", verb)  # not the rest: it holds a number
+            text = SOMETHING_WRONG
         await respond(text=text, response_type="ephemeral")
 
     async def answer(self, command: dict[str, Any]) -> str:

@@ -3,6 +3,8 @@ module lets them do. Anyone else gets a refusal only they see, and nothing chang
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -12,6 +14,19 @@ from tenants.access import Action, authorize
 from tenants.errors import PermissionDenied
 from tenants.names import TenantScope
 from tenants.staff import StaffMember, staff_for_slack_user
+
+log = logging.getLogger(__name__)
+SOMETHING_WRONG = (
+    "Something went wrong on our side, so this may not have taken effect: look at the thread"
+    " (or `/reengage status`) before trying again."
+)
+# why a workflow refused an update, in words for the person who clicked
+REFUSED_WORDS = {
+    "NO_PENDING_APPROVAL": "This approval was already decided (or timed out), so nothing changed.",
+    "STALE_DECISION": "This approval is no longer pending: the contact has moved on.",
+    "ENDED": "This contact's sequence has ended, so nothing changed.",
+    "ALREADY_PAUSED": "This contact is already paused.",
+}
 
 
 class Refusal(Exception):
@@ -42,7 +57,8 @@ async def staff_allowed(
 
 
 def mention(slack_user_id: str, staff: StaffMember) -> str:
-    return f"<@{slack_user_id}> ({staff.display_name})"
+    name = staff.display_name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return f"<@{slack_user_id}> ({name})"
 
 
 async def tell(
@@ -52,3 +68,11 @@ async def tell(
     await client.chat_postEphemeral(
         channel=channel, user=slack_user_id, text=text, thread_ts=thread_ts or None
     )
+
+
+async def tell_quietly(
+    client: AsyncWebClient, channel: str, slack_user_id: str, text: str, thread_ts: str = ""
+) -> None:
+    """tell, when something already failed: a second failure is only logged."""
+    with contextlib.suppress(Exception):
+        await tell(client, channel, slack_user_id, text, thread_ts)

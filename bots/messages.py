@@ -53,7 +53,9 @@ def _section(text: str, block_id: str = "") -> Block:
 
 def _plain(text: str, block_id: str = "") -> Block:
     """A contact's or a template's words, shown as they are (no mrkdwn)."""
-    block: Block = {"type": "section", "text": {"type": "plain_text", "text": text[:3000]}}
+    # Slack refuses an empty text object: a picture-only reply has no words
+    shown = text[:3000] if text.strip() else "(no text)"
+    block: Block = {"type": "section", "text": {"type": "plain_text", "text": shown}}
     if block_id:
         block["block_id"] = block_id
     return block
@@ -87,6 +89,8 @@ def _when(iso: str) -> str:
 def _where(facts: NoticeFacts, step: int) -> str:
     if not facts.sequence_display:
         return "not in a sequence"
+    if step < 0:
+        return f"{esc(facts.sequence_display)}, before its first text"
     total = f" of {facts.step_count}" if facts.step_count else ""
     return f"{esc(facts.sequence_display)}, step {step + 1}{total}"
 
@@ -195,11 +199,16 @@ def shown_again(texts: list[str]) -> list[Block]:
     return [_section(texts[0]), *(_plain(t) for t in texts[1:2])] if texts else []
 
 
+def _metadata(metadata: dict[str, Any]) -> str:
+    """A modal's private_metadata (Slack keeps 3,000 characters: non-ASCII stays one each)."""
+    return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+
+
 def edit_modal(text: str, metadata: dict[str, Any]) -> Block:
     return {
         "type": "modal",
         "callback_id": EDIT_MODAL,
-        "private_metadata": json.dumps(metadata, separators=(",", ":")),
+        "private_metadata": _metadata(metadata),
         "title": {"type": "plain_text", "text": "Edit the text"},
         "submit": {"type": "plain_text", "text": "Approve & send"},
         "close": {"type": "plain_text", "text": "Cancel"},
@@ -225,7 +234,7 @@ def reject_modal(metadata: dict[str, Any]) -> Block:
     return {
         "type": "modal",
         "callback_id": REJECT_MODAL,
-        "private_metadata": json.dumps(metadata, separators=(",", ":")),
+        "private_metadata": _metadata(metadata),
         "title": {"type": "plain_text", "text": "Reject the override"},
         "submit": {"type": "plain_text", "text": "Reject"},
         "close": {"type": "plain_text", "text": "Cancel"},

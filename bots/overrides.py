@@ -7,19 +7,21 @@ message whose override changed since) decides nothing and says so.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots import messages
-from bots.identity import Refusal, mention, staff_allowed, tell
+from bots.identity import SOMETHING_WRONG, Refusal, mention, staff_allowed, tell, tell_quietly
 from tenants import templates
 from tenants.access import Action
 from tenants.errors import DomainError, EtagMismatch, FailedPrecondition
 from tenants.names import ChildName, parse_child
 from tenants.template_approvals import approve_template, reject_template
 
+log = logging.getLogger(__name__)
 ALREADY_DECIDED = "This override was already decided or changed since, so nothing changed."
 
 
@@ -43,7 +45,7 @@ class OverrideActions:
                     # the modal carries what the message showed, to rewrite it when decided
                     shown = [b["text"]["text"] for b in blocks if b.get("type") == "section"]
                     meta = {"t": value["t"], "etag": value["etag"], "c": channel, "m": ts}
-                    meta["shown"] = [t[:1200] for t in shown[:2]]
+                    meta["shown"] = [t[:900] for t in shown[:2]]
                     await client.views_open(
                         trigger_id=body["trigger_id"], view=messages.reject_modal(meta)
                     )
@@ -51,6 +53,10 @@ class OverrideActions:
                 await _decided(approve_template(conn, staff.as_principal(), name, value["etag"]))
         except Refusal as refusal:
             await tell(client, channel, user, str(refusal))
+            return
+        except Exception:
+            log.exception("override decision on %s failed", value["t"])
+            await tell_quietly(client, channel, user, SOMETHING_WRONG)
             return
         outcome = f":white_check_mark: Approved by {mention(user, staff)}: it is live now."
         await client.chat_update(
@@ -81,6 +87,10 @@ class OverrideActions:
                 )
         except Refusal as refusal:
             await tell(client, meta["c"], user, str(refusal))
+            return
+        except Exception:
+            log.exception("override rejection of %s failed", meta["t"])
+            await tell_quietly(client, meta["c"], user, SOMETHING_WRONG)
             return
         outcome = f":x: Rejected by {mention(user, staff)}: {messages.esc(reason)}"
         shown = meta.get("shown", [])

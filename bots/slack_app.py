@@ -54,7 +54,8 @@ def build_slack_app(
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
-        # unmatched requests (events we do not listen to) are acknowledged, not retried
+        # an event nobody listens to gets 404 (and a log line), not an exception; its retry is
+        # then acknowledged by once_per_event
         raise_error_for_unhandled_request=False,
     )
     approvals = ApprovalActions(pool, enrollments)
@@ -81,7 +82,8 @@ def build_slack_app(
     @app.event("message")
     async def typed_in_a_thread(event: dict[str, Any], client: AsyncWebClient) -> None:
         """Someone wrote in a contact's thread: say (to them alone) that it was not texted."""
-        if event.get("subtype") or event.get("bot_id") or not event.get("thread_ts"):
+        typed = event.get("subtype") in (None, "thread_broadcast", "file_share")
+        if not typed or event.get("bot_id") or not event.get("thread_ts"):
             return
         channel, thread_ts = str(event.get("channel", "")), str(event["thread_ts"])
         async with pool.connection() as conn:

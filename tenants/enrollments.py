@@ -379,12 +379,12 @@ async def latest_for_contact(
     """The contact's newest enrollment and its sequence's display name (platform use: the
     caller has checked access to the contact's location)."""
     cur = await conn.execute(
-        f"SELECT {', '.join('e.' + c.strip() for c in _COLUMNS.split(','))}, s.display_name"
-        " FROM enrollments e JOIN sequences s ON s.franchisor_id = e.franchisor_id"
-        " AND s.id = e.sequence_id AND s.location_id IS NOT DISTINCT FROM e.sequence_location_id"
-        " WHERE e.franchisor_id = %s AND e.location_id = %s AND e.contact_id = %s"
-        " ORDER BY e.enrolled_at DESC LIMIT 1",
+        f"SELECT {_COLUMNS}, (SELECT s.display_name FROM sequences s"
+        "   WHERE s.franchisor_id = e.franchisor_id AND s.id = e.sequence_id"
+        "   AND s.location_id IS NOT DISTINCT FROM e.sequence_location_id)"
+        " FROM enrollments e WHERE franchisor_id = %s AND location_id = %s AND contact_id = %s"
+        " ORDER BY enrolled_at DESC LIMIT 1",
         (contact.scope.franchisor_id, contact.scope.location_id, contact.id),
     )
     row = await cur.fetchone()
-    return (_from_row(row[:-1]), str(row[-1])) if row else None
+    return (_from_row(row[:-1]), str(row[-1] or "")) if row else None

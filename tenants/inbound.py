@@ -51,10 +51,12 @@ from tenants.errors import DomainError
 from tenants.followups import FollowupKind, owe, owe_signal
 from tenants.franchisors import brand_name
 from tenants.keywords import Classification, Intent, classify
+from tenants.ledger import last_sent_step
 from tenants.locations import Location, load_location
 from tenants.names import ChildName, TenantScope
 from tenants.notices import NoticeKind, owe_notice
 from tenants.segments import count
+from tenants.service_texts import help_text, opt_out_confirmation, start_confirmation
 
 log = logging.getLogger(__name__)
 EDGE = Principal("system", "inbound-edge", Role.OPERATOR, None)
@@ -250,7 +252,8 @@ async def _owe_staff_notice(
         text=sms.body[:MAX_BODY],
         keyword=keyword,
         enrollment_id=running.id if running else "",
-        step=running.current_step if running else -1,
+        # the step whose text the contact answers (not the one the enrollment waits for)
+        step=await last_sent_step(conn, running) if running else -1,
     )
 
 
@@ -412,33 +415,4 @@ async def _service_text(
         body=body,
         from_number=_e164(sms.to_number),
         expires_at=sms.received_at + within,
-    )
-
-
-def _program(brand: str, location: Location) -> str:
-    return f"{brand} {location.display_name}".strip() if brand else location.display_name
-
-
-def opt_out_confirmation(brand: str, location: Location) -> str:
-    """COMPLIANCE §2.10: confirms, says how to come back; no link, no offer."""
-    return (
-        f"{_program(brand, location)}: You are unsubscribed and will receive no more messages."
-        " Reply START to resubscribe."
-    )
-
-
-def help_text(brand: str, location: Location) -> str:
-    """COMPLIANCE §2.11: who, support contact, frequency, rates, how to stop."""
-    support = location.sender_phone_numbers[0] if location.sender_phone_numbers else ""
-    contact_line = f" For help call {support}." if support else ""
-    return (
-        f"{_program(brand, location)}: Msg frequency varies.{contact_line}"
-        " Msg & data rates may apply. Reply STOP to opt out."
-    )
-
-
-def start_confirmation(brand: str, location: Location) -> str:
-    return (
-        f"{_program(brand, location)}: You are subscribed to texts again. Msg frequency varies."
-        " Msg & data rates may apply. Reply HELP for help, STOP to opt out."
     )

@@ -6,6 +6,7 @@ them: signatures, approvals from buttons and the edit modal, refusals, the slash
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from bots import messages
 from tenants.access import Role
 from tenants.enrollments import Enrollment
+from tenants.notices import Notice, NoticeFacts, NoticeKind
 from tenants.sequences import Step
 from tests.enrollment_support import (
     brand_template,
@@ -27,6 +29,7 @@ from tests.enrollment_support import (
     sent_messages,
 )
 from tests.fake_slack import FakeSlack, fake_slack  # noqa: F401
+from tests.inbound_support import rows
 from tests.slack_support import (
     CHANNEL,
     Bot,
@@ -36,7 +39,7 @@ from tests.slack_support import (
     slack_bot,
     submission,
 )
-from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, World
+from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World
 from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
 
@@ -278,3 +281,106 @@ async def test_reengage_by_someone_unmapped_changes_nothing(scene: Scene) -> Non
     assert "not linked" in scene.fake.responses[-1]["text"]
     assert (await scene.workflows.state(enrollment.workflow_id)).status == "awaiting_approval"
     await cancel(scene, enrollment)
+
+
+async def test_pause_again_after_a_resume_pauses_again(scene: Scene) -> None:
+    enrollment, approval = await awaiting_approval(scene)
+    await scene.bot.interact(click(approval, messages.PAUSE, STAFF))
+    await settle(scene, "chat.update", 1)
+    assert (await scene.workflows.state(enrollment.workflow_id)).status == "paused"
+    await scene.workflows.resume(enrollment.workflow_id)
+    assert (await scene.workflows.state(enrollment.workflow_id)).status != "paused"
+    await scene.bot.interact(click(approval, messages.PAUSE, STAFF))  # the same button
+    await settle(scene, "chat.update", 2)
+    assert (await scene.workflows.state(enrollment.workflow_id)).status == "paused"
+    await cancel(scene, enrollment)
+
+
+async def test_a_second_persons_approve_is_refused_and_the_first_keeps_the_credit(
+    scene: Scene,
+) -> None:
+    await map_staff(scene.pool, A_DOWNTOWN, "max", Role.LOCATION_MANAGER, "U0MAX")
+    enrollment, approval = await awaiting_approval(scene)
+    await scene.bot.interact(click(approval, messages.APPROVE, STAFF))
+    (update,) = await settle(scene, "chat.update", 1)
+    await scene.bot.interact(click(approval, messages.APPROVE, "U0MAX"))
+    (refusal,) = await settle(scene, "chat.postEphemeral", 1)
+    assert refusal.args["user"] == "U0MAX" and "already decided" in refusal.args["text"]
+    await asyncio.sleep(0.3)
+    assert len(scene.fake.of("chat.update")) == 1
+    assert "<@U0DANA>" in str(update.args["blocks"])
+    state = await scene.workflows.state(enrollment.workflow_id)
+    assert next(line for line in state.history if "approve by" in line).endswith("dana")
+    await cancel(scene, enrollment)
+
+
+async def test_a_franchisor_viewer_may_not_decide(scene: Scene) -> None:
+    await map_staff(scene.pool, A, "vera", Role.FRANCHISOR_VIEWER, "U0VERA")
+    await map_staff(scene.pool, A, "ada", Role.FRANCHISOR_ADMIN, "U0ADA")
+    enrollment, approval = await awaiting_approval(scene)
+    await scene.bot.interact(click(approval, messages.SKIP, "U0VERA"))
+    (refusal,) = await settle(scene, "chat.postEphemeral", 1)
+    assert "franchisor viewer" in refusal.args["text"]
+    assert await pending_step(scene, enrollment) == 0
+    await scene.bot.interact(click(approval, messages.SKIP, "U0ADA"))  # the brand's admin may
+    (update,) = await settle(scene, "chat.update", 1)
+    assert "Skipped by <@U0ADA>" in str(update.args["blocks"])
+    await cancel(scene, enrollment)
+
+
+async def test_a_channel_slack_refuses_for_good_sends_the_notice_to_the_log(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="reengage.notifications")
+    scene.fake.fail_methods["chat.postMessage"] = "channel_not_found"
+    enrollment, _ = await awaiting_approval_without_post(scene)
+    [(outcome, done)] = await rows(
+        scene.pool, "SELECT outcome, done_at IS NOT NULL FROM followups WHERE kind = 'notify'"
+    )
+    assert (outcome, done) == ("refused: channel_not_found", True)
+    assert "reengage approvals decide" in caplog.text
+    await cancel(scene, enrollment)
+
+
+async def test_an_outage_keeps_the_notice_owed_until_slack_answers(scene: Scene) -> None:
+    scene.fake.fail_methods["chat.postMessage"] = "internal_error"
+    enrollment, _ = await awaiting_approval_without_post(scene)
+    [(done, attempts, error)] = await rows(
+        scene.pool,
+        "SELECT done_at IS NOT NULL, attempts, last_error FROM followups WHERE kind = 'notify'",
+    )
+    assert not done and attempts == 1 and "internal_error" in error
+    del scene.fake.fail_methods["chat.postMessage"]
+    await rows(scene.pool, "UPDATE followups SET next_attempt_at = now() RETURNING id")
+    await scene.bot.relay.drain()
+    posts = scene.fake.of("chat.postMessage")
+    assert sum(1 for p in posts if p.ts and p.args.get("thread_ts")) == 1  # the approval, once
+    await cancel(scene, enrollment)
+
+
+def test_a_reply_without_words_is_shown_as_no_text() -> None:
+    notice = Notice(1, NoticeKind.REPLY_RECEIVED, A_DOWNTOWN, "c1", {"text": "", "step": -1}, 1)
+    facts = NoticeFacts("Downtown", CHANNEL, "Dana", "+1 •••-•••-0142", "", 0)
+    _, blocks = messages.notice_message(notice, facts)
+    assert blocks[-1]["text"] == {"type": "plain_text", "text": "(no text)"}
+
+
+async def awaiting_approval_without_post(scene: Scene) -> tuple[Enrollment, None]:
+    """Like awaiting_approval, when Slack is failing (no approval message to click)."""
+    template = await brand_template(scene.pool)
+    sequence = await make_sequence(
+        scene.pool, [Step(template, 0, require_approval=True), Step(template, LONG)], "approved"
+    )
+    contact = await consenting_contact(scene.pool, time_zone=await morning_zone(scene.env))
+    async with scene.pool.connection() as conn:
+        enrollment, _ = await enroll(conn, scene.workflows, OPERATOR, contact, sequence)
+    for _ in range(200):
+        if await pending_step(scene, enrollment) == 0:
+            break
+        await asyncio.sleep(0.05)
+    for _ in range(100):
+        if await rows(scene.pool, "SELECT 1 FROM followups WHERE kind = 'notify'"):
+            break
+        await asyncio.sleep(0.05)
+    await scene.bot.relay.drain()
+    return enrollment, None

@@ -160,6 +160,7 @@ async def _run(
             fake, lambda c: "Yes! See you Saturday" in str(c.args.get("blocks")), "the reply"
         )
         assert reply.args["channel"] == CHANNEL and reply.args["thread_ts"]
+        assert "replied (Win back, step 1 of 2)" in str(reply.args["blocks"])  # what it answers
         root = next(c for c in fake.of("chat.postMessage") if c.ts == reply.args["thread_ts"])
         assert root.args["channel"] == CHANNEL and not root.args.get("thread_ts")
         assert "•••-•••-0142" in str(root.args["blocks"]) and REPLYING not in str(root.args)

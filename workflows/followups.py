@@ -99,9 +99,17 @@ class FollowupRelay:
         return len(claimed)
 
     async def _run_in_order(self, notices: list[Followup]) -> None:
-        """Notices one after another, so a thread reads reply, then exit."""
+        """Each contact's notices one after another (a thread reads reply, then exit); the
+        contacts side by side."""
+        by_contact: dict[str, list[Followup]] = {}
         for f in notices:
-            await self._run_one(f)
+            by_contact.setdefault(f.contact.name, []).append(f)
+
+        async def one_contact(owed: list[Followup]) -> None:
+            for f in owed:
+                await self._run_one(f)
+
+        await asyncio.gather(*(one_contact(owed) for owed in by_contact.values()))
 
     async def _run_one(self, f: Followup) -> None:
         try:
