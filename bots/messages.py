@@ -98,7 +98,7 @@ def _where(facts: NoticeFacts, step: int) -> str:
 def thread_root(facts: NoticeFacts) -> tuple[str, list[Block]]:
     """The first message of a contact's thread: who it is about."""
     who = f"{esc(facts.contact_display)} · {facts.contact_phone}".rstrip(" ·")
-    return f"{facts.contact_display} {facts.contact_phone}", [
+    return f"{esc(facts.contact_display)} {facts.contact_phone}", [
         _section(f"*{who}*"),
         _context(f"Replies, approvals and exits for this contact at {esc(facts.location_name)}."),
     ]
@@ -110,13 +110,13 @@ def notice_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]
     who = esc(facts.contact_display)
     step = int(p.get("step", -1))
     if notice.kind is NoticeKind.REPLY_RECEIVED:
-        return f"Reply from {facts.contact_display}", [
+        return f"Reply from {esc(facts.contact_display)}", [
             _section(f":speech_balloon: *{who}* replied ({_where(facts, step)})"),
             _plain(str(p.get("text", ""))),
         ]
     if notice.kind is NoticeKind.OPTED_OUT:
         said = str(p.get("keyword") or p.get("text", ""))
-        return f"{facts.contact_display} opted out", [
+        return f"{esc(facts.contact_display)} opted out", [
             _section(
                 f":no_entry: *{who}* opted out ({_where(facts, step)}). Nothing more is sent to"
                 " this number."
@@ -126,7 +126,7 @@ def notice_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]
     if notice.kind is NoticeKind.ENROLLMENT_EXITED:
         reason = str(p.get("reason", ""))
         words = EXIT_WORDS.get(reason, reason.replace("_", " ") or "it ended")
-        return f"{facts.contact_display} left the sequence: {reason}", [
+        return f"{esc(facts.contact_display)} left the sequence: {reason}", [
             _section(f":checkered_flag: *{who}* left {_where(facts, step)}: {esc(words)}."),
         ]
     if notice.kind is NoticeKind.APPROVAL_REQUESTED:
@@ -139,7 +139,7 @@ def approval_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Bloc
     step = int(p["step"])
     value = {"e": p["enrollment_id"], "s": step}
     segments = int(p.get("segments", 0))
-    return f"Approval needed for {facts.contact_display}", [
+    return f"Approval needed for {esc(facts.contact_display)}", [
         _section(
             f":raised_hand: *Approval needed* — {_where(facts, step)} for"
             f" *{esc(facts.contact_display)}*"
@@ -165,7 +165,7 @@ def approval_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Bloc
 def override_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]]:
     p = notice.payload
     value = {"t": p["template"], "etag": p["etag"]}
-    return f"{facts.location_name} submitted a template override", [
+    return f"{esc(facts.location_name)} submitted a template override", [
         _section(
             f":memo: *{esc(facts.location_name)}* submitted an override of"
             f" `{esc(str(p.get('brand_template', '')))}` for approval"
