@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import api_calls, contact_import, enroll, inbound, scan
+from bench import api_calls, contact_import, enroll, inbound, scan, slack
 
 
 def main() -> None:
@@ -16,6 +16,7 @@ def main() -> None:
     asyncio.run(enroll.run())
     asyncio.run(inbound.run())
     asyncio.run(scan.run())
+    asyncio.run(slack.run())
 
 
 if __name__ == "__main__":
