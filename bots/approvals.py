@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from bots.identity import (
 )
 from tenants import audit
 from tenants.access import Action
+from tenants.chat_threads import claim_approval_post, reopen_approval_post
 from tenants.enrollments import Enrollment, load_enrollment
 from tenants.errors import InvalidArgument, NotFound
 from tenants.staff import StaffMember
@@ -36,6 +38,8 @@ from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrollment_types import APPROVE, EDIT, SKIP_STEP, Decision
 
 log = logging.getLogger(__name__)
+# refusals saying the step is no longer waiting for a decision
+MOVED_ON = {"NO_PENDING_APPROVAL", "STALE_DECISION", "ENDED"}
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ class ApprovalActions:
             if click.action_id == messages.EDIT:
                 await self._open_editor(click, enrollment, client)
                 return
-            outcome = await self._decide(click, enrollment, staff)
+            outcome = await self._decide(click, enrollment, staff, client)
         except Refusal as refusal:
             await tell(client, click.channel, click.user, str(refusal), click.thread_ts)
             return
@@ -135,7 +139,9 @@ class ApprovalActions:
             ),
         )
 
-    async def _decide(self, click: Click, enrollment: Enrollment, staff: StaffMember) -> str:
+    async def _decide(
+        self, click: Click, enrollment: Enrollment, staff: StaffMember, client: AsyncWebClient
+    ) -> str:
         who = mention(click.user, staff)
         label = staff.as_principal().label
         try:
@@ -147,10 +153,16 @@ class ApprovalActions:
                 )
             else:
                 action = APPROVE if click.action_id == messages.APPROVE else SKIP_STEP
-                await self._enrollments.decide_approval(
-                    enrollment.workflow_id,
-                    Decision(click.step, action, "", label),
-                    click.update_id,
+                await self._on_message(
+                    click.channel,
+                    click.message_ts,
+                    click.blocks,
+                    client,
+                    lambda: self._enrollments.decide_approval(
+                        enrollment.workflow_id,
+                        Decision(click.step, action, "", label),
+                        click.update_id,
+                    ),
                 )
                 outcome = (
                     f":white_check_mark: Approved by {who}"
@@ -161,6 +173,39 @@ class ApprovalActions:
             raise Refusal(REFUSED_WORDS.get(refused.reason, refused.message)) from None
         await self._audit(staff, click.action_id, enrollment, click.step)
         return outcome
+
+    async def _on_message(
+        self,
+        channel: str,
+        ts: str,
+        blocks: list[dict[str, Any]],
+        client: AsyncWebClient,
+        decide: Callable[[], Awaitable[str]],
+    ) -> None:
+        """Decides with the approval message closed to the rewriter (`bots.notices`). When the
+        workflow says the step has moved on and nobody decided on this message before, the step
+        was decided elsewhere or timed out: the message loses its buttons."""
+        async with self._pool.connection() as conn:
+            first = await claim_approval_post(conn, channel, ts)
+        try:
+            await decide()
+        except UpdateRefused as refused:
+            if first and refused.reason in MOVED_ON:
+                words = messages.no_longer_waiting(refused.reason == "ENDED")
+                await client.chat_update(
+                    channel=channel, ts=ts, text=words, blocks=messages.decided(blocks, words)
+                )
+            elif first:
+                await self._reopen(channel, ts)
+            raise
+        except BaseException:
+            if first:
+                await self._reopen(channel, ts)
+            raise
+
+    async def _reopen(self, channel: str, ts: str) -> None:
+        async with self._pool.connection() as conn:
+            await reopen_approval_post(conn, channel, ts)
 
     async def _open_editor(
         self, click: Click, enrollment: Enrollment, client: AsyncWebClient
@@ -208,10 +253,16 @@ class ApprovalActions:
             return
         await ack()
         try:
-            await self._enrollments.decide_approval(
-                enrollment.workflow_id,
-                Decision(int(meta["s"]), EDIT, text, staff.as_principal().label),
-                f"slack-view-{view['id']}",
+            await self._on_message(
+                meta["c"],
+                meta["t"],
+                messages.shown_again(meta["shown"][:1]),
+                client,
+                lambda: self._enrollments.decide_approval(
+                    enrollment.workflow_id,
+                    Decision(int(meta["s"]), EDIT, text, staff.as_principal().label),
+                    f"slack-view-{view['id']}",
+                ),
             )
         except UpdateRefused as refused:
             words = REFUSED_WORDS.get(refused.reason, refused.message)

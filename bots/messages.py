@@ -110,8 +110,9 @@ def notice_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]
     who = esc(facts.contact_display)
     step = int(p.get("step", -1))
     if notice.kind is NoticeKind.REPLY_RECEIVED:
+        phone = f" ({facts.contact_phone})" if facts.contact_phone else ""
         return f"Reply from {esc(facts.contact_display)}", [
-            _section(f":speech_balloon: *{who}* replied ({_where(facts, step)})"),
+            _section(f":speech_balloon: *{who}*{phone} replied ({_where(facts, step)})"),
             _plain(str(p.get("text", ""))),
         ]
     if notice.kind is NoticeKind.OPTED_OUT:
@@ -182,6 +183,16 @@ def override_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Bloc
             ],
         },
     ]
+
+
+def no_longer_waiting(ended: bool) -> str:
+    """What an approval message says when the step stopped waiting without a Slack decision."""
+    if ended:
+        return ":heavy_multiplication_x: No longer waiting: the sequence ended before a decision."
+    return (
+        ":hourglass: No longer waiting: decided outside Slack (the API or the CLI), or it timed"
+        " out and was skipped. `/reengage status` shows where the contact is."
+    )
 
 
 def decided(blocks: list[Block], outcome: str, *, keep_actions: bool = False) -> list[Block]:

@@ -18,14 +18,22 @@ from psycopg_pool import AsyncConnectionPool
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.messages import notice_message, thread_root
+from bots.messages import decided, no_longer_waiting, notice_message, thread_root
 from tenants import notices
-from tenants.chat_threads import remember_thread, thread_of
+from tenants.chat_threads import (
+    close_approval_posts,
+    remember_approval_post,
+    remember_thread,
+    thread_of,
+)
+from tenants.enrollments import EnrollmentStatus, load_enrollment
 from tenants.franchisors import brand_slack_channel
-from tenants.notices import Notice, NoticeFacts
+from tenants.notices import Notice, NoticeFacts, NoticeKind
 from workflows.notifier import LogNotifier
 
 log = logging.getLogger(__name__)
+# the message to rewrite is gone: nothing left to take the buttons from
+GONE = {"message_not_found", "channel_not_found", "cant_update_message", "is_archived"}
 # errors retrying cannot fix without a person: the notice goes to the log instead
 PERMANENT = {
     "channel_not_found",
@@ -46,6 +54,8 @@ class SlackNotifier:
         self._starting: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def deliver(self, notice: Notice) -> str:
+        if notice.kind is NoticeKind.APPROVAL_CLOSED:
+            return await self._close(str(notice.payload["enrollment_id"]), notice.payload)
         async with self._pool.connection() as conn:
             found = await notices.facts(conn, notice)
             channel = (
@@ -76,7 +86,39 @@ class SlackNotifier:
             )
             await self._log.deliver(notice)
             return f"refused: {error}"
-        return f"posted {channel} {answer.get('ts', '')}"
+        ts = str(answer.get("ts", ""))
+        if notice.kind is NoticeKind.APPROVAL_REQUESTED:
+            await self._remember_approval(notice, channel, ts, blocks)
+        return f"posted {channel} {ts}"
+
+    async def _remember_approval(
+        self, notice: Notice, channel: str, ts: str, blocks: list[dict[str, Any]]
+    ) -> None:
+        """Keeps the approval message, to take its buttons away when the step stops waiting
+        without a decision in Slack; when that happened while it was being posted, now."""
+        enrollment_id = str(notice.payload["enrollment_id"])
+        step = int(notice.payload["step"])
+        async with self._pool.connection() as conn:
+            await remember_approval_post(conn, enrollment_id, step, channel, ts, blocks)
+            enrollment = await load_enrollment(conn, enrollment_id)
+        waiting = enrollment.status is EnrollmentStatus.AWAITING_APPROVAL
+        if not waiting or enrollment.current_step != step:
+            await self._close(enrollment_id, {"status": enrollment.status.value})
+
+    async def _close(self, enrollment_id: str, facts: dict[str, Any]) -> str:
+        """Rewrites the enrollment's open approval messages without their buttons."""
+        outcome = no_longer_waiting(facts.get("status") in ("exited", "completed"))
+        async with self._pool.connection() as conn, conn.transaction():
+            closed = await close_approval_posts(conn, enrollment_id)
+            for channel, ts, blocks in closed:  # committed only when Slack took every update
+                try:
+                    await self._client.chat_update(
+                        channel=channel, ts=ts, text=outcome, blocks=decided(blocks, outcome)
+                    )
+                except SlackApiError as err:
+                    if str(err.response.get("error", "")) not in GONE:
+                        raise
+        return f"closed {len(closed)}"
 
     async def _thread(self, channel: str, notice: Notice, found: NoticeFacts) -> str:
         """The contact's thread in channel, started with a root message the first time (one

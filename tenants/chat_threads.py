@@ -1,5 +1,6 @@
 """Chat threads: each contact has one thread per Slack channel (the root message the bot
-posted), so everything about a contact — replies, approvals, exits — reads as one conversation.
+posted), so everything about a contact — replies, approvals, exits — reads as one conversation;
+and the approval messages posted there, so one decided elsewhere loses its buttons.
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 
 from tenants.names import ChildName, TenantScope
 
@@ -64,3 +66,59 @@ async def locations_of_channel(conn: AsyncConnection[Any], channel_id: str) -> l
         (channel_id,),
     )
     return [TenantScope(f, loc) for f, loc in await cur.fetchall()]
+
+
+async def remember_approval_post(
+    conn: AsyncConnection[Any],
+    enrollment_id: str,
+    step: int,
+    channel_id: str,
+    message_ts: str,
+    blocks: list[dict[str, Any]],
+) -> None:
+    await conn.execute(
+        "INSERT INTO slack_approval_posts (channel_id, message_ts, enrollment_id, step_index,"
+        " blocks) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (channel_id, message_ts, enrollment_id, step, Jsonb(blocks)),
+    )
+
+
+async def claim_approval_post(conn: AsyncConnection[Any], channel_id: str, message_ts: str) -> bool:
+    """Someone decides on this message in Slack: it is closed to the rewriter. True when it was
+    open (this click is the first to act on it)."""
+    cur = await conn.execute(
+        "UPDATE slack_approval_posts SET closed = true WHERE channel_id = %s AND message_ts = %s"
+        " AND NOT closed RETURNING 1",
+        (channel_id, message_ts),
+    )
+    return await cur.fetchone() is not None
+
+
+async def reopen_approval_post(
+    conn: AsyncConnection[Any], channel_id: str, message_ts: str
+) -> None:
+    """The decision in Slack did not happen (an error): the rewriter may close it later."""
+    await conn.execute(
+        "UPDATE slack_approval_posts SET closed = false WHERE channel_id = %s AND message_ts = %s",
+        (channel_id, message_ts),
+    )
+
+
+async def has_open_approval_posts(conn: AsyncConnection[Any], enrollment_id: str) -> bool:
+    cur = await conn.execute(
+        "SELECT 1 FROM slack_approval_posts WHERE enrollment_id = %s AND NOT closed LIMIT 1",
+        (enrollment_id,),
+    )
+    return await cur.fetchone() is not None
+
+
+async def close_approval_posts(
+    conn: AsyncConnection[Any], enrollment_id: str
+) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """Closes the enrollment's open approval messages; (channel, ts, blocks) of each."""
+    cur = await conn.execute(
+        "UPDATE slack_approval_posts SET closed = true WHERE enrollment_id = %s AND NOT closed"
+        " RETURNING channel_id, message_ts, blocks",
+        (enrollment_id,),
+    )
+    return [(c, ts, list(b)) for c, ts, b in await cur.fetchall()]

@@ -23,6 +23,8 @@ from tenants.names import ChildName, TenantScope
 class NoticeKind(StrEnum):
     REPLY_RECEIVED = "reply_received"
     APPROVAL_REQUESTED = "approval_requested"
+    # the step stopped waiting while its Slack message still offers buttons
+    APPROVAL_CLOSED = "approval_closed"
     ENROLLMENT_EXITED = "enrollment_exited"
     OPTED_OUT = "opted_out"
     OVERRIDE_SUBMITTED = "override_submitted"

@@ -4,6 +4,8 @@ Slack signs them. Notices go through a real relay with the Slack notifier."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +18,7 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from bots import messages
 from bots.notices import SlackNotifier
@@ -26,7 +29,7 @@ from tenants.access import Role
 from tenants.names import TenantScope
 from tests.fake_slack import FakeSlack
 from tests.support import OPERATOR
-from workflows.client import EnrollmentClient
+from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.followups import FollowupRelay
 
 SECRET = "test-slack-signing-secret"
@@ -185,3 +188,32 @@ def submission(opened: Any, user: str, value: str, view_id: str = "V0VIEW") -> d
             "state": {"values": {block: {block: {"type": "plain_text_input", "value": value}}}},
         },
     }
+
+
+async def end_running_enrollments(
+    pool: AsyncConnectionPool[Any], workflows: EnrollmentClient, client: Client
+) -> None:
+    """Ends every enrollment run still open and waits until it closed, while the test's worker
+    still polls: a run left behind (even one whose read model already says exited, waiting for
+    its last workflow task) would hold the shared time-skipping clock."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT workflow_id, run_id FROM enrollments WHERE run_id <> ''")
+        runs = list(await cur.fetchall())
+    for workflow_id, run_id in runs:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        if await _closes(handle, 2.0):
+            continue
+        state = await workflows.state(workflow_id)
+        if not state.exit_reason:  # a second cancel racing a closing run is not needed
+            with contextlib.suppress(UpdateRefused):
+                await workflows.cancel(workflow_id, "test over")
+        await _closes(handle, 10.0)
+
+
+async def _closes(handle: Any, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return True
+        await asyncio.sleep(0.05)
+    return False

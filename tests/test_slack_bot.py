@@ -34,6 +34,7 @@ from tests.slack_support import (
     CHANNEL,
     Bot,
     click,
+    end_running_enrollments,
     map_staff,
     set_location_channel,
     slack_bot,
@@ -42,6 +43,7 @@ from tests.slack_support import (
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World
 from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
+from workflows.enrollment_types import SKIP_STEP, Decision
 
 LONG = 365 * 86_400
 STAFF = "U0DANA"  # location staff of acme/downtown
@@ -72,10 +74,13 @@ async def scene(
         running_worker(time_skipping_env.client, pool) as running,
         slack_bot(pool, running.workflows, fake_slack) as bot,
     ):
-        yield Scene(time_skipping_env, pool, running.workflows, bot, fake_slack)
+        try:
+            yield Scene(time_skipping_env, pool, running.workflows, bot, fake_slack)
+        finally:
+            await end_running_enrollments(pool, running.workflows, time_skipping_env.client)
 
 
-async def awaiting_approval(scene: Scene) -> tuple[Enrollment, Any]:
+async def awaiting_approval(scene: Scene, timeout_seconds: int = 86_400) -> tuple[Enrollment, Any]:
     """A contact enrolled in a sequence whose first step needs approval, the approval message
     posted in the contact's thread; (the enrollment, that postMessage call)."""
     template = await brand_template(scene.pool)
@@ -85,7 +90,9 @@ async def awaiting_approval(scene: Scene) -> tuple[Enrollment, Any]:
     zone = await morning_zone(scene.env)
     contact = await consenting_contact(scene.pool, time_zone=zone)
     async with scene.pool.connection() as conn:
-        enrollment, _ = await enroll(conn, scene.workflows, OPERATOR, contact, sequence)
+        enrollment, _ = await enroll(
+            conn, scene.workflows, OPERATOR, contact, sequence, timeout_seconds
+        )
     for _ in range(200):
         state = await scene.workflows.state(enrollment.workflow_id)
         if state.pending_approval_step == 0:
@@ -384,3 +391,80 @@ async def awaiting_approval_without_post(scene: Scene) -> tuple[Enrollment, None
         await asyncio.sleep(0.05)
     await scene.bot.relay.drain()
     return enrollment, None
+
+
+# -- an approval message whose step stopped waiting without a decision in Slack ----------------
+
+
+async def buttons_gone(scene: Scene, approval: Any, words: str) -> Any:
+    """Drains the relay until the approval message is rewritten; that update."""
+    for _ in range(300):
+        await scene.bot.relay.drain()
+        rewritten = [u for u in scene.fake.of("chat.update") if u.args["ts"] == approval.ts]
+        if rewritten:
+            assert len(rewritten) == 1
+            blocks = rewritten[0].args["blocks"]
+            assert words in str(blocks)
+            assert not any(b.get("type") == "actions" for b in blocks)
+            assert "Hi Dana, Acme Coffee misses you!" in str(blocks)  # the text stays shown
+            return rewritten[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("the approval message kept its buttons")
+
+
+async def test_a_step_decided_over_the_api_loses_its_buttons_in_slack(scene: Scene) -> None:
+    enrollment, approval = await awaiting_approval(scene)
+    await scene.workflows.decide_approval(
+        enrollment.workflow_id, Decision(0, SKIP_STEP, "", "api_key:ops")
+    )
+    await buttons_gone(scene, approval, "decided outside Slack")
+    await scene.bot.interact(click(approval, messages.APPROVE, STAFF))  # a late click
+    (refusal,) = await settle(scene, "chat.postEphemeral", 1)
+    assert "already decided" in refusal.args["text"]
+    assert await sent_messages(scene.pool) == []
+    await cancel(scene, enrollment)
+
+
+async def test_a_step_that_timed_out_loses_its_buttons_in_slack(scene: Scene) -> None:
+    # a 3-second decision window, passing in real time (no skipping: the clock is shared)
+    enrollment, approval = await awaiting_approval(scene, timeout_seconds=3)
+    await buttons_gone(scene, approval, "timed out")
+    assert await sent_messages(scene.pool) == []
+    await cancel(scene, enrollment)
+
+
+async def test_an_enrollment_that_ends_while_waiting_says_so_on_its_approval(
+    scene: Scene,
+) -> None:
+    enrollment, approval = await awaiting_approval(scene)
+    await cancel(scene, enrollment)
+    await buttons_gone(scene, approval, "the sequence ended")
+
+
+async def test_a_click_that_finds_the_step_moved_on_takes_the_buttons_away(scene: Scene) -> None:
+    enrollment, approval = await awaiting_approval(scene)
+    await scene.workflows.decide_approval(
+        enrollment.workflow_id, Decision(0, SKIP_STEP, "", "api_key:ops")
+    )  # the relay has not told Slack yet
+    await scene.bot.interact(click(approval, messages.APPROVE, STAFF))
+    (refusal,) = await settle(scene, "chat.postEphemeral", 1)
+    assert "already decided" in refusal.args["text"]
+    (update,) = await settle(scene, "chat.update", 1)
+    assert update.args["ts"] == approval.ts and "No longer waiting" in str(update.args["blocks"])
+    await scene.bot.relay.drain()
+    await asyncio.sleep(0.2)
+    await scene.bot.relay.drain()
+    assert len(scene.fake.of("chat.update")) == 1  # the rewriter finds it closed already
+    await cancel(scene, enrollment)
+
+
+async def test_a_decision_in_slack_is_not_rewritten_afterwards(scene: Scene) -> None:
+    enrollment, approval = await awaiting_approval(scene)
+    await scene.bot.interact(click(approval, messages.SKIP, STAFF))
+    (update,) = await settle(scene, "chat.update", 1)
+    for _ in range(5):
+        await scene.bot.relay.drain()
+        await asyncio.sleep(0.1)
+    assert [u.args["blocks"] for u in scene.fake.of("chat.update")] == [update.args["blocks"]]
+    assert "Skipped by <@U0DANA>" in str(update.args["blocks"])
+    await cancel(scene, enrollment)

@@ -27,7 +27,14 @@ from tests.enrollment_support import brand_template, consenting_contact, make_se
 from tests.enrollment_support import running_worker as enrollment_worker
 from tests.fake_slack import FakeSlack, SlackCall, fake_slack  # noqa: F401
 from tests.inbound_support import DOWNTOWN_NUMBER, new_sid, rows
-from tests.slack_support import CHANNEL, Bot, map_staff, set_location_channel, slack_bot
+from tests.slack_support import (
+    CHANNEL,
+    Bot,
+    end_running_enrollments,
+    map_staff,
+    set_location_channel,
+    slack_bot,
+)
 from tests.support import A_DOWNTOWN, A_UPTOWN, B_HARBOR, OPERATOR, A, World
 from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
@@ -67,7 +74,10 @@ async def scene(
         enrollment_worker(time_skipping_env.client, pool) as running,
         slack_bot(pool, running.workflows, fake_slack) as bot,
     ):
-        yield Scene(time_skipping_env, pool, running.workflows, bot, fake_slack)
+        try:
+            yield Scene(time_skipping_env, pool, running.workflows, bot, fake_slack)
+        finally:
+            await end_running_enrollments(pool, running.workflows, time_skipping_env.client)
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from tests.slack_support import (
     CHANNEL,
     Bot,
     click,
+    end_running_enrollments,
     map_staff,
     set_location_channel,
     slack_bot,
@@ -77,7 +78,10 @@ async def scene(
         enrollment_worker(time_skipping_env.client, pool) as running,
         slack_bot(pool, running.workflows, fake_slack) as bot,
     ):
-        yield Scene(time_skipping_env, pool, running.workflows, bot, fake_slack)
+        try:
+            yield Scene(time_skipping_env, pool, running.workflows, bot, fake_slack)
+        finally:
+            await end_running_enrollments(pool, running.workflows, time_skipping_env.client)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -178,7 +182,8 @@ async def test_a_reply_shows_in_the_contacts_thread_with_who_where_and_the_words
     assert root.args["channel"] == CHANNEL and not root.args.get("thread_ts")
     assert "Dana" in str(root.args["blocks"]) and "•••-•••-0142" in str(root.args["blocks"])
     assert reply.args["channel"] == CHANNEL and reply.args["thread_ts"] == root.ts
-    assert "*Dana* replied (Win back, before its first text)" in str(reply.args["blocks"])
+    shown = str(reply.args["blocks"])
+    assert "*Dana* (+1 •••-•••-0142) replied (Win back, before its first text)" in shown
     assert plain_texts(reply) == [words]
     assert not full_number_shown(scene)
     await exit_owed(scene)  # the reply ended the enrollment

@@ -22,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 from tenants import ledger, tracked_links
 from tenants.access import Principal, Role
 from tenants.activity import kinds_since
+from tenants.chat_threads import has_open_approval_posts
 from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
 from tenants.contacts import ConsentState, Contact, load
 from tenants.enrollments import Enrollment, EnrollmentStatus, load_enrollment, record_transition
@@ -322,6 +323,20 @@ class EnrollmentActivities:
                 datetime.fromisoformat(t.next_wake) if t.next_wake else None,
                 t.exit_reason,
             )
+            if t.status != EnrollmentStatus.AWAITING_APPROVAL and await has_open_approval_posts(
+                conn, t.enrollment_id
+            ):  # decided over the API or the CLI, timed out, or ended: the buttons must go
+                enrollment = await load_enrollment(conn, t.enrollment_id)
+                await owe_notice(
+                    conn,
+                    NoticeKind.APPROVAL_CLOSED,
+                    enrollment.contact.scope,
+                    enrollment.contact.id,
+                    f"{enrollment.id}:{t.step_index}:{t.status}",
+                    enrollment_id=enrollment.id,
+                    status=t.status,
+                    step=t.step_index,
+                )
             if t.status == EnrollmentStatus.EXITED:
                 enrollment = await load_enrollment(conn, t.enrollment_id)
                 await owe_notice(

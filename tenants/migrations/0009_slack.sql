@@ -31,3 +31,18 @@ ALTER TABLE followups ADD CONSTRAINT followups_kind_check
     CHECK (kind IN ('signal_reply', 'signal_opted_out', 'signal_activity', 'service_text',
                     'enroll', 'notify'));
 ALTER TABLE followups ADD COLUMN payload jsonb NOT NULL DEFAULT '{}';
+
+-- The approval messages the bot posted, with their blocks: closed when someone decides in Slack;
+-- otherwise rewritten (buttons removed) when the step stops waiting — decided over the API or
+-- the CLI, timed out, or the enrollment ended.
+CREATE TABLE slack_approval_posts (
+    channel_id     text NOT NULL,
+    message_ts     text NOT NULL,
+    enrollment_id  text NOT NULL,
+    step_index     integer NOT NULL,
+    blocks         jsonb NOT NULL,
+    closed         boolean NOT NULL DEFAULT false,
+    create_time    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (channel_id, message_ts)
+);
+CREATE INDEX slack_approval_posts_open ON slack_approval_posts (enrollment_id) WHERE NOT closed;
