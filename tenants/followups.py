@@ -167,6 +167,14 @@ async def claim(
     return [_from_row(r) for r in await cur.fetchall()]
 
 
+async def extend_lease(conn: AsyncConnection[Any], followup_id: int, now: datetime) -> None:
+    """Keeps a claimed follow-up this relay's while it works through a long batch."""
+    await conn.execute(
+        "UPDATE followups SET next_attempt_at = %s WHERE id = %s AND done_at IS NULL",
+        (now + LEASE, followup_id),
+    )
+
+
 async def finish(conn: AsyncConnection[Any], followup_id: int, outcome: str) -> None:
     await conn.execute(
         "UPDATE followups SET done_at = now(), outcome = %s WHERE id = %s",

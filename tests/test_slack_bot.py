@@ -98,10 +98,14 @@ async def awaiting_approval(scene: Scene, timeout_seconds: int = 86_400) -> tupl
         if state.pending_approval_step == 0:
             break
         await asyncio.sleep(0.05)
-    await scene.bot.relay.drain()
-    posts = scene.fake.of("chat.postMessage")
-    approval = next(p for p in posts if any(b.get("type") == "actions" for b in p.args["blocks"]))
-    return enrollment, approval
+    for _ in range(200):  # the notice is owed by an activity that runs after the state says so
+        await scene.bot.relay.drain()
+        posts = scene.fake.of("chat.postMessage")
+        found = [p for p in posts if any(b.get("type") == "actions" for b in p.args["blocks"])]
+        if found:
+            return enrollment, found[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no approval message was posted")
 
 
 async def pending_step(scene: Scene, enrollment: Enrollment) -> int:
@@ -263,13 +267,13 @@ async def test_reengage_pause_and_resume_by_phone(scene: Scene) -> None:
         await asyncio.sleep(0.05)
     assert "Paused" in scene.fake.responses[-1]["text"]
     assert (await scene.workflows.state(enrollment.workflow_id)).status == "paused"
-    await scene.bot.command("pause 2125550142", STAFF)
-    await scene.bot.command("status 2125550142", STAFF)
-    await scene.bot.command("resume 2125550142", STAFF)
-    for _ in range(100):
-        if len(scene.fake.responses) >= 4:
-            break
-        await asyncio.sleep(0.05)
+    for command in ("pause 2125550142", "status 2125550142", "resume 2125550142"):
+        answered = len(scene.fake.responses)
+        await scene.bot.command(command, STAFF)  # acknowledged at once, answered later
+        for _ in range(100):
+            if len(scene.fake.responses) > answered:
+                break
+            await asyncio.sleep(0.05)
     texts = [r["text"] for r in scene.fake.responses]
     assert "already paused" in texts[1]
     assert "Win back" in texts[2] and "paused" in texts[2]

@@ -106,7 +106,10 @@ class FollowupRelay:
             by_contact.setdefault(f.contact.name, []).append(f)
 
         async def one_contact(owed: list[Followup]) -> None:
-            for f in owed:
+            for i, f in enumerate(owed):
+                if i:  # Slack may be slow: the lease counts from this notice's start
+                    async with self._pool.connection() as conn:
+                        await followups.extend_lease(conn, f.id, _now())
                 await self._run_one(f)
 
         await asyncio.gather(*(one_contact(owed) for owed in by_contact.values()))

@@ -46,3 +46,7 @@ CREATE TABLE slack_approval_posts (
     PRIMARY KEY (channel_id, message_ts)
 );
 CREATE INDEX slack_approval_posts_open ON slack_approval_posts (enrollment_id) WHERE NOT closed;
+
+-- `/reengage stats` counts a location's replies of the last 30 days.
+CREATE INDEX inbound_messages_location
+    ON inbound_messages (franchisor_id, location_id, received_at);
