@@ -24,7 +24,7 @@ from tenants.contacts import ConsentState, Contact, load_by_phones, textable_e16
 from tenants.enrollments import latest_for_contact
 from tenants.errors import InvalidArgument
 from tenants.location_stats import location_stats
-from tenants.locations import load_location
+from tenants.locations import Location, load_location
 from tenants.names import TenantScope
 from tenants.notices import mask_phone, short_name
 from tenants.staff import staff_for_slack_user
@@ -69,14 +69,15 @@ class SlashCommands:
             read = verb in ("status", "stats")
             action = Action.CONTACT_READ if read else Action.ENROLLMENT_STEER
             staff = await staff_allowed(conn, user, action, location)
-            place = (await load_location(conn, location)).display_name
+            found = await load_location(conn, location)
+            place = found.display_name
             if verb == "stats":
                 s = await location_stats(conn, staff.as_principal(), location, datetime.now(UTC))
                 return (
                     f"*{esc(place)}*, last 30 days: {s.enrolled} enrolled · {s.sent} texts sent ·"
                     f" {s.replied} replied · {s.opted_out} opted out"
                 )
-            contact = await _contact(conn, location, " ".join(words[1:]))
+            contact = await _contact(conn, found, " ".join(words[1:]))
             name = short_name(contact.first_name, contact.last_name)
             who = f"*{esc(name)}* ({mask_phone(contact.phone_e164)})"
             latest = await latest_for_contact(conn, contact.name)
@@ -135,13 +136,12 @@ async def _location(conn: AsyncConnection[Any], user: str, channel: str) -> Tena
     raise Refusal("This is not a location's channel: run /reengage in the location's channel.")
 
 
-async def _contact(conn: AsyncConnection[Any], location: TenantScope, raw: str) -> Contact:
-    region = (await load_location(conn, location)).region_code
+async def _contact(conn: AsyncConnection[Any], location: Location, raw: str) -> Contact:
     try:
-        phone = textable_e164(raw, "phone", region)
+        phone = textable_e164(raw, "phone", location.region_code)
     except InvalidArgument:
         raise Refusal(f"`{esc(raw[:40])}` is not a phone number I can look up.") from None
-    found = (await load_by_phones(conn, location, [phone])).get(phone)
+    found = (await load_by_phones(conn, location.scope, [phone])).get(phone)
     if found is None:
         raise Refusal(f"No contact with {mask_phone(phone)} at this location.")
     return found

@@ -10,6 +10,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.messages import esc
 from tenants.access import Action, authorize
 from tenants.errors import PermissionDenied
 from tenants.names import TenantScope
@@ -57,8 +58,7 @@ async def staff_allowed(
 
 
 def mention(slack_user_id: str, staff: StaffMember) -> str:
-    name = staff.display_name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return f"<@{slack_user_id}> ({name})"
+    return f"<@{slack_user_id}> ({esc(staff.display_name)})"
 
 
 async def tell(

@@ -210,56 +210,69 @@ def shown_again(texts: list[str]) -> list[Block]:
     return [_section(texts[0]), *(_plain(t) for t in texts[1:2])] if texts else []
 
 
-def _metadata(metadata: dict[str, Any]) -> str:
-    """A modal's private_metadata (Slack keeps 3,000 characters: non-ASCII stays one each)."""
-    return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
+def _text_modal(
+    callback_id: str,
+    metadata: dict[str, Any],
+    title: str,
+    submit: str,
+    field: str,
+    label: str,
+    max_length: int,
+    initial: str = "",
+    footer: list[Block] | None = None,
+) -> Block:
+    """A modal with one multi-line text field (its block and action id: field) whose
+    private_metadata carries metadata (Slack keeps 3,000 characters: non-ASCII stays one each)."""
+    element: Block = {
+        "type": "plain_text_input",
+        "action_id": field,
+        "multiline": True,
+        "max_length": max_length,
+    }
+    if initial:
+        element["initial_value"] = initial
+    return {
+        "type": "modal",
+        "callback_id": callback_id,
+        "private_metadata": json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
+        "title": {"type": "plain_text", "text": title},
+        "submit": {"type": "plain_text", "text": submit},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": field,
+                "label": {"type": "plain_text", "text": label},
+                "element": element,
+            },
+            *(footer or []),
+        ],
+    }
 
 
 def edit_modal(text: str, metadata: dict[str, Any]) -> Block:
-    return {
-        "type": "modal",
-        "callback_id": EDIT_MODAL,
-        "private_metadata": _metadata(metadata),
-        "title": {"type": "plain_text", "text": "Edit the text"},
-        "submit": {"type": "plain_text", "text": "Approve & send"},
-        "close": {"type": "plain_text", "text": "Cancel"},
-        "blocks": [
-            {
-                "type": "input",
-                "block_id": TEXT_BLOCK,
-                "label": {"type": "plain_text", "text": "Text to send (exactly as written)"},
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": TEXT_BLOCK,
-                    "multiline": True,
-                    "initial_value": text,
-                    "max_length": 1600,
-                },
-            },
-            _context("Sent only when you press *Approve & send*; the send window still applies."),
+    return _text_modal(
+        EDIT_MODAL,
+        metadata,
+        "Edit the text",
+        "Approve & send",
+        TEXT_BLOCK,
+        "Text to send (exactly as written)",
+        1600,
+        initial=text,
+        footer=[
+            _context("Sent only when you press *Approve & send*; the send window still applies.")
         ],
-    }
+    )
 
 
 def reject_modal(metadata: dict[str, Any]) -> Block:
-    return {
-        "type": "modal",
-        "callback_id": REJECT_MODAL,
-        "private_metadata": _metadata(metadata),
-        "title": {"type": "plain_text", "text": "Reject the override"},
-        "submit": {"type": "plain_text", "text": "Reject"},
-        "close": {"type": "plain_text", "text": "Cancel"},
-        "blocks": [
-            {
-                "type": "input",
-                "block_id": REASON_BLOCK,
-                "label": {"type": "plain_text", "text": "What should the location change?"},
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": REASON_BLOCK,
-                    "multiline": True,
-                    "max_length": 500,
-                },
-            }
-        ],
-    }
+    return _text_modal(
+        REJECT_MODAL,
+        metadata,
+        "Reject the override",
+        "Reject",
+        REASON_BLOCK,
+        "What should the location change?",
+        500,
+    )

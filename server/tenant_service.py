@@ -14,8 +14,14 @@ from reengage.v1 import tenants_pb2_grpc
 from server.auth import principal
 from tenants import api_keys, franchisors, locations, staff
 from tenants.access import Role
-from tenants.errors import FieldViolation, InvalidArgument, Violations
-from tenants.names import parse_child, parse_franchisor, parse_location, parse_scope
+from tenants.errors import FieldViolation, InvalidArgument
+from tenants.names import (
+    masked_fields,
+    parse_child,
+    parse_franchisor,
+    parse_location,
+    parse_scope,
+)
 from tenants.pagination import page_request
 
 ROLE_TO_PB = {
@@ -47,19 +53,6 @@ def franchisor_pb(f: franchisors.Franchisor) -> pb.Franchisor:
 
 
 FRANCHISOR_MASK_PATHS = ("display_name", "slack_channel_id")
-
-
-def franchisor_mask(paths: list[str]) -> set[str]:
-    """The UpdateFranchisor fields an update_mask names ("*": all of them); raises every
-    problem with it as INVALID_ARGUMENT on update_mask."""
-    fields = set(FRANCHISOR_MASK_PATHS) if "*" in paths else set(paths)
-    problems = Violations()
-    if not fields:
-        problems.add("update_mask", "is required: name the fields to change")
-    for unknown in sorted(fields - set(FRANCHISOR_MASK_PATHS)):
-        problems.add("update_mask", f"{unknown[:60]!r} cannot be updated")
-    problems.raise_if_any()
-    return fields
 
 
 def location_pb(loc: locations.Location) -> pb.Location:
@@ -162,7 +155,7 @@ class TenantService(tenants_pb2_grpc.TenantServiceServicer):
     ) -> pb.Franchisor:
         require(request, "franchisor")
         scope = parse_franchisor(request.franchisor.name, "franchisor.name")
-        fields = franchisor_mask(list(request.update_mask.paths))
+        fields = masked_fields(request.update_mask.paths, FRANCHISOR_MASK_PATHS)
         wanted = request.franchisor
         async with self._pool.connection() as conn:
             updated = await franchisors.update_franchisor(

@@ -20,7 +20,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from tenants.enrollments import running_for_contact
+from tenants.enrollments import Enrollment, running_for_contact
 from tenants.names import ChildName, TenantScope
 
 LEASE = timedelta(seconds=30)
@@ -135,7 +135,20 @@ async def owe_signal(
     (and its run): a signal delivered late never reaches a later enrollment of the same
     contact. While the enrollment's workflow start is in flight its run is not known yet; the
     relay waits for it."""
-    enrollment = await running_for_contact(conn, contact)
+    return await owe_signal_to(
+        conn, kind, contact, await running_for_contact(conn, contact), event_id, activity_kind
+    )
+
+
+async def owe_signal_to(
+    conn: AsyncConnection[Any],
+    kind: FollowupKind,
+    contact: ChildName,
+    enrollment: Enrollment | None,
+    event_id: str,
+    activity_kind: str = "",
+) -> int | None:
+    """owe_signal, for a caller that has read the contact's running enrollment already."""
     if enrollment is None:
         return None
     return await owe(

@@ -46,9 +46,9 @@ from tenants.contacts import (
     new_contact_id,
     validate,
 )
-from tenants.enrollments import running_for_contact
+from tenants.enrollments import Enrollment, running_for_contact
 from tenants.errors import DomainError
-from tenants.followups import FollowupKind, owe, owe_signal
+from tenants.followups import FollowupKind, owe, owe_signal_to
 from tenants.franchisors import brand_name
 from tenants.keywords import Classification, Intent, classify
 from tenants.ledger import last_sent_step
@@ -223,11 +223,16 @@ async def _act(conn: AsyncConnection[Any], inbound_id: int, sms: InboundSms) -> 
         await record_activity(
             conn, EDGE, contact.name, "reply", sms.received_at, reference=sms.carrier_message_id
         )
+        running = await running_for_contact(conn, contact.name)
         acted.followups.append(
-            await owe_signal(conn, FollowupKind.SIGNAL_REPLY, contact.name, sms.carrier_message_id)
+            await owe_signal_to(
+                conn, FollowupKind.SIGNAL_REPLY, contact.name, running, sms.carrier_message_id
+            )
         )
         acted.followups.append(
-            await _owe_staff_notice(conn, NoticeKind.REPLY_RECEIVED, contact, inbound_id, sms)
+            await _owe_staff_notice(
+                conn, NoticeKind.REPLY_RECEIVED, contact, running, inbound_id, sms
+            )
         )
     return acted
 
@@ -236,13 +241,13 @@ async def _owe_staff_notice(
     conn: AsyncConnection[Any],
     kind: NoticeKind,
     contact: Contact,
+    running: Enrollment | None,
     inbound_id: int,
     sms: InboundSms,
     keyword: str = "",
 ) -> int | None:
     """Tells the location's staff (Slack or the log) what the contact texted, and where in a
-    sequence it found them."""
-    running = await running_for_contact(conn, contact.name)
+    sequence (running) it found them."""
     return await owe_notice(
         conn,
         kind,
@@ -286,13 +291,16 @@ async def _opt_out(
             )
         ],
     )
+    running = await running_for_contact(conn, contact.name)
     acted.followups.append(
-        await owe_signal(conn, FollowupKind.SIGNAL_OPTED_OUT, contact.name, sms.carrier_message_id)
+        await owe_signal_to(
+            conn, FollowupKind.SIGNAL_OPTED_OUT, contact.name, running, sms.carrier_message_id
+        )
     )
     if not was_opted_out:
         acted.followups.append(
             await _owe_staff_notice(
-                conn, NoticeKind.OPTED_OUT, contact, inbound_id, sms, verdict.keyword
+                conn, NoticeKind.OPTED_OUT, contact, running, inbound_id, sms, verdict.keyword
             )
         )
     if not was_opted_out and not sms.carrier_handled_opt_out:

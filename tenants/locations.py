@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 from tenants import audit
 from tenants.access import Action, Principal, authorize, visible_locations
 from tenants.errors import AlreadyExists, EtagMismatch, InvalidArgument, NotFound, Violations
-from tenants.names import TenantScope, display_name_problem, id_problem
+from tenants.names import TenantScope, display_name_problem, id_problem, masked_fields
 from tenants.pagination import PageRequest
 from tenants.phones import SUPPORTED_REGIONS, to_e164
 from tenants.send_window import SendWindow
@@ -305,15 +305,7 @@ async def update_location(
     etag: str,
 ) -> Location:
     """Applies the masked fields atomically; a stale etag raises EtagMismatch."""
-    problems = Violations()
-    fields = set(update_mask)
-    if "*" in fields:
-        fields = set(UPDATABLE_FIELDS)
-    if not fields:
-        problems.add("update_mask", "is required: name the fields to change")
-    for unknown in sorted(fields - UPDATABLE_FIELDS):
-        problems.add("update_mask", f"{unknown[:60]!r} cannot be updated")
-    problems.raise_if_any()
+    fields = masked_fields(update_mask, UPDATABLE_FIELDS)
     needs = (
         Action.LOCATION_UPDATE_PROVISIONING
         if fields & PROVISIONING_FIELDS

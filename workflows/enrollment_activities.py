@@ -323,32 +323,29 @@ class EnrollmentActivities:
                 datetime.fromisoformat(t.next_wake) if t.next_wake else None,
                 t.exit_reason,
             )
+            notices: list[tuple[NoticeKind, str, dict[str, Any]]] = []
             if t.status != EnrollmentStatus.AWAITING_APPROVAL and await has_open_approval_posts(
                 conn, t.enrollment_id
             ):  # decided over the API or the CLI, timed out, or ended: the buttons must go
-                enrollment = await load_enrollment(conn, t.enrollment_id)
-                await owe_notice(
-                    conn,
-                    NoticeKind.APPROVAL_CLOSED,
-                    enrollment.contact.scope,
-                    enrollment.contact.id,
-                    f"{enrollment.id}:{t.step_index}:{t.status}",
-                    enrollment_id=enrollment.id,
-                    status=t.status,
-                    step=t.step_index,
-                )
+                key = f"{t.enrollment_id}:{t.step_index}:{t.status}"
+                notices.append((NoticeKind.APPROVAL_CLOSED, key, {"status": t.status}))
             if t.status == EnrollmentStatus.EXITED:
-                enrollment = await load_enrollment(conn, t.enrollment_id)
-                await owe_notice(
-                    conn,
-                    NoticeKind.ENROLLMENT_EXITED,
-                    enrollment.contact.scope,
-                    enrollment.contact.id,
-                    enrollment.id,
-                    enrollment_id=enrollment.id,
-                    reason=t.exit_reason,
-                    step=t.step_index,
+                notices.append(
+                    (NoticeKind.ENROLLMENT_EXITED, t.enrollment_id, {"reason": t.exit_reason})
                 )
+            if notices:
+                contact = (await load_enrollment(conn, t.enrollment_id)).contact
+                for kind, key, facts in notices:
+                    await owe_notice(
+                        conn,
+                        kind,
+                        contact.scope,
+                        contact.id,
+                        key,
+                        enrollment_id=t.enrollment_id,
+                        step=t.step_index,
+                        **facts,
+                    )
 
     @activity.defn(name="notify_approval")
     async def notify_approval(self, request: ApprovalRequest) -> None:
