@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +22,7 @@ from tenants.enrollments import Enrollment
 from tenants.names import ChildName, TenantScope
 from tests.support import A_DOWNTOWN, OPERATOR, A
 from workflows.carrier import Carrier
-from workflows.client import EnrollmentClient
+from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.worker import build_worker
 
 BODY = "Hi {{contact.first_name|there}}, {{brand.name}} misses you! Reply STOP to opt out"
@@ -146,3 +148,26 @@ async def morning_zone(env: WorkflowEnvironment) -> str:
     if offset > 14:
         offset -= 24
     return f"Etc/GMT{-offset:+d}"  # the Etc names count west as positive
+
+
+async def end_leftover_run(
+    client: Client, workflows: EnrollmentClient, workflow_id: str, run_id: str | None
+) -> None:
+    """Ends a run a test left open, through its worker (which must still poll): a run left
+    behind holds the shared time-skipping clock. (Terminating a run while one of its tasks is in
+    flight leaves the server unable to skip time for the rest of the session: hence cancel
+    first, terminate late.)"""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+
+    async def still_running() -> bool:
+        return (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+
+    if not await still_running():
+        return
+    with contextlib.suppress(UpdateRefused, TimeoutError):
+        await asyncio.wait_for(workflows.cancel(workflow_id, "the test is over"), 10)
+    for _ in range(100):
+        if not await still_running():
+            return
+        await asyncio.sleep(0.1)
+    await handle.terminate("the test is over")

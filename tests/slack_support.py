@@ -4,8 +4,6 @@ Slack signs them. Notices go through a real relay with the Slack notifier."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +16,7 @@ import httpx
 from psycopg_pool import AsyncConnectionPool
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
 
 from bots import messages
 from bots.notices import SlackNotifier
@@ -27,9 +25,10 @@ from server.carriers.outbox import OutboxCarrier
 from tenants import staff
 from tenants.access import Role
 from tenants.names import TenantScope
+from tests.enrollment_support import end_leftover_run, running_worker
 from tests.fake_slack import FakeSlack
-from tests.support import OPERATOR
-from workflows.client import EnrollmentClient, UpdateRefused
+from tests.support import A_DOWNTOWN, OPERATOR
+from workflows.client import EnrollmentClient
 from workflows.followups import FollowupRelay
 
 SECRET = "test-slack-signing-secret"
@@ -190,30 +189,40 @@ def submission(opened: Any, user: str, value: str, view_id: str = "V0VIEW") -> d
     }
 
 
-async def end_running_enrollments(
-    pool: AsyncConnectionPool[Any], workflows: EnrollmentClient, client: Client
-) -> None:
-    """Ends every enrollment run still open and waits until it closed, while the test's worker
-    still polls: a run left behind (even one whose read model already says exited, waiting for
-    its last workflow task) would hold the shared time-skipping clock."""
-    async with pool.connection() as conn:
-        cur = await conn.execute("SELECT workflow_id, run_id FROM enrollments WHERE run_id <> ''")
-        runs = list(await cur.fetchall())
-    for workflow_id, run_id in runs:
-        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-        if await _closes(handle, 2.0):
-            continue
-        state = await workflows.state(workflow_id)
-        if not state.exit_reason:  # a second cancel racing a closing run is not needed
-            with contextlib.suppress(UpdateRefused):
-                await workflows.cancel(workflow_id, "test over")
-        await _closes(handle, 10.0)
+@dataclass
+class Scene:
+    """A Slack test's world: acme/downtown's channel is CHANNEL, a worker and the bot run."""
+
+    env: WorkflowEnvironment
+    pool: AsyncConnectionPool[Any]
+    workflows: EnrollmentClient
+    bot: Bot
+    fake: FakeSlack
 
 
-async def _closes(handle: Any, within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
-            return True
-        await asyncio.sleep(0.05)
-    return False
+@asynccontextmanager
+async def slack_scene(
+    env: WorkflowEnvironment,
+    pool: AsyncConnectionPool[Any],
+    fake: FakeSlack,
+    staff_members: list[tuple[TenantScope, str, Role, str]],
+) -> AsyncIterator[Scene]:
+    """Maps staff_members (scope, id, role, Slack user), runs a worker and the bot; at the end
+    every enrollment run still open is ended while the worker still polls."""
+    await set_location_channel(pool, A_DOWNTOWN)
+    for scope, sid, role, slack_user in staff_members:
+        await map_staff(pool, scope, sid, role, slack_user)
+    async with (
+        running_worker(env.client, pool) as running,
+        slack_bot(pool, running.workflows, fake) as bot,
+    ):
+        try:
+            yield Scene(env, pool, running.workflows, bot, fake)
+        finally:
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT workflow_id, run_id FROM enrollments WHERE run_id <> ''"
+                )
+                runs = list(await cur.fetchall())
+            for workflow_id, run_id in runs:
+                await end_leftover_run(env.client, running.workflows, workflow_id, run_id)

@@ -10,7 +10,6 @@ result, close time or `state` query.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from tests.enrollment_support import (
     Running,
     brand_template,
     consenting_contact,
+    end_leftover_run,
     make_sequence,
     morning_zone,
     run_to_end,
@@ -207,26 +207,7 @@ async def worker(
                 cur = await conn.execute("SELECT workflow_id, run_id FROM enrollments")
                 runs = await cur.fetchall()
             for workflow_id, run_id in runs:
-                await _end_leftover(env, run, workflow_id, run_id or None)
-
-
-async def _end_leftover(
-    env: WorkflowEnvironment, run: Running, workflow_id: str, run_id: str | None
-) -> None:
-    handle = env.client.get_workflow_handle(workflow_id, run_id=run_id)
-
-    async def still_running() -> bool:
-        return (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
-
-    if not await still_running():
-        return
-    with contextlib.suppress(UpdateRefused, TimeoutError):
-        await asyncio.wait_for(run.workflows.cancel(workflow_id, "the test is over"), 10)
-    for _ in range(100):
-        if not await still_running():
-            return
-        await asyncio.sleep(0.1)
-    await handle.terminate("the test is over")
+                await end_leftover_run(env.client, run.workflows, workflow_id, run_id or None)
 
 
 # -- 1. replies ---------------------------------------------------------------------------

@@ -89,6 +89,22 @@ async def contact_in_window(pool: AsyncConnectionPool[Any], phone: str) -> str:
     return created.name.name
 
 
+async def demo_template(pool: AsyncConnectionPool[Any], public_url: str) -> str:
+    """The demo brand's "hello" template; its resource name."""
+    async with pool.connection() as conn:
+        created = await templates.create_template(
+            conn,
+            OPERATOR,
+            DEMO,
+            "hello",
+            templates.TemplateInput(
+                "Hello", "Hi {{contact.first_name}}, we miss you! Reply STOP to opt out"
+            ),
+            public_url,
+        )
+    return created.name.name
+
+
 async def outbound_to(pool: AsyncConnectionPool[Any], phone: str) -> list[str]:
     async with pool.connection() as conn:
         cur = await conn.execute(
@@ -121,18 +137,7 @@ async def test_a_signed_reply_on_the_dev_stack_exits_the_enrollment_and_stops_la
     pool = open_pool((stack.data_dir / "database-url").read_text().strip(), max_size=3)
     await pool.open(wait=True)
     try:
-        async with pool.connection() as conn:
-            created = await templates.create_template(
-                conn,
-                OPERATOR,
-                DEMO,
-                "hello",
-                templates.TemplateInput(
-                    "Hello", "Hi {{contact.first_name}}, we miss you! Reply STOP to opt out"
-                ),
-                public_url,
-            )
-        template = created.name.name
+        template = await demo_template(pool, public_url)
         sequence = await make_sequence(
             pool, [Step(template, 0), Step(template, SECOND_STEP_WAIT)], scope=DEMO
         )

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -25,23 +24,19 @@ from tests.enrollment_support import (
     consenting_contact,
     make_sequence,
     morning_zone,
-    running_worker,
     sent_messages,
 )
 from tests.fake_slack import FakeSlack, fake_slack  # noqa: F401
 from tests.inbound_support import rows
 from tests.slack_support import (
     CHANNEL,
-    Bot,
+    Scene,
     click,
-    end_running_enrollments,
     map_staff,
-    set_location_channel,
-    slack_bot,
+    slack_scene,
     submission,
 )
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World
-from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
 from workflows.enrollment_types import SKIP_STEP, Decision
 
@@ -51,15 +46,6 @@ UPTOWN = "U0UPTOWN"  # location staff of acme/uptown
 STRANGER = "U0NOBODY"  # mapped to nobody
 
 
-@dataclass
-class Scene:
-    env: WorkflowEnvironment
-    pool: AsyncConnectionPool[Any]
-    workflows: EnrollmentClient
-    bot: Bot
-    fake: FakeSlack
-
-
 @pytest.fixture
 async def scene(
     world: World,
@@ -67,17 +53,12 @@ async def scene(
     time_skipping_env: WorkflowEnvironment,
     fake_slack: FakeSlack,
 ) -> AsyncIterator[Scene]:
-    await set_location_channel(pool, A_DOWNTOWN)
-    await map_staff(pool, A_DOWNTOWN, "dana", Role.LOCATION_STAFF, STAFF)
-    await map_staff(pool, A_UPTOWN, "uma", Role.LOCATION_STAFF, UPTOWN)
-    async with (
-        running_worker(time_skipping_env.client, pool) as running,
-        slack_bot(pool, running.workflows, fake_slack) as bot,
-    ):
-        try:
-            yield Scene(time_skipping_env, pool, running.workflows, bot, fake_slack)
-        finally:
-            await end_running_enrollments(pool, running.workflows, time_skipping_env.client)
+    staff_members = [
+        (A_DOWNTOWN, "dana", Role.LOCATION_STAFF, STAFF),
+        (A_UPTOWN, "uma", Role.LOCATION_STAFF, UPTOWN),
+    ]
+    async with slack_scene(time_skipping_env, pool, fake_slack, staff_members) as scene:
+        yield scene
 
 
 async def awaiting_approval(scene: Scene, timeout_seconds: int = 86_400) -> tuple[Enrollment, Any]:

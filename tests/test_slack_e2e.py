@@ -21,19 +21,25 @@ from psycopg_pool import AsyncConnectionPool
 from bots import messages
 from reengage.v1 import enrollments_pb2, enrollments_pb2_grpc
 from server.app import open_pool
-from tenants import staff, templates
 from tenants.access import Role
 from tenants.sequences import Step
 from tests.enrollment_support import make_sequence
 from tests.fake_slack import FakeSlack, running_fake_slack
 from tests.inbound_support import inbound_form, signature
-from tests.slack_support import SECRET, click, signed_headers, submission
-from tests.support import OPERATOR
+from tests.slack_support import (
+    SECRET,
+    click,
+    map_staff,
+    set_location_channel,
+    signed_headers,
+    submission,
+)
 from tests.test_inbound_e2e import (
     DEMO,
     DOWNTOWN,
     DOWNTOWN_NUMBER,
     contact_in_window,
+    demo_template,
     outbound_to,
     wait_for,
 )
@@ -90,25 +96,9 @@ async def _run(
     pool: AsyncConnectionPool[Any], fake: FakeSlack, public_url: str, target: str, key: str
 ) -> None:
     slack_url = f"{public_url}/slack/events"
-    async with pool.connection() as conn:
-        await conn.execute(
-            "UPDATE locations SET slack_channel_id = %s WHERE franchisor_id = %s AND id = %s",
-            (CHANNEL, DEMO.franchisor_id, DOWNTOWN.location_id),
-        )
-        await staff.create_staff_member(
-            conn, OPERATOR, DOWNTOWN, "dana", "Dana Staff", Role.LOCATION_STAFF, STAFF, ""
-        )
-        created = await templates.create_template(
-            conn,
-            OPERATOR,
-            DEMO,
-            "hello",
-            templates.TemplateInput(
-                "Hello", "Hi {{contact.first_name}}, we miss you! Reply STOP to opt out"
-            ),
-            public_url,
-        )
-    template = created.name.name
+    await set_location_channel(pool, DOWNTOWN, CHANNEL)
+    await map_staff(pool, DOWNTOWN, "dana", Role.LOCATION_STAFF, STAFF)
+    template = await demo_template(pool, public_url)
     plain = await make_sequence(
         pool, [Step(template, 0), Step(template, NEXT_STEP_WAIT)], "plain", scope=DEMO
     )

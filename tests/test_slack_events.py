@@ -10,7 +10,6 @@ import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,19 +23,14 @@ from tenants.enrollments import Enrollment
 from tenants.inbound import InboundSms, receive
 from tenants.sequences import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
-from tests.enrollment_support import running_worker as enrollment_worker
 from tests.fake_slack import FakeSlack, SlackCall, fake_slack  # noqa: F401
 from tests.inbound_support import DOWNTOWN_NUMBER, new_sid, rows
 from tests.slack_support import (
     CHANNEL,
-    Bot,
-    end_running_enrollments,
-    map_staff,
-    set_location_channel,
-    slack_bot,
+    Scene,
+    slack_scene,
 )
 from tests.support import A_DOWNTOWN, A_UPTOWN, B_HARBOR, OPERATOR, A, World
-from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
 
 LONG = 365 * 86_400
@@ -49,15 +43,6 @@ ELSEWHERE = "C0RANDOM"  # a channel that is no location's
 _ts = itertools.count(1)
 
 
-@dataclass
-class Scene:
-    env: WorkflowEnvironment
-    pool: AsyncConnectionPool[Any]
-    workflows: EnrollmentClient
-    bot: Bot
-    fake: FakeSlack
-
-
 @pytest.fixture
 async def scene(
     world: World,
@@ -65,19 +50,14 @@ async def scene(
     time_skipping_env: WorkflowEnvironment,
     fake_slack: FakeSlack,
 ) -> AsyncIterator[Scene]:
-    await set_location_channel(pool, A_DOWNTOWN)
-    await map_staff(pool, A_DOWNTOWN, "dana", Role.LOCATION_STAFF, STAFF)
-    await map_staff(pool, A, "fran", Role.FRANCHISOR_ADMIN, ADMIN)
-    await map_staff(pool, A, "vera", Role.FRANCHISOR_VIEWER, VIEWER)
-    await map_staff(pool, B_HARBOR, "hank", Role.LOCATION_STAFF, HARBOR)
-    async with (
-        enrollment_worker(time_skipping_env.client, pool) as running,
-        slack_bot(pool, running.workflows, fake_slack) as bot,
-    ):
-        try:
-            yield Scene(time_skipping_env, pool, running.workflows, bot, fake_slack)
-        finally:
-            await end_running_enrollments(pool, running.workflows, time_skipping_env.client)
+    staff_members = [
+        (A_DOWNTOWN, "dana", Role.LOCATION_STAFF, STAFF),
+        (A, "fran", Role.FRANCHISOR_ADMIN, ADMIN),
+        (A, "vera", Role.FRANCHISOR_VIEWER, VIEWER),
+        (B_HARBOR, "hank", Role.LOCATION_STAFF, HARBOR),
+    ]
+    async with slack_scene(time_skipping_env, pool, fake_slack, staff_members) as scene:
+        yield scene
 
 
 # -- helpers -----------------------------------------------------------------------------------

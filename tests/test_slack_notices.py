@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -25,22 +24,17 @@ from tenants.names import TenantScope, parse_child
 from tenants.sequences import Step
 from tenants.template_approvals import submit_template
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
-from tests.enrollment_support import running_worker as enrollment_worker
 from tests.fake_slack import FakeSlack, SlackCall, fake_slack  # noqa: F401
 from tests.inbound_support import DOWNTOWN_NUMBER, new_sid, rows
 from tests.slack_support import (
     BRAND_CHANNEL,
     CHANNEL,
-    Bot,
+    Scene,
     click,
-    end_running_enrollments,
-    map_staff,
-    set_location_channel,
-    slack_bot,
+    slack_scene,
     submission,
 )
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World
-from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
 
 T = TypeVar("T")
@@ -54,15 +48,6 @@ STRANGER = "U0NOBODY"  # mapped to nobody
 MANAGER = Principal("staff_member", "lena", Role.LOCATION_MANAGER, A_DOWNTOWN)
 
 
-@dataclass
-class Scene:
-    env: WorkflowEnvironment
-    pool: AsyncConnectionPool[Any]
-    workflows: EnrollmentClient
-    bot: Bot
-    fake: FakeSlack
-
-
 @pytest.fixture
 async def scene(
     world: World,
@@ -70,18 +55,13 @@ async def scene(
     time_skipping_env: WorkflowEnvironment,
     fake_slack: FakeSlack,
 ) -> AsyncIterator[Scene]:
-    await set_location_channel(pool, A_DOWNTOWN)
-    await map_staff(pool, A_DOWNTOWN, "dana", Role.LOCATION_STAFF, STAFF)
-    await map_staff(pool, A, "fran", Role.FRANCHISOR_ADMIN, ADMIN)
-    await map_staff(pool, A, "vera", Role.FRANCHISOR_VIEWER, VIEWER)
-    async with (
-        enrollment_worker(time_skipping_env.client, pool) as running,
-        slack_bot(pool, running.workflows, fake_slack) as bot,
-    ):
-        try:
-            yield Scene(time_skipping_env, pool, running.workflows, bot, fake_slack)
-        finally:
-            await end_running_enrollments(pool, running.workflows, time_skipping_env.client)
+    staff_members = [
+        (A_DOWNTOWN, "dana", Role.LOCATION_STAFF, STAFF),
+        (A, "fran", Role.FRANCHISOR_ADMIN, ADMIN),
+        (A, "vera", Role.FRANCHISOR_VIEWER, VIEWER),
+    ]
+    async with slack_scene(time_skipping_env, pool, fake_slack, staff_members) as scene:
+        yield scene
 
 
 # -- helpers -----------------------------------------------------------------------------------
