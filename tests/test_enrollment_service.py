@@ -603,6 +603,20 @@ async def test_approval_decisions_are_checked_and_an_edit_is_sent_as_edited(api:
     assert await precondition(api.decide(name, 0)) == "NO_PENDING_APPROVAL"
 
 
+async def test_an_edit_with_placeholders_is_refused_because_it_is_sent_as_written(
+    api: Api,
+) -> None:
+    sequence = await approval_sequence(api.pool)
+    contact = await consenting_contact(api.pool)
+    name = (await api.enroll(contact, sequence)).name
+    await api.awaiting_approval(name)
+    err = await refused(api.decide(name, 0, pb.APPROVAL_ACTION_EDIT, "Hi {{contact.first_name}}"))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT, err
+    assert "exactly as written" in err.violations["text"]
+    assert (await api.get(name)).pending_approval_step == 0  # nothing was decided
+    assert await sent_messages(api.pool) == []
+
+
 async def test_a_skip_decision_sends_nothing_for_the_step(api: Api) -> None:
     sequence = await approval_sequence(api.pool)
     contact = await consenting_contact(api.pool)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,6 +16,8 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import WorkflowEnvironment
 
 from bots import messages
+from server.app import slack_parts
+from server.config import Settings
 from tenants.access import Role
 from tenants.enrollments import Enrollment
 from tenants.notices import Notice, NoticeFacts, NoticeKind
@@ -39,6 +42,7 @@ from tests.slack_support import (
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World
 from workflows.enrolling import enroll
 from workflows.enrollment_types import SKIP_STEP, Decision
+from workflows.followups import NOTICE_ATTEMPTS
 
 LONG = 365 * 86_400
 STAFF = "U0DANA"  # location staff of acme/downtown
@@ -453,3 +457,46 @@ async def test_a_decision_in_slack_is_not_rewritten_afterwards(scene: Scene) -> 
     assert [u.args["blocks"] for u in scene.fake.of("chat.update")] == [update.args["blocks"]]
     assert "Skipped by <@U0DANA>" in str(update.args["blocks"])
     await cancel(scene, enrollment)
+
+
+async def test_a_notice_slack_keeps_refusing_is_given_up_after_its_last_attempt(
+    scene: Scene,
+) -> None:
+    scene.fake.fail_methods["chat.postMessage"] = "internal_error"
+    enrollment, _ = await awaiting_approval_without_post(scene)
+    await rows(
+        scene.pool,
+        "UPDATE followups SET attempts = %s, next_attempt_at = now() WHERE kind = 'notify'"
+        " RETURNING id",
+        NOTICE_ATTEMPTS,
+    )
+    calls = len(scene.fake.of("chat.postMessage"))
+    await scene.bot.relay.drain()
+    [(done, outcome)] = await rows(
+        scene.pool, "SELECT done_at IS NOT NULL, outcome FROM followups WHERE kind = 'notify'"
+    )
+    assert (done, outcome) == (True, "gave_up")
+    assert len(scene.fake.of("chat.postMessage")) == calls  # not tried again
+    assert await pending_step(scene, enrollment) == 0  # the step still waits for a decision
+
+
+async def test_notices_are_posted_without_link_previews(scene: Scene) -> None:
+    enrollment, approval = await awaiting_approval(scene)
+    # Slack's preview robot would otherwise open (and count) a tracked link in the text
+    assert approval.args["unfurl_links"] is False and approval.args["unfurl_media"] is False
+    await cancel(scene, enrollment)
+
+
+def test_slack_is_on_with_both_secrets_off_with_none_and_refused_with_one() -> None:
+    base = Settings.from_env()
+    both = replace(base, slack_bot_token="xoxb-1", slack_signing_secret="s")
+    notifier, routes = slack_parts(both, None, None)  # type: ignore[arg-type]
+    assert type(notifier).__name__ == "SlackNotifier"
+    assert [r.path for r in routes] == ["/slack/events"]  # type: ignore[attr-defined]
+    notifier, routes = slack_parts(
+        replace(both, slack_bot_token="", slack_signing_secret=""), None, None
+    )  # type: ignore[arg-type]
+    assert type(notifier).__name__ == "LogNotifier" and routes == []
+    for one in (replace(both, slack_bot_token=""), replace(both, slack_signing_secret="")):
+        with pytest.raises(SystemExit, match="both SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET"):
+            slack_parts(one, None, None)  # type: ignore[arg-type]

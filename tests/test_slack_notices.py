@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import WorkflowEnvironment
 
 from bots import messages
-from tenants import templates
+from tenants import followups, templates
 from tenants.access import Principal, Role
 from tenants.enrollments import Enrollment
 from tenants.inbound import InboundOutcome, InboundSms, receive
@@ -408,3 +408,20 @@ async def test_rejecting_an_override_asks_for_a_reason_and_shows_it(scene: Scene
     assert "Rejected by <@U0FRAN>" in str(update.args["blocks"])
     assert messages.esc(reason) in str(update.args["blocks"])
     assert "actions" not in [b["type"] for b in update.args["blocks"]]
+
+
+async def test_a_notice_late_in_a_long_batch_keeps_its_lease_from_when_it_starts(
+    scene: Scene,
+) -> None:
+    await in_a_sequence(scene)
+    await texted(scene, "First")
+    await texted(scene, "Second")
+    start = datetime.now(UTC)
+    async with scene.pool.connection() as conn:
+        claimed = await followups.claim(conn, start, limit=50)
+        late = [f for f in claimed if f.kind is followups.FollowupKind.NOTIFY][-1]
+        # 25 s into the batch this relay starts the late notice: it renews its lease
+        await followups.extend_lease(conn, late.id, start + timedelta(seconds=25))
+        # past the batch's first lease another relay claims nothing of what is being worked on
+        again = await followups.claim(conn, start + followups.LEASE + timedelta(seconds=1))
+    assert late.id not in [f.id for f in again]
