@@ -645,7 +645,8 @@ async def test_an_unanswered_approval_skips_the_step_and_a_late_decision_is_refu
 
 async def test_the_same_request_id_twice_decides_once(api: Api) -> None:
     sequence = await approval_sequence(api.pool)
-    contact = await consenting_contact(api.pool)
+    # the approved text is sent at once only inside the window: a zone where it is morning now
+    contact = await consenting_contact(api.pool, time_zone=await morning_zone(api.env))
     name = (await api.enroll(contact, sequence)).name
     await api.awaiting_approval(name)
     for _ in range(2):  # a double click
@@ -669,7 +670,8 @@ async def test_the_same_request_id_twice_decides_once(api: Api) -> None:
 
 async def test_location_staff_may_steer_and_decide_but_not_enroll(api: Api) -> None:
     sequence = await approval_sequence(api.pool)
-    contact = await consenting_contact(api.pool)
+    # the approved text is sent at once only inside the window: a zone where it is morning now
+    contact = await consenting_contact(api.pool, time_zone=await morning_zone(api.env))
     other = await consenting_contact(api.pool, "+12125550149")
     err = await refused(api.enroll(contact, sequence, who="a_downtown_staff"))
     assert err.code == grpc.StatusCode.PERMISSION_DENIED, err
