@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -129,6 +130,11 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
             return answer
         answer.status = STATUS_TO_PB[EnrollmentStatus(state.status)]
         answer.exit_reason = state.exit_reason
+        # The read model's wake time is written by an activity after the workflow moved on:
+        # the live state's is the one that goes with the live step and pending approval.
+        answer.ClearField("next_wake_time")
+        if state.next_wake and state.status in ("active", "awaiting_approval"):
+            answer.next_wake_time.CopyFrom(timestamp(datetime.fromisoformat(state.next_wake)))
         answer.pending_approval_step = state.pending_approval_step
         answer.pending_text = state.pending_text
         answer.history.extend(state.history)

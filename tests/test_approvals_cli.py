@@ -94,7 +94,19 @@ class Stack:
                 metadata=self.md("a_admin"),
             )
         ).name
-        return await self.skip_until(name, lambda e: e.pending_approval_step == 0)
+        live = await self.skip_until(name, lambda e: e.pending_approval_step == 0)
+        # `approvals list` reads the read model, which an activity updates a moment after the
+        # workflow starts waiting: wait for it too, or the list may not show the step yet.
+        for _ in range(200):
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT status FROM enrollments WHERE id = %s", (name.rsplit("/", 1)[-1],)
+                )
+                row = await cur.fetchone()
+            if row and row[0] == "awaiting_approval":
+                return live
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{name}: the read model never showed the pending approval")
 
     async def get(self, name: str) -> pb.Enrollment:
         return await self.stub.GetEnrollment(

@@ -754,3 +754,44 @@ async def test_another_franchisor_is_denied_everything_whether_or_not_it_exists(
     assert [e.name for e in (await api.list()).enrollments] == [name]
     err = await refused(api.get(NOWHERE))
     assert err.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_pending_approval_is_shown_with_its_deadline_even_before_the_read_model_has_it(
+    pool: AsyncConnectionPool[Any],
+) -> None:
+    # The workflow answers its query as soon as it waits for a decision; the read model gets the
+    # deadline from an activity a moment later. GetEnrollment must not pair the live pending step
+    # with the record's stale (empty) wake time: that race made the approvals CLI test flaky.
+    from server.enrollment_service import EnrollmentService
+    from tenants.enrollments import Enrollment, EnrollmentStatus
+    from tenants.names import TenantScope
+    from workflows.enrollment_types import EnrollmentState
+
+    deadline = datetime(2026, 12, 2, 21, 41, tzinfo=UTC)
+
+    class LiveWorkflows:
+        async def state(self, workflow_id: str) -> EnrollmentState:
+            return EnrollmentState(
+                "awaiting_approval", 0, deadline.isoformat(), "", 0, "Hi Dana", []
+            )
+
+    scope = TenantScope("acme", "downtown")
+    record = Enrollment(
+        ChildName(scope, "enrollments", "e1"),
+        "wf",
+        "run",
+        ChildName(scope, "contacts", "c1"),
+        ChildName(scope, "sequences", "s1"),
+        1,
+        None,  # type: ignore[arg-type]
+        EnrollmentStatus.ACTIVE,
+        "",
+        0,
+        None,
+        deadline - timedelta(days=1),
+        None,
+    )
+    service = EnrollmentService(pool, LiveWorkflows())  # type: ignore[arg-type]
+    shown = await service._live(record)
+    assert shown.pending_approval_step == 0
+    assert shown.next_wake_time.ToDatetime(UTC) == deadline
