@@ -32,6 +32,7 @@ from tenants.access import Action
 from tenants.chat_threads import claim_approval_post, reopen_approval_post
 from tenants.enrollments import Enrollment, load_enrollment
 from tenants.errors import InvalidArgument, NotFound
+from tenants.first_message import step_text_as_sent
 from tenants.staff import StaffMember
 from tenants.template_bodies import check_edited_text
 from workflows.client import EnrollmentClient, UpdateRefused
@@ -273,6 +274,14 @@ class ApprovalActions:
             await tell_quietly(client, meta["c"], user, SOMETHING_WRONG, meta["r"])
             return
         await self._audit(staff, messages.EDIT, enrollment, int(meta["s"]))
+        async with self._pool.connection() as conn:  # an enrollment's first text gets the
+            sent = await step_text_as_sent(  # brand and opt-out line added, edits too
+                conn,
+                enrollment.contact.scope.franchisor_id,
+                enrollment.id,
+                int(meta["s"]),
+                text,
+            )
         outcome = (
             f":pencil2: Edited and approved by {mention(user, staff)}: the text above is sent."
         )
@@ -280,7 +289,7 @@ class ApprovalActions:
             channel=meta["c"],
             ts=meta["t"],
             text=outcome,
-            blocks=messages.decided(messages.shown_again([*meta["shown"][:1], text]), outcome),
+            blocks=messages.decided(messages.shown_again([*meta["shown"][:1], sent.text]), outcome),
         )
 
     async def _audit(

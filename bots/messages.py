@@ -23,6 +23,9 @@ EDIT_MODAL = "approval_edit_modal"
 OVERRIDE_APPROVE = "override_approve"
 OVERRIDE_REJECT = "override_reject"
 REJECT_MODAL = "override_reject_modal"
+REVIEW_OPT_OUT = "review_opt_out"
+REVIEW_NOT_OPT_OUT = "review_not_opt_out"
+REVIEW_ACTIONS = (REVIEW_OPT_OUT, REVIEW_NOT_OPT_OUT)
 TEXT_BLOCK = "text"  # the input block of the edit modal (and its element's action id)
 REASON_BLOCK = "reason"
 
@@ -114,6 +117,7 @@ def notice_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]
         return f"Reply from {esc(facts.contact_display)}", [
             _section(f":speech_balloon: *{who}*{phone} replied ({_where(facts, step)})"),
             _plain(str(p.get("text", ""))),
+            *review_blocks(p),
         ]
     if notice.kind is NoticeKind.OPTED_OUT:
         said = str(p.get("keyword") or p.get("text", ""))
@@ -123,6 +127,7 @@ def notice_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]
                 " this number."
             ),
             _plain(said),
+            *review_blocks(p),
         ]
     if notice.kind is NoticeKind.ENROLLMENT_EXITED:
         reason = str(p.get("reason", ""))
@@ -133,6 +138,36 @@ def notice_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]
     if notice.kind is NoticeKind.APPROVAL_REQUESTED:
         return approval_message(notice, facts)
     return override_message(notice, facts)
+
+
+def review_blocks(payload: dict[str, Any]) -> list[Block]:
+    """A flagged text's review: why it was flagged, and its resolution buttons (anyone sees
+    them; only those the access module lets resolve may use them)."""
+    flagged = str(payload.get("flagged", ""))
+    if not flagged:
+        return []
+    value = {"m": flagged}
+    return [
+        _context(
+            f":mag: *Flagged for review* — {esc(str(payload.get('review_reason', '')))}."
+            " A manager decides whether it is an opt-out."
+        ),
+        {
+            "type": "actions",
+            "block_id": "review",
+            "elements": [
+                _button(REVIEW_OPT_OUT, "Opt out", value, "danger"),
+                _button(REVIEW_NOT_OPT_OUT, "Not an opt-out", value),
+            ],
+        },
+    ]
+
+
+def review_outcome(resolution: str, who: str, effect: str) -> str:
+    """What a flagged text's notice says once it is resolved."""
+    if resolution == "opt_out":
+        return f":no_entry: Resolved as an opt-out by {who} — {esc(effect)}."
+    return f":white_check_mark: Resolved as not an opt-out by {who} — {esc(effect)}."
 
 
 def approval_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]]:

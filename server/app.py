@@ -142,7 +142,7 @@ def slack_parts(
     slack_client = web_client(token, settings.slack_api_base)
     bolt = build_slack_app(pool, enrollments, slack_client, secret)
     log.info("Slack chat-ops on: notices to Slack, requests at /slack/events")
-    return SlackNotifier(pool, slack_client), slack_routes(bolt)
+    return SlackNotifier(pool, slack_client), slack_routes(bolt, secret)
 
 
 async def start_roles(

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from psycopg_pool import AsyncConnectionPool
 
+from server import request_checks
 from server.grpc_errors import internal_status, to_status
 from tenants import api_keys
 from tenants.access import Principal
@@ -52,6 +53,22 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
     await context.abort_with_status(internal_status())
 
 
+def _checked(request: Any, items: frozenset[str] | None) -> Any:
+    """The request once it passed request_checks. A request stream is checked message by
+    message as the servicer reads it (a bad message ends the call there); the fields in items
+    are left to the servicer, which judges them item by item."""
+    if not hasattr(request, "__aiter__"):
+        request_checks.check(request)
+        return request
+
+    async def checked_stream() -> AsyncIterator[Any]:
+        async for message in request:
+            request_checks.check(message, items or frozenset())
+            yield message
+
+    return checked_stream()
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self._pool = pool
@@ -70,39 +87,53 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method  # type: ignore[attr-defined]
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
-        return self._wrap(handler)
+        return self._wrap(handler, request_checks.ITEMS_JUDGED_BY_THE_SERVICER.get(method))
 
-    async def _call(self, context: grpc.aio.ServicerContext, call: Callable[[], Any]) -> Any:
-        """Authenticates, then awaits call(); every failure becomes a status, once."""
+    async def _call(
+        self,
+        context: grpc.aio.ServicerContext,
+        request: Any,
+        items: frozenset[str] | None,
+        call: Callable[[Any], Any],
+    ) -> Any:
+        """Authenticates, checks the request (request_checks), then awaits call(request);
+        every failure becomes a status, once."""
         try:
             _principal.set(await self._authenticate(context))
-            return await call()
+            return await call(_checked(request, items))
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
             await _abort(context, exc)
 
     async def _stream(
-        self, context: grpc.aio.ServicerContext, call: Callable[[], AsyncIterator[Any]]
+        self,
+        context: grpc.aio.ServicerContext,
+        request: Any,
+        items: frozenset[str] | None,
+        call: Callable[[Any], AsyncIterator[Any]],
     ) -> AsyncIterator[Any]:
         try:
             _principal.set(await self._authenticate(context))
-            async for item in call():
+            async for item in call(_checked(request, items)):
                 yield item
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
             await _abort(context, exc)
 
-    def _wrap(self, h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(
+        self, h: grpc.RpcMethodHandler, items: frozenset[str] | None
+    ) -> grpc.RpcMethodHandler:
         # grpc.aio tells coroutine and async-generator behaviours apart by inspection, so each
-        # kind gets a real `async def` wrapper.
-        codec = (h.request_deserializer, h.response_serializer)
+        # kind gets a real `async def` wrapper. Undecodable messages reach the wrapper as
+        # request_checks.Undecodable (grpc itself would answer INTERNAL).
+        codec = (request_checks.tolerant(h.request_deserializer), h.response_serializer)
         if h.unary_unary or h.stream_unary:
             inner = h.unary_unary or h.stream_unary
 
             async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                return await self._call(context, lambda: inner(request, context))
+                return await self._call(context, request, items, lambda r: inner(r, context))
 
             make = (
                 grpc.unary_unary_rpc_method_handler
@@ -113,7 +144,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         inner_stream = h.unary_stream or h.stream_stream
 
         async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async for item in self._stream(context, lambda: inner_stream(request, context)):
+            stream = self._stream(context, request, items, lambda r: inner_stream(r, context))
+            async for item in stream:
                 yield item
 
         make = (

@@ -12,6 +12,9 @@ import sys
 from server.config import Settings
 
 log = logging.getLogger("reengage")
+# Roles that serve clients keep Python's SIGPIPE disposition (ignored): a client that closes its
+# socket early costs its own request an EPIPE, never the whole process and every role in it.
+LONG_RUNNING_ROLES = frozenset({"up", "serve", "worker"})
 
 
 def database_url_for_cli(settings: Settings) -> str:
@@ -105,6 +108,17 @@ def cmd_contacts_import(args: argparse.Namespace, settings: Settings) -> None:
     raise SystemExit(code)
 
 
+def cmd_contacts_evidence(args: argparse.Namespace, settings: Settings) -> None:
+    from pathlib import Path
+
+    from server.evidence_cli import run_evidence
+
+    target = args.target or f"localhost:{settings.grpc_port}"
+    output = Path(args.output) if args.output else None
+    key = api_key_for_cli(args, settings)
+    raise SystemExit(run_evidence(target, key, args.contact, args.location, output))
+
+
 def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> None:
     from server.approvals_cli import run_list
 
@@ -144,9 +158,30 @@ def cmd_sms_receive(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_sms_review(args: argparse.Namespace, settings: Settings) -> None:
-    from server.sms_cli import show_review
+    from server import review_cli
 
-    show_review(database_url_for_cli(settings), args.limit)
+    target = args.target or f"localhost:{settings.grpc_port}"
+    key = api_key_for_cli(args, settings)
+    if args.resolve:
+        if not args.as_:
+            raise SystemExit("reengage sms review: --resolve needs --as opt_out|not_opt_out")
+        raise SystemExit(review_cli.run_resolve(target, key, args.resolve, args.as_, args.note))
+    if args.as_ or args.note:
+        raise SystemExit("reengage sms review: --as and --note go with --resolve NAME")
+    code = review_cli.run_list(
+        target, key, args.location, settings.data_dir, args.state, args.limit
+    )
+    raise SystemExit(code)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,6 +236,22 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
     imp.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
     imp.set_defaults(func=cmd_contacts_import)
+    evidence = contacts.add_parser(
+        "evidence",
+        help="export one contact's consent evidence as JSON (for a TCPA dispute)",
+        description="Every consent event (with its disclosure text and hash), enrollment,"
+        " text sent (time, sender, text, carrier status) and text received (with its"
+        " classification), with the send-rules version, as one JSON document. Franchisor"
+        " admins and viewers and the location's managers; every export is audited.",
+    )
+    evidence.add_argument(
+        "contact", help="the contact's phone number (with --location), or its name"
+    )
+    evidence.add_argument("--location", help="franchisors/{f}/locations/{l}")
+    evidence.add_argument("--output", help="write to this file (default: standard output)")
+    evidence.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
+    evidence.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
+    evidence.set_defaults(func=cmd_contacts_evidence)
     approvals = sub.add_parser(
         "approvals", help="steps waiting for a person's approval (without Slack)"
     ).add_subparsers(dest="approvals_cmd", required=True)
@@ -238,8 +289,34 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--from", dest="from_", required=True, help="the contact's number")
     rec.add_argument("text", nargs="+", help="the text")
     rec.set_defaults(func=cmd_sms_receive)
-    review = sms.add_parser("review", help="inbound texts flagged for review (possible opt-outs)")
-    review.add_argument("--limit", type=int, default=50)
+    review = sms.add_parser(
+        "review",
+        help="inbound texts flagged for review (possible opt-outs): list them, or resolve one"
+        " (over gRPC; exit 1 on an error)",
+    )
+    review.add_argument(
+        "--location",
+        help="franchisors/{f}/locations/{l}, or franchisors/{f} for every location"
+        " (default with the demo key: franchisors/demo)",
+    )
+    review.add_argument("--state", choices=["unresolved", "resolved", "all"], default="unresolved")
+    review.add_argument("--limit", type=_positive, default=50, help="list at most this many")
+    review.add_argument(
+        "--resolve",
+        metavar="NAME",
+        help="resolve this flagged text (its name as listed:"
+        " franchisors/{f}/locations/{l}/inboundMessages/{id})",
+    )
+    review.add_argument(
+        "--as",
+        dest="as_",
+        choices=["opt_out", "not_opt_out"],
+        help="with --resolve: opt_out records the revocation, not_opt_out restores the consent"
+        " the text revoked",
+    )
+    review.add_argument("--note", default="", help="with --resolve: why (kept with it)")
+    review.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
+    review.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
     review.set_defaults(func=cmd_sms_review)
     return parser
 
@@ -253,7 +330,9 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # a short command ends quietly when its reader goes away (`reengage outbox | head`)
+    long_running = args.command in LONG_RUNNING_ROLES
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN if long_running else signal.SIG_DFL)
     from tenants.errors import DomainError
 
     try:

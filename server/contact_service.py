@@ -13,9 +13,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc
+from server import request_checks
 from server.auth import principal
 from server.tenant_service import require, timestamp
-from tenants import consent, contact_import, contacts, conversation, triggers
+from tenants import (
+    consent,
+    contact_import,
+    contacts,
+    conversation,
+    evidence,
+    review_queue,
+    triggers,
+)
 from tenants.errors import FieldViolation, InvalidArgument
 from tenants.names import parse_child, parse_scope
 from tenants.pagination import page_request
@@ -72,6 +81,9 @@ def contact_pb(c: contacts.Contact) -> pb.Contact:
         create_time=timestamp(c.create_time),
         update_time=timestamp(c.update_time),
         etag=c.etag,
+        undeliverable=c.undeliverable,
+        undeliverable_time=timestamp(c.undeliverable_at),
+        undeliverable_error_code=c.undeliverable_code,
     )
 
 
@@ -126,6 +138,38 @@ def consent_event_pb(e: consent.ConsentEvent) -> pb.ConsentEvent:
         disclosure_sha256=e.disclosure_sha256,
         record_time=timestamp(e.recorded_at),
         recorded_by=e.recorded_by,
+    )
+
+
+HANDLING_TO_PB = {"opt_out": pb.FLAGGED_HANDLING_OPT_OUT, "reply": pb.FLAGGED_HANDLING_REPLY}
+RESOLUTION_TO_PB = {
+    review_queue.Resolution.OPT_OUT: pb.FLAGGED_RESOLUTION_OPT_OUT,
+    review_queue.Resolution.NOT_OPT_OUT: pb.FLAGGED_RESOLUTION_NOT_OPT_OUT,
+}
+PB_TO_RESOLUTION = {v: k for k, v in RESOLUTION_TO_PB.items()}
+PB_TO_REVIEW_STATE = {
+    pb.FLAGGED_REVIEW_STATE_UNSPECIFIED: review_queue.ReviewState.UNRESOLVED,
+    pb.FLAGGED_REVIEW_STATE_UNRESOLVED: review_queue.ReviewState.UNRESOLVED,
+    pb.FLAGGED_REVIEW_STATE_RESOLVED: review_queue.ReviewState.RESOLVED,
+    pb.FLAGGED_REVIEW_STATE_ALL: review_queue.ReviewState.ALL,
+}
+
+
+def flagged_pb(m: review_queue.FlaggedMessage) -> pb.FlaggedMessage:
+    return pb.FlaggedMessage(
+        name=m.name.name,
+        contact=m.contact.name if m.contact else "",
+        body=m.body,
+        receive_time=timestamp(m.received_at),
+        handled_as=HANDLING_TO_PB.get(m.handled_as, pb.FLAGGED_HANDLING_UNSPECIFIED),
+        review_reason=m.review_reason,
+        resolution=RESOLUTION_TO_PB[m.resolution]
+        if m.resolution
+        else pb.FLAGGED_RESOLUTION_UNSPECIFIED,
+        resolve_time=timestamp(m.resolved_at),
+        resolved_by=m.resolved_by,
+        note=m.note,
+        resolution_effect=m.effect,
     )
 
 
@@ -208,6 +252,18 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
                     )
                 rows = []
                 for row in message.rows:
+                    # the platform-wide checks the interceptor leaves to us: a bad row is
+                    # rejected with its reason like any other bad row
+                    unfit = request_checks.violations(row)
+                    if unfit:
+                        run.rejected.append(
+                            contact_import.RejectedRow(
+                                row.row_number,
+                                unfit[0].field.removeprefix("contact."),
+                                unfit[0].description,
+                            )
+                        )
+                        continue
                     try:
                         evidence = (
                             evidence_input(row.consent, "consent")
@@ -246,7 +302,11 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
         require(request, "evidence")
         evidence = evidence_input(request.evidence, "evidence")
         async with self._pool.connection() as conn:
-            event = await consent.record_consent(conn, principal(), name, evidence)
+            event, owed = await consent.record_consent_owing(conn, principal(), name, evidence)
+        if owed and self._relay is not None:  # a revocation ends the running enrollments
+            task = asyncio.create_task(self._relay.deliver(owed))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
         return consent_event_pb(event)
 
     async def ListConsentEvents(
@@ -289,6 +349,40 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
             record_time=timestamp(recorded.recorded_at),
         )
 
+    async def ListFlaggedMessages(
+        self, request: pb.ListFlaggedMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListFlaggedMessagesResponse:
+        parent = parse_scope(request.parent, "parent")
+        state = PB_TO_REVIEW_STATE.get(request.state)  # type: ignore[call-overload]
+        if state is None:
+            raise InvalidArgument([FieldViolation("state", "is not a FlaggedReviewState")])
+        list_name = f"{parent.name}/{review_queue.COLLECTION}?{state.value}"
+        page = page_request(list_name, request.page_size, request.page_token)
+        async with self._pool.connection() as conn:
+            found, token = await review_queue.list_flagged(conn, principal(), parent, state, page)
+        return pb.ListFlaggedMessagesResponse(
+            flagged_messages=[flagged_pb(m) for m in found], next_page_token=token
+        )
+
+    async def ResolveFlaggedMessage(
+        self, request: pb.ResolveFlaggedMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FlaggedMessage:
+        name = review_queue.parse_flagged_name(request.name, "name")
+        resolution = PB_TO_RESOLUTION.get(request.resolution)  # type: ignore[call-overload]
+        if resolution is None:
+            raise InvalidArgument(
+                [FieldViolation("resolution", "is required: OPT_OUT or NOT_OPT_OUT")]
+            )
+        async with self._pool.connection() as conn:
+            resolved = await review_queue.resolve_flagged(
+                conn, principal(), name, resolution, request.note
+            )
+        if resolved.followups and self._relay is not None:  # end the running enrollment now
+            task = asyncio.create_task(self._relay.deliver(list(resolved.followups)))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+        return flagged_pb(resolved.message)
+
     async def GetConversation(
         self, request: pb.GetConversationRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetConversationResponse:
@@ -314,3 +408,13 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
             ],
             next_page_token=token,
         )
+
+    async def ExportContactEvidence(
+        self, request: pb.ExportContactEvidenceRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.EvidenceRecord]:
+        from server import evidence_records  # it builds on this module's converters
+
+        async with self._pool.connection() as conn:
+            name = await evidence_records.subject(conn, principal(), request)
+            async for item in evidence.export_evidence(conn, principal(), name):
+                yield evidence_records.record_pb(item)

@@ -26,6 +26,20 @@ from workflows.search_attributes import SEARCH_ATTRIBUTES
 PG_SYSTEM_USER = "embedded_postgres"
 DATABASE = "reengage"
 
+# The server log must not carry personal data (phone numbers, message texts). An error's
+# DETAIL repeats the failing key or row ("Key (..., phone_e164)=(..., +1212...) already
+# exists", "Failing row contains (...)") and its STATEMENT line the SQL text: keep the one-line
+# error message only, never log statements or their parameters. A production server needs the
+# same settings in its postgresql.conf.
+NO_PERSONAL_DATA_IN_LOG = (
+    "log_error_verbosity=terse",  # no DETAIL, HINT, QUERY or CONTEXT lines
+    "log_min_error_statement=panic",  # no STATEMENT line for a failed statement
+    "log_statement=none",
+    "log_parameter_max_length=0",
+    "log_parameter_max_length_on_error=0",
+    "log_min_duration_statement=-1",
+)
+
 
 class PortBusy(SystemExit):
     def __init__(self, port: int, what: str) -> None:
@@ -156,6 +170,7 @@ class EmbeddedPostgres:
             str(self.data_dir),
             "-c",
             "max_connections=200",
+            *(arg for setting in NO_PERSONAL_DATA_IN_LOG for arg in ("-c", setting)),
         ]
         if self.fast:
             args += [

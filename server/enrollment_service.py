@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc
+from server import request_checks
 from server.auth import principal
 from server.grpc_errors import to_status
 from server.tenant_service import timestamp
@@ -85,6 +86,7 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         async def one(request: pb.BulkEnrollRequest) -> pb.BulkEnrollResult:
             result = pb.BulkEnrollResult(contact=request.contact)
             try:
+                request_checks.check(request)  # left to us by the interceptor: per item
                 enrollment, created = await self._enroll(request.contact, request.sequence)
             except DomainError as exc:
                 result.error_code = to_status(exc).code.name

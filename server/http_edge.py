@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
+import h11
 import uvicorn
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
+log = logging.getLogger(__name__)
 Probe = Callable[[], Awaitable[str]]
 PROBE_TIMEOUT = 3.0
 
@@ -58,7 +62,51 @@ def build_http_app(probes: dict[str, Probe], routes: Sequence[BaseRoute] = ()) -
             status_code=200 if healthy else 503,
         )
 
-    return Starlette(routes=[Route("/healthz", healthz, methods=["GET"]), *routes])
+    return Starlette(
+        routes=[Route("/healthz", healthz, methods=["GET"]), *routes],
+        exception_handlers={ClientDisconnect: client_went_away},
+    )
+
+
+async def client_went_away(request: Request, exc: Exception) -> Response:
+    """A client that closes its socket before its body is read is that request's problem
+    only: one line in the log (the route, no content) and no answer anyone will read. Routes
+    read the whole body before they act, so nothing was done for it."""
+    log.info(
+        "%s %s: the client closed the connection before its request was read; dropped",
+        request.method,
+        request.url.path[:80],
+    )
+    return Response(status_code=400)
+
+
+class AnswerAfterTheConnectionEnded:
+    """uvicorn answers a request it cannot parse (a bad chunk size mid-body, say) with its own
+    400 and closes the connection; a route answering at that moment without reading the body
+    (404, 413, 415) then finds the connection already answered, and h11 refuses the second
+    answer. Nobody is there to read it: one log line, not an "Exception in ASGI application"."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except h11.LocalProtocolError:
+            if scope["type"] != "http":
+                raise
+            log.info(
+                "%s %s: the connection was answered (a malformed request) or closed before this"
+                " answer; dropped",
+                scope.get("method", ""),
+                str(scope.get("path", ""))[:80],
+            )
+            # uvicorn closed the connection; returning once it has seen it go keeps it from
+            # reporting an unfinished answer as an error
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
 
 
 class EdgeServer(uvicorn.Server):
@@ -71,7 +119,7 @@ class EdgeServer(uvicorn.Server):
 
 def http_server(app: Starlette, host: str, port: int) -> EdgeServer:
     config = uvicorn.Config(
-        app,
+        AnswerAfterTheConnectionEnded(app),
         host=host,
         port=port,
         log_level="warning",

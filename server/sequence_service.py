@@ -170,6 +170,7 @@ def sequence_pb(s: sequences.Sequence) -> pb.Sequence:
         create_time=timestamp(s.create_time),
         update_time=timestamp(s.update_time),
         etag=s.etag,
+        warnings=list(s.warnings),
     )
 
 
@@ -205,7 +206,8 @@ class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
     ) -> pb.Sequence:
         name = parse_child(request.name, sequences.COLLECTION)
         async with self._pool.connection() as conn:
-            return sequence_pb(await sequences.get_sequence(conn, principal(), name))
+            found = await sequences.get_sequence(conn, principal(), name)
+            return sequence_pb(await sequences.with_warnings(conn, found))
 
     async def ListSequences(
         self, request: pb.ListSequencesRequest, context: grpc.aio.ServicerContext
@@ -326,8 +328,10 @@ class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
                     else templates_pb2.ENCODING_UNSPECIFIED,
                     segment_count=p.segments.segments if p.segments else 0,
                     template_revision=p.template_revision,
+                    first_message=p.first_message,
                 )
                 for p in planned
             ],
             rules_version=rules_version(),
+            warnings=[w for p in planned for w in p.warnings],
         )

@@ -1,5 +1,5 @@
-"""`reengage sms receive` (a development inbound text through the same path as the webhook) and
-`reengage sms review` (texts flagged for a person to read)."""
+"""`reengage sms receive`: a development inbound text through the same path as the webhook.
+(`reengage sms review`, the review queue over gRPC, is `server.review_cli`.)"""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import asyncio
 import secrets
 from datetime import UTC, datetime
 
-import psycopg
 from rich.console import Console
-from rich.table import Table
 
 from server.app import build_carrier, connect_temporal, open_pool
 from server.config import Settings
@@ -62,21 +60,3 @@ async def receive_text(
 def run_receive(settings: Settings, database_url: str, to: str, sender: str, text: str) -> int:
     temporal = settings.temporal_address or f"127.0.0.1:{settings.temporal_port}"
     return asyncio.run(receive_text(settings, database_url, temporal, to, sender, text))
-
-
-def show_review(database_url: str, limit: int) -> None:
-    """Inbound texts flagged for review (possible opt-outs), newest first."""
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
-            "SELECT received_at, coalesce(franchisor_id || '/' || location_id, '-'),"
-            " coalesce(contact_id, '-'), classification, review_reason, body"
-            " FROM inbound_messages WHERE review_reason <> '' AND reviewed_at IS NULL"
-            " ORDER BY received_at DESC LIMIT %s",
-            (limit,),
-        ).fetchall()
-    table = Table(title=f"inbound texts to review: {len(rows)}")
-    for column in ("received (UTC)", "location", "contact", "handled as", "why", "text"):
-        table.add_column(column, overflow="fold")
-    for at, loc, contact, handled, why, body in rows:
-        table.add_row(f"{at:%Y-%m-%d %H:%M:%S}", loc, contact, handled, why, body)
-    Console().print(table)

@@ -200,7 +200,7 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
             result = await preview_template(conn, principal(), ask, self._public_url)
         p = result.preview
         return pb.PreviewTemplateResponse(
-            text=p.rendering.preview,
+            text=p.text,
             encoding=ENCODING_TO_PB[p.segments.encoding],
             segment_count=p.segments.segments,
             unicode_characters=[

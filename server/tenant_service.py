@@ -46,13 +46,32 @@ def franchisor_pb(f: franchisors.Franchisor) -> pb.Franchisor:
         name=f.scope.name,
         display_name=f.display_name,
         slack_channel_id=f.slack_channel_id,
+        opt_out_scope=OPT_OUT_SCOPE_TO_PB[f.opt_out_scope],
         create_time=timestamp(f.create_time),
         update_time=timestamp(f.update_time),
         etag=f.etag,
     )
 
 
-FRANCHISOR_MASK_PATHS = ("display_name", "slack_channel_id")
+FRANCHISOR_MASK_PATHS = ("display_name", "slack_channel_id", "opt_out_scope")
+OPT_OUT_SCOPE_TO_PB = {
+    franchisors.OptOutScope.LOCATION: pb.OPT_OUT_SCOPE_LOCATION,
+    franchisors.OptOutScope.BRAND: pb.OPT_OUT_SCOPE_BRAND,
+}
+PB_TO_OPT_OUT_SCOPE = {v: k for k, v in OPT_OUT_SCOPE_TO_PB.items()}
+
+
+def opt_out_scope_input(value: int, fields: set[str], star: bool) -> franchisors.OptOutScope | None:
+    """The opt_out_scope to set (None: leave it). Unspecified under "*" leaves it, so a client
+    that knows nothing of the field changes nothing; named in the mask, it must be set."""
+    if "opt_out_scope" not in fields or (star and value == pb.OPT_OUT_SCOPE_UNSPECIFIED):
+        return None
+    scope = PB_TO_OPT_OUT_SCOPE.get(value)  # type: ignore[call-overload]
+    if scope is None:
+        raise InvalidArgument(
+            [FieldViolation("franchisor.opt_out_scope", "must be LOCATION or BRAND")]
+        )
+    return scope
 
 
 def location_pb(loc: locations.Location) -> pb.Location:
@@ -157,6 +176,9 @@ class TenantService(tenants_pb2_grpc.TenantServiceServicer):
         scope = parse_franchisor(request.franchisor.name, "franchisor.name")
         fields = masked_fields(request.update_mask.paths, FRANCHISOR_MASK_PATHS)
         wanted = request.franchisor
+        opt_out_scope = opt_out_scope_input(
+            wanted.opt_out_scope, fields, "*" in request.update_mask.paths
+        )
         async with self._pool.connection() as conn:
             updated = await franchisors.update_franchisor(
                 conn,
@@ -165,6 +187,7 @@ class TenantService(tenants_pb2_grpc.TenantServiceServicer):
                 display_name=wanted.display_name if "display_name" in fields else None,
                 slack_channel_id=wanted.slack_channel_id if "slack_channel_id" in fields else None,
                 etag=wanted.etag,
+                opt_out_scope=opt_out_scope,
             )
         return franchisor_pb(updated)
 

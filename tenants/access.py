@@ -65,6 +65,9 @@ class Action(StrEnum):
     FRANCHISOR_READ = "franchisor.read"
     # the brand's own settings: display name, brand Slack channel
     FRANCHISOR_UPDATE_SETTINGS = "franchisor.update_settings"
+    # whether one location's opt-out suppresses the phone at every location of the brand: a
+    # compliance decision of the brand, never delegated to a location
+    FRANCHISOR_UPDATE_OPT_OUT_SCOPE = "franchisor.update_opt_out_scope"
     LOCATION_CREATE = "location.create"
     LOCATION_READ = "location.read"
     LOCATION_LIST = "location.list"
@@ -84,18 +87,25 @@ class Action(StrEnum):
     # contacts live at locations: their data, consent, activity and conversation
     CONTACT_READ = "contact.read"
     CONTACT_WRITE = "contact.write"
+    # one contact's whole record as a portable file (consent evidence export for a dispute):
+    # the brand's admins and viewers and the location's manager, not its staff
+    CONTACT_EXPORT_EVIDENCE = "contact.export_evidence"
     # sequences of the target scope, like templates
     SEQUENCE_READ = "sequence.read"
     SEQUENCE_WRITE = "sequence.write"
     # pause, resume, cancel a running enrollment and decide its approvals: the people who work
     # the location's conversations
     ENROLLMENT_STEER = "enrollment.steer"
+    # resolving an inbound text flagged for review (opt-out or not): it changes the contact's
+    # consent, so the people who may record consent, not everyone who reads replies
+    FLAGGED_MESSAGE_RESOLVE = "flagged_message.resolve"
 
 
 _FRANCHISOR_WIDE = {
     # action -> franchisor roles allowed on any scope inside their franchisor
     Action.FRANCHISOR_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
     Action.FRANCHISOR_UPDATE_SETTINGS: {Role.FRANCHISOR_ADMIN},
+    Action.FRANCHISOR_UPDATE_OPT_OUT_SCOPE: {Role.FRANCHISOR_ADMIN},
     Action.LOCATION_CREATE: {Role.FRANCHISOR_ADMIN},
     Action.LOCATION_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
     Action.LOCATION_LIST: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
@@ -110,9 +120,11 @@ _FRANCHISOR_WIDE = {
     Action.TEMPLATE_APPROVE: {Role.FRANCHISOR_ADMIN},
     Action.CONTACT_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
     Action.CONTACT_WRITE: {Role.FRANCHISOR_ADMIN},
+    Action.CONTACT_EXPORT_EVIDENCE: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
     Action.SEQUENCE_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
     Action.SEQUENCE_WRITE: {Role.FRANCHISOR_ADMIN},
     Action.ENROLLMENT_STEER: {Role.FRANCHISOR_ADMIN},
+    Action.FLAGGED_MESSAGE_RESOLVE: {Role.FRANCHISOR_ADMIN},
 }
 
 _OWN_LOCATION = {
@@ -130,9 +142,11 @@ _OWN_LOCATION = {
     Action.TEMPLATE_WRITE: {Role.LOCATION_MANAGER},
     Action.CONTACT_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
     Action.CONTACT_WRITE: {Role.LOCATION_MANAGER},
+    Action.CONTACT_EXPORT_EVIDENCE: {Role.LOCATION_MANAGER},
     Action.SEQUENCE_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
     Action.SEQUENCE_WRITE: {Role.LOCATION_MANAGER},
     Action.ENROLLMENT_STEER: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
+    Action.FLAGGED_MESSAGE_RESOLVE: {Role.LOCATION_MANAGER},
 }
 
 # Actions whose target is the franchisor node but which location principals may perform (their

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
 
 from tenants import audit
@@ -85,29 +84,28 @@ async def issue_key(
     secret = secrets.token_urlsafe(32)
     token = f"rk_{lookup}_{secret}"
     f, loc = (scope.franchisor_id, scope.location_id) if scope else (None, None)
-    try:
-        async with conn.transaction():
-            cur = await conn.execute(
-                "INSERT INTO api_keys (lookup_id, franchisor_id, location_id, id, display_name,"
-                " role, secret_sha256, key_prefix, created_by)"
-                f" VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLUMNS}",
-                (
-                    lookup,
-                    f,
-                    loc,
-                    key_id,
-                    display_name,
-                    role.value,
-                    _sha256(secret),
-                    token[:10],
-                    created_by,
-                ),
-            )
-            row = await cur.fetchone()
-    except psycopg.errors.UniqueViolation:
+    # ON CONFLICT, not a caught unique violation: PostgreSQL would log the conflicting key
+    cur = await conn.execute(
+        "INSERT INTO api_keys (lookup_id, franchisor_id, location_id, id, display_name,"
+        " role, secret_sha256, key_prefix, created_by)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
+        (
+            lookup,
+            f,
+            loc,
+            key_id,
+            display_name,
+            role.value,
+            _sha256(secret),
+            token[:10],
+            created_by,
+        ),
+    )
+    row = await cur.fetchone()
+    if row is None:
         where = f"{scope.name}/{COLLECTION}/{key_id}" if scope else key_id
         raise AlreadyExists(f"{where} already exists", resource=where)
-    assert row is not None
     return IssuedKey(_from_row(row), token)
 
 

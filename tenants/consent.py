@@ -6,7 +6,7 @@ revocation suppresses the contact until a later grant (START, a new form)."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -17,6 +17,7 @@ from tenants import audit
 from tenants.access import Action, Principal, authorize
 from tenants.contacts import Contact, load, require_location
 from tenants.errors import Violations
+from tenants.followups import FollowupKind, owe_signal
 from tenants.names import ChildName, TenantScope
 from tenants.pagination import PageRequest, parse_time_key, time_key
 
@@ -41,6 +42,9 @@ class ConsentChannel(StrEnum):
     SMS_REPLY = "sms_reply"  # revocations: an opt-out reply
     CARRIER = "carrier"  # revocations: the carrier reports the number opted out (21610)
     STAFF = "staff"  # revocations: a staff member recorded a request
+    # grants: a reviewer decided a flagged text was not an opt-out, restoring the consent that
+    # text had revoked (`tenants.review_queue`); no API call records it
+    REVIEW = "review"
 
 
 GRANT_CHANNELS = {
@@ -84,6 +88,8 @@ def evidence_problems(e: ConsentEvidence, prefix: str = "") -> Violations:
     now = datetime.now(UTC)
     if e.channel is None:
         problems.add(f"{prefix}channel", "is required")
+    elif e.channel is ConsentChannel.REVIEW:
+        problems.add(f"{prefix}channel", "review is recorded only by resolving a flagged text")
     elif e.kind is ConsentKind.GRANT and e.channel not in GRANT_CHANNELS:
         problems.add(f"{prefix}channel", f"{e.channel.value} cannot grant consent")
     if e.occurred_at is None:
@@ -204,15 +210,37 @@ async def _event(conn: AsyncConnection[Any], contact: Contact, e: ConsentEvidenc
 async def record_consent(
     conn: AsyncConnection[Any], principal: Principal, name: ChildName, e: ConsentEvidence
 ) -> ConsentEvent:
+    return (await record_consent_owing(conn, principal, name, e))[0]
+
+
+async def record_consent_owing(
+    conn: AsyncConnection[Any], principal: Principal, name: ChildName, e: ConsentEvidence
+) -> tuple[ConsentEvent, tuple[int, ...]]:
+    """Records a grant or a revocation of the contact; returns the event and the follow-ups a
+    revocation owes (`opted_out` to the running enrollments it ends: the contact's and, when
+    the revocation is brand-wide, those at the brand's other locations)."""
+    # brand_suppression builds on this module's append_events
+    from tenants.brand_suppression import revoke
+
     require_location(name.scope, "contact")
     authorize(principal, Action.CONTACT_WRITE, name.scope)
     evidence_problems(e, "evidence.").raise_if_any()
+    owed: list[int | None] = []
     async with conn.transaction():
         contact = await load(conn, name, lock=True)
-        await append_events(
-            conn, principal, contact.location, [(contact.name.id, contact.phone_e164, e)]
-        )
-        event = await _event(conn, contact, e)
+        if e.kind is ConsentKind.REVOKE:
+            revocation = await revoke(conn, principal, contact.name, contact.phone_e164, e)
+            e = replace(e, scope=revocation.scope)
+            event = await _event(conn, contact, e)
+            owed.append(
+                await owe_signal(conn, FollowupKind.SIGNAL_OPTED_OUT, name, f"consent:{event.id}")
+            )
+            owed.extend(revocation.followups)
+        else:
+            await append_events(
+                conn, principal, contact.location, [(contact.name.id, contact.phone_e164, e)]
+            )
+            event = await _event(conn, contact, e)
         await audit.record(
             conn,
             principal,
@@ -220,8 +248,9 @@ async def record_consent(
             name.name,
             name.scope.franchisor_id,
             channel=e.channel.value if e.channel else None,
+            scope=e.scope.value,
         )
-    return event
+    return event, tuple(f for f in owed if f is not None)
 
 
 async def list_consent_events(

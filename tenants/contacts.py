@@ -17,7 +17,6 @@ from enum import StrEnum
 from typing import Any
 
 import phonenumbers
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
@@ -35,7 +34,7 @@ from tenants.locations import KNOWN_ZONES, Location, get_location
 from tenants.names import ChildName, TenantScope, id_problem
 from tenants.pagination import PageRequest
 from tenants.send_rules import us_state_code
-from tenants.zones import ZoneInference, ZoneSource, infer_zone
+from tenants.zones import ZoneInference, ZoneSource, infer_zone, with_area_code_table
 
 COLLECTION = "contacts"
 MAX_NAME = 100
@@ -93,6 +92,9 @@ class Contact:
     create_time: datetime
     update_time: datetime
     version: int
+    # the carrier cannot deliver to this number (tenants.undeliverable): since, and the error
+    undeliverable_at: datetime | None = None
+    undeliverable_code: str = ""
 
     @property
     def location(self) -> TenantScope:
@@ -105,6 +107,10 @@ class Contact:
     @property
     def opted_out(self) -> bool:
         return self.opted_out_at is not None
+
+    @property
+    def undeliverable(self) -> bool:
+        return self.undeliverable_at is not None
 
 
 def textable_e164(raw: str, field_path: str, region: str) -> str:
@@ -225,14 +231,14 @@ _COLUMNS = (
     "franchisor_id, location_id, id, phone_e164, first_name, last_name, email, attrs,"
     " explicit_zone, address_state, zones, zone_source, states, consent_state, opted_out_at,"
     " last_reply_at, last_click_at, last_purchase_at, last_purchase_item, last_activity_at,"
-    " create_time, update_time, version"
+    " create_time, update_time, version, undeliverable_at, undeliverable_code"
 )
 
 
 def from_row(row: tuple[Any, ...]) -> Contact:
     f, loc, cid, phone, first, last, email, attrs, explicit, state, zones, source = row[:12]
     states, consent, opted, reply, click, purchase, item, activity = row[12:20]
-    created, updated, version = row[20:]
+    created, updated, version, undeliverable_at, undeliverable_code = row[20:25]
     return Contact(
         ChildName(TenantScope(f, loc), COLLECTION, cid),
         phone,
@@ -242,7 +248,7 @@ def from_row(row: tuple[Any, ...]) -> Contact:
         dict(attrs),
         explicit,
         state,
-        tuple(zones),
+        with_area_code_table(phone, tuple(zones), ZoneSource(source)),
         ZoneSource(source),
         tuple(states),
         ConsentState(consent),
@@ -255,6 +261,8 @@ def from_row(row: tuple[Any, ...]) -> Contact:
         created,
         updated,
         version,
+        undeliverable_at,
+        undeliverable_code,
     )
 
 
@@ -329,13 +337,19 @@ def require_location(scope: TenantScope, field_path: str) -> None:
 
 async def insert(
     conn: AsyncConnection[Any], location: TenantScope, contact_id: str, valid: ValidContact
-) -> Contact:
-    """Inserts a validated contact (the caller holds CONTACT_WRITE and a transaction)."""
+) -> Contact | None:
+    """Inserts a validated contact (the caller holds CONTACT_WRITE and a transaction); None,
+    with nothing written, when the location has a contact with this id or number already.
+
+    ON CONFLICT, not a caught unique violation: a violation makes PostgreSQL log the key, i.e.
+    the phone number (issue 13 item 7). A concurrent insert of the same key waits for the
+    other transaction and then does nothing if that one committed.
+    """
     cur = await conn.execute(
         "INSERT INTO contacts (franchisor_id, location_id, id, phone_e164, first_name, last_name,"
         " email, attrs, explicit_zone, address_state, zones, zone_source, states)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        f" RETURNING {_COLUMNS}",
+        f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
         (
             location.franchisor_id,
             location.location_id,
@@ -345,8 +359,7 @@ async def insert(
         ),
     )
     row = await cur.fetchone()
-    assert row is not None
-    return from_row(row)
+    return from_row(row) if row else None
 
 
 def _stored(valid: ValidContact) -> tuple[Any, ...]:
@@ -386,14 +399,18 @@ async def create_contact(
     location = await get_location(conn, principal, parent)
     valid = validate(data, location)
     contact_id = contact_id or new_contact_id()
-    try:
-        async with conn.transaction():
-            created = await insert(conn, parent, contact_id, valid)
+    async with conn.transaction():
+        created = await insert(conn, parent, contact_id, valid)
+        if created is not None:
             await audit.record(
                 conn, principal, "contact.create", created.name.name, parent.franchisor_id
             )
-    except psycopg.errors.UniqueViolation as exc:
-        if "phone" in str(exc.diag.constraint_name):
+    if created is None:
+        cur = await conn.execute(
+            "SELECT 1 FROM contacts WHERE franchisor_id = %s AND location_id = %s AND id = %s",
+            (parent.franchisor_id, parent.location_id, contact_id),
+        )
+        if await cur.fetchone() is None:
             raise AlreadyExists(
                 f"a contact with {valid.phone_e164} already exists at {parent.name}",
                 reason="PHONE_NUMBER_TAKEN",

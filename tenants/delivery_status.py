@@ -1,6 +1,7 @@
 """Delivery status callbacks (COMPLIANCE §3.16 and §3.17): a ledger row's status only moves
 forward; duplicates and late arrivals change nothing; `21610` (the recipient opted out at the
-carrier) suppresses the contact and ends its running enrollment.
+carrier) suppresses the contact and ends its running enrollment; a delivery failure that shows
+the number cannot take texts marks the contact undeliverable (`tenants.undeliverable`).
 
 Order: accepted, scheduled, queued < sending < sent < delivered, undelivered, failed, canceled
 < read (after delivered; also straight after sent, since read implies delivered). The ledger's
@@ -19,10 +20,12 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants.access import Principal, Role
-from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
+from tenants.brand_suppression import revoke
+from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind
 from tenants.contacts import COLLECTION as CONTACTS
 from tenants.followups import FollowupKind, owe_signal
 from tenants.names import ChildName, TenantScope
+from tenants.undeliverable import after_status
 
 log = logging.getLogger(__name__)
 CALLBACKS = Principal("system", "status-callback", Role.OPERATOR, None)
@@ -107,33 +110,41 @@ async def apply_status(
                 (reported, error_code, carrier_message_id, at, message_id),
             )
         followups: list[int] = []
+        if changed:  # a delivery clears the undeliverable mark; a failure may set it
+            followups.extend(
+                await after_status(
+                    conn,
+                    ChildName(TenantScope(f, loc), CONTACTS, cid),
+                    message_id,
+                    reported,
+                    error_code,
+                    at,
+                )
+            )
         source = f"{carrier} message {carrier_message_id}"
         if error_code == OPTED_OUT_CODE and not await _revoked_for(conn, message_id, source):
             contact = ChildName(TenantScope(f, loc), CONTACTS, cid)
-            added = await append_events(
+            # brand-wide when the franchisor says so (tenants.brand_suppression)
+            revocation = await revoke(
                 conn,
                 CALLBACKS,
-                contact.scope,
-                [
-                    (
-                        cid,
-                        phone,
-                        ConsentEvidence(
-                            ConsentKind.REVOKE,
-                            ConsentChannel.CARRIER,
-                            at,
-                            source=source,
-                            raw_text=f"carrier error {error_code}",
-                        ),
-                    )
-                ],
+                contact,
+                phone,
+                ConsentEvidence(
+                    ConsentKind.REVOKE,
+                    ConsentChannel.CARRIER,
+                    at,
+                    source=source,
+                    raw_text=f"carrier error {error_code}",
+                ),
             )
-            if added:
+            if revocation.added:
                 signal = await owe_signal(
                     conn, FollowupKind.SIGNAL_OPTED_OUT, contact, f"carrier:{carrier_message_id}"
                 )
                 if signal is not None:
                     followups.append(signal)
+            followups.extend(revocation.followups)
         return StatusOutcome(
             message_id, reported if changed else current, changed, tuple(followups)
         )

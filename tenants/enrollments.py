@@ -16,7 +16,6 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
@@ -151,9 +150,9 @@ async def decide_entry(
     """The entry rules for one contact and sequence, for every path (API, scan, event): the
     sequence is active; one running enrollment per contact and location (the same one is an
     idempotent answer; another of lower priority is interrupted only when this sequence says
-    so); consent and no opt-out; the cooldown after the last enrollment in this sequence. The
-    per-location daily cap is applied when the row is written (`insert_enrollment`). Raises
-    the refusal."""
+    so); consent and no opt-out; a number the carrier can deliver to (`UNDELIVERABLE`); the
+    cooldown after the last enrollment in this sequence. The per-location daily cap is
+    applied when the row is written (`insert_enrollment`). Raises the refusal."""
     authorize(principal, Action.CONTACT_WRITE, contact_name.scope)
     contact = await get_contact(conn, principal, contact_name)
     sequence = await get_sequence(conn, principal, sequence_name)
@@ -193,6 +192,14 @@ async def decide_entry(
         raise FailedPrecondition(
             f"{contact_name.name} has no consent on record", reason="NO_CONSENT"
         )
+    if contact.undeliverable_at is not None:  # until a later text is delivered (undeliverable)
+        raise FailedPrecondition(
+            f"{contact_name.name} cannot receive texts: carrier error {contact.undeliverable_code}"
+            f" since {contact.undeliverable_at.isoformat()}",
+            reason="UNDELIVERABLE",
+            error_code=contact.undeliverable_code,
+            since=contact.undeliverable_at.isoformat(),
+        )
     cooldown = timedelta(seconds=sequence.definition.cooldown_seconds)
     if cooldown:
         cur = await conn.execute(
@@ -227,14 +234,17 @@ async def insert_enrollment(
     """Writes the new enrollment row; (the running one, False) when another writer won."""
     contact, sequence = entry.contact, entry.sequence
     enrollment_id = f"e{secrets.token_hex(10)}"
-    try:
+    # ON CONFLICT, not a caught unique violation: PostgreSQL would log the conflicting key.
+    # A running enrollment that ends between the insert and the read is tried again.
+    for _ in range(3):
         async with conn.transaction():
             await check_daily_cap(conn, contact.location, now)
-            await conn.execute(
+            cur = await conn.execute(
                 "INSERT INTO enrollments (id, workflow_id, franchisor_id, location_id,"
                 " contact_id, sequence_location_id, sequence_id, sequence_version, definition,"
                 " status, enrolled_at, enrolled_by)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'active', %s, %s)",
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'active', %s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING id",
                 (
                     enrollment_id,
                     workflow_id_for(contact.location, contact.name.id),
@@ -249,18 +259,21 @@ async def insert_enrollment(
                     principal.label,
                 ),
             )
-            await audit.record(
-                conn,
-                principal,
-                "enrollment.create",
-                f"{contact.location.name}/{COLLECTION}/{enrollment_id}",
-                contact.location.franchisor_id,
-                sequence=sequence.name.name,
-            )
-    except psycopg.errors.UniqueViolation:
+            inserted = await cur.fetchone() is not None
+            if inserted:
+                await audit.record(
+                    conn,
+                    principal,
+                    "enrollment.create",
+                    f"{contact.location.name}/{COLLECTION}/{enrollment_id}",
+                    contact.location.franchisor_id,
+                    sequence=sequence.name.name,
+                )
+        if inserted:
+            return await load_enrollment(conn, enrollment_id), True
         running = await running_for_contact(conn, contact.name)
         if running is None:
-            raise
+            continue
         if running.sequence != sequence.name:
             raise AlreadyExists(
                 f"{contact.name.name} is already enrolled in {running.sequence.name}",
@@ -268,7 +281,10 @@ async def insert_enrollment(
                 enrollment=running.name.name,
             )
         return running, False
-    return await load_enrollment(conn, enrollment_id), True
+    raise AlreadyExists(
+        f"{contact.name.name} is being enrolled and unenrolled concurrently; try again",
+        reason="ENROLLMENT_RUNNING",
+    )
 
 
 async def check_daily_cap(conn: AsyncConnection[Any], location: TenantScope, now: datetime) -> None:

@@ -31,6 +31,7 @@ class FollowupKind(StrEnum):
     SIGNAL_REPLY = "signal_reply"
     SIGNAL_OPTED_OUT = "signal_opted_out"
     SIGNAL_ACTIVITY = "signal_activity"
+    SIGNAL_UNDELIVERABLE = "signal_undeliverable"  # the carrier cannot deliver to the contact
     SERVICE_TEXT = "service_text"
     ENROLL = "enroll"  # an activity a sequence listens to: enroll the contact in it
     NOTIFY = "notify"  # a notification for staff (tenants.notices): to Slack or the log

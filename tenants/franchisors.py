@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
@@ -15,6 +15,13 @@ from tenants.access import Action, Principal, authorize
 from tenants.errors import AlreadyExists, EtagMismatch, NotFound, Violations
 from tenants.locations import slack_channel_problem
 from tenants.names import TenantScope, display_name_problem, id_problem
+
+
+class OptOutScope(StrEnum):
+    """What one opt-out covers (COMPLIANCE §2.9; tenants.brand_suppression)."""
+
+    LOCATION = "location"  # the location it reached (the default)
+    BRAND = "brand"  # every location of the franchisor
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,10 @@ class Franchisor:
     create_time: datetime
     update_time: datetime
     version: int
+    opt_out_scope: OptOutScope = OptOutScope.LOCATION
+
+    def __post_init__(self) -> None:  # rows carry the stored text
+        object.__setattr__(self, "opt_out_scope", OptOutScope(self.opt_out_scope))
 
     @property
     def scope(self) -> TenantScope:
@@ -36,7 +47,7 @@ class Franchisor:
         return f'"{self.version}"'
 
 
-_COLUMNS = "id, display_name, slack_channel_id, create_time, update_time, version"
+_COLUMNS = "id, display_name, slack_channel_id, create_time, update_time, version, opt_out_scope"
 
 
 async def create_franchisor(
@@ -47,17 +58,18 @@ async def create_franchisor(
     problems.check("franchisor_id", id_problem(franchisor_id))
     problems.check("franchisor.display_name", display_name_problem(display_name))
     problems.raise_if_any()
-    try:
-        async with conn.transaction():
-            cur = conn.cursor(row_factory=class_row(Franchisor))
-            await cur.execute(
-                f"INSERT INTO franchisors (id, display_name) VALUES (%s, %s) RETURNING {_COLUMNS}",
-                (franchisor_id, display_name),
-            )
-            created = await cur.fetchone()
-            assert created is not None
+    # ON CONFLICT, not a caught unique violation: PostgreSQL would log the conflicting key
+    async with conn.transaction():
+        cur = conn.cursor(row_factory=class_row(Franchisor))
+        await cur.execute(
+            "INSERT INTO franchisors (id, display_name) VALUES (%s, %s)"
+            f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
+            (franchisor_id, display_name),
+        )
+        created = await cur.fetchone()
+        if created is not None:
             await audit.record(conn, principal, "franchisor.create", created.scope.name, created.id)
-    except psycopg.errors.UniqueViolation:
+    if created is None:
         raise AlreadyExists(
             f"franchisors/{franchisor_id} already exists", resource=f"franchisors/{franchisor_id}"
         )
@@ -83,10 +95,16 @@ async def update_franchisor(
     display_name: str | None,
     slack_channel_id: str | None,
     etag: str,
+    *,
+    opt_out_scope: OptOutScope | None = None,
 ) -> Franchisor:
     """Sets the given fields (None: leave as is; slack_channel_id "" clears the brand channel)
-    atomically; a stale etag raises EtagMismatch. The edge turns update_mask into the Nones."""
+    atomically; a stale etag raises EtagMismatch. The edge turns update_mask into the Nones.
+    Changing opt_out_scope needs FRANCHISOR_UPDATE_OPT_OUT_SCOPE too; it takes effect for
+    opt-outs from then on (suppressions already recorded stay)."""
     authorize(principal, Action.FRANCHISOR_UPDATE_SETTINGS, scope)
+    if opt_out_scope is not None:
+        authorize(principal, Action.FRANCHISOR_UPDATE_OPT_OUT_SCOPE, scope)
     problems = Violations()
     if display_name is not None:
         problems.check("franchisor.display_name", display_name_problem(display_name))
@@ -95,7 +113,11 @@ async def update_franchisor(
     problems.raise_if_any()
     fields = [
         name
-        for name, value in (("display_name", display_name), ("slack_channel_id", slack_channel_id))
+        for name, value in (
+            ("display_name", display_name),
+            ("slack_channel_id", slack_channel_id),
+            ("opt_out_scope", opt_out_scope),
+        )
         if value is not None
     ]
     async with conn.transaction():
@@ -114,12 +136,13 @@ async def update_franchisor(
                 f"{scope.name} changed since etag {etag}; read it again", resource=scope.name
             )
         await cur.execute(
-            "UPDATE franchisors SET display_name = %s, slack_channel_id = %s,"
+            "UPDATE franchisors SET display_name = %s, slack_channel_id = %s, opt_out_scope = %s,"
             " update_time = now(), version = version + 1"
             f" WHERE id = %s AND version = %s RETURNING {_COLUMNS}",
             (
                 current.display_name if display_name is None else display_name,
                 current.slack_channel_id if slack_channel_id is None else slack_channel_id,
+                (current.opt_out_scope if opt_out_scope is None else opt_out_scope).value,
                 scope.franchisor_id,
                 current.version,
             ),
@@ -127,8 +150,20 @@ async def update_franchisor(
         updated = await cur.fetchone()
         if updated is None:
             raise EtagMismatch(f"{scope.name} changed concurrently; read it again")
+        changes: dict[str, Any] = {}
+        if opt_out_scope is not None and opt_out_scope != current.opt_out_scope:
+            changes["opt_out_scope"] = {
+                "from": current.opt_out_scope.value,
+                "to": opt_out_scope.value,
+            }
         await audit.record(
-            conn, principal, "franchisor.update", scope.name, scope.franchisor_id, fields=fields
+            conn,
+            principal,
+            "franchisor.update",
+            scope.name,
+            scope.franchisor_id,
+            fields=fields,
+            **changes,
         )
     return updated
 
@@ -149,3 +184,13 @@ async def brand_slack_channel(conn: AsyncConnection[Any], franchisor_id: str) ->
     )
     row = await cur.fetchone()
     return str(row[0]) if row else ""
+
+
+async def opt_out_scope(conn: AsyncConnection[Any], franchisor_id: str) -> OptOutScope:
+    """What an opt-out at one of the franchisor's locations covers, without access checks: for
+    the platform's own work (recording revocations); LOCATION when there is no such franchisor."""
+    cur = await conn.execute(
+        "SELECT opt_out_scope FROM franchisors WHERE id = %s", (franchisor_id,)
+    )
+    row = await cur.fetchone()
+    return OptOutScope(row[0]) if row else OptOutScope.LOCATION

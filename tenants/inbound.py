@@ -28,12 +28,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import phonenumbers
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from tenants.access import Principal, Role
 from tenants.activity import record_activity
+from tenants.brand_suppression import hold_phone_before_opt_out, revoke
 from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
 from tenants.contacts import (
     COLLECTION as CONTACTS,
@@ -63,6 +63,9 @@ EDGE = Principal("system", "inbound-edge", Role.OPERATOR, None)
 CONFIRMATION_WITHIN = timedelta(minutes=5)
 HELP_WITHIN = timedelta(hours=1)
 MAX_BODY = 1600  # Twilio's limit for one message; anything longer is cut (and the row says so)
+# inbound texts as resources: `franchisors/{f}/locations/{l}/inboundMessages/{id}` (the review
+# queue lists and resolves the flagged ones)
+FLAGGED_COLLECTION = "inboundMessages"
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,13 @@ async def _act(conn: AsyncConnection[Any], inbound_id: int, sms: InboundSms) -> 
         )
         acted.followups.append(
             await _owe_staff_notice(
-                conn, NoticeKind.REPLY_RECEIVED, contact, running, inbound_id, sms
+                conn,
+                NoticeKind.REPLY_RECEIVED,
+                contact,
+                running,
+                inbound_id,
+                sms,
+                review_reason=verdict.review_reason,
             )
         )
     return acted
@@ -245,9 +254,17 @@ async def _owe_staff_notice(
     inbound_id: int,
     sms: InboundSms,
     keyword: str = "",
+    review_reason: str = "",
 ) -> int | None:
     """Tells the location's staff (Slack or the log) what the contact texted, and where in a
-    sequence (running) it found them."""
+    sequence (running) it found them; a text flagged for review names itself (`flagged`), so
+    that the notice can offer its resolution."""
+    flagged = {}
+    if review_reason:
+        flagged = {
+            "flagged": f"{contact.location.name}/{FLAGGED_COLLECTION}/{inbound_id}",
+            "review_reason": review_reason,
+        }
     return await owe_notice(
         conn,
         kind,
@@ -259,7 +276,44 @@ async def _owe_staff_notice(
         enrollment_id=running.id if running else "",
         # the step whose text the contact answers (not the one the enrollment waits for)
         step=await last_sent_step(conn, running) if running else -1,
+        **flagged,
     )
+
+
+def revocation_evidence(
+    carrier: str, carrier_message_id: str, received_at: datetime, body: str, source_note: str = ""
+) -> ConsentEvidence:
+    """The revocation a contact's text makes: their words, when they wrote them."""
+    return ConsentEvidence(
+        ConsentKind.REVOKE,
+        ConsentChannel.SMS_REPLY,
+        received_at,
+        source=f"{carrier} message {carrier_message_id}{source_note}",
+        raw_text=body[:2000],
+    )
+
+
+async def revoke_by_text(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    contact: Contact,
+    evidence: ConsentEvidence,
+    signal_id: str,
+) -> tuple[Enrollment | None, tuple[int, ...]]:
+    """The one way a contact's text revokes consent, on arrival (the webhook) or later (a
+    reviewer's `opt_out` resolution, `tenants.review_queue`): appends the revocation (every
+    sequence of the location is suppressed when it commits; every location of the brand when
+    the franchisor's opt_out_scope is BRAND, `tenants.brand_suppression`) and owes the running
+    enrollment `opted_out` (deduplicated by signal_id), and those it ends at the brand's other
+    locations. Returns (the running enrollment, the follow-ups). The caller holds the contact
+    row locked, in a transaction."""
+    revocation = await revoke(conn, principal, contact.name, contact.phone_e164, evidence)
+    running = await running_for_contact(conn, contact.name)
+    signal = await owe_signal_to(
+        conn, FollowupKind.SIGNAL_OPTED_OUT, contact.name, running, signal_id
+    )
+    owed = (signal,) if signal is not None else ()
+    return running, owed + revocation.followups
 
 
 async def _opt_out(
@@ -273,34 +327,25 @@ async def _opt_out(
     inbound_id: int,
 ) -> None:
     was_opted_out = contact.opted_out
-    await append_events(
+    running, owed = await revoke_by_text(
         conn,
         EDGE,
-        contact.location,
-        [
-            (
-                contact.name.id,
-                contact.phone_e164,
-                ConsentEvidence(
-                    ConsentKind.REVOKE,
-                    ConsentChannel.SMS_REPLY,
-                    sms.received_at,
-                    source=f"{sms.carrier} message {sms.carrier_message_id}",
-                    raw_text=sms.body[:2000],
-                ),
-            )
-        ],
+        contact,
+        revocation_evidence(sms.carrier, sms.carrier_message_id, sms.received_at, sms.body),
+        sms.carrier_message_id,
     )
-    running = await running_for_contact(conn, contact.name)
-    acted.followups.append(
-        await owe_signal_to(
-            conn, FollowupKind.SIGNAL_OPTED_OUT, contact.name, running, sms.carrier_message_id
-        )
-    )
+    acted.followups.extend(owed)
     if not was_opted_out:
         acted.followups.append(
             await _owe_staff_notice(
-                conn, NoticeKind.OPTED_OUT, contact, running, inbound_id, sms, verdict.keyword
+                conn,
+                NoticeKind.OPTED_OUT,
+                contact,
+                running,
+                inbound_id,
+                sms,
+                verdict.keyword,
+                verdict.review_reason,
             )
         )
     if not was_opted_out and not sms.carrier_handled_opt_out:
@@ -362,13 +407,24 @@ async def _suppressed_stranger(
     except DomainError:
         log.warning("inbound %s: an opt-out from a number that cannot be a contact", inbound_id)
         return None
-    try:
-        async with conn.transaction():  # a savepoint: a concurrent STOP may insert it first
-            return await insert(conn, location.scope, new_contact_id(), valid)
-    except psycopg.errors.UniqueViolation:
-        return (await load_by_phones(conn, location.scope, [valid.phone_e164])).get(
-            valid.phone_e164
-        )
+    await hold_phone_before_opt_out(conn, location.scope.franchisor_id, valid.phone_e164)
+    # a concurrent STOP may insert it first: then read that one (ON CONFLICT, so that
+    # PostgreSQL does not log the number as a failed key)
+    created = await insert(conn, location.scope, new_contact_id(), valid)
+    if created is not None:
+        return created
+    return (await load_by_phones(conn, location.scope, [valid.phone_e164])).get(valid.phone_e164)
+
+
+async def sender_for_opt_out(
+    conn: AsyncConnection[Any], location: Location, from_number: str, inbound_id: int
+) -> Contact | None:
+    """The location's contact with this sender number (locked), or a new suppressible contact
+    when it has none yet (a reviewer read a stranger's text as an opt-out); None when the
+    number cannot be a contact."""
+    phone = _e164(from_number)
+    found = (await load_by_phones(conn, location.scope, [phone])).get(phone)
+    return found or await _suppressed_stranger(conn, location, phone, inbound_id)
 
 
 _CARRIER_INTENTS = {"STOP": Intent.OPT_OUT, "START": Intent.START, "HELP": Intent.HELP}

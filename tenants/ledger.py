@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncConnection
 
+from tenants.send_rules import rules_version
+
 if TYPE_CHECKING:
     from tenants.enrollments import Enrollment
 
@@ -51,14 +53,15 @@ async def reserve_outbound(
     key: str = "",
 ) -> Reservation:
     """Reserves the ledger row of (enrollment, step) (or, for a text outside any enrollment,
-    of `key`); an existing one is returned as it is."""
+    of `key`); an existing one is returned as it is. A sequence text records the send-rules
+    version its window was checked under (the evidence export shows it)."""
     key = key or f"{enrollment_id}:{step_index}"
     cur = await conn.execute(
         "INSERT INTO messages (franchisor_id, location_id, contact_id, direction, body, encoding,"
         " segments, enrollment_id, step_index, template_revision, idempotency_key, carrier,"
-        " status, from_number, to_number, create_time, status_time)"
+        " status, from_number, to_number, create_time, status_time, rules_version)"
         " VALUES (%s, %s, %s, 'outbound', %s, %s, %s, %s, %s, %s, %s, %s, 'sending', %s, %s,"
-        " %s, %s)"
+        " %s, %s, %s)"
         " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
         (
             franchisor_id,
@@ -76,6 +79,7 @@ async def reserve_outbound(
             to_number,
             now,
             now,
+            rules_version() if enrollment_id is not None else "",
         ),
     )
     row = await cur.fetchone()

@@ -9,7 +9,6 @@ from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import psycopg
 from psycopg import AsyncConnection
 
 from tenants import audit
@@ -207,15 +206,14 @@ async def _replace_sender_numbers(
         (scope.franchisor_id, scope.location_id),
     )
     for position, number in enumerate(numbers):
-        try:
-            async with conn.transaction():
-                await conn.execute(
-                    "INSERT INTO location_sender_numbers"
-                    " (phone_number, franchisor_id, location_id, position)"
-                    " VALUES (%s, %s, %s, %s)",
-                    (number, scope.franchisor_id, scope.location_id, position),
-                )
-        except psycopg.errors.UniqueViolation:
+        # ON CONFLICT, not a caught unique violation: PostgreSQL would log the number
+        cur = await conn.execute(
+            "INSERT INTO location_sender_numbers"
+            " (phone_number, franchisor_id, location_id, position)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING position",
+            (number, scope.franchisor_id, scope.location_id, position),
+        )
+        if await cur.fetchone() is None:
             raise AlreadyExists(
                 f"{number} is already the sender number of another location",
                 reason="SENDER_NUMBER_TAKEN",
@@ -240,31 +238,36 @@ async def create_location(
     values = _validate(data, UPDATABLE_FIELDS, region, problems)
     scope = TenantScope(parent.franchisor_id, location_id)
     window: SendWindow = values["send_window"]
-    try:
-        async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO locations (franchisor_id, id, display_name, time_zone, region_code,"
-                " send_window_start, send_window_end, send_days, slack_channel_id,"
-                " daily_enrollment_cap) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    scope.franchisor_id,
-                    location_id,
-                    values["display_name"],
-                    values["time_zone"],
-                    region,
-                    window.start_minute,
-                    window.end_minute,
-                    list(window.days),
-                    values["slack_channel_id"],
-                    values["daily_enrollment_cap"],
-                ),
-            )
-            await _replace_sender_numbers(conn, scope, values["sender_phone_numbers"])
-            await audit.record(conn, principal, "location.create", scope.name, scope.franchisor_id)
-    except psycopg.errors.UniqueViolation:
-        raise AlreadyExists(f"{scope.name} already exists", resource=scope.name)
-    except psycopg.errors.ForeignKeyViolation:
-        raise NotFound(f"{parent.name} does not exist", resource=parent.name)
+    # Look first, insert ON CONFLICT: a caught foreign-key or unique violation would make
+    # PostgreSQL log the key. KEY SHARE keeps the franchisor from going away meanwhile.
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT 1 FROM franchisors WHERE id = %s FOR KEY SHARE", (parent.franchisor_id,)
+        )
+        if await cur.fetchone() is None:
+            raise NotFound(f"{parent.name} does not exist", resource=parent.name)
+        cur = await conn.execute(
+            "INSERT INTO locations (franchisor_id, id, display_name, time_zone, region_code,"
+            " send_window_start, send_window_end, send_days, slack_channel_id,"
+            " daily_enrollment_cap) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING id",
+            (
+                scope.franchisor_id,
+                location_id,
+                values["display_name"],
+                values["time_zone"],
+                region,
+                window.start_minute,
+                window.end_minute,
+                list(window.days),
+                values["slack_channel_id"],
+                values["daily_enrollment_cap"],
+            ),
+        )
+        if await cur.fetchone() is None:
+            raise AlreadyExists(f"{scope.name} already exists", resource=scope.name)
+        await _replace_sender_numbers(conn, scope, values["sender_phone_numbers"])
+        await audit.record(conn, principal, "location.create", scope.name, scope.franchisor_id)
     created = await _load(conn, scope)
     assert created is not None
     return created

@@ -9,9 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tenants.errors import FieldViolation, InvalidArgument
+from tenants.input_validity import text_problem
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_KEY_LENGTH = 1000  # the keys this API issues are ids, sort keys and times: far shorter
+MAX_INTEGER = 2**31 - 1  # PostgreSQL integer
+MAX_BIGINT = 2**63 - 1  # PostgreSQL bigint
 
 
 @dataclass(frozen=True)
@@ -44,12 +48,31 @@ def page_request(list_name: str, page_size: int, page_token: str) -> PageRequest
         decoded = json.loads(base64.urlsafe_b64decode(padded.encode()))
         token_parent, after = decoded["p"], decoded["a"]
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise InvalidArgument([FieldViolation("page_token", "is not a token this API issued")])
-    if token_parent != list_name or not isinstance(after, str):
+        raise _not_issued()
+    # a forged token may carry anything JSON can: only a text key without control characters
+    # reaches a query
+    if not isinstance(after, str) or not isinstance(token_parent, str):
+        raise _not_issued()
+    if text_problem(after, MAX_KEY_LENGTH) or text_problem(token_parent):
+        raise _not_issued()
+    if token_parent != list_name:
         raise InvalidArgument(
             [FieldViolation("page_token", "belongs to a different list than this request's")]
         )
     return PageRequest(list_name, size, after)
+
+
+def _not_issued() -> InvalidArgument:
+    return InvalidArgument([FieldViolation("page_token", "is not a token this API issued")])
+
+
+def number_key(after: str | None) -> int | None:
+    """The page key of a row ordered by a (PostgreSQL integer) number; None for the first page."""
+    if not after:
+        return None
+    if not after.isascii() or not after.isdigit() or int(after) > MAX_INTEGER:
+        raise _not_issued()
+    return int(after)
 
 
 def time_key(at: datetime, row_id: int) -> str:
@@ -63,6 +86,9 @@ def parse_time_key(after: str | None) -> tuple[datetime | None, int]:
         return None, 0
     when, _, ident = after.rpartition("|")
     try:
-        return datetime.fromisoformat(when), int(ident)
+        at, row_id = datetime.fromisoformat(when), int(ident)
     except ValueError:
-        raise InvalidArgument([FieldViolation("page_token", "is not a token this API issued")])
+        raise _not_issued()
+    if at.tzinfo is None or not 0 <= row_id <= MAX_BIGINT:
+        raise _not_issued()
+    return at, row_id

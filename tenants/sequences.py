@@ -9,12 +9,11 @@ one JSON document, versioned with its row (etag).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
@@ -29,6 +28,7 @@ from tenants.errors import (
     NotFound,
     Violations,
 )
+from tenants.first_text_warnings import first_text_warnings
 from tenants.listing import ListScope, scope_filter
 from tenants.locations import check_exists
 from tenants.names import ChildName, TenantScope, display_name_problem, id_problem, parse_child
@@ -153,10 +153,22 @@ class Sequence:
     create_time: datetime
     update_time: datetime
     version: int
+    # what the author should know (e.g. the first text gets the brand and opt-out line added);
+    # filled by create, update and get, not by list
+    warnings: tuple[str, ...] = ()
 
     @property
     def etag(self) -> str:
         return f'"{self.version}"'
+
+
+async def with_warnings(conn: AsyncConnection[Any], sequence: Sequence) -> Sequence:
+    """sequence with its author warnings (GetSequence asks for them; enrolling does not)."""
+    steps = sequence.definition.steps
+    if not steps:
+        return sequence
+    found = await first_text_warnings(conn, sequence.name.scope.franchisor_id, steps[0].template)
+    return replace(sequence, warnings=found)
 
 
 async def validate_definition(
@@ -298,17 +310,20 @@ async def create_sequence(
     await check_exists(conn, parent)
     definition = await validate_definition(conn, principal, parent, definition)
     name = ChildName(parent, COLLECTION, sequence_id)
-    try:
-        async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO sequences (franchisor_id, location_id, id, display_name, definition,"
-                " priority, entry_kind, entry_activity) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (*_key(name), display_name, Jsonb(definition.to_json()), *_indexed(definition)),
-            )
+    # ON CONFLICT, not a caught unique violation: PostgreSQL would log the conflicting key
+    async with conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO sequences (franchisor_id, location_id, id, display_name, definition,"
+            " priority, entry_kind, entry_activity) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING id",
+            (*_key(name), display_name, Jsonb(definition.to_json()), *_indexed(definition)),
+        )
+        inserted = await cur.fetchone() is not None
+        if inserted:
             await audit.record(conn, principal, "sequence.create", name.name, parent.franchisor_id)
-    except psycopg.errors.UniqueViolation:
+    if not inserted:
         raise AlreadyExists(f"{name.name} already exists", resource=name.name)
-    return await load_sequence(conn, name)
+    return await with_warnings(conn, await load_sequence(conn, name))
 
 
 async def get_sequence(
@@ -425,7 +440,7 @@ async def update_sequence(
             name.scope.franchisor_id,
             fields=sorted(fields),
         )
-    return await load_sequence(conn, name)
+    return await with_warnings(conn, await load_sequence(conn, name))
 
 
 async def archive_sequence(

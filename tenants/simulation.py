@@ -20,7 +20,9 @@ from tenants.access import Action, Principal, authorize
 from tenants.activity import kinds_since
 from tenants.contacts import ConsentState, Contact
 from tenants.errors import FieldViolation, InvalidArgument
+from tenants.first_message import first_message_warnings, outgoing_text
 from tenants.franchisors import get_franchisor
+from tenants.input_validity import within_calendar
 from tenants.locations import Location, get_location
 from tenants.message_context import contact_context, fixed_links, render_step
 from tenants.names import ChildName, TenantScope
@@ -55,6 +57,10 @@ class PlannedStep:
     text: str
     segments: SegmentCount | None
     template_revision: str
+    # the enrollment's first text: the brand and opt-out line are added when missing (text and
+    # segments include them); warnings tell the author so
+    first_message: bool = False
+    warnings: tuple[str, ...] = ()
 
     @property
     def local_send_time(self) -> str:
@@ -122,12 +128,14 @@ async def simulate_sequence(
         )
     loc = await get_location(conn, principal, location)
     brand = (await get_franchisor(conn, principal, location.franchisor)).display_name
-    if contact is not None:
-        subject = await _real_subject(conn, principal, contact, loc, brand, start, name)
-    else:
-        assert described is not None
-        subject = _described_subject(described, loc, brand, name)
-    return await _plan(conn, sequence, subject, start, public_url)
+    # a start near year 1 or 9999 plans dates outside the calendar: the caller's start_time
+    with within_calendar("start_time", "the plan from this start time"):
+        if contact is not None:
+            subject = await _real_subject(conn, principal, contact, loc, brand, start, name)
+        else:
+            assert described is not None
+            subject = _described_subject(described, loc, brand, name)
+        return await _plan(conn, sequence, subject, start, public_url)
 
 
 async def _real_subject(
@@ -196,6 +204,8 @@ async def _plan(
     own_sends: list[datetime] = []
     previous: datetime | None = None
     zone = s.recipient.zones[0]
+    brand = s.context.lookup("brand.name")
+    first = True  # until a step is planned to send
     for index, step in enumerate(d.steps):
         due = due_time(step, start, previous, zone)
         step_text = await render_step(conn, s.location.scope, step.template, s.context, links)
@@ -218,6 +228,8 @@ async def _plan(
         if decision.outcome in (Outcome.SEND, Outcome.DEFER):
             assert decision.at is not None
             outcome = "send_after_approval" if step.require_approval else "send"
+            sent = outgoing_text(text, brand, first_message=first)
+            warnings = first_message_warnings(text, brand, f"step {index}") if first else []
             sends.append(decision.at)
             own_sends.append(decision.at)
             previous = decision.at
@@ -229,11 +241,14 @@ async def _plan(
                     s.recipient.zones,
                     outcome,
                     decision.reasons,
-                    text,
-                    count(text),
+                    sent.text,
+                    sent.segments,
                     revision,
+                    first,
+                    tuple(warnings),
                 )
             )
+            first = False
             continue
         previous = due
         planned.append(

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
 
 from tenants import audit
@@ -91,23 +90,24 @@ async def create_staff_member(
     authorize_grant(principal, role, parent)
     await check_exists(conn, parent)
     name = ChildName(parent, COLLECTION, staff_member_id)
-    try:
-        async with conn.transaction():
-            cur = await conn.execute(
-                "INSERT INTO staff_members (franchisor_id, location_id, id, display_name, role,"
-                " slack_user_id, email) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " RETURNING franchisor_id, location_id, id, display_name, role, slack_user_id,"
-                " email, create_time",
-                (
-                    *_scope_args(parent),
-                    staff_member_id,
-                    display_name,
-                    role.value,
-                    slack_user_id or None,
-                    email,
-                ),
-            )
-            row = await cur.fetchone()
+    # ON CONFLICT, not a caught unique violation: PostgreSQL would log the conflicting key
+    async with conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO staff_members (franchisor_id, location_id, id, display_name, role,"
+            " slack_user_id, email) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+            " RETURNING franchisor_id, location_id, id, display_name, role, slack_user_id,"
+            " email, create_time",
+            (
+                *_scope_args(parent),
+                staff_member_id,
+                display_name,
+                role.value,
+                slack_user_id or None,
+                email,
+            ),
+        )
+        row = await cur.fetchone()
+        if row is not None:
             await audit.record(
                 conn,
                 principal,
@@ -116,15 +116,19 @@ async def create_staff_member(
                 parent.franchisor_id,
                 role=role.value,
             )
-    except psycopg.errors.UniqueViolation as exc:
-        if "slack_user" in str(exc.diag.constraint_name):
+    if row is None:
+        cur = await conn.execute(
+            "SELECT 1 FROM staff_members WHERE franchisor_id = %s"
+            " AND coalesce(location_id, '') = %s AND id = %s",
+            (parent.franchisor_id, parent.location_id or "", staff_member_id),
+        )
+        if slack_user_id and await cur.fetchone() is None:
             raise AlreadyExists(
                 f"Slack user {slack_user_id} is already mapped to a staff member"
                 " of this franchisor",
                 reason="SLACK_USER_TAKEN",
             )
         raise AlreadyExists(f"{name.name} already exists", resource=name.name)
-    assert row is not None
     return _from_row(row)
 
 

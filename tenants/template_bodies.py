@@ -9,10 +9,10 @@ sees are the numbers the check used.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 
 from tenants.errors import FieldViolation, InvalidArgument
+from tenants.first_message import first_message_warnings, outgoing_text
 from tenants.placeholders import (
     LinkMaker,
     ParsedTemplate,
@@ -38,9 +38,6 @@ SAMPLE_VALUES = {
     "last_activity.date": "Oct 3",
 }
 SAMPLE_CONTEXT = RenderContext(SAMPLE_VALUES)
-
-# "Reply STOP to opt out", "Text STOP to unsubscribe", "STOP=stop" ... (COMPLIANCE §2.13)
-_OPT_OUT_LANGUAGE = re.compile(r"(?i)\b(stop|unsubscribe|opt[ -]?out)\b")
 
 
 def preview_link_maker(public_url: str) -> LinkMaker:
@@ -96,6 +93,7 @@ def check_edited_text(text: str, field: str = "text") -> None:
 @dataclass(frozen=True)
 class Preview:
     rendering: Rendering
+    text: str  # what would be sent: a first message with the brand and opt-out line added
     segments: SegmentCount
     gsm7_text: str
     gsm7_segments: SegmentCount
@@ -105,9 +103,13 @@ class Preview:
 def preview(
     parsed: ParsedTemplate, context: RenderContext, link_for: LinkMaker, *, first_message: bool
 ) -> Preview:
+    """The rendering as it would be sent; as a sequence's first message (first_message), with
+    what `first_message.outgoing_text` adds, counted in its segments."""
     rendering = render(parsed, context, link_for)
-    segments = count(rendering.preview)
-    gsm7_text = to_gsm7(rendering.preview)
+    brand = context.lookup("brand.name")
+    outgoing = outgoing_text(rendering.preview, brand, first_message=first_message)
+    text, segments = outgoing.text, outgoing.segments
+    gsm7_text = to_gsm7(text)
     warnings = [
         f"{{{{{name}}}}} has no value for this contact and no fallback: the step would be skipped"
         for name in rendering.missing
@@ -118,8 +120,11 @@ def preview(
             f"{shown!r} force UCS-2 ({segments.segments} segments); "
             f"with GSM-7 replacements: {count(gsm7_text).segments} segments"
         )
-    if first_message and not _OPT_OUT_LANGUAGE.search(rendering.preview):
-        warnings.append(
-            "a sequence's first message must say how to opt out (e.g. 'Reply STOP to opt out')"
-        )
-    return Preview(rendering, segments, gsm7_text, count(gsm7_text), tuple(warnings))
+    if first_message:
+        warnings.extend(first_message_warnings(rendering.preview, brand, "this template"))
+        if segments.segments > MAX_SEGMENTS:
+            warnings.append(
+                f"as a first message it is {segments.segments} segments (more than "
+                f"{MAX_SEGMENTS}): it would still be sent, the additions are required"
+            )
+    return Preview(rendering, text, segments, gsm7_text, count(gsm7_text), tuple(warnings))

@@ -17,7 +17,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
 
 from tenants import audit, listing
@@ -34,7 +33,7 @@ from tenants.errors import (
 from tenants.listing import ListScope, scope_filter
 from tenants.locations import check_exists
 from tenants.names import ChildName, TenantScope, display_name_problem, id_problem, parse_child
-from tenants.pagination import PageRequest
+from tenants.pagination import PageRequest, number_key
 from tenants.template_bodies import check_body
 
 COLLECTION = "templates"
@@ -301,22 +300,24 @@ async def create_template(
     check_body(body, public_url)
     state = RevisionState.DRAFT if brand else RevisionState.APPROVED
     name = ChildName(parent, COLLECTION, template_id)
-    try:
-        async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO templates (franchisor_id, location_id, id, display_name, lock_mode,"
-                " override_of, latest_revision, latest_state, latest_body, live_revision)"
-                " VALUES (%s, %s, %s, %s, %s, %s, 1, %s, %s, %s)",
-                (
-                    *template_key(name),
-                    data.display_name,
-                    (data.lock_mode or LockMode.LOCKED).value,
-                    brand.name.id if brand else None,
-                    state.value,
-                    body,
-                    None if brand else 1,
-                ),
-            )
+    # ON CONFLICT, not a caught unique violation: PostgreSQL would log the conflicting key
+    async with conn.transaction():
+        cur = await conn.execute(
+            "INSERT INTO templates (franchisor_id, location_id, id, display_name, lock_mode,"
+            " override_of, latest_revision, latest_state, latest_body, live_revision)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 1, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+            (
+                *template_key(name),
+                data.display_name,
+                (data.lock_mode or LockMode.LOCKED).value,
+                brand.name.id if brand else None,
+                state.value,
+                body,
+                None if brand else 1,
+            ),
+        )
+        inserted = await cur.fetchone() is not None
+        if inserted:
             await conn.execute(
                 "INSERT INTO template_revisions (franchisor_id, location_id, template_id,"
                 " number, body, state, author) VALUES (%s, %s, %s, 1, %s, %s, %s)",
@@ -331,8 +332,13 @@ async def create_template(
                 state=state.value,
                 override_of=data.override_of or None,
             )
-    except psycopg.errors.UniqueViolation as exc:
-        if "one_override" in str(exc.diag.constraint_name):
+    if not inserted:
+        cur = await conn.execute(
+            "SELECT 1 FROM templates WHERE franchisor_id = %s"
+            " AND coalesce(location_id, '') = %s AND id = %s",
+            (name.scope.franchisor_id, name.scope.location_id or "", name.id),
+        )
+        if brand and await cur.fetchone() is None:
             raise AlreadyExists(
                 f"{parent.name} already overrides {data.override_of}",
                 reason="OVERRIDE_EXISTS",
@@ -478,7 +484,7 @@ async def list_revisions(
     """Revisions newest first."""
     authorize(principal, Action.TEMPLATE_READ, name.scope)
     await load_template(conn, name)
-    after = int(page.after) if page.after and page.after.isdigit() else None
+    after = number_key(page.after)
     cur = await conn.execute(
         "SELECT number, body, state, author, reason, create_time FROM template_revisions"
         " WHERE franchisor_id = %s AND location_id IS NOT DISTINCT FROM %s AND template_id = %s"

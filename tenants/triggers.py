@@ -7,9 +7,9 @@ activity enrolls into, and the record of every refused entry.
   order of an index (keyset pagination, never one huge result): with all three signals the
   `contacts_quiet` expression index serves the range itself; with fewer, the location's
   contacts are walked in primary-key order and filtered. Contacts that cannot enter anyway
-  (no consent, opted out, already running this sequence) are left out by the query; the entry
-  rules decide the rest (cooldown, priority against another running sequence, the daily cap)
-  and record their refusals.
+  (no consent, opted out, undeliverable, already running this sequence) are left out by the
+  query; the entry rules decide the rest (cooldown, priority against another running sequence,
+  the daily cap) and record their refusals.
 * Activity: an activity of a kind that active sequences listen to owes one enrollment per
   sequence (a follow-up, delivered by the relay: an activity recorded while Temporal is away
   still enrolls later), once per activity (a repeated reference is one activity). The same
@@ -123,7 +123,7 @@ def _quiet_query(target: InactivityTarget) -> str:
     # and counts as enrolled by it). One running another sequence is attempted: the entry rules
     # decide (priority, interruption) and record the refusal.
     eligible = (
-        " c.consent_state = 'granted' AND c.opted_out_at IS NULL"
+        " c.consent_state = 'granted' AND c.opted_out_at IS NULL AND c.undeliverable_at IS NULL"
         " AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.franchisor_id = c.franchisor_id"
         "  AND e.location_id = c.location_id AND e.contact_id = c.id"
         "  AND e.status IN ('active', 'paused', 'awaiting_approval')"

@@ -1,15 +1,21 @@
 """Which time zones a contact may be in, and which states' rules may apply (COMPLIANCE §1.3).
 
 Source order: the contact's explicit zone, else its address state when that state has a single
-zone, else the phone number's area code (`phonenumbers`), else the location's zone. The source
-is recorded so that a deferral can be explained. States are gathered whatever the zone source,
-because the strictest rule of every state that may apply wins (COMPLIANCE §1.2).
+zone, else the phone number's area code, else the location's zone. The area code's zones are the
+union of `phonenumbers`' answer and the table of NANP area codes that span several zones
+(`tenants/data/multi_zone_area_codes.json`): `phonenumbers` maps some of those to one zone.
+The source is recorded so that a deferral can be explained. States are gathered whatever the
+zone source, because the strictest rule of every state that may apply wins (COMPLIANCE §1.2).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from importlib import resources
+from typing import Any
 
 import phonenumbers
 from phonenumbers import PhoneNumberType, geocoder, timezone
@@ -36,9 +42,43 @@ _NON_GEOGRAPHIC = frozenset(
     }
 )
 
+_AREA_CODE_FILE = "multi_zone_area_codes.json"
+
+
+def _load_area_codes() -> tuple[str, Mapping[str, tuple[str, ...]]]:
+    """The table's version and, per NANP area code, its zones (IANA names, table order).
+
+    A malformed row is a data error that could let a text out at the wrong hour: refuse to
+    start instead (as `send_rules` does for its data).
+    """
+    raw: dict[str, Any] = json.loads(
+        resources.files("tenants.data").joinpath(_AREA_CODE_FILE).read_text(encoding="utf-8")
+    )
+    table: dict[str, tuple[str, ...]] = {}
+    for code, row in raw["area_codes"].items():
+        zones = tuple(z["zone"] for z in row["zones"])
+        if not (len(code) == 3 and code.isdigit() and code[0] in "23456789"):
+            raise RuntimeError(f"{_AREA_CODE_FILE}: {code!r} is not a NANP area code")
+        if len(set(zones)) < 2:
+            raise RuntimeError(f"{_AREA_CODE_FILE}: {code} must list at least two zones")
+        for zone in zones:
+            try:
+                zone_info(zone)
+            except ValueError as exc:
+                raise RuntimeError(f"{_AREA_CODE_FILE}: {code}: {exc}")
+        table[code] = zones
+    return str(raw["version"]), table
+
+
+# NANP area codes that span several zones, with every zone a number there may be in.
+AREA_CODES_VERSION, MULTI_ZONE_AREA_CODES = _load_area_codes()
+
 # States (and DC) that lie in one IANA zone. Multi-zone states (AK, FL, ID, IN, KS, KY, MI, NE,
 # NV, ND, OR, SD, TN, TX) fall through to the area code. AZ is left out too: the Navajo Nation
 # keeps daylight saving time (America/Denver) while the rest of the state does not.
+# AL (Phenix City: Eastern) and OK (Kenton: Mountain) stay: only a few towns keep another clock
+# by custom, and an address without a town cannot tell; falling through to the area code would
+# give an out-of-state number's zone instead (see multi_zone_area_codes.json for 334 and 580).
 SINGLE_ZONE_STATES: dict[str, str] = {
     "AL": "America/Chicago",
     "AR": "America/Chicago",
@@ -139,10 +179,14 @@ def infer_zone(
 
 
 def _area_code_zones(number: phonenumbers.PhoneNumber) -> tuple[str, ...]:
+    """`phonenumbers`' zones for the number, then the table's zones for its NANP area code
+    that `phonenumbers` left out (deduplicated; () when neither knows)."""
     if phonenumbers.number_type(number) in _NON_GEOGRAPHIC:
         return ()
-    zones = timezone.time_zones_for_number(number)
-    return tuple(zone_info(z).key for z in zones if z != _UNKNOWN_ZONE)
+    zones = [zone_info(z).key for z in timezone.time_zones_for_number(number) if z != _UNKNOWN_ZONE]
+    if number.country_code == 1:
+        zones += MULTI_ZONE_AREA_CODES.get(str(number.national_number)[:3], ())
+    return tuple(dict.fromkeys(zones))
 
 
 def _area_code_state(number: phonenumbers.PhoneNumber) -> str:
@@ -159,3 +203,15 @@ def _area_code_state(number: phonenumbers.PhoneNumber) -> str:
     if code is None and "," in description:
         code = us_state_code(description.rsplit(",", 1)[1])
     return code or ""
+
+
+def with_area_code_table(
+    phone_e164: str, zones: tuple[str, ...], source: ZoneSource
+) -> tuple[str, ...]:
+    """Zones stored for a contact, plus the multi-zone table's zones for its area code when
+    they came from the area code: a contact stored before its area code's row was added (or
+    gained a zone) is judged by today's table, without a data migration."""
+    if source is not ZoneSource.AREA_CODE or not phone_e164.startswith("+1"):
+        return zones
+    extra = MULTI_ZONE_AREA_CODES.get(phone_e164[2:5], ())
+    return tuple(dict.fromkeys((*zones, *extra)))

@@ -105,7 +105,7 @@ async def slack_bot(
     pool: AsyncConnectionPool[Any], workflows: EnrollmentClient, fake: FakeSlack
 ) -> AsyncIterator[Bot]:
     client = web_client(fake.token, fake.api_base)
-    app = Starlette(routes=slack_routes(build_slack_app(pool, workflows, client, SECRET)))
+    app = Starlette(routes=slack_routes(build_slack_app(pool, workflows, client, SECRET), SECRET))
     relay = FollowupRelay(
         pool, workflows, OutboxCarrier(pool), notifier=SlackNotifier(pool, client)
     )

@@ -53,7 +53,15 @@ def test_operators_may_do_everything(action: Action, target: TenantScope | None)
         a
         for a in Action
         if a.name.endswith(
-            ("_CREATE", "_MANAGE", "_UPDATE_SETTINGS", "PROVISIONING", "_WRITE", "_APPROVE")
+            (
+                "_CREATE",
+                "_MANAGE",
+                "_UPDATE_SETTINGS",
+                "PROVISIONING",
+                "_OPT_OUT_SCOPE",
+                "_WRITE",
+                "_APPROVE",
+            )
         )
     ],
 )

@@ -24,6 +24,9 @@ Rules (DESIGN §4/§5, COMPLIANCE §2, tenants/access.py, contacts.proto, sequen
   location's manager and staff;
 * CONTACT_WRITE (create, update, import, RecordConsent, RecordActivity): franchisor admins and
   the location's manager;
+* the review queue: ListFlaggedMessages is CONTACT_READ (at a franchisor: franchisor principals,
+  every location); ResolveFlaggedMessage is FLAGGED_MESSAGE_RESOLVE (franchisor admins and the
+  location's manager, not viewers or staff);
 * SEQUENCE_READ like templates: brand sequences are read by every principal of the franchisor
   (location staff included); a location's sequences by the franchisor's admins and viewers and
   that location's principals;
@@ -54,6 +57,7 @@ from reengage.v1 import contacts_pb2_grpc, sequences_pb2_grpc, templates_pb2_grp
 from reengage.v1 import sequences_pb2 as spb
 from reengage.v1 import templates_pb2 as tpb
 from tenants import consent, contacts, sequences
+from tenants.inbound import InboundSms, receive
 from tenants.names import TenantScope, parse_child
 from tests.support import (
     A_DOWNTOWN,
@@ -413,6 +417,67 @@ def get_conversation(name: str) -> Build:
     return simple(lambda: cpb.GetConversationRequest(contact=name))
 
 
+# The review queue: flagged inbound texts (tenants/review_queue.py)
+SENDER_NUMBERS = {  # the sender numbers of tests.support's locations
+    A_DOWNTOWN: "+12125550101",
+    A_UPTOWN: "+13105550102",
+    B_HARBOR: "+13125550103",
+}
+
+
+async def flag_text(pool: Pool, location: TenantScope) -> str:
+    """A text from a stranger at location that may be an opt-out ("stop by"): flagged, handled
+    as a reply. Returns its name."""
+    async with pool.connection() as conn:
+        outcome = await receive(
+            conn,
+            InboundSms(
+                "twilio",
+                fresh("SM"),
+                fresh_phone(),
+                SENDER_NUMBERS[location],
+                "Can you stop by the counter tomorrow?",
+                datetime.now(UTC),
+            ),
+        )
+    assert outcome.review_reason, outcome
+    return f"{location.name}/inboundMessages/{outcome.inbound_id}"
+
+
+def list_flagged(parent: TenantScope) -> Build:
+    async def build(pool: Pool) -> Any:
+        for location in SENDER_NUMBERS:  # something to leak at every location
+            await flag_text(pool, location)
+        return cpb.ListFlaggedMessagesRequest(parent=parent.name)
+
+    return build
+
+
+def resolve_flagged(location: TenantScope | None, name: str = "") -> Build:
+    """A fresh flagged text at location (each cell its own), or the fixed name."""
+
+    async def build(pool: Pool) -> Any:
+        target = await flag_text(pool, location) if location is not None else name
+        return cpb.ResolveFlaggedMessageRequest(
+            name=target, resolution=cpb.FLAGGED_RESOLUTION_NOT_OPT_OUT
+        )
+
+    return build
+
+
+# Consent evidence export (tenants/evidence.py): a server stream, collected as a list
+
+
+def export_evidence(name: str) -> Build:
+    return simple(lambda: cpb.ExportContactEvidenceRequest(contact=name))
+
+
+def export_evidence_by_phone(location: TenantScope, phone: str) -> Build:
+    return simple(
+        lambda: cpb.ExportContactEvidenceRequest(location=location.name, phone_number=phone)
+    )
+
+
 # SequenceService requests
 
 
@@ -570,6 +635,70 @@ CASES: dict[str, Case] = {
         Case("GetConversation", "acme franchisor-level", "acme", get_conversation(A_LEVEL_CONTACT)),
         Case("GetConversation", "bravo/harbor contact", "bravo", get_conversation(HB_CY)),
         Case("GetConversation", "bravo/harbor missing", "bravo", get_conversation(HB_MISSING)),
+        # ListFlaggedMessages
+        Case("ListFlaggedMessages", "acme/downtown", "acme", list_flagged(A_DOWNTOWN)),
+        Case("ListFlaggedMessages", "acme/uptown", "acme", list_flagged(A_UPTOWN)),
+        Case("ListFlaggedMessages", "acme franchisor", "acme", list_flagged(A)),
+        Case("ListFlaggedMessages", "bravo/harbor", "bravo", list_flagged(B_HARBOR)),
+        Case("ListFlaggedMessages", "bravo/nope", "bravo", list_flagged(B_NOPE)),
+        # ResolveFlaggedMessage
+        Case("ResolveFlaggedMessage", "acme/downtown text", "acme", resolve_flagged(A_DOWNTOWN)),
+        Case("ResolveFlaggedMessage", "acme/uptown text", "acme", resolve_flagged(A_UPTOWN)),
+        Case(
+            "ResolveFlaggedMessage",
+            "acme/downtown missing",
+            "acme",
+            resolve_flagged(None, f"{A_DOWNTOWN.name}/inboundMessages/999999"),
+        ),
+        Case(
+            "ResolveFlaggedMessage",
+            "acme franchisor-level",
+            "acme",
+            resolve_flagged(None, f"{A.name}/inboundMessages/1"),
+        ),
+        Case("ResolveFlaggedMessage", "bravo/harbor text", "bravo", resolve_flagged(B_HARBOR)),
+        Case(
+            "ResolveFlaggedMessage",
+            "bravo/harbor missing",
+            "bravo",
+            resolve_flagged(None, f"{B_HARBOR.name}/inboundMessages/999999"),
+        ),
+        # ExportContactEvidence
+        Case("ExportContactEvidence", "acme/downtown contact", "acme", export_evidence(DT_ANN)),
+        Case("ExportContactEvidence", "acme/uptown contact", "acme", export_evidence(UT_BOB)),
+        Case("ExportContactEvidence", "acme/downtown missing", "acme", export_evidence(DT_MISSING)),
+        Case(
+            "ExportContactEvidence",
+            "acme franchisor-level",
+            "acme",
+            export_evidence(A_LEVEL_CONTACT),
+        ),
+        Case("ExportContactEvidence", "bravo/harbor contact", "bravo", export_evidence(HB_CY)),
+        Case("ExportContactEvidence", "bravo/harbor missing", "bravo", export_evidence(HB_MISSING)),
+        Case(
+            "ExportContactEvidence",
+            "acme/downtown by phone",
+            "acme",
+            export_evidence_by_phone(A_DOWNTOWN, "(212) 555-0111"),
+        ),
+        Case(
+            "ExportContactEvidence",
+            "acme/downtown unknown phone",
+            "acme",
+            export_evidence_by_phone(A_DOWNTOWN, "+12125550199"),
+        ),
+        Case(
+            "ExportContactEvidence",
+            "acme/nope by phone",
+            "acme",
+            export_evidence_by_phone(A_NOPE, "+12125550111"),
+        ),
+        Case(
+            "ExportContactEvidence",
+            "bravo/harbor by phone",
+            "bravo",
+            export_evidence_by_phone(B_HARBOR, "+13125550113"),
+        ),
         # CreateSequence
         Case("CreateSequence", "acme brand", "acme", create_sequence(A, A_TPL)),
         Case(
@@ -870,6 +999,27 @@ EXPECTED: dict[str, tuple[Any, ...]] = {
     "GetConversation[acme franchisor-level]":             (IA, IA, IA, XI, XI, XI, XI, UA, UA, UA),
     "GetConversation[bravo/harbor contact]":              (OK, PD, PD, PD, PD, OK, OK, UA, UA, UA),
     "GetConversation[bravo/harbor missing]":              (NF, PD, PD, PD, PD, NF, NF, UA, UA, UA),
+    "ListFlaggedMessages[acme/downtown]":                 (OK, OK, OK, OK, OK, PD, PD, UA, UA, UA),
+    "ListFlaggedMessages[acme/uptown]":                   (OK, OK, OK, PD, PD, PD, PD, UA, UA, UA),
+    "ListFlaggedMessages[acme franchisor]":               (OK, OK, OK, PD, PD, PD, PD, UA, UA, UA),
+    "ListFlaggedMessages[bravo/harbor]":                  (OK, PD, PD, PD, PD, OK, OK, UA, UA, UA),
+    "ListFlaggedMessages[bravo/nope]":                    (E,  PD, PD, PD, PD, E,  PD, UA, UA, UA),
+    "ResolveFlaggedMessage[acme/downtown text]":          (OK, OK, PD, OK, PD, PD, PD, UA, UA, UA),
+    "ResolveFlaggedMessage[acme/uptown text]":            (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
+    "ResolveFlaggedMessage[acme/downtown missing]":       (NF, NF, PD, NF, PD, PD, PD, UA, UA, UA),
+    "ResolveFlaggedMessage[acme franchisor-level]":       (IA, IA, XI, XI, XI, XI, XI, UA, UA, UA),
+    "ResolveFlaggedMessage[bravo/harbor text]":           (OK, PD, PD, PD, PD, OK, OK, UA, UA, UA),
+    "ResolveFlaggedMessage[bravo/harbor missing]":        (NF, PD, PD, PD, PD, NF, NF, UA, UA, UA),
+    "ExportContactEvidence[acme/downtown contact]":       (OK, OK, OK, OK, PD, PD, PD, UA, UA, UA),
+    "ExportContactEvidence[acme/uptown contact]":         (OK, OK, OK, PD, PD, PD, PD, UA, UA, UA),
+    "ExportContactEvidence[acme/downtown missing]":       (NF, NF, NF, NF, PD, PD, PD, UA, UA, UA),
+    "ExportContactEvidence[acme franchisor-level]":       (IA, IA, IA, XI, XI, XI, XI, UA, UA, UA),
+    "ExportContactEvidence[bravo/harbor contact]":        (OK, PD, PD, PD, PD, OK, OK, UA, UA, UA),
+    "ExportContactEvidence[bravo/harbor missing]":        (NF, PD, PD, PD, PD, NF, NF, UA, UA, UA),
+    "ExportContactEvidence[acme/downtown by phone]":      (OK, OK, OK, OK, PD, PD, PD, UA, UA, UA),
+    "ExportContactEvidence[acme/downtown unknown phone]": (NF, NF, NF, NF, PD, PD, PD, UA, UA, UA),
+    "ExportContactEvidence[acme/nope by phone]":          (NF, NF, NF, PD, PD, PD, PD, UA, UA, UA),
+    "ExportContactEvidence[bravo/harbor by phone]":       (OK, PD, PD, PD, PD, OK, OK, UA, UA, UA),
     "CreateSequence[acme brand]":                         (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
     "CreateSequence[acme/downtown brand+own templates]":  (OK, OK, PD, OK, PD, PD, PD, UA, UA, UA),
     "CreateSequence[acme/uptown]":                        (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
@@ -952,7 +1102,11 @@ CONTACT_RPCS = (
     "ListConsentEvents",
     "RecordActivity",
     "GetConversation",
+    "ListFlaggedMessages",
+    "ResolveFlaggedMessage",
+    "ExportContactEvidence",
 )
+SERVER_STREAMS = ("ExportContactEvidence",)
 SEQUENCE_RPCS = (
     "CreateSequence",
     "GetSequence",
@@ -1005,6 +1159,8 @@ async def call(channel: grpc.aio.Channel, rpc: str, request: Any, metadata: Meta
         method = getattr(contact_stub(channel), rpc)
     else:
         method = getattr(sequence_stub(channel), rpc)
+    if rpc in SERVER_STREAMS:  # every record of a server stream, as a list
+        return [record async for record in method(request, metadata=metadata, timeout=30)]
     if isinstance(request, list):  # a client stream
         return await method(iter(request), metadata=metadata, timeout=30)
     return await method(request, metadata=metadata, timeout=30)
@@ -1014,7 +1170,8 @@ def assert_only_own_data(response: Any, scope: TenantScope | None, case_id: str,
     """A successful answer holds nothing of another franchisor (not even its name), nor, for a
     location principal, of a sibling location: every resource it names lies in the caller's
     reach (its franchisor's brand resources and, for a location principal, its own location)."""
-    text = text_format.MessageToString(response)
+    answers = response if isinstance(response, list) else [response]  # a stream: every record
+    text = "".join(text_format.MessageToString(answer) for answer in answers)
     for other in {"acme", "bravo"} - {home}:
         assert other not in text.lower(), f"{case_id}: answer mentions {other!r}:\n{text}"
     for franchisor_id, location_id in _RESOURCE.findall(text):
@@ -1043,6 +1200,8 @@ def listed_names(response: Any) -> list[str]:
         return [c.name for c in response.contacts]
     if isinstance(response, spb.ListSequencesResponse):
         return [s.name for s in response.sequences]
+    if isinstance(response, cpb.ListFlaggedMessagesResponse):
+        return [m.name for m in response.flagged_messages]
     return []
 
 
@@ -1055,7 +1214,16 @@ def check_success(case: Case, label: str, response: Any) -> None:
         )
     if isinstance(response, spb.SimulateSequenceResponse):
         assert response.steps, f"{where}: a simulation without steps"
-    if case.rpc in ("ListContacts", "ListSequences") and "nope" not in case.target:
+    if case.rpc == "ExportContactEvidence":  # the seeded grant and text, header to summary
+        header, summary = response[0].header, response[-1].summary
+        assert header.contact.name and header.rules_version, f"{where}: {response[0]}"
+        assert (summary.consent_events, summary.outbound_messages) == (1, 1), f"{where}: {summary}"
+    if isinstance(response, cpb.FlaggedMessage):
+        assert response.resolution == cpb.FLAGGED_RESOLUTION_NOT_OPT_OUT, f"{where}: {response}"
+    if (
+        case.rpc in ("ListContacts", "ListSequences", "ListFlaggedMessages")
+        and "nope" not in case.target
+    ):
         assert listed_names(response), f"{where}: an empty list"
 
 

@@ -502,7 +502,10 @@ async def test_a_described_contact_plans_like_the_real_one(api: Api) -> None:
             assert list(a.reasons) == list(b.reasons), phone
             assert (a.text, a.encoding, a.segment_count) == (b.text, b.encoding, b.segment_count)
             assert a.template_revision == b.template_revision == t.live_revision
-            assert a.text.startswith("Hi Sam Lee! "), a.text
+            # the first text names the brand ("Acme Coffee", not "Acme"): added to both alike
+            assert a.first_message == b.first_message == (a.step_index == 0)
+            prefix = "Acme Coffee: " if a.first_message else ""
+            assert a.text.startswith(prefix + "Hi Sam Lee! "), a.text
             if a.reasons:
                 slack = JITTER
                 deferred += 1
@@ -617,7 +620,7 @@ async def test_an_approved_override_is_used_until_the_brand_template_is_locked(
     api: Api,
 ) -> None:
     brand = await api.template(
-        "Acme: 10% off this week. Reply STOP to opt out", lock=tpb.LOCK_MODE_EDITABLE
+        "Acme Coffee: 10% off this week. Reply STOP to opt out", lock=tpb.LOCK_MODE_EDITABLE
     )
     seq = await api.sequence([step(brand.name)])
     start = local(NEW_YORK, 2026, 3, 10, 10)
@@ -651,10 +654,11 @@ async def test_an_approved_override_is_used_until_the_brand_template_is_locked(
 
     p = await plan_at(DOWNTOWN)
     assert p.template_revision == approved.live_revision
-    assert p.text == "Downtown: a free cookie with any coffee. Reply STOP to opt out"
+    # the override does not name the brand: its first text gets it (COMPLIANCE §2.13)
+    assert p.text == "Acme Coffee: Downtown: a free cookie with any coffee. Reply STOP to opt out"
     other = await plan_at(UPTOWN)  # another location sends the brand's text
     assert other.template_revision == brand.live_revision
-    assert other.text == "Acme: 10% off this week. Reply STOP to opt out"
+    assert other.text == "Acme Coffee: 10% off this week. Reply STOP to opt out"
 
     locked = await api.templates.UpdateTemplate(
         tpb.UpdateTemplateRequest(
@@ -666,7 +670,7 @@ async def test_an_approved_override_is_used_until_the_brand_template_is_locked(
     assert locked.lock_mode == tpb.LOCK_MODE_LOCKED
     p = await plan_at(DOWNTOWN)
     assert p.template_revision == brand.live_revision == locked.live_revision
-    assert p.text == "Acme: 10% off this week. Reply STOP to opt out"
+    assert p.text == "Acme Coffee: 10% off this week. Reply STOP to opt out"
 
 
 async def test_rendered_text_encoding_and_segments(api: Api) -> None:

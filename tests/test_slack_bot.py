@@ -203,7 +203,9 @@ async def test_an_unmapped_or_out_of_scope_user_gets_an_ephemeral_refusal_and_no
     await cancel(scene, enrollment)
 
 
-async def test_edit_opens_the_text_and_exactly_the_edited_text_is_sent(scene: Scene) -> None:
+async def test_edit_opens_the_text_and_the_edited_text_is_sent_as_shown(scene: Scene) -> None:
+    """An edit is sent as written, except that an enrollment's first text always names the
+    brand and says how to opt out (COMPLIANCE §2.13): the decided message shows what is sent."""
     enrollment, approval = await awaiting_approval(scene)
     await scene.bot.interact(click(approval, messages.EDIT, STAFF))
     (opened,) = await settle(scene, "views.open", 1)
@@ -220,10 +222,11 @@ async def test_edit_opens_the_text_and_exactly_the_edited_text_is_sent(scene: Sc
         if await sent_messages(scene.pool):
             break
         await asyncio.sleep(0.05)
-    assert [s[1] for s in await sent_messages(scene.pool)] == [edited]
+    sent = "Acme Coffee: " + edited  # the first text: the brand the edit left out is added
+    assert [s[1] for s in await sent_messages(scene.pool)] == [sent]
     (update,) = await settle(scene, "chat.update", 1)
     assert "Edited and approved by <@U0DANA>" in str(update.args["blocks"])
-    assert edited in str(update.args["blocks"])
+    assert [b["text"]["text"] for b in update.args["blocks"] if b["type"] == "section"][1] == sent
     await cancel(scene, enrollment)
 
 

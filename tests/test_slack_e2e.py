@@ -178,13 +178,15 @@ async def _run(
         async def sent_edited() -> list[str]:
             return await outbound_to(pool, APPROVED)
 
-        assert await wait_for(sent_edited, "the edited text at the carrier") == [edited]
+        # the enrollment's first text: the brand the edit left out is added (COMPLIANCE §2.13)
+        sent = "Demo Brand: " + edited
+        assert await wait_for(sent_edited, "the edited text at the carrier") == [sent]
 
     # past the next step's due time: the replying and the paused contact got nothing more
     await asyncio.sleep(NEXT_STEP_WAIT + 4)
     assert len(await outbound_to(pool, REPLYING)) == 1
     assert len(await outbound_to(pool, PAUSED)) == 1
-    assert await outbound_to(pool, APPROVED) == [edited]
+    assert await outbound_to(pool, APPROVED) == ["Demo Brand: " + edited]
 
 
 def _json(payload: dict[str, Any]) -> str:

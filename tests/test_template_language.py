@@ -135,7 +135,10 @@ def test_preview_warns_about_missing_values_unicode_and_opt_out_language() -> No
     assert "{{contact.first_name}} has no value" in text
     assert "force UCS-2" in text
     assert "opt out" in text
-    assert result.gsm7_text == "Hi {{contact.first_name}} - we miss you"
+    # as a first message the preview is the text sent: the opt-out line is added (no brand
+    # name is known in this context, so none is added)
+    assert result.text == "Hi {{contact.first_name}} \u2014 we miss you\nReply STOP to opt out"
+    assert result.gsm7_text == "Hi {{contact.first_name}} - we miss you\nReply STOP to opt out"
     ok = preview(parse("Hi! Reply STOP to opt out"), RenderContext(), LINK, first_message=True)
     assert ok.warnings == ()
 

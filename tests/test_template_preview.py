@@ -74,20 +74,31 @@ async def test_an_empty_value_without_fallback_is_reported_not_sent_as_blank(
     assert any("would be skipped" in w for w in got.warnings)
 
 
-async def test_a_first_message_without_opt_out_language_is_flagged(
+async def test_a_first_message_previews_with_the_brand_and_opt_out_line_it_gets(
     stub: templates_pb2_grpc.TemplateServiceStub, world: World
 ) -> None:
+    """As a first message the preview shows what the send path adds (COMPLIANCE §2.13)."""
     draft = pb.PreviewTemplateRequest(
         body="Hi {{contact.first_name|there}}, we miss you!",
         location="franchisors/acme/locations/uptown",
         first_message=True,
     )
     got = await stub.PreviewTemplate(draft, metadata=world.metadata("a_admin"))
-    assert any("opt out" in w for w in got.warnings)
-    assert got.text == "Hi Alexandra, we miss you!" and got.revision == ""
+    assert any("Reply STOP to opt out" in w and "added automatically" in w for w in got.warnings)
+    assert got.text == "Acme Coffee: Hi Alexandra, we miss you!\nReply STOP to opt out"
+    assert got.revision == ""
     draft.body += " Reply STOP to opt out"
     got = await stub.PreviewTemplate(draft, metadata=world.metadata("a_admin"))
+    assert got.text == "Acme Coffee: Hi Alexandra, we miss you! Reply STOP to opt out"
+    assert [w for w in got.warnings if "brand name" in w and "opt out" not in w]
+    draft.body = "{{brand.name}}: hi {{contact.first_name|there}}! Reply STOP to opt out"
+    got = await stub.PreviewTemplate(draft, metadata=world.metadata("a_admin"))
+    assert got.text == "Acme Coffee: hi Alexandra! Reply STOP to opt out"
     assert list(got.warnings) == []
+    draft.first_message = False  # a later step: exactly as written
+    draft.body = "Hi {{contact.first_name|there}}, we miss you!"
+    got = await stub.PreviewTemplate(draft, metadata=world.metadata("a_admin"))
+    assert (got.text, list(got.warnings)) == ("Hi Alexandra, we miss you!", [])
 
 
 async def test_an_unapproved_override_previews_its_latest_revision_with_a_note(

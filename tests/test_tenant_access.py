@@ -11,7 +11,8 @@ Rules (DESIGN §4, tenants/access.py):
 * CreateFranchisor is operator-only;
 * nobody crosses franchisors: PERMISSION_DENIED whether or not the target exists;
 * a franchisor admin may do everything inside its franchisor (UpdateFranchisor included: the
-  brand's own settings are the admin's alone); a franchisor viewer only reads;
+  brand's own settings, brand-wide suppression among them, are the admin's alone); a
+  franchisor viewer only reads;
 * a location manager reads its franchisor and its own location, changes the operating settings
   (display name, send window, Slack channel) of its own location, and manages the staff and API
   keys of its own location with location roles only;
@@ -177,6 +178,16 @@ def update_franchisor(scope: TenantScope) -> Build:
     )
 
 
+def update_opt_out_scope(scope: TenantScope) -> Build:
+    """Brand-wide suppression on: a compliance setting of the brand (franchisor admins only)."""
+    return simple(
+        lambda: pb.UpdateFranchisorRequest(
+            franchisor=pb.Franchisor(name=scope.name, opt_out_scope=pb.OPT_OUT_SCOPE_BRAND),
+            update_mask=field_mask_pb2.FieldMask(paths=["opt_out_scope"]),
+        )
+    )
+
+
 def create_location(parent: TenantScope) -> Build:
     return simple(
         lambda: pb.CreateLocationRequest(
@@ -288,6 +299,9 @@ CASES: dict[str, Case] = {
         Case("UpdateFranchisor", "acme", "acme", update_franchisor(A)),
         Case("UpdateFranchisor", "bravo", "bravo", update_franchisor(B)),
         Case("UpdateFranchisor", "nope", "nope", update_franchisor(NOPE)),
+        Case("UpdateFranchisor", "acme opt_out_scope", "acme", update_opt_out_scope(A)),
+        Case("UpdateFranchisor", "bravo opt_out_scope", "bravo", update_opt_out_scope(B)),
+        Case("UpdateFranchisor", "nope opt_out_scope", "nope", update_opt_out_scope(NOPE)),
         # CreateLocation
         Case("CreateLocation", "acme", "acme", create_location(A)),
         Case("CreateLocation", "bravo", "bravo", create_location(B)),
@@ -597,6 +611,9 @@ EXPECTED: dict[str, tuple[Any, ...]] = {
     "UpdateFranchisor[acme]":                            (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
     "UpdateFranchisor[bravo]":                           (OK, PD, PD, PD, PD, OK, PD, UA, UA, UA),
     "UpdateFranchisor[nope]":                            (NF, PD, PD, PD, PD, PD, PD, UA, UA, UA),
+    "UpdateFranchisor[acme opt_out_scope]":              (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
+    "UpdateFranchisor[bravo opt_out_scope]":             (OK, PD, PD, PD, PD, OK, PD, UA, UA, UA),
+    "UpdateFranchisor[nope opt_out_scope]":              (NF, PD, PD, PD, PD, PD, PD, UA, UA, UA),
     "CreateLocation[acme]":                              (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
     "CreateLocation[bravo]":                             (OK, PD, PD, PD, PD, OK, PD, UA, UA, UA),
     "CreateLocation[nope]":                              (NF, PD, PD, PD, PD, PD, PD, UA, UA, UA),

@@ -703,7 +703,7 @@ async def test_every_bad_location_field_is_reported_at_once_on_update(
             pb.CreateApiKeyRequest(
                 parent="franchisors/acme",
                 api_key_id="ci",
-                api_key=pb.ApiKey(display_name="\x00", role=pb.ROLE_LOCATION_MANAGER),
+                api_key=pb.ApiKey(display_name="x" * 201, role=pb.ROLE_LOCATION_MANAGER),
             ),
             {"api_key.display_name", "api_key.role"},
             "a_admin",

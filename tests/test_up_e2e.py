@@ -17,10 +17,17 @@ import grpc
 import httpx
 import psutil
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from temporalio.testing import WorkflowEnvironment
 
 from reengage.v1 import tenants_pb2, tenants_pb2_grpc
 from server.embedded import free_port
+from tests.hostile_clients import healthz_status, hostile_clients
+from tests.personal_data_e2e import (
+    TWILIO_AUTH_TOKEN,
+    assert_no_personal_data_in_logs,
+    exercise_personal_data,
+)
 
 pytestmark = pytest.mark.e2e
 REENGAGE = str(Path(sys.executable).parent / "reengage")
@@ -79,6 +86,7 @@ def ports_env(data_dir: Path, **extra: str) -> dict[str, str]:
         REENGAGE_EMBEDDED_PG_PORT=str(free_port()),
         REENGAGE_TEMPORAL_PORT=str(free_port()),
         REENGAGE_TEMPORAL_UI_PORT=str(free_port()),
+        TWILIO_AUTH_TOKEN=TWILIO_AUTH_TOKEN,  # the Twilio webhooks are off without one
     )
     env.update(extra)
     return env
@@ -131,11 +139,37 @@ def list_demo_locations(target: str, key: str) -> list[str]:
     return [loc.name for loc in reply.locations]
 
 
-def test_up_serves_the_demo_reuses_its_data_and_leaves_no_process_behind(
+def grpc_health(target: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+
+
+def survives_hostile_clients(stack: Stack) -> None:
+    """Clients that lie about Content-Length, send chunked garbage, leave mid-body or before
+    their answer: none gets a 5xx, and every role still serves (`up` used to exit 141)."""
+    port = int(stack.env["REENGAGE_HTTP_PORT"])
+    for client in hostile_clients():
+        try:
+            answers = client.visit("127.0.0.1", port)
+        except ConnectionRefusedError:
+            code = stack.process.wait(10)
+            raise AssertionError(f"reengage exited with {code} before {client.name!r}") from None
+        assert all(code < 500 for code in answers), (client.name, answers)
+    time.sleep(0.5)  # a process killed by SIGPIPE needs a moment to be seen gone
+    assert stack.process.poll() is None, f"reengage exited:\n{stack.log.read_text()}"
+    assert healthz_status("127.0.0.1", port) == 200
+    assert grpc_health(stack.grpc_target) == health_pb2.HealthCheckResponse.SERVING
+    assert "client closed the connection before its request was read" in stack.log.read_text()
+    assert "Exception in ASGI application" not in stack.log.read_text()
+
+
+def test_up_serves_the_demo_survives_hostile_clients_reuses_its_data_and_leaves_no_process_behind(
     start_stack: StartStack,
 ) -> None:
     stack = start_stack()
     stack.wait_healthy()
+    survives_hostile_clients(stack)
     key_file = stack.data_dir / "demo-api-key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     key = key_file.read_text().strip()
@@ -149,9 +183,11 @@ def test_up_serves_the_demo_reuses_its_data_and_leaves_no_process_behind(
     children = stack.descendants()
     names = " ".join(" ".join(c.cmdline()) for c in children)
     assert "postgres" in names and "temporal" in names
+    personal_data = exercise_personal_data(stack.grpc_target, stack.http, key)
 
     assert stack.stop(signal.SIGTERM) == 0
     assert not alive(children)
+    assert_no_personal_data_in_logs(stack.log, stack.data_dir, personal_data)
 
     again = start_stack(env=stack.env)  # a second `make up` on the same data
     again.wait_healthy()

@@ -150,6 +150,9 @@ class EnrollmentClient:
     async def signal_opted_out(self, workflow_id: str, event_id: str, run_id: str = "") -> None:
         await self._handle(workflow_id, run_id).signal(EnrollmentWorkflow.opted_out, event_id)
 
+    async def signal_undeliverable(self, workflow_id: str, event_id: str, run_id: str = "") -> None:
+        await self._handle(workflow_id, run_id).signal(EnrollmentWorkflow.undeliverable, event_id)
+
     async def signal_activity(
         self, workflow_id: str, kind: str, event_id: str, run_id: str = ""
     ) -> None:

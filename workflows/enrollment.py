@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # patch ids (workflow.patched): histories recorded before a change replay the old way
 RESUME_PAST_DUE_RECORDS_ACTIVE = "resume-past-due-records-active"
+UNDELIVERABLE_SIGNAL_EXITS = "undeliverable-signal-exits"
 SEND_HEARTBEAT = timedelta(seconds=15)
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
 # activity kinds reported by RecordActivity that end an enrollment when their exit event is on
@@ -265,6 +266,17 @@ class EnrollmentWorkflow:
     def opted_out(self, event_id: str) -> None:
         if self._first_time(f"opt_out:{event_id}"):
             self._exit_on("opt_out")
+
+    @workflow.signal
+    def undeliverable(self, event_id: str) -> None:
+        """The carrier cannot deliver to the contact (tenants.undeliverable): exit, whatever
+        the sequence's exit events. Patched: a history in which an older worker received this
+        signal without a handler replays as it ran."""
+        if not workflow.patched(UNDELIVERABLE_SIGNAL_EXITS):
+            return
+        if self._first_time(f"undeliverable:{event_id}") and not self._exit_reason:
+            self._exit_reason = "undeliverable"
+            self._note("exit: undeliverable")
 
     @workflow.signal
     def activity_event(self, event: ActivityEvent) -> None:

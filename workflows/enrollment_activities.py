@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,13 +19,15 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from tenants import ledger, tracked_links
+from tenants import ledger, tracked_links, undeliverable
 from tenants.access import Principal, Role
 from tenants.activity import kinds_since
+from tenants.brand_suppression import revoke
 from tenants.chat_threads import has_open_approval_posts
-from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
+from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind
 from tenants.contacts import ConsentState, Contact, load
 from tenants.enrollments import Enrollment, EnrollmentStatus, load_enrollment, record_transition
+from tenants.first_message import is_first_text, outgoing_text
 from tenants.franchisors import brand_name
 from tenants.locations import Location, load_location
 from tenants.message_context import contact_context, render_step
@@ -155,6 +157,7 @@ class EnrollmentActivities:
                 sequence_sends=await ledger.enrollment_sends(conn, enrollment.id),
                 sequence_cap=enrollment.definition.frequency_cap,
             )
+            first = await is_first_text(conn, enrollment.id, request.step_index)
         decision = decide(
             step,
             datetime.fromisoformat(request.due),
@@ -162,10 +165,18 @@ class EnrollmentActivities:
             facts,
             f"{ctx.jitter_key}|{request.step_index}",
         )
+        if decision.outcome is not Outcome.BLOCK and contact.undeliverable:
+            # its running enrollment is owed the `undeliverable` signal too; this holds the
+            # line while that signal is on its way
+            why = f"the carrier cannot deliver to this number ({contact.undeliverable_code})"
+            return Prepared(BLOCK, "", [undeliverable.EXIT_REASON, why])
         if decision.outcome is Outcome.SEND:
             assert rendering is not None
-            text = rendering.message
-            return Prepared(SEND, "", list(decision.reasons), text, count(text).segments, revision)
+            # the text staff approve is the text sent: with the first message's additions
+            out = outgoing_text(rendering.message, ctx.brand, first_message=first)
+            return Prepared(
+                SEND, "", list(decision.reasons), out.text, out.segments.segments, revision
+            )
         if decision.outcome is Outcome.DEFER:
             assert decision.at is not None
             return Prepared(DEFER, decision.at.isoformat(), list(decision.reasons))
@@ -186,6 +197,12 @@ class EnrollmentActivities:
                     check_edited_text(request.text)
                 except Exception as exc:  # an edit that is not a sendable text
                     return SendOutcome(SKIP, reason=f"edited text refused: {exc}")
+            # an enrollment's first text names the brand and says how to opt out, whoever wrote
+            # it (an edit too); a prepared text already has them, so this changes nothing there
+            first = await is_first_text(conn, ctx.enrollment.id, request.step_index)
+            request = replace(
+                request, text=outgoing_text(request.text, ctx.brand, first_message=first).text
+            )
             blocked = self._blocked(ctx.contact)
             if blocked:
                 return SendOutcome(BLOCK, reason=blocked)
@@ -194,12 +211,15 @@ class EnrollmentActivities:
                 return SendOutcome(SKIP, reason="no send window")
             allowed, why = allowed_at(ctx.recipient, window, now)
             if not allowed:
-                opening = next_opening(
-                    ctx.recipient,
-                    window,
-                    now,
-                    jitter_key=f"{ctx.jitter_key}|{request.step_index}",
-                )
+                try:
+                    opening = next_opening(
+                        ctx.recipient,
+                        window,
+                        now,
+                        jitter_key=f"{ctx.jitter_key}|{request.step_index}",
+                    )
+                except ValueError as exc:  # the zones' windows never overlap: never send
+                    return SendOutcome(SKIP, reason=str(exc))
                 return SendOutcome(DEFER, until=opening.at.isoformat(), reason="; ".join(why))
             numbers = ctx.location.sender_phone_numbers
             from_number = numbers[hash_index(ctx.contact.name.id, len(numbers))] if numbers else ""
@@ -241,6 +261,8 @@ class EnrollmentActivities:
             return "opted_out"
         if contact.consent_state is not ConsentState.GRANTED:
             return "no_consent"
+        if contact.undeliverable:
+            return undeliverable.EXIT_REASON
         return ""
 
     async def _hand_off(
@@ -283,28 +305,29 @@ class EnrollmentActivities:
                 await ledger.mark(conn, message_id, "retry", error_code=result.error_code)
             elif status is SendStatus.OPTED_OUT:
                 await ledger.mark(conn, message_id, "failed", error_code=result.error_code)
-                await append_events(
+                # brand-wide when the franchisor says so; the other locations' enrollments get
+                # their signals from the relay's loop
+                await revoke(
                     conn,
                     SYSTEM,
-                    contact.location,
-                    [
-                        (
-                            contact.name.id,
-                            contact.phone_e164,
-                            ConsentEvidence(
-                                ConsentKind.REVOKE,
-                                ConsentChannel.CARRIER,
-                                now,
-                                raw_text=f"carrier error {result.error_code}",
-                            ),
-                        )
-                    ],
+                    contact.name,
+                    contact.phone_e164,
+                    ConsentEvidence(
+                        ConsentKind.REVOKE,
+                        ConsentChannel.CARRIER,
+                        now,
+                        raw_text=f"carrier error {result.error_code}",
+                    ),
                 )
                 return SendOutcome(BLOCK, reason="opted_out")
             else:
                 await ledger.mark(conn, message_id, "failed", error_code=result.error_code)
                 if status is SendStatus.UNDELIVERABLE:
-                    return SendOutcome(BLOCK, reason="undeliverable")
+                    # this enrollment exits on its own; the mark keeps the contact out of others
+                    await undeliverable.mark(
+                        conn, contact.name, result.error_code, message_id, now, signal=False
+                    )
+                    return SendOutcome(BLOCK, reason=undeliverable.EXIT_REASON)
                 return SendOutcome(SKIP, reason=f"carrier refused: {result.detail}")
         raise ApplicationError(
             f"carrier asked to retry ({result.error_code or result.detail})",

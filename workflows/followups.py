@@ -20,7 +20,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 from temporalio.service import RPCError, RPCStatusCode
 
-from tenants import followups, ledger
+from tenants import followups, ledger, undeliverable
 from tenants.access import Principal, Role
 from tenants.contacts import load
 from tenants.errors import DomainError, Unavailable
@@ -150,6 +150,8 @@ class FollowupRelay:
                 await self._enrollments.signal_reply(f.workflow_id, f.event_id, run_id)
             elif f.kind is FollowupKind.SIGNAL_OPTED_OUT:
                 await self._enrollments.signal_opted_out(f.workflow_id, f.event_id, run_id)
+            elif f.kind is FollowupKind.SIGNAL_UNDELIVERABLE:
+                await self._enrollments.signal_undeliverable(f.workflow_id, f.event_id, run_id)
             else:
                 await self._enrollments.signal_activity(
                     f.workflow_id, f.activity_kind, f.event_id, run_id
@@ -228,6 +230,10 @@ class FollowupRelay:
                 )
                 raise RuntimeError(f"carrier asked to retry ({result.error_code})")
             await ledger.mark(conn, reservation.message_id, "failed", error_code=result.error_code)
+            if result.status is SendStatus.UNDELIVERABLE:  # e.g. 21211: the number is no good
+                await undeliverable.mark(
+                    conn, f.contact, result.error_code, reservation.message_id, now
+                )
             return "failed"
 
 

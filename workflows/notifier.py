@@ -45,4 +45,9 @@ class LogNotifier:
             log.info("override submitted for approval: %s", p.get("template"))
         else:
             log.info("%s: %s", notice.kind.value.replace("_", " "), where)
+        if p.get("flagged"):  # a text flagged for review (tenants.review_queue)
+            log.info(
+                "flagged for review: reengage sms review --resolve %s --as opt_out|not_opt_out",
+                p["flagged"],
+            )
         return "logged"

@@ -16,6 +16,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from reengage.v1 import enrollments_pb2 as _enrollments_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -137,6 +138,10 @@ class _ConsentChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Consen
     """Revocations: the carrier reported the number opted out."""
     CONSENT_CHANNEL_STAFF: _ConsentChannel.ValueType  # 9
     """Revocations: a staff member recorded the contact's request."""
+    CONSENT_CHANNEL_REVIEW: _ConsentChannel.ValueType  # 10
+    """Grants: a reviewer resolved a flagged text as not an opt-out, restoring the consent it had
+    revoked (source names the restored event). Output only: RecordConsent refuses it.
+    """
 
 class ConsentChannel(_ConsentChannel, metaclass=_ConsentChannelEnumTypeWrapper):
     """How consent was given or revoked."""
@@ -161,6 +166,10 @@ CONSENT_CHANNEL_CARRIER: ConsentChannel.ValueType  # 8
 """Revocations: the carrier reported the number opted out."""
 CONSENT_CHANNEL_STAFF: ConsentChannel.ValueType  # 9
 """Revocations: a staff member recorded the contact's request."""
+CONSENT_CHANNEL_REVIEW: ConsentChannel.ValueType  # 10
+"""Grants: a reviewer resolved a flagged text as not an opt-out, restoring the consent it had
+revoked (source names the restored event). Output only: RecordConsent refuses it.
+"""
 Global___ConsentChannel: _TypeAlias = ConsentChannel  # noqa: Y015
 
 class _ConsentKind:
@@ -198,7 +207,11 @@ class _ConsentScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsentS
     CONSENT_SCOPE_LOCATION: _ConsentScope.ValueType  # 1
     """The contact's location."""
     CONSENT_SCOPE_BRAND: _ConsentScope.ValueType  # 2
-    """Every location of the brand, where the franchisor enables brand-wide consent."""
+    """Every location of the brand. A revocation with this scope suppresses the phone at every
+    location of the brand whatever the franchisor's opt_out_scope (the contact asked the brand
+    to stop); under opt_out_scope BRAND every revocation gets it. A grant is recorded with it
+    but renews consent at the contact's location only.
+    """
 
 class ConsentScope(_ConsentScope, metaclass=_ConsentScopeEnumTypeWrapper):
     """What a consent event covers."""
@@ -208,7 +221,11 @@ CONSENT_SCOPE_UNSPECIFIED: ConsentScope.ValueType  # 0
 CONSENT_SCOPE_LOCATION: ConsentScope.ValueType  # 1
 """The contact's location."""
 CONSENT_SCOPE_BRAND: ConsentScope.ValueType  # 2
-"""Every location of the brand, where the franchisor enables brand-wide consent."""
+"""Every location of the brand. A revocation with this scope suppresses the phone at every
+location of the brand whatever the franchisor's opt_out_scope (the contact asked the brand
+to stop); under opt_out_scope BRAND every revocation gets it. A grant is recorded with it
+but renews consent at the contact's location only.
+"""
 Global___ConsentScope: _TypeAlias = ConsentScope  # noqa: Y015
 
 class _MessageDirection:
@@ -234,6 +251,82 @@ MESSAGE_DIRECTION_OUTBOUND: MessageDirection.ValueType  # 1
 MESSAGE_DIRECTION_INBOUND: MessageDirection.ValueType  # 2
 """The contact sent it."""
 Global___MessageDirection: _TypeAlias = MessageDirection  # noqa: Y015
+
+class _FlaggedHandling:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FlaggedHandlingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FlaggedHandling.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FLAGGED_HANDLING_UNSPECIFIED: _FlaggedHandling.ValueType  # 0
+    """Not set."""
+    FLAGGED_HANDLING_OPT_OUT: _FlaggedHandling.ValueType  # 1
+    """As an opt-out (clear opt-out phrasing): the contact was suppressed at once."""
+    FLAGGED_HANDLING_REPLY: _FlaggedHandling.ValueType  # 2
+    """As a reply (it mentions stopping, spam or a lawyer without clearly asking to stop)."""
+
+class FlaggedHandling(_FlaggedHandling, metaclass=_FlaggedHandlingEnumTypeWrapper):
+    """How a flagged text was handled when it arrived."""
+
+FLAGGED_HANDLING_UNSPECIFIED: FlaggedHandling.ValueType  # 0
+"""Not set."""
+FLAGGED_HANDLING_OPT_OUT: FlaggedHandling.ValueType  # 1
+"""As an opt-out (clear opt-out phrasing): the contact was suppressed at once."""
+FLAGGED_HANDLING_REPLY: FlaggedHandling.ValueType  # 2
+"""As a reply (it mentions stopping, spam or a lawyer without clearly asking to stop)."""
+Global___FlaggedHandling: _TypeAlias = FlaggedHandling  # noqa: Y015
+
+class _FlaggedResolution:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FlaggedResolutionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FlaggedResolution.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FLAGGED_RESOLUTION_UNSPECIFIED: _FlaggedResolution.ValueType  # 0
+    """Not resolved yet (not valid in ResolveFlaggedMessage)."""
+    FLAGGED_RESOLUTION_OPT_OUT: _FlaggedResolution.ValueType  # 1
+    """The text revokes consent."""
+    FLAGGED_RESOLUTION_NOT_OPT_OUT: _FlaggedResolution.ValueType  # 2
+    """The text does not revoke consent."""
+
+class FlaggedResolution(_FlaggedResolution, metaclass=_FlaggedResolutionEnumTypeWrapper):
+    """How a person resolved a flagged text."""
+
+FLAGGED_RESOLUTION_UNSPECIFIED: FlaggedResolution.ValueType  # 0
+"""Not resolved yet (not valid in ResolveFlaggedMessage)."""
+FLAGGED_RESOLUTION_OPT_OUT: FlaggedResolution.ValueType  # 1
+"""The text revokes consent."""
+FLAGGED_RESOLUTION_NOT_OPT_OUT: FlaggedResolution.ValueType  # 2
+"""The text does not revoke consent."""
+Global___FlaggedResolution: _TypeAlias = FlaggedResolution  # noqa: Y015
+
+class _FlaggedReviewState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FlaggedReviewStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FlaggedReviewState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FLAGGED_REVIEW_STATE_UNSPECIFIED: _FlaggedReviewState.ValueType  # 0
+    """Unresolved ones (the default)."""
+    FLAGGED_REVIEW_STATE_UNRESOLVED: _FlaggedReviewState.ValueType  # 1
+    """Unresolved ones."""
+    FLAGGED_REVIEW_STATE_RESOLVED: _FlaggedReviewState.ValueType  # 2
+    """Resolved ones."""
+    FLAGGED_REVIEW_STATE_ALL: _FlaggedReviewState.ValueType  # 3
+    """Both."""
+
+class FlaggedReviewState(_FlaggedReviewState, metaclass=_FlaggedReviewStateEnumTypeWrapper):
+    """Which flagged texts to list."""
+
+FLAGGED_REVIEW_STATE_UNSPECIFIED: FlaggedReviewState.ValueType  # 0
+"""Unresolved ones (the default)."""
+FLAGGED_REVIEW_STATE_UNRESOLVED: FlaggedReviewState.ValueType  # 1
+"""Unresolved ones."""
+FLAGGED_REVIEW_STATE_RESOLVED: FlaggedReviewState.ValueType  # 2
+"""Resolved ones."""
+FLAGGED_REVIEW_STATE_ALL: FlaggedReviewState.ValueType  # 3
+"""Both."""
+Global___FlaggedReviewState: _TypeAlias = FlaggedReviewState  # noqa: Y015
 
 @_typing.final
 class Contact(_message.Message):
@@ -282,6 +375,9 @@ class Contact(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    UNDELIVERABLE_FIELD_NUMBER: _builtins.int
+    UNDELIVERABLE_TIME_FIELD_NUMBER: _builtins.int
+    UNDELIVERABLE_ERROR_CODE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`franchisors/{f}/locations/{l}/contacts/{c}`. Output only."""
     phone_number: _builtins.str
@@ -308,6 +404,16 @@ class Contact(_message.Message):
     """Whether the contact opted out (suppressed). Output only."""
     etag: _builtins.str
     """Opaque version tag. Output only."""
+    undeliverable: _builtins.bool
+    """Whether the carrier cannot deliver to this number: one permanent failure (21211, 21612,
+    21614, 30005, 30006) or 3 unreachable ones in a row (30003, 30004) with no delivery in
+    between. Its enrollment exited as `undeliverable`; Enroll and the triggers refuse it
+    (UNDELIVERABLE) until a text sent to it later is delivered. Output only.
+    """
+    undeliverable_error_code: _builtins.str
+    """The carrier error code that marked it, e.g. "30006" (empty when not undeliverable).
+    Output only.
+    """
     @_builtins.property
     def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Custom attributes for {{contact.attrs.<key>}}: keys lower_snake_case, values at most 500
@@ -350,6 +456,10 @@ class Contact(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def undeliverable_time(self) -> _timestamp_pb2.Timestamp:
+        """Since when (unset when not undeliverable). Output only."""
+
     def __init__(
         self,
         *,
@@ -374,10 +484,13 @@ class Contact(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        undeliverable: _builtins.bool = ...,
+        undeliverable_time: _timestamp_pb2.Timestamp | None = ...,
+        undeliverable_error_code: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_activity_time", b"last_activity_time", "last_click_time", b"last_click_time", "last_purchase_time", b"last_purchase_time", "last_reply_time", b"last_reply_time", "opt_out_time", b"opt_out_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_activity_time", b"last_activity_time", "last_click_time", b"last_click_time", "last_purchase_time", b"last_purchase_time", "last_reply_time", b"last_reply_time", "opt_out_time", b"opt_out_time", "undeliverable_time", b"undeliverable_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_region", b"address_region", "attributes", b"attributes", "consent_state", b"consent_state", "create_time", b"create_time", "effective_time_zones", b"effective_time_zones", "email", b"email", "etag", b"etag", "first_name", b"first_name", "last_activity_time", b"last_activity_time", "last_click_time", b"last_click_time", "last_name", b"last_name", "last_purchase_time", b"last_purchase_time", "last_reply_time", b"last_reply_time", "name", b"name", "opt_out_time", b"opt_out_time", "opted_out", b"opted_out", "phone_number", b"phone_number", "rule_regions", b"rule_regions", "time_zone", b"time_zone", "time_zone_source", b"time_zone_source", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_region", b"address_region", "attributes", b"attributes", "consent_state", b"consent_state", "create_time", b"create_time", "effective_time_zones", b"effective_time_zones", "email", b"email", "etag", b"etag", "first_name", b"first_name", "last_activity_time", b"last_activity_time", "last_click_time", b"last_click_time", "last_name", b"last_name", "last_purchase_time", b"last_purchase_time", "last_reply_time", b"last_reply_time", "name", b"name", "opt_out_time", b"opt_out_time", "opted_out", b"opted_out", "phone_number", b"phone_number", "rule_regions", b"rule_regions", "time_zone", b"time_zone", "time_zone_source", b"time_zone_source", "undeliverable", b"undeliverable", "undeliverable_error_code", b"undeliverable_error_code", "undeliverable_time", b"undeliverable_time", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1046,3 +1159,595 @@ class GetConversationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetConversationResponse: _TypeAlias = GetConversationResponse  # noqa: Y015
+
+@_typing.final
+class ExportContactEvidenceRequest(_message.Message):
+    """Request for ExportContactEvidence: the contact by name, or by location and phone number."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_FIELD_NUMBER: _builtins.int
+    contact: _builtins.str
+    """The contact's name, `franchisors/{f}/locations/{l}/contacts/{c}`. Either this, or
+    location and phone_number.
+    """
+    location: _builtins.str
+    """The contact's location, `franchisors/{f}/locations/{l}`, when it is found by phone number."""
+    phone_number: _builtins.str
+    """The contact's phone number, in any format the location's region parses (with location)."""
+    def __init__(
+        self,
+        *,
+        contact: _builtins.str = ...,
+        location: _builtins.str = ...,
+        phone_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "location", b"location", "phone_number", b"phone_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportContactEvidenceRequest: _TypeAlias = ExportContactEvidenceRequest  # noqa: Y015
+
+@_typing.final
+class EvidenceHeader(_message.Message):
+    """The first record of an evidence export: whose evidence, from where, under which rules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_FIELD_NUMBER: _builtins.int
+    FRANCHISOR_FIELD_NUMBER: _builtins.int
+    FRANCHISOR_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    LOCATION_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    RULES_VERSION_FIELD_NUMBER: _builtins.int
+    GENERATE_TIME_FIELD_NUMBER: _builtins.int
+    GENERATED_BY_FIELD_NUMBER: _builtins.int
+    franchisor: _builtins.str
+    """The brand, `franchisors/{f}`."""
+    franchisor_display_name: _builtins.str
+    """The brand's display name."""
+    location: _builtins.str
+    """The location, `franchisors/{f}/locations/{l}`."""
+    location_display_name: _builtins.str
+    """The location's display name."""
+    rules_version: _builtins.str
+    """The version of the send-rules data in force when the export was generated (each sent text
+    carries the version its send window was checked under).
+    """
+    generated_by: _builtins.str
+    """Who generated it, as the audit log names the caller (e.g. `api_key:<id>`)."""
+    @_builtins.property
+    def contact(self) -> Global___Contact:
+        """The contact as it is now (consent state, opt-out time, names, zone and its source)."""
+
+    @_builtins.property
+    def generate_time(self) -> _timestamp_pb2.Timestamp:
+        """When the export was generated: every record is as of this instant."""
+
+    def __init__(
+        self,
+        *,
+        contact: Global___Contact | None = ...,
+        franchisor: _builtins.str = ...,
+        franchisor_display_name: _builtins.str = ...,
+        location: _builtins.str = ...,
+        location_display_name: _builtins.str = ...,
+        rules_version: _builtins.str = ...,
+        generate_time: _timestamp_pb2.Timestamp | None = ...,
+        generated_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "generate_time", b"generate_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "franchisor", b"franchisor", "franchisor_display_name", b"franchisor_display_name", "generate_time", b"generate_time", "generated_by", b"generated_by", "location", b"location", "location_display_name", b"location_display_name", "rules_version", b"rules_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvidenceHeader: _TypeAlias = EvidenceHeader  # noqa: Y015
+
+@_typing.final
+class EvidenceEnrollment(_message.Message):
+    """One enrollment of the contact in a sequence, and how it ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    SEQUENCE_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    SEQUENCE_VERSION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    EXIT_REASON_FIELD_NUMBER: _builtins.int
+    CURRENT_STEP_FIELD_NUMBER: _builtins.int
+    ENROLL_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ENROLLED_BY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`franchisors/{f}/locations/{l}/enrollments/{e}`."""
+    sequence: _builtins.str
+    """The sequence: `franchisors/{f}/sequences/{s}` (a brand sequence) or
+    `franchisors/{f}/locations/{l}/sequences/{s}`.
+    """
+    sequence_display_name: _builtins.str
+    """The sequence's display name now."""
+    sequence_version: _builtins.int
+    """The version of the sequence's definition the enrollment ran."""
+    status: _enrollments_pb2.EnrollmentStatus.ValueType
+    """Where it stands."""
+    exit_reason: _builtins.str
+    """Why it exited (replied, opted_out, clicked, purchased, cancelled, ...); empty otherwise."""
+    current_step: _builtins.int
+    """The step it reached, from 0."""
+    enrolled_by: _builtins.str
+    """Who enrolled the contact, as the audit log names a caller (the inactivity scan and event
+    triggers name themselves).
+    """
+    @_builtins.property
+    def enroll_time(self) -> _timestamp_pb2.Timestamp:
+        """When the contact was enrolled."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When it completed or exited; unset while it runs."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        sequence: _builtins.str = ...,
+        sequence_display_name: _builtins.str = ...,
+        sequence_version: _builtins.int = ...,
+        status: _enrollments_pb2.EnrollmentStatus.ValueType = ...,
+        exit_reason: _builtins.str = ...,
+        current_step: _builtins.int = ...,
+        enroll_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        enrolled_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "enroll_time", b"enroll_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_step", b"current_step", "end_time", b"end_time", "enroll_time", b"enroll_time", "enrolled_by", b"enrolled_by", "exit_reason", b"exit_reason", "name", b"name", "sequence", b"sequence", "sequence_display_name", b"sequence_display_name", "sequence_version", b"sequence_version", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvidenceEnrollment: _TypeAlias = EvidenceEnrollment  # noqa: Y015
+
+@_typing.final
+class EvidenceOutboundMessage(_message.Message):
+    """A text sent to the contact: a sequence step, or a service text (opt-out confirmation, HELP
+    answer, START confirmation).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    FROM_NUMBER_FIELD_NUMBER: _builtins.int
+    TO_NUMBER_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    ENROLLMENT_FIELD_NUMBER: _builtins.int
+    STEP_INDEX_FIELD_NUMBER: _builtins.int
+    TEMPLATE_REVISION_FIELD_NUMBER: _builtins.int
+    CARRIER_FIELD_NUMBER: _builtins.int
+    CARRIER_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    STATUS_TIME_FIELD_NUMBER: _builtins.int
+    RULES_VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`<contact name>/messages/{id}`: the message ledger row."""
+    from_number: _builtins.str
+    """The sender number it went from (E.164)."""
+    to_number: _builtins.str
+    """The number it went to (E.164)."""
+    body: _builtins.str
+    """The exact text."""
+    encoding: _builtins.str
+    """"GSM-7" or "UCS-2"."""
+    segments: _builtins.int
+    """Segments billed."""
+    purpose: _builtins.str
+    """What it was: sequence_step, opt_out_confirmation, help_answer, start_confirmation, or
+    service_text (another text sent by the platform itself).
+    """
+    enrollment: _builtins.str
+    """The enrollment whose step it was (sequence steps only)."""
+    step_index: _builtins.int
+    """The step of that enrollment, from 0; unset for service texts."""
+    template_revision: _builtins.str
+    """The template revision sent (sequence steps only)."""
+    carrier: _builtins.str
+    """The carrier it was handed to (twilio, outbox)."""
+    carrier_message_id: _builtins.str
+    """The carrier's id for it; empty when the carrier never took it."""
+    status: _builtins.str
+    """Its latest status: sending, retry, sent, delivered, undelivered, failed, unknown (a crash
+    interrupted the carrier call: never sent again), or another status the carrier reported.
+    """
+    error_code: _builtins.str
+    """The carrier's error code with a failed or undelivered status."""
+    rules_version: _builtins.str
+    """The send-rules version its send window was checked under (sequence steps); empty for
+    service texts and for texts sent before versions were recorded.
+    """
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the ledger row was written: just before the text was handed to the carrier."""
+
+    @_builtins.property
+    def status_time(self) -> _timestamp_pb2.Timestamp:
+        """When the status last changed."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        from_number: _builtins.str = ...,
+        to_number: _builtins.str = ...,
+        body: _builtins.str = ...,
+        encoding: _builtins.str = ...,
+        segments: _builtins.int = ...,
+        purpose: _builtins.str = ...,
+        enrollment: _builtins.str = ...,
+        step_index: _builtins.int | None = ...,
+        template_revision: _builtins.str = ...,
+        carrier: _builtins.str = ...,
+        carrier_message_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+        error_code: _builtins.str = ...,
+        status_time: _timestamp_pb2.Timestamp | None = ...,
+        rules_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_step_index", b"_step_index", "create_time", b"create_time", "status_time", b"status_time", "step_index", b"step_index"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_step_index", b"_step_index", "body", b"body", "carrier", b"carrier", "carrier_message_id", b"carrier_message_id", "create_time", b"create_time", "encoding", b"encoding", "enrollment", b"enrollment", "error_code", b"error_code", "from_number", b"from_number", "name", b"name", "purpose", b"purpose", "rules_version", b"rules_version", "segments", b"segments", "status", b"status", "status_time", b"status_time", "step_index", b"step_index", "template_revision", b"template_revision", "to_number", b"to_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__step_index: _TypeAlias = _typing.Literal["step_index"]  # noqa: Y015
+    _WhichOneofArgType__step_index: _TypeAlias = _typing.Literal["_step_index", b"_step_index"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__step_index) -> _WhichOneofReturnType__step_index | None: ...
+
+Global___EvidenceOutboundMessage: _TypeAlias = EvidenceOutboundMessage  # noqa: Y015
+
+@_typing.final
+class EvidenceInboundMessage(_message.Message):
+    """A text the contact sent to the location, and what the platform made of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    INBOUND_ID_FIELD_NUMBER: _builtins.int
+    RECEIVE_TIME_FIELD_NUMBER: _builtins.int
+    FROM_NUMBER_FIELD_NUMBER: _builtins.int
+    TO_NUMBER_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    CARRIER_FIELD_NUMBER: _builtins.int
+    CARRIER_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CLASSIFICATION_FIELD_NUMBER: _builtins.int
+    KEYWORD_FIELD_NUMBER: _builtins.int
+    REVIEW_REASON_FIELD_NUMBER: _builtins.int
+    REVIEW_TIME_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    RESOLVED_BY_FIELD_NUMBER: _builtins.int
+    REVIEW_NOTE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`<contact name>/messages/{id}`: the message ledger row; empty for a text received before
+    the number was a contact of the location.
+    """
+    inbound_id: _builtins.int
+    """The id of the inbound record (the one the review queue works on)."""
+    from_number: _builtins.str
+    """The number it came from, as the carrier sent it."""
+    to_number: _builtins.str
+    """The location's number it was sent to, as the carrier sent it."""
+    body: _builtins.str
+    """The exact text (at most 1,600 characters are kept)."""
+    carrier: _builtins.str
+    """The carrier that delivered it."""
+    carrier_message_id: _builtins.str
+    """The carrier's id for it."""
+    classification: _builtins.str
+    """What it was taken as: opt_out, help, start or reply."""
+    keyword: _builtins.str
+    """The keyword recognised (e.g. "stop"), when a keyword decided the classification."""
+    review_reason: _builtins.str
+    """Why it was flagged for a person to review (possible opt-out wording); empty if not flagged."""
+    resolution: _builtins.str
+    """How the reviewer resolved it: opt_out or not_opt_out; empty while unresolved."""
+    resolved_by: _builtins.str
+    """Who resolved it, as the audit log names a caller."""
+    review_note: _builtins.str
+    """The reviewer's note, if any."""
+    @_builtins.property
+    def receive_time(self) -> _timestamp_pb2.Timestamp:
+        """When the carrier delivered it."""
+
+    @_builtins.property
+    def review_time(self) -> _timestamp_pb2.Timestamp:
+        """When a person reviewed it; unset when not (yet) reviewed."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        inbound_id: _builtins.int = ...,
+        receive_time: _timestamp_pb2.Timestamp | None = ...,
+        from_number: _builtins.str = ...,
+        to_number: _builtins.str = ...,
+        body: _builtins.str = ...,
+        carrier: _builtins.str = ...,
+        carrier_message_id: _builtins.str = ...,
+        classification: _builtins.str = ...,
+        keyword: _builtins.str = ...,
+        review_reason: _builtins.str = ...,
+        review_time: _timestamp_pb2.Timestamp | None = ...,
+        resolution: _builtins.str = ...,
+        resolved_by: _builtins.str = ...,
+        review_note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["receive_time", b"receive_time", "review_time", b"review_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "carrier", b"carrier", "carrier_message_id", b"carrier_message_id", "classification", b"classification", "from_number", b"from_number", "inbound_id", b"inbound_id", "keyword", b"keyword", "name", b"name", "receive_time", b"receive_time", "resolution", b"resolution", "resolved_by", b"resolved_by", "review_note", b"review_note", "review_reason", b"review_reason", "review_time", b"review_time", "to_number", b"to_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvidenceInboundMessage: _TypeAlias = EvidenceInboundMessage  # noqa: Y015
+
+@_typing.final
+class EvidenceSummary(_message.Message):
+    """The last record of an evidence export: how many records of each kind came before, so that a
+    reader can tell a complete export from a cut one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSENT_EVENTS_FIELD_NUMBER: _builtins.int
+    ENROLLMENTS_FIELD_NUMBER: _builtins.int
+    OUTBOUND_MESSAGES_FIELD_NUMBER: _builtins.int
+    INBOUND_MESSAGES_FIELD_NUMBER: _builtins.int
+    consent_events: _builtins.int
+    """Consent events exported."""
+    enrollments: _builtins.int
+    """Enrollments exported."""
+    outbound_messages: _builtins.int
+    """Texts sent exported."""
+    inbound_messages: _builtins.int
+    """Texts received exported."""
+    def __init__(
+        self,
+        *,
+        consent_events: _builtins.int = ...,
+        enrollments: _builtins.int = ...,
+        outbound_messages: _builtins.int = ...,
+        inbound_messages: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_events", b"consent_events", "enrollments", b"enrollments", "inbound_messages", b"inbound_messages", "outbound_messages", b"outbound_messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvidenceSummary: _TypeAlias = EvidenceSummary  # noqa: Y015
+
+@_typing.final
+class EvidenceRecord(_message.Message):
+    """One record of an evidence export."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEADER_FIELD_NUMBER: _builtins.int
+    CONSENT_EVENT_FIELD_NUMBER: _builtins.int
+    ENROLLMENT_FIELD_NUMBER: _builtins.int
+    OUTBOUND_MESSAGE_FIELD_NUMBER: _builtins.int
+    INBOUND_MESSAGE_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___EvidenceHeader:
+        """Always first, once."""
+
+    @_builtins.property
+    def consent_event(self) -> Global___ConsentEvent:
+        """A consent grant or revocation, with its disclosure text and its SHA-256."""
+
+    @_builtins.property
+    def enrollment(self) -> Global___EvidenceEnrollment:
+        """An enrollment and its exit."""
+
+    @_builtins.property
+    def outbound_message(self) -> Global___EvidenceOutboundMessage:
+        """A text sent."""
+
+    @_builtins.property
+    def inbound_message(self) -> Global___EvidenceInboundMessage:
+        """A text received."""
+
+    @_builtins.property
+    def summary(self) -> Global___EvidenceSummary:
+        """Always last, once."""
+
+    def __init__(
+        self,
+        *,
+        header: Global___EvidenceHeader | None = ...,
+        consent_event: Global___ConsentEvent | None = ...,
+        enrollment: Global___EvidenceEnrollment | None = ...,
+        outbound_message: Global___EvidenceOutboundMessage | None = ...,
+        inbound_message: Global___EvidenceInboundMessage | None = ...,
+        summary: Global___EvidenceSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent_event", b"consent_event", "enrollment", b"enrollment", "header", b"header", "inbound_message", b"inbound_message", "outbound_message", b"outbound_message", "record", b"record", "summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_event", b"consent_event", "enrollment", b"enrollment", "header", b"header", "inbound_message", b"inbound_message", "outbound_message", b"outbound_message", "record", b"record", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["header", "consent_event", "enrollment", "outbound_message", "inbound_message", "summary"]  # noqa: Y015
+    _WhichOneofArgType_record: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_record) -> _WhichOneofReturnType_record | None: ...
+
+Global___EvidenceRecord: _TypeAlias = EvidenceRecord  # noqa: Y015
+
+@_typing.final
+class FlaggedMessage(_message.Message):
+    """An inbound text flagged for a person to read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CONTACT_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    RECEIVE_TIME_FIELD_NUMBER: _builtins.int
+    HANDLED_AS_FIELD_NUMBER: _builtins.int
+    REVIEW_REASON_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    RESOLVE_TIME_FIELD_NUMBER: _builtins.int
+    RESOLVED_BY_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    RESOLUTION_EFFECT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`franchisors/{f}/locations/{l}/inboundMessages/{id}` (id: digits)."""
+    contact: _builtins.str
+    """The contact who sent it; empty when the sender was not a contact of the location."""
+    body: _builtins.str
+    """The text as received."""
+    handled_as: Global___FlaggedHandling.ValueType
+    """What it did on arrival."""
+    review_reason: _builtins.str
+    """Why it was flagged, e.g. "may be an opt-out: mentions 'stop'"."""
+    resolution: Global___FlaggedResolution.ValueType
+    """The resolution; unspecified while unresolved."""
+    resolved_by: _builtins.str
+    """Who resolved it (`api_key:{id}` or `staff_member:{name}`)."""
+    note: _builtins.str
+    """The reviewer's note."""
+    resolution_effect: _builtins.str
+    """What the resolution did to the contact's consent, in words."""
+    @_builtins.property
+    def receive_time(self) -> _timestamp_pb2.Timestamp:
+        """When it arrived."""
+
+    @_builtins.property
+    def resolve_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was resolved."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        contact: _builtins.str = ...,
+        body: _builtins.str = ...,
+        receive_time: _timestamp_pb2.Timestamp | None = ...,
+        handled_as: Global___FlaggedHandling.ValueType = ...,
+        review_reason: _builtins.str = ...,
+        resolution: Global___FlaggedResolution.ValueType = ...,
+        resolve_time: _timestamp_pb2.Timestamp | None = ...,
+        resolved_by: _builtins.str = ...,
+        note: _builtins.str = ...,
+        resolution_effect: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["receive_time", b"receive_time", "resolve_time", b"resolve_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "contact", b"contact", "handled_as", b"handled_as", "name", b"name", "note", b"note", "receive_time", b"receive_time", "resolution", b"resolution", "resolution_effect", b"resolution_effect", "resolve_time", b"resolve_time", "resolved_by", b"resolved_by", "review_reason", b"review_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlaggedMessage: _TypeAlias = FlaggedMessage  # noqa: Y015
+
+@_typing.final
+class ListFlaggedMessagesRequest(_message.Message):
+    """Request for ListFlaggedMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """A location, `franchisors/{f}/locations/{l}`, or a franchisor, `franchisors/{f}`, for every
+    location (franchisor principals).
+    """
+    page_size: _builtins.int
+    """At most this many, 0 for the default of 50; at most 1000."""
+    page_token: _builtins.str
+    """The next_page_token of a previous call with the same parent and state."""
+    state: Global___FlaggedReviewState.ValueType
+    """Which ones; unresolved by default."""
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        state: Global___FlaggedReviewState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFlaggedMessagesRequest: _TypeAlias = ListFlaggedMessagesRequest  # noqa: Y015
+
+@_typing.final
+class ListFlaggedMessagesResponse(_message.Message):
+    """Response for ListFlaggedMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLAGGED_MESSAGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty when there is none."""
+    @_builtins.property
+    def flagged_messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___FlaggedMessage]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        flagged_messages: _abc.Iterable[Global___FlaggedMessage] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flagged_messages", b"flagged_messages", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFlaggedMessagesResponse: _TypeAlias = ListFlaggedMessagesResponse  # noqa: Y015
+
+@_typing.final
+class ResolveFlaggedMessageRequest(_message.Message):
+    """Request for ResolveFlaggedMessage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The flagged text's name."""
+    resolution: Global___FlaggedResolution.ValueType
+    """OPT_OUT or NOT_OPT_OUT. Required."""
+    note: _builtins.str
+    """Why, for whoever reads it later (e.g. "a lawyer's letter: sent to legal"); at most 500
+    characters.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        resolution: Global___FlaggedResolution.ValueType = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "note", b"note", "resolution", b"resolution"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveFlaggedMessageRequest: _TypeAlias = ResolveFlaggedMessageRequest  # noqa: Y015

@@ -80,6 +80,21 @@ class ContactServiceStub:
                 request_serializer=reengage_dot_v1_dot_contacts__pb2.GetConversationRequest.SerializeToString,
                 response_deserializer=reengage_dot_v1_dot_contacts__pb2.GetConversationResponse.FromString,
                 _registered_method=True)
+        self.ListFlaggedMessages = channel.unary_unary(
+                '/reengage.v1.ContactService/ListFlaggedMessages',
+                request_serializer=reengage_dot_v1_dot_contacts__pb2.ListFlaggedMessagesRequest.SerializeToString,
+                response_deserializer=reengage_dot_v1_dot_contacts__pb2.ListFlaggedMessagesResponse.FromString,
+                _registered_method=True)
+        self.ResolveFlaggedMessage = channel.unary_unary(
+                '/reengage.v1.ContactService/ResolveFlaggedMessage',
+                request_serializer=reengage_dot_v1_dot_contacts__pb2.ResolveFlaggedMessageRequest.SerializeToString,
+                response_deserializer=reengage_dot_v1_dot_contacts__pb2.FlaggedMessage.FromString,
+                _registered_method=True)
+        self.ExportContactEvidence = channel.unary_stream(
+                '/reengage.v1.ContactService/ExportContactEvidence',
+                request_serializer=reengage_dot_v1_dot_contacts__pb2.ExportContactEvidenceRequest.SerializeToString,
+                response_deserializer=reengage_dot_v1_dot_contacts__pb2.EvidenceRecord.FromString,
+                _registered_method=True)
 
 
 class ContactServiceServicer:
@@ -154,6 +169,40 @@ class ContactServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFlaggedMessages(self, request, context):
+        """Lists inbound texts flagged for a person to read (possible opt-outs: opt-out phrasing,
+        texts that mention stopping, spam or lawyers), oldest first; unresolved ones unless asked
+        otherwise. Whoever may read the location's contacts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveFlaggedMessage(self, request, context):
+        """Resolves a flagged text: OPT_OUT records the revocation the text made (when it was handled
+        as a reply) and ends the running enrollment; NOT_OPT_OUT restores the consent the text
+        revoked (when it was handled as an opt-out and nothing happened since). Resolving again the
+        same way answers the recorded resolution and changes nothing; a different resolution is
+        FAILED_PRECONDITION (ALREADY_RESOLVED). Franchisor admins and the location's managers.
+        Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportContactEvidence(self, request, context):
+        """Exports everything a business needs about one contact in a TCPA dispute, as a stream of
+        records from one consistent snapshot: a header first (the contact as it is now, its
+        location and brand, the send-rules version, when and for whom it was generated), then
+        every consent event, every enrollment, every text sent and every text received, each
+        group oldest first, and a summary with the count of each group last. Opted-out contacts
+        are exported like any other. Franchisor admins and viewers, and the location's managers
+        (not its staff). Every export is recorded in the audit log before the first record leaves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContactServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +250,21 @@ def add_ContactServiceServicer_to_server(servicer, server):
                     servicer.GetConversation,
                     request_deserializer=reengage_dot_v1_dot_contacts__pb2.GetConversationRequest.FromString,
                     response_serializer=reengage_dot_v1_dot_contacts__pb2.GetConversationResponse.SerializeToString,
+            ),
+            'ListFlaggedMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFlaggedMessages,
+                    request_deserializer=reengage_dot_v1_dot_contacts__pb2.ListFlaggedMessagesRequest.FromString,
+                    response_serializer=reengage_dot_v1_dot_contacts__pb2.ListFlaggedMessagesResponse.SerializeToString,
+            ),
+            'ResolveFlaggedMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveFlaggedMessage,
+                    request_deserializer=reengage_dot_v1_dot_contacts__pb2.ResolveFlaggedMessageRequest.FromString,
+                    response_serializer=reengage_dot_v1_dot_contacts__pb2.FlaggedMessage.SerializeToString,
+            ),
+            'ExportContactEvidence': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportContactEvidence,
+                    request_deserializer=reengage_dot_v1_dot_contacts__pb2.ExportContactEvidenceRequest.FromString,
+                    response_serializer=reengage_dot_v1_dot_contacts__pb2.EvidenceRecord.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -447,6 +511,87 @@ class ContactService:
             '/reengage.v1.ContactService/GetConversation',
             reengage_dot_v1_dot_contacts__pb2.GetConversationRequest.SerializeToString,
             reengage_dot_v1_dot_contacts__pb2.GetConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFlaggedMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reengage.v1.ContactService/ListFlaggedMessages',
+            reengage_dot_v1_dot_contacts__pb2.ListFlaggedMessagesRequest.SerializeToString,
+            reengage_dot_v1_dot_contacts__pb2.ListFlaggedMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveFlaggedMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reengage.v1.ContactService/ResolveFlaggedMessage',
+            reengage_dot_v1_dot_contacts__pb2.ResolveFlaggedMessageRequest.SerializeToString,
+            reengage_dot_v1_dot_contacts__pb2.FlaggedMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportContactEvidence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/reengage.v1.ContactService/ExportContactEvidence',
+            reengage_dot_v1_dot_contacts__pb2.ExportContactEvidenceRequest.SerializeToString,
+            reengage_dot_v1_dot_contacts__pb2.EvidenceRecord.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,23 +29,23 @@ from reengage.v1 import templates_pb2 as reengage_dot_v1_dot_templates__pb2
 from reengage.v1 import tenants_pb2 as reengage_dot_v1_dot_tenants__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1breengage/v1/sequences.proto\x12\x0breengage.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1breengage/v1/templates.proto\x1a\x19reengage/v1/tenants.proto\"\xb0\x01\n\x04Step\x12\'\n\x04wait\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\twait_from\x18\x02 \x01(\x0e\x32\x15.reengage.v1.WaitFrom\x12\x10\n\x08template\x18\x03 \x01(\t\x12\x18\n\x10require_approval\x18\x04 \x01(\x08\x12)\n!skip_if_activity_since_enrollment\x18\x05 \x03(\t\"Q\n\x11InactivityTrigger\x12\x0c\n\x04\x64\x61ys\x18\x01 \x01(\x05\x12.\n\x07signals\x18\x02 \x03(\x0e\x32\x1d.reengage.v1.EngagementSignal\"h\n\x0c\x45ntryTrigger\x12\x34\n\ninactivity\x18\x01 \x01(\x0b\x32\x1e.reengage.v1.InactivityTriggerH\x00\x12\x17\n\ractivity_kind\x18\x02 \x01(\tH\x00\x42\t\n\x07trigger\"O\n\x0c\x46requencyCap\x12\x14\n\x0cmax_messages\x18\x01 \x01(\x05\x12)\n\x06period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8b\x04\n\x08Sequence\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12 \n\x05steps\x18\x03 \x03(\x0b\x32\x11.reengage.v1.Step\x12+\n\x0b\x65xit_events\x18\x04 \x03(\x0e\x32\x16.reengage.v1.ExitEvent\x12\x30\n\rentry_trigger\x18\x05 \x01(\x0b\x32\x19.reengage.v1.EntryTrigger\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12+\n\x08\x63ooldown\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x0bsend_window\x18\x08 \x01(\x0b\x32\x17.reengage.v1.SendWindow\x12\x30\n\rfrequency_cap\x18\t \x01(\x0b\x32\x19.reengage.v1.FrequencyCap\x12)\n\x05state\x18\n \x01(\x0e\x32\x1a.reengage.v1.SequenceState\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x12 \n\x18interrupt_lower_priority\x18\x0e \x01(\x08\"e\n\x15\x43reateSequenceRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x13\n\x0bsequence_id\x18\x02 \x01(\t\x12\'\n\x08sequence\x18\x03 \x01(\x0b\x32\x15.reengage.v1.Sequence\"\"\n\x12GetSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x93\x01\n\x14ListSequencesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12-\n\x05scope\x18\x04 \x01(\x0e\x32\x1e.reengage.v1.TemplateListScope\x12\x15\n\rshow_archived\x18\x05 \x01(\x08\"Z\n\x15ListSequencesResponse\x12(\n\tsequences\x18\x01 \x03(\x0b\x32\x15.reengage.v1.Sequence\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x15UpdateSequenceRequest\x12\'\n\x08sequence\x18\x01 \x01(\x0b\x32\x15.reengage.v1.Sequence\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"2\n\x14PauseSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"5\n\x17\x41\x63tivateSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"4\n\x16\x41rchiveSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"\x7f\n\x10\x44\x65scribedContact\x12\x14\n\x0cphone_number\x18\x01 \x01(\t\x12\x11\n\ttime_zone\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x64\x64ress_region\x18\x03 \x01(\t\x12*\n\x06values\x18\x04 \x01(\x0b\x32\x1a.reengage.v1.SampleContact\"\xc3\x01\n\x17SimulateSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\x07\x63ontact\x18\x02 \x01(\tH\x00\x12:\n\x11\x64\x65scribed_contact\x18\x03 \x01(\x0b\x32\x1d.reengage.v1.DescribedContactH\x00\x12\x10\n\x08location\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07subject\"\xd3\x02\n\x0bPlannedStep\x12\x12\n\nstep_index\x18\x01 \x01(\x05\x12,\n\x08\x64ue_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsend_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0flocal_send_time\x18\x04 \x01(\t\x12\x12\n\ntime_zones\x18\x05 \x03(\t\x12,\n\x07outcome\x18\x06 \x01(\x0e\x32\x1b.reengage.v1.PlannedOutcome\x12\x0f\n\x07reasons\x18\x07 \x03(\t\x12\x0c\n\x04text\x18\x08 \x01(\t\x12\'\n\x08\x65ncoding\x18\t \x01(\x0e\x32\x15.reengage.v1.Encoding\x12\x15\n\rsegment_count\x18\n \x01(\x05\x12\x19\n\x11template_revision\x18\x0b \x01(\t\"Z\n\x18SimulateSequenceResponse\x12\'\n\x05steps\x18\x01 \x03(\x0b\x32\x18.reengage.v1.PlannedStep\x12\x15\n\rrules_version\x18\x02 \x01(\t*\\\n\x08WaitFrom\x12\x19\n\x15WAIT_FROM_UNSPECIFIED\x10\x00\x12\x1b\n\x17WAIT_FROM_PREVIOUS_STEP\x10\x01\x12\x18\n\x14WAIT_FROM_ENROLLMENT\x10\x02*\xa0\x01\n\tExitEvent\x12\x1a\n\x16\x45XIT_EVENT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45XIT_EVENT_REPLY\x10\x01\x12\x16\n\x12\x45XIT_EVENT_OPT_OUT\x10\x02\x12\x14\n\x10\x45XIT_EVENT_CLICK\x10\x03\x12\x17\n\x13\x45XIT_EVENT_PURCHASE\x10\x04\x12\x1a\n\x16\x45XIT_EVENT_APPOINTMENT\x10\x05*\x8f\x01\n\x10\x45ngagementSignal\x12!\n\x1d\x45NGAGEMENT_SIGNAL_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45NGAGEMENT_SIGNAL_REPLY\x10\x01\x12\x1b\n\x17\x45NGAGEMENT_SIGNAL_CLICK\x10\x02\x12\x1e\n\x1a\x45NGAGEMENT_SIGNAL_PURCHASE\x10\x03*\x82\x01\n\rSequenceState\x12\x1e\n\x1aSEQUENCE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SEQUENCE_STATE_ACTIVE\x10\x01\x12\x19\n\x15SEQUENCE_STATE_PAUSED\x10\x02\x12\x1b\n\x17SEQUENCE_STATE_ARCHIVED\x10\x03*\xa9\x01\n\x0ePlannedOutcome\x12\x1f\n\x1bPLANNED_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14PLANNED_OUTCOME_SEND\x10\x01\x12\'\n#PLANNED_OUTCOME_SEND_AFTER_APPROVAL\x10\x02\x12\x18\n\x14PLANNED_OUTCOME_SKIP\x10\x03\x12\x19\n\x15PLANNED_OUTCOME_BLOCK\x10\x04\x32\x96\x05\n\x0fSequenceService\x12K\n\x0e\x43reateSequence\x12\".reengage.v1.CreateSequenceRequest\x1a\x15.reengage.v1.Sequence\x12\x45\n\x0bGetSequence\x12\x1f.reengage.v1.GetSequenceRequest\x1a\x15.reengage.v1.Sequence\x12V\n\rListSequences\x12!.reengage.v1.ListSequencesRequest\x1a\".reengage.v1.ListSequencesResponse\x12K\n\x0eUpdateSequence\x12\".reengage.v1.UpdateSequenceRequest\x1a\x15.reengage.v1.Sequence\x12M\n\x0f\x41rchiveSequence\x12#.reengage.v1.ArchiveSequenceRequest\x1a\x15.reengage.v1.Sequence\x12I\n\rPauseSequence\x12!.reengage.v1.PauseSequenceRequest\x1a\x15.reengage.v1.Sequence\x12O\n\x10\x41\x63tivateSequence\x12$.reengage.v1.ActivateSequenceRequest\x1a\x15.reengage.v1.Sequence\x12_\n\x10SimulateSequence\x12$.reengage.v1.SimulateSequenceRequest\x1a%.reengage.v1.SimulateSequenceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1breengage/v1/sequences.proto\x12\x0breengage.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1breengage/v1/templates.proto\x1a\x19reengage/v1/tenants.proto\"\xb0\x01\n\x04Step\x12\'\n\x04wait\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12(\n\twait_from\x18\x02 \x01(\x0e\x32\x15.reengage.v1.WaitFrom\x12\x10\n\x08template\x18\x03 \x01(\t\x12\x18\n\x10require_approval\x18\x04 \x01(\x08\x12)\n!skip_if_activity_since_enrollment\x18\x05 \x03(\t\"Q\n\x11InactivityTrigger\x12\x0c\n\x04\x64\x61ys\x18\x01 \x01(\x05\x12.\n\x07signals\x18\x02 \x03(\x0e\x32\x1d.reengage.v1.EngagementSignal\"h\n\x0c\x45ntryTrigger\x12\x34\n\ninactivity\x18\x01 \x01(\x0b\x32\x1e.reengage.v1.InactivityTriggerH\x00\x12\x17\n\ractivity_kind\x18\x02 \x01(\tH\x00\x42\t\n\x07trigger\"O\n\x0c\x46requencyCap\x12\x14\n\x0cmax_messages\x18\x01 \x01(\x05\x12)\n\x06period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9d\x04\n\x08Sequence\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12 \n\x05steps\x18\x03 \x03(\x0b\x32\x11.reengage.v1.Step\x12+\n\x0b\x65xit_events\x18\x04 \x03(\x0e\x32\x16.reengage.v1.ExitEvent\x12\x30\n\rentry_trigger\x18\x05 \x01(\x0b\x32\x19.reengage.v1.EntryTrigger\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12+\n\x08\x63ooldown\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\x0bsend_window\x18\x08 \x01(\x0b\x32\x17.reengage.v1.SendWindow\x12\x30\n\rfrequency_cap\x18\t \x01(\x0b\x32\x19.reengage.v1.FrequencyCap\x12)\n\x05state\x18\n \x01(\x0e\x32\x1a.reengage.v1.SequenceState\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x12 \n\x18interrupt_lower_priority\x18\x0e \x01(\x08\x12\x10\n\x08warnings\x18\x0f \x03(\t\"e\n\x15\x43reateSequenceRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x13\n\x0bsequence_id\x18\x02 \x01(\t\x12\'\n\x08sequence\x18\x03 \x01(\x0b\x32\x15.reengage.v1.Sequence\"\"\n\x12GetSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x93\x01\n\x14ListSequencesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12-\n\x05scope\x18\x04 \x01(\x0e\x32\x1e.reengage.v1.TemplateListScope\x12\x15\n\rshow_archived\x18\x05 \x01(\x08\"Z\n\x15ListSequencesResponse\x12(\n\tsequences\x18\x01 \x03(\x0b\x32\x15.reengage.v1.Sequence\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x15UpdateSequenceRequest\x12\'\n\x08sequence\x18\x01 \x01(\x0b\x32\x15.reengage.v1.Sequence\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"2\n\x14PauseSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"5\n\x17\x41\x63tivateSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"4\n\x16\x41rchiveSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"\x7f\n\x10\x44\x65scribedContact\x12\x14\n\x0cphone_number\x18\x01 \x01(\t\x12\x11\n\ttime_zone\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x64\x64ress_region\x18\x03 \x01(\t\x12*\n\x06values\x18\x04 \x01(\x0b\x32\x1a.reengage.v1.SampleContact\"\xc3\x01\n\x17SimulateSequenceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\x07\x63ontact\x18\x02 \x01(\tH\x00\x12:\n\x11\x64\x65scribed_contact\x18\x03 \x01(\x0b\x32\x1d.reengage.v1.DescribedContactH\x00\x12\x10\n\x08location\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07subject\"\xea\x02\n\x0bPlannedStep\x12\x12\n\nstep_index\x18\x01 \x01(\x05\x12,\n\x08\x64ue_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tsend_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0flocal_send_time\x18\x04 \x01(\t\x12\x12\n\ntime_zones\x18\x05 \x03(\t\x12,\n\x07outcome\x18\x06 \x01(\x0e\x32\x1b.reengage.v1.PlannedOutcome\x12\x0f\n\x07reasons\x18\x07 \x03(\t\x12\x0c\n\x04text\x18\x08 \x01(\t\x12\'\n\x08\x65ncoding\x18\t \x01(\x0e\x32\x15.reengage.v1.Encoding\x12\x15\n\rsegment_count\x18\n \x01(\x05\x12\x19\n\x11template_revision\x18\x0b \x01(\t\x12\x15\n\rfirst_message\x18\x0c \x01(\x08\"l\n\x18SimulateSequenceResponse\x12\'\n\x05steps\x18\x01 \x03(\x0b\x32\x18.reengage.v1.PlannedStep\x12\x15\n\rrules_version\x18\x02 \x01(\t\x12\x10\n\x08warnings\x18\x03 \x03(\t*\\\n\x08WaitFrom\x12\x19\n\x15WAIT_FROM_UNSPECIFIED\x10\x00\x12\x1b\n\x17WAIT_FROM_PREVIOUS_STEP\x10\x01\x12\x18\n\x14WAIT_FROM_ENROLLMENT\x10\x02*\xa0\x01\n\tExitEvent\x12\x1a\n\x16\x45XIT_EVENT_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45XIT_EVENT_REPLY\x10\x01\x12\x16\n\x12\x45XIT_EVENT_OPT_OUT\x10\x02\x12\x14\n\x10\x45XIT_EVENT_CLICK\x10\x03\x12\x17\n\x13\x45XIT_EVENT_PURCHASE\x10\x04\x12\x1a\n\x16\x45XIT_EVENT_APPOINTMENT\x10\x05*\x8f\x01\n\x10\x45ngagementSignal\x12!\n\x1d\x45NGAGEMENT_SIGNAL_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45NGAGEMENT_SIGNAL_REPLY\x10\x01\x12\x1b\n\x17\x45NGAGEMENT_SIGNAL_CLICK\x10\x02\x12\x1e\n\x1a\x45NGAGEMENT_SIGNAL_PURCHASE\x10\x03*\x82\x01\n\rSequenceState\x12\x1e\n\x1aSEQUENCE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15SEQUENCE_STATE_ACTIVE\x10\x01\x12\x19\n\x15SEQUENCE_STATE_PAUSED\x10\x02\x12\x1b\n\x17SEQUENCE_STATE_ARCHIVED\x10\x03*\xa9\x01\n\x0ePlannedOutcome\x12\x1f\n\x1bPLANNED_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14PLANNED_OUTCOME_SEND\x10\x01\x12\'\n#PLANNED_OUTCOME_SEND_AFTER_APPROVAL\x10\x02\x12\x18\n\x14PLANNED_OUTCOME_SKIP\x10\x03\x12\x19\n\x15PLANNED_OUTCOME_BLOCK\x10\x04\x32\x96\x05\n\x0fSequenceService\x12K\n\x0e\x43reateSequence\x12\".reengage.v1.CreateSequenceRequest\x1a\x15.reengage.v1.Sequence\x12\x45\n\x0bGetSequence\x12\x1f.reengage.v1.GetSequenceRequest\x1a\x15.reengage.v1.Sequence\x12V\n\rListSequences\x12!.reengage.v1.ListSequencesRequest\x1a\".reengage.v1.ListSequencesResponse\x12K\n\x0eUpdateSequence\x12\".reengage.v1.UpdateSequenceRequest\x1a\x15.reengage.v1.Sequence\x12M\n\x0f\x41rchiveSequence\x12#.reengage.v1.ArchiveSequenceRequest\x1a\x15.reengage.v1.Sequence\x12I\n\rPauseSequence\x12!.reengage.v1.PauseSequenceRequest\x1a\x15.reengage.v1.Sequence\x12O\n\x10\x41\x63tivateSequence\x12$.reengage.v1.ActivateSequenceRequest\x1a\x15.reengage.v1.Sequence\x12_\n\x10SimulateSequence\x12$.reengage.v1.SimulateSequenceRequest\x1a%.reengage.v1.SimulateSequenceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'reengage.v1.sequences_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WAITFROM']._serialized_start=2592
-  _globals['_WAITFROM']._serialized_end=2684
-  _globals['_EXITEVENT']._serialized_start=2687
-  _globals['_EXITEVENT']._serialized_end=2847
-  _globals['_ENGAGEMENTSIGNAL']._serialized_start=2850
-  _globals['_ENGAGEMENTSIGNAL']._serialized_end=2993
-  _globals['_SEQUENCESTATE']._serialized_start=2996
-  _globals['_SEQUENCESTATE']._serialized_end=3126
-  _globals['_PLANNEDOUTCOME']._serialized_start=3129
-  _globals['_PLANNEDOUTCOME']._serialized_end=3298
+  _globals['_WAITFROM']._serialized_start=2651
+  _globals['_WAITFROM']._serialized_end=2743
+  _globals['_EXITEVENT']._serialized_start=2746
+  _globals['_EXITEVENT']._serialized_end=2906
+  _globals['_ENGAGEMENTSIGNAL']._serialized_start=2909
+  _globals['_ENGAGEMENTSIGNAL']._serialized_end=3052
+  _globals['_SEQUENCESTATE']._serialized_start=3055
+  _globals['_SEQUENCESTATE']._serialized_end=3185
+  _globals['_PLANNEDOUTCOME']._serialized_start=3188
+  _globals['_PLANNEDOUTCOME']._serialized_end=3357
   _globals['_STEP']._serialized_start=200
   _globals['_STEP']._serialized_end=376
   _globals['_INACTIVITYTRIGGER']._serialized_start=378
@@ -55,31 +55,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FREQUENCYCAP']._serialized_start=567
   _globals['_FREQUENCYCAP']._serialized_end=646
   _globals['_SEQUENCE']._serialized_start=649
-  _globals['_SEQUENCE']._serialized_end=1172
-  _globals['_CREATESEQUENCEREQUEST']._serialized_start=1174
-  _globals['_CREATESEQUENCEREQUEST']._serialized_end=1275
-  _globals['_GETSEQUENCEREQUEST']._serialized_start=1277
-  _globals['_GETSEQUENCEREQUEST']._serialized_end=1311
-  _globals['_LISTSEQUENCESREQUEST']._serialized_start=1314
-  _globals['_LISTSEQUENCESREQUEST']._serialized_end=1461
-  _globals['_LISTSEQUENCESRESPONSE']._serialized_start=1463
-  _globals['_LISTSEQUENCESRESPONSE']._serialized_end=1553
-  _globals['_UPDATESEQUENCEREQUEST']._serialized_start=1555
-  _globals['_UPDATESEQUENCEREQUEST']._serialized_end=1668
-  _globals['_PAUSESEQUENCEREQUEST']._serialized_start=1670
-  _globals['_PAUSESEQUENCEREQUEST']._serialized_end=1720
-  _globals['_ACTIVATESEQUENCEREQUEST']._serialized_start=1722
-  _globals['_ACTIVATESEQUENCEREQUEST']._serialized_end=1775
-  _globals['_ARCHIVESEQUENCEREQUEST']._serialized_start=1777
-  _globals['_ARCHIVESEQUENCEREQUEST']._serialized_end=1829
-  _globals['_DESCRIBEDCONTACT']._serialized_start=1831
-  _globals['_DESCRIBEDCONTACT']._serialized_end=1958
-  _globals['_SIMULATESEQUENCEREQUEST']._serialized_start=1961
-  _globals['_SIMULATESEQUENCEREQUEST']._serialized_end=2156
-  _globals['_PLANNEDSTEP']._serialized_start=2159
-  _globals['_PLANNEDSTEP']._serialized_end=2498
-  _globals['_SIMULATESEQUENCERESPONSE']._serialized_start=2500
-  _globals['_SIMULATESEQUENCERESPONSE']._serialized_end=2590
-  _globals['_SEQUENCESERVICE']._serialized_start=3301
-  _globals['_SEQUENCESERVICE']._serialized_end=3963
+  _globals['_SEQUENCE']._serialized_end=1190
+  _globals['_CREATESEQUENCEREQUEST']._serialized_start=1192
+  _globals['_CREATESEQUENCEREQUEST']._serialized_end=1293
+  _globals['_GETSEQUENCEREQUEST']._serialized_start=1295
+  _globals['_GETSEQUENCEREQUEST']._serialized_end=1329
+  _globals['_LISTSEQUENCESREQUEST']._serialized_start=1332
+  _globals['_LISTSEQUENCESREQUEST']._serialized_end=1479
+  _globals['_LISTSEQUENCESRESPONSE']._serialized_start=1481
+  _globals['_LISTSEQUENCESRESPONSE']._serialized_end=1571
+  _globals['_UPDATESEQUENCEREQUEST']._serialized_start=1573
+  _globals['_UPDATESEQUENCEREQUEST']._serialized_end=1686
+  _globals['_PAUSESEQUENCEREQUEST']._serialized_start=1688
+  _globals['_PAUSESEQUENCEREQUEST']._serialized_end=1738
+  _globals['_ACTIVATESEQUENCEREQUEST']._serialized_start=1740
+  _globals['_ACTIVATESEQUENCEREQUEST']._serialized_end=1793
+  _globals['_ARCHIVESEQUENCEREQUEST']._serialized_start=1795
+  _globals['_ARCHIVESEQUENCEREQUEST']._serialized_end=1847
+  _globals['_DESCRIBEDCONTACT']._serialized_start=1849
+  _globals['_DESCRIBEDCONTACT']._serialized_end=1976
+  _globals['_SIMULATESEQUENCEREQUEST']._serialized_start=1979
+  _globals['_SIMULATESEQUENCEREQUEST']._serialized_end=2174
+  _globals['_PLANNEDSTEP']._serialized_start=2177
+  _globals['_PLANNEDSTEP']._serialized_end=2539
+  _globals['_SIMULATESEQUENCERESPONSE']._serialized_start=2541
+  _globals['_SIMULATESEQUENCERESPONSE']._serialized_end=2649
+  _globals['_SEQUENCESERVICE']._serialized_start=3360
+  _globals['_SEQUENCESERVICE']._serialized_end=4022
 # @@protoc_insertion_point(module_scope)

@@ -329,6 +329,7 @@ class Sequence(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     INTERRUPT_LOWER_PRIORITY_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`franchisors/{f}/sequences/{s}` or `franchisors/{f}/locations/{l}/sequences/{s}`. Output
     only.
@@ -380,6 +381,16 @@ class Sequence(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the author should know about this definition, in words; nothing is refused for it.
+        Today: the first step's template (as named; a location's override is judged when sent)
+        lacks the brand name or an opt-out instruction, which the first text of every enrollment
+        gets added automatically ("{Brand}: " in front, "Reply STOP to opt out" at the end;
+        COMPLIANCE §2.13). Set by CreateSequence, UpdateSequence and GetSequence; empty in
+        ListSequences. Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -397,10 +408,11 @@ class Sequence(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         interrupt_lower_priority: _builtins.bool = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cooldown", b"cooldown", "create_time", b"create_time", "entry_trigger", b"entry_trigger", "frequency_cap", b"frequency_cap", "send_window", b"send_window", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown", b"cooldown", "create_time", b"create_time", "display_name", b"display_name", "entry_trigger", b"entry_trigger", "etag", b"etag", "exit_events", b"exit_events", "frequency_cap", b"frequency_cap", "interrupt_lower_priority", b"interrupt_lower_priority", "name", b"name", "priority", b"priority", "send_window", b"send_window", "state", b"state", "steps", b"steps", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown", b"cooldown", "create_time", b"create_time", "display_name", b"display_name", "entry_trigger", b"entry_trigger", "etag", b"etag", "exit_events", b"exit_events", "frequency_cap", b"frequency_cap", "interrupt_lower_priority", b"interrupt_lower_priority", "name", b"name", "priority", b"priority", "send_window", b"send_window", "state", b"state", "steps", b"steps", "update_time", b"update_time", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -733,6 +745,7 @@ class PlannedStep(_message.Message):
     ENCODING_FIELD_NUMBER: _builtins.int
     SEGMENT_COUNT_FIELD_NUMBER: _builtins.int
     TEMPLATE_REVISION_FIELD_NUMBER: _builtins.int
+    FIRST_MESSAGE_FIELD_NUMBER: _builtins.int
     step_index: _builtins.int
     """The step's index, from 0."""
     local_send_time: _builtins.str
@@ -747,6 +760,11 @@ class PlannedStep(_message.Message):
     """Its segments."""
     template_revision: _builtins.str
     """The template revision that would be sent."""
+    first_message: _builtins.bool
+    """Whether this is the enrollment's first text: when its template lacks them, text starts
+    with "{Brand}: " and ends with "Reply STOP to opt out", counted in encoding and
+    segment_count, as the send path adds them.
+    """
     @_builtins.property
     def due_time(self) -> _timestamp_pb2.Timestamp:
         """When the step falls due (after its wait)."""
@@ -777,10 +795,11 @@ class PlannedStep(_message.Message):
         encoding: _templates_pb2.Encoding.ValueType = ...,
         segment_count: _builtins.int = ...,
         template_revision: _builtins.str = ...,
+        first_message: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "send_time", b"send_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "encoding", b"encoding", "local_send_time", b"local_send_time", "outcome", b"outcome", "reasons", b"reasons", "segment_count", b"segment_count", "send_time", b"send_time", "step_index", b"step_index", "template_revision", b"template_revision", "text", b"text", "time_zones", b"time_zones"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "encoding", b"encoding", "first_message", b"first_message", "local_send_time", b"local_send_time", "outcome", b"outcome", "reasons", b"reasons", "segment_count", b"segment_count", "send_time", b"send_time", "step_index", b"step_index", "template_revision", b"template_revision", "text", b"text", "time_zones", b"time_zones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -794,21 +813,29 @@ class SimulateSequenceResponse(_message.Message):
 
     STEPS_FIELD_NUMBER: _builtins.int
     RULES_VERSION_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     rules_version: _builtins.str
     """The version of the jurisdiction rules used (send windows, state rules, holidays)."""
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlannedStep]:
         """The steps in order."""
 
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the author should know, in words: e.g. the first text lacks the brand name or the
+        opt-out line, which are added automatically (see PlannedStep.first_message).
+        """
+
     def __init__(
         self,
         *,
         steps: _abc.Iterable[Global___PlannedStep] | None = ...,
         rules_version: _builtins.str = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules_version", b"rules_version", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rules_version", b"rules_version", "steps", b"steps", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

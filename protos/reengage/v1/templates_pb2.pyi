@@ -629,7 +629,10 @@ class PreviewTemplateRequest(_message.Message):
     for a brand template without it, sample values are used.
     """
     first_message: _builtins.bool
-    """Treat the text as a sequence's first message: warn when it lacks opt-out language."""
+    """Treat the text as the first text of an enrollment: the brand name ("{Brand}: ") and the
+    line "Reply STOP to opt out" are added when missing, as the send path adds them, and
+    text, encoding and segments are those of the text with them; a warning says so.
+    """
     @_builtins.property
     def contact(self) -> Global___SampleContact:
         """The contact; when unset, sample values ("Alexandra Rivera", ...) are used."""
@@ -701,7 +704,9 @@ class PreviewTemplateResponse(_message.Message):
     WARNINGS_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """The rendered text; a variable without value and fallback shows as {{name}}."""
+    """The rendered text; a variable without value and fallback shows as {{name}}. With
+    first_message, the text as the first text of an enrollment is sent (additions included).
+    """
     encoding: Global___Encoding.ValueType
     """Encoding of text."""
     segment_count: _builtins.int

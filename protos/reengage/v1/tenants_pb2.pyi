@@ -109,6 +109,44 @@ DAY_OF_WEEK_SUNDAY: DayOfWeek.ValueType  # 7
 """Sunday."""
 Global___DayOfWeek: _TypeAlias = DayOfWeek  # noqa: Y015
 
+class _OptOutScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OptOutScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OptOutScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OPT_OUT_SCOPE_UNSPECIFIED: _OptOutScope.ValueType  # 0
+    """Not set. Never returned. On UpdateFranchisor: refused when the mask names opt_out_scope;
+    with the mask "*" the setting is left as it is.
+    """
+    OPT_OUT_SCOPE_LOCATION: _OptOutScope.ValueType  # 1
+    """An opt-out (STOP, opt-out phrasing, a revocation recorded over the API, the carrier's
+    21610) suppresses the phone at the location it reached. The default.
+    """
+    OPT_OUT_SCOPE_BRAND: _OptOutScope.ValueType  # 2
+    """An opt-out at any location suppresses the phone at every location of the brand, in the
+    same transaction; contacts created or imported later anywhere in the brand start
+    suppressed. A START renews consent only at the location it reached.
+    """
+
+class OptOutScope(_OptOutScope, metaclass=_OptOutScopeEnumTypeWrapper):
+    """What one opt-out covers (COMPLIANCE §2.9)."""
+
+OPT_OUT_SCOPE_UNSPECIFIED: OptOutScope.ValueType  # 0
+"""Not set. Never returned. On UpdateFranchisor: refused when the mask names opt_out_scope;
+with the mask "*" the setting is left as it is.
+"""
+OPT_OUT_SCOPE_LOCATION: OptOutScope.ValueType  # 1
+"""An opt-out (STOP, opt-out phrasing, a revocation recorded over the API, the carrier's
+21610) suppresses the phone at the location it reached. The default.
+"""
+OPT_OUT_SCOPE_BRAND: OptOutScope.ValueType  # 2
+"""An opt-out at any location suppresses the phone at every location of the brand, in the
+same transaction; contacts created or imported later anywhere in the brand start
+suppressed. A START renews consent only at the location it reached.
+"""
+Global___OptOutScope: _TypeAlias = OptOutScope  # noqa: Y015
+
 class _ApiKeyState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -145,6 +183,7 @@ class Franchisor(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     SLACK_CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    OPT_OUT_SCOPE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `franchisors/{franchisor}`. Output only."""
     display_name: _builtins.str
@@ -154,6 +193,11 @@ class Franchisor(_message.Message):
     slack_channel_id: _builtins.str
     """Slack channel id (e.g. "C0123ABCD") of the brand channel, where location overrides of brand
     templates wait for approval; empty for none.
+    """
+    opt_out_scope: Global___OptOutScope.ValueType
+    """What one opt-out covers: LOCATION (the default) or BRAND. Only franchisor admins change it;
+    the change applies to opt-outs from then on, and suppressions already recorded brand-wide
+    stay (suppressions are kept forever).
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -172,10 +216,11 @@ class Franchisor(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         slack_channel_id: _builtins.str = ...,
+        opt_out_scope: Global___OptOutScope.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "name", b"name", "slack_channel_id", b"slack_channel_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "name", b"name", "opt_out_scope", b"opt_out_scope", "slack_channel_id", b"slack_channel_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -462,7 +507,9 @@ class UpdateFranchisorRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to change: display_name, slack_channel_id, or "*" for both of them. Required."""
+        """Fields to change: display_name, slack_channel_id, opt_out_scope, or "*" for all of them
+        (an unspecified opt_out_scope under "*" leaves it as it is). Required.
+        """
 
     def __init__(
         self,
