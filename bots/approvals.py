@@ -35,6 +35,7 @@ from tenants.errors import InvalidArgument, NotFound
 from tenants.first_message import step_text_as_sent
 from tenants.staff import StaffMember
 from tenants.template_bodies import check_edited_text
+from tenants.unexpected_errors import log_unexpected
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrollment_types import APPROVE, EDIT, SKIP_STEP, Decision
 
@@ -127,8 +128,10 @@ class ApprovalActions:
         except Refusal as refusal:
             await tell(client, click.channel, click.user, str(refusal), click.thread_ts)
             return
-        except Exception:
-            log.exception("approval %s of %s failed", click.action_id, click.enrollment_id)
+        except Exception as error:
+            log_unexpected(
+                log, error, "approval %s of %s failed", click.action_id, click.enrollment_id
+            )
             await tell_quietly(client, click.channel, click.user, SOMETHING_WRONG, click.thread_ts)
             return
         await client.chat_update(
@@ -269,8 +272,8 @@ class ApprovalActions:
             words = REFUSED_WORDS.get(refused.reason, refused.message)
             await tell(client, meta["c"], user, f"Your edit was not sent: {words}", meta["r"])
             return
-        except Exception:
-            log.exception("edited approval of %s failed", meta["e"])
+        except Exception as error:
+            log_unexpected(log, error, "edited approval of %s failed", meta["e"])
             await tell_quietly(client, meta["c"], user, SOMETHING_WRONG, meta["r"])
             return
         await self._audit(staff, messages.EDIT, enrollment, int(meta["s"]))

@@ -28,6 +28,7 @@ from tenants.locations import Location, load_location
 from tenants.names import TenantScope
 from tenants.notices import mask_phone, short_name
 from tenants.staff import staff_for_slack_user
+from tenants.unexpected_errors import log_unexpected
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrollment_types import EnrollmentState
 
@@ -50,9 +51,9 @@ class SlashCommands:
             text = await self.answer(command)
         except Refusal as refusal:
             text = str(refusal)
-        except Exception:
+        except Exception as error:
             verb = (str(command.get("text") or "").split() or ["help"])[0][:12]
-            log.exception("/reengage %s failed", verb)  # not the rest: it holds a number
+            log_unexpected(log, error, "/reengage %s failed", verb)  # not the rest: a number
             text = SOMETHING_WRONG
         await respond(text=text, response_type="ephemeral")
 

@@ -20,6 +20,7 @@ from tenants.access import Action
 from tenants.errors import DomainError, EtagMismatch, FailedPrecondition
 from tenants.names import ChildName, parse_child
 from tenants.template_approvals import approve_template, reject_template
+from tenants.unexpected_errors import log_unexpected
 
 log = logging.getLogger(__name__)
 ALREADY_DECIDED = "This override was already decided or changed since, so nothing changed."
@@ -54,8 +55,8 @@ class OverrideActions:
         except Refusal as refusal:
             await tell(client, channel, user, str(refusal))
             return
-        except Exception:
-            log.exception("override decision on %s failed", value["t"])
+        except Exception as error:
+            log_unexpected(log, error, "override decision on %s failed", value["t"])
             await tell_quietly(client, channel, user, SOMETHING_WRONG)
             return
         outcome = f":white_check_mark: Approved by {mention(user, staff)}: it is live now."
@@ -88,8 +89,8 @@ class OverrideActions:
         except Refusal as refusal:
             await tell(client, meta["c"], user, str(refusal))
             return
-        except Exception:
-            log.exception("override rejection of %s failed", meta["t"])
+        except Exception as error:
+            log_unexpected(log, error, "override rejection of %s failed", meta["t"])
             await tell_quietly(client, meta["c"], user, SOMETHING_WRONG)
             return
         outcome = f":x: Rejected by {mention(user, staff)}: {messages.esc(reason)}"

@@ -30,6 +30,7 @@ from tenants.review_queue import (
     parse_flagged_name,
     resolve_flagged,
 )
+from tenants.unexpected_errors import log_unexpected
 
 log = logging.getLogger(__name__)
 RESOLUTIONS = {
@@ -83,8 +84,8 @@ class ReviewActions:
         except Refusal as refusal:
             await tell(client, shown.channel, user, str(refusal), shown.thread_ts)
             return
-        except Exception:
-            log.exception("review %s failed", action.get("action_id"))
+        except Exception as error:
+            log_unexpected(log, error, "review %s failed", action.get("action_id"))
             await tell_quietly(client, shown.channel, user, SOMETHING_WRONG, shown.thread_ts)
             return
         same_person = resolved.message.resolved_by == principal.label

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,7 @@ from bots.identity import tell
 from bots.overrides import OverrideActions
 from bots.reviews import ReviewActions
 from tenants.chat_threads import contact_of_thread, first_time_event
+from tenants.unexpected_errors import log_unexpected
 from workflows.client import EnrollmentClient
 
 log = logging.getLogger(__name__)
@@ -112,30 +114,47 @@ def build_slack_app(
     return app
 
 
-# what reading a signed body of the wrong shape raises, in bolt's middleware and matchers or in
-# a listener before its ack (e.g. `"event": null`, `"actions": 5`): Slack never sends one
+# what bolt itself raises reading a signed body of the wrong shape, in its middleware, matchers
+# or a listener's arguments (e.g. `"event": null`, `"actions": [5]`): Slack never sends one
 MALFORMED_SHAPES = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+# the project's own code (listeners, middleware, the rules below them), as opposed to bolt's
+OUR_CODE = tuple(
+    str(Path(__file__).resolve().parent.parent / package) + os.sep
+    for package in ("bots", "server", "tenants", "workflows")
+)
+
+
+def _raised_by_bolt_alone(error: BaseException) -> bool:
+    """No frame of error's traceback is in our code: bolt raised it reading the body."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return not any(str(Path(f.filename).resolve()).startswith(OUR_CODE) for f in frames)
 
 
 async def malformed_or_failed(
     error: Exception, response: BoltResponse | None
 ) -> BoltResponse | None:
-    """Bolt's error handler: a signed request whose body has not Slack's shape is 400 (one
-    line: the error's type and where, never the body); anything else stays bolt's 500."""
-    if not isinstance(error, MALFORMED_SHAPES):
-        log.error("Slack request failed: %s", type(error).__name__, exc_info=error)
-        return None
-    frames = traceback.extract_tb(error.__traceback__)
-    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
-    log.warning(
-        "%s: a signed body not shaped as Slack's (%s at %s)",
-        EVENTS_PATH,
-        type(error).__name__,
-        where,
-    )
-    if response is None:  # raised after the ack: the answer is gone already
-        return None
-    return BoltResponse(status=400, body="malformed Slack request body\n")
+    """Bolt's error handler. Before the answer, what bolt alone raised reading a signed body not
+    shaped as Slack's is 400: one WARNING line (the error's type and where, never the body).
+    Anything else (raised in our listeners or middleware, or after the ack, when the answer is
+    gone) is a bug or an outage: logged at ERROR with its traceback, database errors without
+    their text (tenants.unexpected_errors), and bolt's 500 if not yet answered."""
+    if (
+        response is not None
+        and isinstance(error, MALFORMED_SHAPES)
+        and _raised_by_bolt_alone(error)
+    ):
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+        log.warning(
+            "%s: a signed body not shaped as Slack's (%s at %s)",
+            EVENTS_PATH,
+            type(error).__name__,
+            where,
+        )
+        return BoltResponse(status=400, body="malformed Slack request body\n")
+    when = "after its answer" if response is None else "before its answer"
+    log_unexpected(log, error, "%s: a Slack request failed %s", EVENTS_PATH, when)
+    return None
 
 
 class SlackRequestRefused(Exception):

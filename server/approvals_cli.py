@@ -28,7 +28,9 @@ from pathlib import Path
 
 import grpc
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc, tenants_pb2, tenants_pb2_grpc
@@ -186,7 +188,7 @@ def approvals_table(pending: list[Pending], width: int) -> Table:
         )
     table.add_column(headers[-1], overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # the server's text, never markup
     return table
 
 
@@ -208,7 +210,7 @@ def run_list(
         return _fail(err)
     out = console or Console()
     if not pending:
-        out.print(f"no approvals are waiting at {parent}")
+        out.print(f"no approvals are waiting at {escape(parent)}")
     else:
         out.print(approvals_table(pending, out.width))
     return 0

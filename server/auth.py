@@ -20,6 +20,7 @@ from server.grpc_errors import internal_status, to_status
 from tenants import api_keys
 from tenants.access import Principal
 from tenants.errors import DomainError, Unauthenticated
+from tenants.unexpected_errors import log_unexpected
 
 log = logging.getLogger(__name__)
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
@@ -49,7 +50,7 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
 async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
     if isinstance(error, DomainError):
         await context.abort_with_status(to_status(error))
-    log.exception("unhandled error in RPC", exc_info=error)
+    log_unexpected(log, error, "unhandled error in RPC")
     await context.abort_with_status(internal_status())
 
 

@@ -414,7 +414,9 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
     ) -> AsyncIterator[pb.EvidenceRecord]:
         from server import evidence_records  # it builds on this module's converters
 
+        # read whole, then sent: a client that stops reading must not hold a pooled connection
         async with self._pool.connection() as conn:
             name = await evidence_records.subject(conn, principal(), request)
-            async for item in evidence.export_evidence(conn, principal(), name):
-                yield evidence_records.record_pb(item)
+            items = await evidence.read_evidence(conn, principal(), name)
+        for item in items:
+            yield evidence_records.record_pb(item)

@@ -31,8 +31,10 @@ from pathlib import Path
 import grpc
 from google.protobuf import timestamp_pb2
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc
@@ -212,7 +214,8 @@ def print_report(report: ImportReport, console: Console) -> None:
     )
     for column in report.unknown_columns:
         console.print(
-            f"[yellow]ignored unknown column {column!r}[/] (custom attributes are attr.<key>)"
+            f"[yellow]ignored unknown column {escape(repr(column))}[/] (custom attributes are"
+            " attr.<key>)"
         )
     if rejected:
         table = Table(title="rejected rows")
@@ -220,7 +223,7 @@ def print_report(report: ImportReport, console: Console) -> None:
         table.add_column("field")
         table.add_column("reason")
         for number, field_name, reason in sorted(rejected):
-            table.add_row(str(number), field_name, reason)
+            table.add_row(str(number), Text(field_name), Text(reason))  # never markup
         console.print(table)
 
 

@@ -99,11 +99,19 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
                 gate.release()
             return result
 
-        tasks = []
-        async for request in request_iterator:
-            await gate.acquire()  # reading waits while BULK_IN_FLIGHT are in flight
-            tasks.append(asyncio.create_task(one(request)))
-        answer = pb.BulkEnrollResponse(results=await asyncio.gather(*tasks))
+        tasks: list[asyncio.Task[pb.BulkEnrollResult]] = []
+        try:
+            async for request in request_iterator:
+                await gate.acquire()  # reading waits while BULK_IN_FLIGHT are in flight
+                tasks.append(asyncio.create_task(one(request)))
+            results = await asyncio.gather(*tasks)
+        finally:
+            # A call that fails (an undecodable message mid-stream, an unexpected error, the
+            # client gone) answers only once the enrollments it started have finished: none goes
+            # on after its failure was answered, and none fails unobserved. Enrolling is
+            # idempotent, so the caller's retry finds those done.
+            await asyncio.gather(*tasks, return_exceptions=True)
+        answer = pb.BulkEnrollResponse(results=results)
         for result in answer.results:
             if result.error_code:
                 answer.refused += 1

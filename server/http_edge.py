@@ -80,11 +80,18 @@ async def client_went_away(request: Request, exc: Exception) -> Response:
     return Response(status_code=400)
 
 
+ENDED_WAIT = 2.0  # seconds for uvicorn to see a connection it closed go
+
+
 class AnswerAfterTheConnectionEnded:
-    """uvicorn answers a request it cannot parse (a bad chunk size mid-body, say) with its own
-    400 and closes the connection; a route answering at that moment without reading the body
-    (404, 413, 415) then finds the connection already answered, and h11 refuses the second
-    answer. Nobody is there to read it: one log line, not an "Exception in ASGI application"."""
+    """uvicorn (its h11 implementation: `http_server` sets it) answers a request it cannot parse
+    (a bad chunk size mid-body, say) with its own 400 and closes the connection; a route
+    answering at that moment without reading the body (404, 413, 415) then finds the connection
+    already answered, and h11 refuses the second answer. Nobody is there to read it: one log
+    line, not an "Exception in ASGI application".
+
+    Only then: an h11 refusal on a connection that does not end (an answer of ours h11 cannot
+    send, such as an illegal header value) is our bug, logged at ERROR with its traceback."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -92,21 +99,30 @@ class AnswerAfterTheConnectionEnded:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self.app(scope, receive, send)
-        except h11.LocalProtocolError:
+        except h11.LocalProtocolError as refused:
             if scope["type"] != "http":
                 raise
+            where = (scope.get("method", ""), str(scope.get("path", ""))[:80])
+            if not await _connection_ended(receive):
+                log.error("%s %s: h11 refused our answer", *where, exc_info=refused)
+                return
             log.info(
                 "%s %s: the connection was answered (a malformed request) or closed before this"
                 " answer; dropped",
-                scope.get("method", ""),
-                str(scope.get("path", ""))[:80],
+                *where,
             )
-            # uvicorn closed the connection; returning once it has seen it go keeps it from
-            # reporting an unfinished answer as an error
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2):
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
+
+
+async def _connection_ended(receive: Receive) -> bool:
+    """Whether the server has ended this connection (uvicorn reports it to receive() as
+    `http.disconnect` once it sees it go; what is left of a body is read past). Returning only
+    then also keeps uvicorn from reporting an unfinished answer as an error."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(ENDED_WAIT):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            return True
+    return False
 
 
 class EdgeServer(uvicorn.Server):
@@ -122,6 +138,8 @@ def http_server(app: Starlette, host: str, port: int) -> EdgeServer:
         AnswerAfterTheConnectionEnded(app),
         host=host,
         port=port,
+        # AnswerAfterTheConnectionEnded knows h11's refusals; "auto" would take httptools
+        http="h11",
         log_level="warning",
         lifespan="off",
         access_log=False,

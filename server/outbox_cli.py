@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def show_outbox(database_url: str, limit: int, location: str | None) -> None:
@@ -28,7 +29,7 @@ def show_outbox(database_url: str, limit: int, location: str | None) -> None:
     for column in ("sent at (UTC)", "location", "from", "to", "seg", "enrollment", "step", "text"):
         table.add_column(column, overflow="fold")
     for sent_at, loc, sender, to, segments, enrollment, step, body in rows:
-        table.add_row(
+        cells = (
             f"{sent_at:%Y-%m-%d %H:%M:%S}",
             loc,
             sender or "-",
@@ -38,4 +39,5 @@ def show_outbox(database_url: str, limit: int, location: str | None) -> None:
             "" if step is None else str(step),
             body,
         )
+        table.add_row(*(Text(cell) for cell in cells))  # a text's body is never rich markup
     Console().print(table)

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import grpc
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc
@@ -96,7 +98,8 @@ def review_table(found: list[pb.FlaggedMessage], state: str) -> Table:
                 if m.resolution
                 else "-"
             )
-        table.add_row(*row, m.body)
+        # every cell is the server's text (a contact's body above all), never rich markup
+        table.add_row(*(Text(cell) for cell in row), Text(m.body))
     return table
 
 
@@ -125,7 +128,7 @@ def run_list(
     out = console or Console()
     if not found:
         which = "" if state == "all" else f"{state} "
-        out.print(f"no {which}flagged texts at {parent}")
+        out.print(f"no {which}flagged texts at {escape(parent)}")
     else:
         out.print(review_table(found, state))
     return 0

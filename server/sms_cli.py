@@ -8,6 +8,7 @@ import secrets
 from datetime import UTC, datetime
 
 from rich.console import Console
+from rich.markup import escape
 
 from server.app import build_carrier, connect_temporal, open_pool
 from server.config import Settings
@@ -37,9 +38,11 @@ async def receive_text(
         async with pool.connection() as conn:
             outcome = await receive(conn, sms)
         where = outcome.contact.name if outcome.contact else "no contact"
-        console.print(f"received as [bold]{outcome.classification}[/bold] ({where})")
+        console.print(
+            f"received as [bold]{escape(outcome.classification)}[/bold] ({escape(where)})"
+        )
         if outcome.review_reason:
-            console.print(f"flagged for review: {outcome.review_reason}")
+            console.print(f"flagged for review: {escape(outcome.review_reason)}")
         if not outcome.followups:
             return 0
         try:

@@ -31,6 +31,7 @@ from server.carriers.twilio_webhooks import (
 )
 from tenants import delivery_status, tracked_links
 from tenants.inbound import InboundSms, receive
+from tenants.unexpected_errors import log_unexpected
 from workflows.followups import FollowupRelay
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,10 @@ class SmsEdge:
     async def _deliver_now(self, ids: tuple[int, ...]) -> None:
         try:
             await self._relay.deliver(ids)
-        except Exception:  # the relay's loop retries them
-            log.exception("follow-ups %s: first delivery failed; the relay retries", ids)
+        except Exception as error:  # the relay's loop retries them
+            log_unexpected(
+                log, error, "follow-ups %s: first delivery failed; the relay retries", ids
+            )
             self._relay.nudge()
 
 
@@ -152,8 +155,8 @@ def _guarded(handler: Handler) -> Handler:
             if refused.status == 403:
                 log.warning("%s refused: %s", request.url.path, refused.message)
             return PlainTextResponse(refused.message + "\n", status_code=refused.status)
-        except (psycopg.OperationalError, PoolTimeout):
-            log.exception("%s: the database is unavailable", request.url.path)
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            log_unexpected(log, error, "%s: the database is unavailable", request.url.path)
             return PlainTextResponse("temporarily unavailable\n", status_code=503)
 
     return guarded

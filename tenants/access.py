@@ -99,6 +99,10 @@ class Action(StrEnum):
     # resolving an inbound text flagged for review (opt-out or not): it changes the contact's
     # consent, so the people who may record consent, not everyone who reads replies
     FLAGGED_MESSAGE_RESOLVE = "flagged_message.resolve"
+    # a revocation that covers every location of the brand (for good) while the franchisor's
+    # opt_out_scope keeps opt-outs to their location: the brand's decision, never one
+    # location's (under BRAND every revocation covers the brand, whoever records it)
+    CONSENT_REVOKE_BRAND_WIDE = "consent.revoke_brand_wide"
 
 
 _FRANCHISOR_WIDE = {
@@ -125,6 +129,7 @@ _FRANCHISOR_WIDE = {
     Action.SEQUENCE_WRITE: {Role.FRANCHISOR_ADMIN},
     Action.ENROLLMENT_STEER: {Role.FRANCHISOR_ADMIN},
     Action.FLAGGED_MESSAGE_RESOLVE: {Role.FRANCHISOR_ADMIN},
+    Action.CONSENT_REVOKE_BRAND_WIDE: {Role.FRANCHISOR_ADMIN},
 }
 
 _OWN_LOCATION = {

@@ -14,12 +14,13 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants import audit
-from tenants.access import Action, Principal, authorize
+from tenants.access import Action, Principal, authorize, can
 from tenants.contacts import Contact, load, require_location
-from tenants.errors import Violations
+from tenants.errors import PermissionDenied, Violations
 from tenants.followups import FollowupKind, owe_signal
 from tenants.names import ChildName, TenantScope
 from tenants.pagination import PageRequest, parse_time_key, time_key
+from tenants.retry import in_transaction
 
 
 class ConsentKind(StrEnum):
@@ -220,36 +221,71 @@ async def record_consent_owing(
     revocation owes (`opted_out` to the running enrollments it ends: the contact's and, when
     the revocation is brand-wide, those at the brand's other locations)."""
     # brand_suppression builds on this module's append_events
-    from tenants.brand_suppression import revoke
+    from tenants.brand_suppression import hold_before_revoking, is_brand_wide
 
     require_location(name.scope, "contact")
     authorize(principal, Action.CONTACT_WRITE, name.scope)
     evidence_problems(e, "evidence.").raise_if_any()
-    owed: list[int | None] = []
-    async with conn.transaction():
-        contact = await load(conn, name, lock=True)
-        if e.kind is ConsentKind.REVOKE:
-            revocation = await revoke(conn, principal, contact.name, contact.phone_e164, e)
-            e = replace(e, scope=revocation.scope)
-            event = await _event(conn, contact, e)
-            owed.append(
-                await owe_signal(conn, FollowupKind.SIGNAL_OPTED_OUT, name, f"consent:{event.id}")
-            )
-            owed.extend(revocation.followups)
-        else:
-            await append_events(
-                conn, principal, contact.location, [(contact.name.id, contact.phone_e164, e)]
-            )
-            event = await _event(conn, contact, e)
-        await audit.record(
-            conn,
-            principal,
-            f"consent.{e.kind.value}",
-            name.name,
-            name.scope.franchisor_id,
-            channel=e.channel.value if e.channel else None,
-            scope=e.scope.value,
+    if (
+        e.kind is ConsentKind.REVOKE
+        and e.scope is ConsentScope.BRAND
+        and not can(principal, Action.CONSENT_REVOKE_BRAND_WIDE, name.scope)
+        and not await is_brand_wide(conn, name.scope.franchisor_id)
+    ):
+        # the franchisor keeps opt-outs to their location: only the brand suppresses a phone
+        # at every location (for good), not one location's principal
+        raise PermissionDenied(
+            f"{principal.role.value} may not record a brand-wide revocation while"
+            f" franchisors/{name.scope.franchisor_id} keeps opt-outs to their location: record the"
+            " revocation with location scope (CONSENT_SCOPE_LOCATION)",
+            action=Action.CONSENT_REVOKE_BRAND_WIDE.value,
+            resource=name.scope.name,
         )
+
+    async def attempt() -> tuple[ConsentEvent, tuple[int, ...]]:
+        if e.kind is ConsentKind.REVOKE:
+            # the brand's lock on the phone before the contact's row (tenants.brand_suppression)
+            found = await load(conn, name)
+            await hold_before_revoking(conn, name.scope.franchisor_id, found.phone_e164, e.scope)
+        return await _record(conn, principal, name, e)
+
+    # retried from the start when PostgreSQL aborts it to break a deadlock (tenants.retry)
+    return await in_transaction(conn, attempt, "consent record")
+
+
+async def _record(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    name: ChildName,
+    e: ConsentEvidence,
+) -> tuple[ConsentEvent, tuple[int, ...]]:
+    """One attempt of `record_consent_owing`, in its transaction."""
+    from tenants.brand_suppression import revoke
+
+    owed: list[int | None] = []
+    contact = await load(conn, name, lock=True)
+    if e.kind is ConsentKind.REVOKE:
+        revocation = await revoke(conn, principal, contact.name, contact.phone_e164, e)
+        e = replace(e, scope=revocation.scope)
+        event = await _event(conn, contact, e)
+        owed.append(
+            await owe_signal(conn, FollowupKind.SIGNAL_OPTED_OUT, name, f"consent:{event.id}")
+        )
+        owed.extend(revocation.followups)
+    else:
+        await append_events(
+            conn, principal, contact.location, [(contact.name.id, contact.phone_e164, e)]
+        )
+        event = await _event(conn, contact, e)
+    await audit.record(
+        conn,
+        principal,
+        f"consent.{e.kind.value}",
+        name.name,
+        name.scope.franchisor_id,
+        channel=e.channel.value if e.channel else None,
+        scope=e.scope.value,
+    )
     return event, tuple(f for f in owed if f is not None)
 
 

@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 
 from tenants import audit
 from tenants.access import Action, Principal, authorize
+from tenants.brand_suppression import hold_phones_shared
 from tenants.consent import ConsentEvidence, ConsentKind, append_events, evidence_problems
 from tenants.contacts import (
     ContactInput,
@@ -95,6 +96,10 @@ async def import_batch(
     scope = run.location.scope
     phones = [v.phone_e164 for v, _ in good]
     async with conn.transaction():
+        # the brand's locks on these phones before any contact row (the order of every path,
+        # tenants.brand_suppression): the inserts' trigger takes them anyway, and taking them
+        # after locking the rows below could deadlock with an opt-out of one of those phones
+        await hold_phones_shared(conn, scope.franchisor_id, phones)
         before = await load_by_phones(conn, scope, phones)
         await insert_many(conn, scope, [v for v, _ in good if v.phone_e164 not in before])
         changed = set()

@@ -20,11 +20,12 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants.access import Principal, Role
-from tenants.brand_suppression import revoke
+from tenants.brand_suppression import hold_before_revoking, revoke
 from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind
 from tenants.contacts import COLLECTION as CONTACTS
 from tenants.followups import FollowupKind, owe_signal
 from tenants.names import ChildName, TenantScope
+from tenants.retry import in_transaction
 from tenants.undeliverable import after_status
 
 log = logging.getLogger(__name__)
@@ -78,76 +79,110 @@ async def apply_status(
     ledger_id: int | None = None,
 ) -> StatusOutcome:
     """Applies one status callback. `ledger_id` is the row named in the callback URL (set when
-    the text was sent); it must agree with the carrier's message id when that is known."""
-    async with conn.transaction():
-        row = None
-        if ledger_id is not None:
-            cur = await conn.execute(
-                "SELECT id, status, franchisor_id, location_id, contact_id, to_number"
-                " FROM messages WHERE id = %s AND carrier = %s AND direction = 'outbound'"
-                " AND (carrier_message_id IS NULL OR carrier_message_id = %s) FOR UPDATE",
-                (ledger_id, carrier, carrier_message_id),
-            )
-            row = await cur.fetchone()
-        if row is None:
-            cur = await conn.execute(
-                "SELECT id, status, franchisor_id, location_id, contact_id, to_number"
-                " FROM messages WHERE carrier = %s AND carrier_message_id = %s"
-                " AND direction = 'outbound' FOR UPDATE",
-                (carrier, carrier_message_id),
-            )
-            row = await cur.fetchone()
-        if row is None:
-            log.warning("status callback for an unknown message (%s)", carrier_message_id[:40])
-            return StatusOutcome(None, "", False)
-        message_id, current, f, loc, cid, phone = row
-        changed = moves_forward(current, reported)
-        if changed:
-            await conn.execute(
-                "UPDATE messages SET status = %s, error_code = %s,"
-                " carrier_message_id = coalesce(carrier_message_id, %s), status_time = %s"
-                " WHERE id = %s",
-                (reported, error_code, carrier_message_id, at, message_id),
-            )
-        followups: list[int] = []
-        if changed:  # a delivery clears the undeliverable mark; a failure may set it
-            followups.extend(
-                await after_status(
-                    conn,
-                    ChildName(TenantScope(f, loc), CONTACTS, cid),
-                    message_id,
-                    reported,
-                    error_code,
-                    at,
-                )
-            )
-        source = f"{carrier} message {carrier_message_id}"
-        if error_code == OPTED_OUT_CODE and not await _revoked_for(conn, message_id, source):
-            contact = ChildName(TenantScope(f, loc), CONTACTS, cid)
-            # brand-wide when the franchisor says so (tenants.brand_suppression)
-            revocation = await revoke(
-                conn,
-                CALLBACKS,
-                contact,
-                phone,
-                ConsentEvidence(
-                    ConsentKind.REVOKE,
-                    ConsentChannel.CARRIER,
-                    at,
-                    source=source,
-                    raw_text=f"carrier error {error_code}",
-                ),
-            )
-            if revocation.added:
-                signal = await owe_signal(
-                    conn, FollowupKind.SIGNAL_OPTED_OUT, contact, f"carrier:{carrier_message_id}"
-                )
-                if signal is not None:
-                    followups.append(signal)
-            followups.extend(revocation.followups)
-        return StatusOutcome(
-            message_id, reported if changed else current, changed, tuple(followups)
+    the text was sent); it must agree with the carrier's message id when that is known. One
+    transaction, retried from the start when PostgreSQL aborts it to break a deadlock (a 21610
+    is never lost to one: `tenants.retry`)."""
+
+    async def attempt() -> StatusOutcome:
+        return await _apply(conn, carrier, carrier_message_id, reported, error_code, at, ledger_id)
+
+    return await in_transaction(conn, attempt, "status callback")
+
+
+async def _find(
+    conn: AsyncConnection[Any],
+    carrier: str,
+    carrier_message_id: str,
+    ledger_id: int | None,
+    lock: bool,
+) -> tuple[Any, ...] | None:
+    """The outbound ledger row the callback names (locked when asked)."""
+    row = None
+    if ledger_id is not None:
+        cur = await conn.execute(
+            "SELECT id, status, franchisor_id, location_id, contact_id, to_number"
+            " FROM messages WHERE id = %s AND carrier = %s AND direction = 'outbound'"
+            " AND (carrier_message_id IS NULL OR carrier_message_id = %s)"
+            + (" FOR UPDATE" if lock else ""),
+            (ledger_id, carrier, carrier_message_id),
         )
+        row = await cur.fetchone()
+    if row is None:
+        cur = await conn.execute(
+            "SELECT id, status, franchisor_id, location_id, contact_id, to_number"
+            " FROM messages WHERE carrier = %s AND carrier_message_id = %s"
+            " AND direction = 'outbound'" + (" FOR UPDATE" if lock else ""),
+            (carrier, carrier_message_id),
+        )
+        row = await cur.fetchone()
+    return row
+
+
+async def _apply(
+    conn: AsyncConnection[Any],
+    carrier: str,
+    carrier_message_id: str,
+    reported: str,
+    error_code: str,
+    at: datetime,
+    ledger_id: int | None,
+) -> StatusOutcome:
+    """One attempt, in the transaction `apply_status` holds."""
+    if error_code == OPTED_OUT_CODE:
+        # the brand's lock on the phone before any row (tenants.brand_suppression)
+        found = await _find(conn, carrier, carrier_message_id, ledger_id, lock=False)
+        if found is not None:
+            await hold_before_revoking(conn, found[2], found[5])
+    row = await _find(conn, carrier, carrier_message_id, ledger_id, lock=True)
+    if row is None:
+        log.warning("status callback for an unknown message (%s)", carrier_message_id[:40])
+        return StatusOutcome(None, "", False)
+    message_id, current, f, loc, cid, phone = row
+    changed = moves_forward(current, reported)
+    if changed:
+        await conn.execute(
+            "UPDATE messages SET status = %s, error_code = %s,"
+            " carrier_message_id = coalesce(carrier_message_id, %s), status_time = %s"
+            " WHERE id = %s",
+            (reported, error_code, carrier_message_id, at, message_id),
+        )
+    followups: list[int] = []
+    if changed:  # a delivery clears the undeliverable mark; a failure may set it
+        followups.extend(
+            await after_status(
+                conn,
+                ChildName(TenantScope(f, loc), CONTACTS, cid),
+                message_id,
+                reported,
+                error_code,
+                at,
+            )
+        )
+    source = f"{carrier} message {carrier_message_id}"
+    if error_code == OPTED_OUT_CODE and not await _revoked_for(conn, message_id, source):
+        contact = ChildName(TenantScope(f, loc), CONTACTS, cid)
+        # brand-wide when the franchisor says so (tenants.brand_suppression)
+        revocation = await revoke(
+            conn,
+            CALLBACKS,
+            contact,
+            phone,
+            ConsentEvidence(
+                ConsentKind.REVOKE,
+                ConsentChannel.CARRIER,
+                at,
+                source=source,
+                raw_text=f"carrier error {error_code}",
+            ),
+        )
+        if revocation.added:
+            signal = await owe_signal(
+                conn, FollowupKind.SIGNAL_OPTED_OUT, contact, f"carrier:{carrier_message_id}"
+            )
+            if signal is not None:
+                followups.append(signal)
+        followups.extend(revocation.followups)
+    return StatusOutcome(message_id, reported if changed else current, changed, tuple(followups))
 
 
 async def _revoked_for(conn: AsyncConnection[Any], message_id: int, source: str) -> bool:

@@ -1,15 +1,19 @@
 """Consent evidence export: everything a business needs about one contact in a TCPA dispute.
 
 One export is one consistent snapshot (a read-only REPEATABLE READ transaction), read in
-keyset-paged batches so a long history never sits in memory at once, and yielded in a fixed
-order: the header (the contact as it is now, its location and brand, the send-rules version,
-when and for whom it was generated), every consent event, every enrollment, every text sent,
-every text received (each group oldest first), and a summary with the count of each group.
+keyset-paged batches, in a fixed order: the header (the contact as it is now, its location and
+brand, the send-rules version, when and for whom it was generated), every consent event, every
+enrollment, every text sent, every text received (each group oldest first), and a summary with
+the count of each group.
 
 Opted-out contacts are exported like any other: they are exactly the disputes. Exporting is its
 own permission (CONTACT_EXPORT_EVIDENCE: a portable file of one person's whole record is more
 than reading a conversation), and every export is written to the audit log before the first
 record leaves.
+
+The server reads a whole export (`read_evidence`: one contact, thousands of rows at most) and
+releases its connection before the first record is sent: a client that stops reading holds no
+pooled connection and no open transaction.
 """
 
 from __future__ import annotations
@@ -184,6 +188,14 @@ async def export_evidence(
             counts[3] += 1
             yield received
         yield EvidenceSummary(*counts)
+
+
+async def read_evidence(
+    conn: AsyncConnection[Any], principal: Principal, name: ChildName
+) -> list[EvidenceItem]:
+    """The whole export of `export_evidence`, read before anything is sent: the caller
+    releases `conn` and then streams the list, at whatever pace its client reads."""
+    return [item async for item in export_evidence(conn, principal, name)]
 
 
 async def _header(

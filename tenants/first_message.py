@@ -11,10 +11,12 @@ stop. It never depends on other enrollments' texts, so SimulateSequence can show
 PreviewTemplate all call it, so what anyone is shown is what the contact gets.
 
 * the brand is named when the text contains the brand's display name as whole words,
-  case-insensitively; otherwise "{Brand}: " is put in front;
-* the opt-out is said when the text contains the keyword STOP as a word in capitals, or
-  "opt out" / "opt-out" / "optout" / "unsubscribe" in any case; otherwise a line
-  "Reply STOP to opt out" is put at the end (its own line: never glued to a trailing link).
+  case-insensitively, outside links; otherwise "{Brand}: " is put in front;
+* the opt-out is said when the text contains an instruction, outside links: "Reply STOP",
+  "Text 'STOP'", "STOP to quit", "to opt out", "to unsubscribe", "Opt out: reply ..." (any
+  case); a STOP or "opt out" that instructs nothing ("NON-STOP savings", "STOP by today",
+  "Don't opt out of fun") does not count. Otherwise a line "Reply STOP to opt out" is put at
+  the end (its own line: never glued to a trailing link).
 
 Adding them never refuses a send (compliance wins over the 10-segment limit); encoding and
 segments are counted again on the whole text.
@@ -34,8 +36,28 @@ from tenants.segments import SegmentCount, count
 
 OPT_OUT_LINE = "Reply STOP to opt out"
 BRAND_SEPARATOR = ": "
-_STOP_KEYWORD = re.compile(r"(?<![A-Za-z0-9])STOP(?![A-Za-z0-9])")
-_OPT_OUT_WORDS = re.compile(r"(?i)(?<![a-z0-9])(opt[ -]?out|unsubscribe)(?![a-z0-9])")
+_QUOTE = "[\"'\u201c\u201d\u2018\u2019]?"
+_OPT_OUT_INSTRUCTION = re.compile(
+    r"(?i)(?<![a-z0-9])(?:"
+    # "Reply STOP", "Text 'STOP'", "Reply with STOP", "Send: STOP"
+    rf"(?:reply|respond|text|txt|send|msg|message)(?:\s+with)?\s*:?\s*{_QUOTE}stop{_QUOTE}"
+    r"(?![a-z0-9])"
+    # "STOP to quit", "STOP to opt out" ("Reply HELP for help, STOP to cancel")
+    rf"|stop{_QUOTE}\s+to\s+(?:end|quit|cancel|opt[- ]?out|unsubscribe|stop)(?![a-z0-9])"
+    # "to opt out", "to unsubscribe"
+    r"|to\s+(?:opt[- ]?out|unsubscribe)(?![a-z0-9])"
+    # "Opt out: reply ...", "Unsubscribe - text ..."
+    r"|(?:opt[- ]?out|unsubscribe)\s*[:\-\u2013\u2014]\s*(?:reply|respond|text|txt|send|msg)"
+    r"(?![a-z0-9])"
+    r")"
+)
+# links (and the tracked-link codes in them) are not words: "https://acme.example/unsubscribe"
+# neither names Acme nor tells how to opt out; a bare domain needs a lowercase top-level
+# label, so a sentence missing its space ("Acme Coffee.See you") is not taken for one
+_LINK = re.compile(
+    r"(?:\b[Hh][Tt][Tt][Pp][Ss]?://|\b[Ww][Ww][Ww]\.)\S*"
+    r"|(?<![\w@.-])(?:[A-Za-z0-9-]+\.)+[a-z]{2,}(?![\w-])(?:[/?#]\S*)?"
+)
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 # a text the carrier reported it could not deliver never reached the phone: it does not count
 _REACHED_STATUSES = sorted((ACCEPTED_STATUSES - {"undelivered"}) | {"sending"})
@@ -45,21 +67,27 @@ def _folded(text: str) -> str:
     return " ".join(text.translate(_APOSTROPHES).casefold().split())
 
 
+def _without_links(text: str) -> str:
+    return _LINK.sub(" ", text)
+
+
 def identifies_brand(text: str, brand: str) -> bool:
-    """Whether text names the brand: its display name as whole words, ignoring case, runs of
-    spaces and curly apostrophes. A brand without a name counts as named (nothing to add)."""
+    """Whether text names the brand: its display name as whole words outside links, ignoring
+    case, runs of spaces and curly apostrophes ("https://acme.example/x" does not name Acme).
+    A brand without a name counts as named (nothing to add)."""
     wanted = _folded(brand)
     if not wanted:
         return True
     pattern = r"(?<!\w)" + re.escape(wanted) + r"(?!\w)"
-    return re.search(pattern, _folded(text)) is not None
+    return re.search(pattern, _folded(_without_links(text))) is not None
 
 
 def says_how_to_opt_out(text: str) -> bool:
-    """Whether text tells how to opt out: STOP as a word in capitals ("Reply STOP", "Text
-    STOP to quit"), or "opt out" / "opt-out" / "unsubscribe" in any case. A lowercase "stop" in
-    a sentence ("don't stop by") is not an instruction."""
-    return bool(_STOP_KEYWORD.search(text) or _OPT_OUT_WORDS.search(text))
+    """Whether text, outside its links, instructs how to opt out: "Reply STOP", "Text 'STOP'",
+    "STOP to quit", "to opt out", "to unsubscribe", "Opt out: reply ..." (any case). A STOP or
+    "opt out" that instructs nothing ("NON-STOP savings", "STOP by today", "Don't opt out of
+    fun") is not one."""
+    return _OPT_OUT_INSTRUCTION.search(_without_links(text)) is not None
 
 
 @dataclass(frozen=True)

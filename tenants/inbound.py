@@ -33,7 +33,7 @@ from psycopg.types.json import Jsonb
 
 from tenants.access import Principal, Role
 from tenants.activity import record_activity
-from tenants.brand_suppression import hold_phone_before_opt_out, revoke
+from tenants.brand_suppression import hold_before_revoking, revoke
 from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
 from tenants.contacts import (
     COLLECTION as CONTACTS,
@@ -55,6 +55,7 @@ from tenants.ledger import last_sent_step
 from tenants.locations import Location, load_location
 from tenants.names import ChildName, TenantScope
 from tenants.notices import NoticeKind, owe_notice
+from tenants.retry import in_transaction
 from tenants.segments import count
 from tenants.service_texts import help_text, opt_out_confirmation, start_confirmation
 
@@ -107,43 +108,49 @@ def _e164(raw: str) -> str:
 
 
 async def receive(conn: AsyncConnection[Any], sms: InboundSms) -> InboundOutcome:
-    """Records and acts on one inbound text, in one transaction (see the module doc)."""
-    async with conn.transaction():
-        cur = await conn.execute(
-            "INSERT INTO inbound_messages (carrier, carrier_message_id, from_number, to_number,"
-            " body, params, classification, received_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, 'unrouted', %s)"
-            " ON CONFLICT (carrier, carrier_message_id) DO NOTHING RETURNING id",
-            (
-                sms.carrier,
-                sms.carrier_message_id,
-                sms.from_number,
-                sms.to_number,
-                sms.body[:MAX_BODY],
-                Jsonb(sms.params),
-                sms.received_at,
-            ),
-        )
-        row = await cur.fetchone()
-        if row is None:
-            return await _duplicate(conn, sms)
-        inbound_id = row[0]
-        outcome = await _act(conn, inbound_id, sms)
-        await conn.execute(
-            "UPDATE inbound_messages SET classification = %s, review_reason = %s,"
-            " franchisor_id = %s, location_id = %s, contact_id = %s, message_id = %s,"
-            " keyword = %s WHERE id = %s",
-            (
-                outcome.classification,
-                outcome.review_reason,
-                outcome.location.franchisor_id if outcome.location else None,
-                outcome.location.location_id if outcome.location else None,
-                outcome.contact.id if outcome.contact else None,
-                outcome.message_id,
-                outcome.keyword,
-                inbound_id,
-            ),
-        )
+    """Records and acts on one inbound text, in one transaction (see the module doc), retried
+    from the start when PostgreSQL aborts it to break a deadlock: an opt-out is never lost to a
+    lock cycle (`tenants.retry`)."""
+    return await in_transaction(conn, lambda: _receive(conn, sms), "inbound text")
+
+
+async def _receive(conn: AsyncConnection[Any], sms: InboundSms) -> InboundOutcome:
+    """One attempt, in the transaction `receive` holds."""
+    cur = await conn.execute(
+        "INSERT INTO inbound_messages (carrier, carrier_message_id, from_number, to_number,"
+        " body, params, classification, received_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, 'unrouted', %s)"
+        " ON CONFLICT (carrier, carrier_message_id) DO NOTHING RETURNING id",
+        (
+            sms.carrier,
+            sms.carrier_message_id,
+            sms.from_number,
+            sms.to_number,
+            sms.body[:MAX_BODY],
+            Jsonb(sms.params),
+            sms.received_at,
+        ),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return await _duplicate(conn, sms)
+    inbound_id = row[0]
+    outcome = await _act(conn, inbound_id, sms)
+    await conn.execute(
+        "UPDATE inbound_messages SET classification = %s, review_reason = %s,"
+        " franchisor_id = %s, location_id = %s, contact_id = %s, message_id = %s,"
+        " keyword = %s WHERE id = %s",
+        (
+            outcome.classification,
+            outcome.review_reason,
+            outcome.location.franchisor_id if outcome.location else None,
+            outcome.location.location_id if outcome.location else None,
+            outcome.contact.id if outcome.contact else None,
+            outcome.message_id,
+            outcome.keyword,
+            inbound_id,
+        ),
+    )
     return InboundOutcome(
         inbound_id,
         False,
@@ -194,6 +201,10 @@ async def _act(conn: AsyncConnection[Any], inbound_id: int, sms: InboundSms) -> 
         return _Acted("unrouted", review_reason="unknown sender number")
     location = await load_location(conn, scope)
     sender = _e164(sms.from_number)
+    # whether a text is an opt-out does not depend on the sender's state: an opt-out takes the
+    # brand's lock on the phone (when brand-wide) before any contact row, like every path
+    if (_carrier_verdict(sms.carrier_keyword) or classify(sms.body)).intent is Intent.OPT_OUT:
+        await hold_before_revoking(conn, scope.franchisor_id, sender)
     # locks the contact row: a send in flight finishes first, every later send sees this text
     contact = (await load_by_phones(conn, scope, [sender])).get(sender)
     verdict = _carrier_verdict(sms.carrier_keyword) or classify(
@@ -306,7 +317,8 @@ async def revoke_by_text(
     the franchisor's opt_out_scope is BRAND, `tenants.brand_suppression`) and owes the running
     enrollment `opted_out` (deduplicated by signal_id), and those it ends at the brand's other
     locations. Returns (the running enrollment, the follow-ups). The caller holds the contact
-    row locked, in a transaction."""
+    row locked, in a transaction, and took the brand's lock before it (`hold_before_revoking`).
+    """
     revocation = await revoke(conn, principal, contact.name, contact.phone_e164, evidence)
     running = await running_for_contact(conn, contact.name)
     signal = await owe_signal_to(
@@ -407,7 +419,9 @@ async def _suppressed_stranger(
     except DomainError:
         log.warning("inbound %s: an opt-out from a number that cannot be a contact", inbound_id)
         return None
-    await hold_phone_before_opt_out(conn, location.scope.franchisor_id, valid.phone_e164)
+    # before the insert, whose trigger takes the lock shared (two such opt-outs would deadlock
+    # upgrading it); held already when the caller took it first
+    await hold_before_revoking(conn, location.scope.franchisor_id, valid.phone_e164)
     # a concurrent STOP may insert it first: then read that one (ON CONFLICT, so that
     # PostgreSQL does not log the number as a failed key)
     created = await insert(conn, location.scope, new_contact_id(), valid)
@@ -423,6 +437,7 @@ async def sender_for_opt_out(
     when it has none yet (a reviewer read a stranger's text as an opt-out); None when the
     number cannot be a contact."""
     phone = _e164(from_number)
+    await hold_before_revoking(conn, location.scope.franchisor_id, phone)  # before the row
     found = (await load_by_phones(conn, location.scope, [phone])).get(phone)
     return found or await _suppressed_stranger(conn, location, phone, inbound_id)
 

@@ -32,6 +32,7 @@ class Reservation:
     message_id: int
     status: str  # the row's status when reserved (a new row: "sending")
     new: bool
+    body: str = ""  # the row's text: an existing row keeps the text it was reserved with
 
 
 async def reserve_outbound(
@@ -53,8 +54,9 @@ async def reserve_outbound(
     key: str = "",
 ) -> Reservation:
     """Reserves the ledger row of (enrollment, step) (or, for a text outside any enrollment,
-    of `key`); an existing one is returned as it is. A sequence text records the send-rules
-    version its window was checked under (the evidence export shows it)."""
+    of `key`); an existing one is returned as it is, with its body (what a retry sends: the
+    ledger row is the truth of what goes out). A sequence text records the send-rules version
+    its window was checked under (the evidence export shows it)."""
     key = key or f"{enrollment_id}:{step_index}"
     cur = await conn.execute(
         "INSERT INTO messages (franchisor_id, location_id, contact_id, direction, body, encoding,"
@@ -84,11 +86,31 @@ async def reserve_outbound(
     )
     row = await cur.fetchone()
     if row is not None:
-        return Reservation(row[0], "sending", True)
-    cur = await conn.execute("SELECT id, status FROM messages WHERE idempotency_key = %s", (key,))
+        return Reservation(row[0], "sending", True, body)
+    cur = await conn.execute(
+        "SELECT id, status, body FROM messages WHERE idempotency_key = %s", (key,)
+    )
     existing = await cur.fetchone()
     assert existing is not None
-    return Reservation(existing[0], existing[1], False)
+    return Reservation(existing[0], existing[1], False, existing[2])
+
+
+async def rewrite_unsent(
+    conn: AsyncConnection[Any],
+    message_id: int,
+    *,
+    body: str,
+    encoding: str,
+    segments: int,
+    template_revision: str,
+) -> None:
+    """Gives a row that never reached the carrier (`retry`) the text its next attempt sends,
+    and marks it `sending` again."""
+    await conn.execute(
+        "UPDATE messages SET body = %s, encoding = %s, segments = %s, template_revision = %s,"
+        " status = 'sending', status_time = now() WHERE id = %s AND status = 'retry'",
+        (body, encoding, segments, template_revision, message_id),
+    )
 
 
 # Statuses only a carrier's status callback sets: the sender's "sent" never overwrites them

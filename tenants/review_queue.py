@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -56,6 +56,7 @@ from tenants.pagination import PageRequest, parse_time_key, time_key
 
 COLLECTION = FLAGGED_COLLECTION
 MAX_NOTE = 500
+RESTORED_AFTER_THE_TEXT = timedelta(microseconds=1)  # a restoring grant's date: the text's + this
 _ID = re.compile(r"^[1-9][0-9]{0,17}$")
 
 
@@ -321,6 +322,9 @@ async def _not_opt_out(conn: AsyncConnection[Any], principal: Principal, text: _
         before = "no consent" if len(latest) < 2 else "already opted out"
         return f"none: the contact had {before} before this text, so it stays suppressed"
     grant_id, _, scope, _, _, _, disclosure = latest[1]
+    # Dated just after the text, not now: the consent as it stood before the text continues,
+    # so a revocation dated after the text (a call recorded days later) still wins. When it
+    # was recorded is recorded_at (now).
     await append_events(
         conn,
         principal,
@@ -332,7 +336,7 @@ async def _not_opt_out(conn: AsyncConnection[Any], principal: Principal, text: _
                 ConsentEvidence(
                     ConsentKind.GRANT,
                     ConsentChannel.REVIEW,
-                    datetime.now(UTC),
+                    m.received_at + RESTORED_AFTER_THE_TEXT,
                     scope=ConsentScope(scope),
                     source=f"review of {text.carrier} message {text.carrier_message_id}: not an"
                     f" opt-out; restores consent event {grant_id}",

@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from server.carriers.outbox import OutboxCarrier
+from server.grpc_server import build_grpc_server, mark_serving
 from tenants import contacts, sequences, templates
 from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
 from tenants.enrollments import Enrollment
@@ -23,6 +24,7 @@ from tenants.names import ChildName, TenantScope
 from tests.support import A_DOWNTOWN, OPERATOR, A
 from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient, UpdateRefused
+from workflows.enrolling import enroll
 from workflows.worker import build_worker
 
 BODY = "Hi {{contact.first_name|there}}, {{brand.name}} misses you! Reply STOP to opt out"
@@ -107,6 +109,32 @@ async def running_worker(
         yield Running(client, EnrollmentClient(client, queue), queue)
 
 
+async def start_enrollment(
+    pool: AsyncConnectionPool[Any], run: Running, contact: ChildName, sequence: ChildName
+) -> Enrollment:
+    """Enrolls the contact (as the operator) through the running worker's client; the new
+    enrollment (it must be new)."""
+    async with pool.connection() as conn:
+        enrollment, created = await enroll(conn, run.workflows, OPERATOR, contact, sequence)
+    assert created
+    return enrollment
+
+
+@asynccontextmanager
+async def enrollment_server(
+    pool: AsyncConnectionPool[Any], workflows: EnrollmentClient
+) -> AsyncIterator[str]:
+    """The real gRPC server, its EnrollmentService on workflows (a running worker's client),
+    serving on a free port: its target."""
+    server, health, port = build_grpc_server(pool, "127.0.0.1:0", workflows=workflows)
+    await server.start()
+    await mark_serving(health, True)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
 async def run_to_end(
     env: WorkflowEnvironment,
     workflows: EnrollmentClient,
@@ -135,6 +163,15 @@ async def sent_messages(pool: AsyncConnectionPool[Any]) -> list[tuple[Any, ...]]
             " WHERE m.direction = 'outbound' ORDER BY m.id"
         )
         return list(await cur.fetchall())
+
+
+async def first_text_sent(env: WorkflowEnvironment, pool: AsyncConnectionPool[Any]) -> None:
+    """Moves the test server's clock an hour at a time until a sequence text has been sent."""
+    for _ in range(50):
+        if await sent_messages(pool):
+            return
+        await env.sleep(timedelta(hours=1))
+    raise AssertionError("the first text was never sent")
 
 
 async def morning_zone(env: WorkflowEnvironment) -> str:

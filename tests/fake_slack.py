@@ -166,7 +166,12 @@ def running_fake_slack() -> Iterator[FakeSlack]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        fake.app, log_level="warning", log_config=None, lifespan="off", access_log=False
+        fake.app,
+        http="h11",
+        log_level="warning",
+        log_config=None,
+        lifespan="off",
+        access_log=False,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(

@@ -304,6 +304,7 @@ def running_fake_twilio(
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         fake.app,
+        http="h11",
         log_level="warning",
         log_config=None,  # leave the test process's logging configuration alone
         lifespan="off",

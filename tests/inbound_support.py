@@ -91,3 +91,9 @@ async def rows(pool: AsyncConnectionPool[Any], query: str, *params: Any) -> list
     async with pool.connection() as conn:
         cur = await conn.execute(query, params)
         return list(await cur.fetchall())
+
+
+async def row_count(pool: AsyncConnectionPool[Any], table: str) -> int:
+    """How many rows the table holds, every tenant's."""
+    [(n,)] = await rows(pool, f"SELECT count(*) FROM {table}")
+    return int(n)

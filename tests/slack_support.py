@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import pytest
 from psycopg_pool import AsyncConnectionPool
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
@@ -27,7 +28,7 @@ from tenants.access import Role
 from tenants.names import TenantScope
 from tests.enrollment_support import end_leftover_run, running_worker
 from tests.fake_slack import FakeSlack
-from tests.support import A_DOWNTOWN, OPERATOR
+from tests.support import A_DOWNTOWN, OPERATOR, World
 from workflows.client import EnrollmentClient
 from workflows.followups import FollowupRelay
 
@@ -200,12 +201,16 @@ class Scene:
     fake: FakeSlack
 
 
+StaffMember = tuple[TenantScope, str, Role, str]
+"""(scope, staff member id, role, Slack user id) of a staff member mapped to a Slack user."""
+
+
 @asynccontextmanager
 async def slack_scene(
     env: WorkflowEnvironment,
     pool: AsyncConnectionPool[Any],
     fake: FakeSlack,
-    staff_members: list[tuple[TenantScope, str, Role, str]],
+    staff_members: list[StaffMember],
 ) -> AsyncIterator[Scene]:
     """Maps staff_members (scope, id, role, Slack user), runs a worker and the bot; at the end
     every enrollment run still open is ended while the worker still polls."""
@@ -226,3 +231,17 @@ async def slack_scene(
                 runs = list(await cur.fetchall())
             for workflow_id, run_id in runs:
                 await end_leftover_run(env.client, running.workflows, workflow_id, run_id)
+
+
+@pytest.fixture
+async def scene(
+    world: World,
+    pool: AsyncConnectionPool[Any],
+    time_skipping_env: WorkflowEnvironment,
+    fake_slack: FakeSlack,
+    slack_staff: list[StaffMember],
+) -> AsyncIterator[Scene]:
+    """The slack_scene of a test module, which imports this fixture (and `fake_slack`) and
+    names its Slack users in a `slack_staff` fixture."""
+    async with slack_scene(time_skipping_env, pool, fake_slack, slack_staff) as scene:
+        yield scene

@@ -25,17 +25,17 @@ from temporalio.testing import WorkflowEnvironment
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc
 from server import approvals_cli
-from server.cli import build_parser, main
-from server.config import Settings
-from server.grpc_server import build_grpc_server
+from server.cli import main
 from tenants import api_keys
 from tenants.access import Role
 from tenants.names import ChildName
 from tenants.sequences import Step
+from tests.cli_support import run_cli
 from tests.enrollment_support import (
     DAY,
     brand_template,
     consenting_contact,
+    enrollment_server,
     make_sequence,
     morning_zone,
     running_worker,
@@ -71,20 +71,8 @@ class Stack:
 
     async def reengage(self, *argv: str, who: str = "a_admin") -> tuple[int, str, str]:
         """Runs `reengage approvals ...` against the server: (exit code, stdout, stderr)."""
-        self.capsys.readouterr()
         key = self.world.tokens.get(who, who)
-        args = build_parser().parse_args(
-            ["approvals", *argv, "--target", self.target, "--api-key", key]
-        )
-        code = 0
-        try:
-            await asyncio.to_thread(args.func, args, Settings.from_env())
-        except SystemExit as exc:
-            if isinstance(exc.code, str):
-                print(exc.code, file=sys.stderr)
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = self.capsys.readouterr()
-        return code, out, err
+        return await run_cli(self.capsys, self.target, key, "approvals", *argv)
 
     async def pending(self, contact: ChildName, sequence: ChildName) -> pb.Enrollment:
         """Enrolls the contact and waits until its step 0 awaits approval."""
@@ -156,11 +144,11 @@ async def stack(
     monkeypatch.delenv("REENGAGE_API_KEY", raising=False)
     monkeypatch.setenv("COLUMNS", "240")
     async with running_worker(time_skipping_env.client, pool) as running:
-        server, _, port = build_grpc_server(pool, "127.0.0.1:0", workflows=running.workflows)
-        await server.start()
-        target = f"127.0.0.1:{port}"
         try:
-            async with grpc.aio.insecure_channel(target) as channel:
+            async with (
+                enrollment_server(pool, running.workflows) as target,
+                grpc.aio.insecure_channel(target) as channel,
+            ):
                 s = Stack(
                     target,
                     enrollments_pb2_grpc.EnrollmentServiceStub(channel),
@@ -174,7 +162,6 @@ async def stack(
                 finally:
                     await s.cancel_running()
         finally:
-            await server.stop(None)
             await terminate_all(time_skipping_env, pool)
 
 
@@ -358,6 +345,22 @@ async def test_a_skip_sends_nothing_for_the_step(stack: Stack) -> None:
     assert f"step 0 of {name}: skipped" in out
     await stack.skip_until(name, lambda e: e.current_step == 1)
     assert await sent_messages(stack.pool) == []
+
+
+async def test_a_name_that_looks_like_markup_is_shown_as_written(stack: Stack) -> None:
+    """A contact's name reaches the table as text: `[/]` does not crash rich, and a link tag
+    renders as the characters typed, not as a hyperlink."""
+    sequence = await approval_sequence(stack.pool)
+    name = "[/] [link=https://evil.example]x[/link]"
+    contact = await morning_contact(stack, "+12125550142", name)
+    pending = await stack.pending(contact, sequence)
+    assert name in pending.pending_text
+    code, out, err = await stack.reengage("list", "--location", DOWNTOWN, who="a_downtown_staff")
+    assert code == 0, err
+    [row] = table_rows(out)
+    assert row["text"] == pending.pending_text
+    code, out, err = await stack.reengage("list", "--location", f"{DOWNTOWN}[/]")
+    assert "[/]" in out + err
 
 
 async def test_staff_of_another_location_or_franchisor_are_refused(stack: Stack) -> None:

@@ -14,6 +14,8 @@ START renews consent only where it was texted. Only franchisor admins change the
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,20 +28,30 @@ from temporalio.testing import WorkflowEnvironment
 from reengage.v1 import contacts_pb2 as cpb
 from reengage.v1 import contacts_pb2_grpc, tenants_pb2_grpc
 from reengage.v1 import tenants_pb2 as pb
-from tenants import contact_import, contacts, delivery_status, franchisors, inbound
+from tenants import (
+    brand_suppression,
+    contact_import,
+    contacts,
+    delivery_status,
+    franchisors,
+    inbound,
+)
 from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind
+from tenants.enrollments import Enrollment
 from tenants.errors import FailedPrecondition
 from tenants.locations import load_location
 from tenants.names import TenantScope
 from tenants.sequences import Step
 from tests.enrollment_support import (
     DAY,
+    Running,
     brand_template,
     consenting_contact,
+    first_text_sent,
     make_sequence,
     run_to_end,
     running_worker,
-    sent_messages,
+    start_enrollment,
 )
 from tests.inbound_support import DOWNTOWN_NUMBER, inbound_form, new_sid, rows, sms_edge
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World, failure
@@ -85,7 +97,7 @@ async def state(pool: Pool, location: TenantScope, phone: str = DANA) -> tuple[s
 async def revocations(pool: Pool, location: TenantScope) -> list[tuple[Any, ...]]:
     return await rows(
         pool,
-        "SELECT scope, channel, source, recorded_at FROM consent_events"
+        "SELECT scope, channel, source, recorded_at, raw_text FROM consent_events"
         " WHERE franchisor_id = %s AND location_id = %s AND kind = 'revoke' ORDER BY id",
         location.franchisor_id,
         location.location_id,
@@ -223,11 +235,19 @@ async def test_a_stop_at_downtown_suppresses_uptown_in_the_same_transaction(
     assert outcome.classification == "opt_out"
     assert await state(pool, A_DOWNTOWN) == ("revoked", True)
     assert await state(pool, A_UPTOWN) == ("revoked", True)
-    [(scope, channel, source, recorded_at)] = await revocations(pool, A_DOWNTOWN)
-    [(copy_scope, copy_channel, copy_source, copy_recorded_at)] = await revocations(pool, A_UPTOWN)
+    [(scope, channel, source, recorded_at, words)] = await revocations(pool, A_DOWNTOWN)
+    [(copy_scope, copy_channel, copy_source, copy_recorded_at, copy_words)] = await revocations(
+        pool, A_UPTOWN
+    )
     assert (scope, copy_scope) == ("brand", "brand")
     assert copy_channel == channel == "sms_reply"
-    assert copy_source == f"brand opt-out at locations/downtown: {source}"
+    # the copy names the brand's record, not downtown nor Dana's words (uptown's staff read it)
+    [(suppression, origin, origin_source, origin_words)] = await rows(
+        pool, "SELECT id, location_id, source, raw_text FROM brand_suppressions"
+    )
+    assert copy_source == f"brand opt-out #{suppression}"
+    assert (words, copy_words) == ("STOP", "")
+    assert (origin, origin_source, origin_words) == ("downtown", source, "STOP")
     # now() is the transaction's start: one transaction wrote both
     assert copy_recorded_at == recorded_at
 
@@ -269,7 +289,12 @@ async def test_create_and_import_at_uptown_after_a_brand_opt_out_find_it_suppres
     assert event.evidence.kind == cpb.CONSENT_KIND_REVOKE
     assert event.evidence.scope == cpb.CONSENT_SCOPE_BRAND
     assert event.evidence.channel == cpb.CONSENT_CHANNEL_SMS_REPLY
-    assert event.evidence.source.startswith("brand opt-out at locations/downtown: twilio message")
+    # the brand's record, not where the phone opted out nor the words
+    [(suppression,)] = await rows(
+        pool, "SELECT id FROM brand_suppressions WHERE phone_e164 = %s", STRANGER
+    )
+    assert event.evidence.source == f"brand opt-out #{suppression}"
+    assert event.evidence.raw_text == ""
 
     # an import whose consent predates the opt-out does not lift it
     async with pool.connection() as conn:
@@ -343,9 +368,24 @@ async def test_a_revocation_recorded_over_grpc_covers_the_brand(
             ),
         )
 
-    # under LOCATION, a revocation that asks for the brand covers the brand
+    # under LOCATION, only the brand may suppress the phone at every location (for good): a
+    # location's manager is refused, nothing written, and told to record it for the location
+    before = await rows(pool, "SELECT * FROM consent_events ORDER BY id")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.RecordConsent(
+            revoke(cpb.CONSENT_SCOPE_BRAND), metadata=world.metadata("a_downtown_manager")
+        )
+    refused = failure(raised.value)
+    assert refused.code == grpc.StatusCode.PERMISSION_DENIED
+    assert "record the revocation with location scope" in refused.message
+    assert await rows(pool, "SELECT * FROM consent_events ORDER BY id") == before
+    assert await rows(pool, "SELECT 1 FROM brand_suppressions") == []
+    assert await rows(pool, "SELECT 1 FROM audit_log WHERE action = 'consent.revoke'") == []
+    assert await state(pool, A_DOWNTOWN) == ("granted", False)
+
+    # the franchisor's admin may: it covers the brand
     event = await stub.RecordConsent(
-        revoke(cpb.CONSENT_SCOPE_BRAND), metadata=world.metadata("a_downtown_manager")
+        revoke(cpb.CONSENT_SCOPE_BRAND), metadata=world.metadata("a_admin")
     )
     assert event.evidence.scope == cpb.CONSENT_SCOPE_BRAND
     assert await state(pool, A_UPTOWN) == ("revoked", True)
@@ -358,8 +398,11 @@ async def test_a_revocation_recorded_over_grpc_covers_the_brand(
     assert details["scope"] == "brand"
 
 
+@pytest.mark.parametrize(
+    "asked", [cpb.CONSENT_SCOPE_UNSPECIFIED, cpb.CONSENT_SCOPE_BRAND], ids=["unset", "brand"]
+)
 async def test_under_brand_every_revocation_over_grpc_covers_the_brand(
-    pool: Pool, channel: grpc.aio.Channel, world: World
+    pool: Pool, channel: grpc.aio.Channel, world: World, asked: int
 ) -> None:
     downtown = await consenting_contact(pool, DANA, location=A_DOWNTOWN)
     await consenting_contact(pool, DANA, location=A_UPTOWN)
@@ -372,6 +415,7 @@ async def test_under_brand_every_revocation_over_grpc_covers_the_brand(
                 kind=cpb.CONSENT_KIND_REVOKE,
                 channel=cpb.CONSENT_CHANNEL_API,
                 occurred_at=ts(datetime.now(UTC) - timedelta(minutes=1)),
+                scope=asked,  # a location's manager may ask for the brand: it is brand-wide
             ),
         ),
         metadata=world.metadata("a_downtown_manager"),
@@ -400,8 +444,9 @@ async def test_a_carrier_opt_out_21610_at_downtown_covers_the_brand(
         )
 
     assert await state(pool, A_UPTOWN) == ("revoked", True)
-    [(scope, channel, _, _)] = await revocations(pool, A_UPTOWN)
-    assert (scope, channel) == ("brand", "carrier")
+    [(scope, channel, source, _, words)] = await revocations(pool, A_UPTOWN)
+    assert (scope, channel, words) == ("brand", "carrier", "")
+    assert source.startswith("brand opt-out #")
 
 
 # --- ordering with contacts created meanwhile ------------------------------------------------
@@ -449,26 +494,28 @@ async def test_a_contact_created_while_a_brand_opt_out_is_uncommitted_starts_sup
 # --- running enrollments at the other locations ----------------------------------------------
 
 
-async def _first_text_sent(env: WorkflowEnvironment, pool: Pool) -> None:
-    for _ in range(50):
-        if await sent_messages(pool):
-            return
-        await env.sleep(timedelta(hours=1))
-    raise AssertionError("the first text was never sent")
-
-
-async def test_a_stop_at_downtown_ends_the_running_enrollment_at_uptown(
-    time_skipping_env: WorkflowEnvironment, pool: Pool, world: World
-) -> None:
+@asynccontextmanager
+async def texted_at_uptown(
+    env: WorkflowEnvironment, pool: Pool
+) -> AsyncIterator[tuple[Running, Enrollment]]:
+    """Under BRAND, Dana a contact at downtown and at uptown, uptown's contact enrolled in two
+    steps and its first text sent, the worker running: (the worker, the enrollment)."""
     template = await brand_template(pool)
     sequence = await make_sequence(pool, [Step(template, 0), Step(template, 2 * DAY)])
     await consenting_contact(pool, DANA, location=A_DOWNTOWN)
     uptown = await consenting_contact(pool, DANA, location=A_UPTOWN)
     await set_scope(pool, franchisors.OptOutScope.BRAND)
-    async with running_worker(time_skipping_env.client, pool) as run:
-        async with pool.connection() as conn:
-            enrollment, _ = await enroll(conn, run.workflows, OPERATOR, uptown, sequence)
-        await _first_text_sent(time_skipping_env, pool)
+    async with running_worker(env.client, pool) as run:
+        enrollment = await start_enrollment(pool, run, uptown, sequence)
+        await first_text_sent(env, pool)
+        yield run, enrollment
+
+
+async def test_a_stop_at_downtown_ends_the_running_enrollment_at_uptown(
+    time_skipping_env: WorkflowEnvironment, pool: Pool, world: World
+) -> None:
+    async with texted_at_uptown(time_skipping_env, pool) as (run, enrollment):
+        uptown = enrollment.contact
         async with sms_edge(pool, run.workflows) as edge:
             assert (await edge.inbound(inbound_form("Stop", sender=DANA))).status_code == 200
         [(kind, outcome)] = await rows(
@@ -480,7 +527,7 @@ async def test_a_stop_at_downtown_ends_the_running_enrollment_at_uptown(
         assert await run_to_end(time_skipping_env, run.workflows, enrollment) == "opted_out"
         with pytest.raises(FailedPrecondition) as refused:
             async with pool.connection() as conn:
-                await enroll(conn, run.workflows, OPERATOR, uptown, sequence)
+                await enroll(conn, run.workflows, OPERATOR, uptown, enrollment.sequence)
         assert refused.value.reason == "OPTED_OUT"
     sequence_texts = await rows(
         pool, "SELECT location_id FROM messages WHERE enrollment_id IS NOT NULL"
@@ -491,15 +538,7 @@ async def test_a_stop_at_downtown_ends_the_running_enrollment_at_uptown(
 async def test_without_its_signal_the_send_at_uptown_is_blocked_in_postgres(
     time_skipping_env: WorkflowEnvironment, pool: Pool, world: World
 ) -> None:
-    template = await brand_template(pool)
-    sequence = await make_sequence(pool, [Step(template, 0), Step(template, 2 * DAY)])
-    await consenting_contact(pool, DANA, location=A_DOWNTOWN)
-    uptown = await consenting_contact(pool, DANA, location=A_UPTOWN)
-    await set_scope(pool, franchisors.OptOutScope.BRAND)
-    async with running_worker(time_skipping_env.client, pool) as run:
-        async with pool.connection() as conn:
-            enrollment, _ = await enroll(conn, run.workflows, OPERATOR, uptown, sequence)
-        await _first_text_sent(time_skipping_env, pool)
+    async with texted_at_uptown(time_skipping_env, pool) as (run, enrollment):
         await text(pool, "STOP")  # its follow-ups are never delivered here
 
         assert await run_to_end(time_skipping_env, run.workflows, enrollment) == "opted_out"
@@ -524,3 +563,176 @@ async def test_many_unknown_numbers_opting_out_at_once_under_brand_all_succeed(
     suppressed = await rows(pool, "SELECT phone_e164 FROM brand_suppressions ORDER BY 1")
     assert [p for (p,) in suppressed] == phones
     assert [(await create(pool, A_UPTOWN, p)).opted_out for p in phones[::2]] == [True] * 8
+
+
+# --- one lock order: the brand's lock before contact rows ------------------------------------
+
+
+async def same_bucket_as(pool: Pool, phone: str) -> str:
+    """Another phone whose brand lock is the same as phone's (16 buckets per brand)."""
+    [(bucket,)] = await rows(pool, "SELECT bucket FROM brand_phone_lock_keys('acme', %s)", phone)
+    for n in range(3200, 3400):
+        other = f"+1212555{n:04d}"
+        [(its,)] = await rows(pool, "SELECT bucket FROM brand_phone_lock_keys('acme', %s)", other)
+        if its == bucket and other != phone:
+            return other
+    raise AssertionError("no phone in the same bucket")
+
+
+def import_row(number: int, phone: str) -> contact_import.ImportRow:
+    return contact_import.ImportRow(number, contacts.ContactInput(phone_number=phone), grant())
+
+
+async def test_an_import_holding_a_contact_and_a_stop_of_that_phone_both_succeed(
+    pool: Pool, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Uptown imports rows including Dana (an existing contact there, whose row the import
+    locks) and, in a later batch of the same transaction, a new phone sharing Dana's brand
+    lock; Dana texts STOP to downtown in between. Before, the STOP held downtown's row and the
+    brand's lock and waited for uptown's row while the import waited for the brand's lock:
+    PostgreSQL aborted one (the opt-out). Now the import takes the brand's locks first."""
+    await consenting_contact(pool, DANA, location=A_DOWNTOWN)
+    await consenting_contact(pool, DANA, location=A_UPTOWN)
+    await set_scope(pool, franchisors.OptOutScope.BRAND)
+    neighbour = await same_bucket_as(pool, DANA)
+    async with pool.connection() as importer:
+        async with importer.transaction():  # the import, held open between its batches
+            run = await contact_import.start_import(importer, OPERATOR, A_UPTOWN, "crm.csv")
+            await contact_import.import_batch(importer, OPERATOR, run, [import_row(2, DANA)])
+            stop = asyncio.create_task(text(pool, "STOP"))
+            await asyncio.sleep(0.5)
+            assert not stop.done(), "the opt-out waits for the import"
+            await contact_import.import_batch(importer, OPERATOR, run, [import_row(3, neighbour)])
+        outcome = await stop
+
+    assert (run.created, run.rows, run.rejected) == (1, 2, [])
+    assert outcome.classification == "opt_out"
+    assert await state(pool, A_DOWNTOWN) == ("revoked", True)
+    assert await state(pool, A_UPTOWN) == ("revoked", True)
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()], "no deadlock"
+
+
+async def test_a_stop_waiting_behind_an_insert_of_a_phone_sharing_its_lock_succeeds(
+    pool: Pool, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A contact inserted at uptown (the brand's lock shared) by a transaction that then locks
+    downtown's Dana row, while Dana's STOP reaches downtown: before, the STOP locked the row
+    first and then waited for the brand's lock (a deadlock, the STOP aborted)."""
+    await consenting_contact(pool, DANA, location=A_DOWNTOWN)
+    await set_scope(pool, franchisors.OptOutScope.BRAND)
+    neighbour = await same_bucket_as(pool, DANA)
+    async with pool.connection() as conn:
+        uptown = await load_location(conn, A_UPTOWN)
+    async with pool.connection() as other:
+        async with other.transaction():
+            await contacts.insert_many(
+                other, A_UPTOWN, [contacts.validate(contacts.ContactInput(neighbour), uptown)]
+            )
+            stop = asyncio.create_task(text(pool, "STOP"))
+            await asyncio.sleep(0.5)
+            await other.execute(
+                "SELECT 1 FROM contacts WHERE location_id = 'downtown' AND phone_e164 = %s"
+                " FOR UPDATE",
+                (DANA,),
+            )
+        outcome = await stop
+
+    assert outcome.classification == "opt_out"
+    assert await state(pool, A_DOWNTOWN) == ("revoked", True)
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()], "no deadlock"
+
+
+async def test_an_opt_out_aborted_by_a_deadlock_is_retried_and_recorded(
+    pool: Pool, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transaction that takes the locks in the wrong order (Dana's row, then the brand's
+    lock) against Dana's STOP: PostgreSQL aborts the STOP, which is run again and recorded;
+    the webhook would answer 200, not 503."""
+    await consenting_contact(pool, DANA, location=A_DOWNTOWN)
+    await set_scope(pool, franchisors.OptOutScope.BRAND)
+    async with pool.connection() as other:
+        async with other.transaction():
+            await other.execute(
+                "SELECT 1 FROM contacts WHERE location_id = 'downtown' AND phone_e164 = %s"
+                " FOR UPDATE",
+                (DANA,),
+            )
+            stop = asyncio.create_task(text(pool, "STOP"))
+            await asyncio.sleep(0.5)  # the STOP holds the brand's lock, waits for the row
+            await other.execute(
+                "SELECT pg_advisory_xact_lock_shared(k.brand, k.bucket)"
+                " FROM brand_phone_lock_keys('acme', %s) k",
+                (DANA,),
+            )
+        outcome = await stop
+
+    assert outcome.classification == "opt_out"
+    assert await state(pool, A_DOWNTOWN) == ("revoked", True)
+    assert [r for r in caplog.records if "retrying" in r.getMessage()]
+    [(classification,)] = await rows(pool, "SELECT classification FROM inbound_messages")
+    assert classification == "opt_out"
+
+
+async def test_a_carrier_opt_out_at_send_time_covers_the_brand(pool: Pool, world: World) -> None:
+    """The 21610 of a send in flight: revoked at its location while the send holds the row,
+    brand-wide right after (the brand's lock never comes after a contact row)."""
+    downtown = await consenting_contact(pool, DANA, location=A_DOWNTOWN)
+    await consenting_contact(pool, DANA, location=A_UPTOWN)
+    await set_scope(pool, franchisors.OptOutScope.BRAND)
+    evidence = ConsentEvidence(
+        ConsentKind.REVOKE, ConsentChannel.CARRIER, datetime.now(UTC), raw_text="21610"
+    )
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            await contacts.load(conn, downtown, lock=True)  # the send in flight
+            assert await brand_suppression.revoke_holding_row(
+                conn, OPERATOR, downtown, DANA, evidence
+            )
+        assert await state(pool, A_DOWNTOWN) == ("revoked", True)
+        assert await state(pool, A_UPTOWN) == ("granted", False)
+        await brand_suppression.finish_brand_revocation(conn, OPERATOR, downtown, DANA, evidence)
+    assert await state(pool, A_UPTOWN) == ("revoked", True)
+    [(scope, _, _, _, _)] = await revocations(pool, A_DOWNTOWN)
+    assert scope == "brand"
+
+
+# --- what other locations see ----------------------------------------------------------------
+
+
+async def test_the_copy_at_another_location_shows_neither_the_origin_nor_the_words(
+    pool: Pool, channel: grpc.aio.Channel, world: World
+) -> None:
+    downtown = await consenting_contact(pool, DANA, location=A_DOWNTOWN)
+    await consenting_contact(pool, DANA, location=A_UPTOWN)
+    await set_scope(pool, franchisors.OptOutScope.BRAND)
+    words = "please stop texting me, my ex works at that shop"
+
+    await text(pool, words, to=UPTOWN_NUMBER)  # at uptown
+    await text(pool, "STOP", sender=STRANGER, to=UPTOWN_NUMBER)  # a number nobody knew
+
+    stub = contacts_pb2_grpc.ContactServiceStub(channel)
+    manager = world.metadata("a_downtown_manager")
+    listed = await stub.ListConsentEvents(
+        cpb.ListConsentEventsRequest(contact=downtown.name), metadata=manager
+    )
+    created = await stub.CreateContact(
+        cpb.CreateContactRequest(
+            parent=A_DOWNTOWN.name, contact=cpb.Contact(phone_number=STRANGER)
+        ),
+        metadata=manager,
+    )
+    created_events = await stub.ListConsentEvents(
+        cpb.ListConsentEventsRequest(contact=created.name), metadata=manager
+    )
+    copies = [e for e in listed.consent_events if e.evidence.kind == cpb.CONSENT_KIND_REVOKE]
+    copies += list(created_events.consent_events)
+    assert len(copies) == 2
+    for event in copies:
+        assert event.evidence.scope == cpb.CONSENT_SCOPE_BRAND
+        assert event.evidence.source.startswith("brand opt-out #")
+        assert event.evidence.raw_text == ""
+        seen = str(event)
+        assert "uptown" not in seen and "ex works" not in seen and "STOP" not in seen
+    # the brand keeps the whole evidence
+    kept = await rows(pool, "SELECT location_id, raw_text FROM brand_suppressions ORDER BY id")
+    assert kept == [("uptown", words), ("uptown", "STOP")]

@@ -23,7 +23,8 @@ Rules (DESIGN §4/§5, COMPLIANCE §2, tenants/access.py, contacts.proto, sequen
 * CONTACT_READ (get, list, consent events, conversation): franchisor admins and viewers, and the
   location's manager and staff;
 * CONTACT_WRITE (create, update, import, RecordConsent, RecordActivity): franchisor admins and
-  the location's manager;
+  the location's manager; a revocation asking for the whole brand while the franchisor keeps
+  opt-outs to their location (CONSENT_REVOKE_BRAND_WIDE): franchisor admins only;
 * the review queue: ListFlaggedMessages is CONTACT_READ (at a franchisor: franchisor principals,
   every location); ResolveFlaggedMessage is FLAGGED_MESSAGE_RESOLVE (franchisor admins and the
   location's manager, not viewers or staff);
@@ -400,6 +401,23 @@ def record_consent(name: str) -> Build:
     return simple(lambda: cpb.RecordConsentRequest(contact=name, evidence=grant()))
 
 
+def record_brand_revocation(name: str) -> Build:
+    """A revocation asking for the whole brand while the franchisor keeps opt-outs to their
+    location (the default): CONSENT_REVOKE_BRAND_WIDE, franchisor admins and operators."""
+    return simple(
+        lambda: cpb.RecordConsentRequest(
+            contact=name,
+            evidence=cpb.ConsentEvidence(
+                kind=cpb.CONSENT_KIND_REVOKE,
+                channel=cpb.CONSENT_CHANNEL_STAFF,
+                occurred_at=ts(PAST),
+                scope=cpb.CONSENT_SCOPE_BRAND,
+                raw_text="no more texts from any of your shops",
+            ),
+        )
+    )
+
+
 def list_consent_events(name: str) -> Build:
     return simple(lambda: cpb.ListConsentEventsRequest(contact=name))
 
@@ -599,6 +617,18 @@ CASES: dict[str, Case] = {
         Case("RecordConsent", "acme franchisor-level", "acme", record_consent(A_LEVEL_CONTACT)),
         Case("RecordConsent", "bravo/harbor contact", "bravo", record_consent(HB_CY)),
         Case("RecordConsent", "bravo/harbor missing", "bravo", record_consent(HB_MISSING)),
+        Case(
+            "RecordConsent",
+            "acme/downtown contact brand-wide revoke",
+            "acme",
+            record_brand_revocation(DT_ANN),
+        ),
+        Case(
+            "RecordConsent",
+            "bravo/harbor contact brand-wide revoke",
+            "bravo",
+            record_brand_revocation(HB_CY),
+        ),
         # ListConsentEvents
         Case("ListConsentEvents", "acme/downtown contact", "acme", list_consent_events(DT_ANN)),
         Case("ListConsentEvents", "acme/uptown contact", "acme", list_consent_events(UT_BOB)),
@@ -981,6 +1011,8 @@ EXPECTED: dict[str, tuple[Any, ...]] = {
     "RecordConsent[acme franchisor-level]":               (IA, IA, XI, XI, XI, XI, XI, UA, UA, UA),
     "RecordConsent[bravo/harbor contact]":                (OK, PD, PD, PD, PD, OK, OK, UA, UA, UA),
     "RecordConsent[bravo/harbor missing]":                (NF, PD, PD, PD, PD, NF, NF, UA, UA, UA),
+    "RecordConsent[acme/downtown contact brand-wide revoke]": (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),  # noqa: E501
+    "RecordConsent[bravo/harbor contact brand-wide revoke]": (OK, PD, PD, PD, PD, OK, PD, UA, UA, UA),  # noqa: E501
     "ListConsentEvents[acme/downtown contact]":           (OK, OK, OK, OK, OK, PD, PD, UA, UA, UA),
     "ListConsentEvents[acme/uptown contact]":             (OK, OK, OK, PD, PD, PD, PD, UA, UA, UA),
     "ListConsentEvents[acme/downtown missing]":           (NF, NF, NF, NF, NF, PD, PD, UA, UA, UA),

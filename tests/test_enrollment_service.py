@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc
-from server.grpc_server import build_grpc_server
+from server.enrollment_service import EnrollmentService
 from tenants import contacts, sequences
 from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
 from tenants.enrollments import workflow_id_for
@@ -31,6 +31,7 @@ from tests.enrollment_support import (
     DAY,
     brand_template,
     consenting_contact,
+    enrollment_server,
     make_sequence,
     morning_zone,
     running_worker,
@@ -50,13 +51,13 @@ async def enrollment_channel(
 ) -> AsyncIterator[grpc.aio.Channel]:
     """A worker for the enrollment workflows and the real gRPC server using it."""
     async with running_worker(time_skipping_env.client, pool) as running:
-        server, _, port = build_grpc_server(pool, "127.0.0.1:0", workflows=running.workflows)
-        await server.start()
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with (
+                enrollment_server(pool, running.workflows) as target,
+                grpc.aio.insecure_channel(target) as channel,
+            ):
                 yield channel
         finally:
-            await server.stop(None)
             await terminate_all(time_skipping_env, pool)
 
 
@@ -456,6 +457,46 @@ async def test_bulk_enroll_answers_one_result_per_request_in_order_with_counts(a
     assert sorted(e.name for e in listed.enrollments) == sorted(
         [first.enrollment, second.enrollment]
     )
+
+
+async def test_a_bulk_enroll_cut_by_an_undecodable_message_enrolls_nothing_after_it_failed(
+    api: Api, enrollment_channel: grpc.aio.Channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The enrollments already under way finish before the call answers its error; none goes
+    on (or fails unobserved) after the caller was told the call failed."""
+    sequence = await long_sequence(api.pool)
+    contacts_ = [await consenting_contact(api.pool, f"+1212555014{n}") for n in (5, 6)]
+    finished: list[str] = []
+    enroll_now = EnrollmentService._enroll
+
+    async def slow_enroll(self: EnrollmentService, contact: str, seq: str) -> Any:
+        await asyncio.sleep(0.3)
+        done = await enroll_now(self, contact, seq)
+        finished.append(contact)
+        return done
+
+    monkeypatch.setattr(EnrollmentService, "_enroll", slow_enroll)
+    good = [
+        pb.BulkEnrollRequest(contact=c.name, sequence=sequence.name).SerializeToString()
+        for c in contacts_
+    ]
+    undecodable = bytes([(1 << 3) | 2, 3]) + b"\xed\xa0\x80"  # contact: a lone surrogate
+
+    async def stream() -> AsyncIterator[bytes]:
+        for raw in [*good, undecodable]:
+            yield raw
+
+    call = enrollment_channel.stream_unary(
+        "/reengage.v1.EnrollmentService/BulkEnroll",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    err = await refused(call(stream(), metadata=api.md("a_admin"), timeout=30))
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT, err
+    when_answered = list(finished)
+    await asyncio.sleep(0.6)
+    assert sorted(when_answered) == sorted(c.name for c in contacts_)
+    assert finished == when_answered
 
 
 # -- GetEnrollment and ListEnrollments ------------------------------------------------------------

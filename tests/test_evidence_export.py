@@ -13,12 +13,10 @@ across brands), NOT_FOUND for an unknown phone, and the audit row every export l
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import secrets
 import stat
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,8 +29,6 @@ from psycopg_pool import AsyncConnectionPool
 from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc, enrollments_pb2
 from server.carriers.outbox import OutboxCarrier
-from server.cli import build_parser
-from server.config import Settings
 from tenants import contacts, delivery_status, enrollments, evidence, ledger
 from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
 from tenants.inbound import InboundSms, receive
@@ -40,6 +36,7 @@ from tenants.names import ChildName
 from tenants.segments import count
 from tenants.send_rules import rules_version
 from tenants.sequences import Step
+from tests.cli_support import run_cli
 from tests.enrollment_support import brand_template, make_sequence
 from tests.support import A_DOWNTOWN, B_HARBOR, OPERATOR, World, failure
 from workflows.carrier import OutboundText
@@ -485,6 +482,50 @@ async def test_a_long_history_is_read_in_batches_in_the_same_order(
     assert whole[0].contact == paged[0].contact  # type: ignore[union-attr]
 
 
+async def test_a_client_that_stops_reading_holds_no_pooled_connection(
+    grpc_target: str, world: World, pool: Pool
+) -> None:
+    """The export is read whole in its snapshot and the connection released before the first
+    record goes out: a client that reads the header and then nothing more (megabytes of texts
+    waiting) leaves every connection of the pool free."""
+    story = await tell_story(pool)
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO inbound_messages (carrier, carrier_message_id, from_number, to_number,"
+            " body, franchisor_id, location_id, contact_id, classification, received_at)"
+            " SELECT 'twilio', 'SMstalled' || n, %s, %s, repeat('x', 1600), %s, %s, %s, 'reply',"
+            " now() - n * interval '1 second' FROM generate_series(1, 500) n",
+            (PHONE, SENDER, A_DOWNTOWN.franchisor_id, A_DOWNTOWN.location_id, story.contact.id),
+        )
+    # no BDP probing: the client's receive window stays at HTTP/2's 64 KiB, as a slow link's
+    options = [("grpc.http2.bdp_probe", 0)]
+    async with grpc.aio.insecure_channel(grpc_target, options=options) as channel:
+        await stalled_export(channel, world, pool, story.contact)
+
+
+async def stalled_export(
+    channel: grpc.aio.Channel, world: World, pool: Pool, contact: ChildName
+) -> None:
+    call = stub(channel).ExportContactEvidence(
+        pb.ExportContactEvidenceRequest(contact=contact.name),
+        metadata=world.metadata("a_admin"),
+        timeout=30,
+    )
+    try:
+        first = await call.read()
+        assert first.WhichOneof("record") == "header"
+        held = []
+        try:
+            for _ in range(pool.max_size):
+                held.append(await pool.getconn(timeout=2))
+        finally:
+            for conn in held:
+                await pool.putconn(conn)
+        assert len(held) == pool.max_size
+    finally:
+        call.cancel()
+
+
 # ---------------------------------------------------------------------------------------------
 # The CLI: `reengage contacts evidence PHONE --location NAME`, run in process against the server
 # ---------------------------------------------------------------------------------------------
@@ -493,19 +534,7 @@ async def test_a_long_history_is_read_in_batches_in_the_same_order(
 async def reengage(
     capsys: pytest.CaptureFixture[str], target: str, key: str, *argv: str
 ) -> tuple[int, str, str]:
-    capsys.readouterr()
-    args = build_parser().parse_args(
-        ["contacts", "evidence", *argv, "--target", target, "--api-key", key]
-    )
-    code = 0
-    try:
-        await asyncio.to_thread(args.func, args, Settings.from_env())
-    except SystemExit as exc:
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return await run_cli(capsys, target, key, "contacts", "evidence", *argv)
 
 
 async def test_the_cli_prints_one_json_document_with_everything(

@@ -10,6 +10,8 @@ Send-path tests run the real enrollment workflow on the time-skipping Temporal s
 outbox carrier and real PostgreSQL, and look at the ledger and the outbox deliveries.
 """
 
+# ruff: noqa: F811  (the fake_twilio fixture is imported, then requested by name)
+
 from __future__ import annotations
 
 import asyncio
@@ -17,18 +19,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import grpc
+import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from psycopg_pool import AsyncConnectionPool
-from temporalio.testing import WorkflowEnvironment
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from reengage.v1 import sequences_pb2 as spb
 from reengage.v1 import sequences_pb2_grpc, templates_pb2_grpc
 from reengage.v1 import templates_pb2 as tpb
-from tenants.enrollments import Enrollment
+from server.carriers.twilio import TwilioCarrier
+from tenants.delivery_status import apply_status
+from tenants.enrollments import decide_entry, insert_enrollment
 from tenants.first_message import OPT_OUT_LINE, identifies_brand, outgoing_text, says_how_to_opt_out
-from tenants.names import ChildName, parse_child
+from tenants.names import parse_child
 from tenants.segments import Encoding, count
 from tenants.sequences import Step
 from tests.enrollment_support import (
@@ -42,9 +49,12 @@ from tests.enrollment_support import (
     run_to_end,
     running_worker,
 )
+from tests.enrollment_support import start_enrollment as start
+from tests.fake_twilio import FakeTwilio, fake_twilio  # noqa: F401
 from tests.support import OPERATOR, World
 from workflows.enrolling import enroll
-from workflows.enrollment_types import Decision
+from workflows.enrollment_activities import EnrollmentActivities
+from workflows.enrollment_types import SENT, Decision, SendOutcome, SendRequest
 
 BRAND = "Acme Coffee"  # franchisor acme's display name in the test world
 PLAIN = "Hey {{contact.first_name|there}}, come see us!"
@@ -83,15 +93,6 @@ async def approval_notice_texts(pool: AsyncConnectionPool[Any]) -> list[str]:
             " AND payload->>'kind' = 'approval_requested' ORDER BY id"
         )
         return [row[0] for row in await cur.fetchall()]
-
-
-async def start(
-    pool: AsyncConnectionPool[Any], run: Running, contact: ChildName, sequence: ChildName
-) -> Enrollment:
-    async with pool.connection() as conn:
-        enrollment, created = await enroll(conn, run.workflows, OPERATOR, contact, sequence)
-    assert created
-    return enrollment
 
 
 async def eventually_true(
@@ -134,7 +135,7 @@ def test_the_brand_and_the_opt_out_line_are_added_only_where_missing() -> None:
     assert identifies_brand("Joe\u2019s Diner misses you", "Joe's Diner")
     assert not identifies_brand("Acme misses you", BRAND)
     assert not identifies_brand("Acme Coffeehouse misses you", BRAND)
-    # an instruction, not any "stop": STOP in capitals, or opt out / unsubscribe in any case
+    # an instruction, not any "stop" (more cases below)
     assert says_how_to_opt_out("Text STOP to quit")
     assert says_how_to_opt_out("reply stop to opt-out")
     assert says_how_to_opt_out("Unsubscribe: reply here")
@@ -147,6 +148,59 @@ def test_the_brand_and_the_opt_out_line_are_added_only_where_missing() -> None:
     # not a first message: exactly as rendered; applied twice: nothing more
     assert outgoing_text("Hey", BRAND, first_message=False).text == "Hey"
     assert sent(sent("Hey Dana")) == sent("Hey Dana")
+
+
+@pytest.mark.parametrize(
+    ("text", "instructs"),
+    [
+        ("Text STOP to quit", True),
+        ("Reply STOP to opt out", True),
+        ("reply stop to opt out", True),
+        ("Reply with 'STOP' to end", True),
+        ("Text \u201cSTOP\u201d to quit", True),
+        ("Reply HELP for help, STOP to cancel", True),
+        ("To opt out, reply END", True),
+        ("Reply here to unsubscribe", True),
+        ("Opt-out: text END", True),
+        ("Unsubscribe: reply here", True),
+        ("Reply STOP to opt out https://acme.example/l/Ab3dE", True),
+        # a STOP or "opt out" that instructs nothing
+        ("NON-STOP savings this weekend!", False),
+        ("Our ONE-STOP shop", False),
+        ("STOP by today for a free latte", False),
+        ("Don't opt out of fun", False),
+        ("Don't stop by without a coffee!", False),
+        ("STOPPING by? Acme Coffee", False),
+        ("Reply END", False),
+        # words inside links are not instructions
+        ("https://acme.example/unsubscribe", False),
+        ("See acme.example/reply-stop", False),
+        ("www.acme.example/to-opt-out", False),
+    ],
+)
+def test_only_an_instruction_outside_links_tells_how_to_opt_out(text: str, instructs: bool) -> None:
+    assert says_how_to_opt_out(text) is instructs
+    added = outgoing_text(f"{BRAND}: {text}", BRAND, first_message=True).added_opt_out
+    assert added is not instructs
+
+
+@pytest.mark.parametrize(
+    ("text", "brand", "named"),
+    [
+        ("Acme: 2 for 1", "Acme", True),
+        ("Acme Coffee.See you soon", BRAND, True),
+        ("Hi from https://acme.example/x", "Acme", False),
+        ("https://acme.example/x", "Acme", False),
+        ("Visit acme.example/menu today", "Acme", False),
+        ("Visit www.acme.example", "Acme", False),
+        # a tracked link's code is no word either
+        ("Your offer: https://go.example/l/Acme7", "Acme", False),
+        ("Acme misses you: https://go.example/l/x1", "Acme", True),
+    ],
+)
+def test_the_brand_is_named_only_outside_links(text: str, brand: str, named: bool) -> None:
+    assert identifies_brand(text, brand) is named
+    assert outgoing_text(text, brand, first_message=True).added_brand is not named
 
 
 def test_the_additions_are_counted_in_segments_and_encoding() -> None:
@@ -368,6 +422,51 @@ async def test_a_step_skipped_before_any_text_makes_the_next_one_the_first(
     skipped, first = simulated.steps
     assert skipped.outcome == spb.PLANNED_OUTCOME_SKIP and not skipped.first_message
     assert (first.text, first.first_message) == (FIRST, True)
+
+
+async def test_a_retried_text_is_sent_as_its_ledger_row_now_says(
+    pool: AsyncConnectionPool[Any], world: World, fake_twilio: FakeTwilio
+) -> None:
+    """Step 1 met a carrier retry (30022) as a later text; before its retry, step 0 was
+    reported undelivered, which makes step 1 the enrollment's first text now. Nothing went out
+    for step 1, so its retry carries the brand and opt-out line, and its ledger row is rewritten
+    to those words: what the ledger (and the evidence export) shows is what went out."""
+    sequence = await make_sequence(pool, [Step(await brand_template(pool, "plain", PLAIN), 0)] * 2)
+    contact = await consenting_contact(pool)
+    async with pool.connection() as conn:
+        entry = await decide_entry(conn, OPERATOR, contact, sequence, datetime.now(UTC))
+        enrollment, _ = await insert_enrollment(conn, OPERATOR, entry, datetime.now(UTC))
+    carrier = TwilioCarrier(
+        fake_twilio.account_sid,
+        fake_twilio.auth_token,
+        fake_twilio.base_url,
+        status_callback_url="https://reengage.example/sms/twilio/status",
+    )
+    activities = EnrollmentActivities(pool, carrier, "http://localhost:8080", 1000)
+    env = ActivityEnvironment()
+    tomorrow = datetime.now(ZoneInfo("America/New_York")) + timedelta(days=1)
+    now = tomorrow.replace(hour=15, minute=0, second=0, microsecond=0).isoformat()
+
+    def send(step_index: int) -> Awaitable[SendOutcome]:
+        return env.run(activities.send_step, SendRequest(enrollment.id, step_index, LATER, now=now))
+
+    assert (await send(0)).outcome == SENT
+    fake_twilio.fail_next(http_status=429, code=30022, retry_after=1)
+    with pytest.raises(ApplicationError):
+        await send(1)
+    async with pool.connection() as conn:
+        await apply_status(
+            conn, "twilio", fake_twilio.created[0].sid, "undelivered", "30003", datetime.now(UTC)
+        )
+    assert (await send(1)).outcome == SENT
+    assert [m.body for m in fake_twilio.messages] == [FIRST, LATER, FIRST]
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT step_index, status, body, segments FROM messages"
+            " WHERE direction = 'outbound' ORDER BY step_index"
+        )
+        rows = await cur.fetchall()
+    assert rows == [(0, "undelivered", FIRST, 1), (1, "sent", FIRST, 1)]
 
 
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:

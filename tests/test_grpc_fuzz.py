@@ -46,7 +46,6 @@ from reengage.v1 import enrollments_pb2 as epb
 from reengage.v1 import sequences_pb2 as spb
 from reengage.v1 import templates_pb2 as tpb
 from reengage.v1 import tenants_pb2 as tnpb
-from server.grpc_server import build_grpc_server, mark_serving
 from tenants import sequences
 from tenants.input_validity import (
     MAX_DURATION_SECONDS,
@@ -58,6 +57,7 @@ from tests.enrollment_support import (
     brand_template,
     consenting_contact,
     end_leftover_run,
+    enrollment_server,
     make_sequence,
     running_worker,
 )
@@ -617,14 +617,13 @@ async def fuzz_channel(
 ) -> AsyncIterator[grpc.aio.Channel]:
     """The real gRPC server, EnrollmentService included, with a worker for its workflows."""
     async with running_worker(time_skipping_env.client, pool) as running:
-        server, health, port = build_grpc_server(pool, "127.0.0.1:0", workflows=running.workflows)
-        await server.start()
-        await mark_serving(health, True)
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with (
+                enrollment_server(pool, running.workflows) as target,
+                grpc.aio.insecure_channel(target) as channel,
+            ):
                 yield channel
         finally:
-            await server.stop(None)
             async with pool.connection() as conn:
                 cur = await conn.execute("SELECT workflow_id, run_id FROM enrollments")
                 runs = await cur.fetchall()

@@ -32,6 +32,7 @@ from reengage.v1 import sequences_pb2 as spb
 from reengage.v1 import templates_pb2 as tpb
 from tenants import sequences
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
+from tests.inbound_support import row_count
 from tests.support import A, RpcFailure, World, failure
 
 ACME = "franchisors/acme"
@@ -91,14 +92,6 @@ def assert_refused(got: RpcFailure, field: str) -> None:
     assert field in got.violations, got
 
 
-async def count(pool: AsyncConnectionPool[Any], table: str) -> int:
-    async with pool.connection() as conn:
-        cur = await conn.execute(f"SELECT count(*) FROM {table}")
-        row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def forged_token(payload: Any) -> str:
     raw = json.dumps(payload).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -116,7 +109,7 @@ async def test_a_template_body_with_a_nul_is_refused_on_template_body(
         template=tpb.Template(display_name="Nul", body=f"Hi{NUL} there. Reply STOP to opt out"),
     )
     assert_refused(await api.fails("templates", "CreateTemplate", request), "template.body")
-    assert await count(pool, "templates") == 0
+    assert await row_count(pool, "templates") == 0
 
 
 async def test_a_template_filter_text_with_a_nul_is_refused_on_text(api: Api) -> None:
@@ -132,7 +125,7 @@ async def test_a_contact_email_with_a_nul_is_refused_on_contact_email(
         contact=cpb.Contact(phone_number="+12125550142", email=f"dana{NUL}@example.com"),
     )
     assert_refused(await api.fails("contacts", "CreateContact", request), "contact.email")
-    assert await count(pool, "contacts") == 0
+    assert await row_count(pool, "contacts") == 0
 
 
 async def test_a_control_character_in_an_attribute_value_names_the_map_entry(api: Api) -> None:
@@ -148,13 +141,13 @@ async def test_consent_evidence_with_a_nul_is_refused_on_its_field(
     api: Api, pool: AsyncConnectionPool[Any], field: str
 ) -> None:
     contact = await consenting_contact(pool)
-    events = await count(pool, "consent_events")
+    events = await row_count(pool, "consent_events")
     evidence = cpb.ConsentEvidence()
     evidence.CopyFrom(GRANT)
     setattr(evidence, field, f"a{NUL}b")
     request = cpb.RecordConsentRequest(contact=contact.name, evidence=evidence)
     assert_refused(await api.fails("contacts", "RecordConsent", request), f"evidence.{field}")
-    assert await count(pool, "consent_events") == events
+    assert await row_count(pool, "consent_events") == events
 
 
 async def test_an_activity_reference_with_a_nul_is_refused_on_activity_reference(
@@ -170,7 +163,7 @@ async def test_an_activity_reference_with_a_nul_is_refused_on_activity_reference
         ),
     )
     assert_refused(await api.fails("contacts", "RecordActivity", request), "activity.reference")
-    assert await count(pool, "activities") == 0
+    assert await row_count(pool, "activities") == 0
 
 
 async def test_multi_line_texts_keep_tabs_and_line_breaks(
@@ -221,7 +214,7 @@ async def test_a_control_character_in_a_streamed_message_aborts_the_import_unwri
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await stub.ImportContacts(messages(), metadata=world.metadata("a_admin"), timeout=30)
     assert_refused(failure(raised.value), "source")
-    assert await count(pool, "contacts") == 0
+    assert await row_count(pool, "contacts") == 0
 
 
 async def test_a_bad_import_row_is_rejected_with_its_reason_and_the_others_land(
@@ -252,7 +245,7 @@ async def test_a_bad_import_row_is_rejected_with_its_reason_and_the_others_land(
     assert answer.created == 1
     rejected = {r.row_number: r.field for r in answer.rejected}
     assert rejected == {2: "first_name", 3: "consent.occurred_at"}
-    assert await count(pool, "contacts") == 1
+    assert await row_count(pool, "contacts") == 1
 
 
 # --- timestamps and durations ----------------------------------------------------------------

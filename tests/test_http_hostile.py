@@ -30,6 +30,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Message
 from temporalio.testing import WorkflowEnvironment
 
@@ -220,6 +222,37 @@ async def test_raw_socket_clients_get_no_5xx_and_the_edge_keeps_answering(
         await serving
     tracebacks = [r.getMessage() for r in logged.records if r.levelno >= logging.ERROR]
     assert tracebacks == []
+
+
+async def test_an_answer_h11_refuses_on_a_live_connection_is_our_error_with_its_traceback(
+    logged: Records,
+) -> None:
+    """Only a connection the server already answered or closed makes h11's refusal a quiet
+    line: an answer of ours h11 cannot send (an illegal header value) is an ERROR."""
+
+    async def broken(request: Any) -> Response:
+        return Response("x", headers={"x-broken": "a\x00b"})
+
+    app = build_http_app({}, [Route("/broken", broken)])
+    port = free_port()
+    server = http_server(app, "127.0.0.1", port)
+    assert server.config.http == "h11"  # what AnswerAfterTheConnectionEnded knows
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            assert not serving.done(), "the edge did not start"
+            await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            with pytest.raises(httpx.HTTPError):
+                await client.get("/broken", timeout=10)
+    finally:
+        server.should_exit = True
+        await serving
+    mine = [r for r in logged.records if r.name == "server.http_edge"]
+    assert [(r.levelno, r.getMessage()) for r in mine] == [
+        (logging.ERROR, "GET /broken: h11 refused our answer")
+    ]
+    assert mine[0].exc_info is not None
 
 
 # -- 4. /slack/events checks the signature before it parses ---------------------------------------

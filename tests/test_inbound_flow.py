@@ -4,7 +4,6 @@ on a tracked link exits when the sequence says so."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -16,6 +15,7 @@ from tests.enrollment_support import (
     DAY,
     brand_template,
     consenting_contact,
+    first_text_sent,
     make_sequence,
     run_to_end,
     running_worker,
@@ -24,14 +24,6 @@ from tests.enrollment_support import (
 from tests.inbound_support import inbound_form, rows, sms_edge
 from tests.support import OPERATOR, World
 from workflows.enrolling import enroll
-
-
-async def _first_text_sent(env: WorkflowEnvironment, pool: AsyncConnectionPool[Any]) -> None:
-    for _ in range(50):
-        if await sent_messages(pool):
-            return
-        await env.sleep(timedelta(hours=1))
-    raise AssertionError("the first text was never sent")
 
 
 async def test_a_reply_during_a_30_day_wait_exits_as_replied_and_nothing_more_is_sent(
@@ -43,7 +35,7 @@ async def test_a_reply_during_a_30_day_wait_exits_as_replied_and_nothing_more_is
     async with running_worker(time_skipping_env.client, pool) as run:
         async with pool.connection() as conn:
             enrollment, _ = await enroll(conn, run.workflows, OPERATOR, contact, sequence)
-        await _first_text_sent(time_skipping_env, pool)
+        await first_text_sent(time_skipping_env, pool)
         async with sms_edge(pool, run.workflows) as edge:
             answer = await edge.inbound(inbound_form("Sounds good, see you Saturday"))
         assert answer.status_code == 200
@@ -66,7 +58,7 @@ async def test_stop_exits_the_enrollment_suppresses_and_confirms_once(
     async with running_worker(time_skipping_env.client, pool) as run:
         async with pool.connection() as conn:
             enrollment, _ = await enroll(conn, run.workflows, OPERATOR, contact, sequence)
-        await _first_text_sent(time_skipping_env, pool)
+        await first_text_sent(time_skipping_env, pool)
         async with sms_edge(pool, run.workflows) as edge:
             form = inbound_form("Stop")
             assert (await edge.inbound(form)).status_code == 200
@@ -104,7 +96,7 @@ async def test_a_click_on_a_tracked_link_redirects_and_exits_when_click_is_an_ex
     async with running_worker(time_skipping_env.client, pool) as run:
         async with pool.connection() as conn:
             enrollment, _ = await enroll(conn, run.workflows, OPERATOR, contact, sequence)
-        await _first_text_sent(time_skipping_env, pool)
+        await first_text_sent(time_skipping_env, pool)
         [(_, body, *_)] = await sent_messages(pool)
         assert "http://localhost:8080/l/" in body  # the worker's REENGAGE_PUBLIC_URL
         code = body.split("/l/")[1].split()[0]

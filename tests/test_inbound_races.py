@@ -47,6 +47,7 @@ from tests.enrollment_support import (
     make_sequence,
     run_to_end,
     running_worker,
+    start_enrollment,
 )
 from tests.inbound_support import inbound_form, rows, sms_edge
 from tests.support import OPERATOR, World
@@ -232,15 +233,6 @@ async def sequence_of(
     return await make_sequence(pool, steps, **definition)
 
 
-async def start(
-    pool: AsyncConnectionPool[Any], run: Running, contact: ChildName, sequence: ChildName
-) -> Enrollment:
-    async with pool.connection() as conn:
-        enrollment, created = await enroll(conn, run.workflows, OPERATOR, contact, sequence)
-    assert created
-    return enrollment
-
-
 async def closed(env: WorkflowEnvironment, enrollment: Enrollment) -> WorkflowExecutionDescription:
     """The run's description once it has closed, without moving the workflow clock."""
     handle = env.client.get_workflow_handle(enrollment.workflow_id, run_id=enrollment.run_id)
@@ -369,7 +361,7 @@ async def test_stop_during_an_in_flight_send_waits_for_it_and_stops_every_later_
     carrier = GatedCarrier(pool, gated_suffix=":0")
     async with worker(env, pool, carrier) as run:
         await into_send_window(env, pool, contact)
-        enrollment = await start(pool, run, contact, sequence)
+        enrollment = await start_enrollment(pool, run, contact, sequence)
         await eventually(lambda: _true(carrier.entered.is_set()))
         edge_client = run.workflows if signals == "delivered" else UnreachableClient(run)
         async with sms_edge(pool, edge_client) as edge:
@@ -453,7 +445,7 @@ async def test_stop_while_a_step_awaits_approval_means_a_later_approve_sends_not
     sequence = await sequence_of(pool, [0, DAY], approvals=(0,))
     contact = await consenting_contact(pool)
     async with worker(env, pool) as run:
-        enrollment = await start(pool, run, contact, sequence)
+        enrollment = await start_enrollment(pool, run, contact, sequence)
         state = await advance_until(env, pending_approval(run, enrollment))
         assert state.pending_approval_step == 0
         edge_client = run.workflows if signals == "delivered" else UnreachableClient(run)
@@ -499,7 +491,7 @@ async def test_stop_while_temporal_is_unreachable_still_suppresses_and_is_retrie
     sequence = await sequence_of(pool, [0, DAY, DAY])
     contact = await consenting_contact(pool)
     async with worker(env, pool) as run:
-        enrollment = await start(pool, run, contact, sequence)
+        enrollment = await start_enrollment(pool, run, contact, sequence)
         await advance_until(env, sent_count(pool, 1))
         down = UnreachableClient(run)
         async with sms_edge(pool, down) as edge:
@@ -546,7 +538,7 @@ async def test_a_reply_recorded_while_temporal_is_unreachable_ends_the_enrollmen
     sequence = await sequence_of(pool, [0, 30 * DAY])
     contact = await consenting_contact(pool)
     async with worker(env, pool) as run:
-        enrollment = await start(pool, run, contact, sequence)
+        enrollment = await start_enrollment(pool, run, contact, sequence)
         await advance_until(env, sent_count(pool, 1))
         down = UnreachableClient(run)
         async with sms_edge(pool, down) as edge:
@@ -590,7 +582,7 @@ async def test_a_signal_owed_to_an_ended_run_is_done_as_no_run_and_spares_the_ne
     sequence = await sequence_of(pool, [0, 30 * DAY])
     contact = await consenting_contact(pool)
     async with worker(env, pool) as run:
-        first = await start(pool, run, contact, sequence)
+        first = await start_enrollment(pool, run, contact, sequence)
         await advance_until(env, sent_count(pool, 1))
         async with sms_edge(pool, UnreachableClient(run)) as edge:
             assert (await edge.inbound(inbound_form("Maybe next week"))).status_code == 200
@@ -600,7 +592,7 @@ async def test_a_signal_owed_to_an_ended_run_is_done_as_no_run_and_spares_the_ne
         assert await run.workflows.cancel(first.workflow_id, "manager asked") == "cancelled"
         await closed(env, first)
         # the contact is enrolled again: the same workflow id, a new run
-        second = await start(pool, run, contact, sequence)
+        second = await start_enrollment(pool, run, contact, sequence)
         assert second.workflow_id == first.workflow_id and second.run_id != first.run_id
         await due_now(pool)
         assert await drained_attempts(pool, run.workflows) == 1
@@ -679,7 +671,7 @@ async def test_a_deferred_step_keeps_its_link_codes_one_per_distinct_link(
     contact = await consenting_contact(pool)
     async with worker(env, pool) as run:
         await into_the_night(env)  # step 0 is due at 03:00: prepared now, deferred to morning
-        enrollment = await start(pool, run, contact, sequence)
+        enrollment = await start_enrollment(pool, run, contact, sequence)
 
         async def deferred() -> dict[str, tuple[str, int]] | None:
             state = await run.workflows.state(enrollment.workflow_id)
@@ -715,7 +707,7 @@ async def test_clicks_previews_and_heads_on_a_tracked_link(
     )
     contact = await consenting_contact(pool)
     async with worker(env, pool) as run:
-        enrollment = await start(pool, run, contact, sequence)
+        enrollment = await start_enrollment(pool, run, contact, sequence)
         await advance_until(env, sent_count(pool, 1))
         [(body,)] = await rows(pool, "SELECT body FROM messages WHERE direction = 'outbound'")
         cart, deals, _ = codes_in(body)
@@ -829,7 +821,7 @@ async def test_a_reply_owed_to_an_enrollment_whose_start_failed_never_reaches_th
         )
         assert (first_status, first_reason) == ("exited", "start_failed")
         # later the contact is enrolled again; then the relay gets the old reply through
-        second = await start(pool, run, contact, sequence)
+        second = await start_enrollment(pool, run, contact, sequence)
         await advance_until(env, sent_count(pool, 1))
         await due_now(pool)
         assert await FollowupRelay(pool, run.workflows, OutboxCarrier(pool)).drain() == 1

@@ -26,6 +26,7 @@ from tenants.errors import AlreadyExists, NotFound
 from tenants.inbound import _suppressed_stranger
 from tenants.names import TenantScope
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
+from tests.inbound_support import row_count
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World
 
 PHONE = "+12125550177"
@@ -71,14 +72,6 @@ async def refused(call: Awaitable[Any]) -> AlreadyExists:
     return caught.value
 
 
-async def count(pool: AsyncConnectionPool[Any], table: str) -> int:
-    async with pool.connection() as conn:
-        cur = await conn.execute(f"SELECT count(*) FROM {table}")
-        row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def test_the_embedded_server_keeps_details_and_statements_out_of_its_log() -> None:
     assert "log_error_verbosity=terse" in NO_PERSONAL_DATA_IN_LOG
     assert "log_min_error_statement=panic" in NO_PERSONAL_DATA_IN_LOG
@@ -91,7 +84,7 @@ async def test_a_duplicate_contact_is_refused_as_before_without_an_error_in_the_
         first = await contacts.create_contact(
             conn, OPERATOR, A_DOWNTOWN, "dana", contacts.ContactInput(phone_number=PHONE)
         )
-    before = await count(pool, "contacts"), await count(pool, "audit_log")
+    before = await row_count(pool, "contacts"), await row_count(pool, "audit_log")
     async with no_new_server_errors(server_log, PHONE, PHONE[2:]), pool.connection() as conn:
         same_phone = await refused(
             contacts.create_contact(
@@ -110,7 +103,7 @@ async def test_a_duplicate_contact_is_refused_as_before_without_an_error_in_the_
     assert same_id.reason == "RESOURCE_ALREADY_EXISTS"
     assert same_id.message == "franchisors/acme/locations/downtown/contacts/dana already exists"
     assert found is not None and found.name == first.name
-    assert (await count(pool, "contacts"), await count(pool, "audit_log")) == before
+    assert (await row_count(pool, "contacts"), await row_count(pool, "audit_log")) == before
     # another location may hold the same number
     async with pool.connection() as conn:
         await contacts.create_contact(
@@ -134,13 +127,13 @@ async def test_two_concurrent_creates_of_one_contact_one_wins_the_other_is_refus
     assert len(created) == 1
     assert len(refusals) == 5
     assert {r.reason for r in refusals} == {"PHONE_NUMBER_TAKEN"}
-    assert await count(pool, "contacts") == 1
+    assert await row_count(pool, "contacts") == 1
 
 
 async def test_every_other_create_meets_its_duplicate_without_an_error_in_the_server_log(
     pool: AsyncConnectionPool[Any], world: World, server_log: Path
 ) -> None:
-    tenants_before = await count(pool, "franchisors"), await count(pool, "locations")
+    tenants_before = await row_count(pool, "franchisors"), await row_count(pool, "locations")
     async with pool.connection() as conn:
         await staff.create_staff_member(
             conn, OPERATOR, A, "ana", "Ana", Role.FRANCHISOR_ADMIN, "U0123ABCD", ""
@@ -173,10 +166,10 @@ async def test_every_other_create_meets_its_duplicate_without_an_error_in_the_se
             conn, OPERATOR, A, "reporting", "Reports", Role.FRANCHISOR_VIEWER
         )
     counts = {
-        t: await count(pool, t)
+        t: await row_count(pool, t)
         for t in ("staff_members", "templates", "template_revisions", "sequences", "api_keys")
     }
-    audited = await count(pool, "audit_log")
+    audited = await row_count(pool, "audit_log")
 
     checks: list[tuple[str, Callable[[Any], Awaitable[Any]], str]] = [
         (
@@ -270,9 +263,12 @@ async def test_every_other_create_meets_its_duplicate_without_an_error_in_the_se
                     "x",
                     locations.LocationInput("X", "America/New_York"),
                 )
-    assert {t: await count(pool, t) for t in counts} == counts
-    assert (await count(pool, "franchisors"), await count(pool, "locations")) == tenants_before
-    assert await count(pool, "audit_log") == audited
+    assert {t: await row_count(pool, t) for t in counts} == counts
+    assert (
+        await row_count(pool, "franchisors"),
+        await row_count(pool, "locations"),
+    ) == tenants_before
+    assert await row_count(pool, "audit_log") == audited
 
 
 async def test_a_second_enrollment_of_a_contact_finds_the_running_one_without_an_error(
@@ -294,4 +290,4 @@ async def test_a_second_enrollment_of_a_contact_finds_the_running_one_without_an
     assert (again.id, created_again) == (first.id, False)
     assert running.reason == "ENROLLMENT_RUNNING"
     assert running.metadata == {"enrollment": first.name.name}
-    assert await count(pool, "enrollments") == 1
+    assert await row_count(pool, "enrollments") == 1

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable
+from datetime import UTC, datetime, time, timedelta
 from itertools import pairwise
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from psycopg_pool import AsyncConnectionPool
+from temporalio.testing import ActivityEnvironment
 
+from server.carriers.outbox import OutboxCarrier
+from tenants.enrollments import Enrollment, decide_entry, insert_enrollment
 from tenants.ledger import next_send_slot
+from tenants.locations import load_location
+from tenants.sequences import Step
+from tests.enrollment_support import brand_template, consenting_contact, make_sequence
+from tests.support import A_DOWNTOWN, OPERATOR, World
+from workflows.enrollment_activities import EnrollmentActivities
+from workflows.enrollment_types import DEFER, SENT, SendOutcome, SendRequest
 
 
 async def test_a_burst_of_sends_from_one_number_is_spread_at_the_configured_rate(
@@ -36,3 +47,53 @@ async def test_a_quiet_number_sends_at_once(pool: AsyncConnectionPool[Any]) -> N
         later = datetime.now(UTC) + timedelta(seconds=5)
         assert await next_send_slot(conn, "+12125550101", 1.0, later) == later
     assert first <= later
+
+
+async def test_a_send_whose_pace_slot_falls_after_the_window_closes_is_deferred(
+    pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    """COMPLIANCE §1.4: the window is checked again when the text is handed to the carrier.
+    Two texts due 2 s before the window closes leave one number at one per 3 s: the first goes
+    at once; the second's slot is 1 s after the close, so it is deferred to the next opening
+    (its ledger row claiming no send) and goes out then, once."""
+    sequence = await make_sequence(pool, [Step(await brand_template(pool), 0)])
+    enrollments = []
+    for phone, name in (("+12125550142", "Dana"), ("+12125550143", "Eli")):
+        contact = await consenting_contact(pool, phone=phone, first_name=name)
+        async with pool.connection() as conn:
+            entry = await decide_entry(conn, OPERATOR, contact, sequence, datetime.now(UTC))
+            enrollment, _ = await insert_enrollment(conn, OPERATOR, entry, datetime.now(UTC))
+        enrollments.append(enrollment)
+    async with pool.connection() as conn:
+        window = (await load_location(conn, A_DOWNTOWN)).send_window
+    new_york = ZoneInfo("America/New_York")
+    tomorrow = (datetime.now(new_york) + timedelta(days=1)).date()
+    closes = datetime.combine(tomorrow, time(window.end_minute // 60, window.end_minute % 60))
+    due = (closes.replace(tzinfo=new_york) - timedelta(seconds=2)).isoformat()
+    activities = EnrollmentActivities(pool, OutboxCarrier(pool), "http://localhost:8080", 1 / 3)
+    env = ActivityEnvironment()
+    text = "Acme Coffee misses you! Reply STOP to opt out"
+
+    def send(enrollment: Enrollment, now: str) -> Awaitable[SendOutcome]:
+        return env.run(activities.send_step, SendRequest(enrollment.id, 0, text, now=now))
+
+    dana, eli = enrollments
+    assert (await send(dana, due)).outcome == SENT
+    deferred = await send(eli, due)  # its slot: 1 s after the close
+    assert deferred.outcome == DEFER, deferred
+    assert datetime.fromisoformat(deferred.until).astimezone(new_york).date() > tomorrow
+    assert await outbound_statuses(pool) == {dana.id: "sent", eli.id: "retry"}
+    # the next morning it goes out, once
+    assert (await send(eli, deferred.until)).outcome == SENT
+    assert await outbound_statuses(pool) == {dana.id: "sent", eli.id: "sent"}
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) FROM outbox_deliveries")
+        assert await cur.fetchone() == (2,)
+
+
+async def outbound_statuses(pool: AsyncConnectionPool[Any]) -> dict[str, str]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT enrollment_id, status FROM messages WHERE direction = 'outbound'"
+        )
+        return dict(await cur.fetchall())

@@ -12,25 +12,24 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import WorkflowEnvironment
 
 from reengage.v1 import contacts_pb2 as cpb
 from reengage.v1 import contacts_pb2_grpc
 from server.carriers.outbox import OutboxCarrier
-from server.cli import build_parser
-from server.config import Settings
 from tenants.access import Action, Principal, Role, can
 from tenants.enrollments import load_enrollment
 from tenants.inbound import InboundSms, receive
 from tenants.notices import Notice, NoticeKind
 from tenants.sequences import Step
+from tests.cli_support import run_cli
 from tests.enrollment_support import (
     brand_template,
     consenting_contact,
@@ -59,12 +58,19 @@ def stub(channel: grpc.aio.Channel) -> contacts_pb2_grpc.ContactServiceStub:
     return contacts_pb2_grpc.ContactServiceStub(channel)
 
 
-async def arrive(pool: Pool, body: str, sender: str = PHONE, to: str = DOWNTOWN_NUMBER) -> str:
-    """A text received as the webhook receives it; its name as a flagged text."""
+async def arrive(
+    pool: Pool,
+    body: str,
+    sender: str = PHONE,
+    to: str = DOWNTOWN_NUMBER,
+    at: datetime | None = None,
+) -> str:
+    """A text received as the webhook receives it (now, or at); its name as a flagged text."""
+    received_at = at or datetime.now(UTC)
     async with pool.connection() as conn:
         outcome = await receive(
             conn,
-            InboundSms("twilio", f"SM{next(_sids):032d}", sender, to, body, datetime.now(UTC), {}),
+            InboundSms("twilio", f"SM{next(_sids):032d}", sender, to, body, received_at, {}),
         )
     location = A_DOWNTOWN if to == DOWNTOWN_NUMBER else A_UPTOWN
     return f"{location.name}/inboundMessages/{outcome.inbound_id}"
@@ -200,6 +206,40 @@ async def test_opt_out_phrasing_resolved_as_not_an_opt_out_restores_the_consent_
     assert f"restores consent event {grant_id}" in restored.evidence.source
     assert restored.recorded_by == ADMIN
     assert grant_id in done.resolution_effect
+
+
+async def test_a_revocation_recorded_after_the_review_but_dated_after_the_text_wins(
+    channel: grpc.aio.Channel, world: World, pool: Pool
+) -> None:
+    """The text came Monday and was reviewed Wednesday as not an opt-out; on Thursday staff
+    record that the customer called on Tuesday to stop the texts: the call decides."""
+    contact = (await consenting_contact(pool)).name
+    monday = datetime.now(UTC) - timedelta(days=3)
+    name = await arrive(pool, PHRASED, at=monday)
+    done = await resolve(channel, world, name, cpb.FLAGGED_RESOLUTION_NOT_OPT_OUT)
+    assert done.resolution_effect.startswith("consent restored")
+    restored = (await events(channel, world, contact))[-1]
+    # dated just after the text (the consent of before it continues), recorded now
+    assert restored.evidence.occurred_at.ToDatetime(UTC) == monday + timedelta(microseconds=1)
+    assert restored.record_time.ToDatetime(UTC) >= done.resolve_time.ToDatetime(UTC) - timedelta(
+        seconds=1
+    )
+
+    tuesday = monday + timedelta(days=1)
+    await stub(channel).RecordConsent(
+        cpb.RecordConsentRequest(
+            contact=contact,
+            evidence=cpb.ConsentEvidence(
+                kind=cpb.CONSENT_KIND_REVOKE,
+                channel=cpb.CONSENT_CHANNEL_STAFF,
+                occurred_at=timestamp_pb2.Timestamp(seconds=int(tuesday.timestamp())),
+                source="customer called Tuesday to stop the texts",
+            ),
+        ),
+        metadata=world.metadata("a_admin"),
+    )
+    after = await contact_state(channel, world, contact)
+    assert after.opted_out and after.consent_state == cpb.CONSENT_STATE_REVOKED
 
 
 async def test_not_an_opt_out_never_overrides_a_later_stop_or_a_missing_consent(
@@ -540,17 +580,7 @@ async def cli(
     capsys: pytest.CaptureFixture[str], target: str, key: str, *argv: str
 ) -> tuple[int, str, str]:
     """Runs `reengage sms review ...` against the server: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    args = build_parser().parse_args(["sms", "review", *argv, "--target", target, "--api-key", key])
-    code = 0
-    try:
-        await asyncio.to_thread(args.func, args, Settings.from_env())
-    except SystemExit as exc:
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return await run_cli(capsys, target, key, "sms", "review", *argv)
 
 
 async def test_sms_review_lists_the_names_to_resolve_and_resolves_over_grpc(
@@ -595,6 +625,27 @@ async def test_sms_review_lists_the_names_to_resolve_and_resolves_over_grpc(
     assert code == 1 and "FAILED_PRECONDITION" in err and "already resolved" in err
     code, _, err = await cli(capsys, grpc_target, manager)  # not the demo key: --location
     assert code == 2 and "--location" in err
+
+
+async def test_sms_review_shows_texts_as_written_never_as_markup(
+    grpc_target: str,
+    world: World,
+    pool: Pool,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a contact texted reaches the table as text: `[/]` does not crash rich, and a link
+    tag renders as the characters sent, not as a hyperlink."""
+    monkeypatch.setenv("COLUMNS", "250")
+    await consenting_contact(pool)
+    closing = "stop texting me [/] pls"
+    link = "Can you stop by [link=https://evil.example]x[/link] today?"
+    await arrive(pool, closing)
+    await arrive(pool, link)
+    manager = world.tokens["a_downtown_manager"]
+    code, out, err = await cli(capsys, grpc_target, manager, "--location", A_DOWNTOWN.name)
+    assert code == 0, err
+    assert closing in out and link in out
 
 
 async def test_without_slack_the_log_names_the_command_that_resolves_a_flagged_text(

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from psycopg_pool import AsyncConnectionPool
-from temporalio.testing import WorkflowEnvironment
 
 from bots import messages
 from server.app import slack_parts
@@ -34,12 +31,13 @@ from tests.inbound_support import rows
 from tests.slack_support import (
     CHANNEL,
     Scene,
+    StaffMember,
     click,
     map_staff,
-    slack_scene,
+    scene,  # noqa: F401  (the fixture, requested by name)
     submission,
 )
-from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World
+from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A
 from workflows.enrolling import enroll
 from workflows.enrollment_types import SKIP_STEP, Decision
 from workflows.followups import NOTICE_ATTEMPTS
@@ -51,18 +49,11 @@ STRANGER = "U0NOBODY"  # mapped to nobody
 
 
 @pytest.fixture
-async def scene(
-    world: World,
-    pool: AsyncConnectionPool[Any],
-    time_skipping_env: WorkflowEnvironment,
-    fake_slack: FakeSlack,
-) -> AsyncIterator[Scene]:
-    staff_members = [
+def slack_staff() -> list[StaffMember]:
+    return [
         (A_DOWNTOWN, "dana", Role.LOCATION_STAFF, STAFF),
         (A_UPTOWN, "uma", Role.LOCATION_STAFF, UPTOWN),
     ]
-    async with slack_scene(time_skipping_env, pool, fake_slack, staff_members) as scene:
-        yield scene
 
 
 async def awaiting_approval(scene: Scene, timeout_seconds: int = 86_400) -> tuple[Enrollment, Any]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from psycopg_pool import AsyncConnectionPool
-from temporalio.testing import WorkflowEnvironment
 
+from bots import messages, slack_app
 from bots.slack_app import EVENTS_PATH
 from tenants.access import Role
 from tenants.enrollments import Enrollment
@@ -28,9 +27,10 @@ from tests.inbound_support import DOWNTOWN_NUMBER, new_sid, rows
 from tests.slack_support import (
     CHANNEL,
     Scene,
-    slack_scene,
+    StaffMember,
+    scene,  # noqa: F401  (the fixture, requested by name)
 )
-from tests.support import A_DOWNTOWN, A_UPTOWN, B_HARBOR, OPERATOR, A, World
+from tests.support import A_DOWNTOWN, A_UPTOWN, B_HARBOR, OPERATOR, A
 from workflows.enrolling import enroll
 
 LONG = 365 * 86_400
@@ -44,20 +44,13 @@ _ts = itertools.count(1)
 
 
 @pytest.fixture
-async def scene(
-    world: World,
-    pool: AsyncConnectionPool[Any],
-    time_skipping_env: WorkflowEnvironment,
-    fake_slack: FakeSlack,
-) -> AsyncIterator[Scene]:
-    staff_members = [
+def slack_staff() -> list[StaffMember]:
+    return [
         (A_DOWNTOWN, "dana", Role.LOCATION_STAFF, STAFF),
         (A, "fran", Role.FRANCHISOR_ADMIN, ADMIN),
         (A, "vera", Role.FRANCHISOR_VIEWER, VIEWER),
         (B_HARBOR, "hank", Role.LOCATION_STAFF, HARBOR),
     ]
-    async with slack_scene(time_skipping_env, pool, fake_slack, staff_members) as scene:
-        yield scene
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -298,3 +291,72 @@ async def test_every_reengage_answer_is_acknowledged_at_once_and_ephemeral(
         ("pause", ADMIN, ELSEWHERE),
     ):
         assert await ask(scene, text, user, channel)
+
+
+# -- failures: a malformed body is 400, a bug of ours is an ERROR with its traceback --------------
+
+
+def slack_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "bots.slack_app"]
+
+
+async def test_a_listener_failing_after_its_ack_is_logged_as_an_error_with_its_traceback(
+    scene: Scene, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a listener (here: after the event was acknowledged) is not "a malformed body":
+    it is an ERROR whose traceback reaches the listener, and nothing of the request."""
+
+    async def broken(*args: Any) -> None:
+        raise AttributeError("'NoneType' object has no attribute 'thread_ts'")
+
+    monkeypatch.setattr(slack_app, "contact_of_thread", broken)
+    caplog.set_level(logging.INFO, logger="bots.slack_app")
+    answer = await scene.bot.event(typed("We open at 7", "1700000000.000001"), "Ev0BROKEN")
+    assert answer.status_code == 200  # acknowledged before the listener ran
+    for _ in range(100):
+        if slack_records(caplog):
+            break
+        await asyncio.sleep(0.02)
+    [record] = slack_records(caplog)
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+    assert "after its answer" in record.getMessage()
+    assert "typed_in_a_thread" in caplog.text and "We open at 7" not in caplog.text
+
+
+async def test_a_listener_failing_before_its_ack_is_an_error_not_a_malformed_body(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The edit modal's listener reads its own private_metadata before it answers: garbage
+    there is our bug (bolt's 500 and an ERROR with the traceback), not Slack's body."""
+    caplog.set_level(logging.INFO, logger="bots.slack_app")
+    submission = {
+        "type": "view_submission",
+        "user": {"id": STAFF, "team_id": "T0REENGAGE"},
+        "api_app_id": "A0APP",
+        "team": {"id": "T0REENGAGE"},
+        "view": {
+            "type": "modal",
+            "callback_id": messages.EDIT_MODAL,
+            "private_metadata": "not json",
+            "state": {"values": {}},
+        },
+    }
+    answer = await scene.bot.interact(submission)
+    assert answer.status_code == 500
+    [record] = slack_records(caplog)
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+    assert "before its answer" in record.getMessage()
+    assert "on_edit_submitted" in caplog.text
+
+
+async def test_a_body_bolt_cannot_read_is_400_and_one_warning_line(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bots.slack_app")
+    # past the edge's check; bolt's action matchers then read the number as an action
+    odd = {"type": "block_actions", "user": {"id": STAFF}, "actions": [5]}
+    answer = await scene.bot.interact(odd)
+    assert answer.status_code == 400
+    [record] = slack_records(caplog)
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "not shaped as Slack's" in record.getMessage()

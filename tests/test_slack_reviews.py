@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from psycopg_pool import AsyncConnectionPool
-from temporalio.testing import WorkflowEnvironment
 
 from bots import messages
 from tenants.access import Role
@@ -23,8 +20,8 @@ from tenants.inbound import InboundSms, receive
 from tests.enrollment_support import consenting_contact
 from tests.fake_slack import FakeSlack, fake_slack  # noqa: F401
 from tests.inbound_support import DOWNTOWN_NUMBER, rows
-from tests.slack_support import CHANNEL, Scene, click, slack_scene
-from tests.support import A_DOWNTOWN, A_UPTOWN, A, World
+from tests.slack_support import CHANNEL, Scene, StaffMember, click, scene  # noqa: F401
+from tests.support import A_DOWNTOWN, A_UPTOWN, A
 
 MANAGER = "U0MIA"  # location manager of acme/downtown
 ADMIN = "U0ADA"  # franchisor admin of acme
@@ -38,20 +35,13 @@ _sids = itertools.count(1)
 
 
 @pytest.fixture
-async def scene(
-    world: World,
-    pool: AsyncConnectionPool[Any],
-    time_skipping_env: WorkflowEnvironment,
-    fake_slack: FakeSlack,
-) -> AsyncIterator[Scene]:
-    staff_members = [
+def slack_staff() -> list[StaffMember]:
+    return [
         (A_DOWNTOWN, "mia", Role.LOCATION_MANAGER, MANAGER),
         (A_DOWNTOWN, "dana", Role.LOCATION_STAFF, STAFF),
         (A_UPTOWN, "uma", Role.LOCATION_MANAGER, UPTOWN),
         (A, "ada", Role.FRANCHISOR_ADMIN, ADMIN),
     ]
-    async with slack_scene(time_skipping_env, pool, fake_slack, staff_members) as scene:
-        yield scene
 
 
 async def notice_of(scene: Scene, body: str, sender: str = PHONE) -> tuple[str, Any]:

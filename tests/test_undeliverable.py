@@ -25,8 +25,6 @@ from bots.messages import notice_message
 from reengage.v1 import contacts_pb2 as cpb
 from reengage.v1 import contacts_pb2_grpc, enrollments_pb2_grpc
 from reengage.v1 import enrollments_pb2 as epb
-from server.carriers.twilio import TwilioCarrier
-from server.grpc_server import build_grpc_server
 from tenants import followups, notices
 from tenants.enrollments import Enrollment
 from tenants.names import ChildName
@@ -36,6 +34,7 @@ from tests.enrollment_support import (
     Running,
     brand_template,
     consenting_contact,
+    enrollment_server,
     make_sequence,
     run_to_end,
     running_worker,
@@ -44,6 +43,7 @@ from tests.fake_twilio import FakeTwilio, fake_twilio  # noqa: F401
 from tests.inbound_support import ACCOUNT, DOWNTOWN_NUMBER, Edge, rows, sms_edge
 from tests.support import OPERATOR, World, failure
 from tests.test_enrollment_service import terminate_all
+from tests.test_enrollment_twilio import carrier
 from tests.test_inactivity_scan import INACTIVE_30, enrolled_contacts, phone, quiet_contact, scan
 from tests.test_inactivity_scan import refusals as refusal_rows
 from tests.test_inactivity_scan import worker as scan_worker
@@ -51,15 +51,6 @@ from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
 
 MANAGER = "a_downtown_manager"
-
-
-def carrier(fake: FakeTwilio) -> TwilioCarrier:
-    return TwilioCarrier(
-        fake.account_sid,
-        fake.auth_token,
-        fake.base_url,
-        status_callback_url="https://reengage.example/sms/twilio/status",
-    )
 
 
 def callback(sid: str, status: str, error_code: str = "") -> dict[str, str]:
@@ -293,10 +284,11 @@ async def test_enroll_is_refused_while_marked_and_get_contact_shows_the_mark(
     contact = await consenting_contact(pool)
     failed = await text_to(pool, contact)
     async with running_worker(env.client, pool) as run, sms_edge(pool, run.workflows) as edge:
-        server, _, port = build_grpc_server(pool, "127.0.0.1:0", workflows=run.workflows)
-        await server.start()
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            async with (
+                enrollment_server(pool, run.workflows) as target,
+                grpc.aio.insecure_channel(target) as ch,
+            ):
                 people = contacts_pb2_grpc.ContactServiceStub(ch)
                 api = enrollments_pb2_grpc.EnrollmentServiceStub(ch)
                 meta = world.metadata(MANAGER)
@@ -336,7 +328,6 @@ async def test_enroll_is_refused_while_marked_and_get_contact_shows_the_mark(
                 enrolled = await api.Enroll(request, metadata=meta)
                 assert enrolled.status == epb.ENROLLMENT_STATUS_ACTIVE
         finally:
-            await server.stop(None)
             await terminate_all(env, pool)
     refused_rows = await rows(pool, "SELECT path, reason FROM enrollment_refusals")
     assert refused_rows == [("api", "UNDELIVERABLE")]

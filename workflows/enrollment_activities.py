@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 from tenants import ledger, tracked_links, undeliverable
 from tenants.access import Principal, Role
 from tenants.activity import kinds_since
-from tenants.brand_suppression import revoke
+from tenants.brand_suppression import finish_brand_revocation, revoke_holding_row
 from tenants.chat_threads import has_open_approval_posts
 from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind
 from tenants.contacts import ConsentState, Contact, load
@@ -206,21 +206,9 @@ class EnrollmentActivities:
             blocked = self._blocked(ctx.contact)
             if blocked:
                 return SendOutcome(BLOCK, reason=blocked)
-            window = ctx.location.send_window.narrowed_by(ctx.enrollment.definition.send_window)
-            if window is None:
-                return SendOutcome(SKIP, reason="no send window")
-            allowed, why = allowed_at(ctx.recipient, window, now)
-            if not allowed:
-                try:
-                    opening = next_opening(
-                        ctx.recipient,
-                        window,
-                        now,
-                        jitter_key=f"{ctx.jitter_key}|{request.step_index}",
-                    )
-                except ValueError as exc:  # the zones' windows never overlap: never send
-                    return SendOutcome(SKIP, reason=str(exc))
-                return SendOutcome(DEFER, until=opening.at.isoformat(), reason="; ".join(why))
+            closed = _window_closed(ctx, ctx.recipient, now, request.step_index)
+            if closed is not None:
+                return closed
             numbers = ctx.location.sender_phone_numbers
             from_number = numbers[hash_index(ctx.contact.name.id, len(numbers))] if numbers else ""
             counted = count(request.text)
@@ -253,7 +241,21 @@ class EnrollmentActivities:
                 await ledger.mark(conn, reservation.message_id, "unknown")
                 return SendOutcome(SENT, message_id=reservation.message_id)
             if reservation.status == "retry":
-                await ledger.mark(conn, reservation.message_id, "sending")
+                # nothing went out: the row takes the text as it is now (an edit approved since,
+                # or the brand and opt-out line when an earlier text proved undelivered), so the
+                # ledger says exactly what this attempt sends
+                await ledger.rewrite_unsent(
+                    conn,
+                    reservation.message_id,
+                    body=request.text,
+                    encoding=counted.encoding.value,
+                    segments=counted.segments,
+                    template_revision=request.template_revision,
+                )
+            elif not reservation.new:
+                # an idempotent carrier's interrupted send is repeated with the text reserved
+                # first: the ledger row is the truth of what may already have gone out
+                request = replace(request, text=reservation.body)
         return await self._hand_off(ctx, reservation.message_id, from_number, request, now)
 
     def _blocked(self, contact: Contact) -> str:
@@ -296,6 +298,14 @@ class EnrollmentActivities:
             if blocked:
                 await ledger.mark(conn, message_id, "retry")
                 return SendOutcome(BLOCK, reason=blocked)
+            # COMPLIANCE §1.4: the window again at the hand-off instant (the pace slot may have
+            # taken it past the close); the row goes back to `retry`, claiming no send
+            handed_at = max(slot, _now(request.now))
+            recipient = Recipient(contact.zones, contact.states)
+            closed = _window_closed(ctx, recipient, handed_at, request.step_index)
+            if closed is not None:
+                await ledger.mark(conn, message_id, "retry")
+                return closed
             result = await self._carrier.send(text)
             status = result.status
             if status is SendStatus.ACCEPTED:
@@ -305,21 +315,19 @@ class EnrollmentActivities:
                 await ledger.mark(conn, message_id, "retry", error_code=result.error_code)
             elif status is SendStatus.OPTED_OUT:
                 await ledger.mark(conn, message_id, "failed", error_code=result.error_code)
-                # brand-wide when the franchisor says so; the other locations' enrollments get
-                # their signals from the relay's loop
-                await revoke(
-                    conn,
-                    SYSTEM,
-                    contact.name,
-                    contact.phone_e164,
-                    ConsentEvidence(
-                        ConsentKind.REVOKE,
-                        ConsentChannel.CARRIER,
-                        now,
-                        raw_text=f"carrier error {result.error_code}",
-                    ),
+                carrier_opt_out = ConsentEvidence(
+                    ConsentKind.REVOKE,
+                    ConsentChannel.CARRIER,
+                    now,
+                    raw_text=f"carrier error {result.error_code}",
                 )
-                return SendOutcome(BLOCK, reason="opted_out")
+                # revoked here with the ledger row; brand-wide when the franchisor says so, but
+                # the brand's lock never comes after a contact row (tenants.brand_suppression):
+                # that part follows once this row is released
+                if not await revoke_holding_row(
+                    conn, SYSTEM, contact.name, contact.phone_e164, carrier_opt_out
+                ):
+                    return SendOutcome(BLOCK, reason="opted_out")
             else:
                 await ledger.mark(conn, message_id, "failed", error_code=result.error_code)
                 if status is SendStatus.UNDELIVERABLE:
@@ -329,6 +337,13 @@ class EnrollmentActivities:
                     )
                     return SendOutcome(BLOCK, reason=undeliverable.EXIT_REASON)
                 return SendOutcome(SKIP, reason=f"carrier refused: {result.detail}")
+        if status is SendStatus.OPTED_OUT:  # the brand-wide part; the other locations'
+            # enrollments get their signals from the relay's loop
+            async with self._pool.connection() as conn:
+                await finish_brand_revocation(
+                    conn, SYSTEM, ctx.contact.name, ctx.contact.phone_e164, carrier_opt_out
+                )
+            return SendOutcome(BLOCK, reason="opted_out")
         raise ApplicationError(
             f"carrier asked to retry ({result.error_code or result.detail})",
             type="CarrierRetry",
@@ -400,6 +415,24 @@ class EnrollmentActivities:
             self.record_transition,
             self.notify_approval,
         ]
+
+
+def _window_closed(
+    ctx: _Context, recipient: Recipient, at: datetime, step_index: int
+) -> SendOutcome | None:
+    """None when the send window is open at `at`; else DEFER to its next opening (SKIP when
+    there is none)."""
+    window = ctx.location.send_window.narrowed_by(ctx.enrollment.definition.send_window)
+    if window is None:
+        return SendOutcome(SKIP, reason="no send window")
+    allowed, why = allowed_at(recipient, window, at)
+    if allowed:
+        return None
+    try:
+        opening = next_opening(recipient, window, at, jitter_key=f"{ctx.jitter_key}|{step_index}")
+    except ValueError as exc:  # the zones' windows never overlap: never send
+        return SendOutcome(SKIP, reason=str(exc))
+    return SendOutcome(DEFER, until=opening.at.isoformat(), reason="; ".join(why))
 
 
 def _now(workflow_now: str) -> datetime:

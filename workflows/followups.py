@@ -29,6 +29,7 @@ from tenants.names import parse_child
 from tenants.notices import Notice
 from tenants.segments import count
 from tenants.triggers import EntryPath
+from tenants.unexpected_errors import log_unexpected
 from workflows.carrier import Carrier, OutboundText, SendStatus
 from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
@@ -81,8 +82,8 @@ class FollowupRelay:
         while True:
             try:
                 await self.drain()
-            except Exception:  # PostgreSQL away: keep trying, the rows wait for us
-                log.exception("follow-up relay: drain failed; retrying")
+            except Exception as error:  # PostgreSQL away: keep trying, the rows wait for us
+                log_unexpected(log, error, "follow-up relay: drain failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll)
             self._wake.clear()

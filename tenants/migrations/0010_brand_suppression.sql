@@ -40,8 +40,9 @@ CREATE TRIGGER brand_suppressions_no_truncate BEFORE TRUNCATE ON brand_suppressi
     FOR EACH STATEMENT EXECUTE FUNCTION brand_suppressions_are_forever();
 
 -- The lock that orders a brand-wide revocation and a new contact of the same phone: the
--- revocation takes it exclusively before it looks for the phone's contacts, every contact
--- insert takes it shared before it looks for suppressions. Whichever commits first, the other
+-- revocation takes it exclusively before it locks any contact row, every contact insert takes
+-- it shared before it looks for suppressions (a path that locks contact rows before it inserts,
+-- an import, takes it shared first: the brand's lock always comes before contact rows). Whichever commits first, the other
 -- sees it (each statement of a PL/pgSQL function reads a new snapshot). Phones share 16 locks
 -- per brand, so a 1,000-row import batch holds at most 16 (the two-key form: its own key space).
 CREATE FUNCTION brand_phone_lock_keys(franchisor text, phone text, OUT brand integer,
@@ -50,7 +51,8 @@ CREATE FUNCTION brand_phone_lock_keys(franchisor text, phone text, OUT brand int
 $$;
 
 -- A new contact whose phone the brand suppressed starts revoked, with the revocation copied
--- into its consent events (same time, channel and words; scope 'brand').
+-- into its consent events (same time and channel, scope 'brand'; the source names the
+-- brand_suppressions row, never the other location nor the contact's words: staff here read it).
 CREATE FUNCTION contacts_start_brand_suppressed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     k record;
@@ -58,7 +60,7 @@ DECLARE
 BEGIN
     SELECT * INTO k FROM brand_phone_lock_keys(NEW.franchisor_id, NEW.phone_e164);
     PERFORM pg_advisory_xact_lock_shared(k.brand, k.bucket);
-    SELECT b.occurred_at, b.channel, b.source, b.raw_text, b.location_id INTO s
+    SELECT b.id, b.occurred_at, b.channel INTO s
       FROM brand_suppressions b
      WHERE b.franchisor_id = NEW.franchisor_id AND b.phone_e164 = NEW.phone_e164
      ORDER BY b.occurred_at DESC, b.id DESC LIMIT 1;
@@ -72,9 +74,8 @@ BEGIN
         INSERT INTO consent_events (franchisor_id, location_id, contact_id, phone_e164, kind,
                                     scope, occurred_at, channel, source, raw_text, recorded_by)
         VALUES (NEW.franchisor_id, NEW.location_id, NEW.id, NEW.phone_e164, 'revoke', 'brand',
-                s.occurred_at, s.channel,
-                left('brand opt-out at locations/' || s.location_id || ': ' || s.source, 2000),
-                s.raw_text, 'system:brand-suppression')
+                s.occurred_at, s.channel, 'brand opt-out #' || s.id, '',
+                'system:brand-suppression')
         ON CONFLICT DO NOTHING;
     END IF;
     RETURN NEW;
