@@ -571,7 +571,8 @@ async def test_fuzzed_link_clicks_never_answer_5xx(
 ) -> None:
     target = "/l/" + quote(code, safe="") + (f"?{query}" if query else "")
     answer = await http.request(method, target, headers=latin1({"User-Agent": agent}))
-    assert answer.status_code in (302, 404, 405)
+    # 307: a code ending in an (encoded) slash is Starlette's redirect to the path without it
+    assert answer.status_code in (302, 307, 404, 405)
 
 
 @FUZZ
