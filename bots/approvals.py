@@ -21,6 +21,7 @@ from bots import messages
 from bots.identity import (
     REFUSED_WORDS,
     SOMETHING_WRONG,
+    ClickedMessage,
     Refusal,
     mention,
     staff_allowed,
@@ -62,16 +63,16 @@ class Click:
     @classmethod
     def of(cls, body: dict[str, Any], action: dict[str, Any]) -> Click:
         value = json.loads(action["value"])
-        container = body.get("container", {})
+        shown = ClickedMessage.of(body)
         return cls(
             action["action_id"],
             str(value["e"]),
             int(value["s"]),
             body["user"]["id"],
-            body.get("channel", {}).get("id") or container.get("channel_id", ""),
-            container.get("message_ts", ""),
-            container.get("thread_ts", ""),
-            body.get("message", {}).get("blocks", []),
+            shown.channel,
+            shown.ts,
+            shown.thread_ts,
+            shown.blocks,
             body.get("trigger_id", ""),
             str(action.get("action_ts", "")),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -32,6 +33,27 @@ REFUSED_WORDS = {
 
 class Refusal(Exception):
     """An answer for the Slack user alone (ephemeral); nothing was changed."""
+
+
+@dataclass(frozen=True)
+class ClickedMessage:
+    """The message whose button was clicked (from Slack's block_actions payload): where to answer
+    the user, and what to rewrite."""
+
+    channel: str
+    ts: str
+    thread_ts: str
+    blocks: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> ClickedMessage:
+        container = body.get("container", {})
+        return cls(
+            body.get("channel", {}).get("id") or container.get("channel_id", ""),
+            container.get("message_ts", ""),
+            container.get("thread_ts", "") or "",
+            body.get("message", {}).get("blocks", []),
+        )
 
 
 async def staff_allowed(

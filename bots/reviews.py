@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots import messages
-from bots.identity import SOMETHING_WRONG, Refusal, mention, staff_allowed, tell, tell_quietly
+from bots.identity import (
+    SOMETHING_WRONG,
+    ClickedMessage,
+    Refusal,
+    mention,
+    staff_allowed,
+    tell,
+    tell_quietly,
+)
 from tenants.access import Action
 from tenants.errors import FailedPrecondition, NotFound
 from tenants.review_queue import (
@@ -39,16 +46,6 @@ RESOLUTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class _Shown:
-    """Where the clicked notice is, to rewrite it."""
-
-    channel: str
-    ts: str
-    thread_ts: str
-    blocks: list[dict[str, Any]]
-
-
 class ReviewActions:
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self._pool = pool
@@ -58,29 +55,23 @@ class ReviewActions:
     ) -> None:
         await ack()
         user = body["user"]["id"]
-        container = body.get("container", {})
-        shown = _Shown(
-            body.get("channel", {}).get("id") or container.get("channel_id", ""),
-            container.get("message_ts", ""),
-            container.get("thread_ts", "") or "",
-            body.get("message", {}).get("blocks", []),
-        )
+        shown = ClickedMessage.of(body)
         resolution = RESOLUTIONS[action["action_id"]]
         try:
             name = parse_flagged_name(str(json.loads(action["value"])["m"]))
             async with self._pool.connection() as conn:
                 staff = await staff_allowed(conn, user, Action.FLAGGED_MESSAGE_RESOLVE, name.scope)
                 principal = staff.as_principal()
+                standing: FlaggedMessage | None = None
                 try:
                     resolved = await resolve_flagged(conn, principal, name, resolution, via="slack")
                 except NotFound:
                     raise Refusal("This text is no longer in the review queue.") from None
                 except FailedPrecondition:
-                    current = await get_flagged(conn, principal, name)
-                    await self._show(client, shown, current, "")
-                    raise Refusal(
-                        "This text was already resolved the other way, so nothing changed."
-                    ) from None
+                    standing = await get_flagged(conn, principal, name)
+            if standing is not None:  # shown once the connection is back in the pool
+                await self._show(client, shown, standing, "")
+                raise Refusal("This text was already resolved the other way, so nothing changed.")
         except Refusal as refusal:
             await tell(client, shown.channel, user, str(refusal), shown.thread_ts)
             return
@@ -94,7 +85,7 @@ class ReviewActions:
         )
 
     async def _show(
-        self, client: AsyncWebClient, shown: _Shown, flagged: FlaggedMessage, who: str
+        self, client: AsyncWebClient, shown: ClickedMessage, flagged: FlaggedMessage, who: str
     ) -> None:
         """The notice without its buttons, saying how the text was resolved."""
         if flagged.resolution is None:

@@ -1,10 +1,8 @@
 """The Slack bolt app, built in this one place and mounted on the HTTP edge at `/slack/events`
-(Events API, interactivity and the `/reengage` slash command share the URL).
+(Events API, interactivity and the `/reengage` slash command share the URL) by
+`server.slack_edge`, which checks every request's signature and timestamp on the raw body and
+refuses a body not shaped as Slack's before bolt sees it.
 
-* Every request's signature (`X-Slack-Signature`, HMAC-SHA256 with the signing secret) and
-  timestamp (at most 5 minutes off) are checked on the raw body before anything parses it: 401
-  either way; a signed body that is not what Slack sends is 400; bolt checks the signature
-  again before any listener.
 * Every listener acknowledges first and works afterwards (bolt answers Slack at the `ack()`;
   the work continues), so Slack always has its answer within 3 seconds.
 * Events API deliveries are handled once per `event_id`: Slack's retries (`X-Slack-Retry-Num`)
@@ -13,28 +11,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
-import time
 import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
-from slack_bolt.adapter.starlette.async_handler import (
-    to_async_bolt_request,
-    to_starlette_response,
-)
-from slack_bolt.async_app import AsyncApp, AsyncBoltRequest
-from slack_bolt.kwargs_injection.async_utils import build_async_required_kwargs
+from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 
 from bots import messages
 from bots.approvals import ApprovalActions
@@ -48,8 +35,6 @@ from workflows.client import EnrollmentClient
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
-MAX_BODY_BYTES = 1024 * 1024  # a modal submission is a few KiB; Slack sends nothing near this
-MAX_AGE_SECONDS = 5 * 60
 NOT_SENT = (
     "Not sent: nothing typed in Slack reaches a contact. Texts go out only as sequence steps"
     " someone approves — use *Edit* on an approval to change what is sent."
@@ -70,6 +55,9 @@ def build_slack_app(
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
+        # server.slack_edge's route, the only way this app is mounted, has checked the signature
+        # and timestamp on the raw body already: bolt does not check them a second time
+        request_verification_enabled=False,
         # an event nobody listens to gets 404 (and a log line), not an exception; its retry is
         # then acknowledged by once_per_event
         raise_error_for_unhandled_request=False,
@@ -155,86 +143,3 @@ async def malformed_or_failed(
     when = "after its answer" if response is None else "before its answer"
     log_unexpected(log, error, "%s: a Slack request failed %s", EVENTS_PATH, when)
     return None
-
-
-class SlackRequestRefused(Exception):
-    """A request refused before bolt sees it; the edge answers its status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def check_signature_headers(request: Request, now: float) -> tuple[str, str]:
-    """The request's timestamp and signature; 401 when either is missing or the timestamp is
-    not a number within MAX_AGE_SECONDS of now (Slack's replay window)."""
-    timestamp = request.headers.get("x-slack-request-timestamp", "")
-    signature = request.headers.get("x-slack-signature", "")
-    if not signature or not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) < 16):
-        raise SlackRequestRefused(401, "missing or malformed Slack signature headers")
-    if abs(now - int(timestamp)) > MAX_AGE_SECONDS:
-        raise SlackRequestRefused(401, "stale X-Slack-Request-Timestamp")
-    return timestamp, signature
-
-
-async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise SlackRequestRefused(413, f"body over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise SlackRequestRefused(413, f"body over {limit} bytes")
-    return bytes(body)
-
-
-def verify_signature(signing_secret: str, timestamp: str, body: bytes, signature: str) -> None:
-    """401 unless signature is `v0=` HMAC-SHA256 of `v0:{timestamp}:{body}` under the signing
-    secret (compared in constant time, over the raw bytes: nothing is parsed before)."""
-    base = b"v0:" + timestamp.encode("ascii") + b":" + body
-    expected = "v0=" + hmac.new(signing_secret.encode(), base, hashlib.sha256).hexdigest()
-    # headers arrive decoded as latin-1, so any signature encodes back to its bytes
-    if not hmac.compare_digest(expected.encode("ascii"), signature.encode("latin-1")):
-        raise SlackRequestRefused(401, "invalid X-Slack-Signature")
-
-
-def bolt_request(request: Request, body: bytes) -> AsyncBoltRequest:
-    """Bolt's view of a signed request; 400 when the body is not what Slack sends (UTF-8
-    JSON or a form whose `payload` is a JSON object, with the members bolt reads shaped as
-    Slack shapes them)."""
-    try:
-        parsed = to_async_bolt_request(request, body)
-        if not isinstance(parsed.body, dict):
-            raise ValueError("not an object")
-        # what bolt reads of every request before a listener, and again for its error handler
-        build_async_required_kwargs(
-            logger=log,
-            required_arg_names=[],
-            request=parsed,
-            response=None,
-            next_keys_required=False,
-        )
-    except MALFORMED_SHAPES:
-        raise SlackRequestRefused(400, "malformed Slack request body")
-    return parsed
-
-
-def slack_routes(app: AsyncApp, signing_secret: str) -> list[Route]:
-    """`POST /slack/events`: signature and timestamp checked on the raw body first (401), then
-    parsed (400 when malformed), then handed to bolt (which checks the signature again)."""
-
-    async def events(request: Request) -> Response:
-        try:
-            timestamp, signature = check_signature_headers(request, time.time())
-            body = await read_body(request)
-            verify_signature(signing_secret, timestamp, body, signature)
-            signed = bolt_request(request, body)
-        except SlackRequestRefused as refused:
-            if refused.status == 401:
-                log.warning("%s refused: %s", EVENTS_PATH, refused.message)
-            return PlainTextResponse(refused.message + "\n", status_code=refused.status)
-        return to_starlette_response(await app.async_dispatch(signed))
-
-    return [Route(EVENTS_PATH, events, methods=["POST"])]

@@ -137,7 +137,8 @@ def slack_parts(
     if not token or not secret:
         raise SystemExit("reengage: set both SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET, or neither")
     from bots.notices import SlackNotifier
-    from bots.slack_app import build_slack_app, slack_routes, web_client
+    from bots.slack_app import build_slack_app, web_client
+    from server.slack_edge import slack_routes
 
     slack_client = web_client(token, settings.slack_api_base)
     bolt = build_slack_app(pool, enrollments, slack_client, secret)

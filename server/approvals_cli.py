@@ -59,7 +59,8 @@ class Pending:
     text: str
 
 
-def _metadata(api_key: str) -> Metadata:
+def metadata(api_key: str) -> Metadata:
+    """The call metadata that carries the API key."""
     return (("authorization", f"Bearer {api_key}"),)
 
 
@@ -71,7 +72,8 @@ def error_line(err: grpc.RpcError) -> str:
     return f"{name}: {' '.join(details.split())}"
 
 
-def _fail(err: grpc.RpcError) -> int:
+def fail(err: grpc.RpcError) -> int:
+    """Print the error as one line on stderr; exit code 1."""
     print(f"reengage: {error_line(err)}", file=sys.stderr)
     return 1
 
@@ -148,9 +150,9 @@ def pending_at(channel: grpc.Channel, metadata: Metadata, location: str) -> list
 
 def pending_approvals(channel: grpc.Channel, api_key: str, parent: str) -> list[Pending]:
     """Pending approvals of a location, or of every location of a franchisor; soonest first."""
-    metadata = _metadata(api_key)
-    where = list(locations_of(channel, metadata, parent)) if FRANCHISOR.match(parent) else [parent]
-    found = [p for location in where for p in pending_at(channel, metadata, location)]
+    key = metadata(api_key)
+    where = list(locations_of(channel, key, parent)) if FRANCHISOR.match(parent) else [parent]
+    found = [p for location in where for p in pending_at(channel, key, location)]
     far = datetime.max.replace(tzinfo=UTC)
     return sorted(found, key=lambda p: (p.deadline or far, p.enrollment))
 
@@ -207,7 +209,7 @@ def run_list(
         with grpc.insecure_channel(target) as channel:
             pending = pending_approvals(channel, api_key, parent)
     except grpc.RpcError as err:
-        return _fail(err)
+        return fail(err)
     out = console or Console()
     if not pending:
         out.print(f"no approvals are waiting at {escape(parent)}")
@@ -229,9 +231,9 @@ def run_decide(
     try:
         with grpc.insecure_channel(target) as channel:
             stub = enrollments_pb2_grpc.EnrollmentServiceStub(channel)
-            after = stub.DecideApproval(request, metadata=_metadata(api_key), timeout=TIMEOUT)
+            after = stub.DecideApproval(request, metadata=metadata(api_key), timeout=TIMEOUT)
     except grpc.RpcError as err:
-        return _fail(err)
+        return fail(err)
     status = pb.EnrollmentStatus.Name(after.status).removeprefix("ENROLLMENT_STATUS_").lower()
     print(f"step {step} of {after.name}: {DONE[action]}")
     print(f"status: {status}, current step {after.current_step}")

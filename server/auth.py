@@ -54,25 +54,31 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
     await context.abort_with_status(internal_status())
 
 
-def _checked(request: Any, items: frozenset[str] | None) -> Any:
-    """The request once it passed request_checks. A request stream is checked message by
-    message as the servicer reads it (a bad message ends the call there); the fields in items
-    are left to the servicer, which judges them item by item."""
-    if not hasattr(request, "__aiter__"):
-        request_checks.check(request)
-        return request
+def _checked_message(request: Any) -> Any:
+    """The request once it passed request_checks."""
+    request_checks.check(request)
+    return request
 
-    async def checked_stream() -> AsyncIterator[Any]:
+
+def _checked_stream(items: frozenset[str] | None) -> Callable[[Any], AsyncIterator[Any]]:
+    """The request stream checked message by message as the servicer reads it (a bad message
+    ends the call there); the fields in items are left to the servicer, which judges them item
+    by item."""
+    skip = items or frozenset()
+
+    async def checked_stream(request: Any) -> AsyncIterator[Any]:
         async for message in request:
-            request_checks.check(message, items or frozenset())
+            request_checks.check(message, skip)
             yield message
 
-    return checked_stream()
+    return checked_stream
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self._pool = pool
+        # by method name: the handler of a method never changes once the server has started
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         token = bearer_token(context.invocation_metadata())  # type: ignore[arg-type]
@@ -88,20 +94,24 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method  # type: ignore[attr-defined]
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
-        return self._wrap(handler, request_checks.ITEMS_JUDGED_BY_THE_SERVICER.get(method))
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            items = request_checks.ITEMS_JUDGED_BY_THE_SERVICER.get(method)
+            wrapped = self._wrapped[method] = self._wrap(handler, items)
+        return wrapped
 
     async def _call(
         self,
         context: grpc.aio.ServicerContext,
         request: Any,
-        items: frozenset[str] | None,
+        checked: Callable[[Any], Any],
         call: Callable[[Any], Any],
     ) -> Any:
-        """Authenticates, checks the request (request_checks), then awaits call(request);
-        every failure becomes a status, once."""
+        """Authenticates, checks the request (checked: request_checks), then awaits
+        call(request); every failure becomes a status, once."""
         try:
             _principal.set(await self._authenticate(context))
-            return await call(_checked(request, items))
+            return await call(checked(request))
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
@@ -111,12 +121,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self,
         context: grpc.aio.ServicerContext,
         request: Any,
-        items: frozenset[str] | None,
+        checked: Callable[[Any], Any],
         call: Callable[[Any], AsyncIterator[Any]],
     ) -> AsyncIterator[Any]:
         try:
             _principal.set(await self._authenticate(context))
-            async for item in call(_checked(request, items)):
+            async for item in call(checked(request)):
                 yield item
         except grpc.aio.AbortError:
             raise
@@ -130,11 +140,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         # kind gets a real `async def` wrapper. Undecodable messages reach the wrapper as
         # request_checks.Undecodable (grpc itself would answer INTERNAL).
         codec = (request_checks.tolerant(h.request_deserializer), h.response_serializer)
+        checked = _checked_stream(items) if h.request_streaming else _checked_message
         if h.unary_unary or h.stream_unary:
             inner = h.unary_unary or h.stream_unary
 
             async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                return await self._call(context, request, items, lambda r: inner(r, context))
+                return await self._call(context, request, checked, lambda r: inner(r, context))
 
             make = (
                 grpc.unary_unary_rpc_method_handler
@@ -145,7 +156,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         inner_stream = h.unary_stream or h.stream_stream
 
         async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            stream = self._stream(context, request, items, lambda r: inner_stream(r, context))
+            stream = self._stream(context, request, checked, lambda r: inner_stream(r, context))
             async for item in stream:
                 yield item
 

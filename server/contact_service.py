@@ -9,12 +9,14 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc
 from server import request_checks
 from server.auth import principal
+from server.enrollment_service import STATUS_TO_PB
 from server.tenant_service import require, timestamp
 from tenants import (
     consent,
@@ -25,8 +27,9 @@ from tenants import (
     review_queue,
     triggers,
 )
+from tenants.access import Principal
 from tenants.errors import FieldViolation, InvalidArgument
-from tenants.names import parse_child, parse_scope
+from tenants.names import ChildName, parse_child, parse_scope
 from tenants.pagination import page_request
 from tenants.zones import ZoneSource
 from workflows.followups import FollowupRelay
@@ -173,11 +176,123 @@ def flagged_pb(m: review_queue.FlaggedMessage) -> pb.FlaggedMessage:
     )
 
 
+async def subject(
+    conn: AsyncConnection[Any], who: Principal, request: pb.ExportContactEvidenceRequest
+) -> ChildName:
+    """The contact named by `contact`, or found by `location` and `phone_number`."""
+    if request.contact:
+        if request.location or request.phone_number:
+            raise InvalidArgument(
+                [FieldViolation("contact", "give either contact, or location and phone_number")]
+            )
+        return parse_child(request.contact, contacts.COLLECTION, "contact")
+    if not request.location:
+        raise InvalidArgument(
+            [FieldViolation("contact", "is required, or location and phone_number")]
+        )
+    location = parse_scope(request.location, "location")
+    return await evidence.find_contact(conn, who, location, request.phone_number)
+
+
+def record_pb(item: evidence.EvidenceItem) -> pb.EvidenceRecord:
+    """One exported item as an `EvidenceRecord` (ExportContactEvidence)."""
+    if isinstance(item, evidence.EvidenceHeader):
+        scope = item.contact.location
+        return pb.EvidenceRecord(
+            header=pb.EvidenceHeader(
+                contact=contact_pb(item.contact),
+                franchisor=scope.franchisor.name,
+                franchisor_display_name=item.franchisor_display_name,
+                location=scope.name,
+                location_display_name=item.location_display_name,
+                rules_version=item.rules_version,
+                generate_time=timestamp(item.generated_at),
+                generated_by=item.generated_by,
+            )
+        )
+    if isinstance(item, consent.ConsentEvent):
+        return pb.EvidenceRecord(consent_event=consent_event_pb(item))
+    if isinstance(item, evidence.EnrollmentHistory):
+        return pb.EvidenceRecord(
+            enrollment=pb.EvidenceEnrollment(
+                name=item.name.name,
+                sequence=item.sequence.name,
+                sequence_display_name=item.sequence_display_name,
+                sequence_version=item.sequence_version,
+                status=STATUS_TO_PB[item.status],
+                exit_reason=item.exit_reason,
+                current_step=item.current_step,
+                enroll_time=timestamp(item.enrolled_at),
+                end_time=timestamp(item.ended_at),
+                enrolled_by=item.enrolled_by,
+            )
+        )
+    if isinstance(item, evidence.SentText):
+        return pb.EvidenceRecord(
+            outbound_message=pb.EvidenceOutboundMessage(
+                name=item.name,
+                create_time=timestamp(item.created_at),
+                from_number=item.from_number,
+                to_number=item.to_number,
+                body=item.body,
+                encoding=item.encoding,
+                segments=item.segments,
+                purpose=item.purpose,
+                enrollment=item.enrollment,
+                step_index=item.step_index,
+                template_revision=item.template_revision,
+                carrier=item.carrier,
+                carrier_message_id=item.carrier_message_id,
+                status=item.status,
+                error_code=item.error_code,
+                status_time=timestamp(item.status_at),
+                rules_version=item.rules_version,
+            )
+        )
+    if isinstance(item, evidence.ReceivedText):
+        return pb.EvidenceRecord(
+            inbound_message=pb.EvidenceInboundMessage(
+                name=item.name,
+                inbound_id=item.inbound_id,
+                receive_time=timestamp(item.received_at),
+                from_number=item.from_number,
+                to_number=item.to_number,
+                body=item.body,
+                carrier=item.carrier,
+                carrier_message_id=item.carrier_message_id,
+                classification=item.classification,
+                keyword=item.keyword,
+                review_reason=item.review_reason,
+                review_time=timestamp(item.reviewed_at),
+                resolution=item.resolution,
+                resolved_by=item.resolved_by,
+                review_note=item.review_note,
+            )
+        )
+    return pb.EvidenceRecord(
+        summary=pb.EvidenceSummary(
+            consent_events=item.consent_events,
+            enrollments=item.enrollments,
+            outbound_messages=item.outbound_messages,
+            inbound_messages=item.inbound_messages,
+        )
+    )
+
+
 class ContactService(contacts_pb2_grpc.ContactServiceServicer):
     def __init__(self, pool: AsyncConnectionPool[Any], relay: FollowupRelay | None = None) -> None:
         self._pool = pool
         self._relay = relay  # delivers what an activity owes at once (else the relay's loop)
         self._deliveries: set[asyncio.Task[Any]] = set()
+
+    def _deliver_soon(self, ids: tuple[int, ...]) -> None:
+        """Deliver what a call owes in the background (held until done); without a relay, the
+        relay's loop delivers it."""
+        if self._relay is None:
+            return
+        task = asyncio.create_task(self._relay.deliver(ids))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
 
     async def CreateContact(
         self, request: pb.CreateContactRequest, context: grpc.aio.ServicerContext
@@ -303,10 +418,8 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
         evidence = evidence_input(request.evidence, "evidence")
         async with self._pool.connection() as conn:
             event, owed = await consent.record_consent_owing(conn, principal(), name, evidence)
-        if owed and self._relay is not None:  # a revocation ends the running enrollments
-            task = asyncio.create_task(self._relay.deliver(owed))
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
+        if owed:  # a revocation ends the running enrollments
+            self._deliver_soon(owed)
         return consent_event_pb(event)
 
     async def ListConsentEvents(
@@ -336,10 +449,8 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
                 a.reference,
                 a.item,
             )
-        if owed and self._relay is not None:  # signal the running enrollment, enroll in sequences
-            task = asyncio.create_task(self._relay.deliver(owed))
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
+        if owed:  # signal the running enrollment, enroll in sequences
+            self._deliver_soon(owed)
         return pb.Activity(
             name=f"{name.name}/activities/{recorded.id}",
             kind=recorded.kind,
@@ -353,9 +464,7 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
         self, request: pb.ListFlaggedMessagesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListFlaggedMessagesResponse:
         parent = parse_scope(request.parent, "parent")
-        state = PB_TO_REVIEW_STATE.get(request.state)  # type: ignore[call-overload]
-        if state is None:
-            raise InvalidArgument([FieldViolation("state", "is not a FlaggedReviewState")])
+        state = PB_TO_REVIEW_STATE[request.state]  # the interceptor refuses undefined numbers
         list_name = f"{parent.name}/{review_queue.COLLECTION}?{state.value}"
         page = page_request(list_name, request.page_size, request.page_token)
         async with self._pool.connection() as conn:
@@ -377,10 +486,8 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
             resolved = await review_queue.resolve_flagged(
                 conn, principal(), name, resolution, request.note
             )
-        if resolved.followups and self._relay is not None:  # end the running enrollment now
-            task = asyncio.create_task(self._relay.deliver(list(resolved.followups)))
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
+        if resolved.followups:  # end the running enrollment now
+            self._deliver_soon(resolved.followups)
         return flagged_pb(resolved.message)
 
     async def GetConversation(
@@ -412,11 +519,9 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
     async def ExportContactEvidence(
         self, request: pb.ExportContactEvidenceRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.EvidenceRecord]:
-        from server import evidence_records  # it builds on this module's converters
-
         # read whole, then sent: a client that stops reading must not hold a pooled connection
         async with self._pool.connection() as conn:
-            name = await evidence_records.subject(conn, principal(), request)
+            name = await subject(conn, principal(), request)
             items = await evidence.read_evidence(conn, principal(), name)
         for item in items:
-            yield evidence_records.record_pb(item)
+            yield record_pb(item)

@@ -33,6 +33,7 @@ from google.protobuf import json_format
 
 from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc
+from server.approvals_cli import error_line, metadata
 
 FORMAT = "reengage.contact_evidence.v1"
 GROUPS = {  # a record's kind -> its list in the document
@@ -121,11 +122,9 @@ def run_evidence(
     with grpc.insecure_channel(target) as channel:
         stub = contacts_pb2_grpc.ContactServiceStub(channel)
         try:
-            document = collect(stub, request, (("authorization", f"Bearer {api_key}"),))
+            document = collect(stub, request, metadata(api_key))
         except grpc.RpcError as err:
-            raise SystemExit(
-                f"reengage: evidence export failed: {err.code().name}: {err.details()}"
-            )
+            raise SystemExit(f"reengage: evidence export failed: {error_line(err)}")
         except CutShort as cut:
             raise SystemExit(f"reengage: evidence export incomplete: {cut}")
     write(document, output)

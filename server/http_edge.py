@@ -1,5 +1,6 @@
-"""The HTTP edge (Starlette): health, and the carrier webhooks and tracked links of
-`server.sms_edge` (Slack later)."""
+"""The HTTP edge (Starlette): health, the carrier webhooks and tracked links of
+`server.sms_edge`, Slack's requests (`server.slack_edge`), and the bounded body reading and
+refusals those routes share."""
 
 from __future__ import annotations
 
@@ -49,6 +50,33 @@ async def _run_probe(probe: Probe) -> dict[str, Any]:
         return {"ok": True, "state": await asyncio.wait_for(probe(), PROBE_TIMEOUT + 1)}
     except Exception as exc:  # any failure means down; say which kind, not the secrets
         return {"ok": False, "state": "down", "error": type(exc).__name__}
+
+
+class RequestRefused(Exception):
+    """A request a route answers with an HTTP error before it acts (nothing is recorded)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def refuse_declared_over(request: Request, limit: int) -> None:
+    """413 when the request's Content-Length says its body is over `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RequestRefused(413, f"body over {limit} bytes")
+
+
+async def read_bounded(request: Request, limit: int) -> bytes:
+    """The whole body; 413 as soon as it is, declared or read, over `limit` bytes."""
+    refuse_declared_over(request, limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestRefused(413, f"body over {limit} bytes")
+    return bytes(body)
 
 
 def build_http_app(probes: dict[str, Probe], routes: Sequence[BaseRoute] = ()) -> Starlette:

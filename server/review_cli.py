@@ -24,7 +24,7 @@ from rich.text import Text
 
 from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc
-from server.approvals_cli import TIMEOUT, default_parent, error_line
+from server.approvals_cli import TIMEOUT, default_parent, fail, metadata
 
 STATES = {
     "unresolved": pb.FLAGGED_REVIEW_STATE_UNRESOLVED,
@@ -43,15 +43,6 @@ RESOLVED = {
 PAGE_SIZE = 100
 
 
-def _metadata(api_key: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {api_key}"),)
-
-
-def _fail(err: grpc.RpcError) -> int:
-    print(f"reengage: {error_line(err)}", file=sys.stderr)
-    return 1
-
-
 def flagged_messages(
     channel: grpc.Channel, api_key: str, parent: str, state: str, limit: int
 ) -> list[pb.FlaggedMessage]:
@@ -66,7 +57,7 @@ def flagged_messages(
                 page_size=min(PAGE_SIZE, limit - len(found)),
                 page_token=token,
             ),
-            metadata=_metadata(api_key),
+            metadata=metadata(api_key),
             timeout=TIMEOUT,
         )
         found += page.flagged_messages
@@ -124,7 +115,7 @@ def run_list(
         with grpc.insecure_channel(target) as channel:
             found = flagged_messages(channel, api_key, parent, state, limit)
     except grpc.RpcError as err:
-        return _fail(err)
+        return fail(err)
     out = console or Console()
     if not found:
         which = "" if state == "all" else f"{state} "
@@ -141,9 +132,9 @@ def run_resolve(target: str, api_key: str, name: str, resolution: str, note: str
     try:
         with grpc.insecure_channel(target) as channel:
             stub = contacts_pb2_grpc.ContactServiceStub(channel)
-            done = stub.ResolveFlaggedMessage(request, metadata=_metadata(api_key), timeout=TIMEOUT)
+            done = stub.ResolveFlaggedMessage(request, metadata=metadata(api_key), timeout=TIMEOUT)
     except grpc.RpcError as err:
-        return _fail(err)
+        return fail(err)
     print(f"{done.name}: resolved as {RESOLVED[done.resolution]} by {done.resolved_by}")
     print(f"consent: {done.resolution_effect}")
     return 0

@@ -22,13 +22,13 @@ from starlette.routing import Route
 
 from server.carriers.twilio_webhooks import (
     EMPTY_TWIML,
-    WebhookRefused,
     inbound_fields,
     read_form,
     signed_url,
     status_fields,
     verify,
 )
+from server.http_edge import RequestRefused
 from tenants import delivery_status, tracked_links
 from tenants.inbound import InboundSms, receive
 from tenants.unexpected_errors import log_unexpected
@@ -151,7 +151,7 @@ def _guarded(handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
         try:
             return await handler(request)
-        except WebhookRefused as refused:
+        except RequestRefused as refused:
             if refused.status == 403:
                 log.warning("%s refused: %s", request.url.path, refused.message)
             return PlainTextResponse(refused.message + "\n", status_code=refused.status)

@@ -173,7 +173,8 @@ async def export_evidence(
         )
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        yield await _header(conn, principal, name, version)
+        header = await _header(conn, principal, name, version)
+        yield header
         counts = [0, 0, 0, 0]
         async for event in _consent_events(conn, principal, name, batch):
             counts[0] += 1
@@ -184,7 +185,7 @@ async def export_evidence(
         async for sent in _sent_texts(conn, name, batch):
             counts[2] += 1
             yield sent
-        async for received in _received_texts(conn, name, batch):
+        async for received in _received_texts(conn, name, header.contact.phone_e164, batch):
             counts[3] += 1
             yield received
         yield EvidenceSummary(*counts)
@@ -330,27 +331,24 @@ async def _sent_texts(
 
 
 async def _received_texts(
-    conn: AsyncConnection[Any], name: ChildName, batch: int
+    conn: AsyncConnection[Any], name: ChildName, phone_e164: str, batch: int
 ) -> AsyncIterator[ReceivedText]:
-    """The contact's texts, and those its number sent the location before it was a contact
-    (recorded without one; carriers send E.164, which is what the contact row holds). The
-    review queue's resolution columns are read through to_jsonb(): the export runs the same on
-    a schema that has no review queue yet (empty values)."""
+    """The contact's texts, and those its number (`phone_e164`, the header's) sent the
+    location before it was a contact (recorded without one; carriers send E.164, which is what
+    the contact row holds), with the review queue's resolution of each."""
     sql = (
         "SELECT i.received_at, i.id, i.message_id, i.from_number, i.to_number, i.body,"
         " i.carrier, i.carrier_message_id, i.classification, i.keyword, i.review_reason,"
-        " i.reviewed_at, coalesce(to_jsonb(i) ->> 'resolution', ''),"
-        " coalesce(to_jsonb(i) ->> 'resolved_by', ''), coalesce(to_jsonb(i) ->> 'review_note', '')"
+        " i.reviewed_at, i.resolution, i.resolved_by, i.review_note"
         " FROM inbound_messages i"
         " WHERE i.franchisor_id = %(f)s AND i.location_id = %(l)s"
-        " AND (i.contact_id = %(c)s"
-        "      OR (i.contact_id IS NULL AND i.from_number = (SELECT k.phone_e164 FROM contacts k"
-        "          WHERE k.franchisor_id = %(f)s AND k.location_id = %(l)s AND k.id = %(c)s)))"
+        " AND (i.contact_id = %(c)s OR (i.contact_id IS NULL AND i.from_number = %(phone)s))"
         " AND (%(after_t)s::timestamptz IS NULL OR (i.received_at, i.id) > (%(after_t)s,"
         " %(after_id)s::bigint))"
         " ORDER BY i.received_at, i.id LIMIT %(limit)s"
     )
-    async for row in _pages(conn, sql, _contact_params(name), batch):
+    params = {**_contact_params(name), "phone": phone_e164}
+    async for row in _pages(conn, sql, params, batch):
         received, iid, mid, sender, to, body, carrier, carrier_id, kind, keyword = row[:10]
         review_reason, reviewed, resolution, resolved_by, note = row[10:]
         yield ReceivedText(

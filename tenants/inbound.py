@@ -203,13 +203,20 @@ async def _act(conn: AsyncConnection[Any], inbound_id: int, sms: InboundSms) -> 
     sender = _e164(sms.from_number)
     # whether a text is an opt-out does not depend on the sender's state: an opt-out takes the
     # brand's lock on the phone (when brand-wide) before any contact row, like every path
-    if (_carrier_verdict(sms.carrier_keyword) or classify(sms.body)).intent is Intent.OPT_OUT:
+    carrier_verdict = _carrier_verdict(sms.carrier_keyword)
+    verdict = carrier_verdict or classify(sms.body)
+    if verdict.intent is Intent.OPT_OUT:
         await hold_before_revoking(conn, scope.franchisor_id, sender)
     # locks the contact row: a send in flight finishes first, every later send sees this text
     contact = (await load_by_phones(conn, scope, [sender])).get(sender)
-    verdict = _carrier_verdict(sms.carrier_keyword) or classify(
-        sms.body, opted_out=contact is not None and contact.opted_out
-    )
+    if (
+        carrier_verdict is None
+        and verdict.intent is Intent.REPLY
+        and contact is not None
+        and contact.opted_out
+    ):
+        # the sender's state matters only here: from a suppressed sender a bare YES is a START
+        verdict = classify(sms.body, opted_out=True)
     if contact is None:
         if verdict.intent is not Intent.OPT_OUT:
             log.warning("inbound %s: no contact at %s has this number", inbound_id, scope.name)

@@ -34,6 +34,7 @@ from psycopg import AsyncConnection
 
 from tenants import audit
 from tenants.access import Action, Principal, authorize
+from tenants.brand_suppression import hold_before_revoking
 from tenants.consent import (
     ConsentChannel,
     ConsentEvidence,
@@ -90,7 +91,6 @@ class FlaggedMessage:
 class Resolved:
     message: FlaggedMessage
     followups: tuple[int, ...]  # owed signals, for the edge to deliver at once
-    changed: bool  # False: it was resolved so before (nothing done now)
 
 
 def flagged_name(scope: TenantScope, inbound_id: int) -> ChildName:
@@ -222,7 +222,7 @@ async def resolve_flagged(
         carrier, carrier_message_id, from_number = row[13:]
         if current.resolution is not None:
             if current.resolution is resolution:
-                return Resolved(current, (), False)
+                return Resolved(current, ())
             raise FailedPrecondition(
                 f"{name.name} was already resolved as {current.resolution.value} by"
                 f" {current.resolved_by}",
@@ -254,7 +254,7 @@ async def resolve_flagged(
             effect=effect,
             via=via,
         )
-    return Resolved(_from_row(updated), followups, True)
+    return Resolved(_from_row(updated), followups)
 
 
 @dataclass(frozen=True)
@@ -279,6 +279,9 @@ async def _opt_out(
     if m.handled_as == "opt_out":
         return "none: the opt-out recorded when the text arrived stands", None, ()
     if m.contact is not None:
+        # the brand's lock on the phone before the contact's row (tenants.brand_suppression)
+        found = await load(conn, m.contact)
+        await hold_before_revoking(conn, m.contact.scope.franchisor_id, found.phone_e164)
         contact: Contact | None = await load(conn, m.contact, lock=True)
     else:  # nobody had this number: it becomes a suppressed contact, as a STOP would make it
         location = await load_location(conn, m.name.scope)

@@ -43,6 +43,9 @@ class StepFacts:
     recent_sends: tuple[datetime, ...]  # the contact's marketing sends, any sequence
     sequence_sends: tuple[datetime, ...]  # this enrollment's sends
     sequence_cap: FrequencyCap | None
+    # the carrier's error code when the contact's number is marked undeliverable
+    # (tenants.undeliverable); None while it is not
+    undeliverable_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ class StepDecision:
     outcome: Outcome
     at: datetime | None  # SEND: now; DEFER: when to prepare again
     reasons: tuple[str, ...]
-    exit_reason: str = ""  # BLOCK: the enrollment's exit reason (opted_out, no_consent)
+    # BLOCK: the enrollment's exit reason (opted_out, no_consent, undeliverable)
+    exit_reason: str = ""
 
 
 def cap_clears_at(
@@ -73,6 +77,11 @@ def decide(
     if facts.consent is not ConsentState.GRANTED:
         why = "consent was revoked" if facts.consent is ConsentState.REVOKED else "no consent"
         return StepDecision(Outcome.BLOCK, None, (f"{why} on record",), "no_consent")
+    if facts.undeliverable_code is not None:
+        # its running enrollment is owed the `undeliverable` signal too; this holds the line
+        # while that signal is on its way
+        why = f"the carrier cannot deliver to this number ({facts.undeliverable_code})"
+        return StepDecision(Outcome.BLOCK, None, (why,), "undeliverable")
     hit = sorted(
         facts.activity_kinds_since_enrollment & set(step.skip_if_activity_since_enrollment)
     )

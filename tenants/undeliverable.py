@@ -37,11 +37,6 @@ DELIVERED = ("delivered", "read")
 EXIT_REASON = "undeliverable"
 
 
-def marks_at_once(error_code: str) -> bool:
-    """Whether one failure with this code marks the contact."""
-    return error_code in PERMANENT_CODES
-
-
 async def after_status(
     conn: AsyncConnection[Any],
     contact: ChildName,
@@ -59,7 +54,7 @@ async def after_status(
         return ()
     if status not in FAILED:
         return ()
-    if marks_at_once(error_code) or (
+    if error_code in PERMANENT_CODES or (
         error_code in UNREACHABLE_CODES
         and await unreachable_in_a_row(conn, contact) >= UNREACHABLE_LIMIT
     ):
@@ -126,14 +121,13 @@ async def mark(
     return (owed,) if owed is not None else ()
 
 
-async def clear(conn: AsyncConnection[Any], contact: ChildName, delivered_message_id: int) -> bool:
+async def clear(conn: AsyncConnection[Any], contact: ChildName, delivered_message_id: int) -> None:
     """Lifts the mark when this delivered text was sent after the failure that marked the
-    contact (a late callback for an older text proves nothing). True when it was lifted."""
-    cur = await conn.execute(
+    contact (a late callback for an older text proves nothing)."""
+    await conn.execute(
         "UPDATE contacts SET undeliverable_at = NULL, undeliverable_code = '',"
         " undeliverable_message_id = NULL, update_time = now(), version = version + 1"
         " WHERE franchisor_id = %s AND location_id = %s AND id = %s"
         " AND undeliverable_at IS NOT NULL AND coalesce(undeliverable_message_id, 0) < %s",
         (contact.scope.franchisor_id, contact.scope.location_id, contact.id, delivered_message_id),
     )
-    return cur.rowcount == 1

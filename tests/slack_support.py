@@ -21,8 +21,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from bots import messages
 from bots.notices import SlackNotifier
-from bots.slack_app import EVENTS_PATH, build_slack_app, slack_routes, web_client
+from bots.slack_app import EVENTS_PATH, build_slack_app, web_client
 from server.carriers.outbox import OutboxCarrier
+from server.slack_edge import slack_routes
 from tenants import staff
 from tenants.access import Role
 from tenants.names import TenantScope

@@ -36,10 +36,11 @@ from starlette.types import Message
 from temporalio.testing import WorkflowEnvironment
 
 import server.cli as cli
-from bots.slack_app import EVENTS_PATH, build_slack_app, slack_routes, web_client
+from bots.slack_app import EVENTS_PATH, build_slack_app, web_client
 from server.carriers.outbox import OutboxCarrier
 from server.embedded import free_port
 from server.http_edge import build_http_app, http_server, postgres_probe
+from server.slack_edge import slack_routes
 from server.sms_edge import INBOUND_PATH, STATUS_PATH, SmsEdge
 from tests.fake_slack import FakeSlack, fake_slack  # noqa: F401
 from tests.hostile_clients import healthz_status, hostile_clients

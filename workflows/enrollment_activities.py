@@ -156,20 +156,19 @@ class EnrollmentActivities:
                 ),
                 sequence_sends=await ledger.enrollment_sends(conn, enrollment.id),
                 sequence_cap=enrollment.definition.frequency_cap,
+                undeliverable_code=contact.undeliverable_code if contact.undeliverable else None,
             )
-            first = await is_first_text(conn, enrollment.id, request.step_index)
-        decision = decide(
-            step,
-            datetime.fromisoformat(request.due),
-            now,
-            facts,
-            f"{ctx.jitter_key}|{request.step_index}",
-        )
-        if decision.outcome is not Outcome.BLOCK and contact.undeliverable:
-            # its running enrollment is owed the `undeliverable` signal too; this holds the
-            # line while that signal is on its way
-            why = f"the carrier cannot deliver to this number ({contact.undeliverable_code})"
-            return Prepared(BLOCK, "", [undeliverable.EXIT_REASON, why])
+            decision = decide(
+                step,
+                datetime.fromisoformat(request.due),
+                now,
+                facts,
+                f"{ctx.jitter_key}|{request.step_index}",
+            )
+            # only a text about to be sent asks whether it is the enrollment's first
+            first = decision.outcome is Outcome.SEND and await is_first_text(
+                conn, enrollment.id, request.step_index
+            )
         if decision.outcome is Outcome.SEND:
             assert rendering is not None
             # the text staff approve is the text sent: with the first message's additions
@@ -197,12 +196,6 @@ class EnrollmentActivities:
                     check_edited_text(request.text)
                 except Exception as exc:  # an edit that is not a sendable text
                     return SendOutcome(SKIP, reason=f"edited text refused: {exc}")
-            # an enrollment's first text names the brand and says how to opt out, whoever wrote
-            # it (an edit too); a prepared text already has them, so this changes nothing there
-            first = await is_first_text(conn, ctx.enrollment.id, request.step_index)
-            request = replace(
-                request, text=outgoing_text(request.text, ctx.brand, first_message=first).text
-            )
             blocked = self._blocked(ctx.contact)
             if blocked:
                 return SendOutcome(BLOCK, reason=blocked)
@@ -211,6 +204,12 @@ class EnrollmentActivities:
                 return closed
             numbers = ctx.location.sender_phone_numbers
             from_number = numbers[hash_index(ctx.contact.name.id, len(numbers))] if numbers else ""
+            # an enrollment's first text names the brand and says how to opt out, whoever wrote
+            # it (an edit too); a prepared text already has them, so this changes nothing there
+            first = await is_first_text(conn, ctx.enrollment.id, request.step_index)
+            request = replace(
+                request, text=outgoing_text(request.text, ctx.brand, first_message=first).text
+            )
             counted = count(request.text)
             reservation = await ledger.reserve_outbound(
                 conn,

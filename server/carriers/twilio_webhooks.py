@@ -15,44 +15,31 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from twilio.request_validator import RequestValidator
 
+from server.http_edge import RequestRefused, read_bounded, refuse_declared_over
+
 MAX_BODY_BYTES = 32 * 1024  # an inbound text with 10 media URLs is about 4 KiB
 FORM = "application/x-www-form-urlencoded"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
-class WebhookRefused(Exception):
-    """A request the edge answers with an HTTP error (never recorded)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 async def read_form(request: Request, limit: int = MAX_BODY_BYTES) -> dict[str, str]:
     """The form fields of a bounded, form-encoded body: 413 over `limit`, 415 not a form,
     400 when a field appears twice or the body is not UTF-8."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise WebhookRefused(413, f"body over {limit} bytes")
+    refuse_declared_over(request, limit)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != FORM:
-        raise WebhookRefused(415, f"expected {FORM}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise WebhookRefused(413, f"body over {limit} bytes")
+        raise RequestRefused(415, f"expected {FORM}")
+    body = await read_bounded(request, limit)
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError:
-        raise WebhookRefused(400, "body is not UTF-8")
+        raise RequestRefused(400, "body is not UTF-8")
     form: dict[str, str] = {}
     for key, value in pairs:
         if "\x00" in key or "\x00" in value:
-            raise WebhookRefused(400, "a field holds a NUL character")
+            raise RequestRefused(400, "a field holds a NUL character")
         if key in form:
-            raise WebhookRefused(400, f"field {key[:40]!r} appears twice")
+            raise RequestRefused(400, f"field {key[:40]!r} appears twice")
         form[key] = value
     return form
 
@@ -65,15 +52,15 @@ def signed_url(public_url: str, request: Request) -> str:
 def verify(auth_token: str, url: str, form: dict[str, str], signature: str) -> None:
     """Raises 403 unless signature is Twilio's signature of url and form under auth_token."""
     if not auth_token:
-        raise WebhookRefused(403, "Twilio webhooks are off: TWILIO_AUTH_TOKEN is not set")
+        raise RequestRefused(403, "Twilio webhooks are off: TWILIO_AUTH_TOKEN is not set")
     if not signature or not RequestValidator(auth_token).validate(url, form, signature):
-        raise WebhookRefused(403, "invalid X-Twilio-Signature")
+        raise RequestRefused(403, "invalid X-Twilio-Signature")
 
 
 def required(form: dict[str, str], *names: str) -> None:
     missing = [n for n in names if not form.get(n, "").strip()]
     if missing:
-        raise WebhookRefused(400, f"missing field(s): {', '.join(missing)}")
+        raise RequestRefused(400, f"missing field(s): {', '.join(missing)}")
 
 
 @dataclass(frozen=True)
@@ -90,7 +77,7 @@ def inbound_fields(form: dict[str, str]) -> InboundFields:
         form = {**form, "MessageSid": form["SmsSid"]}
     required(form, "MessageSid", "From", "To")
     if len(form["MessageSid"].strip()) > 64:
-        raise WebhookRefused(400, "MessageSid is longer than 64 characters")
+        raise RequestRefused(400, "MessageSid is longer than 64 characters")
     return InboundFields(
         form["MessageSid"].strip(),
         form["From"].strip(),
@@ -111,7 +98,7 @@ def status_fields(form: dict[str, str]) -> StatusFields:
     sid = form.get("MessageSid") or form.get("SmsSid") or ""
     status = form.get("MessageStatus") or form.get("SmsStatus") or ""
     if not sid.strip() or not status.strip():
-        raise WebhookRefused(400, "missing field(s): MessageSid and MessageStatus are required")
+        raise RequestRefused(400, "missing field(s): MessageSid and MessageStatus are required")
     if len(sid.strip()) > 64 or len(status.strip()) > 32:
-        raise WebhookRefused(400, "MessageSid or MessageStatus is too long")
+        raise RequestRefused(400, "MessageSid or MessageStatus is too long")
     return StatusFields(sid.strip(), status.strip().lower(), form.get("ErrorCode", "").strip())
