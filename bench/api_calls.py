@@ -24,11 +24,11 @@ from reengage.v1 import tenants_pb2 as pb
 from reengage.v1 import tenants_pb2_grpc
 from server.app import open_pool
 from server.embedded import EmbeddedPostgres, free_port
-from server.grpc_server import build_grpc_server, mark_serving
-from tenants import api_keys, franchisors, locations
-from tenants.access import Principal, Role
+from server.grpc.server import build_grpc_server, mark_serving
+from tenants.core.names import TenantScope
 from tenants.migrations import migrate
-from tenants.names import TenantScope
+from tenants.org import api_keys, franchisors, locations
+from tenants.org.access import Principal, Role
 
 CALLS = 3000
 CONCURRENCY = 32

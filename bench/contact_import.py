@@ -23,13 +23,13 @@ from rich.table import Table
 
 from reengage.v1 import contacts_pb2_grpc
 from server.app import open_pool
-from server.contacts_cli import import_file
+from server.cli.contacts import import_file
 from server.embedded import EmbeddedPostgres, free_port
-from server.grpc_server import build_grpc_server
-from tenants import api_keys, franchisors, locations
-from tenants.access import Principal, Role
+from server.grpc.server import build_grpc_server
+from tenants.core.names import TenantScope
 from tenants.migrations import migrate
-from tenants.names import TenantScope
+from tenants.org import api_keys, franchisors, locations
+from tenants.org.access import Principal, Role
 
 AREA_CODES = ("212", "310", "305", "214", "504", "208", "602", "808", "312", "617")
 

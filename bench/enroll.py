@@ -53,14 +53,17 @@ from reengage.v1 import enrollments_pb2_grpc
 from server.app import open_pool
 from server.carriers.outbox import OutboxCarrier
 from server.embedded import EmbeddedPostgres, free_port, temporal_cli
-from server.enrollment_service import BULK_IN_FLIGHT
-from server.grpc_server import build_grpc_server
-from tenants import api_keys, contacts, franchisors, locations, sequences, templates
-from tenants.access import Principal, Role
-from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
+from server.grpc.enrollment_service import BULK_IN_FLIGHT
+from server.grpc.server import build_grpc_server
+from tenants.compliance.send_rules import Recipient, allowed_at
+from tenants.contacts import contacts
+from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
+from tenants.content import templates
+from tenants.core.names import TenantScope
 from tenants.migrations import migrate
-from tenants.names import TenantScope
-from tenants.send_rules import Recipient, allowed_at
+from tenants.org import api_keys, franchisors, locations
+from tenants.org.access import Principal, Role
+from tenants.sequences import definitions as sequences
 from workflows import search_attributes as sa
 from workflows.client import EnrollmentClient
 from workflows.worker import build_worker

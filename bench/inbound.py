@@ -46,14 +46,14 @@ from bench.enroll import (
 from server.app import open_pool
 from server.carriers.outbox import OutboxCarrier
 from server.embedded import free_port
-from server.http_edge import http_server
-from server.sms_edge import INBOUND_PATH, SmsEdge
-from tenants import sequences
-from tenants.enrollments import Enrollment
-from tenants.names import ChildName, TenantScope
+from server.http.edge import http_server
+from server.http.sms import INBOUND_PATH, SmsEdge
+from tenants.core.names import ChildName, TenantScope
+from tenants.enrollment.records import Enrollment
+from tenants.sequences import definitions as sequences
 from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
-from workflows.followups import FollowupRelay
+from workflows.relay import FollowupRelay
 from workflows.worker import build_worker
 
 IN_FLIGHT = 16

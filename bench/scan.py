@@ -38,8 +38,8 @@ from bench.enroll import (
 )
 from server.app import open_pool
 from server.carriers.outbox import OutboxCarrier
-from tenants import sequences
-from tenants.triggers import InactivityTarget, quiet_contacts
+from tenants.enrollment.triggers import InactivityTarget, quiet_contacts
+from tenants.sequences import definitions as sequences
 from workflows.scan import InactivityScanWorkflow
 from workflows.scan_types import ScanInput
 from workflows.worker import build_worker

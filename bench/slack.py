@@ -2,7 +2,8 @@
 
 Measured: N contacts at one location each owe a "reply received" notice (rows written as the
 inbound path writes them). The follow-up relay with the Slack notifier delivers them: per
-notice it claims the row, reads the names (`tenants.notices.facts`), starts the contact's thread
+notice it claims the row, reads the names (`tenants.followups.notices.facts`), starts the contact's
+thread
 (a root message, its ts stored), posts the notice in it and finishes the row. A second round of
 N notices goes into the threads that now exist (one post each). Printed: notices/s of each
 round, and Slack posts/s.
@@ -27,17 +28,17 @@ from temporalio.client import Client
 
 from bench.enroll import on_embedded_stack
 from bots.messages import notice_message
-from bots.notices import SlackNotifier
 from bots.slack_app import web_client
+from bots.slack_notices import SlackNotifier
 from server.app import open_pool
 from server.carriers.outbox import OutboxCarrier
-from tenants import franchisors, locations
-from tenants.access import Principal, Role
-from tenants.names import TenantScope
-from tenants.notices import Notice, NoticeFacts, NoticeKind, owe_notice
+from tenants.core.names import TenantScope
+from tenants.followups.notices import Notice, NoticeFacts, NoticeKind, owe_notice
+from tenants.org import franchisors, locations
+from tenants.org.access import Principal, Role
 from tests.fake_slack import running_fake_slack
 from workflows.client import EnrollmentClient
-from workflows.followups import FollowupRelay
+from workflows.relay import FollowupRelay
 
 SETUP = Principal("bench", "setup", Role.OPERATOR, None)
 LOCATION = TenantScope("bench", "main")

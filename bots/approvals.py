@@ -28,15 +28,15 @@ from bots.identity import (
     tell,
     tell_quietly,
 )
-from tenants import audit
-from tenants.access import Action
-from tenants.chat_threads import claim_approval_post, reopen_approval_post
-from tenants.enrollments import Enrollment, load_enrollment
-from tenants.errors import InvalidArgument, NotFound
-from tenants.first_message import step_text_as_sent
-from tenants.staff import StaffMember
-from tenants.template_bodies import check_edited_text
-from tenants.unexpected_errors import log_unexpected
+from tenants.content.bodies import check_edited_text
+from tenants.content.first_message import step_text_as_sent
+from tenants.core.errors import InvalidArgument, NotFound
+from tenants.core.unexpected_errors import log_unexpected
+from tenants.enrollment.records import Enrollment, load_enrollment
+from tenants.followups.chat_threads import claim_approval_post, reopen_approval_post
+from tenants.org import audit
+from tenants.org.access import Action
+from tenants.org.staff import StaffMember
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrollment_types import APPROVE, EDIT, SKIP_STEP, Decision
 
@@ -187,7 +187,7 @@ class ApprovalActions:
         client: AsyncWebClient,
         decide: Callable[[], Awaitable[str]],
     ) -> None:
-        """Decides with the approval message closed to the rewriter (`bots.notices`). When the
+        """Decides with the approval message closed to the rewriter (`bots.slack_notices`). When the
         workflow says the step has moved on and nobody decided on this message before, the step
         was decided elsewhere or timed out: the message loses its buttons."""
         async with self._pool.connection() as conn:

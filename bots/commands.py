@@ -17,18 +17,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from bots.identity import REFUSED_WORDS, SOMETHING_WRONG, Refusal, staff_allowed
 from bots.messages import esc
-from tenants import audit
-from tenants.access import Action
-from tenants.chat_threads import locations_of_channel
-from tenants.contacts import ConsentState, Contact, load_by_phones, textable_e164
-from tenants.enrollments import latest_for_contact
-from tenants.errors import InvalidArgument
-from tenants.location_stats import location_stats
-from tenants.locations import Location, load_location
-from tenants.names import TenantScope
-from tenants.notices import mask_phone, short_name
-from tenants.staff import staff_for_slack_user
-from tenants.unexpected_errors import log_unexpected
+from tenants.contacts.contacts import ConsentState, Contact, load_by_phones, textable_e164
+from tenants.core.errors import InvalidArgument
+from tenants.core.names import TenantScope
+from tenants.core.unexpected_errors import log_unexpected
+from tenants.enrollment.records import latest_for_contact
+from tenants.followups.chat_threads import locations_of_channel
+from tenants.followups.notices import mask_phone, short_name
+from tenants.org import audit
+from tenants.org.access import Action
+from tenants.org.locations import Location, load_location
+from tenants.org.staff import staff_for_slack_user
+from tenants.reports.location_stats import location_stats
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrollment_types import EnrollmentState
 

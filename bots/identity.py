@@ -12,10 +12,10 @@ from psycopg import AsyncConnection
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.messages import esc
-from tenants.access import Action, authorize
-from tenants.errors import PermissionDenied
-from tenants.names import TenantScope
-from tenants.staff import StaffMember, staff_for_slack_user
+from tenants.core.errors import PermissionDenied
+from tenants.core.names import TenantScope
+from tenants.org.access import Action, authorize
+from tenants.org.staff import StaffMember, staff_for_slack_user
 
 log = logging.getLogger(__name__)
 SOMETHING_WRONG = (

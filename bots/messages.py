@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from tenants.notices import Notice, NoticeFacts, NoticeKind
+from tenants.followups.notices import Notice, NoticeFacts, NoticeKind
 
 Block = dict[str, Any]
 

@@ -15,12 +15,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots import messages
 from bots.identity import SOMETHING_WRONG, Refusal, mention, staff_allowed, tell, tell_quietly
-from tenants import templates
-from tenants.access import Action
-from tenants.errors import DomainError, EtagMismatch, FailedPrecondition
-from tenants.names import ChildName, parse_child
-from tenants.template_approvals import approve_template, reject_template
-from tenants.unexpected_errors import log_unexpected
+from tenants.content import templates
+from tenants.content.approvals import approve_template, reject_template
+from tenants.core.errors import DomainError, EtagMismatch, FailedPrecondition
+from tenants.core.names import ChildName, parse_child
+from tenants.core.unexpected_errors import log_unexpected
+from tenants.org.access import Action
 
 log = logging.getLogger(__name__)
 ALREADY_DECIDED = "This override was already decided or changed since, so nothing changed."

@@ -2,7 +2,8 @@
 
 Only staff the access module lets resolve flagged texts (the location's managers, the brand's
 admins) may use them; anyone else gets a refusal only they see. The click resolves the text
-through `tenants.review_queue` (so consent, the running enrollment and the audit log follow the
+through `tenants.inbound.review_queue` (so consent, the running enrollment and the audit log follow
+the
 same rules as over gRPC) and the message then shows who resolved it, how, and what it did. A
 resolution is final: a double click (or a click after the same resolution over the API) changes
 nothing more; a click for a different resolution is refused, and the message shows the one that
@@ -28,16 +29,16 @@ from bots.identity import (
     tell,
     tell_quietly,
 )
-from tenants.access import Action
-from tenants.errors import FailedPrecondition, NotFound
-from tenants.review_queue import (
+from tenants.core.errors import FailedPrecondition, NotFound
+from tenants.core.unexpected_errors import log_unexpected
+from tenants.inbound.review_queue import (
     FlaggedMessage,
     Resolution,
     get_flagged,
     parse_flagged_name,
     resolve_flagged,
 )
-from tenants.unexpected_errors import log_unexpected
+from tenants.org.access import Action
 
 log = logging.getLogger(__name__)
 RESOLUTIONS = {

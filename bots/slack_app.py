@@ -1,6 +1,6 @@
 """The Slack bolt app, built in this one place and mounted on the HTTP edge at `/slack/events`
 (Events API, interactivity and the `/reengage` slash command share the URL) by
-`server.slack_edge`, which checks every request's signature and timestamp on the raw body and
+`server.http.slack`, which checks every request's signature and timestamp on the raw body and
 refuses a body not shaped as Slack's before bolt sees it.
 
 * Every listener acknowledges first and works afterwards (bolt answers Slack at the `ack()`;
@@ -29,8 +29,8 @@ from bots.commands import SlashCommands
 from bots.identity import tell
 from bots.overrides import OverrideActions
 from bots.reviews import ReviewActions
-from tenants.chat_threads import contact_of_thread, first_time_event
-from tenants.unexpected_errors import log_unexpected
+from tenants.core.unexpected_errors import log_unexpected
+from tenants.followups.chat_threads import contact_of_thread, first_time_event
 from workflows.client import EnrollmentClient
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def build_slack_app(
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
-        # server.slack_edge's route, the only way this app is mounted, has checked the signature
+        # server.http.slack's route, the only way this app is mounted, has checked the signature
         # and timestamp on the raw body already: bolt does not check them a second time
         request_verification_enabled=False,
         # an event nobody listens to gets 404 (and a log line), not an exception; its retry is
@@ -125,7 +125,7 @@ async def malformed_or_failed(
     shaped as Slack's is 400: one WARNING line (the error's type and where, never the body).
     Anything else (raised in our listeners or middleware, or after the ack, when the answer is
     gone) is a bug or an outage: logged at ERROR with its traceback, database errors without
-    their text (tenants.unexpected_errors), and bolt's 500 if not yet answered."""
+    their text (tenants.core.unexpected_errors), and bolt's 500 if not yet answered."""
     if (
         response is not None
         and isinstance(error, MALFORMED_SHAPES)

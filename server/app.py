@@ -18,22 +18,22 @@ from temporalio.worker import Worker
 from server.carriers.outbox import OutboxCarrier
 from server.carriers.twilio import TwilioCarrier
 from server.config import Settings
-from server.grpc_server import build_grpc_server, mark_serving
-from server.http_edge import (
+from server.grpc.server import build_grpc_server, mark_serving
+from server.http.edge import (
     EdgeServer,
     build_http_app,
     http_server,
     postgres_probe,
     temporal_probe,
 )
-from server.sms_edge import SmsEdge
+from server.http.sms import SmsEdge
 from tenants.migrations import migrate
 from workflows import search_attributes
 from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient
-from workflows.followups import FollowupRelay
 from workflows.notifier import LogNotifier, Notifier
 from workflows.platform import WorkerSelfCheck
+from workflows.relay import FollowupRelay
 from workflows.schedules import ensure_inactivity_scan
 from workflows.worker import build_worker
 
@@ -136,9 +136,9 @@ def slack_parts(
         return LogNotifier(), []
     if not token or not secret:
         raise SystemExit("reengage: set both SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET, or neither")
-    from bots.notices import SlackNotifier
     from bots.slack_app import build_slack_app, web_client
-    from server.slack_edge import slack_routes
+    from bots.slack_notices import SlackNotifier
+    from server.http.slack import slack_routes
 
     slack_client = web_client(token, settings.slack_api_base)
     bolt = build_slack_app(pool, enrollments, slack_client, secret)

@@ -8,8 +8,8 @@ import logging
 import signal
 
 from server.app import Roles, self_check, start_roles
+from server.cli.demo import seed_demo
 from server.config import Settings
-from server.demo import seed_demo
 from server.embedded import EmbeddedPostgres, EmbeddedTemporal, require_free
 
 log = logging.getLogger("reengage")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from server.cli import build_parser
+from server.cli.main import build_parser
 from server.config import Settings
 
 

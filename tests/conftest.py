@@ -25,7 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from server.app import open_pool
 from server.embedded import EmbeddedPostgres, free_port, temporal_cli, temporal_test_server
-from server.grpc_server import build_grpc_server, mark_serving
+from server.grpc.server import build_grpc_server, mark_serving
 from tenants.migrations import migrate
 from tests.support import World, build_world
 from workflows import search_attributes

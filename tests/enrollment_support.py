@@ -16,11 +16,13 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from server.carriers.outbox import OutboxCarrier
-from server.grpc_server import build_grpc_server, mark_serving
-from tenants import contacts, sequences, templates
-from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
-from tenants.enrollments import Enrollment
-from tenants.names import ChildName, TenantScope
+from server.grpc.server import build_grpc_server, mark_serving
+from tenants.contacts import contacts
+from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
+from tenants.content import templates
+from tenants.core.names import ChildName, TenantScope
+from tenants.enrollment.records import Enrollment
+from tenants.sequences import definitions as sequences
 from tests.support import A_DOWNTOWN, OPERATOR, A
 from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient, UpdateRefused

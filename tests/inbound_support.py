@@ -15,10 +15,10 @@ from starlette.applications import Starlette
 from twilio.request_validator import RequestValidator
 
 from server.carriers.outbox import OutboxCarrier
-from server.sms_edge import INBOUND_PATH, STATUS_PATH, SmsEdge
+from server.http.sms import INBOUND_PATH, STATUS_PATH, SmsEdge
 from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient
-from workflows.followups import FollowupRelay
+from workflows.relay import FollowupRelay
 
 PUBLIC_URL = "https://reengage.example"
 TOKEN = "test-twilio-auth-token"

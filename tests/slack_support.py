@@ -20,18 +20,18 @@ from starlette.applications import Starlette
 from temporalio.testing import WorkflowEnvironment
 
 from bots import messages
-from bots.notices import SlackNotifier
 from bots.slack_app import EVENTS_PATH, build_slack_app, web_client
+from bots.slack_notices import SlackNotifier
 from server.carriers.outbox import OutboxCarrier
-from server.slack_edge import slack_routes
-from tenants import staff
-from tenants.access import Role
-from tenants.names import TenantScope
+from server.http.slack import slack_routes
+from tenants.core.names import TenantScope
+from tenants.org import staff
+from tenants.org.access import Role
 from tests.enrollment_support import end_leftover_run, running_worker
 from tests.fake_slack import FakeSlack
 from tests.support import A_DOWNTOWN, OPERATOR, World
 from workflows.client import EnrollmentClient
-from workflows.followups import FollowupRelay
+from workflows.relay import FollowupRelay
 
 SECRET = "test-slack-signing-secret"
 CHANNEL = "C0DOWNTOWN"

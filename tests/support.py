@@ -10,9 +10,9 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from psycopg_pool import AsyncConnectionPool
 
-from tenants import api_keys, franchisors, locations
-from tenants.access import Principal, Role
-from tenants.names import TenantScope
+from tenants.core.names import TenantScope
+from tenants.org import api_keys, franchisors, locations
+from tenants.org.access import Principal, Role
 
 OPERATOR = Principal("test", "setup", Role.OPERATOR, None)
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tenants.access import Action, Principal, Role, authorize, authorize_grant, can
-from tenants.errors import PermissionDenied
-from tenants.names import TenantScope
+from tenants.core.errors import PermissionDenied
+from tenants.core.names import TenantScope
+from tenants.org.access import Action, Principal, Role, authorize, authorize_grant, can
 
 ids = st.sampled_from(["acme", "bravo", "charlie"])
 locs = st.sampled_from([None, "downtown", "uptown"])

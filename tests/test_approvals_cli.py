@@ -1,7 +1,7 @@
 """`reengage approvals list` / `reengage approvals decide` against the real gRPC server, with the
 enrollment workflows on the Temporal time-skipping server run by a real worker.
 
-The commands are the CLI's own (parsed by `server.cli.build_parser`, run by their `cmd_*`
+The commands are the CLI's own (parsed by `server.cli.main.build_parser`, run by their `cmd_*`
 function); they are blocking gRPC clients, so they run in a thread while the server and the
 worker serve on the test's event loop.
 """
@@ -24,12 +24,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc
-from server import approvals_cli
-from server.cli import main
-from tenants import api_keys
-from tenants.access import Role
-from tenants.names import ChildName
-from tenants.sequences import Step
+from server.cli import approvals as approvals_cli
+from server.cli.main import main
+from tenants.core.names import ChildName
+from tenants.org import api_keys
+from tenants.org.access import Role
+from tenants.sequences.definitions import Step
 from tests.cli_support import run_cli
 from tests.enrollment_support import (
     DAY,

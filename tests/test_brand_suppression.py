@@ -1,4 +1,5 @@
-"""Brand-wide suppression (COMPLIANCE §2.9, tenants/brand_suppression.py), on real PostgreSQL,
+"""Brand-wide suppression (COMPLIANCE §2.9, tenants/contacts/brand_suppression.py), on real
+PostgreSQL,
 the real gRPC server, the SMS routes in process and (where enrollments run) the time-skipping
 Temporal server.
 
@@ -28,20 +29,17 @@ from temporalio.testing import WorkflowEnvironment
 from reengage.v1 import contacts_pb2 as cpb
 from reengage.v1 import contacts_pb2_grpc, tenants_pb2_grpc
 from reengage.v1 import tenants_pb2 as pb
-from tenants import (
-    brand_suppression,
-    contact_import,
-    contacts,
-    delivery_status,
-    franchisors,
-    inbound,
-)
-from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind
-from tenants.enrollments import Enrollment
-from tenants.errors import FailedPrecondition
-from tenants.locations import load_location
-from tenants.names import TenantScope
-from tenants.sequences import Step
+from tenants.contacts import brand_suppression, contacts
+from tenants.contacts import importing as contact_import
+from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind
+from tenants.core.errors import FailedPrecondition
+from tenants.core.names import TenantScope
+from tenants.enrollment.records import Enrollment
+from tenants.inbound import delivery_status
+from tenants.inbound import texts as inbound
+from tenants.org import franchisors
+from tenants.org.locations import load_location
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import (
     DAY,
     Running,
@@ -73,7 +71,8 @@ async def set_scope(pool: Pool, scope: franchisors.OptOutScope) -> None:
 
 
 async def text(pool: Pool, body: str, sender: str = DANA, to: str = DOWNTOWN_NUMBER) -> Any:
-    """An inbound text through tenants.inbound.receive (its follow-ups are left undelivered)."""
+    """An inbound text through tenants.inbound.texts.receive (its follow-ups are left
+    undelivered)."""
     async with pool.connection() as conn:
         return await inbound.receive(
             conn,

@@ -13,10 +13,10 @@ from rich.console import Console
 
 from reengage.v1 import contacts_pb2 as pb
 from server.carriers.outbox import OutboxCarrier
-from server.contacts_cli import ImportReport, print_report
-from server.outbox_cli import show_outbox
-from tenants import ledger
-from tenants.segments import count
+from server.cli.contacts import ImportReport, print_report
+from server.cli.outbox import show_outbox
+from tenants.content.segments import count
+from tenants.messages import ledger
 from tests.enrollment_support import consenting_contact
 from tests.support import World
 from workflows.carrier import OutboundText

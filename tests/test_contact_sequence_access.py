@@ -17,7 +17,7 @@ and what each does with good and bad input.
   activities, sequence definitions, each refused with field violations.
 * Time zone inference, ListContacts filters and page tokens, GetConversation.
 
-Rules (DESIGN §4/§5, COMPLIANCE §2, tenants/access.py, contacts.proto, sequences.proto):
+Rules (DESIGN §4/§5, COMPLIANCE §2, tenants/org/access.py, contacts.proto, sequences.proto):
 
 * contacts live only at locations (`franchisors/{f}/locations/{l}/contacts/{c}`);
 * CONTACT_READ (get, list, consent events, conversation): franchisor admins and viewers, and the
@@ -57,9 +57,10 @@ from reengage.v1 import contacts_pb2 as cpb
 from reengage.v1 import contacts_pb2_grpc, sequences_pb2_grpc, templates_pb2_grpc, tenants_pb2
 from reengage.v1 import sequences_pb2 as spb
 from reengage.v1 import templates_pb2 as tpb
-from tenants import consent, contacts, sequences
-from tenants.inbound import InboundSms, receive
-from tenants.names import TenantScope, parse_child
+from tenants.contacts import consent, contacts
+from tenants.core.names import TenantScope, parse_child
+from tenants.inbound.texts import InboundSms, receive
+from tenants.sequences import definitions as sequences
 from tests.support import (
     A_DOWNTOWN,
     A_UPTOWN,
@@ -435,7 +436,7 @@ def get_conversation(name: str) -> Build:
     return simple(lambda: cpb.GetConversationRequest(contact=name))
 
 
-# The review queue: flagged inbound texts (tenants/review_queue.py)
+# The review queue: flagged inbound texts (tenants/inbound/review_queue.py)
 SENDER_NUMBERS = {  # the sender numbers of tests.support's locations
     A_DOWNTOWN: "+12125550101",
     A_UPTOWN: "+13105550102",
@@ -483,7 +484,7 @@ def resolve_flagged(location: TenantScope | None, name: str = "") -> Build:
     return build
 
 
-# Consent evidence export (tenants/evidence.py): a server stream, collected as a list
+# Consent evidence export (tenants/reports/evidence.py): a server stream, collected as a list
 
 
 def export_evidence(name: str) -> Build:

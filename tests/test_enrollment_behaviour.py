@@ -23,11 +23,11 @@ from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionSta
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from server.carriers.outbox import OutboxCarrier
-from tenants import ledger
-from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
-from tenants.enrollments import Enrollment, decide_entry, insert_enrollment, load_enrollment
-from tenants.names import ChildName
-from tenants.sequences import ExitEvent, Step
+from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
+from tenants.core.names import ChildName
+from tenants.enrollment.records import Enrollment, decide_entry, insert_enrollment, load_enrollment
+from tenants.messages import ledger
+from tenants.sequences.definitions import ExitEvent, Step
 from tests.enrollment_support import (
     DAY,
     Running,

@@ -25,8 +25,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
-from tenants.enrollments import Enrollment
-from tenants.sequences import Step
+from tenants.enrollment.records import Enrollment
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import (
     DAY,
     Running,

@@ -21,12 +21,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc
-from server.enrollment_service import EnrollmentService
-from tenants import contacts, sequences
-from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
-from tenants.enrollments import workflow_id_for
-from tenants.names import ChildName
-from tenants.sequences import Step
+from server.grpc.enrollment_service import EnrollmentService
+from tenants.contacts import contacts
+from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
+from tenants.core.names import ChildName
+from tenants.enrollment.records import workflow_id_for
+from tenants.sequences import definitions as sequences
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import (
     DAY,
     brand_template,
@@ -803,9 +804,9 @@ async def test_a_pending_approval_is_shown_with_its_deadline_even_before_the_rea
     # The workflow answers its query as soon as it waits for a decision; the read model gets the
     # deadline from an activity a moment later. GetEnrollment must not pair the live pending step
     # with the record's stale (empty) wake time: that race made the approvals CLI test flaky.
-    from server.enrollment_service import EnrollmentService
-    from tenants.enrollments import Enrollment, EnrollmentStatus
-    from tenants.names import TenantScope
+    from server.grpc.enrollment_service import EnrollmentService
+    from tenants.core.names import TenantScope
+    from tenants.enrollment.records import Enrollment, EnrollmentStatus
     from workflows.enrollment_types import EnrollmentState
 
     deadline = datetime(2026, 12, 2, 21, 41, tzinfo=UTC)

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import WorkflowEnvironment
 
-from tenants.enrollments import load_enrollment
-from tenants.sequences import Step
+from tenants.enrollment.records import load_enrollment
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import (
     DAY,
     brand_template,

@@ -48,13 +48,14 @@ from reengage.v1 import (
     tenants_pb2_grpc,
 )
 from server.carriers.outbox import OutboxCarrier
-from server.grpc_server import build_grpc_server
-from tenants import contacts, sequences
-from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
-from tenants.errors import DomainError
-from tenants.names import ChildName, TenantScope
-from tenants.sequences import EntryTrigger, ExitEvent, SequenceState, Step
-from tenants.triggers import EntryPath, record_activity_with_triggers
+from server.grpc.server import build_grpc_server
+from tenants.contacts import contacts
+from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
+from tenants.core.errors import DomainError
+from tenants.core.names import ChildName, TenantScope
+from tenants.enrollment.triggers import EntryPath, record_activity_with_triggers
+from tenants.sequences import definitions as sequences
+from tenants.sequences.definitions import EntryTrigger, ExitEvent, SequenceState, Step
 from tests.enrollment_support import (
     DAY,
     Running,
@@ -70,7 +71,7 @@ from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, RpcFailure, World, fai
 from workflows.carrier import Carrier, OutboundText, SendResult
 from workflows.client import EnrollmentClient, StartRequest, UpdateRefused
 from workflows.enrolling import EnrollmentUnavailable, enroll
-from workflows.followups import FollowupRelay
+from workflows.relay import FollowupRelay
 from workflows.scan_activities import SCANNER
 from workflows.scan_types import ScanInput, ScanSummary
 

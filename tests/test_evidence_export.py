@@ -29,18 +29,22 @@ from psycopg_pool import AsyncConnectionPool
 from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc, enrollments_pb2
 from server.carriers.outbox import OutboxCarrier
-from tenants import contacts, delivery_status, enrollments, evidence, ledger
-from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
-from tenants.inbound import InboundSms, receive
-from tenants.names import ChildName
-from tenants.segments import count
-from tenants.send_rules import rules_version
-from tenants.sequences import Step
+from tenants.compliance.send_rules import rules_version
+from tenants.contacts import contacts
+from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
+from tenants.content.segments import count
+from tenants.core.names import ChildName
+from tenants.enrollment import records as enrollments
+from tenants.inbound import delivery_status
+from tenants.inbound.texts import InboundSms, receive
+from tenants.messages import ledger
+from tenants.reports import evidence
+from tenants.sequences.definitions import Step
 from tests.cli_support import run_cli
 from tests.enrollment_support import brand_template, make_sequence
 from tests.support import A_DOWNTOWN, B_HARBOR, OPERATOR, World, failure
 from workflows.carrier import OutboundText
-from workflows.followups import FollowupRelay
+from workflows.relay import FollowupRelay
 
 Pool = AsyncConnectionPool[Any]
 

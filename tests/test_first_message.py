@@ -32,12 +32,17 @@ from reengage.v1 import sequences_pb2 as spb
 from reengage.v1 import sequences_pb2_grpc, templates_pb2_grpc
 from reengage.v1 import templates_pb2 as tpb
 from server.carriers.twilio import TwilioCarrier
-from tenants.delivery_status import apply_status
-from tenants.enrollments import decide_entry, insert_enrollment
-from tenants.first_message import OPT_OUT_LINE, identifies_brand, outgoing_text, says_how_to_opt_out
-from tenants.names import parse_child
-from tenants.segments import Encoding, count
-from tenants.sequences import Step
+from tenants.content.first_message import (
+    OPT_OUT_LINE,
+    identifies_brand,
+    outgoing_text,
+    says_how_to_opt_out,
+)
+from tenants.content.segments import Encoding, count
+from tenants.core.names import parse_child
+from tenants.enrollment.records import decide_entry, insert_enrollment
+from tenants.inbound.delivery_status import apply_status
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import (
     DAY,
     Running,

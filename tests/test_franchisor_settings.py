@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import tenants_pb2 as pb
 from reengage.v1 import tenants_pb2_grpc
-from tenants.franchisors import brand_slack_channel
+from tenants.org.franchisors import brand_slack_channel
 from tests.support import A, B, RpcFailure, World, failure
 
 Pool = AsyncConnectionPool[Any]

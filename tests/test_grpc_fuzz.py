@@ -46,13 +46,13 @@ from reengage.v1 import enrollments_pb2 as epb
 from reengage.v1 import sequences_pb2 as spb
 from reengage.v1 import templates_pb2 as tpb
 from reengage.v1 import tenants_pb2 as tnpb
-from tenants import sequences
-from tenants.input_validity import (
+from tenants.core.input_validity import (
     MAX_DURATION_SECONDS,
     MAX_TEXT_LENGTH,
     MAX_TIMESTAMP_SECONDS,
     MIN_TIMESTAMP_SECONDS,
 )
+from tenants.sequences import definitions as sequences
 from tests.enrollment_support import (
     brand_template,
     consenting_contact,

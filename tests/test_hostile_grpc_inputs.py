@@ -30,7 +30,7 @@ from reengage.v1 import contacts_pb2 as cpb
 from reengage.v1 import contacts_pb2_grpc, sequences_pb2_grpc, templates_pb2_grpc
 from reengage.v1 import sequences_pb2 as spb
 from reengage.v1 import templates_pb2 as tpb
-from tenants import sequences
+from tenants.sequences import definitions as sequences
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.inbound_support import row_count
 from tests.support import A, RpcFailure, World, failure

@@ -35,20 +35,20 @@ from starlette.routing import Route
 from starlette.types import Message
 from temporalio.testing import WorkflowEnvironment
 
-import server.cli as cli
+import server.cli.main as cli
 from bots.slack_app import EVENTS_PATH, build_slack_app, web_client
 from server.carriers.outbox import OutboxCarrier
 from server.embedded import free_port
-from server.http_edge import build_http_app, http_server, postgres_probe
-from server.slack_edge import slack_routes
-from server.sms_edge import INBOUND_PATH, STATUS_PATH, SmsEdge
+from server.http.edge import build_http_app, http_server, postgres_probe
+from server.http.slack import slack_routes
+from server.http.sms import INBOUND_PATH, STATUS_PATH, SmsEdge
 from tests.fake_slack import FakeSlack, fake_slack  # noqa: F401
 from tests.hostile_clients import healthz_status, hostile_clients
 from tests.inbound_support import DOWNTOWN_NUMBER, PUBLIC_URL, TOKEN, new_sid, signature
 from tests.slack_support import SECRET, signed_headers
 from tests.support import World
 from workflows.client import EnrollmentClient
-from workflows.followups import FollowupRelay
+from workflows.relay import FollowupRelay
 
 FORM = "application/x-www-form-urlencoded"
 FUZZ = settings(
@@ -108,7 +108,7 @@ class Records(logging.Handler):
 def logged() -> Iterator[Records]:
     """Every record of the edge's and uvicorn's loggers (uvicorn's do not reach the root)."""
     handler = Records()
-    names = ("server.http_edge", "server.sms_edge", "bots.slack_app", "uvicorn.error")
+    names = ("server.http.edge", "server.http.sms", "bots.slack_app", "uvicorn.error")
     loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -249,7 +249,7 @@ async def test_an_answer_h11_refuses_on_a_live_connection_is_our_error_with_its_
     finally:
         server.should_exit = True
         await serving
-    mine = [r for r in logged.records if r.name == "server.http_edge"]
+    mine = [r for r in logged.records if r.name == "server.http.edge"]
     assert [(r.levelno, r.getMessage()) for r in mine] == [
         (logging.ERROR, "GET /broken: h11 refused our answer")
     ]

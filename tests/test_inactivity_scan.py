@@ -1,4 +1,5 @@
-"""The inactivity scan (DESIGN §5, `tenants/triggers.py`, `workflows/scan.py`), proved on the
+"""The inactivity scan (DESIGN §5, `tenants/enrollment/triggers.py`, `workflows/scan.py`), proved
+on the
 time-skipping Temporal server with real PostgreSQL (the Schedule on the dev server): who is
 quiet (all signals and a subset, the create_time rule, consent and opt-out), idempotence across
 scans, cooldown, priority, the per-location daily cap, continue-as-new, the page query's index
@@ -29,18 +30,19 @@ from temporalio.client import (
 )
 from temporalio.testing import WorkflowEnvironment
 
-from tenants import contacts, locations
-from tenants.activity import record_activity
-from tenants.consent import (
+from tenants.contacts import contacts
+from tenants.contacts.activity import record_activity
+from tenants.contacts.consent import (
     ConsentChannel,
     ConsentEvidence,
     ConsentKind,
     append_events,
     record_consent,
 )
-from tenants.names import ChildName, TenantScope
-from tenants.sequences import EntryTrigger, Step
-from tenants.triggers import InactivityTarget, _quiet_query, quiet_contacts
+from tenants.core.names import ChildName, TenantScope
+from tenants.enrollment.triggers import InactivityTarget, _quiet_query, quiet_contacts
+from tenants.org import locations
+from tenants.sequences.definitions import EntryTrigger, Step
 from tests.enrollment_support import (
     DAY,
     Running,

@@ -22,12 +22,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import enrollments_pb2, enrollments_pb2_grpc
 from server.app import open_pool
-from tenants import contacts, locations, templates
-from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
-from tenants.names import TenantScope
-from tenants.send_rules import Recipient, allowed_at
-from tenants.sequences import Step
-from tenants.zones import infer_zone
+from tenants.compliance.send_rules import Recipient, allowed_at
+from tenants.compliance.zones import infer_zone
+from tenants.contacts import contacts
+from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
+from tenants.content import templates
+from tenants.core.names import TenantScope
+from tenants.org import locations
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import make_sequence
 from tests.inbound_support import inbound_form, signature
 from tests.support import OPERATOR

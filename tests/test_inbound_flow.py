@@ -9,8 +9,8 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import WorkflowEnvironment
 
-from tenants.enrollments import Enrollment
-from tenants.sequences import ExitEvent, Step
+from tenants.enrollment.records import Enrollment
+from tenants.sequences.definitions import ExitEvent, Step
 from tests.enrollment_support import (
     DAY,
     brand_template,

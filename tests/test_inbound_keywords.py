@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tenants.keywords import (
+from tenants.compliance.keywords import (
     HELP_KEYWORDS,
     OPT_OUT_KEYWORDS,
     START_KEYWORDS,

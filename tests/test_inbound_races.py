@@ -33,12 +33,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from server.carriers.outbox import OutboxCarrier
-from tenants import contacts, tracked_links
-from tenants.enrollments import Enrollment, decide_entry, insert_enrollment, load_enrollment
-from tenants.locations import load_location
-from tenants.names import ChildName
-from tenants.send_rules import Recipient, allowed_at
-from tenants.sequences import ExitEvent, Step
+from tenants.compliance.send_rules import Recipient, allowed_at
+from tenants.contacts import contacts
+from tenants.content import links as tracked_links
+from tenants.core.names import ChildName
+from tenants.enrollment.records import Enrollment, decide_entry, insert_enrollment, load_enrollment
+from tenants.org.locations import load_location
+from tenants.sequences.definitions import ExitEvent, Step
 from tests.enrollment_support import (
     DAY,
     Running,
@@ -55,7 +56,7 @@ from workflows.carrier import Carrier, OutboundText, SendResult
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrolling import EnrollmentUnavailable, enroll
 from workflows.enrollment_types import Decision, EnrollmentState
-from workflows.followups import FollowupRelay
+from workflows.relay import FollowupRelay
 
 HOUR = timedelta(hours=1)
 NEW_YORK = ZoneInfo("America/New_York")

@@ -19,9 +19,9 @@ from temporalio.testing import WorkflowEnvironment
 from server.app import open_pool
 from server.carriers.twilio_webhooks import verify
 from server.embedded import free_port
-from server.http_edge import RequestRefused as WebhookRefused
-from server.sms_edge import INBOUND_PATH, STATUS_PATH
-from tenants.names import ChildName
+from server.http.edge import RequestRefused as WebhookRefused
+from server.http.sms import INBOUND_PATH, STATUS_PATH
+from tenants.core.names import ChildName
 from tests.enrollment_support import consenting_contact
 from tests.inbound_support import (
     ACCOUNT,

@@ -1,4 +1,5 @@
-"""tenants.location_stats over real PostgreSQL: each count, the edges of the window [now - days,
+"""tenants.reports.location_stats over real PostgreSQL: each count, the edges of the window [now -
+days,
 now), rows of other locations and of another franchisor's location with the same id, and who
 may read the numbers."""
 
@@ -15,11 +16,12 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from tenants import contacts, locations
-from tenants.access import Principal
-from tenants.errors import InvalidArgument, PermissionDenied
-from tenants.location_stats import LocationStats, location_stats
-from tenants.names import TenantScope
+from tenants.contacts import contacts
+from tenants.core.errors import InvalidArgument, PermissionDenied
+from tenants.core.names import TenantScope
+from tenants.org import locations
+from tenants.org.access import Principal
+from tenants.reports.location_stats import LocationStats, location_stats
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, PRINCIPALS, A, B, World
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

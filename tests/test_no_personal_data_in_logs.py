@@ -19,12 +19,15 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from server.embedded import NO_PERSONAL_DATA_IN_LOG
-from tenants import api_keys, contacts, franchisors, locations, sequences, staff, templates
-from tenants.access import Role
-from tenants.enrollments import decide_entry, insert_enrollment
-from tenants.errors import AlreadyExists, NotFound
-from tenants.inbound import _suppressed_stranger
-from tenants.names import TenantScope
+from tenants.contacts import contacts
+from tenants.content import templates
+from tenants.core.errors import AlreadyExists, NotFound
+from tenants.core.names import TenantScope
+from tenants.enrollment.records import decide_entry, insert_enrollment
+from tenants.inbound.texts import _suppressed_stranger
+from tenants.org import api_keys, franchisors, locations, staff
+from tenants.org.access import Role
+from tenants.sequences import definitions as sequences
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.inbound_support import row_count
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World

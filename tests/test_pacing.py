@@ -13,10 +13,10 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import ActivityEnvironment
 
 from server.carriers.outbox import OutboxCarrier
-from tenants.enrollments import Enrollment, decide_entry, insert_enrollment
-from tenants.ledger import next_send_slot
-from tenants.locations import load_location
-from tenants.sequences import Step
+from tenants.enrollment.records import Enrollment, decide_entry, insert_enrollment
+from tenants.messages.ledger import next_send_slot
+from tenants.org.locations import load_location
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.support import A_DOWNTOWN, OPERATOR, World
 from workflows.enrollment_activities import EnrollmentActivities

@@ -3,7 +3,7 @@
 consent, the audit log, refusals across tenants and roles, bad input, and the running
 enrollment an opt-out resolution ends.
 
-Texts arrive through the inbound path itself (`tenants.inbound.receive`, what the webhook
+Texts arrive through the inbound path itself (`tenants.inbound.texts.receive`, what the webhook
 calls); the access matrix rows of both RPCs are in tests/test_contact_sequence_access.py.
 """
 
@@ -24,11 +24,11 @@ from temporalio.testing import WorkflowEnvironment
 from reengage.v1 import contacts_pb2 as cpb
 from reengage.v1 import contacts_pb2_grpc
 from server.carriers.outbox import OutboxCarrier
-from tenants.access import Action, Principal, Role, can
-from tenants.enrollments import load_enrollment
-from tenants.inbound import InboundSms, receive
-from tenants.notices import Notice, NoticeKind
-from tenants.sequences import Step
+from tenants.enrollment.records import load_enrollment
+from tenants.followups.notices import Notice, NoticeKind
+from tenants.inbound.texts import InboundSms, receive
+from tenants.org.access import Action, Principal, Role, can
+from tenants.sequences.definitions import Step
 from tests.cli_support import run_cli
 from tests.enrollment_support import (
     brand_template,
@@ -40,8 +40,8 @@ from tests.enrollment_support import (
 from tests.inbound_support import DOWNTOWN_NUMBER
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World, failure
 from workflows.enrolling import enroll
-from workflows.followups import FollowupRelay
 from workflows.notifier import LogNotifier
+from workflows.relay import FollowupRelay
 
 Pool = AsyncConnectionPool[Any]
 PHONE = "+12125550142"  # the consenting contact of tests.enrollment_support
@@ -381,7 +381,7 @@ async def test_nobody_else_resolves_or_reads_and_a_refusal_changes_nothing(
 
 
 async def _location_key(pool: Pool, world: World) -> str:
-    from tenants import api_keys
+    from tenants.org import api_keys
 
     async with pool.connection() as conn:
         issued = await api_keys.issue_key(

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tenants.send_rules import (
+from tenants.compliance.send_rules import (
     Opening,
     Recipient,
     allowed_at,
@@ -23,8 +23,8 @@ from tenants.send_rules import (
     next_opening,
     rules_version,
 )
-from tenants.send_window import SendWindow
-from tenants.zones import infer_zone
+from tenants.compliance.send_window import SendWindow
+from tenants.compliance.zones import infer_zone
 
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -42,7 +42,9 @@ def local(opening: Opening, zone: ZoneInfo) -> datetime:
 
 
 def _data() -> dict[str, Any]:
-    text = resources.files("tenants.data").joinpath("us_send_rules.json").read_text("utf-8")
+    text = (
+        resources.files("tenants.compliance.data").joinpath("us_send_rules.json").read_text("utf-8")
+    )
     data: dict[str, Any] = json.loads(text)
     return data
 

@@ -14,7 +14,7 @@ Every vector of the issue is checked against the plan a caller sees (COMPLIANCE 
   a locked brand template ignoring it), the rendered text, its encoding and segments;
 * bad requests and permissions.
 
-A last test calls `tenants.step_planning.decide` directly: at each planned send time the shared
+A last test calls `tenants.sequences.planning.decide` directly: at each planned send time the shared
 decision says SEND at exactly that instant, so the simulation never disagrees with the send path.
 """
 
@@ -36,14 +36,18 @@ from reengage.v1 import contacts_pb2_grpc, sequences_pb2_grpc, templates_pb2_grp
 from reengage.v1 import sequences_pb2 as spb
 from reengage.v1 import templates_pb2 as tpb
 from reengage.v1 import tenants_pb2 as tnpb
-from tenants import locations, send_rules, sequences, simulation, templates
-from tenants.contacts import ConsentState
-from tenants.placeholders import RenderContext, parse, render
-from tenants.send_rules import Recipient, allowed_at
-from tenants.send_window import SendWindow
-from tenants.step_planning import Outcome, StepFacts, decide
-from tenants.template_bodies import SAMPLE_VALUES, preview_link_maker
-from tenants.zones import infer_zone
+from tenants.compliance import send_rules
+from tenants.compliance.send_rules import Recipient, allowed_at
+from tenants.compliance.send_window import SendWindow
+from tenants.compliance.zones import infer_zone
+from tenants.contacts.contacts import ConsentState
+from tenants.content import templates
+from tenants.content.bodies import SAMPLE_VALUES, preview_link_maker
+from tenants.content.placeholders import RenderContext, parse, render
+from tenants.org import locations
+from tenants.sequences import definitions as sequences
+from tenants.sequences import simulation
+from tenants.sequences.planning import Outcome, StepFacts, decide
 from tests.support import A_DOWNTOWN, OPERATOR, A, RpcFailure, World, failure
 
 ACME = "franchisors/acme"

@@ -15,10 +15,10 @@ import pytest
 from bots import messages
 from server.app import slack_parts
 from server.config import Settings
-from tenants.access import Role
-from tenants.enrollments import Enrollment
-from tenants.notices import Notice, NoticeFacts, NoticeKind
-from tenants.sequences import Step
+from tenants.enrollment.records import Enrollment
+from tenants.followups.notices import Notice, NoticeFacts, NoticeKind
+from tenants.org.access import Role
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import (
     brand_template,
     consenting_contact,
@@ -40,7 +40,7 @@ from tests.slack_support import (
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A
 from workflows.enrolling import enroll
 from workflows.enrollment_types import SKIP_STEP, Decision
-from workflows.followups import NOTICE_ATTEMPTS
+from workflows.relay import NOTICE_ATTEMPTS
 
 LONG = 365 * 86_400
 STAFF = "U0DANA"  # location staff of acme/downtown

@@ -21,8 +21,8 @@ from psycopg_pool import AsyncConnectionPool
 from bots import messages
 from reengage.v1 import enrollments_pb2, enrollments_pb2_grpc
 from server.app import open_pool
-from tenants.access import Role
-from tenants.sequences import Step
+from tenants.org.access import Role
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import make_sequence
 from tests.fake_slack import FakeSlack, running_fake_slack
 from tests.inbound_support import inbound_form, signature

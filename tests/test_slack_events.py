@@ -17,10 +17,10 @@ import pytest
 
 from bots import messages, slack_app
 from bots.slack_app import EVENTS_PATH
-from tenants.access import Role
-from tenants.enrollments import Enrollment
-from tenants.inbound import InboundSms, receive
-from tenants.sequences import Step
+from tenants.enrollment.records import Enrollment
+from tenants.inbound.texts import InboundSms, receive
+from tenants.org.access import Role
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.fake_slack import FakeSlack, SlackCall, fake_slack  # noqa: F401
 from tests.inbound_support import DOWNTOWN_NUMBER, new_sid, rows

@@ -14,13 +14,14 @@ from typing import Any, TypeVar
 import pytest
 
 from bots import messages
-from tenants import followups, templates
-from tenants.access import Principal, Role
-from tenants.enrollments import Enrollment
-from tenants.inbound import InboundOutcome, InboundSms, receive
-from tenants.names import TenantScope, parse_child
-from tenants.sequences import Step
-from tenants.template_approvals import submit_template
+from tenants.content import templates
+from tenants.content.approvals import submit_template
+from tenants.core.names import TenantScope, parse_child
+from tenants.enrollment.records import Enrollment
+from tenants.followups import owed as followups
+from tenants.inbound.texts import InboundOutcome, InboundSms, receive
+from tenants.org.access import Principal, Role
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.fake_slack import FakeSlack, SlackCall, fake_slack  # noqa: F401
 from tests.inbound_support import DOWNTOWN_NUMBER, new_sid, rows

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from bots import messages
-from tenants.access import Role
-from tenants.inbound import InboundSms, receive
+from tenants.inbound.texts import InboundSms, receive
+from tenants.org.access import Role
 from tests.enrollment_support import consenting_contact
 from tests.fake_slack import FakeSlack, fake_slack  # noqa: F401
 from tests.inbound_support import DOWNTOWN_NUMBER, rows

@@ -13,7 +13,7 @@
 * Pagination with opaque page tokens bound to their list; the list filters.
 * Bad input: bodies (with the character position of the problem), segments, ids, fields.
 
-Rules (DESIGN §4/§5, tenants/access.py, templates.proto):
+Rules (DESIGN §4/§5, tenants/org/access.py, templates.proto):
 
 * brand templates (`franchisors/{f}/templates/{t}`) are read by every principal of f, written
   (create/update/archive) by franchisor admins only;
@@ -41,9 +41,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import templates_pb2 as pb
 from reengage.v1 import templates_pb2_grpc
-from tenants import template_approvals as approvals
-from tenants import templates as tpl
-from tenants.names import TenantScope, parse_child
+from tenants.content import approvals
+from tenants.content import templates as tpl
+from tenants.core.names import TenantScope, parse_child
 from tests.support import (
     A_DOWNTOWN,
     A_UPTOWN,

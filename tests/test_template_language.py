@@ -6,16 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tenants.errors import InvalidArgument
-from tenants.placeholders import (
+from tenants.content.bodies import check_body, preview, preview_link_maker
+from tenants.content.placeholders import (
     MissingValues,
     RenderContext,
     TemplateSyntaxError,
     parse,
     render,
 )
-from tenants.segments import Encoding, count, to_gsm7
-from tenants.template_bodies import check_body, preview, preview_link_maker
+from tenants.content.segments import Encoding, count, to_gsm7
+from tenants.core.errors import InvalidArgument
 
 LINK = preview_link_maker("https://go.acme.example")
 

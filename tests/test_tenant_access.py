@@ -5,7 +5,7 @@ and resources that do not exist), by every principal of the test world plus thre
 must not authenticate (no key, a revoked key, a malformed key). `EXPECTED` below is the whole
 table: one row per (RPC, target), one column per principal, and each cell is its own test case.
 
-Rules (DESIGN §4, tenants/access.py):
+Rules (DESIGN §4, tenants/org/access.py):
 
 * the operator may do everything; no key / revoked key / malformed key: UNAUTHENTICATED;
 * CreateFranchisor is operator-only;
@@ -34,9 +34,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import tenants_pb2 as pb
 from reengage.v1 import tenants_pb2_grpc
-from tenants import api_keys, staff
-from tenants.access import Role
-from tenants.names import TenantScope
+from tenants.core.names import TenantScope
+from tenants.org import api_keys, staff
+from tenants.org.access import Role
 from tests.support import (
     A_DOWNTOWN,
     A_UPTOWN,

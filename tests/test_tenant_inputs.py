@@ -23,8 +23,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import tenants_pb2 as pb
 from reengage.v1 import tenants_pb2_grpc
-from tenants import api_keys, locations, staff
-from tenants.access import Role
+from tenants.org import api_keys, locations, staff
+from tenants.org.access import Role
 from tests.support import A_DOWNTOWN, OPERATOR, A, RpcFailure, World, failure
 
 DOWNTOWN = "franchisors/acme/locations/downtown"

@@ -1,4 +1,5 @@
-"""Delivery failures end hopeless enrollments (issue 13, item 10; `tenants/undeliverable.py`):
+"""Delivery failures end hopeless enrollments (issue 13, item 10;
+`tenants/inbound/undeliverable.py`):
 a permanent carrier error in a signed status callback, or 3 unreachable ones in a row, ends the
 running enrollment as `undeliverable` and marks the contact; the inactivity scan and Enroll
 leave a marked contact out until a later text to it is delivered, and a new number (a new
@@ -25,10 +26,11 @@ from bots.messages import notice_message
 from reengage.v1 import contacts_pb2 as cpb
 from reengage.v1 import contacts_pb2_grpc, enrollments_pb2_grpc
 from reengage.v1 import enrollments_pb2 as epb
-from tenants import followups, notices
-from tenants.enrollments import Enrollment
-from tenants.names import ChildName
-from tenants.sequences import Step
+from tenants.core.names import ChildName
+from tenants.enrollment.records import Enrollment
+from tenants.followups import notices
+from tenants.followups import owed as followups
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import (
     DAY,
     Running,

@@ -15,10 +15,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc
-from tenants import contacts
-from tenants.access import Principal
-from tenants.names import ChildName
-from tenants.unexpected_errors import log_unexpected
+from tenants.contacts import contacts
+from tenants.core.names import ChildName
+from tenants.core.unexpected_errors import log_unexpected
+from tenants.org.access import Principal
 from tests.enrollment_support import consenting_contact
 from tests.support import World, failure
 
@@ -51,7 +51,7 @@ async def test_an_rpc_failing_on_a_unique_violation_logs_no_phone_number(
             pb.GetContactRequest(name=contact.name), metadata=world.metadata("a_admin")
         )
     assert failure(caught.value).code == grpc.StatusCode.INTERNAL
-    [record] = [r for r in caplog.records if r.name == "server.auth"]
+    [record] = [r for r in caplog.records if r.name == "server.grpc.auth"]
     assert record.levelno == logging.ERROR
     logged = caplog.text
     assert PHONE not in logged and "5550142" not in logged

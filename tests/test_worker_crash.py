@@ -25,12 +25,12 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import WorkflowEnvironment
 
-from tenants import locations
-from tenants.enrollments import Enrollment
-from tenants.names import ChildName
-from tenants.send_rules import Recipient, allowed_at
-from tenants.sequences import Step
-from tenants.zones import infer_zone
+from tenants.compliance.send_rules import Recipient, allowed_at
+from tenants.compliance.zones import infer_zone
+from tenants.core.names import ChildName
+from tenants.enrollment.records import Enrollment
+from tenants.org import locations
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.support import A_DOWNTOWN, OPERATOR, World
 from workflows.client import EnrollmentClient

@@ -18,11 +18,9 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import ActivityEnvironment
 
 from server.carriers.outbox import OutboxCarrier
-from tenants.enrollments import decide_entry, insert_enrollment
-from tenants.send_rules import Recipient, allowed_at, next_opening
-from tenants.send_window import SendWindow
-from tenants.sequences import Step
-from tenants.zones import (
+from tenants.compliance.send_rules import Recipient, allowed_at, next_opening
+from tenants.compliance.send_window import SendWindow
+from tenants.compliance.zones import (
     AREA_CODES_VERSION,
     MULTI_ZONE_AREA_CODES,
     SINGLE_ZONE_STATES,
@@ -31,6 +29,8 @@ from tenants.zones import (
     infer_zone,
     with_area_code_table,
 )
+from tenants.enrollment.records import decide_entry, insert_enrollment
+from tenants.sequences.definitions import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.support import OPERATOR, World
 from workflows.enrollment_activities import EnrollmentActivities
@@ -169,7 +169,9 @@ def test_any_single_zone_address_state_gives_its_zone_and_stays_in_states(
 # -- area codes that span several zones (COMPLIANCE §1.3, issue 13 item 5) ------------------
 
 AREA_CODE_ROWS: dict[str, Any] = json.loads(
-    resources.files("tenants.data").joinpath("multi_zone_area_codes.json").read_text("utf-8")
+    resources.files("tenants.compliance.data")
+    .joinpath("multi_zone_area_codes.json")
+    .read_text("utf-8")
 )["area_codes"]
 # A day in winter and a day in summer: zones that differ only in daylight saving time (Regina
 # and Edmonton) have the same offset on one of them.

@@ -13,8 +13,9 @@ from typing import Any
 from psycopg import AsyncConnection
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from tenants.access import Principal
-from tenants.enrollments import (
+from tenants.core.errors import AlreadyExists, FailedPrecondition, Unavailable
+from tenants.core.names import ChildName
+from tenants.enrollment.records import (
     Enrollment,
     EnrollmentStatus,
     check_daily_cap,
@@ -23,9 +24,8 @@ from tenants.enrollments import (
     record_run,
     record_transition,
 )
-from tenants.errors import AlreadyExists, FailedPrecondition, Unavailable
-from tenants.names import ChildName
-from tenants.triggers import EntryPath, record_refusal
+from tenants.enrollment.triggers import EntryPath, record_refusal
+from tenants.org.access import Principal
 from workflows.client import EnrollmentClient, StartRequest, UpdateRefused
 
 

@@ -269,7 +269,7 @@ class EnrollmentWorkflow:
 
     @workflow.signal
     def undeliverable(self, event_id: str) -> None:
-        """The carrier cannot deliver to the contact (tenants.undeliverable): exit, whatever
+        """The carrier cannot deliver to the contact (tenants.inbound.undeliverable): exit, whatever
         the sequence's exit events. Patched: a history in which an older worker received this
         signal without a handler replays as it ran."""
         if not workflow.patched(UNDELIVERABLE_SIGNAL_EXITS):
@@ -319,7 +319,7 @@ class EnrollmentWorkflow:
 
     @workflow.update
     async def cancel(self, reason: str) -> str:
-        # a higher-priority sequence took the contact over (tenants.enrollments.decide_entry)
+        # a higher-priority sequence took the contact over (tenants.enrollment.records.decide_entry)
         self._exit_reason = "preempted" if reason.startswith("preempted") else "cancelled"
         self._note(f"cancelled: {reason}")
         return "cancelled"

@@ -1,7 +1,7 @@
 """The enrollment workflow's activities: every read and write it needs, against PostgreSQL
 and the carrier (injected by the worker factory); staff notices are owed to the relay.
 
-prepare_step and SimulateSequence share `tenants.step_planning.decide` and gather the same
+prepare_step and SimulateSequence share `tenants.sequences.planning.decide` and gather the same
 facts, so the plan a user simulated is what the workflow does.
 """
 
@@ -19,26 +19,33 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from tenants import ledger, tracked_links, undeliverable
-from tenants.access import Principal, Role
-from tenants.activity import kinds_since
-from tenants.brand_suppression import finish_brand_revocation, revoke_holding_row
-from tenants.chat_threads import has_open_approval_posts
-from tenants.consent import ConsentChannel, ConsentEvidence, ConsentKind
-from tenants.contacts import ConsentState, Contact, load
-from tenants.enrollments import Enrollment, EnrollmentStatus, load_enrollment, record_transition
-from tenants.first_message import is_first_text, outgoing_text
-from tenants.franchisors import brand_name
-from tenants.locations import Location, load_location
-from tenants.message_context import contact_context, render_step
-from tenants.notices import NoticeKind, owe_notice
-from tenants.placeholders import LinkMaker
-from tenants.segments import count
-from tenants.send_rules import Recipient, allowed_at, next_opening
-from tenants.sequences import SequenceState, sequence_state
-from tenants.simulation import due_time
-from tenants.step_planning import Outcome, StepFacts, decide
-from tenants.template_bodies import check_edited_text
+from tenants.compliance.send_rules import Recipient, allowed_at, next_opening
+from tenants.contacts.activity import kinds_since
+from tenants.contacts.brand_suppression import finish_brand_revocation, revoke_holding_row
+from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind
+from tenants.contacts.contacts import ConsentState, Contact, load
+from tenants.content import links as tracked_links
+from tenants.content.bodies import check_edited_text
+from tenants.content.first_message import is_first_text, outgoing_text
+from tenants.content.placeholders import LinkMaker
+from tenants.content.rendering import contact_context, render_step
+from tenants.content.segments import count
+from tenants.enrollment.records import (
+    Enrollment,
+    EnrollmentStatus,
+    load_enrollment,
+    record_transition,
+)
+from tenants.followups.chat_threads import has_open_approval_posts
+from tenants.followups.notices import NoticeKind, owe_notice
+from tenants.inbound import undeliverable
+from tenants.messages import ledger
+from tenants.org.access import Principal, Role
+from tenants.org.franchisors import brand_name
+from tenants.org.locations import Location, load_location
+from tenants.sequences.definitions import SequenceState, sequence_state
+from tenants.sequences.planning import Outcome, StepFacts, decide
+from tenants.sequences.simulation import due_time
 from workflows.carrier import Carrier, OutboundText, SendStatus
 from workflows.enrollment_types import (
     BLOCK,
@@ -321,7 +328,8 @@ class EnrollmentActivities:
                     raw_text=f"carrier error {result.error_code}",
                 )
                 # revoked here with the ledger row; brand-wide when the franchisor says so, but
-                # the brand's lock never comes after a contact row (tenants.brand_suppression):
+                # the brand's lock never comes after a contact row
+                # (tenants.contacts.brand_suppression):
                 # that part follows once this row is released
                 if not await revoke_holding_row(
                     conn, SYSTEM, contact.name, contact.phone_e164, carrier_opt_out

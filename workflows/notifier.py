@@ -1,4 +1,5 @@
-"""Where staff notices go (`tenants.notices`): Slack when it is configured (`bots.notices`),
+"""Where staff notices go (`tenants.followups.notices`): Slack when it is configured
+(`bots.slack_notices`),
 else the log — then staff list and decide approvals with `reengage approvals` over gRPC.
 
 The follow-up relay calls `deliver` for every owed notice and retries it with backoff when it
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from tenants.notices import Notice, NoticeKind
+from tenants.followups.notices import Notice, NoticeKind
 
 log = logging.getLogger("reengage.notifications")
 
@@ -45,7 +46,7 @@ class LogNotifier:
             log.info("override submitted for approval: %s", p.get("template"))
         else:
             log.info("%s: %s", notice.kind.value.replace("_", " "), where)
-        if p.get("flagged"):  # a text flagged for review (tenants.review_queue)
+        if p.get("flagged"):  # a text flagged for review (tenants.inbound.review_queue)
             log.info(
                 "flagged for review: reengage sms review --resolve %s --as opt_out|not_opt_out",
                 p["flagged"],

@@ -14,10 +14,15 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
-from tenants.access import Principal, Role
-from tenants.errors import DomainError, Unavailable
-from tenants.names import ChildName, parse_child
-from tenants.triggers import EntryPath, InactivityTarget, inactivity_targets, quiet_contacts
+from tenants.core.errors import DomainError, Unavailable
+from tenants.core.names import ChildName, parse_child
+from tenants.enrollment.triggers import (
+    EntryPath,
+    InactivityTarget,
+    inactivity_targets,
+    quiet_contacts,
+)
+from tenants.org.access import Principal, Role
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrolling import enroll
 from workflows.scan_types import (

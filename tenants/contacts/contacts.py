@@ -1,0 +1,549 @@
+"""Contacts: the people a location texts, one per phone number per location.
+
+Phones are parsed with `phonenumbers` (the location's region as default) and stored in E.164;
+numbers that cannot receive texts (landlines, toll-free, premium) are refused. The time zone
+is inferred per COMPLIANCE §1.3 and stored with its source.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import phonenumbers
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from tenants.compliance.send_rules import us_state_code
+from tenants.compliance.zones import ZoneInference, ZoneSource, infer_zone, with_area_code_table
+from tenants.core.errors import (
+    AlreadyExists,
+    EtagMismatch,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Violations,
+)
+from tenants.core.names import ChildName, TenantScope, id_problem
+from tenants.core.pagination import PageRequest
+from tenants.org import audit
+from tenants.org.access import Action, Principal, authorize
+from tenants.org.locations import KNOWN_ZONES, Location, get_location
+
+COLLECTION = "contacts"
+MAX_NAME = 100
+MAX_ATTRS = 50
+MAX_ATTR_VALUE = 500
+_ATTR_KEY = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,}")
+_TEXTABLE = {
+    phonenumbers.PhoneNumberType.MOBILE,
+    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    phonenumbers.PhoneNumberType.VOIP,
+    phonenumbers.PhoneNumberType.PERSONAL_NUMBER,
+}
+
+
+class ConsentState(StrEnum):
+    NONE = "none"
+    GRANTED = "granted"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class ContactInput:
+    """A contact's writable fields as the caller sent them."""
+
+    phone_number: str = ""
+    first_name: str = ""
+    last_name: str = ""
+    email: str = ""
+    attrs: Mapping[str, str] = field(default_factory=dict)
+    time_zone: str = ""  # explicit IANA zone, '' when unknown
+    address_region: str = ""  # two-letter US state of the contact's address, '' when unknown
+
+
+@dataclass(frozen=True)
+class Contact:
+    name: ChildName
+    phone_e164: str
+    first_name: str
+    last_name: str
+    email: str
+    attrs: dict[str, str]
+    explicit_zone: str
+    address_state: str
+    zones: tuple[str, ...]
+    zone_source: ZoneSource
+    states: tuple[str, ...]
+    consent_state: ConsentState
+    opted_out_at: datetime | None
+    last_reply_at: datetime | None
+    last_click_at: datetime | None
+    last_purchase_at: datetime | None
+    last_purchase_item: str
+    last_activity_at: datetime | None
+    create_time: datetime
+    update_time: datetime
+    version: int
+    # the carrier cannot deliver to this number (tenants.inbound.undeliverable): since, and the
+    # error
+    undeliverable_at: datetime | None = None
+    undeliverable_code: str = ""
+
+    @property
+    def location(self) -> TenantScope:
+        return self.name.scope
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+    @property
+    def opted_out(self) -> bool:
+        return self.opted_out_at is not None
+
+    @property
+    def undeliverable(self) -> bool:
+        return self.undeliverable_at is not None
+
+
+def textable_e164(raw: str, field_path: str, region: str) -> str:
+    """The number in E.164 when it can receive texts; InvalidArgument saying why otherwise."""
+    try:
+        parsed = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidArgument(
+            [FieldViolation(field_path, f"{raw[:40]!r} is not a phone number: {exc}")]
+        )
+    kind = phonenumbers.number_type(parsed)  # UNKNOWN for an invalid number
+    number = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    if kind is phonenumbers.PhoneNumberType.UNKNOWN or not phonenumbers.is_valid_number(parsed):
+        raise InvalidArgument(
+            [FieldViolation(field_path, f"{raw[:40]!r} is not a valid phone number")]
+        )
+    if kind not in _TEXTABLE:
+        label = {
+            phonenumbers.PhoneNumberType.FIXED_LINE: "a landline",
+            phonenumbers.PhoneNumberType.TOLL_FREE: "a toll-free number",
+            phonenumbers.PhoneNumberType.PREMIUM_RATE: "a premium-rate number",
+        }.get(kind, "not a mobile number")
+        raise InvalidArgument(
+            [FieldViolation(field_path, f"{number} is {label}: it cannot receive texts")]
+        )
+    return number
+
+
+def _text_problem(value: str, limit: int) -> str | None:
+    if len(value) > limit:
+        return f"is longer than {limit} characters"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        return "contains control characters"
+    return None
+
+
+@dataclass(frozen=True)
+class ValidContact:
+    """A contact's fields after validation, ready to store."""
+
+    phone_e164: str
+    first_name: str
+    last_name: str
+    email: str
+    attrs: dict[str, str]
+    explicit_zone: str
+    address_state: str
+    inferred: ZoneInference
+
+
+def validate(
+    data: ContactInput,
+    location: Location,
+    fields: frozenset[str] = frozenset(
+        {"phone_number", "first_name", "last_name", "email", "attrs", "time_zone", "address_region"}
+    ),
+    prefix: str = "contact",
+) -> ValidContact:
+    """Validates every field at once; raises InvalidArgument listing each bad one."""
+    problems = Violations()
+    phone = ""
+    if "phone_number" in fields:
+        if not data.phone_number.strip():
+            problems.add(f"{prefix}.phone_number", "is required")
+        else:
+            try:
+                phone = textable_e164(
+                    data.phone_number, f"{prefix}.phone_number", location.region_code
+                )
+            except InvalidArgument as exc:
+                problems.items.extend(exc.violations)
+    problems.check(f"{prefix}.first_name", _text_problem(data.first_name, MAX_NAME))
+    problems.check(f"{prefix}.last_name", _text_problem(data.last_name, MAX_NAME))
+    if data.email and (len(data.email) > 254 or not _EMAIL.fullmatch(data.email)):
+        problems.add(f"{prefix}.email", "is not an email address")
+    if len(data.attrs) > MAX_ATTRS:
+        problems.add(f"{prefix}.attributes", f"at most {MAX_ATTRS} attributes")
+    for key, value in list(data.attrs.items())[:MAX_ATTRS]:
+        if not _ATTR_KEY.fullmatch(key):
+            problems.add(
+                f"{prefix}.attributes[{key[:40]}]", "keys are lower_snake_case: a-z, 0-9, _"
+            )
+        problems.check(f"{prefix}.attributes[{key[:40]}]", _text_problem(value, MAX_ATTR_VALUE))
+    if data.time_zone and data.time_zone not in KNOWN_ZONES:
+        problems.add(f"{prefix}.time_zone", f"{data.time_zone[:60]!r} is not an IANA time zone")
+    state = ""
+    if data.address_region.strip():
+        state = us_state_code(data.address_region[:40]) or ""
+        if not state:
+            problems.add(
+                f"{prefix}.address_region",
+                f"{data.address_region[:20]!r} is not a US state (code or name)",
+            )
+    problems.raise_if_any()
+    inferred = (
+        infer_zone(
+            phone,
+            explicit_zone=data.time_zone,
+            address_state=state,
+            location_zone=location.time_zone,
+        )
+        if phone
+        else ZoneInference((location.time_zone,), ZoneSource.LOCATION_DEFAULT, ())
+    )
+    return ValidContact(
+        phone,
+        data.first_name.strip(),
+        data.last_name.strip(),
+        data.email.strip(),
+        dict(data.attrs),
+        data.time_zone,
+        state,
+        inferred,
+    )
+
+
+_COLUMNS = (
+    "franchisor_id, location_id, id, phone_e164, first_name, last_name, email, attrs,"
+    " explicit_zone, address_state, zones, zone_source, states, consent_state, opted_out_at,"
+    " last_reply_at, last_click_at, last_purchase_at, last_purchase_item, last_activity_at,"
+    " create_time, update_time, version, undeliverable_at, undeliverable_code"
+)
+
+
+def from_row(row: tuple[Any, ...]) -> Contact:
+    f, loc, cid, phone, first, last, email, attrs, explicit, state, zones, source = row[:12]
+    states, consent, opted, reply, click, purchase, item, activity = row[12:20]
+    created, updated, version, undeliverable_at, undeliverable_code = row[20:25]
+    return Contact(
+        ChildName(TenantScope(f, loc), COLLECTION, cid),
+        phone,
+        first,
+        last,
+        email,
+        dict(attrs),
+        explicit,
+        state,
+        with_area_code_table(phone, tuple(zones), ZoneSource(source)),
+        ZoneSource(source),
+        tuple(states),
+        ConsentState(consent),
+        opted,
+        reply,
+        click,
+        purchase,
+        item,
+        activity,
+        created,
+        updated,
+        version,
+        undeliverable_at,
+        undeliverable_code,
+    )
+
+
+async def load(conn: AsyncConnection[Any], name: ChildName, lock: bool = False) -> Contact:
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM contacts WHERE franchisor_id = %s AND location_id = %s"
+        " AND id = %s" + (" FOR UPDATE" if lock else ""),
+        (name.scope.franchisor_id, name.scope.location_id, name.id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"{name.name} does not exist", resource=name.name)
+    return from_row(row)
+
+
+async def load_by_phones(
+    conn: AsyncConnection[Any], location: TenantScope, phones: list[str]
+) -> dict[str, Contact]:
+    """The location's contacts with these numbers, locked for update, by number."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM contacts WHERE franchisor_id = %s AND location_id = %s"
+        " AND phone_e164 = ANY(%s) ORDER BY phone_e164 FOR UPDATE",
+        (location.franchisor_id, location.location_id, phones),
+    )
+    return {c.phone_e164: c for c in map(from_row, await cur.fetchall())}
+
+
+async def insert_many(
+    conn: AsyncConnection[Any], location: TenantScope, new: list[ValidContact]
+) -> None:
+    """Inserts validated contacts in one statement with generated ids; a number that exists
+    already (a concurrent import) is left alone. The caller holds CONTACT_WRITE."""
+    if not new:
+        return
+    await conn.execute(
+        "INSERT INTO contacts (franchisor_id, location_id, id, phone_e164, first_name, last_name,"
+        " email, attrs, explicit_zone, address_state, zones, zone_source, states)"
+        " SELECT %s, %s, n.id, n.phone, n.first, n.last, n.email, n.attrs::jsonb, n.zone,"
+        " n.state, string_to_array(n.zones, ' '), n.source, string_to_array(n.states, ' ')"
+        " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+        " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+        " AS n(id, phone, first, last, email, attrs, zone, state, zones, source, states)"
+        " ON CONFLICT DO NOTHING",
+        (
+            location.franchisor_id,
+            location.location_id,
+            [new_contact_id() for _ in new],
+            [v.phone_e164 for v in new],
+            [v.first_name for v in new],
+            [v.last_name for v in new],
+            [v.email for v in new],
+            [json.dumps(v.attrs) for v in new],
+            [v.explicit_zone for v in new],
+            [v.address_state for v in new],
+            [" ".join(v.inferred.zones) for v in new],
+            [v.inferred.source.value for v in new],
+            [" ".join(v.inferred.states) for v in new],
+        ),
+    )
+
+
+def require_location(scope: TenantScope, field_path: str) -> None:
+    if not scope.is_location:
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    field_path, "contacts live at locations: franchisors/{f}/locations/{l}"
+                )
+            ]
+        )
+
+
+async def insert(
+    conn: AsyncConnection[Any], location: TenantScope, contact_id: str, valid: ValidContact
+) -> Contact | None:
+    """Inserts a validated contact (the caller holds CONTACT_WRITE and a transaction); None,
+    with nothing written, when the location has a contact with this id or number already.
+
+    ON CONFLICT, not a caught unique violation: a violation makes PostgreSQL log the key, i.e.
+    the phone number (issue 13 item 7). A concurrent insert of the same key waits for the
+    other transaction and then does nothing if that one committed.
+    """
+    cur = await conn.execute(
+        "INSERT INTO contacts (franchisor_id, location_id, id, phone_e164, first_name, last_name,"
+        " email, attrs, explicit_zone, address_state, zones, zone_source, states)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
+        (
+            location.franchisor_id,
+            location.location_id,
+            contact_id,
+            valid.phone_e164,
+            *_stored(valid),
+        ),
+    )
+    row = await cur.fetchone()
+    return from_row(row) if row else None
+
+
+def _stored(valid: ValidContact) -> tuple[Any, ...]:
+    """The stored columns of a validated contact after its phone, in table order:
+    first_name, last_name, email, attrs, explicit_zone, address_state, zones, zone_source,
+    states."""
+    return (
+        valid.first_name,
+        valid.last_name,
+        valid.email,
+        Jsonb(valid.attrs),
+        valid.explicit_zone,
+        valid.address_state,
+        list(valid.inferred.zones),
+        valid.inferred.source.value,
+        list(valid.inferred.states),
+    )
+
+
+def new_contact_id() -> str:
+    return f"c{secrets.token_hex(8)}"
+
+
+async def create_contact(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    parent: TenantScope,
+    contact_id: str,
+    data: ContactInput,
+) -> Contact:
+    require_location(parent, "parent")
+    authorize(principal, Action.CONTACT_WRITE, parent)
+    if contact_id:
+        problem = id_problem(contact_id)
+        if problem:
+            raise InvalidArgument([FieldViolation("contact_id", problem)])
+    location = await get_location(conn, principal, parent)
+    valid = validate(data, location)
+    contact_id = contact_id or new_contact_id()
+    async with conn.transaction():
+        created = await insert(conn, parent, contact_id, valid)
+        if created is not None:
+            await audit.record(
+                conn, principal, "contact.create", created.name.name, parent.franchisor_id
+            )
+    if created is None:
+        cur = await conn.execute(
+            "SELECT 1 FROM contacts WHERE franchisor_id = %s AND location_id = %s AND id = %s",
+            (parent.franchisor_id, parent.location_id, contact_id),
+        )
+        if await cur.fetchone() is None:
+            raise AlreadyExists(
+                f"a contact with {valid.phone_e164} already exists at {parent.name}",
+                reason="PHONE_NUMBER_TAKEN",
+            )
+        raise AlreadyExists(f"{parent.name}/contacts/{contact_id} already exists")
+    return created
+
+
+async def get_contact(conn: AsyncConnection[Any], principal: Principal, name: ChildName) -> Contact:
+    require_location(name.scope, "name")
+    authorize(principal, Action.CONTACT_READ, name.scope)
+    return await load(conn, name)
+
+
+@dataclass(frozen=True)
+class ContactFilter:
+    opted_out: bool | None = None
+    consent_state: ConsentState | None = None
+    inactive_since: datetime | None = None  # no reply, click or purchase since then
+
+
+async def list_contacts(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    parent: TenantScope,
+    page: PageRequest,
+    where: ContactFilter,
+) -> tuple[list[Contact], str]:
+    require_location(parent, "parent")
+    authorize(principal, Action.CONTACT_READ, parent)
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM contacts WHERE franchisor_id = %(f)s AND location_id = %(l)s"
+        " AND (%(opted)s::boolean IS NULL OR (opted_out_at IS NOT NULL) = %(opted)s)"
+        " AND (%(consent)s::text IS NULL OR consent_state = %(consent)s)"
+        " AND (%(since)s::timestamptz IS NULL OR last_engaged_at IS NULL"
+        "      OR last_engaged_at < %(since)s)"
+        " AND (%(after)s::text IS NULL OR id > %(after)s) ORDER BY id LIMIT %(limit)s",
+        {
+            "f": parent.franchisor_id,
+            "l": parent.location_id,
+            "opted": where.opted_out,
+            "consent": where.consent_state.value if where.consent_state else None,
+            "since": where.inactive_since,
+            "after": page.after,
+            "limit": page.size + 1,
+        },
+    )
+    rows = [from_row(r) for r in await cur.fetchall()]
+    return rows[: page.size], page.next_token([r.name.id for r in rows])
+
+
+UPDATABLE_FIELDS = frozenset(
+    {"first_name", "last_name", "email", "attributes", "time_zone", "address_region"}
+)
+
+
+async def update_contact(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    name: ChildName,
+    data: ContactInput,
+    update_mask: list[str],
+    etag: str,
+) -> Contact:
+    require_location(name.scope, "contact.name")
+    fields = set(update_mask)
+    if "*" in fields:
+        fields = set(UPDATABLE_FIELDS)
+    problems = Violations()
+    if not fields:
+        problems.add("update_mask", "is required: name the fields to change")
+    if "phone_number" in fields:
+        problems.add("update_mask", "phone_number cannot change: create a new contact")
+    for unknown in sorted(fields - UPDATABLE_FIELDS - {"phone_number"}):
+        problems.add("update_mask", f"{unknown[:60]!r} cannot be updated")
+    problems.raise_if_any()
+    authorize(principal, Action.CONTACT_WRITE, name.scope)
+    location = await get_location(conn, principal, name.scope)
+    async with conn.transaction():
+        current = await load(conn, name, lock=True)
+        if etag and etag != current.etag:
+            raise EtagMismatch(f"{name.name} changed since etag {etag}; read it again")
+        merged = ContactInput(
+            phone_number=current.phone_e164,
+            first_name=data.first_name if "first_name" in fields else current.first_name,
+            last_name=data.last_name if "last_name" in fields else current.last_name,
+            email=data.email if "email" in fields else current.email,
+            attrs=data.attrs if "attributes" in fields else current.attrs,
+            time_zone=data.time_zone if "time_zone" in fields else current.explicit_zone,
+            address_region=(
+                data.address_region if "address_region" in fields else current.address_state
+            ),
+        )
+        valid = validate(merged, location)
+        await store_fields(conn, current, valid)
+        await audit.record(
+            conn,
+            principal,
+            "contact.update",
+            name.name,
+            name.scope.franchisor_id,
+            fields=sorted(fields),
+        )
+    return await load(conn, name)
+
+
+async def store_fields(conn: AsyncConnection[Any], current: Contact, valid: ValidContact) -> None:
+    """Writes a contact's validated fields over current (same phone), guarded by its version."""
+    cur = await conn.execute(
+        "UPDATE contacts SET first_name = %s, last_name = %s, email = %s, attrs = %s,"
+        " explicit_zone = %s, address_state = %s, zones = %s, zone_source = %s, states = %s,"
+        " update_time = now(), version = version + 1"
+        " WHERE franchisor_id = %s AND location_id = %s AND id = %s AND version = %s",
+        (
+            *_stored(valid),
+            current.location.franchisor_id,
+            current.location.location_id,
+            current.name.id,
+            current.version,
+        ),
+    )
+    if cur.rowcount != 1:
+        raise EtagMismatch(f"{current.name.name} changed concurrently; read it again")
+
+
+def same_fields(current: Contact, valid: ValidContact) -> bool:
+    """True when storing valid would change nothing (a re-import is then a no-op)."""
+    return (
+        current.first_name == valid.first_name
+        and current.last_name == valid.last_name
+        and current.email == valid.email
+        and current.attrs == valid.attrs
+        and current.explicit_zone == valid.explicit_zone
+        and current.address_state == valid.address_state
+    )

@@ -1,0 +1,160 @@
+"""Bulk import of contacts (ImportContacts): upsert by phone within a location, with consent
+evidence per row. Good rows are kept whatever the bad rows do; every bad row is reported with
+its reason; importing the same rows again changes nothing.
+
+Rows arrive in batches (one per stream message). Each row is validated first (a bad row is
+reported and never written); the good rows of a batch are then written set-wise in one
+transaction. Memory stays bounded by a batch plus the set of phones seen (to report duplicates
+within one import).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from tenants.contacts.brand_suppression import hold_phones_shared
+from tenants.contacts.consent import ConsentEvidence, ConsentKind, append_events, evidence_problems
+from tenants.contacts.contacts import (
+    ContactInput,
+    ValidContact,
+    insert_many,
+    load_by_phones,
+    same_fields,
+    store_fields,
+    validate,
+)
+from tenants.core.errors import FieldViolation, InvalidArgument
+from tenants.core.names import TenantScope
+from tenants.org import audit
+from tenants.org.access import Action, Principal, authorize
+from tenants.org.locations import Location, get_location
+
+MAX_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    row_number: int
+    contact: ContactInput
+    consent: ConsentEvidence | None
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    row_number: int
+    field: str
+    reason: str
+
+
+@dataclass
+class ImportRun:
+    """The state of one import: its location, the phones seen so far and the counts."""
+
+    location: Location
+    source: str
+    seen: dict[str, int] = field(default_factory=dict)
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return self.created + self.updated + self.unchanged + len(self.rejected)
+
+
+async def start_import(
+    conn: AsyncConnection[Any], principal: Principal, parent: TenantScope, source: str
+) -> ImportRun:
+    if not parent.is_location:
+        raise InvalidArgument(
+            [FieldViolation("parent", "contacts live at locations: franchisors/{f}/locations/{l}")]
+        )
+    authorize(principal, Action.CONTACT_WRITE, parent)
+    return ImportRun(await get_location(conn, principal, parent), source[:200])
+
+
+async def import_batch(
+    conn: AsyncConnection[Any], principal: Principal, run: ImportRun, rows: list[ImportRow]
+) -> None:
+    """Validates every row, then writes the good ones set-wise in one transaction: new
+    contacts, changed fields, consent events and consent states, a statement each."""
+    if len(rows) > MAX_BATCH:
+        raise InvalidArgument([FieldViolation("rows", f"at most {MAX_BATCH} rows per message")])
+    good: list[tuple[ValidContact, ConsentEvidence]] = []
+    for row in rows:
+        checked = _check_row(run, row)
+        if isinstance(checked, RejectedRow):
+            run.rejected.append(checked)
+        else:
+            good.append(checked)
+    if not good:
+        return
+    scope = run.location.scope
+    phones = [v.phone_e164 for v, _ in good]
+    async with conn.transaction():
+        # the brand's locks on these phones before any contact row (the order of every path,
+        # tenants.contacts.brand_suppression): the inserts' trigger takes them anyway, and taking
+        # them
+        # after locking the rows below could deadlock with an opt-out of one of those phones
+        await hold_phones_shared(conn, scope.franchisor_id, phones)
+        before = await load_by_phones(conn, scope, phones)
+        await insert_many(conn, scope, [v for v, _ in good if v.phone_e164 not in before])
+        changed = set()
+        for valid, _ in good:
+            current = before.get(valid.phone_e164)
+            if current is not None and not same_fields(current, valid):
+                await store_fields(conn, current, valid)
+                changed.add(current.name.id)
+        now = await load_by_phones(conn, scope, phones)
+        added = await append_events(
+            conn,
+            principal,
+            scope,
+            [(now[v.phone_e164].name.id, v.phone_e164, e) for v, e in good],
+        )
+        for valid, _ in good:
+            contact_id = now[valid.phone_e164].name.id
+            if valid.phone_e164 not in before:
+                run.created += 1
+            elif contact_id in changed or contact_id in added:
+                run.updated += 1
+            else:
+                run.unchanged += 1
+        await audit.record(
+            conn,
+            principal,
+            "contact.import",
+            scope.name,
+            scope.franchisor_id,
+            source=run.source,
+            rows=len(rows),
+        )
+
+
+def _check_row(
+    run: ImportRun, row: ImportRow
+) -> tuple[ValidContact, ConsentEvidence] | RejectedRow:
+    try:
+        valid = validate(row.contact, run.location)
+    except InvalidArgument as exc:
+        first = exc.violations[0]
+        return RejectedRow(row.row_number, first.field.removeprefix("contact."), first.description)
+    if row.consent is None:
+        return RejectedRow(row.row_number, "consent", "no consent evidence: a grant is required")
+    problems = evidence_problems(row.consent, "consent.")
+    if problems.items:
+        first = problems.items[0]
+        return RejectedRow(row.row_number, first.field, first.description)
+    if row.consent.kind is not ConsentKind.GRANT:
+        return RejectedRow(row.row_number, "consent.kind", "an import records grants")
+    earlier = run.seen.get(valid.phone_e164)
+    if earlier is not None:
+        return RejectedRow(
+            row.row_number, "phone_number", f"{valid.phone_e164} is a duplicate of row {earlier}"
+        )
+    run.seen[valid.phone_e164] = row.row_number
+    return valid, row.consent

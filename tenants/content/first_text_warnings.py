@@ -1,0 +1,51 @@
+"""What a sequence's author is told on write about its first text (COMPLIANCE §2.13).
+
+The first step's template is rendered as the write-time template check renders it (the
+documented sample values, the brand's real name, tracked links of real length) and judged by
+`first_message.outgoing_text`: when the brand name or the opt-out line would be added, the
+author is told so; when the additions take it past MAX_SEGMENTS, that too. Nothing is refused:
+the template passed its own check, a location's override may differ, and the send path adds
+them whatever the length (the law wins over the 10-segment house limit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from tenants.content.bodies import MAX_SEGMENTS, SAMPLE_VALUES, preview_link_maker
+from tenants.content.first_message import first_message_warnings, outgoing_text
+from tenants.content.placeholders import RenderContext, TemplateSyntaxError, parse, render
+from tenants.content.templates import COLLECTION as TEMPLATES
+from tenants.content.templates import load_template
+from tenants.core.errors import InvalidArgument, NotFound
+from tenants.core.names import parse_child
+from tenants.org.franchisors import brand_name
+
+# the default REENGAGE_PUBLIC_URL: link length for the estimate (as the template check's)
+SAMPLE_PUBLIC_URL = "http://localhost:8080"
+
+
+async def first_text_warnings(
+    conn: AsyncConnection[Any], franchisor_id: str, first_template: str
+) -> tuple[str, ...]:
+    """Warnings about the text of a sequence's first step (its template as named: its live
+    revision, else its latest); () when there is nothing to say or no such template."""
+    try:
+        template = await load_template(conn, parse_child(first_template, TEMPLATES, "template"))
+        body = template.live_body if template.live_body is not None else template.latest_body
+        parsed = parse(body)
+    except (InvalidArgument, NotFound, TemplateSyntaxError):
+        return ()
+    brand = await brand_name(conn, franchisor_id)
+    context = RenderContext({**SAMPLE_VALUES, "brand.name": brand})
+    text = render(parsed, context, preview_link_maker(SAMPLE_PUBLIC_URL)).preview
+    warnings = first_message_warnings(text, brand, "step 0")
+    segments = outgoing_text(text, brand, first_message=True).segments.segments
+    if warnings and segments > MAX_SEGMENTS:
+        warnings.append(
+            f"with them, step 0's text is {segments} segments with sample values (more than "
+            f"{MAX_SEGMENTS}); it is still sent: shorten the template"
+        )
+    return tuple(warnings)

@@ -1,0 +1,82 @@
+"""The values a contact's texts are rendered with: the contact, its location and its brand."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from psycopg import AsyncConnection
+
+from tenants.contacts.contacts import Contact
+from tenants.content.placeholders import LinkMaker, RenderContext, Rendering, parse, render
+from tenants.content.templates import COLLECTION as TEMPLATES
+from tenants.content.templates import resolve_for_location
+from tenants.core.names import TenantScope, parse_child
+from tenants.org.locations import Location
+
+
+def contact_context(contact: Contact, location: Location, brand_name: str) -> RenderContext:
+    last_activity = ""
+    if contact.last_activity_at is not None:
+        local = contact.last_activity_at.astimezone(ZoneInfo(contact.zones[0]))
+        last_activity = f"{local:%b} {local.day}"
+    return RenderContext(
+        {
+            "contact.first_name": contact.first_name,
+            "contact.last_name": contact.last_name,
+            "location.name": location.display_name,
+            "location.phone": location.sender_phone_numbers[0]
+            if location.sender_phone_numbers
+            else "",
+            "brand.name": brand_name,
+            "last_purchase.item": contact.last_purchase_item,
+            "last_activity.date": last_activity,
+        },
+        contact.attrs,
+    )
+
+
+# Given the target URLs of a text (in order), the link maker to render it with: preview codes
+# for simulations, codes allocated in `tracked_links` for a real send.
+LinkSource = Callable[[tuple[str, ...]], Awaitable[LinkMaker]]
+
+
+def fixed_links(link_for: LinkMaker) -> LinkSource:
+    async def source(urls: tuple[str, ...]) -> LinkMaker:
+        return link_for
+
+    return source
+
+
+@dataclass(frozen=True)
+class StepText:
+    """A step's text for a location: the rendering, or why there is none."""
+
+    rendering: Rendering | None
+    problem: str
+    template_revision: str
+
+
+async def render_step(
+    conn: AsyncConnection[Any],
+    location: TenantScope,
+    template_name: str,
+    context: RenderContext,
+    links: LinkSource,
+) -> StepText:
+    """Renders the live revision of the template a location sends for a step (its approved
+    override when there is one); an archived or never-approved template is a problem."""
+    template = await resolve_for_location(conn, location, parse_child(template_name, TEMPLATES))
+    if template.archived:
+        return StepText(None, f"{template.name.name} is archived", "")
+    if template.live_body is None:
+        return StepText(None, f"{template.name.name} has no approved revision", "")
+    parsed = parse(template.live_body)
+    urls = tuple(dict.fromkeys(link.url for link in parsed.links))
+    return StepText(
+        render(parsed, context, await links(urls)),
+        "",
+        template.revision_name(template.live_revision),
+    )

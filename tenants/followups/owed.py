@@ -1,0 +1,225 @@
+"""Follow-ups: what the edge still owes after it recorded an inbound text, a click or a status
+callback — a signal to the contact's running enrollment, or a service text (the opt-out
+confirmation, the HELP answer).
+
+A follow-up is written in the same transaction as the event that causes it, so an event that
+was recorded is never without its follow-up. A relay (`workflows.relay`) delivers it at
+once and, when Temporal or the carrier is unreachable, again with backoff until it is done: a
+reply recorded while Temporal was down still ends its enrollment later. Claims are leases
+(`FOR UPDATE SKIP LOCKED` and a lease time), so several relays never deliver one twice at once,
+and a relay that dies mid-delivery leaves it to be claimed again when the lease ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from tenants.core.names import ChildName, TenantScope
+from tenants.enrollment.records import Enrollment, running_for_contact
+
+LEASE = timedelta(seconds=30)
+MAX_BACKOFF = timedelta(minutes=5)
+
+
+class FollowupKind(StrEnum):
+    SIGNAL_REPLY = "signal_reply"
+    SIGNAL_OPTED_OUT = "signal_opted_out"
+    SIGNAL_ACTIVITY = "signal_activity"
+    SIGNAL_UNDELIVERABLE = "signal_undeliverable"  # the carrier cannot deliver to the contact
+    SERVICE_TEXT = "service_text"
+    ENROLL = "enroll"  # an activity a sequence listens to: enroll the contact in it
+    NOTIFY = "notify"  # a notification for staff (tenants.followups.notices): to Slack or the log
+
+
+@dataclass(frozen=True)
+class Followup:
+    id: int
+    kind: FollowupKind
+    contact: ChildName
+    enrollment_id: str
+    workflow_id: str
+    run_id: str
+    event_id: str
+    activity_kind: str
+    body: str
+    from_number: str
+    expires_at: datetime | None
+    attempts: int
+    sequence: str = ""  # ENROLL: the sequence's name
+    payload: dict[str, Any] = field(default_factory=dict)  # NOTIFY: what to tell
+
+
+_COLUMNS = (
+    "id, kind, franchisor_id, location_id, contact_id, enrollment_id, workflow_id, run_id,"
+    " event_id, activity_kind, body, from_number, expires_at, attempts, sequence, payload"
+)
+
+
+def _from_row(row: tuple[Any, ...]) -> Followup:
+    fid, kind, f, loc, cid, eid, wid, run, event, akind, body, sender, expires, attempts = row[:14]
+    return Followup(
+        fid,
+        FollowupKind(kind),
+        ChildName(TenantScope(f, loc), "contacts", cid),
+        eid,
+        wid,
+        run,
+        event,
+        akind,
+        body,
+        sender,
+        expires,
+        attempts,
+        row[14],
+        row[15],
+    )
+
+
+async def owe(
+    conn: AsyncConnection[Any],
+    kind: FollowupKind,
+    contact: ChildName,
+    event_id: str,
+    *,
+    enrollment_id: str = "",
+    workflow_id: str = "",
+    run_id: str = "",
+    activity_kind: str = "",
+    body: str = "",
+    from_number: str = "",
+    expires_at: datetime | None = None,
+    sequence: str = "",
+    payload: dict[str, Any] | None = None,
+) -> int | None:
+    """Records a follow-up; the same (kind, event, contact) twice is one. Returns its id (None
+    when it was owed already)."""
+    cur = await conn.execute(
+        "INSERT INTO followups (kind, franchisor_id, location_id, contact_id, enrollment_id,"
+        " workflow_id, run_id, event_id, activity_kind, body, from_number, expires_at, sequence,"
+        " payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT DO NOTHING RETURNING id",
+        (
+            kind.value,
+            contact.scope.franchisor_id,
+            contact.scope.location_id,
+            contact.id,
+            enrollment_id,
+            workflow_id,
+            run_id,
+            event_id,
+            activity_kind,
+            body,
+            from_number,
+            expires_at,
+            sequence,
+            Jsonb(payload or {}),
+        ),
+    )
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def owe_signal(
+    conn: AsyncConnection[Any],
+    kind: FollowupKind,
+    contact: ChildName,
+    event_id: str,
+    activity_kind: str = "",
+) -> int | None:
+    """Owes the contact's running enrollment (if any) a signal, addressed to that enrollment
+    (and its run): a signal delivered late never reaches a later enrollment of the same
+    contact. While the enrollment's workflow start is in flight its run is not known yet; the
+    relay waits for it."""
+    return await owe_signal_to(
+        conn, kind, contact, await running_for_contact(conn, contact), event_id, activity_kind
+    )
+
+
+async def owe_signal_to(
+    conn: AsyncConnection[Any],
+    kind: FollowupKind,
+    contact: ChildName,
+    enrollment: Enrollment | None,
+    event_id: str,
+    activity_kind: str = "",
+) -> int | None:
+    """owe_signal, for a caller that has read the contact's running enrollment already."""
+    if enrollment is None:
+        return None
+    return await owe(
+        conn,
+        kind,
+        contact,
+        event_id,
+        enrollment_id=enrollment.id,
+        workflow_id=enrollment.workflow_id,
+        run_id=enrollment.run_id,
+        activity_kind=activity_kind,
+    )
+
+
+async def claim(
+    conn: AsyncConnection[Any], now: datetime, ids: list[int] | None = None, limit: int = 50
+) -> list[Followup]:
+    """Leases due follow-ups (these ids, or the oldest due ones) to the caller."""
+    where = "done_at IS NULL AND next_attempt_at <= %(now)s"
+    if ids is not None:
+        where += " AND id = ANY(%(ids)s)"
+    cur = await conn.execute(
+        f"UPDATE followups SET attempts = attempts + 1, next_attempt_at = %(lease)s"
+        f" WHERE id IN (SELECT id FROM followups WHERE {where}"
+        f" ORDER BY next_attempt_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+        f" RETURNING {_COLUMNS}",
+        {"now": now, "ids": ids, "limit": limit, "lease": now + LEASE},
+    )
+    return [_from_row(r) for r in await cur.fetchall()]
+
+
+async def extend_lease(conn: AsyncConnection[Any], followup_id: int, now: datetime) -> None:
+    """Keeps a claimed follow-up this relay's while it works through a long batch."""
+    await conn.execute(
+        "UPDATE followups SET next_attempt_at = %s WHERE id = %s AND done_at IS NULL",
+        (now + LEASE, followup_id),
+    )
+
+
+async def finish(conn: AsyncConnection[Any], followup_id: int, outcome: str) -> None:
+    await conn.execute(
+        "UPDATE followups SET done_at = now(), outcome = %s WHERE id = %s",
+        (outcome, followup_id),
+    )
+
+
+async def retry_later(
+    conn: AsyncConnection[Any], followup: Followup, error: str, now: datetime
+) -> None:
+    """Backs off exponentially (1 s, 2 s, 4 s … at most 5 minutes)."""
+    delay = min(timedelta(seconds=2 ** min(followup.attempts - 1, 20)), MAX_BACKOFF)
+    await conn.execute(
+        "UPDATE followups SET next_attempt_at = %s, last_error = %s WHERE id = %s",
+        (now + delay, error[:500], followup.id),
+    )
+
+
+async def enrollment_run(conn: AsyncConnection[Any], enrollment_id: str) -> tuple[str, bool]:
+    """(run id, running) of an enrollment as the read model has it now."""
+    cur = await conn.execute(
+        "SELECT run_id, status IN ('active', 'paused', 'awaiting_approval') FROM enrollments"
+        " WHERE id = %s",
+        (enrollment_id,),
+    )
+    row = await cur.fetchone()
+    return (row[0], bool(row[1])) if row else ("", False)
+
+
+async def pending_count(conn: AsyncConnection[Any]) -> int:
+    cur = await conn.execute("SELECT count(*) FROM followups WHERE done_at IS NULL")
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])

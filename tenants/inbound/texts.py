@@ -1,0 +1,505 @@
+"""Inbound texts (DESIGN §7, COMPLIANCE §2.8 to §2.12): recorded, routed, classified and acted on
+in one transaction, which commits before the webhook answers.
+
+* One row per carrier message id: a retried webhook finds its row and has no second effect
+  (two concurrent deliveries of one message queue on the unique index; one wins).
+* Routing: `To` names the location (its sender numbers), `From` the contact at it. An unknown
+  sender number or an unknown contact is recorded and logged, and answered like any other.
+* Effects, by what the text asks for (`tenants.compliance.keywords`):
+  - opt-out: a revocation is appended (the contact is suppressed at every sequence of the
+    location when this commits; a send in flight holds the contact row, so the opt-out waits for
+    it and every later send sees it); the running enrollment is owed `opted_out`; the first
+    opt-out gets one confirmation text, within 5 minutes, with no marketing — none when the
+    carrier already answered it (Twilio Advanced Opt-Out, `OptOutType`). A number nobody knows
+    yet that opts out becomes a suppressed contact, so a later import cannot text it.
+  - HELP: the help text (brand, location, support number, frequency, rates, how to stop);
+    consent is unchanged.
+  - START / UNSTOP (YES after an opt-out): a new consent event, one confirmation text.
+  - anything else is a reply: recorded as `reply` activity (engagement) and the running
+    enrollment is owed `inbound_reply`.
+  Opt-out phrasing and texts that may be opt-outs are flagged for review (`review_reason`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import phonenumbers
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from tenants.compliance.keywords import Classification, Intent, classify
+from tenants.contacts.activity import record_activity
+from tenants.contacts.brand_suppression import hold_before_revoking, revoke
+from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
+from tenants.contacts.contacts import (
+    COLLECTION as CONTACTS,
+)
+from tenants.contacts.contacts import (
+    Contact,
+    ContactInput,
+    insert,
+    load_by_phones,
+    new_contact_id,
+    validate,
+)
+from tenants.content.segments import count
+from tenants.content.service_texts import help_text, opt_out_confirmation, start_confirmation
+from tenants.core.errors import DomainError
+from tenants.core.names import ChildName, TenantScope
+from tenants.core.retry import in_transaction
+from tenants.enrollment.records import Enrollment, running_for_contact
+from tenants.followups.notices import NoticeKind, owe_notice
+from tenants.followups.owed import FollowupKind, owe, owe_signal_to
+from tenants.messages.ledger import last_sent_step
+from tenants.org.access import Principal, Role
+from tenants.org.franchisors import brand_name
+from tenants.org.locations import Location, load_location
+
+log = logging.getLogger(__name__)
+EDGE = Principal("system", "inbound-edge", Role.OPERATOR, None)
+CONFIRMATION_WITHIN = timedelta(minutes=5)
+HELP_WITHIN = timedelta(hours=1)
+MAX_BODY = 1600  # Twilio's limit for one message; anything longer is cut (and the row says so)
+# inbound texts as resources: `franchisors/{f}/locations/{l}/inboundMessages/{id}` (the review
+# queue lists and resolves the flagged ones)
+FLAGGED_COLLECTION = "inboundMessages"
+
+
+@dataclass(frozen=True)
+class InboundSms:
+    carrier: str
+    carrier_message_id: str
+    from_number: str
+    to_number: str
+    body: str
+    received_at: datetime
+    params: dict[str, str] = field(default_factory=dict)
+    # the keyword the carrier recognised and answered itself (Twilio Advanced Opt-Out's
+    # OptOutType: STOP, START or HELP, also for custom keywords such as ARRET): it decides the
+    # intent, and no answer of ours goes out
+    carrier_keyword: str = ""
+
+    @property
+    def carrier_handled_opt_out(self) -> bool:
+        return bool(self.carrier_keyword)
+
+
+@dataclass(frozen=True)
+class InboundOutcome:
+    inbound_id: int
+    duplicate: bool
+    classification: str  # opt_out | help | start | reply | unrouted
+    contact: ChildName | None
+    review_reason: str = ""
+    followups: tuple[int, ...] = ()
+
+
+def _e164(raw: str) -> str:
+    """The number in E.164 when it parses (carriers send E.164), else as given."""
+    try:
+        number = phonenumbers.parse(raw, "US")
+    except phonenumbers.NumberParseException:
+        return raw.strip()
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+async def receive(conn: AsyncConnection[Any], sms: InboundSms) -> InboundOutcome:
+    """Records and acts on one inbound text, in one transaction (see the module doc), retried
+    from the start when PostgreSQL aborts it to break a deadlock: an opt-out is never lost to a
+    lock cycle (`tenants.core.retry`)."""
+    return await in_transaction(conn, lambda: _receive(conn, sms), "inbound text")
+
+
+async def _receive(conn: AsyncConnection[Any], sms: InboundSms) -> InboundOutcome:
+    """One attempt, in the transaction `receive` holds."""
+    cur = await conn.execute(
+        "INSERT INTO inbound_messages (carrier, carrier_message_id, from_number, to_number,"
+        " body, params, classification, received_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, 'unrouted', %s)"
+        " ON CONFLICT (carrier, carrier_message_id) DO NOTHING RETURNING id",
+        (
+            sms.carrier,
+            sms.carrier_message_id,
+            sms.from_number,
+            sms.to_number,
+            sms.body[:MAX_BODY],
+            Jsonb(sms.params),
+            sms.received_at,
+        ),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return await _duplicate(conn, sms)
+    inbound_id = row[0]
+    outcome = await _act(conn, inbound_id, sms)
+    await conn.execute(
+        "UPDATE inbound_messages SET classification = %s, review_reason = %s,"
+        " franchisor_id = %s, location_id = %s, contact_id = %s, message_id = %s,"
+        " keyword = %s WHERE id = %s",
+        (
+            outcome.classification,
+            outcome.review_reason,
+            outcome.location.franchisor_id if outcome.location else None,
+            outcome.location.location_id if outcome.location else None,
+            outcome.contact.id if outcome.contact else None,
+            outcome.message_id,
+            outcome.keyword,
+            inbound_id,
+        ),
+    )
+    return InboundOutcome(
+        inbound_id,
+        False,
+        outcome.classification,
+        outcome.contact,
+        outcome.review_reason,
+        tuple(f for f in outcome.followups if f is not None),
+    )
+
+
+async def _duplicate(conn: AsyncConnection[Any], sms: InboundSms) -> InboundOutcome:
+    cur = await conn.execute(
+        "SELECT id, classification, franchisor_id, location_id, contact_id, review_reason"
+        " FROM inbound_messages WHERE carrier = %s AND carrier_message_id = %s",
+        (sms.carrier, sms.carrier_message_id),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    contact = ChildName(TenantScope(row[2], row[3]), CONTACTS, row[4]) if row[4] else None
+    return InboundOutcome(row[0], True, row[1], contact, row[5])
+
+
+@dataclass
+class _Acted:
+    classification: str
+    location: TenantScope | None = None
+    contact: ChildName | None = None
+    review_reason: str = ""
+    keyword: str = ""
+    message_id: int | None = None
+    followups: list[int | None] = field(default_factory=list)
+
+
+async def route(conn: AsyncConnection[Any], to_number: str) -> TenantScope | None:
+    """The location a sender number belongs to."""
+    cur = await conn.execute(
+        "SELECT franchisor_id, location_id FROM location_sender_numbers WHERE phone_number = %s",
+        (_e164(to_number),),
+    )
+    row = await cur.fetchone()
+    return TenantScope(row[0], row[1]) if row else None
+
+
+async def _act(conn: AsyncConnection[Any], inbound_id: int, sms: InboundSms) -> _Acted:
+    scope = await route(conn, sms.to_number)
+    if scope is None:
+        log.warning("inbound %s: no location has sender number %s", inbound_id, sms.to_number)
+        return _Acted("unrouted", review_reason="unknown sender number")
+    location = await load_location(conn, scope)
+    sender = _e164(sms.from_number)
+    # whether a text is an opt-out does not depend on the sender's state: an opt-out takes the
+    # brand's lock on the phone (when brand-wide) before any contact row, like every path
+    carrier_verdict = _carrier_verdict(sms.carrier_keyword)
+    verdict = carrier_verdict or classify(sms.body)
+    if verdict.intent is Intent.OPT_OUT:
+        await hold_before_revoking(conn, scope.franchisor_id, sender)
+    # locks the contact row: a send in flight finishes first, every later send sees this text
+    contact = (await load_by_phones(conn, scope, [sender])).get(sender)
+    if (
+        carrier_verdict is None
+        and verdict.intent is Intent.REPLY
+        and contact is not None
+        and contact.opted_out
+    ):
+        # the sender's state matters only here: from a suppressed sender a bare YES is a START
+        verdict = classify(sms.body, opted_out=True)
+    if contact is None:
+        if verdict.intent is not Intent.OPT_OUT:
+            log.warning("inbound %s: no contact at %s has this number", inbound_id, scope.name)
+            return _Acted(verdict.intent.value, scope, None, verdict.review_reason, verdict.keyword)
+        contact = await _suppressed_stranger(conn, location, sender, inbound_id)
+        if contact is None:
+            return _Acted(verdict.intent.value, scope, None, verdict.review_reason, verdict.keyword)
+    acted = _Acted(
+        verdict.intent.value, scope, contact.name, verdict.review_reason, verdict.keyword
+    )
+    acted.message_id = await _ledger_row(conn, contact, sms)
+    brand = await brand_name(conn, scope.franchisor_id)
+    if verdict.intent is Intent.OPT_OUT:
+        await _opt_out(conn, acted, contact, location, brand, sms, verdict, inbound_id)
+    elif verdict.intent is Intent.HELP:
+        if not sms.carrier_handled_opt_out:  # the carrier's own HELP answer went out
+            acted.followups.append(
+                await _service_text(
+                    conn, contact, sms, "help", help_text(brand, location), HELP_WITHIN
+                )
+            )
+    elif verdict.intent is Intent.START:
+        await _resubscribe(conn, acted, contact, location, brand, sms, verdict)
+    else:
+        await record_activity(
+            conn, EDGE, contact.name, "reply", sms.received_at, reference=sms.carrier_message_id
+        )
+        running = await running_for_contact(conn, contact.name)
+        acted.followups.append(
+            await owe_signal_to(
+                conn, FollowupKind.SIGNAL_REPLY, contact.name, running, sms.carrier_message_id
+            )
+        )
+        acted.followups.append(
+            await _owe_staff_notice(
+                conn,
+                NoticeKind.REPLY_RECEIVED,
+                contact,
+                running,
+                inbound_id,
+                sms,
+                review_reason=verdict.review_reason,
+            )
+        )
+    return acted
+
+
+async def _owe_staff_notice(
+    conn: AsyncConnection[Any],
+    kind: NoticeKind,
+    contact: Contact,
+    running: Enrollment | None,
+    inbound_id: int,
+    sms: InboundSms,
+    keyword: str = "",
+    review_reason: str = "",
+) -> int | None:
+    """Tells the location's staff (Slack or the log) what the contact texted, and where in a
+    sequence (running) it found them; a text flagged for review names itself (`flagged`), so
+    that the notice can offer its resolution."""
+    flagged = {}
+    if review_reason:
+        flagged = {
+            "flagged": f"{contact.location.name}/{FLAGGED_COLLECTION}/{inbound_id}",
+            "review_reason": review_reason,
+        }
+    return await owe_notice(
+        conn,
+        kind,
+        contact.location,
+        contact.name.id,
+        str(inbound_id),
+        text=sms.body[:MAX_BODY],
+        keyword=keyword,
+        enrollment_id=running.id if running else "",
+        # the step whose text the contact answers (not the one the enrollment waits for)
+        step=await last_sent_step(conn, running) if running else -1,
+        **flagged,
+    )
+
+
+def revocation_evidence(
+    carrier: str, carrier_message_id: str, received_at: datetime, body: str, source_note: str = ""
+) -> ConsentEvidence:
+    """The revocation a contact's text makes: their words, when they wrote them."""
+    return ConsentEvidence(
+        ConsentKind.REVOKE,
+        ConsentChannel.SMS_REPLY,
+        received_at,
+        source=f"{carrier} message {carrier_message_id}{source_note}",
+        raw_text=body[:2000],
+    )
+
+
+async def revoke_by_text(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    contact: Contact,
+    evidence: ConsentEvidence,
+    signal_id: str,
+) -> tuple[Enrollment | None, tuple[int, ...]]:
+    """The one way a contact's text revokes consent, on arrival (the webhook) or later (a
+    reviewer's `opt_out` resolution, `tenants.inbound.review_queue`): appends the revocation (every
+    sequence of the location is suppressed when it commits; every location of the brand when
+    the franchisor's opt_out_scope is BRAND, `tenants.contacts.brand_suppression`) and owes the
+    running
+    enrollment `opted_out` (deduplicated by signal_id), and those it ends at the brand's other
+    locations. Returns (the running enrollment, the follow-ups). The caller holds the contact
+    row locked, in a transaction, and took the brand's lock before it (`hold_before_revoking`).
+    """
+    revocation = await revoke(conn, principal, contact.name, contact.phone_e164, evidence)
+    running = await running_for_contact(conn, contact.name)
+    signal = await owe_signal_to(
+        conn, FollowupKind.SIGNAL_OPTED_OUT, contact.name, running, signal_id
+    )
+    owed = (signal,) if signal is not None else ()
+    return running, owed + revocation.followups
+
+
+async def _opt_out(
+    conn: AsyncConnection[Any],
+    acted: _Acted,
+    contact: Contact,
+    location: Location,
+    brand: str,
+    sms: InboundSms,
+    verdict: Classification,
+    inbound_id: int,
+) -> None:
+    was_opted_out = contact.opted_out
+    running, owed = await revoke_by_text(
+        conn,
+        EDGE,
+        contact,
+        revocation_evidence(sms.carrier, sms.carrier_message_id, sms.received_at, sms.body),
+        sms.carrier_message_id,
+    )
+    acted.followups.extend(owed)
+    if not was_opted_out:
+        acted.followups.append(
+            await _owe_staff_notice(
+                conn,
+                NoticeKind.OPTED_OUT,
+                contact,
+                running,
+                inbound_id,
+                sms,
+                verdict.keyword,
+                verdict.review_reason,
+            )
+        )
+    if not was_opted_out and not sms.carrier_handled_opt_out:
+        acted.followups.append(
+            await _service_text(
+                conn,
+                contact,
+                sms,
+                "opt_out",
+                opt_out_confirmation(brand, location),
+                CONFIRMATION_WITHIN,
+            )
+        )
+
+
+async def _resubscribe(
+    conn: AsyncConnection[Any],
+    acted: _Acted,
+    contact: Contact,
+    location: Location,
+    brand: str,
+    sms: InboundSms,
+    verdict: Classification,
+) -> None:
+    confirmation = start_confirmation(brand, location)
+    await append_events(
+        conn,
+        EDGE,
+        contact.location,
+        [
+            (
+                contact.name.id,
+                contact.phone_e164,
+                ConsentEvidence(
+                    ConsentKind.GRANT,
+                    ConsentChannel.SMS_KEYWORD,
+                    sms.received_at,
+                    source=f"keyword {verdict.keyword.upper()} / {sms.carrier} message"
+                    f" {sms.carrier_message_id}",
+                    disclosure_text=confirmation,
+                    raw_text=sms.body[:2000],
+                ),
+            )
+        ],
+    )
+    if not sms.carrier_handled_opt_out:
+        acted.followups.append(
+            await _service_text(conn, contact, sms, "start", confirmation, CONFIRMATION_WITHIN)
+        )
+
+
+async def _suppressed_stranger(
+    conn: AsyncConnection[Any], location: Location, phone: str, inbound_id: int
+) -> Contact | None:
+    """An opt-out from a number the location does not know becomes a suppressed contact (no
+    name, no consent): suppressions are kept forever, and a later import finds it."""
+    try:
+        valid = validate(ContactInput(phone_number=phone), location)
+    except DomainError:
+        log.warning("inbound %s: an opt-out from a number that cannot be a contact", inbound_id)
+        return None
+    # before the insert, whose trigger takes the lock shared (two such opt-outs would deadlock
+    # upgrading it); held already when the caller took it first
+    await hold_before_revoking(conn, location.scope.franchisor_id, valid.phone_e164)
+    # a concurrent STOP may insert it first: then read that one (ON CONFLICT, so that
+    # PostgreSQL does not log the number as a failed key)
+    created = await insert(conn, location.scope, new_contact_id(), valid)
+    if created is not None:
+        return created
+    return (await load_by_phones(conn, location.scope, [valid.phone_e164])).get(valid.phone_e164)
+
+
+async def sender_for_opt_out(
+    conn: AsyncConnection[Any], location: Location, from_number: str, inbound_id: int
+) -> Contact | None:
+    """The location's contact with this sender number (locked), or a new suppressible contact
+    when it has none yet (a reviewer read a stranger's text as an opt-out); None when the
+    number cannot be a contact."""
+    phone = _e164(from_number)
+    await hold_before_revoking(conn, location.scope.franchisor_id, phone)  # before the row
+    found = (await load_by_phones(conn, location.scope, [phone])).get(phone)
+    return found or await _suppressed_stranger(conn, location, phone, inbound_id)
+
+
+_CARRIER_INTENTS = {"STOP": Intent.OPT_OUT, "START": Intent.START, "HELP": Intent.HELP}
+
+
+def _carrier_verdict(keyword: str) -> Classification | None:
+    intent = _CARRIER_INTENTS.get(keyword.upper())
+    return Classification(intent, keyword=keyword.lower()) if intent else None
+
+
+async def _ledger_row(conn: AsyncConnection[Any], contact: Contact, sms: InboundSms) -> int:
+    counted = count(sms.body[:MAX_BODY])
+    cur = await conn.execute(
+        "INSERT INTO messages (franchisor_id, location_id, contact_id, direction, body, encoding,"
+        " segments, carrier, carrier_message_id, status, from_number, to_number, create_time,"
+        " status_time) VALUES (%s, %s, %s, 'inbound', %s, %s, %s, %s, %s, 'received', %s, %s,"
+        " %s, %s) RETURNING id",
+        (
+            contact.location.franchisor_id,
+            contact.location.location_id,
+            contact.name.id,
+            sms.body[:MAX_BODY],
+            counted.encoding.value,
+            counted.segments,
+            sms.carrier,
+            sms.carrier_message_id,
+            sms.from_number,
+            sms.to_number,
+            sms.received_at,
+            sms.received_at,
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def _service_text(
+    conn: AsyncConnection[Any],
+    contact: Contact,
+    sms: InboundSms,
+    purpose: str,
+    body: str,
+    within: timedelta,
+) -> int | None:
+    """Owes one service text, answered from the number the contact wrote to."""
+    return await owe(
+        conn,
+        FollowupKind.SERVICE_TEXT,
+        contact.name,
+        f"{purpose}:{sms.carrier_message_id}",
+        body=body,
+        from_number=_e164(sms.to_number),
+        expires_at=sms.received_at + within,
+    )

@@ -1,0 +1,196 @@
+"""Franchisors: the brands at the root of the tenant tree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import class_row
+
+from tenants.core.errors import AlreadyExists, EtagMismatch, NotFound, Violations
+from tenants.core.names import TenantScope, display_name_problem, id_problem
+from tenants.org import audit
+from tenants.org.access import Action, Principal, authorize
+from tenants.org.locations import slack_channel_problem
+
+
+class OptOutScope(StrEnum):
+    """What one opt-out covers (COMPLIANCE §2.9; tenants.contacts.brand_suppression)."""
+
+    LOCATION = "location"  # the location it reached (the default)
+    BRAND = "brand"  # every location of the franchisor
+
+
+@dataclass(frozen=True)
+class Franchisor:
+    id: str
+    display_name: str
+    # the brand channel: location overrides of brand templates wait for approval there; "" none
+    slack_channel_id: str
+    create_time: datetime
+    update_time: datetime
+    version: int
+    opt_out_scope: OptOutScope = OptOutScope.LOCATION
+
+    def __post_init__(self) -> None:  # rows carry the stored text
+        object.__setattr__(self, "opt_out_scope", OptOutScope(self.opt_out_scope))
+
+    @property
+    def scope(self) -> TenantScope:
+        return TenantScope(self.id)
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+
+_COLUMNS = "id, display_name, slack_channel_id, create_time, update_time, version, opt_out_scope"
+
+
+async def create_franchisor(
+    conn: AsyncConnection[Any], principal: Principal, franchisor_id: str, display_name: str
+) -> Franchisor:
+    authorize(principal, Action.FRANCHISOR_CREATE, None)
+    problems = Violations()
+    problems.check("franchisor_id", id_problem(franchisor_id))
+    problems.check("franchisor.display_name", display_name_problem(display_name))
+    problems.raise_if_any()
+    # ON CONFLICT, not a caught unique violation: PostgreSQL would log the conflicting key
+    async with conn.transaction():
+        cur = conn.cursor(row_factory=class_row(Franchisor))
+        await cur.execute(
+            "INSERT INTO franchisors (id, display_name) VALUES (%s, %s)"
+            f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
+            (franchisor_id, display_name),
+        )
+        created = await cur.fetchone()
+        if created is not None:
+            await audit.record(conn, principal, "franchisor.create", created.scope.name, created.id)
+    if created is None:
+        raise AlreadyExists(
+            f"franchisors/{franchisor_id} already exists", resource=f"franchisors/{franchisor_id}"
+        )
+    return created
+
+
+async def get_franchisor(
+    conn: AsyncConnection[Any], principal: Principal, scope: TenantScope
+) -> Franchisor:
+    authorize(principal, Action.FRANCHISOR_READ, scope)
+    cur = conn.cursor(row_factory=class_row(Franchisor))
+    await cur.execute(f"SELECT {_COLUMNS} FROM franchisors WHERE id = %s", (scope.franchisor_id,))
+    found = await cur.fetchone()
+    if found is None:
+        raise NotFound(f"{scope.name} does not exist", resource=scope.name)
+    return found
+
+
+async def update_franchisor(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    scope: TenantScope,
+    display_name: str | None,
+    slack_channel_id: str | None,
+    etag: str,
+    *,
+    opt_out_scope: OptOutScope | None = None,
+) -> Franchisor:
+    """Sets the given fields (None: leave as is; slack_channel_id "" clears the brand channel)
+    atomically; a stale etag raises EtagMismatch. The edge turns update_mask into the Nones.
+    Changing opt_out_scope needs FRANCHISOR_UPDATE_OPT_OUT_SCOPE too; it takes effect for
+    opt-outs from then on (suppressions already recorded stay)."""
+    authorize(principal, Action.FRANCHISOR_UPDATE_SETTINGS, scope)
+    if opt_out_scope is not None:
+        authorize(principal, Action.FRANCHISOR_UPDATE_OPT_OUT_SCOPE, scope)
+    problems = Violations()
+    if display_name is not None:
+        problems.check("franchisor.display_name", display_name_problem(display_name))
+    if slack_channel_id is not None:
+        problems.check("franchisor.slack_channel_id", slack_channel_problem(slack_channel_id))
+    problems.raise_if_any()
+    fields = [
+        name
+        for name, value in (
+            ("display_name", display_name),
+            ("slack_channel_id", slack_channel_id),
+            ("opt_out_scope", opt_out_scope),
+        )
+        if value is not None
+    ]
+    async with conn.transaction():
+        # the row lock serialises writers: one without an etag waits and then wins; one with a
+        # stale etag is refused below
+        cur = conn.cursor(row_factory=class_row(Franchisor))
+        await cur.execute(
+            f"SELECT {_COLUMNS} FROM franchisors WHERE id = %s FOR UPDATE",
+            (scope.franchisor_id,),
+        )
+        current = await cur.fetchone()
+        if current is None:
+            raise NotFound(f"{scope.name} does not exist", resource=scope.name)
+        if etag and etag != current.etag:
+            raise EtagMismatch(
+                f"{scope.name} changed since etag {etag}; read it again", resource=scope.name
+            )
+        await cur.execute(
+            "UPDATE franchisors SET display_name = %s, slack_channel_id = %s, opt_out_scope = %s,"
+            " update_time = now(), version = version + 1"
+            f" WHERE id = %s AND version = %s RETURNING {_COLUMNS}",
+            (
+                current.display_name if display_name is None else display_name,
+                current.slack_channel_id if slack_channel_id is None else slack_channel_id,
+                (current.opt_out_scope if opt_out_scope is None else opt_out_scope).value,
+                scope.franchisor_id,
+                current.version,
+            ),
+        )
+        updated = await cur.fetchone()
+        if updated is None:
+            raise EtagMismatch(f"{scope.name} changed concurrently; read it again")
+        changes: dict[str, Any] = {}
+        if opt_out_scope is not None and opt_out_scope != current.opt_out_scope:
+            changes["opt_out_scope"] = {
+                "from": current.opt_out_scope.value,
+                "to": opt_out_scope.value,
+            }
+        await audit.record(
+            conn,
+            principal,
+            "franchisor.update",
+            scope.name,
+            scope.franchisor_id,
+            fields=fields,
+            **changes,
+        )
+    return updated
+
+
+async def brand_name(conn: AsyncConnection[Any], franchisor_id: str) -> str:
+    """The franchisor's display name (texts' {{brand.name}}), without access checks: for the
+    platform's own work (sends, inbound answers); "" when there is no such franchisor."""
+    cur = await conn.execute("SELECT display_name FROM franchisors WHERE id = %s", (franchisor_id,))
+    row = await cur.fetchone()
+    return str(row[0]) if row else ""
+
+
+async def brand_slack_channel(conn: AsyncConnection[Any], franchisor_id: str) -> str:
+    """The franchisor's brand Slack channel id, without access checks: for the platform's own
+    work (posting overrides that wait for approval); "" when unset or no such franchisor."""
+    cur = await conn.execute(
+        "SELECT slack_channel_id FROM franchisors WHERE id = %s", (franchisor_id,)
+    )
+    row = await cur.fetchone()
+    return str(row[0]) if row else ""
+
+
+async def opt_out_scope(conn: AsyncConnection[Any], franchisor_id: str) -> OptOutScope:
+    """What an opt-out at one of the franchisor's locations covers, without access checks: for
+    the platform's own work (recording revocations); LOCATION when there is no such franchisor."""
+    cur = await conn.execute(
+        "SELECT opt_out_scope FROM franchisors WHERE id = %s", (franchisor_id,)
+    )
+    row = await cur.fetchone()
+    return OptOutScope(row[0]) if row else OptOutScope.LOCATION
