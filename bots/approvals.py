@@ -29,11 +29,11 @@ from bots.identity import (
     tell_quietly,
 )
 from tenants.content.bodies import check_edited_text
-from tenants.content.first_message import step_text_as_sent
 from tenants.core.errors import InvalidArgument, NotFound
 from tenants.core.unexpected_errors import log_unexpected
 from tenants.enrollment.records import Enrollment, load_enrollment
 from tenants.followups.chat_threads import claim_approval_post, reopen_approval_post
+from tenants.messages.first_text import step_text_as_sent
 from tenants.org import audit
 from tenants.org.access import Action
 from tenants.org.staff import StaffMember

@@ -19,7 +19,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.messages import decided, no_longer_waiting, notice_message, thread_root
-from tenants.enrollment.records import EnrollmentStatus, load_enrollment
+from tenants.core.vocabulary import EnrollmentStatus
+from tenants.enrollment.records import load_enrollment
 from tenants.followups import notices
 from tenants.followups.chat_threads import (
     close_approval_posts,

@@ -25,7 +25,8 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from server.carriers.outbox import OutboxCarrier
 from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
 from tenants.core.names import ChildName
-from tenants.enrollment.records import Enrollment, decide_entry, insert_enrollment, load_enrollment
+from tenants.enrollment.entry import decide_entry, insert_enrollment
+from tenants.enrollment.records import Enrollment, load_enrollment
 from tenants.messages import ledger
 from tenants.sequences.definitions import ExitEvent, Step
 from tests.enrollment_support import (

@@ -806,7 +806,8 @@ async def test_a_pending_approval_is_shown_with_its_deadline_even_before_the_rea
     # with the record's stale (empty) wake time: that race made the approvals CLI test flaky.
     from server.grpc.enrollment_service import EnrollmentService
     from tenants.core.names import TenantScope
-    from tenants.enrollment.records import Enrollment, EnrollmentStatus
+    from tenants.core.vocabulary import EnrollmentStatus
+    from tenants.enrollment.records import Enrollment
     from workflows.enrollment_types import EnrollmentState
 
     deadline = datetime(2026, 12, 2, 21, 41, tzinfo=UTC)

@@ -40,7 +40,7 @@ from tenants.content.first_message import (
 )
 from tenants.content.segments import Encoding, count
 from tenants.core.names import parse_child
-from tenants.enrollment.records import decide_entry, insert_enrollment
+from tenants.enrollment.entry import decide_entry, insert_enrollment
 from tenants.inbound.delivery_status import apply_status
 from tenants.sequences.definitions import Step
 from tests.enrollment_support import (

@@ -37,7 +37,8 @@ from tenants.compliance.send_rules import Recipient, allowed_at
 from tenants.contacts import contacts
 from tenants.content import links as tracked_links
 from tenants.core.names import ChildName
-from tenants.enrollment.records import Enrollment, decide_entry, insert_enrollment, load_enrollment
+from tenants.enrollment.entry import decide_entry, insert_enrollment
+from tenants.enrollment.records import Enrollment, load_enrollment
 from tenants.org.locations import load_location
 from tenants.sequences.definitions import ExitEvent, Step
 from tests.enrollment_support import (

@@ -23,7 +23,7 @@ from tenants.contacts import contacts
 from tenants.content import templates
 from tenants.core.errors import AlreadyExists, NotFound
 from tenants.core.names import TenantScope
-from tenants.enrollment.records import decide_entry, insert_enrollment
+from tenants.enrollment.entry import decide_entry, insert_enrollment
 from tenants.inbound.texts import _suppressed_stranger
 from tenants.org import api_keys, franchisors, locations, staff
 from tenants.org.access import Role

@@ -13,7 +13,8 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import ActivityEnvironment
 
 from server.carriers.outbox import OutboxCarrier
-from tenants.enrollment.records import Enrollment, decide_entry, insert_enrollment
+from tenants.enrollment.entry import decide_entry, insert_enrollment
+from tenants.enrollment.records import Enrollment
 from tenants.messages.ledger import next_send_slot
 from tenants.org.locations import load_location
 from tenants.sequences.definitions import Step

@@ -29,7 +29,7 @@ from tenants.compliance.zones import (
     infer_zone,
     with_area_code_table,
 )
-from tenants.enrollment.records import decide_entry, insert_enrollment
+from tenants.enrollment.entry import decide_entry, insert_enrollment
 from tenants.sequences.definitions import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.support import OPERATOR, World

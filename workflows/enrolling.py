@@ -15,15 +15,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from tenants.core.errors import AlreadyExists, FailedPrecondition, Unavailable
 from tenants.core.names import ChildName
-from tenants.enrollment.records import (
-    Enrollment,
-    EnrollmentStatus,
-    check_daily_cap,
-    decide_entry,
-    insert_enrollment,
-    record_run,
-    record_transition,
-)
+from tenants.core.vocabulary import EnrollmentStatus
+from tenants.enrollment.entry import check_daily_cap, decide_entry, insert_enrollment
+from tenants.enrollment.records import Enrollment, record_run, record_transition
 from tenants.enrollment.triggers import EntryPath, record_refusal
 from tenants.org.access import Principal
 from workflows.client import EnrollmentClient, StartRequest, UpdateRefused

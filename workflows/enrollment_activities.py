@@ -26,20 +26,17 @@ from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKin
 from tenants.contacts.contacts import ConsentState, Contact, load
 from tenants.content import links as tracked_links
 from tenants.content.bodies import check_edited_text
-from tenants.content.first_message import is_first_text, outgoing_text
+from tenants.content.first_message import outgoing_text
 from tenants.content.placeholders import LinkMaker
 from tenants.content.rendering import contact_context, render_step
 from tenants.content.segments import count
-from tenants.enrollment.records import (
-    Enrollment,
-    EnrollmentStatus,
-    load_enrollment,
-    record_transition,
-)
+from tenants.core.vocabulary import EnrollmentStatus
+from tenants.enrollment.records import Enrollment, load_enrollment, record_transition
 from tenants.followups.chat_threads import has_open_approval_posts
 from tenants.followups.notices import NoticeKind, owe_notice
 from tenants.inbound import undeliverable
 from tenants.messages import ledger
+from tenants.messages.first_text import is_first_text
 from tenants.org.access import Principal, Role
 from tenants.org.franchisors import brand_name
 from tenants.org.locations import Location, load_location

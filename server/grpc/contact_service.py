@@ -16,8 +16,7 @@ from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc
 from server.grpc import request_checks
 from server.grpc.auth import principal
-from server.grpc.enrollment_service import STATUS_TO_PB
-from server.grpc.tenant_service import require, timestamp
+from server.grpc.converters import STATUS_TO_PB, require, timestamp
 from tenants.compliance.zones import ZoneSource
 from tenants.contacts import consent, contacts
 from tenants.contacts import importing as contact_import

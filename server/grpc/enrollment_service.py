@@ -15,15 +15,16 @@ from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc
 from server.grpc import request_checks
 from server.grpc.auth import principal
+from server.grpc.converters import PB_TO_STATUS, STATUS_TO_PB, timestamp
 from server.grpc.errors import to_status
-from server.grpc.tenant_service import timestamp
 from tenants.contacts import contacts
 from tenants.content.bodies import check_edited_text
 from tenants.core.errors import DomainError, FailedPrecondition, FieldViolation, InvalidArgument
 from tenants.core.names import parse_child, parse_location
 from tenants.core.pagination import page_request
+from tenants.core.vocabulary import EnrollmentStatus
 from tenants.enrollment import records as enrollments
-from tenants.enrollment.records import Enrollment, EnrollmentStatus
+from tenants.enrollment.records import Enrollment
 from tenants.org.access import Action, authorize
 from tenants.sequences import definitions as sequences
 from workflows.client import EnrollmentClient, UpdateRefused
@@ -31,10 +32,6 @@ from workflows.enrolling import enroll
 from workflows.enrollment_types import APPROVE, EDIT, SKIP_STEP, Decision
 
 BULK_IN_FLIGHT = 16
-STATUS_TO_PB = {
-    s: pb.EnrollmentStatus.Value(f"ENROLLMENT_STATUS_{s.name}") for s in EnrollmentStatus
-}
-PB_TO_STATUS = {v: k for k, v in STATUS_TO_PB.items()}
 ACTIONS = {
     pb.APPROVAL_ACTION_APPROVE: APPROVE,
     pb.APPROVAL_ACTION_EDIT: EDIT,

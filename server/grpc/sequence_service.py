@@ -13,8 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from reengage.v1 import sequences_pb2 as pb
 from reengage.v1 import sequences_pb2_grpc, templates_pb2, tenants_pb2
 from server.grpc.auth import principal
-from server.grpc.template_service import ENCODING_TO_PB, PB_TO_SCOPE
-from server.grpc.tenant_service import DAY_NAMES, require, timestamp
+from server.grpc.converters import DAY_NAMES, ENCODING_TO_PB, PB_TO_SCOPE, require, timestamp
 from tenants.compliance.send_rules import rules_version
 from tenants.compliance.send_window import SendWindow
 from tenants.content.previews import SampleContact

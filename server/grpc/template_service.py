@@ -11,13 +11,13 @@ from psycopg_pool import AsyncConnectionPool
 from reengage.v1 import templates_pb2 as pb
 from reengage.v1 import templates_pb2_grpc
 from server.grpc.auth import principal
-from server.grpc.tenant_service import require, timestamp
+from server.grpc.converters import ENCODING_TO_PB, PB_TO_SCOPE, require, timestamp
 from tenants.content import approvals as template_approvals
 from tenants.content import templates
 from tenants.content.bodies import SAMPLE_CONTEXT, preview_link_maker
 from tenants.content.placeholders import parse, render
 from tenants.content.previews import PreviewRequest, SampleContact, preview_template
-from tenants.content.segments import Encoding, count
+from tenants.content.segments import count
 from tenants.core.errors import FieldViolation, InvalidArgument
 from tenants.core.names import parse_child, parse_location, parse_scope
 from tenants.core.pagination import page_request
@@ -34,13 +34,6 @@ STATE_TO_PB = {
     templates.RevisionState.REJECTED: pb.APPROVAL_STATE_REJECTED,
 }
 PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
-PB_TO_SCOPE = {
-    pb.TEMPLATE_LIST_SCOPE_UNSPECIFIED: templates.ListScope.DEFAULT,
-    pb.TEMPLATE_LIST_SCOPE_BRAND: templates.ListScope.BRAND,
-    pb.TEMPLATE_LIST_SCOPE_LOCATION: templates.ListScope.LOCATION,
-    pb.TEMPLATE_LIST_SCOPE_ALL: templates.ListScope.ALL,
-}
-ENCODING_TO_PB = {Encoding.GSM7: pb.ENCODING_GSM7, Encoding.UCS2: pb.ENCODING_UCS2}
 
 
 class TemplateService(templates_pb2_grpc.TemplateServiceServicer):

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import grpc
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import tenants_pb2 as pb
 from reengage.v1 import tenants_pb2_grpc
 from server.grpc.auth import principal
+from server.grpc.converters import DAY_NAMES, require, timestamp
 from tenants.core.errors import FieldViolation, InvalidArgument
 from tenants.core.names import (
     masked_fields,
@@ -31,14 +31,6 @@ ROLE_TO_PB = {
     Role.LOCATION_STAFF: pb.ROLE_LOCATION_STAFF,
 }
 PB_TO_ROLE = {v: k for k, v in ROLE_TO_PB.items()}
-
-
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def franchisor_pb(f: franchisors.Franchisor) -> pb.Franchisor:
@@ -94,9 +86,6 @@ def location_pb(loc: locations.Location) -> pb.Location:
     )
 
 
-DAY_NAMES = {i: pb.DayOfWeek.Name(i) for i in range(1, 8)}
-
-
 def location_input(message: pb.Location) -> locations.LocationInput:
     window = None
     if message.HasField("send_window"):
@@ -141,11 +130,6 @@ def api_key_pb(key: api_keys.ApiKey) -> pb.ApiKey:
 
 def role_input(value: int) -> Role | None:
     return PB_TO_ROLE.get(value)  # type: ignore[call-overload]
-
-
-def require(message: Any, field: str) -> None:
-    if not message.HasField(field):
-        raise InvalidArgument([FieldViolation(field, "is required")])
 
 
 class TenantService(tenants_pb2_grpc.TenantServiceServicer):

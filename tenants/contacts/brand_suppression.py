@@ -37,8 +37,7 @@ from psycopg import AsyncConnection
 from tenants.contacts.consent import ConsentEvidence, ConsentKind, ConsentScope, append_events
 from tenants.core.names import ChildName, TenantScope
 from tenants.core.retry import in_transaction
-from tenants.enrollment.records import running_for_contact
-from tenants.followups.owed import FollowupKind, owe_signal_to
+from tenants.followups.owed import FollowupKind, owe_signal_to, running_enrollment
 from tenants.org.access import Principal
 from tenants.org.franchisors import OptOutScope, opt_out_scope
 
@@ -252,7 +251,7 @@ async def _spread(
     for other in others:
         if other.scope.location_id not in suppressed:
             continue
-        running = await running_for_contact(conn, other)
+        running = await running_enrollment(conn, other)
         signal = await owe_signal_to(
             conn,
             FollowupKind.SIGNAL_OPTED_OUT,

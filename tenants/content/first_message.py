@@ -6,7 +6,8 @@ point of view (a re-engagement sequence starts, by definition, after a silence),
 re-enrolled months later, or whose last text was a year ago, is told again who writes and how to
 stop. It never depends on other enrollments' texts, so SimulateSequence can show it exactly.
 
-`outgoing_text` is the one place that decides the words: the send path (`prepare_step` and
+`outgoing_text` is the one place that decides the words (whether a text *is* an enrollment's
+first is the ledger's to say: `tenants.messages.first_text`): the send path (`prepare_step` and
 `send_step`, edits included), the approval text shown to staff, SimulateSequence and
 PreviewTemplate all call it, so what anyone is shown is what the contact gets.
 
@@ -26,13 +27,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
-
-from psycopg import AsyncConnection
 
 from tenants.content.segments import SegmentCount, count
-from tenants.messages.ledger import ACCEPTED_STATUSES
-from tenants.org.franchisors import brand_name
 
 OPT_OUT_LINE = "Reply STOP to opt out"
 BRAND_SEPARATOR = ": "
@@ -59,8 +55,6 @@ _LINK = re.compile(
     r"|(?<![\w@.-])(?:[A-Za-z0-9-]+\.)+[a-z]{2,}(?![\w-])(?:[/?#]\S*)?"
 )
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
-# a text the carrier reported it could not deliver never reached the phone: it does not count
-_REACHED_STATUSES = sorted((ACCEPTED_STATUSES - {"undelivered"}) | {"sending"})
 
 
 def _folded(text: str) -> str:
@@ -136,25 +130,3 @@ def first_message_warnings(body: str, brand: str, where: str = "the first step")
         f"gets {'them' if len(added) > 1 else 'it'} added automatically "
         f"(COMPLIANCE §2.13)"
     ]
-
-
-async def is_first_text(conn: AsyncConnection[Any], enrollment_id: str, step_index: int) -> bool:
-    """Whether step_index's text would be the enrollment's first to reach the contact: no other
-    step of the enrollment has a text that went (or may have gone) out. Steps run one after
-    another, so prepare_step, the approval and send_step of one step agree."""
-    cur = await conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM messages WHERE enrollment_id = %s"
-        " AND direction = 'outbound' AND step_index IS DISTINCT FROM %s AND status = ANY(%s))",
-        (enrollment_id, step_index, _REACHED_STATUSES),
-    )
-    row = await cur.fetchone()
-    return not (row and row[0])
-
-
-async def step_text_as_sent(
-    conn: AsyncConnection[Any], franchisor_id: str, enrollment_id: str, step_index: int, text: str
-) -> OutgoingText:
-    """A step's text (an approver's edit) as send_step will send it: with the first message's
-    additions when it is the enrollment's first text. For showing staff what goes out."""
-    first = await is_first_text(conn, enrollment_id, step_index)
-    return outgoing_text(text, await brand_name(conn, franchisor_id), first_message=first)

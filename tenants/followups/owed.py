@@ -15,13 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from tenants.core.names import ChildName, TenantScope
-from tenants.enrollment.records import Enrollment, running_for_contact
+from tenants.core.vocabulary import RUNNING
 
 LEASE = timedelta(seconds=30)
 MAX_BACKOFF = timedelta(minutes=5)
@@ -137,15 +137,51 @@ async def owe_signal(
     contact. While the enrollment's workflow start is in flight its run is not known yet; the
     relay waits for it."""
     return await owe_signal_to(
-        conn, kind, contact, await running_for_contact(conn, contact), event_id, activity_kind
+        conn, kind, contact, await running_enrollment(conn, contact), event_id, activity_kind
     )
+
+
+class SignalTarget(Protocol):
+    """What a signal is addressed to: an enrollment and its workflow run."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def workflow_id(self) -> str: ...
+    @property
+    def run_id(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RunningEnrollment:
+    id: str
+    workflow_id: str
+    run_id: str
+
+
+async def running_enrollment(
+    conn: AsyncConnection[Any], contact: ChildName
+) -> RunningEnrollment | None:
+    """The contact's running enrollment (at most one), as a signal's address."""
+    cur = await conn.execute(
+        "SELECT id, workflow_id, run_id FROM enrollments WHERE franchisor_id = %s"
+        " AND location_id = %s AND contact_id = %s AND status = ANY(%s)",
+        (
+            contact.scope.franchisor_id,
+            contact.scope.location_id,
+            contact.id,
+            [s.value for s in RUNNING],
+        ),
+    )
+    row = await cur.fetchone()
+    return RunningEnrollment(row[0], row[1], row[2]) if row else None
 
 
 async def owe_signal_to(
     conn: AsyncConnection[Any],
     kind: FollowupKind,
     contact: ChildName,
-    enrollment: Enrollment | None,
+    enrollment: SignalTarget | None,
     event_id: str,
     activity_kind: str = "",
 ) -> int | None:
@@ -210,9 +246,8 @@ async def retry_later(
 async def enrollment_run(conn: AsyncConnection[Any], enrollment_id: str) -> tuple[str, bool]:
     """(run id, running) of an enrollment as the read model has it now."""
     cur = await conn.execute(
-        "SELECT run_id, status IN ('active', 'paused', 'awaiting_approval') FROM enrollments"
-        " WHERE id = %s",
-        (enrollment_id,),
+        "SELECT run_id, status = ANY(%s) FROM enrollments WHERE id = %s",
+        ([s.value for s in RUNNING], enrollment_id),
     )
     row = await cur.fetchone()
     return (row[0], bool(row[1])) if row else ("", False)

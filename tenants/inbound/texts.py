@@ -293,7 +293,7 @@ async def _owe_staff_notice(
         keyword=keyword,
         enrollment_id=running.id if running else "",
         # the step whose text the contact answers (not the one the enrollment waits for)
-        step=await last_sent_step(conn, running) if running else -1,
+        step=await last_sent_step(conn, running.contact, running.id) if running else -1,
         **flagged,
     )
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from psycopg import AsyncConnection
 
 from tenants.compliance.send_rules import rules_version
-
-if TYPE_CHECKING:
-    from tenants.enrollment.records import Enrollment
+from tenants.core.names import ChildName
 
 # Statuses of a text the carrier has (or may have) taken: never handed over again. The
 # carrier-reported early states count too: a status callback may land in the crash window
@@ -188,15 +186,14 @@ async def next_send_slot(
     return slot
 
 
-async def last_sent_step(conn: AsyncConnection[Any], enrollment: Enrollment) -> int:
+async def last_sent_step(conn: AsyncConnection[Any], contact: ChildName, enrollment_id: str) -> int:
     """The step of the enrollment's newest text to its contact (-1: none yet): what a reply
     answers."""
-    contact = enrollment.contact
     cur = await conn.execute(
         "SELECT step_index FROM messages WHERE franchisor_id = %s AND location_id = %s"
         " AND contact_id = %s AND direction = 'outbound' AND enrollment_id = %s"
         " ORDER BY create_time DESC, id DESC LIMIT 1",
-        (contact.scope.franchisor_id, contact.scope.location_id, contact.id, enrollment.id),
+        (contact.scope.franchisor_id, contact.scope.location_id, contact.id, enrollment_id),
     )
     row = await cur.fetchone()
     return int(row[0]) if row and row[0] is not None else -1

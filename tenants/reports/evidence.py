@@ -33,8 +33,8 @@ from tenants.core.errors import FieldViolation, InvalidArgument, NotFound
 from tenants.core.names import ChildName, TenantScope
 from tenants.core.pagination import PageRequest, time_key
 from tenants.core.phones import to_e164
+from tenants.core.vocabulary import EnrollmentStatus
 from tenants.enrollment.records import COLLECTION as ENROLLMENTS
-from tenants.enrollment.records import EnrollmentStatus
 from tenants.org import audit
 from tenants.org.access import Action, Principal, authorize
 from tenants.org.locations import load_location

@@ -15,6 +15,7 @@ from tenants.compliance.send_rules import Recipient, max_texts_per_24h, next_ope
 from tenants.compliance.send_window import SendWindow
 from tenants.contacts.contacts import ConsentState
 from tenants.content.placeholders import Rendering
+from tenants.core.vocabulary import ExitReason
 from tenants.sequences.definitions import FrequencyCap, Step
 
 DAY = timedelta(days=1)
@@ -23,6 +24,9 @@ CAP_EXPIRY = timedelta(days=7)
 
 
 class Outcome(StrEnum):
+    """What becomes of a step that fell due: the one step decision, also the workflow's
+    `prepare_step` outcome on the wire (an approval's verdict is workflows' ApprovalAction)."""
+
     SEND = "send"
     DEFER = "defer"
     SKIP = "skip"
@@ -54,7 +58,7 @@ class StepDecision:
     at: datetime | None  # SEND: now; DEFER: when to prepare again
     reasons: tuple[str, ...]
     # BLOCK: the enrollment's exit reason (opted_out, no_consent, undeliverable)
-    exit_reason: str = ""
+    exit_reason: ExitReason | None = None
 
 
 def cap_clears_at(
@@ -73,15 +77,15 @@ def decide(
 ) -> StepDecision:
     """The outcome of a step that fell due at `due`, judged at `now`."""
     if facts.opted_out:
-        return StepDecision(Outcome.BLOCK, None, ("the contact opted out",), "opted_out")
+        return StepDecision(Outcome.BLOCK, None, ("the contact opted out",), ExitReason.OPTED_OUT)
     if facts.consent is not ConsentState.GRANTED:
         why = "consent was revoked" if facts.consent is ConsentState.REVOKED else "no consent"
-        return StepDecision(Outcome.BLOCK, None, (f"{why} on record",), "no_consent")
+        return StepDecision(Outcome.BLOCK, None, (f"{why} on record",), ExitReason.NO_CONSENT)
     if facts.undeliverable_code is not None:
         # its running enrollment is owed the `undeliverable` signal too; this holds the line
         # while that signal is on its way
         why = f"the carrier cannot deliver to this number ({facts.undeliverable_code})"
-        return StepDecision(Outcome.BLOCK, None, (why,), "undeliverable")
+        return StepDecision(Outcome.BLOCK, None, (why,), ExitReason.UNDELIVERABLE)
     hit = sorted(
         facts.activity_kinds_since_enrollment & set(step.skip_if_activity_since_enrollment)
     )

@@ -1,0 +1,227 @@
+"""Entry: whether a contact may start a sequence now, and the row that says it did.
+
+`decide_entry` is the one entry rule (consent, an active sequence, one running enrollment per
+contact, priority preemption, re-entry); `check_daily_cap` the location's daily enrollment cap;
+`insert_enrollment` writes the row (with its audit entry) before the workflow starts. Refusals
+that came from a trigger are recorded by `tenants.enrollment.triggers`; the Enroll path that
+calls these in order is `workflows.enrolling`."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from tenants.contacts.contacts import ConsentState, Contact, get_contact
+from tenants.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+)
+from tenants.core.names import ChildName, TenantScope
+from tenants.enrollment.records import (
+    COLLECTION,
+    Enrollment,
+    load_enrollment,
+    running_for_contact,
+    workflow_id_for,
+)
+from tenants.org import audit
+from tenants.org.access import Action, Principal, authorize
+from tenants.sequences.definitions import Sequence, SequenceState, get_sequence
+
+
+@dataclass(frozen=True)
+class EntryDecision:
+    """What Enroll should do: start `new` (a fresh row), or answer with `existing`."""
+
+    contact: Contact
+    sequence: Sequence
+    existing: Enrollment | None
+    # a running enrollment of lower priority that this sequence interrupts (ends) first
+    preempt: Enrollment | None = None
+
+
+async def decide_entry(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    contact_name: ChildName,
+    sequence_name: ChildName,
+    now: datetime,
+) -> EntryDecision:
+    """The entry rules for one contact and sequence, for every path (API, scan, event): the
+    sequence is active; one running enrollment per contact and location (the same one is an
+    idempotent answer; another of lower priority is interrupted only when this sequence says
+    so); consent and no opt-out; a number the carrier can deliver to (`UNDELIVERABLE`); the
+    cooldown after the last enrollment in this sequence. The per-location daily cap is
+    applied when the row is written (`insert_enrollment`). Raises the refusal."""
+    authorize(principal, Action.CONTACT_WRITE, contact_name.scope)
+    contact = await get_contact(conn, principal, contact_name)
+    sequence = await get_sequence(conn, principal, sequence_name)
+    scope = sequence.name.scope
+    if scope.franchisor_id != contact.location.franchisor_id or (
+        scope.is_location and scope != contact.location
+    ):
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "sequence", f"{sequence.name.name} is not usable at {contact.location.name}"
+                )
+            ]
+        )
+    if sequence.state is not SequenceState.ACTIVE:
+        raise FailedPrecondition(
+            f"{sequence.name.name} is {sequence.state.value}", reason="SEQUENCE_NOT_ACTIVE"
+        )
+    running = await running_for_contact(conn, contact_name)
+    preempt = None
+    if running is not None:
+        if running.sequence == sequence.name:
+            return EntryDecision(contact, sequence, running)
+        ours, theirs = sequence.definition.priority, running.definition.priority
+        if ours > theirs and sequence.definition.interrupt_lower_priority:
+            preempt = running
+        else:
+            raise AlreadyExists(
+                f"{contact_name.name} is already enrolled in {running.sequence.name}"
+                f" (priority {theirs}; this sequence: {ours})",
+                reason="ENROLLMENT_RUNNING",
+                enrollment=running.name.name,
+            )
+    if contact.opted_out:
+        raise FailedPrecondition(f"{contact_name.name} opted out", reason="OPTED_OUT")
+    if contact.consent_state is not ConsentState.GRANTED:
+        raise FailedPrecondition(
+            f"{contact_name.name} has no consent on record", reason="NO_CONSENT"
+        )
+    if contact.undeliverable_at is not None:  # until a later text is delivered (undeliverable)
+        raise FailedPrecondition(
+            f"{contact_name.name} cannot receive texts: carrier error {contact.undeliverable_code}"
+            f" since {contact.undeliverable_at.isoformat()}",
+            reason="UNDELIVERABLE",
+            error_code=contact.undeliverable_code,
+            since=contact.undeliverable_at.isoformat(),
+        )
+    cooldown = timedelta(seconds=sequence.definition.cooldown_seconds)
+    if cooldown:
+        cur = await conn.execute(
+            "SELECT max(ended_at) FROM enrollments WHERE franchisor_id = %s AND location_id = %s"
+            " AND contact_id = %s AND sequence_id = %s"
+            " AND sequence_location_id IS NOT DISTINCT FROM %s"
+            # an entry whose workflow never started was no enrollment: no cooldown after it
+            " AND exit_reason NOT IN ('start_failed', 'start_conflict')",
+            (
+                contact_name.scope.franchisor_id,
+                contact_name.scope.location_id,
+                contact_name.id,
+                sequence.name.id,
+                scope.location_id,
+            ),
+        )
+        row = await cur.fetchone()
+        last = row[0] if row else None
+        if last is not None and last + cooldown > now:
+            raise FailedPrecondition(
+                f"{contact_name.name} is in cooldown for {sequence.name.name} until "
+                f"{(last + cooldown).isoformat()}",
+                reason="COOLDOWN",
+                until=(last + cooldown).isoformat(),
+            )
+    return EntryDecision(contact, sequence, None, preempt)
+
+
+async def insert_enrollment(
+    conn: AsyncConnection[Any], principal: Principal, entry: EntryDecision, now: datetime
+) -> tuple[Enrollment, bool]:
+    """Writes the new enrollment row; (the running one, False) when another writer won."""
+    contact, sequence = entry.contact, entry.sequence
+    enrollment_id = f"e{secrets.token_hex(10)}"
+    # ON CONFLICT, not a caught unique violation: PostgreSQL would log the conflicting key.
+    # A running enrollment that ends between the insert and the read is tried again.
+    for _ in range(3):
+        async with conn.transaction():
+            await check_daily_cap(conn, contact.location, now)
+            cur = await conn.execute(
+                "INSERT INTO enrollments (id, workflow_id, franchisor_id, location_id,"
+                " contact_id, sequence_location_id, sequence_id, sequence_version, definition,"
+                " status, enrolled_at, enrolled_by)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'active', %s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING id",
+                (
+                    enrollment_id,
+                    workflow_id_for(contact.location, contact.name.id),
+                    contact.location.franchisor_id,
+                    contact.location.location_id,
+                    contact.name.id,
+                    sequence.name.scope.location_id,
+                    sequence.name.id,
+                    sequence.version,
+                    Jsonb(sequence.definition.to_json()),
+                    now,
+                    principal.label,
+                ),
+            )
+            inserted = await cur.fetchone() is not None
+            if inserted:
+                await audit.record(
+                    conn,
+                    principal,
+                    "enrollment.create",
+                    f"{contact.location.name}/{COLLECTION}/{enrollment_id}",
+                    contact.location.franchisor_id,
+                    sequence=sequence.name.name,
+                )
+        if inserted:
+            return await load_enrollment(conn, enrollment_id), True
+        running = await running_for_contact(conn, contact.name)
+        if running is None:
+            continue
+        if running.sequence != sequence.name:
+            raise AlreadyExists(
+                f"{contact.name.name} is already enrolled in {running.sequence.name}",
+                reason="ENROLLMENT_RUNNING",
+                enrollment=running.name.name,
+            )
+        return running, False
+    raise AlreadyExists(
+        f"{contact.name.name} is being enrolled and unenrolled concurrently; try again",
+        reason="ENROLLMENT_RUNNING",
+    )
+
+
+async def check_daily_cap(conn: AsyncConnection[Any], location: TenantScope, now: datetime) -> None:
+    """Refuses (DAILY_CAP) when the location's cap of entries for its local day is reached.
+    Inside the insert's transaction a per-location advisory lock makes the count and the insert
+    one step, so the cap is exact even with many enrollments in flight; outside one (a check
+    before interrupting another enrollment) it is a plain look."""
+    cur = await conn.execute(
+        "SELECT daily_enrollment_cap, time_zone FROM locations WHERE franchisor_id = %s"
+        " AND id = %s",
+        (location.franchisor_id, location.location_id),
+    )
+    row = await cur.fetchone()
+    if row is None or row[0] == 0:
+        return
+    cap, zone = row
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cap:{location.name}",))
+    local = now.astimezone(ZoneInfo(zone))
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    cur = await conn.execute(
+        "SELECT count(*) FROM enrollments WHERE franchisor_id = %s AND location_id = %s"
+        " AND enrolled_at >= %s AND exit_reason NOT IN ('start_failed', 'start_conflict')",
+        (location.franchisor_id, location.location_id, midnight),
+    )
+    counted = await cur.fetchone()
+    if counted is not None and counted[0] >= cap:
+        tomorrow = midnight + timedelta(days=1)  # wall-clock: the next local midnight
+        raise FailedPrecondition(
+            f"{location.name} reached its daily cap of {cap} enrollments",
+            reason="DAILY_CAP",
+            until=tomorrow.isoformat(),
+        )
