@@ -13,8 +13,8 @@ from reengage.v1 import tenants_pb2_grpc
 from server.grpc.auth import principal
 from server.grpc.converters import DAY_NAMES, require, timestamp
 from tenants.core.errors import FieldViolation, InvalidArgument
+from tenants.core.masks import masked_fields
 from tenants.core.names import (
-    masked_fields,
     parse_child,
     parse_franchisor,
     parse_location,

@@ -30,6 +30,7 @@ from tenants.core.errors import (
     NotFound,
     Violations,
 )
+from tenants.core.masks import check_etag, mask_fields
 from tenants.core.names import ChildName, TenantScope, id_problem
 from tenants.core.pagination import PageRequest
 from tenants.org import audit
@@ -92,7 +93,7 @@ class Contact:
     create_time: datetime
     update_time: datetime
     version: int
-    # the carrier cannot deliver to this number (tenants.inbound.undeliverable): since, and the
+    # the carrier cannot deliver to this number (tenants.contacts.undeliverable): since, and the
     # error
     undeliverable_at: datetime | None = None
     undeliverable_code: str = ""
@@ -477,23 +478,19 @@ async def update_contact(
     etag: str,
 ) -> Contact:
     require_location(name.scope, "contact.name")
-    fields = set(update_mask)
-    if "*" in fields:
-        fields = set(UPDATABLE_FIELDS)
     problems = Violations()
-    if not fields:
-        problems.add("update_mask", "is required: name the fields to change")
-    if "phone_number" in fields:
-        problems.add("update_mask", "phone_number cannot change: create a new contact")
-    for unknown in sorted(fields - UPDATABLE_FIELDS - {"phone_number"}):
-        problems.add("update_mask", f"{unknown[:60]!r} cannot be updated")
+    fields = mask_fields(
+        update_mask,
+        UPDATABLE_FIELDS,
+        problems,
+        fixed={"phone_number": "phone_number cannot change: create a new contact"},
+    )
     problems.raise_if_any()
     authorize(principal, Action.CONTACT_WRITE, name.scope)
     location = await get_location(conn, principal, name.scope)
     async with conn.transaction():
         current = await load(conn, name, lock=True)
-        if etag and etag != current.etag:
-            raise EtagMismatch(f"{name.name} changed since etag {etag}; read it again")
+        check_etag(name.name, current.etag, etag)
         merged = ContactInput(
             phone_number=current.phone_e164,
             first_name=data.first_name if "first_name" in fields else current.first_name,

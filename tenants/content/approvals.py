@@ -15,8 +15,8 @@ from tenants.content.templates import (
     NewRevision,
     RevisionState,
     Template,
-    check_etag,
     check_not_archived,
+    check_template_etag,
     load_template,
     write_template,
 )
@@ -41,7 +41,7 @@ async def _move(
 ) -> Template:
     async with conn.transaction():
         template = await load_template(conn, name, lock=True)
-        check_etag(template, etag)
+        check_template_etag(template, etag)
         check_not_archived(template)
         if not template.is_override:
             raise FailedPrecondition(

@@ -29,6 +29,7 @@ from tenants.core.errors import (
     NotFound,
     Violations,
 )
+from tenants.core.masks import check_etag, mask_fields
 from tenants.core.names import ChildName, TenantScope, display_name_problem, id_problem, parse_child
 from tenants.core.pagination import PageRequest, number_key
 from tenants.org import audit, listing
@@ -215,12 +216,8 @@ async def write_template(
         raise EtagMismatch(f"{template.name.name} changed concurrently; read it again")
 
 
-def check_etag(template: Template, etag: str) -> None:
-    if etag and etag != template.etag:
-        raise EtagMismatch(
-            f"{template.name.name} changed since etag {etag}; read it again",
-            resource=template.name.name,
-        )
+def check_template_etag(template: Template, etag: str) -> None:
+    check_etag(template.name.name, template.etag, etag)
 
 
 def check_not_archived(template: Template) -> None:
@@ -412,16 +409,13 @@ async def update_template(
     etag: str,
     public_url: str,
 ) -> Template:
-    fields = set(update_mask)
-    if "*" in fields:  # every field that applies: lock_mode only to brand templates
-        fields = set(
-            UPDATABLE_FIELDS if not name.scope.is_location else UPDATABLE_FIELDS - {"lock_mode"}
-        )
     problems = Violations()
-    if not fields:
-        problems.add("update_mask", "is required: name the fields to change")
-    for unknown in sorted(fields - UPDATABLE_FIELDS):
-        problems.add("update_mask", f"{unknown[:60]!r} cannot be updated")
+    fields = mask_fields(  # "*": every field that applies: lock_mode only to brand templates
+        update_mask,
+        UPDATABLE_FIELDS,
+        problems,
+        every=UPDATABLE_FIELDS - {"lock_mode"} if name.scope.is_location else None,
+    )
     if "display_name" in fields:
         problems.check("template.display_name", display_name_problem(data.display_name))
     if "lock_mode" in fields and name.scope.is_location:
@@ -434,7 +428,7 @@ async def update_template(
         check_body(data.body, public_url)
     async with conn.transaction():
         template = await load_template(conn, name, lock=True)
-        check_etag(template, etag)
+        check_template_etag(template, etag)
         check_not_archived(template)
         revision = None
         if "body" in fields and data.body != template.latest_body:
@@ -465,7 +459,7 @@ async def archive_template(
     authorize(principal, Action.TEMPLATE_WRITE, name.scope)
     async with conn.transaction():
         template = await load_template(conn, name, lock=True)
-        check_etag(template, etag)
+        check_template_etag(template, etag)
         if not template.archived:
             await conn.execute(
                 "UPDATE templates t SET archived = true, update_time = now(),"

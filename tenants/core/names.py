@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tenants.core.errors import FieldViolation, InvalidArgument, Violations
+from tenants.core.errors import FieldViolation, InvalidArgument
 
 RESOURCE_ID = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 ID_RULE = "must be 1-63 characters of a-z, 0-9 and '-', start with a letter, not end with '-'"
@@ -130,19 +129,3 @@ def display_name_problem(value: str) -> str | None:
     if any(unicodedata.category(c) == "Cc" for c in value):
         return "contains control characters"
     return None
-
-
-def masked_fields(update_mask: Iterable[str], updatable: Iterable[str]) -> set[str]:
-    """The fields an Update*'s update_mask names ("*": every updatable one); raises every
-    problem with the mask as INVALID_ARGUMENT on update_mask."""
-    allowed = set(updatable)
-    fields = set(update_mask)
-    if "*" in fields:
-        fields = set(allowed)
-    problems = Violations()
-    if not fields:
-        problems.add("update_mask", "is required: name the fields to change")
-    for unknown in sorted(fields - allowed):
-        problems.add("update_mask", f"{unknown[:60]!r} cannot be updated")
-    problems.raise_if_any()
-    return fields

@@ -11,6 +11,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
 from tenants.core.errors import AlreadyExists, EtagMismatch, NotFound, Violations
+from tenants.core.masks import check_etag
 from tenants.core.names import TenantScope, display_name_problem, id_problem
 from tenants.org import audit
 from tenants.org.access import Action, Principal, authorize
@@ -131,10 +132,7 @@ async def update_franchisor(
         current = await cur.fetchone()
         if current is None:
             raise NotFound(f"{scope.name} does not exist", resource=scope.name)
-        if etag and etag != current.etag:
-            raise EtagMismatch(
-                f"{scope.name} changed since etag {etag}; read it again", resource=scope.name
-            )
+        check_etag(scope.name, current.etag, etag)
         await cur.execute(
             "UPDATE franchisors SET display_name = %s, slack_channel_id = %s, opt_out_scope = %s,"
             " update_time = now(), version = version + 1"

@@ -13,7 +13,8 @@ from psycopg import AsyncConnection
 
 from tenants.compliance.send_window import SendWindow
 from tenants.core.errors import AlreadyExists, EtagMismatch, InvalidArgument, NotFound, Violations
-from tenants.core.names import TenantScope, display_name_problem, id_problem, masked_fields
+from tenants.core.masks import check_etag, masked_fields
+from tenants.core.names import TenantScope, display_name_problem, id_problem
 from tenants.core.pagination import PageRequest
 from tenants.core.phones import SUPPORTED_REGIONS, to_e164
 from tenants.org import audit
@@ -322,10 +323,7 @@ async def update_location(
         if current is None:
             raise NotFound(f"{scope.name} does not exist", resource=scope.name)
         values = _validate(data, frozenset(fields), current.region_code, Violations())
-        if etag and etag != current.etag:
-            raise EtagMismatch(
-                f"{scope.name} changed since etag {etag}; read it again", resource=scope.name
-            )
+        check_etag(scope.name, current.etag, etag)
         window: SendWindow = values.get("send_window", current.send_window)
         cur = await conn.execute(
             "UPDATE locations SET display_name = %s, time_zone = %s, send_window_start = %s,"

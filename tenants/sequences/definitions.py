@@ -24,12 +24,12 @@ from tenants.content.templates import COLLECTION as TEMPLATES
 from tenants.content.templates import load_template
 from tenants.core.errors import (
     AlreadyExists,
-    EtagMismatch,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     Violations,
 )
+from tenants.core.masks import check_etag, mask_fields
 from tenants.core.names import ChildName, TenantScope, display_name_problem, id_problem, parse_child
 from tenants.core.pagination import PageRequest
 from tenants.org import audit, listing
@@ -398,22 +398,15 @@ async def update_sequence(
     update_mask: list[str],
     etag: str,
 ) -> Sequence:
-    fields = set(update_mask)
-    if "*" in fields:
-        fields = set(UPDATABLE_FIELDS)
     problems = Violations()
-    if not fields:
-        problems.add("update_mask", "is required: name the fields to change")
-    for unknown in sorted(fields - UPDATABLE_FIELDS):
-        problems.add("update_mask", f"{unknown[:60]!r} cannot be updated")
+    fields = mask_fields(update_mask, UPDATABLE_FIELDS, problems)
     if "display_name" in fields:
         problems.check("sequence.display_name", display_name_problem(display_name))
     problems.raise_if_any()
     authorize(principal, Action.SEQUENCE_WRITE, name.scope)
     async with conn.transaction():
         current = await load_sequence(conn, name, lock=True)
-        if etag and etag != current.etag:
-            raise EtagMismatch(f"{name.name} changed since etag {etag}; read it again")
+        check_etag(name.name, current.etag, etag)
         if current.state is SequenceState.ARCHIVED:
             raise FailedPrecondition(f"{name.name} is archived", reason="SEQUENCE_ARCHIVED")
         merged = {
@@ -449,8 +442,7 @@ async def archive_sequence(
     authorize(principal, Action.SEQUENCE_WRITE, name.scope)
     async with conn.transaction():
         current = await load_sequence(conn, name, lock=True)
-        if etag and etag != current.etag:
-            raise EtagMismatch(f"{name.name} changed since etag {etag}; read it again")
+        check_etag(name.name, current.etag, etag)
         if current.state is not SequenceState.ARCHIVED:
             await conn.execute(
                 "UPDATE sequences t SET state = 'archived', update_time = now(),"
@@ -476,8 +468,7 @@ async def set_state(
     authorize(principal, Action.SEQUENCE_WRITE, name.scope)
     async with conn.transaction():
         current = await load_sequence(conn, name, lock=True)
-        if etag and etag != current.etag:
-            raise EtagMismatch(f"{name.name} changed since etag {etag}; read it again")
+        check_etag(name.name, current.etag, etag)
         if current.state is SequenceState.ARCHIVED:
             raise FailedPrecondition(f"{name.name} is archived", reason="SEQUENCE_ARCHIVED")
         changed = current.state is not state
