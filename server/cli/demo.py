@@ -12,9 +12,9 @@ from psycopg_pool import AsyncConnectionPool
 from tenants.core.errors import AlreadyExists, Unauthenticated
 from tenants.core.names import TenantScope
 from tenants.org import api_keys, franchisors, locations
-from tenants.org.access import Principal, Role
+from tenants.org.access import Role, system
 
-SEEDER = Principal("system", "demo-seed", Role.OPERATOR, None)
+SEEDER = system("demo-seed")
 DEMO = TenantScope("demo")
 # Sender numbers from the 555-01xx range, which is reserved for fiction: inbound texts to
 # them (`reengage sms receive --to`) route to the location.

@@ -26,9 +26,9 @@ from tenants.content.bodies import LINK_CODE_LENGTH
 from tenants.content.placeholders import LinkMaker
 from tenants.core.names import ChildName, TenantScope
 from tenants.followups.owed import FollowupKind, owe_signal
-from tenants.org.access import Principal, Role
+from tenants.org.access import system
 
-LINKS = Principal("system", "tracked-links", Role.OPERATOR, None)
+LINKS = system("tracked-links")
 _ALPHABET = string.ascii_letters + string.digits
 CODE = re.compile(rf"[A-Za-z0-9]{{{LINK_CODE_LENGTH}}}")
 # User agents of link-preview fetchers: not a person's click.

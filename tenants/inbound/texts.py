@@ -55,12 +55,12 @@ from tenants.enrollment.records import Enrollment, running_for_contact
 from tenants.followups.notices import NoticeKind, owe_notice
 from tenants.followups.owed import FollowupKind, owe, owe_signal_to
 from tenants.messages.ledger import last_sent_step
-from tenants.org.access import Principal, Role
+from tenants.org.access import Principal, system
 from tenants.org.franchisors import brand_name
 from tenants.org.locations import Location, load_location
 
 log = logging.getLogger(__name__)
-EDGE = Principal("system", "inbound-edge", Role.OPERATOR, None)
+EDGE = system("inbound-edge")
 CONFIRMATION_WITHIN = timedelta(minutes=5)
 HELP_WITHIN = timedelta(hours=1)
 MAX_BODY = 1600  # Twilio's limit for one message; anything longer is cut (and the row says so)

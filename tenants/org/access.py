@@ -43,7 +43,7 @@ class Principal:
     `scope` is None only for operators, who run the platform and belong to no tenant.
     """
 
-    kind: str  # "api_key" | "staff_member"
+    kind: str  # "api_key" | "staff_member" | "system" (the platform itself: `system()`)
     id: str
     role: Role
     scope: TenantScope | None
@@ -58,6 +58,12 @@ class Principal:
     def label(self) -> str:
         """How the audit log names this principal (no secrets)."""
         return f"{self.kind}:{self.id}"
+
+
+def system(label: str) -> Principal:
+    """The platform acting on its own behalf (an edge, a workflow, a scan, a seeder): an
+    operator with no tenant. `label` names the part in the audit log."""
+    return Principal("system", label, Role.OPERATOR, None)
 
 
 class Action(StrEnum):
