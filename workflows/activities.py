@@ -8,6 +8,8 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
+from tenants.migrations import database_versions
+
 
 class PlatformActivities:
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
@@ -17,10 +19,5 @@ class PlatformActivities:
     async def database_version(self) -> str:
         """The PostgreSQL server version and the newest applied migration."""
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT current_setting('server_version'),"
-                " (SELECT max(version) FROM schema_migrations)"
-            )
-            row = await cur.fetchone()
-        assert row is not None
-        return f"PostgreSQL {row[0]}, schema version {row[1]}"
+            server_version, schema_version = await database_versions(conn)
+        return f"PostgreSQL {server_version}, schema version {schema_version}"

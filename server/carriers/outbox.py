@@ -8,6 +8,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from tenants.messages.outbox import record_delivery
 from workflows.carrier import OutboundText, SendResult, SendStatus
 
 
@@ -20,9 +21,7 @@ class OutboxCarrier:
 
     async def send(self, text: OutboundText) -> SendResult:
         async with self._pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO outbox_deliveries (message_id, from_number, to_number, body)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (message_id) DO NOTHING",
-                (text.message_id, text.from_number, text.to_number, text.body),
+            await record_delivery(
+                conn, text.message_id, text.from_number, text.to_number, text.body
             )
         return SendResult(SendStatus.ACCEPTED, carrier_message_id=f"outbox-{text.message_id}")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from psycopg import AsyncConnection
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -60,3 +62,13 @@ def migrate(conninfo: str) -> list[Migration]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied
+
+
+async def database_versions(conn: AsyncConnection[Any]) -> tuple[str, int]:
+    """The PostgreSQL server version and the newest applied migration."""
+    cur = await conn.execute(
+        "SELECT current_setting('server_version'), (SELECT max(version) FROM schema_migrations)"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return str(row[0]), int(row[1])
