@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint protos check-protos bench clean
+.PHONY: up test test-fast lint protos check-protos bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ up: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The cases that need no server (no PostgreSQL, no Temporal, no processes): see tests/conftest.py.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m fast
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

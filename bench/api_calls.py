@@ -23,8 +23,9 @@ from rich.table import Table
 from reengage.v1 import tenants_pb2 as pb
 from reengage.v1 import tenants_pb2_grpc
 from server.app import open_pool
+from server.config import Settings
 from server.embedded import EmbeddedPostgres, free_port
-from server.grpc.server import build_grpc_server, mark_serving
+from server.platform import build_platform
 from tenants.core.names import TenantScope
 from tenants.migrations import migrate
 from tenants.org import api_keys, franchisors, locations
@@ -79,9 +80,10 @@ async def _measure(database_url: str) -> None:
         key = await api_keys.issue_key(
             conn, "bench", TenantScope("bench"), "", "bench", Role.FRANCHISOR_ADMIN
         )
-    server, health, port = build_grpc_server(pool, "127.0.0.1:0")
+    server = build_platform(Settings(), pool).grpc_server("127.0.0.1:0")
     await server.start()
-    await mark_serving(health, True)
+    await server.mark_serving(True)
+    port = server.port
     metadata = (("authorization", f"Bearer {key.token}"),)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

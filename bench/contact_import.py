@@ -24,8 +24,9 @@ from rich.table import Table
 from reengage.v1 import contacts_pb2_grpc
 from server.app import open_pool
 from server.cli.contacts import import_file
+from server.config import Settings
 from server.embedded import EmbeddedPostgres, free_port
-from server.grpc.server import build_grpc_server
+from server.platform import build_platform
 from tenants.core.names import TenantScope
 from tenants.migrations import migrate
 from tenants.org import api_keys, franchisors, locations
@@ -104,8 +105,9 @@ async def _measure(url: str, path: Path, rows: int) -> None:
             conn, "bench", TenantScope("bench", "main"), "", "bench", Role.LOCATION_MANAGER
         )
     raw_rate = await asyncio.to_thread(baseline, url, path)
-    server, _, port = build_grpc_server(pool, "127.0.0.1:0")
+    server = build_platform(Settings(), pool).grpc_server("127.0.0.1:0")
     await server.start()
+    port = server.port
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
 

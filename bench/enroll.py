@@ -51,22 +51,22 @@ from temporalio.worker import Worker
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc
 from server.app import open_pool
-from server.carriers.outbox import OutboxCarrier
+from server.config import Settings
 from server.embedded import EmbeddedPostgres, free_port, temporal_cli
 from server.grpc.enrollment_service import BULK_IN_FLIGHT
-from server.grpc.server import build_grpc_server
+from server.platform import build_platform
 from tenants.compliance.send_rules import Recipient, allowed_at
 from tenants.contacts import contacts
 from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
+from tenants.contacts.model import ContactInput, validate
 from tenants.content import templates
 from tenants.core.names import TenantScope
 from tenants.migrations import migrate
 from tenants.org import api_keys, franchisors, locations
 from tenants.org.access import Principal, Role
 from tenants.sequences import definitions as sequences
+from tenants.sequences.model import Definition, Step
 from workflows import search_attributes as sa
-from workflows.client import EnrollmentClient
-from workflows.worker import build_worker
 
 DAY = 86_400
 CONCURRENCY = 32
@@ -129,20 +129,19 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
     try:
         async with pool.connection() as conn:
             token, template = await _tenant(conn)
-            waiting = await _sequence(conn, "start-only", [sequences.Step(template, 30 * DAY)])
-            two_steps = await _sequence(
-                conn, "two-steps", [sequences.Step(template, 0), sequences.Step(template, 0)]
-            )
+            waiting = await _sequence(conn, "start-only", [Step(template, 30 * DAY)])
+            two_steps = await _sequence(conn, "two-steps", [Step(template, 0), Step(template, 0)])
         people = await _contacts(pool, [f"+1212{2000000 + i:07d}" for i in range(n + WARM_UP)])
         enroll_queue = f"bench-enroll-{uuid.uuid4().hex[:6]}"
         raw_queue = f"bench-raw-{uuid.uuid4().hex[:6]}"
-        enrollments = EnrollmentClient(client, enroll_queue)
-        worker = build_worker(
-            client, pool, enroll_queue, carrier=OutboxCarrier(pool), sends_per_second=1000
+        platform = build_platform(
+            Settings(task_queue=enroll_queue, sends_per_second=1000), pool, client
         )
+        worker = platform.worker()
         raw_worker = Worker(client, task_queue=raw_queue, workflows=[TrivialWorkflow])
-        server, _, port = build_grpc_server(pool, "127.0.0.1:0", workflows=enrollments)
+        server = platform.grpc_server("127.0.0.1:0")
         await server.start()
+        port = server.port
         metadata = (("authorization", f"Bearer {token}"),)
         try:
             async with worker, raw_worker, grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -241,9 +240,9 @@ async def _tenant(conn: Any) -> tuple[str, str]:
     return key.token, template.name.name
 
 
-async def _sequence(conn: Any, sid: str, steps: list[sequences.Step]) -> str:
+async def _sequence(conn: Any, sid: str, steps: list[Step]) -> str:
     created = await sequences.create_sequence(
-        conn, OPERATOR, BRAND, sid, sid, sequences.Definition(steps=tuple(steps))
+        conn, OPERATOR, BRAND, sid, sid, Definition(steps=tuple(steps))
     )
     return created.name.name
 
@@ -254,7 +253,7 @@ async def _contacts(pool: AsyncConnectionPool[Any], phones: list[str]) -> list[s
     async with pool.connection() as conn:
         location = await locations.load_location(conn, LOCATION)
         valid = [
-            contacts.validate(contacts.ContactInput(phone_number=p, first_name=f"P{i}"), location)
+            validate(ContactInput(phone_number=p, first_name=f"P{i}"), location)
             for i, p in enumerate(phones)
         ]
         async with conn.transaction():
@@ -348,7 +347,7 @@ async def _events_per_step(
     now = datetime.now(UTC)
     for area in DAYTIME_CANDIDATES:
         phones = [f"+1{area}{3000000 + i:07d}" for i in range(SHORT_RUN)]
-        sample = contacts.validate(contacts.ContactInput(phone_number=phones[0]), location)
+        sample = validate(ContactInput(phone_number=phones[0]), location)
         recipient = Recipient(sample.inferred.zones, sample.inferred.states)
         if all(
             allowed_at(recipient, location.send_window, now + timedelta(minutes=m))[0]

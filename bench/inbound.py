@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
-from starlette.applications import Starlette
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
@@ -44,17 +43,16 @@ from bench.enroll import (
     on_embedded_stack,
 )
 from server.app import open_pool
-from server.carriers.outbox import OutboxCarrier
+from server.config import Settings
 from server.embedded import free_port
 from server.http.edge import http_server
-from server.http.sms import INBOUND_PATH, SmsEdge
+from server.http.sms import INBOUND_PATH
+from server.platform import build_platform
 from tenants.core.names import ChildName, TenantScope
 from tenants.enrollment.records import Enrollment
-from tenants.sequences import definitions as sequences
+from tenants.sequences.model import Step
 from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
-from workflows.relay import FollowupRelay
-from workflows.worker import build_worker
 
 IN_FLIGHT = 16
 TOKEN = "bench-twilio-token"
@@ -88,20 +86,29 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
     await pool.open(wait=True)
     queue = f"bench-inbound-{uuid.uuid4().hex[:6]}"
     raw_queue = f"bench-signal-{uuid.uuid4().hex[:6]}"
-    workflows = EnrollmentClient(client, queue)
-    carrier = OutboxCarrier(pool)
-    worker = build_worker(client, pool, queue, carrier=carrier, sends_per_second=1000)
-    raw_worker = Worker(client, task_queue=raw_queue, workflows=[SignalWaiter])
-    relay = FollowupRelay(pool, workflows, carrier)
     port = free_port()
     public_url = f"http://127.0.0.1:{port}"
-    app = Starlette(routes=SmsEdge(pool, relay, public_url, TOKEN).routes())
-    edge = http_server(app, "127.0.0.1", port)
+    platform = build_platform(
+        Settings(
+            task_queue=queue,
+            sends_per_second=1000,
+            public_url=public_url,
+            twilio_auth_token=TOKEN,
+        ),
+        pool,
+        client,
+    )
+    assert platform.workflows is not None
+    workflows = platform.workflows
+    worker = platform.worker()
+    raw_worker = Worker(client, task_queue=raw_queue, workflows=[SignalWaiter])
+    relay = platform.relay
+    edge = http_server(platform.http_app(), "127.0.0.1", port)
     try:
         async with worker, raw_worker:
             async with pool.connection() as conn:
                 _, template = await _tenant(conn)
-                sequence = await _sequence(conn, "waiting", [sequences.Step(template, 30 * DAY)])
+                sequence = await _sequence(conn, "waiting", [Step(template, 30 * DAY)])
             phones = [f"+1212{3000000 + i:07d}" for i in range(n)]
             names = await _contacts(pool, phones)
             enrolled = await _enroll_all(pool, workflows, names, sequence)

@@ -37,12 +37,13 @@ from bench.enroll import (
     on_embedded_stack,
 )
 from server.app import open_pool
-from server.carriers.outbox import OutboxCarrier
+from server.config import Settings
+from server.platform import build_platform
 from tenants.enrollment.triggers import InactivityTarget, quiet_contacts
 from tenants.sequences import definitions as sequences
+from tenants.sequences.model import Definition, EntryTrigger, Step
 from workflows.scan import InactivityScanWorkflow
 from workflows.scan_types import ScanInput
-from workflows.worker import build_worker
 
 SCAN_CONCURRENCY = 8
 
@@ -65,9 +66,9 @@ async def _measure(database_url: str, client: Client, n: int, quiet: int) -> Non
                 LOCATION.franchisor,
                 "winback",
                 "Win back",
-                sequences.Definition(
-                    steps=(sequences.Step(template, 30 * DAY),),
-                    entry=sequences.EntryTrigger("inactivity", 30, ("reply", "click", "purchase")),
+                Definition(
+                    steps=(Step(template, 30 * DAY),),
+                    entry=EntryTrigger("inactivity", 30, ("reply", "click", "purchase")),
                 ),
             )
         started = time.perf_counter()
@@ -87,9 +88,8 @@ async def _measure(database_url: str, client: Client, n: int, quiet: int) -> Non
             t0 = time.perf_counter()
             await quiet_contacts(conn, target, datetime.now(UTC), None, 200)
             first_page_ms = (time.perf_counter() - t0) * 1000
-        worker = build_worker(
-            client, pool, queue, carrier=OutboxCarrier(pool), sends_per_second=1000
-        )
+        settings = Settings(task_queue=queue, sends_per_second=1000)
+        worker = build_platform(settings, pool, client).worker()
         raw_worker = Worker(client, task_queue=raw_queue, workflows=[TrivialWorkflow])
         async with worker, raw_worker:
             t0 = time.perf_counter()

@@ -31,14 +31,13 @@ from bots.messages import notice_message
 from bots.slack_app import web_client
 from bots.slack_notices import SlackNotifier
 from server.app import open_pool
-from server.carriers.outbox import OutboxCarrier
+from server.config import Settings
+from server.platform import build_platform
 from tenants.core.names import TenantScope
 from tenants.followups.notices import Notice, NoticeFacts, NoticeKind, owe_notice
 from tenants.org import franchisors, locations
 from tenants.org.access import Principal, Role
 from tests.fake_slack import running_fake_slack
-from workflows.client import EnrollmentClient
-from workflows.relay import FollowupRelay
 
 SETUP = Principal("bench", "setup", Role.OPERATOR, None)
 LOCATION = TenantScope("bench", "main")
@@ -57,12 +56,10 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
         await _seed(pool, n)
         with running_fake_slack() as fake:
             slack = web_client(fake.token, fake.api_base)
-            relay = FollowupRelay(
-                pool,
-                EnrollmentClient(client, "bench"),
-                OutboxCarrier(pool),
-                notifier=SlackNotifier(pool, slack),
+            platform = build_platform(
+                Settings(task_queue="bench"), pool, client, notifier=SlackNotifier(pool, slack)
             )
+            relay = platform.relay
             rounds = []
             for round_ in (1, 2):
                 await _owe(pool, n, round_)

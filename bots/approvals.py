@@ -38,7 +38,7 @@ from tenants.org import audit
 from tenants.org.access import Action
 from tenants.org.staff import StaffMember
 from workflows.client import EnrollmentClient, UpdateRefused
-from workflows.enrollment_types import APPROVE, EDIT, SKIP_STEP, Decision
+from workflows.enrollment_types import ApprovalAction, Decision
 
 log = logging.getLogger(__name__)
 # refusals saying the step is no longer waiting for a decision
@@ -157,7 +157,11 @@ class ApprovalActions:
                     " `/reengage resume`."
                 )
             else:
-                action = APPROVE if click.action_id == messages.APPROVE else SKIP_STEP
+                action = (
+                    ApprovalAction.APPROVE
+                    if click.action_id == messages.APPROVE
+                    else ApprovalAction.SKIP
+                )
                 await self._on_message(
                     click.channel,
                     click.message_ts,
@@ -171,7 +175,7 @@ class ApprovalActions:
                 )
                 outcome = (
                     f":white_check_mark: Approved by {who}"
-                    if action == APPROVE
+                    if action is ApprovalAction.APPROVE
                     else f":fast_forward: Skipped by {who}: this step is not sent"
                 )
         except UpdateRefused as refused:
@@ -265,7 +269,7 @@ class ApprovalActions:
                 client,
                 lambda: self._enrollments.decide_approval(
                     enrollment.workflow_id,
-                    Decision(int(meta["s"]), EDIT, text, staff.as_principal().label),
+                    Decision(int(meta["s"]), ApprovalAction.EDIT, text, staff.as_principal().label),
                     f"slack-view-{view['id']}",
                 ),
             )

@@ -17,10 +17,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from bots.identity import REFUSED_WORDS, SOMETHING_WRONG, Refusal, staff_allowed
 from bots.messages import esc
-from tenants.contacts.contacts import ConsentState, Contact, load_by_phones, textable_e164
+from tenants.contacts.contacts import load_by_phones
+from tenants.contacts.model import ConsentState, Contact, textable_e164
 from tenants.core.errors import InvalidArgument
 from tenants.core.names import TenantScope
 from tenants.core.unexpected_errors import log_unexpected
+from tenants.core.vocabulary import EnrollmentStatus
 from tenants.enrollment.records import latest_for_contact
 from tenants.followups.chat_threads import locations_of_channel
 from tenants.followups.notices import mask_phone, short_name
@@ -163,12 +165,12 @@ def _status(
         enrollment, sequence = latest
         step = f"step {enrollment.current_step + 1} of {len(enrollment.definition.steps)}"
         if enrollment.running:
-            status = live.status if live else enrollment.status.value
+            status = live.status if live else enrollment.status
             wake = enrollment.next_wake_at
             when = ""
-            if wake and status == "awaiting_approval":
+            if wake and status == EnrollmentStatus.AWAITING_APPROVAL:
                 when = f", skipped unless decided by {wake.isoformat(timespec='minutes')}"
-            elif wake and status == "active":
+            elif wake and status == EnrollmentStatus.ACTIVE:
                 when = f", next step at {wake.isoformat(timespec='minutes')}"
             state = status.replace("_", " ")
             lines.append(f"In *{esc(sequence)}*: {step}, {state}{when}.")

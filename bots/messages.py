@@ -10,6 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from tenants.core.vocabulary import ExitReason
 from tenants.followups.notices import Notice, NoticeFacts, NoticeKind
 
 Block = dict[str, Any]
@@ -29,16 +30,16 @@ REVIEW_ACTIONS = (REVIEW_OPT_OUT, REVIEW_NOT_OPT_OUT)
 TEXT_BLOCK = "text"  # the input block of the edit modal (and its element's action id)
 REASON_BLOCK = "reason"
 
-EXIT_WORDS = {
-    "replied": "they replied",
-    "opted_out": "they opted out",
-    "clicked": "they clicked a link",
-    "purchased": "they made a purchase",
-    "appointment_completed": "they completed an appointment",
-    "preempted": "a higher-priority sequence took over",
-    "cancelled": "it was cancelled",
-    "undeliverable": "the number cannot receive texts",
-    "no_consent": "there is no consent to text them",
+EXIT_WORDS: dict[str, str] = {
+    ExitReason.REPLIED: "they replied",
+    ExitReason.OPTED_OUT: "they opted out",
+    ExitReason.CLICKED: "they clicked a link",
+    ExitReason.PURCHASED: "they made a purchase",
+    ExitReason.APPOINTMENT_COMPLETED: "they completed an appointment",
+    ExitReason.PREEMPTED: "a higher-priority sequence took over",
+    ExitReason.CANCELLED: "it was cancelled",
+    ExitReason.UNDELIVERABLE: "the number cannot receive texts",
+    ExitReason.NO_CONSENT: "there is no consent to text them",
 }
 
 

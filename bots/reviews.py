@@ -39,6 +39,7 @@ from tenants.inbound.review_queue import (
     resolve_flagged,
 )
 from tenants.org.access import Action
+from workflows.relay import FollowupRelay
 
 log = logging.getLogger(__name__)
 RESOLUTIONS = {
@@ -48,8 +49,9 @@ RESOLUTIONS = {
 
 
 class ReviewActions:
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(self, pool: AsyncConnectionPool[Any], relay: FollowupRelay | None = None) -> None:
         self._pool = pool
+        self._relay = relay  # delivers what a resolution owes at once (else the relay's loop)
 
     async def on_click(
         self, ack: Any, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
@@ -80,6 +82,8 @@ class ReviewActions:
             log_unexpected(log, error, "review %s failed", action.get("action_id"))
             await tell_quietly(client, shown.channel, user, SOMETHING_WRONG, shown.thread_ts)
             return
+        if self._relay is not None:  # e.g. an opt-out ends the running enrollment now
+            self._relay.deliver_owed_soon(resolved.followups)
         same_person = resolved.message.resolved_by == principal.label
         await self._show(
             client, shown, resolved.message, mention(user, staff) if same_person else ""

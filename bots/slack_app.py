@@ -32,6 +32,7 @@ from bots.reviews import ReviewActions
 from tenants.core.unexpected_errors import log_unexpected
 from tenants.followups.chat_threads import contact_of_thread, first_time_event
 from workflows.client import EnrollmentClient
+from workflows.relay import FollowupRelay
 
 log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
@@ -51,7 +52,10 @@ def build_slack_app(
     enrollments: EnrollmentClient,
     client: AsyncWebClient,
     signing_secret: str,
+    relay: FollowupRelay | None = None,
 ) -> AsyncApp:
+    """The bolt app; with a relay, what a click owes (a review's signals) is delivered at once
+    rather than by the relay's loop."""
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
@@ -64,7 +68,7 @@ def build_slack_app(
     )
     approvals = ApprovalActions(pool, enrollments)
     overrides = OverrideActions(pool)
-    reviews = ReviewActions(pool)
+    reviews = ReviewActions(pool, relay)
     commands = SlashCommands(pool, enrollments)
 
     async def once_per_event(body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> Any:

@@ -108,7 +108,8 @@ class SlackNotifier:
 
     async def _close(self, enrollment_id: str, facts: dict[str, Any]) -> str:
         """Rewrites the enrollment's open approval messages without their buttons."""
-        outcome = no_longer_waiting(facts.get("status") in ("exited", "completed"))
+        ended = (EnrollmentStatus.EXITED, EnrollmentStatus.COMPLETED)
+        outcome = no_longer_waiting(facts.get("status") in ended)
         async with self._pool.connection() as conn, conn.transaction():
             closed = await close_approval_posts(conn, enrollment_id)
             for channel, ts, blocks in closed:  # committed only when Slack took every update

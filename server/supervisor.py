@@ -69,7 +69,7 @@ async def run_up(settings: Settings, *, embedded: bool) -> None:
             print(f"  {token}\n", flush=True)
         log.info(
             "serving: gRPC on :%d, HTTP on :%d%s",
-            roles.grpc_port,
+            roles.grpc.port,
             settings.http_port,
             f", Temporal UI on http://localhost:{temporal.ui_port}" if temporal else "",
         )

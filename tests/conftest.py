@@ -5,7 +5,8 @@
   cloned from it (CREATE DATABASE ... TEMPLATE: milliseconds, not a migration run);
 * the Temporal time-skipping test server and the CLI dev server, both from pip-installed
   binaries (nothing is downloaded), with the search attributes registered;
-* the real gRPC server on a free port, and a `world` of tenants, staff and keys.
+* the real gRPC server on a free port (built by `server.platform.build_platform`, as every
+  role in the suites is), and a `world` of tenants, staff and keys.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from server.app import open_pool
 from server.embedded import EmbeddedPostgres, free_port, temporal_cli, temporal_test_server
-from server.grpc.server import build_grpc_server, mark_serving
+from server.platform import build_platform
 from tenants.migrations import migrate
-from tests.support import World, build_world
+from tests.support import World, build_world, platform_settings
 from workflows import search_attributes
 
 
@@ -81,13 +82,24 @@ async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
 
 
 @pytest.fixture
-async def grpc_target(pool: AsyncConnectionPool[Any]) -> AsyncIterator[str]:
-    """The real gRPC server (auth interceptor, services, health, reflection) on a free port."""
-    server, health, port = build_grpc_server(pool, "127.0.0.1:0")
-    await server.start()
-    await mark_serving(health, True)
-    yield f"127.0.0.1:{port}"
-    await server.stop(None)
+async def grpc_target(
+    request: pytest.FixtureRequest, pool: AsyncConnectionPool[Any]
+) -> AsyncIterator[str]:
+    """The real gRPC server (auth interceptor, services, health, reflection) on a free port,
+    built by the composition root. When the test also uses a Temporal environment
+    (`time_skipping_env` or `dev_env`) the server has that environment's workflows client: the
+    EnrollmentService, and the relay delivering what a call owes at once (no worker polls its
+    task queue; tests that run enrollments start their own). Otherwise it has none: starting
+    Temporal for every API test would cost them all."""
+    client = None
+    for env in ("time_skipping_env", "dev_env"):
+        if env in request.fixturenames:
+            client = request.getfixturevalue(env).client
+            break
+    queue = f"grpc-target-{uuid.uuid4().hex[:8]}"
+    platform = build_platform(platform_settings(task_queue=queue), pool, client)
+    async with platform.serving_grpc() as target:
+        yield target
 
 
 @pytest.fixture
@@ -122,3 +134,19 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     yield env
     await env.shutdown()
+
+
+# `make test-fast`: the cases that need no server. A case is fast when none of its fixtures
+# (direct or indirect) starts PostgreSQL or Temporal, and it starts no processes (e2e).
+SERVER_FIXTURES = frozenset({"postgres_admin_url", "time_skipping_env", "dev_env"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fast: needs no server (set by conftest at collection)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures.isdisjoint(SERVER_FIXTURES) and item.get_closest_marker("e2e") is None:
+            item.add_marker(pytest.mark.fast)

@@ -15,19 +15,19 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from server.carriers.outbox import OutboxCarrier
-from server.grpc.server import build_grpc_server, mark_serving
+from server.platform import Platform, build_platform
 from tenants.contacts import contacts
 from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
+from tenants.contacts.model import ContactInput
 from tenants.content import templates
 from tenants.core.names import ChildName, TenantScope
 from tenants.enrollment.records import Enrollment
 from tenants.sequences import definitions as sequences
-from tests.support import A_DOWNTOWN, OPERATOR, A
+from tenants.sequences.model import Definition, Step
+from tests.support import A_DOWNTOWN, OPERATOR, A, platform_settings
 from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrolling import enroll
-from workflows.worker import build_worker
 
 BODY = "Hi {{contact.first_name|there}}, {{brand.name}} misses you! Reply STOP to opt out"
 DAY = 86_400
@@ -45,7 +45,7 @@ async def brand_template(
 
 async def make_sequence(
     pool: AsyncConnectionPool[Any],
-    steps: list[sequences.Step],
+    steps: list[Step],
     sid: str = "winback",
     scope: TenantScope = A,
     **definition: Any,
@@ -57,7 +57,7 @@ async def make_sequence(
             scope,
             sid,
             "Win back",
-            sequences.Definition(steps=tuple(steps), **definition),
+            Definition(steps=tuple(steps), **definition),
         )
     return s.name
 
@@ -75,7 +75,7 @@ async def consenting_contact(
             OPERATOR,
             location,
             "",
-            contacts.ContactInput(phone_number=phone, first_name=first_name, **fields),
+            ContactInput(phone_number=phone, first_name=first_name, **fields),
         )
         await record_consent(
             conn,
@@ -94,21 +94,26 @@ async def consenting_contact(
 
 @dataclass
 class Running:
+    """A worker polling its own task queue, and the platform it was built from (its relay
+    reaches the same Temporal: `run.platform.relay.drain()`)."""
+
     client: Client
     workflows: EnrollmentClient
     task_queue: str
+    platform: Platform
 
 
 @asynccontextmanager
 async def running_worker(
     client: Client, pool: AsyncConnectionPool[Any], carrier: Carrier | None = None
 ) -> AsyncIterator[Running]:
+    """A worker on a fresh task queue (the outbox carrier unless one is given) while the block
+    runs."""
     queue = f"enroll-{uuid.uuid4().hex[:8]}"
-    worker = build_worker(
-        client, pool, queue, carrier=carrier or OutboxCarrier(pool), sends_per_second=1000
-    )
-    async with worker:
-        yield Running(client, EnrollmentClient(client, queue), queue)
+    platform = build_platform(platform_settings(task_queue=queue), pool, client, carrier=carrier)
+    assert platform.workflows is not None
+    async with platform.worker():
+        yield Running(client, platform.workflows, queue, platform)
 
 
 async def start_enrollment(
@@ -127,14 +132,11 @@ async def enrollment_server(
     pool: AsyncConnectionPool[Any], workflows: EnrollmentClient
 ) -> AsyncIterator[str]:
     """The real gRPC server, its EnrollmentService on workflows (a running worker's client),
-    serving on a free port: its target."""
-    server, health, port = build_grpc_server(pool, "127.0.0.1:0", workflows=workflows)
-    await server.start()
-    await mark_serving(health, True)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(None)
+    serving on a free port: its target. Calls that owe follow-ups deliver them at once, as in
+    production."""
+    platform = build_platform(platform_settings(), pool, None, workflows=workflows)
+    async with platform.serving_grpc() as target:
+        yield target
 
 
 async def run_to_end(

@@ -14,8 +14,9 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from twilio.request_validator import RequestValidator
 
-from server.carriers.outbox import OutboxCarrier
-from server.http.sms import INBOUND_PATH, STATUS_PATH, SmsEdge
+from server.http.sms import INBOUND_PATH, STATUS_PATH
+from server.platform import build_platform
+from tests.support import platform_settings
 from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient
 from workflows.relay import FollowupRelay
@@ -78,13 +79,20 @@ async def sms_edge(
     workflows: EnrollmentClient,
     carrier: Carrier | None = None,
 ) -> AsyncIterator[Edge]:
-    """The SMS routes in process; follow-ups go through a real relay (not its loop: tests
-    call `edge.relay.drain()` when they want the retries)."""
-    relay = FollowupRelay(pool, workflows, carrier or OutboxCarrier(pool))
-    app = Starlette(routes=SmsEdge(pool, relay, PUBLIC_URL, TOKEN).routes())
+    """The HTTP edge of the composition root in process (the outbox carrier unless one is
+    given); follow-ups go through its real relay (not its loop: tests call
+    `edge.relay.drain()` when they want the retries)."""
+    platform = build_platform(
+        platform_settings(public_url=PUBLIC_URL, twilio_auth_token=TOKEN),
+        pool,
+        None,
+        carrier=carrier,
+        workflows=workflows,
+    )
+    app = platform.http_app()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://edge.internal") as http:
-        yield Edge(http, relay, app)
+        yield Edge(http, platform.relay, app)
 
 
 async def rows(pool: AsyncConnectionPool[Any], query: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -16,20 +16,17 @@ import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from slack_sdk.signature import SignatureVerifier
-from starlette.applications import Starlette
 from temporalio.testing import WorkflowEnvironment
 
 from bots import messages
-from bots.slack_app import EVENTS_PATH, build_slack_app, web_client
-from bots.slack_notices import SlackNotifier
-from server.carriers.outbox import OutboxCarrier
-from server.http.slack import slack_routes
+from bots.slack_app import EVENTS_PATH
+from server.platform import build_platform
 from tenants.core.names import TenantScope
 from tenants.org import staff
 from tenants.org.access import Role
 from tests.enrollment_support import end_leftover_run, running_worker
 from tests.fake_slack import FakeSlack
-from tests.support import A_DOWNTOWN, OPERATOR, World
+from tests.support import A_DOWNTOWN, OPERATOR, World, platform_settings
 from workflows.client import EnrollmentClient
 from workflows.relay import FollowupRelay
 
@@ -106,14 +103,19 @@ class Bot:
 async def slack_bot(
     pool: AsyncConnectionPool[Any], workflows: EnrollmentClient, fake: FakeSlack
 ) -> AsyncIterator[Bot]:
-    client = web_client(fake.token, fake.api_base)
-    app = Starlette(routes=slack_routes(build_slack_app(pool, workflows, client, SECRET), SECRET))
-    relay = FollowupRelay(
-        pool, workflows, OutboxCarrier(pool), notifier=SlackNotifier(pool, client)
+    """The HTTP edge of the composition root with Slack on, its Web API the fake; notices
+    go through the platform's relay (with the Slack notifier)."""
+    platform = build_platform(
+        platform_settings(
+            slack_bot_token=fake.token, slack_signing_secret=SECRET, slack_api_base=fake.api_base
+        ),
+        pool,
+        None,
+        workflows=workflows,
     )
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=platform.http_app())
     async with httpx.AsyncClient(transport=transport, base_url="http://edge.internal") as http:
-        yield Bot(http, relay, fake)
+        yield Bot(http, platform.relay, fake)
 
 
 async def map_staff(

@@ -10,11 +10,19 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from psycopg_pool import AsyncConnectionPool
 
+from server.config import Settings
 from tenants.core.names import TenantScope
 from tenants.org import api_keys, franchisors, locations
 from tenants.org.access import Principal, Role
 
 OPERATOR = Principal("test", "setup", Role.OPERATOR, None)
+
+
+def platform_settings(**changes: Any) -> Settings:
+    """The settings the tests build platforms on (`server.platform.build_platform`): the
+    defaults, never the environment, sending as fast as a test goes."""
+    return Settings(**{"sends_per_second": 1000.0, **changes})
+
 
 A = TenantScope("acme")
 A_DOWNTOWN = TenantScope("acme", "downtown")

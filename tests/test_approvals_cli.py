@@ -29,8 +29,9 @@ from server.cli.main import main
 from tenants.core.names import ChildName
 from tenants.org import api_keys
 from tenants.org.access import Role
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.cli_support import run_cli
+from tests.enrollment_service_support import terminate_all
 from tests.enrollment_support import (
     DAY,
     brand_template,
@@ -42,7 +43,6 @@ from tests.enrollment_support import (
     sent_messages,
 )
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, World
-from tests.test_enrollment_service import terminate_all
 
 REENGAGE = str(Path(sys.executable).parent / "reengage")
 DOWNTOWN = A_DOWNTOWN.name

@@ -32,6 +32,7 @@ from reengage.v1 import tenants_pb2 as pb
 from tenants.contacts import brand_suppression, contacts
 from tenants.contacts import importing as contact_import
 from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind
+from tenants.contacts.model import ConsentState, Contact, ContactInput, validate
 from tenants.core.errors import FailedPrecondition
 from tenants.core.names import TenantScope
 from tenants.enrollment.records import Enrollment
@@ -39,7 +40,7 @@ from tenants.inbound import delivery_status
 from tenants.inbound import texts as inbound
 from tenants.org import franchisors
 from tenants.org.locations import load_location
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.enrollment_support import (
     DAY,
     Running,
@@ -103,10 +104,10 @@ async def revocations(pool: Pool, location: TenantScope) -> list[tuple[Any, ...]
     )
 
 
-async def create(pool: Pool, location: TenantScope, phone: str) -> contacts.Contact:
+async def create(pool: Pool, location: TenantScope, phone: str) -> Contact:
     async with pool.connection() as conn:
         return await contacts.create_contact(
-            conn, OPERATOR, location, "", contacts.ContactInput(phone_number=phone)
+            conn, OPERATOR, location, "", ContactInput(phone_number=phone)
         )
 
 
@@ -302,7 +303,7 @@ async def test_create_and_import_at_uptown_after_a_brand_opt_out_find_it_suppres
             conn,
             OPERATOR,
             run,
-            [contact_import.ImportRow(2, contacts.ContactInput(phone_number=DANA), grant())],
+            [contact_import.ImportRow(2, ContactInput(phone_number=DANA), grant())],
         )
     assert (run.created, run.rejected) == (1, [])
     assert await state(pool, A_UPTOWN) == ("revoked", True)
@@ -458,7 +459,7 @@ async def test_a_contact_inserted_while_a_brand_opt_out_commits_is_not_missed(
     await set_scope(pool, franchisors.OptOutScope.BRAND)
     async with pool.connection() as conn:
         uptown = await load_location(conn, A_UPTOWN)
-    valid = contacts.validate(contacts.ContactInput(phone_number=DANA), uptown)
+    valid = validate(ContactInput(phone_number=DANA), uptown)
     async with pool.connection() as importer:
         async with importer.transaction():  # an uptown import, not committed yet
             await contacts.insert_many(importer, A_UPTOWN, [valid])
@@ -487,7 +488,7 @@ async def test_a_contact_created_while_a_brand_opt_out_is_uncommitted_starts_sup
             assert not created.done(), "the create waits for the opt-out"
         contact = await created
     assert contact.opted_out
-    assert contact.consent_state is contacts.ConsentState.REVOKED
+    assert contact.consent_state is ConsentState.REVOKED
 
 
 # --- running enrollments at the other locations ----------------------------------------------
@@ -579,7 +580,7 @@ async def same_bucket_as(pool: Pool, phone: str) -> str:
 
 
 def import_row(number: int, phone: str) -> contact_import.ImportRow:
-    return contact_import.ImportRow(number, contacts.ContactInput(phone_number=phone), grant())
+    return contact_import.ImportRow(number, ContactInput(phone_number=phone), grant())
 
 
 async def test_an_import_holding_a_contact_and_a_stop_of_that_phone_both_succeed(
@@ -624,9 +625,7 @@ async def test_a_stop_waiting_behind_an_insert_of_a_phone_sharing_its_lock_succe
         uptown = await load_location(conn, A_UPTOWN)
     async with pool.connection() as other:
         async with other.transaction():
-            await contacts.insert_many(
-                other, A_UPTOWN, [contacts.validate(contacts.ContactInput(neighbour), uptown)]
-            )
+            await contacts.insert_many(other, A_UPTOWN, [validate(ContactInput(neighbour), uptown)])
             stop = asyncio.create_task(text(pool, "STOP"))
             await asyncio.sleep(0.5)
             await other.execute(

@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import WorkflowEnvironment
 
 from server.carriers.twilio import TwilioCarrier
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.enrollment_support import (
     brand_template,
     consenting_contact,

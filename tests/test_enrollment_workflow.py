@@ -15,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import WorkflowEnvironment
 
 from tenants.enrollment.records import load_enrollment
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.enrollment_support import (
     DAY,
     brand_template,

@@ -29,22 +29,24 @@ from psycopg_pool import AsyncConnectionPool
 from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc, enrollments_pb2
 from server.carriers.outbox import OutboxCarrier
+from server.platform import build_platform
 from tenants.compliance.send_rules import rules_version
 from tenants.contacts import contacts
 from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
+from tenants.contacts.model import ContactInput
 from tenants.content.segments import count
 from tenants.core.names import ChildName
+from tenants.enrollment import entry as enrollment_entry
 from tenants.enrollment import records as enrollments
 from tenants.inbound import delivery_status
 from tenants.inbound.texts import InboundSms, receive
 from tenants.messages import ledger
 from tenants.reports import evidence
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.cli_support import run_cli
 from tests.enrollment_support import brand_template, make_sequence
-from tests.support import A_DOWNTOWN, B_HARBOR, OPERATOR, World, failure
+from tests.support import A_DOWNTOWN, B_HARBOR, OPERATOR, World, failure, platform_settings
 from workflows.carrier import OutboundText
-from workflows.relay import FollowupRelay
 
 Pool = AsyncConnectionPool[Any]
 
@@ -115,8 +117,8 @@ async def enroll(
     pool: Pool, contact: ChildName, sequence: ChildName, at: datetime
 ) -> enrollments.Enrollment:
     async with pool.connection() as conn:
-        entry = await enrollments.decide_entry(conn, OPERATOR, contact, sequence, at)
-        enrolled, created = await enrollments.insert_enrollment(conn, OPERATOR, entry, at)
+        entry = await enrollment_entry.decide_entry(conn, OPERATOR, contact, sequence, at)
+        enrolled, created = await enrollment_entry.insert_enrollment(conn, OPERATOR, entry, at)
     assert created
     return enrolled
 
@@ -146,7 +148,7 @@ async def tell_story(pool: Pool) -> Story:
             OPERATOR,
             A_DOWNTOWN,
             "dana",
-            contacts.ContactInput(phone_number=PHONE, first_name="Dana"),
+            ContactInput(phone_number=PHONE, first_name="Dana"),
         )
         await record_consent(
             conn,
@@ -181,7 +183,7 @@ async def tell_story(pool: Pool) -> Story:
         cur = await conn.execute("SELECT id FROM followups WHERE kind = 'service_text'")
         owed = [r[0] for r in await cur.fetchall()]
     assert len(owed) == 1
-    relay = FollowupRelay(pool, None, OutboxCarrier(pool))  # type: ignore[arg-type]
+    relay = build_platform(platform_settings(), pool).relay  # no Temporal: texts only
     assert await relay.deliver(owed) == 1
     return Story(contact, first, second, grant_at, stop_at)
 
@@ -414,7 +416,7 @@ async def test_another_brand_is_refused_whether_or_not_the_contact_exists(
 ) -> None:
     async with pool.connection() as conn:
         cy = await contacts.create_contact(
-            conn, OPERATOR, B_HARBOR, "cy", contacts.ContactInput(phone_number="+13125550113")
+            conn, OPERATOR, B_HARBOR, "cy", ContactInput(phone_number="+13125550113")
         )
     assert await export(channel, world, "b_harbor_manager", contact=cy.name.name)
     denied = grpc.StatusCode.PERMISSION_DENIED

@@ -14,8 +14,7 @@ outbox carrier and real PostgreSQL, and look at the ledger and the outbox delive
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,7 +41,7 @@ from tenants.content.segments import Encoding, count
 from tenants.core.names import parse_child
 from tenants.enrollment.entry import decide_entry, insert_enrollment
 from tenants.inbound.delivery_status import apply_status
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.enrollment_support import (
     DAY,
     Running,
@@ -57,6 +56,7 @@ from tests.enrollment_support import (
 from tests.enrollment_support import start_enrollment as start
 from tests.fake_twilio import FakeTwilio, fake_twilio  # noqa: F401
 from tests.support import OPERATOR, World
+from tests.waiting import advance_until
 from workflows.enrolling import enroll
 from workflows.enrollment_activities import EnrollmentActivities
 from workflows.enrollment_types import SENT, Decision, SendOutcome, SendRequest
@@ -98,20 +98,6 @@ async def approval_notice_texts(pool: AsyncConnectionPool[Any]) -> list[str]:
             " AND payload->>'kind' = 'approval_requested' ORDER BY id"
         )
         return [row[0] for row in await cur.fetchall()]
-
-
-async def eventually_true(
-    env: WorkflowEnvironment, check: Callable[[], Awaitable[Any]], limit_hours: int = 72
-) -> Any:
-    """Moves the test server's clock an hour at a time until check returns something truthy."""
-    for _ in range(limit_hours):
-        for _ in range(5):
-            found = await check()
-            if found:
-                return found
-            await asyncio.sleep(0.05)
-        await env.sleep(timedelta(hours=1))
-    raise AssertionError(f"nothing happened within {limit_hours} hours of workflow time")
 
 
 async def end_runs(env: WorkflowEnvironment, run: Running, pool: AsyncConnectionPool[Any]) -> None:
@@ -293,12 +279,12 @@ async def test_the_approval_text_is_the_text_sent_and_an_edit_gets_the_additions
                 state = await run.workflows.state(wid)
                 return state if state.pending_approval_step == step else None
 
-            state = await eventually_true(env, lambda: pending(0))
+            state = await advance_until(env, lambda: pending(0), looks=5)
             assert state.pending_text == FIRST  # what staff see is what goes out
             # the approver types a text without the brand or the opt-out line
             edit = Decision(0, "edit", "Dana, a free cookie with any coffee today!", "ann")
             await run.workflows.decide_approval(wid, edit)
-            state = await eventually_true(env, lambda: pending(1))
+            state = await advance_until(env, lambda: pending(1), looks=5)
             assert state.pending_text == LATER  # the second text is not a first message
             await run.workflows.decide_approval(wid, Decision(1, "approve", "", "ann"))
             assert await run_to_end(env, run.workflows, enrollment) == "completed"

@@ -52,7 +52,7 @@ from tenants.core.input_validity import (
     MAX_TIMESTAMP_SECONDS,
     MIN_TIMESTAMP_SECONDS,
 )
-from tenants.sequences import definitions as sequences
+from tenants.sequences.model import Step
 from tests.enrollment_support import (
     brand_template,
     consenting_contact,
@@ -596,7 +596,7 @@ def undecodable(method: MethodDescriptor) -> bytes:
 async def scene(pool: AsyncConnectionPool[Any], world: World) -> dict[str, str]:
     """Names of real resources of the world, so that fuzzed requests also reach deep code."""
     template = await brand_template(pool)
-    sequence = await make_sequence(pool, [sequences.Step(template, wait_seconds=365 * DAY)])
+    sequence = await make_sequence(pool, [Step(template, wait_seconds=365 * DAY)])
     contact = await consenting_contact(pool)
     return {
         "franchisor": A.name,

@@ -10,9 +10,10 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import WorkflowEnvironment
 
 from server.app import self_check
+from server.platform import build_platform
 from tenants.migrations import available
+from tests.support import platform_settings
 from workflows import search_attributes
-from workflows.worker import build_worker
 
 
 async def test_each_test_gets_its_own_migrated_database(pool: AsyncConnectionPool[Any]) -> None:
@@ -39,7 +40,9 @@ async def test_grpc_health_answers_serving_without_a_key(channel: grpc.aio.Chann
 async def test_worker_self_check_reaches_postgres_on_the_time_skipping_server(
     time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any]
 ) -> None:
-    async with build_worker(time_skipping_env.client, pool, task_queue="self-check-ts"):
+    env = time_skipping_env
+    platform = build_platform(platform_settings(task_queue="self-check-ts"), pool, env.client)
+    async with platform.worker():
         result = await self_check(time_skipping_env.client, "self-check-ts")
     assert result.startswith("PostgreSQL 18")
     assert result.endswith(f"schema version {available()[-1].version}")
@@ -55,6 +58,7 @@ async def test_dev_server_has_the_search_attributes_registered(
     )
     names = {k.name for k in search_attributes.SEARCH_ATTRIBUTES}
     assert names <= set(listed.custom_attributes)
-    async with build_worker(dev_env.client, pool, task_queue="self-check-dev"):
+    platform = build_platform(platform_settings(task_queue="self-check-dev"), pool, dev_env.client)
+    async with platform.worker():
         result = await self_check(dev_env.client, "self-check-dev")
     assert result.endswith(f"schema version {available()[-1].version}")

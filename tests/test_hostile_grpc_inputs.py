@@ -30,7 +30,8 @@ from reengage.v1 import contacts_pb2 as cpb
 from reengage.v1 import contacts_pb2_grpc, sequences_pb2_grpc, templates_pb2_grpc
 from reengage.v1 import sequences_pb2 as spb
 from reengage.v1 import templates_pb2 as tpb
-from tenants.sequences import definitions as sequences
+from tenants.sequences.model import Step
+from tests.access_matrix import Stack, matrix_fixtures
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.inbound_support import row_count
 from tests.support import A, RpcFailure, World, failure
@@ -79,9 +80,19 @@ class Api:
         return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+seeded, shared_stack = matrix_fixtures()
+
+
 @pytest.fixture
 async def api(channel: grpc.aio.Channel, world: World) -> Api:
+    """For a case that writes (or seeds what it needs): a database and server of its own."""
     return Api(channel, world)
+
+
+@pytest.fixture
+def refusing(shared_stack: Stack) -> Api:
+    """For a case that is refused or only reads: the module's shared server and database."""
+    return Api(shared_stack.channel, shared_stack.world)
 
 
 def assert_refused(got: RpcFailure, field: str) -> None:
@@ -112,9 +123,9 @@ async def test_a_template_body_with_a_nul_is_refused_on_template_body(
     assert await row_count(pool, "templates") == 0
 
 
-async def test_a_template_filter_text_with_a_nul_is_refused_on_text(api: Api) -> None:
+async def test_a_template_filter_text_with_a_nul_is_refused_on_text(refusing: Api) -> None:
     request = tpb.ListTemplatesRequest(parent=ACME, text=f"latte{NUL}")
-    assert_refused(await api.fails("templates", "ListTemplates", request), "text")
+    assert_refused(await refusing.fails("templates", "ListTemplates", request), "text")
 
 
 async def test_a_contact_email_with_a_nul_is_refused_on_contact_email(
@@ -128,12 +139,14 @@ async def test_a_contact_email_with_a_nul_is_refused_on_contact_email(
     assert await row_count(pool, "contacts") == 0
 
 
-async def test_a_control_character_in_an_attribute_value_names_the_map_entry(api: Api) -> None:
+async def test_a_control_character_in_an_attribute_value_names_the_map_entry(refusing: Api) -> None:
     request = cpb.CreateContactRequest(
         parent=DOWNTOWN,
         contact=cpb.Contact(phone_number="+12125550142", attributes={"vip": "gold\x1b[31m"}),
     )
-    assert_refused(await api.fails("contacts", "CreateContact", request), "contact.attributes[vip]")
+    assert_refused(
+        await refusing.fails("contacts", "CreateContact", request), "contact.attributes[vip]"
+    )
 
 
 @pytest.mark.parametrize("field", ["source", "disclosure_text", "raw_text", "user_agent"])
@@ -186,10 +199,10 @@ async def test_multi_line_texts_keep_tabs_and_line_breaks(
         pytest.param(["a"], id="list-key"),
     ],
 )
-async def test_a_forged_page_token_is_refused_on_page_token(api: Api, after: Any) -> None:
+async def test_a_forged_page_token_is_refused_on_page_token(refusing: Api, after: Any) -> None:
     token = forged_token({"p": f"{DOWNTOWN}/contacts?", "a": after})
     request = cpb.ListContactsRequest(parent=DOWNTOWN, page_token=token)
-    assert_refused(await api.fails("contacts", "ListContacts", request), "page_token")
+    assert_refused(await refusing.fails("contacts", "ListContacts", request), "page_token")
 
 
 async def test_a_forged_time_key_with_a_huge_id_is_refused_on_page_token(
@@ -261,10 +274,10 @@ async def test_a_bad_import_row_is_rejected_with_its_reason_and_the_others_land(
     ],
 )
 async def test_an_out_of_range_inactive_since_is_refused_on_its_field(
-    api: Api, stamp: timestamp_pb2.Timestamp
+    refusing: Api, stamp: timestamp_pb2.Timestamp
 ) -> None:
     request = cpb.ListContactsRequest(parent=DOWNTOWN, inactive_since=stamp)
-    assert_refused(await api.fails("contacts", "ListContacts", request), "inactive_since")
+    assert_refused(await refusing.fails("contacts", "ListContacts", request), "inactive_since")
 
 
 async def test_an_activity_time_with_invalid_nanos_is_refused_on_activity_occurred_at(
@@ -327,7 +340,7 @@ async def test_a_simulation_that_runs_past_the_calendar_is_refused_on_start_time
     api: Api, pool: AsyncConnectionPool[Any], start: int
 ) -> None:
     template = await brand_template(pool)
-    name = await make_sequence(pool, [sequences.Step(template, wait_seconds=3 * DAY)], scope=A)
+    name = await make_sequence(pool, [Step(template, wait_seconds=3 * DAY)], scope=A)
     request = spb.SimulateSequenceRequest(
         name=name.name,
         described_contact=spb.DescribedContact(phone_number="+12125550142"),
@@ -346,59 +359,61 @@ def _raw_call(channel: grpc.aio.Channel, method: str) -> Any:
     )
 
 
-async def test_a_message_with_invalid_utf8_is_refused_with_error_info(
-    api: Api, world: World
-) -> None:
+async def test_a_message_with_invalid_utf8_is_refused_with_error_info(refusing: Api) -> None:
     # field 6 (text) of ListTemplatesRequest carries a lone surrogate encoded as UTF-8 bytes
     valid = tpb.ListTemplatesRequest(parent=ACME).SerializeToString()
     broken = valid + b"\x32\x03\xed\xa0\x80"
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await _raw_call(api.channel, "/reengage.v1.TemplateService/ListTemplates")(
-            broken, metadata=world.metadata("a_admin"), timeout=10
+        await _raw_call(refusing.channel, "/reengage.v1.TemplateService/ListTemplates")(
+            broken, metadata=refusing.world.metadata("a_admin"), timeout=10
         )
     got = failure(raised.value)
     assert got.code == grpc.StatusCode.INVALID_ARGUMENT, got
     assert got.error_info is not None and got.error_info.reason == "MALFORMED_REQUEST", got
-    assert await api.healthy()
+    assert await refusing.healthy()
 
 
-async def test_a_one_megabyte_name_is_refused_on_its_field(api: Api) -> None:
+async def test_a_one_megabyte_name_is_refused_on_its_field(refusing: Api) -> None:
     request = tpb.CreateTemplateRequest(
         parent=ACME,
         template_id="big",
         template=tpb.Template(display_name="x" * 1_000_000, body="Hi. Reply STOP to opt out"),
     )
-    assert_refused(await api.fails("templates", "CreateTemplate", request), "template.display_name")
+    assert_refused(
+        await refusing.fails("templates", "CreateTemplate", request), "template.display_name"
+    )
 
 
 async def test_a_ten_megabyte_message_is_refused_and_the_server_keeps_answering(
-    api: Api,
+    refusing: Api,
 ) -> None:
     request = tpb.GetTemplateRequest(name="x" * 10_000_000)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await api("templates", "GetTemplate", request)
+        await refusing("templates", "GetTemplate", request)
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert await api.healthy()
+    assert await refusing.healthy()
 
 
 @pytest.mark.parametrize("size", [-1, -(2**31), 2**31 - 1])
-async def test_extreme_page_sizes_are_refused_or_clamped(api: Api, size: int) -> None:
+async def test_extreme_page_sizes_are_refused_or_clamped(refusing: Api, size: int) -> None:
     request = tpb.ListTemplatesRequest(parent=ACME, page_size=size)
     if size < 0:
-        assert_refused(await api.fails("templates", "ListTemplates", request), "page_size")
+        assert_refused(await refusing.fails("templates", "ListTemplates", request), "page_size")
     else:
-        assert (await api("templates", "ListTemplates", request)).next_page_token == ""
+        assert (await refusing("templates", "ListTemplates", request)).next_page_token == ""
 
 
-async def test_an_enum_number_the_api_does_not_define_is_refused_on_its_field(api: Api) -> None:
+async def test_an_enum_number_the_api_does_not_define_is_refused_on_its_field(
+    refusing: Api,
+) -> None:
     request = tpb.ListTemplatesRequest(parent=ACME, state=99)  # type: ignore[arg-type]
-    assert_refused(await api.fails("templates", "ListTemplates", request), "state")
+    assert_refused(await refusing.fails("templates", "ListTemplates", request), "state")
 
 
-async def test_a_message_type_the_fuzzer_cannot_reach_still_round_trips(api: Api) -> None:
+async def test_a_message_type_the_fuzzer_cannot_reach_still_round_trips(refusing: Api) -> None:
     """The control: an ordinary request passes the checks unchanged."""
     request = tpb.ListTemplatesRequest(parent=ACME, text="latte\tmocha")
-    assert (await api("templates", "ListTemplates", request)).templates == []
+    assert (await refusing("templates", "ListTemplates", request)).templates == []
 
 
 async def test_a_refusal_listing_many_bad_fields_still_reaches_the_caller(api: Api) -> None:

@@ -8,7 +8,8 @@
 * Property-based fuzzing of every route, and raw-socket clients against a real uvicorn server:
   never a 5xx, and `/healthz` still answers afterwards.
 
-The edge is built as `server.app.start_roles` builds it, on a real PostgreSQL.
+The edge is built by the composition root (`server.platform`), as `reengage up` builds it, on a
+real PostgreSQL.
 """
 
 # ruff: noqa: F811
@@ -36,19 +37,17 @@ from starlette.types import Message
 from temporalio.testing import WorkflowEnvironment
 
 import server.cli.main as cli
-from bots.slack_app import EVENTS_PATH, build_slack_app, web_client
-from server.carriers.outbox import OutboxCarrier
+from bots.slack_app import EVENTS_PATH
 from server.embedded import free_port
-from server.http.edge import build_http_app, http_server, postgres_probe
-from server.http.slack import slack_routes
-from server.http.sms import INBOUND_PATH, STATUS_PATH, SmsEdge
+from server.http.edge import build_http_app, http_server
+from server.http.sms import INBOUND_PATH, STATUS_PATH
+from server.platform import build_platform
 from tests.fake_slack import FakeSlack, fake_slack  # noqa: F401
 from tests.hostile_clients import healthz_status, hostile_clients
 from tests.inbound_support import DOWNTOWN_NUMBER, PUBLIC_URL, TOKEN, new_sid, signature
 from tests.slack_support import SECRET, signed_headers
-from tests.support import World
+from tests.support import World, platform_settings
 from workflows.client import EnrollmentClient
-from workflows.relay import FollowupRelay
 
 FORM = "application/x-www-form-urlencoded"
 FUZZ = settings(
@@ -64,12 +63,15 @@ def edge_app(
     fake: FakeSlack | None,
 ) -> Starlette:
     """The HTTP edge as `reengage up` builds it (Slack on when fake is given)."""
-    relay = FollowupRelay(pool, workflows, OutboxCarrier(pool))
-    routes = SmsEdge(pool, relay, PUBLIC_URL, TOKEN).routes()
+    slack: dict[str, str] = {}
     if fake is not None:
-        client = web_client(fake.token, fake.api_base)
-        routes += slack_routes(build_slack_app(pool, workflows, client, SECRET), SECRET)
-    return build_http_app({"postgres": postgres_probe(pool)}, routes)
+        slack = {
+            "slack_bot_token": fake.token,
+            "slack_signing_secret": SECRET,
+            "slack_api_base": fake.api_base,
+        }
+    configured = platform_settings(public_url=PUBLIC_URL, twilio_auth_token=TOKEN, **slack)
+    return build_platform(configured, pool, None, workflows=workflows).http_app()
 
 
 @pytest.fixture

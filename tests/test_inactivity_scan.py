@@ -39,10 +39,11 @@ from tenants.contacts.consent import (
     append_events,
     record_consent,
 )
+from tenants.contacts.model import ContactInput, validate
 from tenants.core.names import ChildName, TenantScope
 from tenants.enrollment.triggers import InactivityTarget, _quiet_query, quiet_contacts
 from tenants.org import locations
-from tenants.sequences.definitions import EntryTrigger, Step
+from tenants.sequences.model import EntryTrigger, Step
 from tests.enrollment_support import (
     DAY,
     Running,
@@ -131,7 +132,7 @@ async def bulk_contacts(
     async with pool.connection() as conn:
         loc = await locations.load_location(conn, location)
         valid = [
-            contacts.validate(contacts.ContactInput(phone_number=p, first_name=f"P{i}"), loc)
+            validate(ContactInput(phone_number=p, first_name=f"P{i}"), loc)
             for i, p in enumerate(numbers)
         ]
         async with conn.transaction():
@@ -256,7 +257,7 @@ async def test_scan_enrolls_exactly_the_contacts_quiet_for_n_days(
             ),
         )
         no_consent = await contacts.create_contact(
-            conn, OPERATOR, A_DOWNTOWN, "", contacts.ContactInput(phone_number=phone(9))
+            conn, OPERATOR, A_DOWNTOWN, "", ContactInput(phone_number=phone(9))
         )
     await backdate(pool, no_consent.name.id, reply=40)
     texted_back = await consenting_contact(pool, phone(12))  # old, replied by SMS yesterday

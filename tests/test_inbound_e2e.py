@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,16 @@ from tenants.compliance.send_rules import Recipient, allowed_at
 from tenants.compliance.zones import infer_zone
 from tenants.contacts import contacts
 from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
+from tenants.contacts.model import ContactInput
 from tenants.content import templates
 from tenants.core.names import TenantScope
 from tenants.org import locations
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.enrollment_support import make_sequence
 from tests.inbound_support import inbound_form, signature
 from tests.support import OPERATOR
 from tests.test_up_e2e import REENGAGE, StartStack, ports_env, start_stack  # noqa: F401
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 DEMO = TenantScope("demo")
@@ -74,7 +75,7 @@ async def contact_in_window(pool: AsyncConnectionPool[Any], phone: str) -> str:
             OPERATOR,
             DOWNTOWN,
             "",
-            contacts.ContactInput(phone_number=phone, first_name="Dana", time_zone=zone),
+            ContactInput(phone_number=phone, first_name="Dana", time_zone=zone),
         )
         await record_consent(
             conn,
@@ -117,16 +118,6 @@ async def outbound_to(pool: AsyncConnectionPool[Any], phone: str) -> list[str]:
         return [r[0] for r in await cur.fetchall()]
 
 
-async def wait_for(check: Any, what: str, within: float = 60) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"{what}: not within {within}s")
-
-
 async def test_a_signed_reply_on_the_dev_stack_exits_the_enrollment_and_stops_later_steps(
     start_stack: StartStack, tmp_path: Path
 ) -> None:
@@ -160,7 +151,7 @@ async def test_a_signed_reply_on_the_dev_stack_exits_the_enrollment_and_stops_la
                 counts = [len(await outbound_to(pool, p)) for p in ("+12125550142", "+12125550143")]
                 return counts == [1, 1]
 
-            await wait_for(first_texts, "the first texts in the outbox")
+            await eventually(first_texts, 60, what="the first texts in the outbox", interval=0.3)
             form = inbound_form("Yes! See you Saturday", "+12125550142", DOWNTOWN_NUMBER)
             url = f"{public_url}/sms/twilio/inbound"
             async with httpx.AsyncClient() as http:
@@ -198,8 +189,12 @@ async def test_a_signed_reply_on_the_dev_stack_exits_the_enrollment_and_stops_la
                 )
                 return got if got.status == enrollments_pb2.ENROLLMENT_STATUS_EXITED else None
 
-            replied = await wait_for(lambda: ended(replying), "the replying enrollment exited")
-            opted_out = await wait_for(lambda: ended(stopping), "the stopping enrollment exited")
+            replied = await eventually(
+                lambda: ended(replying), 60, what="the replying enrollment exited", interval=0.3
+            )
+            opted_out = await eventually(
+                lambda: ended(stopping), 60, what="the stopping enrollment exited", interval=0.3
+            )
         assert replied.exit_reason == "replied"
         assert opted_out.exit_reason == "opted_out"
         await asyncio.sleep(SECOND_STEP_WAIT + 4)  # past the second step's due time

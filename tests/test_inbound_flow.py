@@ -10,7 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import WorkflowEnvironment
 
 from tenants.enrollment.records import Enrollment
-from tenants.sequences.definitions import ExitEvent, Step
+from tenants.sequences.model import ExitEvent, Step
 from tests.enrollment_support import (
     DAY,
     brand_template,

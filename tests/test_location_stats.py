@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from tenants.contacts import contacts
+from tenants.contacts.model import ContactInput
 from tenants.core.errors import InvalidArgument, PermissionDenied
 from tenants.core.names import TenantScope
 from tenants.org import locations
@@ -51,7 +52,7 @@ class Seed:
             OPERATOR,
             location,
             "",
-            contacts.ContactInput(phone_number=f"+1212555{n + 200:04d}", first_name=f"C{n}"),
+            ContactInput(phone_number=f"+1212555{n + 200:04d}", first_name=f"C{n}"),
         )
         return c.name.id
 

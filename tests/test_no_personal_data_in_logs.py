@@ -20,14 +20,16 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.embedded import NO_PERSONAL_DATA_IN_LOG
 from tenants.contacts import contacts
+from tenants.contacts.model import Contact, ContactInput
 from tenants.content import templates
 from tenants.core.errors import AlreadyExists, NotFound
 from tenants.core.names import TenantScope
 from tenants.enrollment.entry import decide_entry, insert_enrollment
-from tenants.inbound.texts import _suppressed_stranger
+from tenants.inbound.opt_outs import _suppressed_stranger
 from tenants.org import api_keys, franchisors, locations, staff
 from tenants.org.access import Role
 from tenants.sequences import definitions as sequences
+from tenants.sequences.model import Definition, Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.inbound_support import row_count
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World
@@ -85,18 +87,18 @@ async def test_a_duplicate_contact_is_refused_as_before_without_an_error_in_the_
 ) -> None:
     async with pool.connection() as conn:
         first = await contacts.create_contact(
-            conn, OPERATOR, A_DOWNTOWN, "dana", contacts.ContactInput(phone_number=PHONE)
+            conn, OPERATOR, A_DOWNTOWN, "dana", ContactInput(phone_number=PHONE)
         )
     before = await row_count(pool, "contacts"), await row_count(pool, "audit_log")
     async with no_new_server_errors(server_log, PHONE, PHONE[2:]), pool.connection() as conn:
         same_phone = await refused(
             contacts.create_contact(
-                conn, OPERATOR, A_DOWNTOWN, "", contacts.ContactInput(phone_number=PHONE)
+                conn, OPERATOR, A_DOWNTOWN, "", ContactInput(phone_number=PHONE)
             )
         )
         same_id = await refused(
             contacts.create_contact(
-                conn, OPERATOR, A_DOWNTOWN, "dana", contacts.ContactInput(phone_number=OTHER_PHONE)
+                conn, OPERATOR, A_DOWNTOWN, "dana", ContactInput(phone_number=OTHER_PHONE)
             )
         )
         # an opt-out from a number the location knows finds that contact
@@ -110,7 +112,7 @@ async def test_a_duplicate_contact_is_refused_as_before_without_an_error_in_the_
     # another location may hold the same number
     async with pool.connection() as conn:
         await contacts.create_contact(
-            conn, OPERATOR, A_UPTOWN, "", contacts.ContactInput(phone_number=PHONE)
+            conn, OPERATOR, A_UPTOWN, "", ContactInput(phone_number=PHONE)
         )
 
 
@@ -120,12 +122,12 @@ async def test_two_concurrent_creates_of_one_contact_one_wins_the_other_is_refus
     async def create() -> Any:
         async with pool.connection() as conn:
             return await contacts.create_contact(
-                conn, OPERATOR, A_DOWNTOWN, "", contacts.ContactInput(phone_number=PHONE)
+                conn, OPERATOR, A_DOWNTOWN, "", ContactInput(phone_number=PHONE)
             )
 
     async with no_new_server_errors(server_log, PHONE, PHONE[2:]):
         results = await asyncio.gather(*(create() for _ in range(6)), return_exceptions=True)
-    created = [r for r in results if isinstance(r, contacts.Contact)]
+    created = [r for r in results if isinstance(r, Contact)]
     refusals = [r for r in results if isinstance(r, AlreadyExists)]
     assert len(created) == 1
     assert len(refusals) == 5
@@ -163,7 +165,7 @@ async def test_every_other_create_meets_its_duplicate_without_an_error_in_the_se
             A,
             "winback",
             "Win back",
-            sequences.Definition(steps=(sequences.Step(brand.name.name, 0),)),
+            Definition(steps=(Step(brand.name.name, 0),)),
         )
         await api_keys.create_api_key(
             conn, OPERATOR, A, "reporting", "Reports", Role.FRANCHISOR_VIEWER
@@ -241,7 +243,7 @@ async def test_every_other_create_meets_its_duplicate_without_an_error_in_the_se
                 A,
                 "winback",
                 "Again",
-                sequences.Definition(steps=(sequences.Step(brand.name.name, 0),)),
+                Definition(steps=(Step(brand.name.name, 0),)),
             ),
             "RESOURCE_ALREADY_EXISTS",
         ),
@@ -278,8 +280,8 @@ async def test_a_second_enrollment_of_a_contact_finds_the_running_one_without_an
     pool: AsyncConnectionPool[Any], world: World, server_log: Path
 ) -> None:
     template = await brand_template(pool)
-    winback = await make_sequence(pool, [sequences.Step(template, 0)])
-    other = await make_sequence(pool, [sequences.Step(template, 0)], sid="other")
+    winback = await make_sequence(pool, [Step(template, 0)])
+    other = await make_sequence(pool, [Step(template, 0)], sid="other")
     contact = await consenting_contact(pool, phone=PHONE)
     now = datetime.now(UTC)
     async with pool.connection() as conn:

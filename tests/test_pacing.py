@@ -17,7 +17,7 @@ from tenants.enrollment.entry import decide_entry, insert_enrollment
 from tenants.enrollment.records import Enrollment
 from tenants.messages.ledger import next_send_slot
 from tenants.org.locations import load_location
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.support import A_DOWNTOWN, OPERATOR, World
 from workflows.enrollment_activities import EnrollmentActivities

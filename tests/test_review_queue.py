@@ -23,12 +23,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from reengage.v1 import contacts_pb2 as cpb
 from reengage.v1 import contacts_pb2_grpc
-from server.carriers.outbox import OutboxCarrier
 from tenants.enrollment.records import load_enrollment
 from tenants.followups.notices import Notice, NoticeKind
 from tenants.inbound.texts import InboundSms, receive
 from tenants.org.access import Action, Principal, Role, can
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.cli_support import run_cli
 from tests.enrollment_support import (
     brand_template,
@@ -41,7 +40,6 @@ from tests.inbound_support import DOWNTOWN_NUMBER
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World, failure
 from workflows.enrolling import enroll
 from workflows.notifier import LogNotifier
-from workflows.relay import FollowupRelay
 
 Pool = AsyncConnectionPool[Any]
 PHONE = "+12125550142"  # the consenting contact of tests.enrollment_support
@@ -554,9 +552,7 @@ async def test_an_opt_out_resolution_ends_the_running_enrollment(
                     (enrollment.id,),
                 )
                 owed = [row[0] for row in await cur.fetchall()]
-            assert len(owed) == 1
-            relay = FollowupRelay(pool, running.workflows, OutboxCarrier(pool))
-            await relay.deliver(owed)
+            assert len(owed) == 1  # delivered at once by the API's relay (grpc_target's)
             result = await asyncio.wait_for(
                 running.workflows.result(enrollment.workflow_id, enrollment.run_id), 30
             )

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from bots import messages
-from server.app import slack_parts
 from server.config import Settings
+from server.platform import slack_parts
 from tenants.enrollment.records import Enrollment
 from tenants.followups.notices import Notice, NoticeFacts, NoticeKind
 from tenants.org.access import Role
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.enrollment_support import (
     brand_template,
     consenting_contact,

@@ -22,7 +22,7 @@ from bots import messages
 from reengage.v1 import enrollments_pb2, enrollments_pb2_grpc
 from server.app import open_pool
 from tenants.org.access import Role
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.enrollment_support import make_sequence
 from tests.fake_slack import FakeSlack, running_fake_slack
 from tests.inbound_support import inbound_form, signature
@@ -41,9 +41,9 @@ from tests.test_inbound_e2e import (
     contact_in_window,
     demo_template,
     outbound_to,
-    wait_for,
 )
 from tests.test_up_e2e import StartStack, ports_env, start_stack  # noqa: F401
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 TWILIO_TOKEN = "e2e-twilio-token"
@@ -64,7 +64,7 @@ async def _posted(fake: FakeSlack, check: Any, what: str) -> Any:
     async def found() -> Any:
         return next((c for c in fake.of("chat.postMessage") if check(c)), None)
 
-    return await wait_for(found, what, within=30)
+    return await eventually(found, 30, what=what, interval=0.3)
 
 
 async def test_slack_on_the_dev_stack_threads_replies_sends_edited_approvals_and_pauses(
@@ -117,7 +117,7 @@ async def _run(
     async def first_texts() -> bool:
         return [len(await outbound_to(pool, p)) for p in (REPLYING, PAUSED)] == [1, 1]
 
-    await wait_for(first_texts, "the first texts of the plain sequence")
+    await eventually(first_texts, 60, what="the first texts of the plain sequence", interval=0.3)
     async with httpx.AsyncClient(timeout=10) as http:
         # /reengage pause: acknowledged at once, answered to the caller alone
         command = urlencode(
@@ -137,7 +137,9 @@ async def _run(
         async def paused_answer() -> Any:
             return next((r for r in fake.responses if r["key"] == "pause"), None)
 
-        answer = await wait_for(paused_answer, "the answer to /reengage pause")
+        answer = await eventually(
+            paused_answer, 60, what="the answer to /reengage pause", interval=0.3
+        )
         assert "Paused" in answer["text"] and answer["response_type"] == "ephemeral"
 
         # a signed inbound reply → in the location channel, in the contact's thread
@@ -168,7 +170,7 @@ async def _run(
         async def modal() -> Any:
             return fake.of("views.open")
 
-        opened = await wait_for(modal, "the edit modal", within=30)
+        opened = await eventually(modal, 30, what="the edit modal", interval=0.3)
         await asyncio.sleep(1.0)
         assert await outbound_to(pool, APPROVED) == []  # opening the editor sends nothing
         edited = "Dana, your table by the window is free Friday. Reply STOP to opt out"
@@ -180,7 +182,9 @@ async def _run(
 
         # the enrollment's first text: the brand the edit left out is added (COMPLIANCE §2.13)
         sent = "Demo Brand: " + edited
-        assert await wait_for(sent_edited, "the edited text at the carrier") == [sent]
+        assert await eventually(
+            sent_edited, 60, what="the edited text at the carrier", interval=0.3
+        ) == [sent]
 
     # past the next step's due time: the replying and the paused contact got nothing more
     await asyncio.sleep(NEXT_STEP_WAIT + 4)

@@ -20,7 +20,7 @@ from bots.slack_app import EVENTS_PATH
 from tenants.enrollment.records import Enrollment
 from tenants.inbound.texts import InboundSms, receive
 from tenants.org.access import Role
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.fake_slack import FakeSlack, SlackCall, fake_slack  # noqa: F401
 from tests.inbound_support import DOWNTOWN_NUMBER, new_sid, rows

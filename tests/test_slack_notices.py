@@ -7,7 +7,6 @@ in the brand channel for a franchisor admin; nothing is lost while Slack is away
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -21,7 +20,7 @@ from tenants.enrollment.records import Enrollment
 from tenants.followups import owed as followups
 from tenants.inbound.texts import InboundOutcome, InboundSms, receive
 from tenants.org.access import Principal, Role
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.fake_slack import FakeSlack, SlackCall, fake_slack  # noqa: F401
 from tests.inbound_support import DOWNTOWN_NUMBER, new_sid, rows
@@ -35,6 +34,7 @@ from tests.slack_support import (
     submission,
 )
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A
+from tests.waiting import eventually
 from workflows.enrolling import enroll
 
 T = TypeVar("T")
@@ -58,17 +58,6 @@ def slack_staff() -> list[StaffMember]:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-async def eventually(check: Callable[[], Awaitable[T]], what: str) -> T:
-    deadline = asyncio.get_running_loop().time() + 15.0
-    while True:
-        found = await check()
-        if found:
-            return found
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"still waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def texted(
@@ -103,7 +92,7 @@ async def notices(scene: Scene, kind: str = "") -> list[tuple[Any, ...]]:
 
 
 async def exit_owed(scene: Scene) -> None:
-    await eventually(lambda: notices(scene, "enrollment_exited"), "the exit notice")
+    await eventually(lambda: notices(scene, "enrollment_exited"), what="the exit notice")
 
 
 def posts(scene: Scene) -> list[SlackCall]:

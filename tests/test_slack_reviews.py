@@ -17,11 +17,13 @@ import pytest
 from bots import messages
 from tenants.inbound.texts import InboundSms, receive
 from tenants.org.access import Role
-from tests.enrollment_support import consenting_contact
+from tenants.sequences.definitions import Step
+from tests.enrollment_support import DAY, brand_template, consenting_contact, make_sequence
 from tests.fake_slack import FakeSlack, fake_slack  # noqa: F401
 from tests.inbound_support import DOWNTOWN_NUMBER, rows
 from tests.slack_support import CHANNEL, Scene, StaffMember, click, scene  # noqa: F401
-from tests.support import A_DOWNTOWN, A_UPTOWN, A
+from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A
+from workflows.enrolling import enroll
 
 MANAGER = "U0MIA"  # location manager of acme/downtown
 ADMIN = "U0ADA"  # franchisor admin of acme
@@ -103,6 +105,25 @@ async def test_only_the_notice_of_a_flagged_text_carries_the_review_buttons(scen
         assert "Flagged for review" in str(post.args["blocks"])
     assert "may be an opt-out" in str(maybe.args["blocks"])
     assert "opted out" in phrased.args["text"]  # the opt-out notice, with the same buttons
+
+
+async def test_an_opt_out_resolved_in_slack_ends_the_running_enrollment_at_once(
+    scene: Scene,
+) -> None:
+    """What the click owes (the opted_out signal) is delivered right after the answer, as over
+    gRPC: no relay loop runs here to deliver it later."""
+    contact = await consenting_contact(scene.pool)
+    _, post = await notice_of(scene, MAYBE)  # a reply while nothing runs
+    template = await brand_template(scene.pool)
+    sequence = await make_sequence(scene.pool, [Step(template, 30 * DAY)], "later")
+    async with scene.pool.connection() as conn:
+        enrollment, _ = await enroll(conn, scene.workflows, OPERATOR, contact, sequence)
+    answer = await scene.bot.interact(click(post, messages.REVIEW_OPT_OUT, MANAGER))
+    assert answer.status_code == 200
+    result = await asyncio.wait_for(
+        scene.workflows.result(enrollment.workflow_id, enrollment.run_id), 30
+    )
+    assert result == "opted_out"
 
 
 async def test_a_managers_double_click_resolves_once_and_the_message_shows_who(

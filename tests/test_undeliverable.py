@@ -1,5 +1,5 @@
 """Delivery failures end hopeless enrollments (issue 13, item 10;
-`tenants/inbound/undeliverable.py`):
+`tenants/contacts/undeliverable.py`):
 a permanent carrier error in a signed status callback, or 3 unreachable ones in a row, ends the
 running enrollment as `undeliverable` and marks the contact; the inactivity scan and Enroll
 leave a marked contact out until a later text to it is delivered, and a new number (a new
@@ -30,7 +30,8 @@ from tenants.core.names import ChildName
 from tenants.enrollment.records import Enrollment
 from tenants.followups import notices
 from tenants.followups import owed as followups
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
+from tests.enrollment_service_support import terminate_all
 from tests.enrollment_support import (
     DAY,
     Running,
@@ -44,7 +45,6 @@ from tests.enrollment_support import (
 from tests.fake_twilio import FakeTwilio, fake_twilio  # noqa: F401
 from tests.inbound_support import ACCOUNT, DOWNTOWN_NUMBER, Edge, rows, sms_edge
 from tests.support import OPERATOR, World, failure
-from tests.test_enrollment_service import terminate_all
 from tests.test_enrollment_twilio import carrier
 from tests.test_inactivity_scan import INACTIVE_30, enrolled_contacts, phone, quiet_contact, scan
 from tests.test_inactivity_scan import refusals as refusal_rows

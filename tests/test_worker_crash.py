@@ -30,7 +30,7 @@ from tenants.compliance.zones import infer_zone
 from tenants.core.names import ChildName
 from tenants.enrollment.records import Enrollment
 from tenants.org import locations
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.support import A_DOWNTOWN, OPERATOR, World
 from workflows.client import EnrollmentClient

@@ -30,7 +30,7 @@ from tenants.compliance.zones import (
     with_area_code_table,
 )
 from tenants.enrollment.entry import decide_entry, insert_enrollment
-from tenants.sequences.definitions import Step
+from tenants.sequences.model import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.support import OPERATOR, World
 from workflows.enrollment_activities import EnrollmentActivities

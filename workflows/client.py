@@ -17,7 +17,9 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.workflow import UpdateMethodMultiParam
 
+from tenants.sequences.model import ExitEvent
 from workflows import search_attributes as sa
 from workflows.enrollment import EnrollmentWorkflow
 from workflows.enrollment_types import (
@@ -28,7 +30,7 @@ from workflows.enrollment_types import (
     StepPlan,
 )
 from workflows.scan import SteerSequenceWorkflow
-from workflows.scan_types import SteerInput
+from workflows.scan_types import SteerAction, SteerInput
 
 
 class UpdateRefused(Exception):
@@ -48,7 +50,7 @@ class StartRequest:
     location_id: str
     sequence_id: str
     require_approval: list[bool]
-    exit_events: list[str]
+    exit_events: list[ExitEvent]
     approval_timeout_seconds: int = 86_400
 
 
@@ -100,12 +102,19 @@ class EnrollmentClient:
     async def state(self, workflow_id: str) -> EnrollmentState:
         return await self._handle(workflow_id).query(EnrollmentWorkflow.state)
 
-    async def _update(self, workflow_id: str, update_id: str, call: str, *args: object) -> str:
+    async def _update(
+        self,
+        workflow_id: str,
+        update_id: str,
+        update: UpdateMethodMultiParam[..., str],
+        *args: object,
+    ) -> str:
+        """Runs one of EnrollmentWorkflow's updates (named by its method, so its wire name is
+        the workflow's own) and returns its answer."""
         try:
-            result: str = await self._handle(workflow_id).execute_update(
-                call, args=list(args), id=update_id or None, result_type=str
+            return await self._handle(workflow_id).execute_update(
+                update, args=list(args), id=update_id or None
             )
-            return result
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError):
@@ -117,20 +126,22 @@ class EnrollmentClient:
             raise
 
     async def pause(self, workflow_id: str, update_id: str = "") -> str:
-        return await self._update(workflow_id, update_id, "pause")
+        return await self._update(workflow_id, update_id, EnrollmentWorkflow.pause)
 
     async def resume(self, workflow_id: str, update_id: str = "") -> str:
-        return await self._update(workflow_id, update_id, "resume")
+        return await self._update(workflow_id, update_id, EnrollmentWorkflow.resume)
 
     async def cancel(self, workflow_id: str, reason: str, update_id: str = "") -> str:
-        return await self._update(workflow_id, update_id, "cancel", reason)
+        return await self._update(workflow_id, update_id, EnrollmentWorkflow.cancel, reason)
 
     async def decide_approval(
         self, workflow_id: str, decision: Decision, update_id: str = ""
     ) -> str:
-        return await self._update(workflow_id, update_id, "decide_approval", decision)
+        return await self._update(
+            workflow_id, update_id, EnrollmentWorkflow.decide_approval, decision
+        )
 
-    async def steer_sequence(self, sequence: str, action: str, request_id: str) -> str:
+    async def steer_sequence(self, sequence: str, action: SteerAction, request_id: str) -> str:
         """Starts the workflow that pauses or resumes (action) every running enrollment of a
         sequence; one per request_id (a repeated request starts nothing new)."""
         digest = hashlib.sha256(sequence.encode()).hexdigest()[:24]

@@ -15,10 +15,15 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from tenants.core.errors import AlreadyExists, FailedPrecondition, Unavailable
 from tenants.core.names import ChildName
-from tenants.core.vocabulary import EnrollmentStatus
-from tenants.enrollment.entry import check_daily_cap, decide_entry, insert_enrollment
+from tenants.core.vocabulary import EnrollmentStatus, ExitReason
+from tenants.enrollment.entry import (
+    EntryPath,
+    check_daily_cap,
+    decide_entry,
+    insert_enrollment,
+    record_refusal,
+)
 from tenants.enrollment.records import Enrollment, record_run, record_transition
-from tenants.enrollment.triggers import EntryPath, record_refusal
 from tenants.org.access import Principal
 from workflows.client import EnrollmentClient, StartRequest, UpdateRefused
 
@@ -66,21 +71,21 @@ async def enroll(
                 location_id=contact.scope.location_id or "",
                 sequence_id=entry.sequence.name.id,
                 require_approval=[s.require_approval for s in definition.steps],
-                exit_events=[e.value for e in definition.exit_events],
+                exit_events=list(definition.exit_events),
                 approval_timeout_seconds=approval_timeout_seconds,
             )
         )
     except WorkflowAlreadyStartedError:
         # a previous run for this contact is still closing; the row says it ended
         await record_transition(
-            conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, "start_conflict"
+            conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, ExitReason.START_CONFLICT
         )
         raise EnrollmentUnavailable(
             f"{contact.name} has an enrollment that is still closing; try again in a moment"
         ) from None
     except Exception:
         await record_transition(
-            conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, "start_failed"
+            conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, ExitReason.START_FAILED
         )
         raise EnrollmentUnavailable("the workflow service is unavailable; nothing was enrolled")
     await record_run(conn, enrollment.id, run_id)
@@ -92,7 +97,9 @@ async def _interrupt(workflows: EnrollmentClient, running: Enrollment, by: Child
     closed, so that the contact's workflow id is free for the new one."""
     try:
         await workflows.cancel(
-            running.workflow_id, f"preempted by {by.name}", update_id=f"preempt-{running.id}"
+            running.workflow_id,
+            f"{ExitReason.PREEMPTED} by {by.name}",  # the workflow reads the first word
+            update_id=f"preempt-{running.id}",
         )
     except UpdateRefused:
         pass  # it ended meanwhile

@@ -19,24 +19,21 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from tenants.core.vocabulary import EnrollmentStatus, ExitReason
+    from tenants.sequences.model import ExitEvent
+    from tenants.sequences.planning import Outcome
+    from workflows.enrollment_activities import EnrollmentActivities
     from workflows.enrollment_types import (
-        APPROVE,
-        BLOCK,
-        DEFER,
-        EDIT,
-        SENT,
-        SKIP,
-        SKIP_STEP,
         ActivityEvent,
+        ApprovalAction,
         ApprovalRequest,
         Decision,
         DueRequest,
         EnrollmentInput,
         EnrollmentState,
-        Prepared,
         PrepareRequest,
-        SendOutcome,
         SendRequest,
+        SendResult,
         Transition,
     )
 
@@ -48,27 +45,29 @@ SEND_HEARTBEAT = timedelta(seconds=15)
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5))
 # activity kinds reported by RecordActivity that end an enrollment when their exit event is on
 EXIT_KINDS = {
-    "reply": "reply",
-    "click": "click",
-    "purchase": "purchase",
-    "appointment_completed": "appointment",
+    "reply": ExitEvent.REPLY,
+    "click": ExitEvent.CLICK,
+    "purchase": ExitEvent.PURCHASE,
+    "appointment_completed": ExitEvent.APPOINTMENT,
 }
 EXIT_REASONS = {
-    "reply": "replied",
-    "opt_out": "opted_out",
-    "click": "clicked",
-    "purchase": "purchased",
-    "appointment": "appointment_completed",
+    ExitEvent.REPLY: ExitReason.REPLIED,
+    ExitEvent.OPT_OUT: ExitReason.OPTED_OUT,
+    ExitEvent.CLICK: ExitReason.CLICKED,
+    ExitEvent.PURCHASE: ExitReason.PURCHASED,
+    ExitEvent.APPOINTMENT: ExitReason.APPOINTMENT_COMPLETED,
 }
+ENDED = (EnrollmentStatus.COMPLETED, EnrollmentStatus.EXITED)
 
 
 @workflow.defn(name="Enrollment")
 class EnrollmentWorkflow:
     def __init__(self) -> None:
         self._input: EnrollmentInput | None = None
-        self._status = "active"
+        self._status = EnrollmentStatus.ACTIVE
         self._step = 0
         self._next_wake = ""
+        # an ExitReason, or what an older worker's BLOCK named (kept as the history says)
         self._exit_reason = ""
         self._paused = False
         self._seen: set[str] = set()
@@ -85,18 +84,17 @@ class EnrollmentWorkflow:
         previous = workflow.now().isoformat()
         for plan in params.steps:
             self._step = plan.index
-            due = await workflow.execute_activity(
-                "due_time",
+            due = await workflow.execute_activity_method(
+                EnrollmentActivities.due_time,
                 DueRequest(params.enrollment_id, plan.index, previous),
-                result_type=str,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=RETRY,
             )
             sent_at = await self._walk_step(params, plan.index, plan.require_approval, due)
             if self._exit_reason:
-                return await self._finish("exited")
+                return await self._finish(EnrollmentStatus.EXITED)
             previous = sent_at or workflow.now().isoformat()
-        return await self._finish("completed")
+        return await self._finish(EnrollmentStatus.COMPLETED)
 
     async def _walk_step(
         self, params: EnrollmentInput, index: int, require_approval: bool, due: str
@@ -106,36 +104,35 @@ class EnrollmentWorkflow:
         while True:
             if not await self._sleep_until(wake):
                 return ""
-            prepared = await workflow.execute_activity(
-                "prepare_step",
+            prepared = await workflow.execute_activity_method(
+                EnrollmentActivities.prepare_step,
                 PrepareRequest(params.enrollment_id, index, due, workflow.now().isoformat()),
-                result_type=Prepared,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=RETRY,
             )
-            if prepared.outcome == DEFER:
+            if prepared.outcome is Outcome.DEFER:
                 self._note(
                     f"step {index} deferred to {prepared.until}: {'; '.join(prepared.reasons)}"
                 )
                 wake = prepared.until
                 continue
-            if prepared.outcome == SKIP:
+            if prepared.outcome is Outcome.SKIP:
                 self._note(f"step {index} skipped: {'; '.join(prepared.reasons)}")
                 return ""
-            if prepared.outcome == BLOCK:
-                self._exit_reason = prepared.reasons[0] if prepared.reasons else "blocked"
+            if prepared.outcome is Outcome.BLOCK:
+                self._exit_reason = prepared.reasons[0] if prepared.reasons else ExitReason.BLOCKED
                 return ""
             text, edited = prepared.text, False
             if require_approval:
                 decision = await self._await_approval(params, index, text, prepared.segments)
-                if decision is None or decision.action == SKIP_STEP:
+                if decision is None or decision.action is ApprovalAction.SKIP:
                     return ""
-                if decision.action == EDIT:
+                if decision.action is ApprovalAction.EDIT:
                     text, edited = decision.text, True
             if not await self._hold_while_paused():  # a pause (even mid-approval) holds the send
                 return ""
-            sent = await workflow.execute_activity(
-                "send_step",
+            sent = await workflow.execute_activity_method(
+                EnrollmentActivities.send_step,
                 SendRequest(
                     params.enrollment_id,
                     index,
@@ -144,21 +141,20 @@ class EnrollmentWorkflow:
                     prepared.template_revision,
                     workflow.now().isoformat(),
                 ),
-                result_type=SendOutcome,
                 start_to_close_timeout=timedelta(minutes=2),
                 # a send whose worker died is retried after this, not after the 2 minutes
                 heartbeat_timeout=SEND_HEARTBEAT,
                 retry_policy=RETRY,
             )
-            if sent.outcome == SENT:
+            if sent.outcome is SendResult.SENT:
                 self._note(f"step {index} sent (message {sent.message_id})")
                 return workflow.now().isoformat()
-            if sent.outcome == DEFER:  # the hand-off re-check found the window closed
+            if sent.outcome is SendResult.DEFER:  # the hand-off re-check found the window closed
                 self._note(f"step {index} deferred at hand-off to {sent.until}: {sent.reason}")
                 wake = sent.until
                 continue
-            if sent.outcome == BLOCK:
-                self._exit_reason = sent.reason or "blocked"
+            if sent.outcome is SendResult.BLOCK:
+                self._exit_reason = sent.reason or ExitReason.BLOCKED
                 return ""
             self._note(f"step {index} skipped: {sent.reason}")
             return ""
@@ -171,16 +167,17 @@ class EnrollmentWorkflow:
             if self._exit_reason:
                 return False
             if self._paused:
-                await self._record("paused", "")
+                await self._record(EnrollmentStatus.PAUSED, "")
                 await workflow.wait_condition(lambda: not self._paused or bool(self._exit_reason))
                 resumed = True
                 continue
             remaining = (until - workflow.now()).total_seconds()
             if remaining <= 0:
                 if resumed and workflow.patched(RESUME_PAST_DUE_RECORDS_ACTIVE):
-                    await self._record("active", "")  # resumed after the wake time had passed
+                    # resumed after the wake time had passed
+                    await self._record(EnrollmentStatus.ACTIVE, "")
                 return not self._exit_reason
-            await self._record("active", iso)
+            await self._record(EnrollmentStatus.ACTIVE, iso)
             try:
                 await workflow.wait_condition(
                     lambda: self._paused or bool(self._exit_reason),
@@ -192,9 +189,9 @@ class EnrollmentWorkflow:
     async def _hold_while_paused(self) -> bool:
         """Waits out a pause; False when the enrollment exits meanwhile."""
         if self._paused and not self._exit_reason:
-            await self._record("paused", "")
+            await self._record(EnrollmentStatus.PAUSED, "")
             await workflow.wait_condition(lambda: not self._paused or bool(self._exit_reason))
-            await self._record("active", "")
+            await self._record(EnrollmentStatus.ACTIVE, "")
         return not self._exit_reason
 
     async def _await_approval(
@@ -202,9 +199,11 @@ class EnrollmentWorkflow:
     ) -> Decision | None:
         self._pending_step, self._pending_text, self._decision = index, text, None
         timeout = timedelta(seconds=params.approval_timeout_seconds)
-        await self._record("awaiting_approval", (workflow.now() + timeout).isoformat())
-        await workflow.execute_activity(
-            "notify_approval",
+        await self._record(
+            EnrollmentStatus.AWAITING_APPROVAL, (workflow.now() + timeout).isoformat()
+        )
+        await workflow.execute_activity_method(
+            EnrollmentActivities.notify_approval,
             ApprovalRequest(
                 params.enrollment_id, index, text, segments, params.approval_timeout_seconds
             ),
@@ -223,24 +222,21 @@ class EnrollmentWorkflow:
             self._note(f"step {index} {decision.action} by {decision.decided_by or 'someone'}")
         if self._exit_reason:
             return None
-        await self._record("active", "")
+        await self._record(EnrollmentStatus.ACTIVE, "")
         return decision
 
-    async def _finish(self, status: str) -> str:
+    async def _finish(self, status: EnrollmentStatus) -> str:
         await self._record(status, "")
         return self._exit_reason or status
 
-    async def _record(self, status: str, next_wake: str) -> None:
+    async def _record(self, status: EnrollmentStatus, next_wake: str) -> None:
         """Keeps the read model in step: only on a change, so a sleep costs one activity."""
-        if (status, next_wake) == (self._status, self._next_wake) and status not in (
-            "completed",
-            "exited",
-        ):
+        if (status, next_wake) == (self._status, self._next_wake) and status not in ENDED:
             return
         self._status, self._next_wake = status, next_wake
         assert self._input is not None
-        await workflow.execute_activity(
-            "record_transition",
+        await workflow.execute_activity_method(
+            EnrollmentActivities.record_transition,
             Transition(self._input.enrollment_id, status, self._step, next_wake, self._exit_reason),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY,
@@ -249,7 +245,7 @@ class EnrollmentWorkflow:
     def _note(self, line: str) -> None:
         self._history.append(f"{workflow.now().isoformat()} {line}")
 
-    def _exit_on(self, event: str) -> None:
+    def _exit_on(self, event: ExitEvent) -> None:
         assert self._input is not None
         if event in self._input.exit_events and not self._exit_reason:
             self._exit_reason = EXIT_REASONS[event]
@@ -260,22 +256,22 @@ class EnrollmentWorkflow:
     @workflow.signal
     def inbound_reply(self, message_id: str) -> None:
         if self._first_time(f"reply:{message_id}"):
-            self._exit_on("reply")
+            self._exit_on(ExitEvent.REPLY)
 
     @workflow.signal
     def opted_out(self, event_id: str) -> None:
         if self._first_time(f"opt_out:{event_id}"):
-            self._exit_on("opt_out")
+            self._exit_on(ExitEvent.OPT_OUT)
 
     @workflow.signal
     def undeliverable(self, event_id: str) -> None:
-        """The carrier cannot deliver to the contact (tenants.inbound.undeliverable): exit, whatever
-        the sequence's exit events. Patched: a history in which an older worker received this
-        signal without a handler replays as it ran."""
+        """The carrier cannot deliver to the contact (tenants.contacts.undeliverable): exit,
+        whatever the sequence's exit events. Patched: a history in which an older worker
+        received this signal without a handler replays as it ran."""
         if not workflow.patched(UNDELIVERABLE_SIGNAL_EXITS):
             return
         if self._first_time(f"undeliverable:{event_id}") and not self._exit_reason:
-            self._exit_reason = "undeliverable"
+            self._exit_reason = ExitReason.UNDELIVERABLE
             self._note("exit: undeliverable")
 
     @workflow.signal
@@ -297,7 +293,7 @@ class EnrollmentWorkflow:
     async def pause(self) -> str:
         self._paused = True
         self._note("paused")
-        return "paused"
+        return EnrollmentStatus.PAUSED
 
     @pause.validator
     def _validate_pause(self) -> None:
@@ -309,7 +305,7 @@ class EnrollmentWorkflow:
     async def resume(self) -> str:
         self._paused = False
         self._note("resumed")
-        return "active"
+        return EnrollmentStatus.ACTIVE
 
     @resume.validator
     def _validate_resume(self) -> None:
@@ -320,9 +316,10 @@ class EnrollmentWorkflow:
     @workflow.update
     async def cancel(self, reason: str) -> str:
         # a higher-priority sequence took the contact over (tenants.enrollment.records.decide_entry)
-        self._exit_reason = "preempted" if reason.startswith("preempted") else "cancelled"
+        preempted = reason.startswith(ExitReason.PREEMPTED)
+        self._exit_reason = ExitReason.PREEMPTED if preempted else ExitReason.CANCELLED
         self._note(f"cancelled: {reason}")
-        return "cancelled"
+        return ExitReason.CANCELLED  # the acknowledgement, preempted or not
 
     @cancel.validator
     def _validate_cancel(self, reason: str) -> None:
@@ -344,19 +341,22 @@ class EnrollmentWorkflow:
                 f"{self._pending_step} is)",
                 type="STALE_DECISION",
             )
-        if decision.action not in (APPROVE, EDIT, SKIP_STEP):
-            raise ApplicationError(f"unknown decision {decision.action!r}", type="BAD_DECISION")
-        if decision.action == EDIT and not decision.text.strip():
+        # an action outside ApprovalAction does not decode: the update is refused before this
+        if decision.action is ApprovalAction.EDIT and not decision.text.strip():
             raise ApplicationError("an edit needs the new text", type="BAD_DECISION")
 
     def _require_running(self) -> None:
-        if self._exit_reason or self._status in ("completed", "exited"):
+        if self._exit_reason or self._status in ENDED:
             raise ApplicationError("the enrollment has ended", type="ENDED")
 
     @workflow.query
     def state(self) -> EnrollmentState:
         return EnrollmentState(
-            status="exited" if self._exit_reason else "paused" if self._paused else self._status,
+            status=EnrollmentStatus.EXITED
+            if self._exit_reason
+            else EnrollmentStatus.PAUSED
+            if self._paused
+            else self._status,
             step_index=self._step,
             next_wake=self._next_wake,
             exit_reason=self._exit_reason,

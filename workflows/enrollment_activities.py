@@ -8,9 +8,8 @@ facts, so the plan a user simulated is what the workflow does.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,47 +20,42 @@ from temporalio.exceptions import ApplicationError
 
 from tenants.compliance.send_rules import Recipient, allowed_at, next_opening
 from tenants.contacts.activity import kinds_since
-from tenants.contacts.brand_suppression import finish_brand_revocation, revoke_holding_row
-from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind
-from tenants.contacts.contacts import ConsentState, Contact, load
+from tenants.contacts.contacts import load
+from tenants.contacts.model import Contact
+from tenants.contacts.reachability import may_text
 from tenants.content import links as tracked_links
 from tenants.content.bodies import check_edited_text
 from tenants.content.first_message import outgoing_text
 from tenants.content.placeholders import LinkMaker
 from tenants.content.rendering import contact_context, render_step
-from tenants.content.segments import count
-from tenants.core.vocabulary import EnrollmentStatus
+from tenants.core.vocabulary import EnrollmentStatus, ExitReason
 from tenants.enrollment.records import Enrollment, load_enrollment, record_transition
 from tenants.followups.chat_threads import has_open_approval_posts
 from tenants.followups.notices import NoticeKind, owe_notice
-from tenants.inbound import undeliverable
-from tenants.messages import ledger
+from tenants.messages import ledger, outbound
 from tenants.messages.first_text import is_first_text
-from tenants.org.access import Principal, Role
+from tenants.messages.outbound import HandOffVerdict
+from tenants.org.access import system
 from tenants.org.franchisors import brand_name
 from tenants.org.locations import Location, load_location
-from tenants.sequences.definitions import SequenceState, sequence_state
-from tenants.sequences.planning import Outcome, StepFacts, decide
-from tenants.sequences.simulation import due_time
-from workflows.carrier import Carrier, OutboundText, SendStatus
+from tenants.sequences.definitions import sequence_state
+from tenants.sequences.model import SequenceState
+from tenants.sequences.planning import Outcome, StepFacts, decide, due_time
+from workflows.carrier import Carrier, SendStatus
 from workflows.enrollment_types import (
-    BLOCK,
-    DEFER,
-    SEND,
-    SENT,
-    SKIP,
     ApprovalRequest,
     DueRequest,
     Prepared,
     PrepareRequest,
     SendOutcome,
     SendRequest,
+    SendResult,
     Transition,
 )
 
 log = logging.getLogger(__name__)
 PAUSED_SEQUENCE_RECHECK = timedelta(minutes=15)
-SYSTEM = Principal("system", "enrollment-workflow", Role.OPERATOR, None)
+SYSTEM = system("enrollment-workflow")
 
 
 @dataclass(frozen=True)
@@ -127,7 +121,7 @@ class EnrollmentActivities:
                 # PauseSequence pauses each enrollment in the background; until this one's
                 # turn comes (or after its resume was missed) the step holds
                 until = (now + PAUSED_SEQUENCE_RECHECK).isoformat()
-                return Prepared(DEFER, until, ["the sequence is paused"])
+                return Prepared(Outcome.DEFER, until, ["the sequence is paused"])
 
             async def links(urls: tuple[str, ...]) -> LinkMaker:
                 return await tracked_links.allocate(
@@ -178,19 +172,21 @@ class EnrollmentActivities:
             # the text staff approve is the text sent: with the first message's additions
             out = outgoing_text(rendering.message, ctx.brand, first_message=first)
             return Prepared(
-                SEND, "", list(decision.reasons), out.text, out.segments.segments, revision
+                Outcome.SEND, "", list(decision.reasons), out.text, out.segments.segments, revision
             )
         if decision.outcome is Outcome.DEFER:
             assert decision.at is not None
-            return Prepared(DEFER, decision.at.isoformat(), list(decision.reasons))
+            return Prepared(Outcome.DEFER, decision.at.isoformat(), list(decision.reasons))
         if decision.outcome is Outcome.SKIP:
-            return Prepared(SKIP, "", list(decision.reasons))
-        return Prepared(BLOCK, "", [decision.exit_reason, *decision.reasons])
+            return Prepared(Outcome.SKIP, "", list(decision.reasons))
+        return Prepared(
+            Outcome.BLOCK, "", [decision.exit_reason or ExitReason.BLOCKED, *decision.reasons]
+        )
 
     @activity.defn(name="send_step")
     async def send_step(self, request: SendRequest) -> SendOutcome:
         """Re-checks consent and the window at hand-off, reserves the ledger row (committed
-        before the carrier is called), then sends once."""
+        before the carrier is called), then sends once (`tenants.messages.outbound`)."""
         activity.heartbeat()
         now = _now(request.now)
         async with self._pool.connection() as conn:
@@ -199,85 +195,43 @@ class EnrollmentActivities:
                 try:
                     check_edited_text(request.text)
                 except Exception as exc:  # an edit that is not a sendable text
-                    return SendOutcome(SKIP, reason=f"edited text refused: {exc}")
-            blocked = self._blocked(ctx.contact)
-            if blocked:
-                return SendOutcome(BLOCK, reason=blocked)
+                    return SendOutcome(SendResult.SKIP, reason=f"edited text refused: {exc}")
+            reach = may_text(ctx.contact)
+            if not reach.allowed:
+                return SendOutcome(SendResult.BLOCK, reason=reach.reason or "")
             closed = _window_closed(ctx, ctx.recipient, now, request.step_index)
             if closed is not None:
                 return closed
-            numbers = ctx.location.sender_phone_numbers
-            from_number = numbers[hash_index(ctx.contact.name.id, len(numbers))] if numbers else ""
             # an enrollment's first text names the brand and says how to opt out, whoever wrote
             # it (an edit too); a prepared text already has them, so this changes nothing there
             first = await is_first_text(conn, ctx.enrollment.id, request.step_index)
-            request = replace(
-                request, text=outgoing_text(request.text, ctx.brand, first_message=first).text
-            )
-            counted = count(request.text)
-            reservation = await ledger.reserve_outbound(
+            hand_off = await outbound.reserve(
                 conn,
-                franchisor_id=ctx.location.scope.franchisor_id,
-                location_id=ctx.location.scope.location_id or "",
-                contact_id=ctx.contact.name.id,
-                enrollment_id=ctx.enrollment.id,
-                step_index=request.step_index,
-                body=request.text,
-                encoding=counted.encoding.value,
-                segments=counted.segments,
-                template_revision=request.template_revision,
+                outbound.Outgoing(
+                    ctx.contact.name,
+                    ctx.contact.phone_e164,
+                    outbound.sender_number(ctx.location, ctx.contact.name.id),
+                    outgoing_text(request.text, ctx.brand, first_message=first).text,
+                    enrollment_id=ctx.enrollment.id,
+                    step_index=request.step_index,
+                    template_revision=request.template_revision,
+                ),
                 carrier=self._carrier.name,
-                from_number=from_number,
-                to_number=ctx.contact.phone_e164,
+                carrier_idempotent=self._carrier.idempotent,
                 now=now,
             )
-            if reservation.status in ledger.ACCEPTED_STATUSES:
-                return SendOutcome(SENT, message_id=reservation.message_id)  # sent before
-            if reservation.status in ("failed", "canceled"):
-                return SendOutcome(SKIP, reason="the carrier refused this message")
-            if (
-                not reservation.new
-                and reservation.status == "sending"
-                and not self._carrier.idempotent
-            ):
-                # a crash interrupted the carrier call: it may have gone out; never send twice
-                await ledger.mark(conn, reservation.message_id, "unknown")
-                return SendOutcome(SENT, message_id=reservation.message_id)
-            if reservation.status == "retry":
-                # nothing went out: the row takes the text as it is now (an edit approved since,
-                # or the brand and opt-out line when an earlier text proved undelivered), so the
-                # ledger says exactly what this attempt sends
-                await ledger.rewrite_unsent(
-                    conn,
-                    reservation.message_id,
-                    body=request.text,
-                    encoding=counted.encoding.value,
-                    segments=counted.segments,
-                    template_revision=request.template_revision,
-                )
-            elif not reservation.new:
-                # an idempotent carrier's interrupted send is repeated with the text reserved
-                # first: the ledger row is the truth of what may already have gone out
-                request = replace(request, text=reservation.body)
-        return await self._hand_off(ctx, reservation.message_id, from_number, request, now)
-
-    def _blocked(self, contact: Contact) -> str:
-        if contact.opted_out:
-            return "opted_out"
-        if contact.consent_state is not ConsentState.GRANTED:
-            return "no_consent"
-        if contact.undeliverable:
-            return undeliverable.EXIT_REASON
-        return ""
+        if hand_off.verdict is HandOffVerdict.REFUSED_BEFORE:
+            return SendOutcome(SendResult.SKIP, reason="the carrier refused this message")
+        if hand_off.verdict is not HandOffVerdict.SEND:
+            # sent before, or a crash interrupted the carrier call (it may have gone out and
+            # is never sent twice)
+            return SendOutcome(SendResult.SENT, message_id=hand_off.message_id)
+        return await self._hand_off(ctx, hand_off, request, now)
 
     async def _hand_off(
-        self,
-        ctx: _Context,
-        message_id: int,
-        from_number: str,
-        request: SendRequest,
-        now: datetime,
+        self, ctx: _Context, hand_off: outbound.HandOff, request: SendRequest, now: datetime
     ) -> SendOutcome:
+        from_number = hand_off.text.from_number
         async with self._pool.connection() as conn:
             slot = await ledger.next_send_slot(conn, from_number or "-", self._per_second, now)
         delay = (slot - now).total_seconds()
@@ -286,68 +240,41 @@ class EnrollmentActivities:
             await asyncio.sleep(min(delay, 5.0))
             delay -= 5.0
         activity.heartbeat()
-        text = OutboundText(
-            message_id,
-            f"{ctx.enrollment.id}:{request.step_index}",
-            from_number,
-            ctx.contact.phone_e164,
-            request.text,
-        )
         async with self._pool.connection() as conn, conn.transaction():
             # hold the contact row while the carrier is called: an opt-out committed by the
             # inbound webhook either happened before (seen here) or waits for this send
             contact = await load(conn, ctx.contact.name, lock=True)
-            blocked = self._blocked(contact)
-            if blocked:
-                await ledger.mark(conn, message_id, "retry")
-                return SendOutcome(BLOCK, reason=blocked)
+            reach = may_text(contact)
+            if not reach.allowed:
+                await outbound.put_back(conn, hand_off)
+                return SendOutcome(SendResult.BLOCK, reason=reach.reason or "")
             # COMPLIANCE §1.4: the window again at the hand-off instant (the pace slot may have
             # taken it past the close); the row goes back to `retry`, claiming no send
             handed_at = max(slot, _now(request.now))
             recipient = Recipient(contact.zones, contact.states)
             closed = _window_closed(ctx, recipient, handed_at, request.step_index)
             if closed is not None:
-                await ledger.mark(conn, message_id, "retry")
+                await outbound.put_back(conn, hand_off)
                 return closed
-            result = await self._carrier.send(text)
-            status = result.status
-            if status is SendStatus.ACCEPTED:
-                await ledger.mark(conn, message_id, "sent", result.carrier_message_id)
-                return SendOutcome(SENT, message_id=message_id)
-            if status is SendStatus.RETRY:
-                await ledger.mark(conn, message_id, "retry", error_code=result.error_code)
-            elif status is SendStatus.OPTED_OUT:
-                await ledger.mark(conn, message_id, "failed", error_code=result.error_code)
-                carrier_opt_out = ConsentEvidence(
-                    ConsentKind.REVOKE,
-                    ConsentChannel.CARRIER,
-                    now,
-                    raw_text=f"carrier error {result.error_code}",
-                )
-                # revoked here with the ledger row; brand-wide when the franchisor says so, but
-                # the brand's lock never comes after a contact row
-                # (tenants.contacts.brand_suppression):
-                # that part follows once this row is released
-                if not await revoke_holding_row(
-                    conn, SYSTEM, contact.name, contact.phone_e164, carrier_opt_out
-                ):
-                    return SendOutcome(BLOCK, reason="opted_out")
-            else:
-                await ledger.mark(conn, message_id, "failed", error_code=result.error_code)
-                if status is SendStatus.UNDELIVERABLE:
-                    # this enrollment exits on its own; the mark keeps the contact out of others
-                    await undeliverable.mark(
-                        conn, contact.name, result.error_code, message_id, now, signal=False
-                    )
-                    return SendOutcome(BLOCK, reason=undeliverable.EXIT_REASON)
-                return SendOutcome(SKIP, reason=f"carrier refused: {result.detail}")
-        if status is SendStatus.OPTED_OUT:  # the brand-wide part; the other locations'
-            # enrollments get their signals from the relay's loop
-            async with self._pool.connection() as conn:
-                await finish_brand_revocation(
-                    conn, SYSTEM, ctx.contact.name, ctx.contact.phone_e164, carrier_opt_out
-                )
-            return SendOutcome(BLOCK, reason="opted_out")
+            result = await self._carrier.send(hand_off.text)
+            recorded = await outbound.record_answer(
+                conn, hand_off, result, now, SYSTEM, holding_contact_row=True
+            )
+        status = result.status
+        if status is SendStatus.ACCEPTED:
+            return SendOutcome(SendResult.SENT, message_id=hand_off.message_id)
+        if status is SendStatus.OPTED_OUT:
+            # the brand-wide part, now that the contact's row is released; the other
+            # locations' enrollments get their signals from the relay's loop
+            if recorded.brand_wide is not None:
+                async with self._pool.connection() as conn:
+                    await outbound.finish_brand_revocation(conn, hand_off, recorded, SYSTEM)
+            return SendOutcome(SendResult.BLOCK, reason=ExitReason.OPTED_OUT)
+        if status is SendStatus.UNDELIVERABLE:
+            # this enrollment exits on its own; the mark keeps the contact out of others
+            return SendOutcome(SendResult.BLOCK, reason=ExitReason.UNDELIVERABLE)
+        if status is SendStatus.FAILED:
+            return SendOutcome(SendResult.SKIP, reason=f"carrier refused: {result.detail}")
         raise ApplicationError(
             f"carrier asked to retry ({result.error_code or result.detail})",
             type="CarrierRetry",
@@ -360,7 +287,7 @@ class EnrollmentActivities:
             await record_transition(
                 conn,
                 t.enrollment_id,
-                EnrollmentStatus(t.status),
+                t.status,
                 t.step_index,
                 datetime.fromisoformat(t.next_wake) if t.next_wake else None,
                 t.exit_reason,
@@ -428,15 +355,15 @@ def _window_closed(
     there is none)."""
     window = ctx.location.send_window.narrowed_by(ctx.enrollment.definition.send_window)
     if window is None:
-        return SendOutcome(SKIP, reason="no send window")
+        return SendOutcome(SendResult.SKIP, reason="no send window")
     allowed, why = allowed_at(recipient, window, at)
     if allowed:
         return None
     try:
         opening = next_opening(recipient, window, at, jitter_key=f"{ctx.jitter_key}|{step_index}")
     except ValueError as exc:  # the zones' windows never overlap: never send
-        return SendOutcome(SKIP, reason=str(exc))
-    return SendOutcome(DEFER, until=opening.at.isoformat(), reason="; ".join(why))
+        return SendOutcome(SendResult.SKIP, reason=str(exc))
+    return SendOutcome(SendResult.DEFER, until=opening.at.isoformat(), reason="; ".join(why))
 
 
 def _now(workflow_now: str) -> datetime:
@@ -446,8 +373,3 @@ def _now(workflow_now: str) -> datetime:
     if not workflow_now:
         return real
     return max(real, datetime.fromisoformat(workflow_now))
-
-
-def hash_index(key: str, size: int) -> int:
-    """A stable choice among `size` sender numbers: a contact always hears from the same one."""
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % size

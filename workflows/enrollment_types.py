@@ -4,17 +4,37 @@ Temporal's default converter serialises them, and they pass through the workflow
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-# Outcomes of prepare_step and send_step.
-SEND = "send"
-DEFER = "defer"
-SKIP = "skip"
-BLOCK = "block"
-SENT = "sent"
+from tenants.core.vocabulary import EnrollmentStatus
+from tenants.sequences.model import ExitEvent
+from tenants.sequences.planning import Outcome
 
-APPROVE = "approve"
-EDIT = "edit"
-SKIP_STEP = "skip"
+# The enums below travel in Temporal payloads as their values (StrEnum: the JSON converter
+# writes "send", not a structure), so recorded histories decode into them unchanged.
+
+
+class SendResult(StrEnum):
+    """What send_step did with a step's text."""
+
+    SENT = "sent"  # handed to the carrier (or found handed before: a retry sends nothing twice)
+    DEFER = "defer"  # the send window closed before the hand-off: prepare again at `until`
+    SKIP = "skip"  # this step is not sent (an edit refused, the carrier refused the text)
+    BLOCK = "block"  # the contact may not be texted: the enrollment exits with `reason`
+
+
+class ApprovalAction(StrEnum):
+    """A person's verdict on a step waiting for approval (not the step decision, Outcome)."""
+
+    APPROVE = "approve"
+    EDIT = "edit"  # approve the text in Decision.text instead
+    SKIP = "skip"
+
+
+# The single members under the names the tests import; prefer the enums.
+SEND, DEFER, SKIP, BLOCK = Outcome.SEND, Outcome.DEFER, Outcome.SKIP, Outcome.BLOCK
+SENT = SendResult.SENT
+APPROVE, EDIT, SKIP_STEP = ApprovalAction.APPROVE, ApprovalAction.EDIT, ApprovalAction.SKIP
 
 
 @dataclass
@@ -30,7 +50,7 @@ class EnrollmentInput:
     location_id: str
     sequence_id: str
     steps: list[StepPlan]
-    exit_events: list[str]  # reply, opt_out, click, purchase, appointment
+    exit_events: list[ExitEvent]
     approval_timeout_seconds: int = 86_400
 
 
@@ -51,8 +71,9 @@ class PrepareRequest:
 
 @dataclass
 class Prepared:
-    outcome: str  # SEND | DEFER | SKIP | BLOCK
+    outcome: Outcome
     until: str = ""  # DEFER: ISO instant to prepare again
+    # BLOCK: the exit reason (an ExitReason value) first, then the reasons
     reasons: list[str] = field(default_factory=list)
     text: str = ""
     segments: int = 0
@@ -71,19 +92,19 @@ class SendRequest:
 
 @dataclass
 class SendOutcome:
-    outcome: str  # SENT | DEFER | SKIP | BLOCK
-    until: str = ""
-    reason: str = ""
+    outcome: SendResult
+    until: str = ""  # DEFER: ISO instant to prepare again
+    reason: str = ""  # BLOCK: the exit reason (an ExitReason value); else words for the history
     message_id: int = 0
 
 
 @dataclass
 class Transition:
     enrollment_id: str
-    status: str  # active | paused | awaiting_approval | completed | exited
+    status: EnrollmentStatus
     step_index: int
     next_wake: str = ""
-    exit_reason: str = ""
+    exit_reason: str = ""  # an ExitReason value; "" while the enrollment runs
 
 
 @dataclass
@@ -98,7 +119,7 @@ class ApprovalRequest:
 @dataclass
 class Decision:
     step_index: int
-    action: str  # approve | edit | skip
+    action: ApprovalAction
     text: str = ""  # edit: the new text
     decided_by: str = ""
 
@@ -111,10 +132,10 @@ class ActivityEvent:
 
 @dataclass
 class EnrollmentState:
-    status: str
+    status: EnrollmentStatus
     step_index: int
     next_wake: str
-    exit_reason: str
+    exit_reason: str  # an ExitReason value; "" while the enrollment runs
     pending_approval_step: int  # -1 when none
     pending_text: str
     history: list[str]

@@ -3,10 +3,11 @@ enrollments and service texts — at once after the event committed, and again w
 while Temporal or the carrier is unreachable.
 
 * A signal addressed to a run that has ended (NOT_FOUND) is done: there is nothing left to stop.
-* A service text goes through the message ledger with its own idempotency key, so a relay that
-  dies mid-send never sends it twice (with a carrier that is not idempotent, an interrupted
-  send is recorded 'unknown' and not repeated). It skips the sender pacing: answers to STOP
-  and HELP go first. Past its deadline (5 minutes for a confirmation) it is dropped.
+* A service text goes the one send path (`tenants.messages.outbound`) with its own idempotency
+  key, so a relay that dies mid-send never sends it twice (with a carrier that is not
+  idempotent, an interrupted send is recorded 'unknown' and not repeated), and a carrier's
+  21610 revokes consent as a step's does. It skips the sender pacing: answers to STOP and HELP
+  go first. Past its deadline (5 minutes for a confirmation) it is dropped.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,24 +23,25 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.service import RPCError, RPCStatusCode
 
 from tenants.contacts.contacts import load
-from tenants.content.segments import count
 from tenants.core.errors import DomainError, Unavailable
 from tenants.core.names import parse_child
 from tenants.core.unexpected_errors import log_unexpected
-from tenants.enrollment.triggers import EntryPath
+from tenants.enrollment.entry import EntryPath
 from tenants.followups import owed as followups
 from tenants.followups.notices import Notice
 from tenants.followups.owed import Followup, FollowupKind
-from tenants.inbound import undeliverable
-from tenants.messages import ledger
-from tenants.org.access import Principal, Role
-from workflows.carrier import Carrier, OutboundText, SendStatus
+from tenants.messages import outbound
+from tenants.messages.outbound import HandOffVerdict
+from tenants.org.access import system
+from workflows.carrier import Carrier, SendStatus
 from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
 from workflows.notifier import LogNotifier, Notifier
 
 log = logging.getLogger(__name__)
-TRIGGERS = Principal("system", "activity-trigger", Role.OPERATOR, None)
+TRIGGERS = system("activity-trigger")
+# who records what a service text's carrier answer says about its contact (a 21610)
+SERVICE_TEXTS = system("service-text")
 ENROLL_ATTEMPTS = 4
 # a notice Slack keeps refusing is retried for about 3 hours (backoff capped at 5 minutes)
 NOTICE_ATTEMPTS = 45
@@ -48,7 +51,7 @@ class FollowupRelay:
     def __init__(
         self,
         pool: AsyncConnectionPool[Any],
-        enrollments: EnrollmentClient,
+        enrollments: EnrollmentClient | None,
         carrier: Carrier,
         poll_seconds: float = 1.0,
         notifier: Notifier | None = None,
@@ -59,12 +62,36 @@ class FollowupRelay:
         self._notifier: Notifier = notifier or LogNotifier()
         self._poll = poll_seconds
         self._wake = asyncio.Event()
+        self._in_background: set[asyncio.Task[None]] = set()
 
     async def deliver(self, ids: list[int] | tuple[int, ...]) -> int:
         """Delivers these follow-ups now (those another relay holds are left to it)."""
         if not ids:
             return 0
         return await self._claim_and_run(list(ids))
+
+    async def deliver_owed(self, ids: Sequence[int]) -> None:
+        """The one way an edge delivers what its call owes, right after it answered: at once;
+        what this attempt cannot deliver is logged and left to the loop (woken), never raised
+        to the caller, whose answer stands."""
+        if not ids:
+            return
+        try:
+            await self.deliver(tuple(ids))
+        except Exception as error:  # the loop retries them
+            log_unexpected(
+                log, error, "follow-ups %s: first delivery failed; the relay retries", ids
+            )
+            self.nudge()
+
+    def deliver_owed_soon(self, ids: Sequence[int]) -> None:
+        """`deliver_owed` in a task the relay holds until done, for a caller that cannot run
+        code after its answer is sent (a gRPC servicer)."""
+        if not ids:
+            return
+        task = asyncio.create_task(self.deliver_owed(tuple(ids)))
+        self._in_background.add(task)
+        task.add_done_callback(self._in_background.discard)
 
     async def drain(self) -> int:
         """Delivers every due follow-up; returns how many were attempted."""
@@ -130,6 +157,11 @@ class FollowupRelay:
         async with self._pool.connection() as conn:
             await followups.finish(conn, f.id, outcome)
 
+    def _temporal(self) -> EnrollmentClient:
+        if self._enrollments is None:  # a relay without Temporal: a relay with it delivers
+            raise RuntimeError("this relay has no Temporal client")
+        return self._enrollments
+
     async def _attempt(self, f: Followup) -> str:
         if f.kind is FollowupKind.SERVICE_TEXT:
             return await self._service_text(f)
@@ -148,17 +180,16 @@ class FollowupRelay:
                 if running:  # its workflow start is in flight: the run is not known yet
                     raise RuntimeError("the enrollment's workflow is still starting")
                 return "no_run"  # its start failed: there is no run to tell
+        temporal = self._temporal()
         try:
             if f.kind is FollowupKind.SIGNAL_REPLY:
-                await self._enrollments.signal_reply(f.workflow_id, f.event_id, run_id)
+                await temporal.signal_reply(f.workflow_id, f.event_id, run_id)
             elif f.kind is FollowupKind.SIGNAL_OPTED_OUT:
-                await self._enrollments.signal_opted_out(f.workflow_id, f.event_id, run_id)
+                await temporal.signal_opted_out(f.workflow_id, f.event_id, run_id)
             elif f.kind is FollowupKind.SIGNAL_UNDELIVERABLE:
-                await self._enrollments.signal_undeliverable(f.workflow_id, f.event_id, run_id)
+                await temporal.signal_undeliverable(f.workflow_id, f.event_id, run_id)
             else:
-                await self._enrollments.signal_activity(
-                    f.workflow_id, f.activity_kind, f.event_id, run_id
-                )
+                await temporal.signal_activity(f.workflow_id, f.activity_kind, f.event_id, run_id)
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 return "no_run"  # the enrollment ended meanwhile: nothing to stop
@@ -171,7 +202,7 @@ class FollowupRelay:
         async with self._pool.connection() as conn:
             try:
                 _, created = await enroll(
-                    conn, self._enrollments, TRIGGERS, f.contact, sequence, path=EntryPath.EVENT
+                    conn, self._temporal(), TRIGGERS, f.contact, sequence, path=EntryPath.EVENT
                 )
             except Unavailable:
                 raise  # Temporal is away, or the previous run is still closing: retry
@@ -189,55 +220,32 @@ class FollowupRelay:
             return "expired"
         async with self._pool.connection() as conn:
             contact = await load(conn, f.contact)
-            counted = count(f.body)
-            reservation = await ledger.reserve_outbound(
+            hand_off = await outbound.reserve(
                 conn,
-                franchisor_id=f.contact.scope.franchisor_id,
-                location_id=f.contact.scope.location_id or "",
-                contact_id=f.contact.id,
-                enrollment_id=None,
-                step_index=None,
-                body=f.body,
-                encoding=counted.encoding.value,
-                segments=counted.segments,
-                template_revision="",
+                outbound.Outgoing(
+                    f.contact, contact.phone_e164, f.from_number, f.body, key=f"followup:{f.id}"
+                ),
                 carrier=self._carrier.name,
-                from_number=f.from_number,
-                to_number=contact.phone_e164,
+                carrier_idempotent=self._carrier.idempotent,
                 now=now,
-                key=f"followup:{f.id}",
             )
-            if reservation.status in ledger.ACCEPTED_STATUSES:
+            if hand_off.verdict is HandOffVerdict.SENT_BEFORE:
                 return "delivered"
-            if reservation.status in ("failed", "canceled"):
+            if hand_off.verdict is HandOffVerdict.REFUSED_BEFORE:
                 return "failed"
-            if not reservation.new and reservation.status == "sending":
-                if not self._carrier.idempotent:
-                    await ledger.mark(conn, reservation.message_id, "unknown")
-                    return "unknown"
-            result = await self._carrier.send(
-                OutboundText(
-                    reservation.message_id,
-                    f"followup:{f.id}",
-                    f.from_number,
-                    contact.phone_e164,
-                    f.body,
-                )
-            )
-            if result.status is SendStatus.ACCEPTED:
-                await ledger.mark(conn, reservation.message_id, "sent", result.carrier_message_id)
-                return "delivered"
-            if result.status is SendStatus.RETRY:
-                await ledger.mark(
-                    conn, reservation.message_id, "retry", error_code=result.error_code
-                )
-                raise RuntimeError(f"carrier asked to retry ({result.error_code})")
-            await ledger.mark(conn, reservation.message_id, "failed", error_code=result.error_code)
-            if result.status is SendStatus.UNDELIVERABLE:  # e.g. 21211: the number is no good
-                await undeliverable.mark(
-                    conn, f.contact, result.error_code, reservation.message_id, now
-                )
-            return "failed"
+            if hand_off.verdict is HandOffVerdict.INTERRUPTED:
+                return "unknown"
+            # answers to STOP and HELP skip the sender pacing: they go first
+            result = await self._carrier.send(hand_off.text)
+            recorded = await outbound.record_answer(conn, hand_off, result, now, SERVICE_TEXTS)
+        # a 21610 owes the contact's running enrollment `opted_out`: delivered now, like the
+        # edge's own follow-ups (the loop retries what this cannot deliver)
+        await self.deliver_owed(recorded.followups)
+        if result.status is SendStatus.ACCEPTED:
+            return "delivered"
+        if result.status is SendStatus.RETRY:
+            raise RuntimeError(f"carrier asked to retry ({result.error_code})")
+        return "failed"
 
 
 def _now() -> datetime:

@@ -19,6 +19,9 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from workflows.scan_types import (
+        PLAN_INACTIVITY_SCAN,
+        SCAN_INACTIVITY_PAGE,
+        STEER_SEQUENCE_BATCH,
         PageRequest,
         PageResult,
         ScanInput,
@@ -40,7 +43,7 @@ class InactivityScanWorkflow:
     async def run(self, params: ScanInput) -> ScanSummary:
         if params.plan is None:
             plan = await workflow.execute_activity(
-                "plan_inactivity_scan",
+                PLAN_INACTIVITY_SCAN,
                 result_type=ScanPlan,
                 start_to_close_timeout=timedelta(minutes=1),
                 retry_policy=RETRY,
@@ -50,7 +53,7 @@ class InactivityScanWorkflow:
         plan = params.plan
         while params.target_index < len(plan.targets):
             page = await workflow.execute_activity(
-                "scan_inactivity_page",
+                SCAN_INACTIVITY_PAGE,
                 PageRequest(
                     plan.targets[params.target_index],
                     plan.started_at,
@@ -92,7 +95,7 @@ class SteerSequenceWorkflow:
     async def run(self, params: SteerInput) -> int:
         while True:
             batch = await workflow.execute_activity(
-                "steer_sequence_batch",
+                STEER_SEQUENCE_BATCH,
                 SteerBatch(
                     params.sequence,
                     params.action,

@@ -16,25 +16,26 @@ from temporalio import activity
 
 from tenants.core.errors import DomainError, Unavailable
 from tenants.core.names import ChildName, parse_child
-from tenants.enrollment.triggers import (
-    EntryPath,
-    InactivityTarget,
-    inactivity_targets,
-    quiet_contacts,
-)
-from tenants.org.access import Principal, Role
+from tenants.enrollment.entry import EntryPath
+from tenants.enrollment.records import running_in_sequence
+from tenants.enrollment.triggers import InactivityTarget, inactivity_targets, quiet_contacts
+from tenants.org.access import system
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrolling import enroll
 from workflows.scan_types import (
+    PLAN_INACTIVITY_SCAN,
+    SCAN_INACTIVITY_PAGE,
+    STEER_SEQUENCE_BATCH,
     PageRequest,
     PageResult,
     ScanPlan,
     ScanTarget,
+    SteerAction,
     SteerBatch,
     SteerResult,
 )
 
-SCANNER = Principal("system", "inactivity-scan", Role.OPERATOR, None)
+SCANNER = system("inactivity-scan")
 IN_FLIGHT = 8
 CAP_REASON = "DAILY_CAP"
 
@@ -44,7 +45,7 @@ class ScanActivities:
         self._pool = pool
         self._workflows = workflows
 
-    @activity.defn(name="plan_inactivity_scan")
+    @activity.defn(name=PLAN_INACTIVITY_SCAN)
     async def plan_inactivity_scan(self) -> ScanPlan:
         async with self._pool.connection() as conn:
             targets = await inactivity_targets(conn)
@@ -59,7 +60,7 @@ class ScanActivities:
             datetime.now(UTC).isoformat(),
         )
 
-    @activity.defn(name="scan_inactivity_page")
+    @activity.defn(name=SCAN_INACTIVITY_PAGE)
     async def scan_inactivity_page(self, request: PageRequest) -> PageResult:
         t = request.target
         target = InactivityTarget(
@@ -114,29 +115,16 @@ class ScanActivities:
                 return refused.reason or type(refused).__name__
         return "enrolled" if created else "existing"
 
-    @activity.defn(name="steer_sequence_batch")
+    @activity.defn(name=STEER_SEQUENCE_BATCH)
     async def steer_sequence_batch(self, request: SteerBatch) -> SteerResult:
         sequence = parse_child(request.sequence, "sequences", "sequence")
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT id, workflow_id FROM enrollments WHERE franchisor_id = %s"
-                " AND sequence_location_id IS NOT DISTINCT FROM %s AND sequence_id = %s"
-                " AND status IN ('active', 'paused', 'awaiting_approval') AND id > %s"
-                " ORDER BY id LIMIT %s",
-                (
-                    sequence.scope.franchisor_id,
-                    sequence.scope.location_id,
-                    sequence.id,
-                    request.after_id,
-                    request.limit,
-                ),
-            )
-            rows = await cur.fetchall()
+            rows = await running_in_sequence(conn, sequence, request.after_id, request.limit)
         steered = 0
         for enrollment_id, workflow_id in rows:
             update_id = f"{request.request_id}:{enrollment_id}"
             try:
-                if request.action == "pause":
+                if request.action is SteerAction.PAUSE:
                     await self._workflows.pause(workflow_id, update_id)
                 else:
                     await self._workflows.resume(workflow_id, update_id)

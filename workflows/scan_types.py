@@ -4,6 +4,21 @@ dataclasses: Temporal's default converter serialises them)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+# Activity names: the one spelling `@activity.defn` (scan_activities) and the workflows
+# (scan) share; the workflows cannot import the activities' module (it imports the client,
+# which starts these workflows).
+PLAN_INACTIVITY_SCAN = "plan_inactivity_scan"
+SCAN_INACTIVITY_PAGE = "scan_inactivity_page"
+STEER_SEQUENCE_BATCH = "steer_sequence_batch"
+
+
+class SteerAction(StrEnum):
+    """What SteerSequence does to every running enrollment of a sequence."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
 
 
 @dataclass
@@ -72,7 +87,7 @@ class SteerInput:
     """Pause or resume every running enrollment of a sequence, in batches."""
 
     sequence: str
-    action: str  # pause | resume
+    action: SteerAction
     request_id: str  # one per PauseSequence/ActivateSequence call: the updates' id prefix
     after_id: str = ""
     steered: int = 0
@@ -82,7 +97,7 @@ class SteerInput:
 @dataclass
 class SteerBatch:
     sequence: str
-    action: str
+    action: SteerAction
     request_id: str
     after_id: str
     limit: int

@@ -14,7 +14,7 @@ Classification (COMPLIANCE §3 item 17):
 | 21610 recipient opted out                          | OPTED_OUT     | never retry                |
 | 30006 landline, 21211 invalid To, 21614 not mobile | UNDELIVERABLE | marks the contact          |
 | 21612 To not reachable, 30005 unknown handset      | UNDELIVERABLE |
-(tenants.inbound.undeliverable)    |
+(tenants.contacts.undeliverable)    |
 | 30003 unreachable handset                          | RETRY         | retry_after 0: caller's    |
 | 30022 throughput exceeded, HTTP 429 (any code)     | RETRY         | Retry-After, else 1 s      |
 | HTTP 5xx (any code but the above)                  | RETRY         | Retry-After, else 0        |
@@ -65,7 +65,7 @@ from urllib.parse import quote
 
 import httpx
 
-from tenants.inbound.undeliverable import PERMANENT_CODES
+from tenants.contacts.undeliverable import PERMANENT_CODES
 from workflows.carrier import OutboundText, SendResult, SendStatus
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ _DETAIL_LIMIT = 300
 
 _ERROR_STATUS: dict[int, SendStatus] = {
     21610: SendStatus.OPTED_OUT,  # "Attempt to send to unsubscribed recipient": never retry
-    # the number cannot take texts (tenants.inbound.undeliverable: 30006 landline or unreachable
+    # the number cannot take texts (tenants.contacts.undeliverable: 30006 landline or unreachable
     # carrier, 21211 invalid 'To', 21614 not a mobile number, 21612 'To' not reachable by SMS,
     # 30005 unknown handset): the enrollment exits and the contact is marked
     **{int(code): SendStatus.UNDELIVERABLE for code in PERMANENT_CODES},

@@ -34,18 +34,19 @@ from rich.text import Text
 
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc, tenants_pb2, tenants_pb2_grpc
+from workflows.enrollment_types import ApprovalAction
 
 PAGE_SIZE = 100
 TIMEOUT = 30.0  # seconds, per call
 TEXT_WIDTH = 40  # the text column's least width beside names kept on one line
 DEMO_FRANCHISOR = "franchisors/demo"  # the tenant `reengage up` seeds (server.cli.demo)
 FRANCHISOR = re.compile(r"^franchisors/[^/]+$")
-ACTIONS = {
-    "approve": pb.APPROVAL_ACTION_APPROVE,
-    "edit": pb.APPROVAL_ACTION_EDIT,
-    "skip": pb.APPROVAL_ACTION_SKIP,
+ACTIONS = {a: pb.ApprovalAction.Value(f"APPROVAL_ACTION_{a.name}") for a in ApprovalAction}
+DONE = {
+    ApprovalAction.APPROVE: "approved",
+    ApprovalAction.EDIT: "edited and approved",
+    ApprovalAction.SKIP: "skipped",
 }
-DONE = {"approve": "approved", "edit": "edited and approved", "skip": "skipped"}
 Metadata = tuple[tuple[str, str], ...]
 
 
@@ -219,13 +220,13 @@ def run_list(
 
 
 def run_decide(
-    target: str, api_key: str, enrollment: str, step: int, action: str, text: str = ""
+    target: str, api_key: str, enrollment: str, step: int, action: ApprovalAction, text: str = ""
 ) -> int:
     request = pb.DecideApprovalRequest(
         name=enrollment,
         step_index=step,
         action=ACTIONS[action],
-        text=text if action == "edit" else "",
+        text=text if action == ApprovalAction.EDIT else "",
         request_id=uuid.uuid4().hex,
     )
     try:

@@ -129,9 +129,16 @@ def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_approvals_decide(args: argparse.Namespace, settings: Settings) -> None:
     from server.cli.approvals import run_decide
+    from workflows.enrollment_types import ApprovalAction
 
     target = args.target or f"localhost:{settings.grpc_port}"
-    action = "approve" if args.approve else "skip" if args.skip else "edit"
+    action = (
+        ApprovalAction.APPROVE
+        if args.approve
+        else ApprovalAction.SKIP
+        if args.skip
+        else ApprovalAction.EDIT
+    )
     code = run_decide(
         target, api_key_for_cli(args, settings), args.enrollment, args.step, action, args.edit
     )

@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 from rich.console import Console
 from rich.markup import escape
 
-from server.app import build_carrier, connect_temporal, open_pool
+from server.app import connect_temporal, open_pool
 from server.config import Settings
+from server.platform import build_platform
 from tenants.inbound.texts import InboundSms, receive
-from workflows.client import EnrollmentClient
-from workflows.relay import FollowupRelay
 
 
 async def receive_text(
@@ -50,10 +49,7 @@ async def receive_text(
         except Exception:
             console.print("Temporal is not reachable: the platform's relay will deliver it")
             return 0
-        relay = FollowupRelay(
-            pool, EnrollmentClient(client, settings.task_queue), build_carrier(settings, pool)
-        )
-        await relay.deliver(outcome.followups)
+        await build_platform(settings, pool, client).relay.deliver(outcome.followups)
         console.print(f"{len(outcome.followups)} follow-up(s) delivered")
         return 0
     finally:

@@ -4,7 +4,7 @@ workflow facade."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from server.grpc import request_checks
 from server.grpc.auth import principal
 from server.grpc.converters import PB_TO_STATUS, STATUS_TO_PB, timestamp
 from server.grpc.errors import to_status
-from tenants.contacts import contacts
+from tenants.contacts.model import COLLECTION as CONTACTS
 from tenants.content.bodies import check_edited_text
 from tenants.core.errors import DomainError, FailedPrecondition, FieldViolation, InvalidArgument
 from tenants.core.names import parse_child, parse_location
@@ -26,17 +26,13 @@ from tenants.core.vocabulary import EnrollmentStatus
 from tenants.enrollment import records as enrollments
 from tenants.enrollment.records import Enrollment
 from tenants.org.access import Action, authorize
-from tenants.sequences import definitions as sequences
+from tenants.sequences.model import COLLECTION as SEQUENCES
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrolling import enroll
-from workflows.enrollment_types import APPROVE, EDIT, SKIP_STEP, Decision
+from workflows.enrollment_types import ApprovalAction, Decision
 
 BULK_IN_FLIGHT = 16
-ACTIONS = {
-    pb.APPROVAL_ACTION_APPROVE: APPROVE,
-    pb.APPROVAL_ACTION_EDIT: EDIT,
-    pb.APPROVAL_ACTION_SKIP: SKIP_STEP,
-}
+ACTIONS = {pb.ApprovalAction.Value(f"APPROVAL_ACTION_{a.name}"): a for a in ApprovalAction}
 
 
 def enrollment_pb(e: Enrollment) -> pb.Enrollment:
@@ -60,8 +56,8 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         self._workflows = workflows
 
     async def _enroll(self, contact: str, sequence: str) -> tuple[Enrollment, bool]:
-        contact_name = parse_child(contact, contacts.COLLECTION, "contact")
-        sequence_name = parse_child(sequence, sequences.COLLECTION, "sequence")
+        contact_name = parse_child(contact, CONTACTS, "contact")
+        sequence_name = parse_child(sequence, SEQUENCES, "sequence")
         if not contact_name.scope.is_location:
             raise InvalidArgument([FieldViolation("contact", "contacts live at locations")])
         async with self._pool.connection() as conn:
@@ -137,12 +133,15 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
             state = await self._workflows.state(found.workflow_id)
         except Exception:  # the record answers when the live state is unavailable
             return answer
-        answer.status = STATUS_TO_PB[EnrollmentStatus(state.status)]
+        answer.status = STATUS_TO_PB[state.status]
         answer.exit_reason = state.exit_reason
         # The read model's wake time is written by an activity after the workflow moved on:
         # the live state's is the one that goes with the live step and pending approval.
         answer.ClearField("next_wake_time")
-        if state.next_wake and state.status in ("active", "awaiting_approval"):
+        if state.next_wake and state.status in (
+            EnrollmentStatus.ACTIVE,
+            EnrollmentStatus.AWAITING_APPROVAL,
+        ):
             answer.next_wake_time.CopyFrom(timestamp(datetime.fromisoformat(state.next_wake)))
         answer.pending_approval_step = state.pending_approval_step
         answer.pending_text = state.pending_text
@@ -156,7 +155,7 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         location = parse_location(request.parent, "parent")
         where = enrollments.EnrollmentFilter(
             status=PB_TO_STATUS.get(request.status),  # type: ignore[call-overload]
-            sequence=parse_child(request.sequence, sequences.COLLECTION, "sequence")
+            sequence=parse_child(request.sequence, SEQUENCES, "sequence")
             if request.sequence
             else None,
         )
@@ -171,7 +170,11 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
             enrollments=[enrollment_pb(e) for e in found], next_page_token=token
         )
 
-    async def _steer(self, name_text: str, call: str, *args: Any) -> pb.Enrollment:
+    async def _steer(
+        self, name_text: str, update: Callable[[str], Awaitable[str]]
+    ) -> pb.Enrollment:
+        """Runs `update` (one of the workflow facade's updates, given the workflow id) on a
+        running enrollment the caller may steer; the enrollment as it is afterwards."""
         name = parse_child(name_text, enrollments.COLLECTION)
         authorize(principal(), Action.ENROLLMENT_STEER, name.scope)
         async with self._pool.connection() as conn:
@@ -179,7 +182,7 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         if not found.running:
             raise FailedPrecondition(f"{name.name} has ended", reason="ENDED")
         try:
-            await getattr(self._workflows, call)(found.workflow_id, *args)
+            await update(found.workflow_id)
         except UpdateRefused as exc:
             raise FailedPrecondition(exc.message, reason=exc.reason) from None
         async with self._pool.connection() as conn:
@@ -188,20 +191,27 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
     async def PauseEnrollment(
         self, request: pb.PauseEnrollmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.Enrollment:
-        return await self._steer(request.name, "pause", request.request_id)
+        return await self._steer(
+            request.name, lambda workflow_id: self._workflows.pause(workflow_id, request.request_id)
+        )
 
     async def ResumeEnrollment(
         self, request: pb.ResumeEnrollmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.Enrollment:
-        return await self._steer(request.name, "resume", request.request_id)
+        return await self._steer(
+            request.name,
+            lambda workflow_id: self._workflows.resume(workflow_id, request.request_id),
+        )
 
     async def CancelEnrollment(
         self, request: pb.CancelEnrollmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.Enrollment:
         if len(request.reason) > 200:
             raise InvalidArgument([FieldViolation("reason", "is longer than 200 characters")])
+        reason = request.reason or "cancelled over the API"
         return await self._steer(
-            request.name, "cancel", request.reason or "cancelled over the API", request.request_id
+            request.name,
+            lambda workflow_id: self._workflows.cancel(workflow_id, reason, request.request_id),
         )
 
     async def DecideApproval(
@@ -210,7 +220,12 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         action = ACTIONS.get(request.action)
         if action is None:
             raise InvalidArgument([FieldViolation("action", "APPROVE, EDIT or SKIP")])
-        if action == EDIT:
+        if action is ApprovalAction.EDIT:
             check_edited_text(request.text, "text")  # a sendable text, sent as written
         decision = Decision(request.step_index, action, request.text, principal().label)
-        return await self._steer(request.name, "decide_approval", decision, request.request_id)
+        return await self._steer(
+            request.name,
+            lambda workflow_id: self._workflows.decide_approval(
+                workflow_id, decision, request.request_id
+            ),
+        )

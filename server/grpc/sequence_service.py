@@ -23,9 +23,21 @@ from tenants.core.pagination import page_request
 from tenants.org.listing import ListScope
 from tenants.sequences import definitions as sequences
 from tenants.sequences import simulation
+from tenants.sequences.model import (
+    COLLECTION,
+    Definition,
+    EntryTrigger,
+    ExitEvent,
+    FrequencyCap,
+    Sequence,
+    SequenceState,
+    Step,
+    WaitFrom,
+)
 from workflows.client import EnrollmentClient
+from workflows.scan_types import SteerAction
 
-EXIT_TO_PB = {e: pb.ExitEvent.Value(f"EXIT_EVENT_{e.name}") for e in sequences.ExitEvent}
+EXIT_TO_PB = {e: pb.ExitEvent.Value(f"EXIT_EVENT_{e.name}") for e in ExitEvent}
 PB_TO_EXIT = {v: k for k, v in EXIT_TO_PB.items()}
 SIGNAL_TO_PB = {
     "reply": pb.ENGAGEMENT_SIGNAL_REPLY,
@@ -33,14 +45,9 @@ SIGNAL_TO_PB = {
     "purchase": pb.ENGAGEMENT_SIGNAL_PURCHASE,
 }
 PB_TO_SIGNAL = {v: k for k, v in SIGNAL_TO_PB.items()}
-STATE_TO_PB = {
-    s: pb.SequenceState.Value(f"SEQUENCE_STATE_{s.name}") for s in sequences.SequenceState
-}
+STATE_TO_PB = {s: pb.SequenceState.Value(f"SEQUENCE_STATE_{s.name}") for s in SequenceState}
 OUTCOME_TO_PB = {
-    "send": pb.PLANNED_OUTCOME_SEND,
-    "send_after_approval": pb.PLANNED_OUTCOME_SEND_AFTER_APPROVAL,
-    "skip": pb.PLANNED_OUTCOME_SKIP,
-    "block": pb.PLANNED_OUTCOME_BLOCK,
+    o: pb.PlannedOutcome.Value(f"PLANNED_OUTCOME_{o.name}") for o in simulation.PlannedOutcome
 }
 
 
@@ -52,7 +59,7 @@ def duration(value: int) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=value)
 
 
-def definition_input(m: pb.Sequence) -> sequences.Definition:
+def definition_input(m: pb.Sequence) -> Definition:
     """The definition as sent; nonsense that cannot be represented is INVALID_ARGUMENT here,
     the rules are checked by tenants.sequences.definitions."""
     problems: list[FieldViolation] = []
@@ -61,12 +68,12 @@ def definition_input(m: pb.Sequence) -> sequences.Definition:
         if s.wait.nanos or s.wait.seconds < 0:
             problems.append(FieldViolation(f"sequence.steps[{i}].wait", "whole, positive seconds"))
         steps.append(
-            sequences.Step(
+            Step(
                 template=s.template,
                 wait_seconds=seconds(s.wait),
-                wait_from=sequences.WaitFrom.ENROLLMENT
+                wait_from=WaitFrom.ENROLLMENT
                 if s.wait_from == pb.WAIT_FROM_ENROLLMENT
-                else sequences.WaitFrom.PREVIOUS_STEP,
+                else WaitFrom.PREVIOUS_STEP,
                 require_approval=s.require_approval,
                 skip_if_activity_since_enrollment=tuple(s.skip_if_activity_since_enrollment),
             )
@@ -81,9 +88,7 @@ def definition_input(m: pb.Sequence) -> sequences.Definition:
     which = trigger.WhichOneof("trigger")
     if which == "inactivity":
         signals = [PB_TO_SIGNAL.get(x, "") for x in trigger.inactivity.signals]
-        entry = sequences.EntryTrigger(
-            "inactivity", trigger.inactivity.days, tuple(x for x in signals if x)
-        )
+        entry = EntryTrigger("inactivity", trigger.inactivity.days, tuple(x for x in signals if x))
         if "" in signals:
             problems.append(
                 FieldViolation(
@@ -91,9 +96,9 @@ def definition_input(m: pb.Sequence) -> sequences.Definition:
                 )
             )
     elif which == "activity_kind":
-        entry = sequences.EntryTrigger("activity", activity_kind=trigger.activity_kind)
+        entry = EntryTrigger("activity", activity_kind=trigger.activity_kind)
     else:
-        entry = sequences.EntryTrigger()
+        entry = EntryTrigger()
     window = None
     if m.HasField("send_window"):
         try:
@@ -107,10 +112,10 @@ def definition_input(m: pb.Sequence) -> sequences.Definition:
             problems.extend(exc.violations)
     cap = None
     if m.HasField("frequency_cap"):
-        cap = sequences.FrequencyCap(m.frequency_cap.max_messages, seconds(m.frequency_cap.period))
+        cap = FrequencyCap(m.frequency_cap.max_messages, seconds(m.frequency_cap.period))
     if problems:
         raise InvalidArgument(problems)
-    return sequences.Definition(
+    return Definition(
         steps=tuple(steps),
         exit_events=tuple(exits),
         entry=entry,
@@ -122,7 +127,7 @@ def definition_input(m: pb.Sequence) -> sequences.Definition:
     )
 
 
-def sequence_pb(s: sequences.Sequence) -> pb.Sequence:
+def sequence_pb(s: Sequence) -> pb.Sequence:
     d = s.definition
     trigger = pb.EntryTrigger()
     if d.entry.kind == "inactivity":
@@ -141,7 +146,7 @@ def sequence_pb(s: sequences.Sequence) -> pb.Sequence:
             pb.Step(
                 wait=duration(step.wait_seconds),
                 wait_from=pb.WAIT_FROM_ENROLLMENT
-                if step.wait_from is sequences.WaitFrom.ENROLLMENT
+                if step.wait_from is WaitFrom.ENROLLMENT
                 else pb.WAIT_FROM_PREVIOUS_STEP,
                 template=step.template,
                 require_approval=step.require_approval,
@@ -205,7 +210,7 @@ class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
     async def GetSequence(
         self, request: pb.GetSequenceRequest, context: grpc.aio.ServicerContext
     ) -> pb.Sequence:
-        name = parse_child(request.name, sequences.COLLECTION)
+        name = parse_child(request.name, COLLECTION)
         async with self._pool.connection() as conn:
             found = await sequences.get_sequence(conn, principal(), name)
             return sequence_pb(await sequences.with_warnings(conn, found))
@@ -231,7 +236,7 @@ class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
         self, request: pb.UpdateSequenceRequest, context: grpc.aio.ServicerContext
     ) -> pb.Sequence:
         require(request, "sequence")
-        name = parse_child(request.sequence.name, sequences.COLLECTION, "sequence.name")
+        name = parse_child(request.sequence.name, COLLECTION, "sequence.name")
         async with self._pool.connection() as conn:
             updated = await sequences.update_sequence(
                 conn,
@@ -247,7 +252,7 @@ class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
     async def ArchiveSequence(
         self, request: pb.ArchiveSequenceRequest, context: grpc.aio.ServicerContext
     ) -> pb.Sequence:
-        name = parse_child(request.name, sequences.COLLECTION)
+        name = parse_child(request.name, COLLECTION)
         async with self._pool.connection() as conn:
             return sequence_pb(
                 await sequences.archive_sequence(conn, principal(), name, request.etag)
@@ -256,32 +261,31 @@ class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
     async def PauseSequence(
         self, request: pb.PauseSequenceRequest, context: grpc.aio.ServicerContext
     ) -> pb.Sequence:
-        return await self._set_state(request.name, request.etag, sequences.SequenceState.PAUSED)
+        return await self._set_state(request.name, request.etag, SequenceState.PAUSED)
 
     async def ActivateSequence(
         self, request: pb.ActivateSequenceRequest, context: grpc.aio.ServicerContext
     ) -> pb.Sequence:
-        return await self._set_state(request.name, request.etag, sequences.SequenceState.ACTIVE)
+        return await self._set_state(request.name, request.etag, SequenceState.ACTIVE)
 
-    async def _set_state(
-        self, raw_name: str, etag: str, state: sequences.SequenceState
-    ) -> pb.Sequence:
+    async def _set_state(self, raw_name: str, etag: str, state: SequenceState) -> pb.Sequence:
         """The state changes first (no new enrollments while paused; a step that falls due
         holds), then a workflow pauses or resumes the running enrollments in batches."""
-        name = parse_child(raw_name, sequences.COLLECTION)
+        name = parse_child(raw_name, COLLECTION)
         async with self._pool.connection() as conn:
             sequence, _ = await sequences.set_state(conn, principal(), name, state, etag)
         if self._workflows is not None:
             # also when nothing changed: a retry after a failed start must still steer them
             # (one steering run per state version: a repeated call finds it)
-            action = "pause" if state is sequences.SequenceState.PAUSED else "resume"
+            paused = state is SequenceState.PAUSED
+            action = SteerAction.PAUSE if paused else SteerAction.RESUME
             await self._workflows.steer_sequence(name.name, action, f"{action}-v{sequence.version}")
         return sequence_pb(sequence)
 
     async def SimulateSequence(
         self, request: pb.SimulateSequenceRequest, context: grpc.aio.ServicerContext
     ) -> pb.SimulateSequenceResponse:
-        name = parse_child(request.name, sequences.COLLECTION)
+        name = parse_child(request.name, COLLECTION)
         contact = None
         described = None
         if request.WhichOneof("subject") == "contact":

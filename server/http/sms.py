@@ -132,18 +132,10 @@ class SmsEdge:
         )
 
     def _deliver(self, ids: tuple[int, ...]) -> BackgroundTask | None:
+        """The relay delivers what the request owes once the answer has gone out."""
         if not ids:
             return None
-        return BackgroundTask(self._deliver_now, ids)
-
-    async def _deliver_now(self, ids: tuple[int, ...]) -> None:
-        try:
-            await self._relay.deliver(ids)
-        except Exception as error:  # the relay's loop retries them
-            log_unexpected(
-                log, error, "follow-ups %s: first delivery failed; the relay retries", ids
-            )
-            self._relay.nudge()
+        return BackgroundTask(self._relay.deliver_owed, ids)
 
 
 def _guarded(handler: Handler) -> Handler:

@@ -7,9 +7,14 @@ be in, the local time falls inside that local date's effective window: the locat
 apply (hours per weekday, no Sundays, no state legal holidays). A step due outside the window
 is deferred to the next opening, never dropped; the carrier hand-off re-checks `allowed_at`.
 
-Jurisdiction rules are data (`tenants/compliance/data/us_send_rules.json`, read once at import),
-not code
-branches: changing a state's hours or holidays is a data change that bumps `rules_version()`.
+Jurisdiction rules are data (`tenants/compliance/data/us_send_rules.json`, read once at
+import), not code branches: changing a state's hours or holidays is a data change that bumps
+`rules_version()`.
+
+Size: about 400 lines, kept as one module on purpose. It is one planner — loading the rules,
+the effective window of a local date, and the search for the next opening across every zone
+the recipient may be in — whose parts share private caches and types; the pieces would only be
+imported by each other.
 """
 
 from __future__ import annotations

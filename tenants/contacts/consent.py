@@ -13,7 +13,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from tenants.contacts.contacts import Contact, load, require_location
+from tenants.contacts.contacts import load, require_location
+from tenants.contacts.model import Contact
 from tenants.core.errors import PermissionDenied, Violations
 from tenants.core.names import ChildName, TenantScope
 from tenants.core.pagination import PageRequest, parse_time_key, time_key

@@ -17,15 +17,8 @@ from psycopg import AsyncConnection
 
 from tenants.contacts.brand_suppression import hold_phones_shared
 from tenants.contacts.consent import ConsentEvidence, ConsentKind, append_events, evidence_problems
-from tenants.contacts.contacts import (
-    ContactInput,
-    ValidContact,
-    insert_many,
-    load_by_phones,
-    same_fields,
-    store_fields,
-    validate,
-)
+from tenants.contacts.contacts import insert_many, load_by_phones, same_fields, store_fields
+from tenants.contacts.model import ContactInput, ValidContact, validate
 from tenants.core.errors import FieldViolation, InvalidArgument
 from tenants.core.names import TenantScope
 from tenants.org import audit

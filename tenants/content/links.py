@@ -21,7 +21,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants.contacts.activity import record_activity
-from tenants.contacts.contacts import COLLECTION as CONTACTS
+from tenants.contacts.model import COLLECTION as CONTACTS
 from tenants.content.bodies import LINK_CODE_LENGTH
 from tenants.content.placeholders import LinkMaker
 from tenants.core.names import ChildName, TenantScope

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
 
-from tenants.contacts.contacts import Contact
+from tenants.contacts.model import Contact
 from tenants.content.placeholders import LinkMaker, RenderContext, Rendering, parse, render
 from tenants.content.templates import COLLECTION as TEMPLATES
 from tenants.content.templates import resolve_for_location

@@ -8,6 +8,11 @@
   DRAFT → PENDING_APPROVAL → APPROVED | REJECTED and is decided by franchisor principals only.
 * Every body change and every state change appends a revision; revisions are never modified
   (a trigger refuses it). The live revision is the latest approved one.
+
+Size: about 500 lines, kept as one module on purpose: it is one aggregate (a template and its
+revisions) whose every write takes the same row lock, version check and revision append
+(`write_template`); approvals (`content.approvals`), bodies (`content.bodies`) and previews
+(`content.previews`) are already apart.
 """
 
 from __future__ import annotations

@@ -35,3 +35,23 @@ class ExitReason(StrEnum):
     BLOCKED = "blocked"  # a refusal that named no reason
     START_FAILED = "start_failed"  # its workflow never started: the row is not an enrollment
     START_CONFLICT = "start_conflict"  # another workflow held the contact: likewise
+
+
+class MessageStatus(StrEnum):
+    """A ledger row's status (`messages.status`). The first three are the ledger's own, before
+    the carrier's answer is recorded; the rest are what the carrier answers or reports in a
+    status callback (Twilio's words)."""
+
+    SENDING = "sending"  # reserved; the carrier call may be in flight
+    RETRY = "retry"  # the carrier refused for now: safe to send again
+    UNKNOWN = "unknown"  # a crash interrupted a call to a carrier without idempotency: never resent
+    ACCEPTED = "accepted"
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    READ = "read"
+    RECEIVED = "received"  # an inbound text

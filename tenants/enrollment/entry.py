@@ -11,13 +11,16 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from tenants.contacts.contacts import ConsentState, Contact, get_contact
+from tenants.contacts.contacts import get_contact
+from tenants.contacts.model import Contact
+from tenants.contacts.reachability import may_text
 from tenants.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -25,6 +28,7 @@ from tenants.core.errors import (
     InvalidArgument,
 )
 from tenants.core.names import ChildName, TenantScope
+from tenants.core.vocabulary import ExitReason
 from tenants.enrollment.records import (
     COLLECTION,
     Enrollment,
@@ -34,7 +38,8 @@ from tenants.enrollment.records import (
 )
 from tenants.org import audit
 from tenants.org.access import Action, Principal, authorize
-from tenants.sequences.definitions import Sequence, SequenceState, get_sequence
+from tenants.sequences.definitions import get_sequence
+from tenants.sequences.model import Sequence, SequenceState
 
 
 @dataclass(frozen=True)
@@ -94,13 +99,15 @@ async def decide_entry(
                 reason="ENROLLMENT_RUNNING",
                 enrollment=running.name.name,
             )
-    if contact.opted_out:
+    reach = may_text(contact)
+    if reach.reason is ExitReason.OPTED_OUT:
         raise FailedPrecondition(f"{contact_name.name} opted out", reason="OPTED_OUT")
-    if contact.consent_state is not ConsentState.GRANTED:
+    if reach.reason is ExitReason.NO_CONSENT:
         raise FailedPrecondition(
             f"{contact_name.name} has no consent on record", reason="NO_CONSENT"
         )
-    if contact.undeliverable_at is not None:  # until a later text is delivered (undeliverable)
+    if reach.reason is ExitReason.UNDELIVERABLE:  # until a later text is delivered
+        assert contact.undeliverable_at is not None
         raise FailedPrecondition(
             f"{contact_name.name} cannot receive texts: carrier error {contact.undeliverable_code}"
             f" since {contact.undeliverable_at.isoformat()}",
@@ -225,3 +232,37 @@ async def check_daily_cap(conn: AsyncConnection[Any], location: TenantScope, now
             reason="DAILY_CAP",
             until=tomorrow.isoformat(),
         )
+
+
+class EntryPath(StrEnum):
+    API = "api"
+    SCAN = "scan"
+    EVENT = "event"
+
+
+async def record_refusal(
+    conn: AsyncConnection[Any],
+    contact: ChildName,
+    sequence: ChildName,
+    path: EntryPath,
+    reason: str,
+    detail: str,
+    now: datetime,
+) -> None:
+    """Records why a contact did not enter a sequence (once per path, reason and day)."""
+    await conn.execute(
+        "INSERT INTO enrollment_refusals (franchisor_id, location_id, contact_id,"
+        " sequence_location_id, sequence_id, path, reason, detail, refused_on)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (
+            contact.scope.franchisor_id,
+            contact.scope.location_id,
+            contact.id,
+            sequence.scope.location_id or "",
+            sequence.id,
+            path.value,
+            reason,
+            detail[:500],
+            now.date(),
+        ),
+    )

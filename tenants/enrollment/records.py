@@ -23,7 +23,7 @@ from tenants.core.names import ChildName, TenantScope
 from tenants.core.pagination import PageRequest
 from tenants.core.vocabulary import RUNNING, EnrollmentStatus
 from tenants.org.access import Action, Principal, authorize
-from tenants.sequences.definitions import Definition
+from tenants.sequences.model import Definition
 
 COLLECTION = "enrollments"
 
@@ -195,3 +195,24 @@ async def latest_for_contact(
     )
     row = await cur.fetchone()
     return (_from_row(row[:-1]), str(row[-1] or "")) if row else None
+
+
+async def running_in_sequence(
+    conn: AsyncConnection[Any], sequence: ChildName, after_id: str, limit: int
+) -> list[tuple[str, str]]:
+    """(id, workflow id) of the sequence's running enrollments after `after_id`, in id order: a
+    page for a steering batch (pause or resume every enrollment of a sequence)."""
+    cur = await conn.execute(
+        "SELECT id, workflow_id FROM enrollments WHERE franchisor_id = %s"
+        " AND sequence_location_id IS NOT DISTINCT FROM %s AND sequence_id = %s"
+        " AND status = ANY(%s) AND id > %s ORDER BY id LIMIT %s",
+        (
+            sequence.scope.franchisor_id,
+            sequence.scope.location_id,
+            sequence.id,
+            [s.value for s in RUNNING],
+            after_id,
+            limit,
+        ),
+    )
+    return [(row[0], row[1]) for row in await cur.fetchall()]

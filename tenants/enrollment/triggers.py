@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from tenants.contacts.activity import Activity, record_activity
-from tenants.contacts.contacts import COLLECTION as CONTACTS
+from tenants.contacts.model import COLLECTION as CONTACTS
+from tenants.contacts.reachability import TEXTABLE_SQL
 from tenants.core.names import ChildName, TenantScope, parse_child
 from tenants.followups.owed import FollowupKind, owe, owe_signal
 from tenants.org.access import Principal
@@ -38,40 +38,6 @@ SIGNAL_COLUMNS = {
     "click": "last_click_at",
     "purchase": "last_purchase_at",
 }
-
-
-class EntryPath(StrEnum):
-    API = "api"
-    SCAN = "scan"
-    EVENT = "event"
-
-
-async def record_refusal(
-    conn: AsyncConnection[Any],
-    contact: ChildName,
-    sequence: ChildName,
-    path: EntryPath,
-    reason: str,
-    detail: str,
-    now: datetime,
-) -> None:
-    """Records why a contact did not enter a sequence (once per path, reason and day)."""
-    await conn.execute(
-        "INSERT INTO enrollment_refusals (franchisor_id, location_id, contact_id,"
-        " sequence_location_id, sequence_id, path, reason, detail, refused_on)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (
-            contact.scope.franchisor_id,
-            contact.scope.location_id,
-            contact.id,
-            sequence.scope.location_id or "",
-            sequence.id,
-            path.value,
-            reason,
-            detail[:500],
-            now.date(),
-        ),
-    )
 
 
 @dataclass(frozen=True)
@@ -123,7 +89,7 @@ def _quiet_query(target: InactivityTarget) -> str:
     # and counts as enrolled by it). One running another sequence is attempted: the entry rules
     # decide (priority, interruption) and record the refusal.
     eligible = (
-        " c.consent_state = 'granted' AND c.opted_out_at IS NULL AND c.undeliverable_at IS NULL"
+        f" {TEXTABLE_SQL}"  # tenants.contacts.reachability
         " AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.franchisor_id = c.franchisor_id"
         "  AND e.location_id = c.location_id AND e.contact_id = c.id"
         "  AND e.status IN ('active', 'paused', 'awaiting_approval')"

@@ -1,7 +1,7 @@
 """Delivery status callbacks (COMPLIANCE §3.16 and §3.17): a ledger row's status only moves
 forward; duplicates and late arrivals change nothing; `21610` (the recipient opted out at the
 carrier) suppresses the contact and ends its running enrollment; a delivery failure that shows
-the number cannot take texts marks the contact undeliverable (`tenants.inbound.undeliverable`).
+the number cannot take texts marks the contact undeliverable (`tenants.contacts.undeliverable`).
 
 Order: accepted, scheduled, queued < sending < sent < delivered, undelivered, failed, canceled
 < read (after delivered; also straight after sent, since read implies delivered). The ledger's
@@ -19,34 +19,44 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from tenants.contacts.brand_suppression import hold_before_revoking, revoke
-from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind
-from tenants.contacts.contacts import COLLECTION as CONTACTS
+from tenants.contacts.brand_suppression import hold_before_revoking
+from tenants.contacts.model import COLLECTION as CONTACTS
+from tenants.contacts.undeliverable import after_status
 from tenants.core.names import ChildName, TenantScope
 from tenants.core.retry import in_transaction
-from tenants.followups.owed import FollowupKind, owe_signal
-from tenants.inbound.undeliverable import after_status
-from tenants.org.access import Principal, Role
+from tenants.core.vocabulary import MessageStatus
+from tenants.messages.outbound import (
+    OPTED_OUT_CODE,
+    carrier_opt_out_evidence,
+    record_carrier_opt_out,
+)
+from tenants.org.access import system
 
 log = logging.getLogger(__name__)
-CALLBACKS = Principal("system", "status-callback", Role.OPERATOR, None)
+CALLBACKS = system("status-callback")
 
-CARRIER_RANK = {
-    "accepted": 1,
-    "scheduled": 1,
-    "queued": 1,
-    "sending": 2,
-    "sent": 3,
-    "delivered": 4,
-    "undelivered": 4,
-    "failed": 4,
-    "canceled": 4,
-    "read": 5,
+CARRIER_RANK: dict[str, int] = {
+    MessageStatus.ACCEPTED: 1,
+    MessageStatus.SCHEDULED: 1,
+    MessageStatus.QUEUED: 1,
+    MessageStatus.SENDING: 2,
+    MessageStatus.SENT: 3,
+    MessageStatus.DELIVERED: 4,
+    MessageStatus.UNDELIVERED: 4,
+    MessageStatus.FAILED: 4,
+    MessageStatus.CANCELED: 4,
+    MessageStatus.READ: 5,
 }
-FINAL = frozenset({"delivered", "undelivered", "failed", "canceled"})
+FINAL = frozenset(
+    {
+        MessageStatus.DELIVERED,
+        MessageStatus.UNDELIVERED,
+        MessageStatus.FAILED,
+        MessageStatus.CANCELED,
+    }
+)
 # the ledger's states before the carrier's answer was recorded: below every reported status
-LEDGER_OWN = frozenset({"sending", "retry", "unknown"})
-OPTED_OUT_CODE = "21610"
+LEDGER_OWN = frozenset({MessageStatus.SENDING, MessageStatus.RETRY, MessageStatus.UNKNOWN})
 
 
 def moves_forward(current: str, reported: str) -> bool:
@@ -55,7 +65,7 @@ def moves_forward(current: str, reported: str) -> bool:
     if new is None:
         return False
     if current in FINAL:
-        return current == "delivered" and reported == "read"
+        return current == MessageStatus.DELIVERED and reported == MessageStatus.READ
     if current in LEDGER_OWN:
         return True
     return new > CARRIER_RANK.get(current, 0)
@@ -160,28 +170,18 @@ async def _apply(
         )
     source = f"{carrier} message {carrier_message_id}"
     if error_code == OPTED_OUT_CODE and not await _revoked_for(conn, message_id, source):
-        contact = ChildName(TenantScope(f, loc), CONTACTS, cid)
-        # brand-wide when the franchisor says so (tenants.contacts.brand_suppression)
-        revocation = await revoke(
-            conn,
-            CALLBACKS,
-            contact,
-            phone,
-            ConsentEvidence(
-                ConsentKind.REVOKE,
-                ConsentChannel.CARRIER,
-                at,
-                source=source,
-                raw_text=f"carrier error {error_code}",
-            ),
-        )
-        if revocation.added:
-            signal = await owe_signal(
-                conn, FollowupKind.SIGNAL_OPTED_OUT, contact, f"carrier:{carrier_message_id}"
+        # the one rule of a carrier's 21610 (tenants.messages.outbound): brand-wide when the
+        # franchisor says so, the running enrollment owed `opted_out`
+        followups.extend(
+            await record_carrier_opt_out(
+                conn,
+                CALLBACKS,
+                ChildName(TenantScope(f, loc), CONTACTS, cid),
+                phone,
+                carrier_opt_out_evidence(at, error_code, source),
+                f"carrier:{carrier_message_id}",
             )
-            if signal is not None:
-                followups.append(signal)
-        followups.extend(revocation.followups)
+        )
     return StatusOutcome(message_id, reported if changed else current, changed, tuple(followups))
 
 

@@ -41,17 +41,14 @@ from tenants.contacts.consent import (
     ConsentScope,
     append_events,
 )
-from tenants.contacts.contacts import COLLECTION as CONTACTS
-from tenants.contacts.contacts import Contact, load
+from tenants.contacts.contacts import load
+from tenants.contacts.model import COLLECTION as CONTACTS
+from tenants.contacts.model import Contact
 from tenants.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from tenants.core.names import ChildName, TenantScope, parse_scope
 from tenants.core.pagination import PageRequest, parse_time_key, time_key
-from tenants.inbound.texts import (
-    FLAGGED_COLLECTION,
-    revocation_evidence,
-    revoke_by_text,
-    sender_for_opt_out,
-)
+from tenants.inbound.opt_outs import revocation_evidence, revoke_by_text, sender_for_opt_out
+from tenants.inbound.texts import FLAGGED_COLLECTION
 from tenants.org import audit
 from tenants.org.access import Action, Principal, authorize
 from tenants.org.locations import load_location

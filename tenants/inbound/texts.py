@@ -27,35 +27,32 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import phonenumbers
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from tenants.compliance.keywords import Classification, Intent, classify
 from tenants.contacts.activity import record_activity
-from tenants.contacts.brand_suppression import hold_before_revoking, revoke
+from tenants.contacts.brand_suppression import hold_before_revoking
 from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, append_events
-from tenants.contacts.contacts import (
-    COLLECTION as CONTACTS,
-)
-from tenants.contacts.contacts import (
-    Contact,
-    ContactInput,
-    insert,
-    load_by_phones,
-    new_contact_id,
-    validate,
-)
+from tenants.contacts.contacts import load_by_phones
+from tenants.contacts.model import COLLECTION as CONTACTS
+from tenants.contacts.model import Contact
 from tenants.content.segments import count
 from tenants.content.service_texts import help_text, opt_out_confirmation, start_confirmation
-from tenants.core.errors import DomainError
 from tenants.core.names import ChildName, TenantScope
 from tenants.core.retry import in_transaction
 from tenants.enrollment.records import Enrollment, running_for_contact
 from tenants.followups.notices import NoticeKind, owe_notice
 from tenants.followups.owed import FollowupKind, owe, owe_signal_to
+from tenants.inbound.opt_outs import (
+    _suppressed_stranger,
+    carrier_e164,
+    revocation_evidence,
+    revoke_by_text,
+)
 from tenants.messages.ledger import last_sent_step
-from tenants.org.access import Principal, system
+from tenants.messages.outbound import sender_number
+from tenants.org.access import system
 from tenants.org.franchisors import brand_name
 from tenants.org.locations import Location, load_location
 
@@ -96,15 +93,6 @@ class InboundOutcome:
     contact: ChildName | None
     review_reason: str = ""
     followups: tuple[int, ...] = ()
-
-
-def _e164(raw: str) -> str:
-    """The number in E.164 when it parses (carriers send E.164), else as given."""
-    try:
-        number = phonenumbers.parse(raw, "US")
-    except phonenumbers.NumberParseException:
-        return raw.strip()
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 async def receive(conn: AsyncConnection[Any], sms: InboundSms) -> InboundOutcome:
@@ -188,7 +176,7 @@ async def route(conn: AsyncConnection[Any], to_number: str) -> TenantScope | Non
     """The location a sender number belongs to."""
     cur = await conn.execute(
         "SELECT franchisor_id, location_id FROM location_sender_numbers WHERE phone_number = %s",
-        (_e164(to_number),),
+        (carrier_e164(to_number),),
     )
     row = await cur.fetchone()
     return TenantScope(row[0], row[1]) if row else None
@@ -200,7 +188,7 @@ async def _act(conn: AsyncConnection[Any], inbound_id: int, sms: InboundSms) -> 
         log.warning("inbound %s: no location has sender number %s", inbound_id, sms.to_number)
         return _Acted("unrouted", review_reason="unknown sender number")
     location = await load_location(conn, scope)
-    sender = _e164(sms.from_number)
+    sender = carrier_e164(sms.from_number)
     # whether a text is an opt-out does not depend on the sender's state: an opt-out takes the
     # brand's lock on the phone (when brand-wide) before any contact row, like every path
     carrier_verdict = _carrier_verdict(sms.carrier_keyword)
@@ -235,7 +223,7 @@ async def _act(conn: AsyncConnection[Any], inbound_id: int, sms: InboundSms) -> 
         if not sms.carrier_handled_opt_out:  # the carrier's own HELP answer went out
             acted.followups.append(
                 await _service_text(
-                    conn, contact, sms, "help", help_text(brand, location), HELP_WITHIN
+                    conn, location, contact, sms, "help", help_text(brand, location), HELP_WITHIN
                 )
             )
     elif verdict.intent is Intent.START:
@@ -298,44 +286,6 @@ async def _owe_staff_notice(
     )
 
 
-def revocation_evidence(
-    carrier: str, carrier_message_id: str, received_at: datetime, body: str, source_note: str = ""
-) -> ConsentEvidence:
-    """The revocation a contact's text makes: their words, when they wrote them."""
-    return ConsentEvidence(
-        ConsentKind.REVOKE,
-        ConsentChannel.SMS_REPLY,
-        received_at,
-        source=f"{carrier} message {carrier_message_id}{source_note}",
-        raw_text=body[:2000],
-    )
-
-
-async def revoke_by_text(
-    conn: AsyncConnection[Any],
-    principal: Principal,
-    contact: Contact,
-    evidence: ConsentEvidence,
-    signal_id: str,
-) -> tuple[Enrollment | None, tuple[int, ...]]:
-    """The one way a contact's text revokes consent, on arrival (the webhook) or later (a
-    reviewer's `opt_out` resolution, `tenants.inbound.review_queue`): appends the revocation (every
-    sequence of the location is suppressed when it commits; every location of the brand when
-    the franchisor's opt_out_scope is BRAND, `tenants.contacts.brand_suppression`) and owes the
-    running
-    enrollment `opted_out` (deduplicated by signal_id), and those it ends at the brand's other
-    locations. Returns (the running enrollment, the follow-ups). The caller holds the contact
-    row locked, in a transaction, and took the brand's lock before it (`hold_before_revoking`).
-    """
-    revocation = await revoke(conn, principal, contact.name, contact.phone_e164, evidence)
-    running = await running_for_contact(conn, contact.name)
-    signal = await owe_signal_to(
-        conn, FollowupKind.SIGNAL_OPTED_OUT, contact.name, running, signal_id
-    )
-    owed = (signal,) if signal is not None else ()
-    return running, owed + revocation.followups
-
-
 async def _opt_out(
     conn: AsyncConnection[Any],
     acted: _Acted,
@@ -372,6 +322,7 @@ async def _opt_out(
         acted.followups.append(
             await _service_text(
                 conn,
+                location,
                 contact,
                 sms,
                 "opt_out",
@@ -413,41 +364,10 @@ async def _resubscribe(
     )
     if not sms.carrier_handled_opt_out:
         acted.followups.append(
-            await _service_text(conn, contact, sms, "start", confirmation, CONFIRMATION_WITHIN)
+            await _service_text(
+                conn, location, contact, sms, "start", confirmation, CONFIRMATION_WITHIN
+            )
         )
-
-
-async def _suppressed_stranger(
-    conn: AsyncConnection[Any], location: Location, phone: str, inbound_id: int
-) -> Contact | None:
-    """An opt-out from a number the location does not know becomes a suppressed contact (no
-    name, no consent): suppressions are kept forever, and a later import finds it."""
-    try:
-        valid = validate(ContactInput(phone_number=phone), location)
-    except DomainError:
-        log.warning("inbound %s: an opt-out from a number that cannot be a contact", inbound_id)
-        return None
-    # before the insert, whose trigger takes the lock shared (two such opt-outs would deadlock
-    # upgrading it); held already when the caller took it first
-    await hold_before_revoking(conn, location.scope.franchisor_id, valid.phone_e164)
-    # a concurrent STOP may insert it first: then read that one (ON CONFLICT, so that
-    # PostgreSQL does not log the number as a failed key)
-    created = await insert(conn, location.scope, new_contact_id(), valid)
-    if created is not None:
-        return created
-    return (await load_by_phones(conn, location.scope, [valid.phone_e164])).get(valid.phone_e164)
-
-
-async def sender_for_opt_out(
-    conn: AsyncConnection[Any], location: Location, from_number: str, inbound_id: int
-) -> Contact | None:
-    """The location's contact with this sender number (locked), or a new suppressible contact
-    when it has none yet (a reviewer read a stranger's text as an opt-out); None when the
-    number cannot be a contact."""
-    phone = _e164(from_number)
-    await hold_before_revoking(conn, location.scope.franchisor_id, phone)  # before the row
-    found = (await load_by_phones(conn, location.scope, [phone])).get(phone)
-    return found or await _suppressed_stranger(conn, location, phone, inbound_id)
 
 
 _CARRIER_INTENTS = {"STOP": Intent.OPT_OUT, "START": Intent.START, "HELP": Intent.HELP}
@@ -487,6 +407,7 @@ async def _ledger_row(conn: AsyncConnection[Any], contact: Contact, sms: Inbound
 
 async def _service_text(
     conn: AsyncConnection[Any],
+    location: Location,
     contact: Contact,
     sms: InboundSms,
     purpose: str,
@@ -500,6 +421,6 @@ async def _service_text(
         contact.name,
         f"{purpose}:{sms.carrier_message_id}",
         body=body,
-        from_number=_e164(sms.to_number),
+        from_number=sender_number(location, contact.name.id, answering=carrier_e164(sms.to_number)),
         expires_at=sms.received_at + within,
     )

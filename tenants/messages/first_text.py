@@ -8,11 +8,14 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants.content.first_message import OutgoingText, outgoing_text
+from tenants.core.vocabulary import MessageStatus
 from tenants.messages.ledger import ACCEPTED_STATUSES
 from tenants.org.franchisors import brand_name
 
 # a text the carrier reported it could not deliver never reached the phone: it does not count
-_REACHED_STATUSES = sorted((ACCEPTED_STATUSES - {"undelivered"}) | {"sending"})
+_REACHED_STATUSES = sorted(
+    (ACCEPTED_STATUSES - {MessageStatus.UNDELIVERED}) | {MessageStatus.SENDING}
+)
 
 
 async def is_first_text(conn: AsyncConnection[Any], enrollment_id: str, step_index: int) -> bool:

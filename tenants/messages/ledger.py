@@ -16,12 +16,22 @@ from psycopg import AsyncConnection
 
 from tenants.compliance.send_rules import rules_version
 from tenants.core.names import ChildName
+from tenants.core.vocabulary import MessageStatus
 
 # Statuses of a text the carrier has (or may have) taken: never handed over again. The
 # carrier-reported early states count too: a status callback may land in the crash window
 # before the send activity recorded the carrier's answer.
 ACCEPTED_STATUSES = frozenset(
-    {"sent", "delivered", "undelivered", "read", "unknown", "accepted", "scheduled", "queued"}
+    {
+        MessageStatus.SENT,
+        MessageStatus.DELIVERED,
+        MessageStatus.UNDELIVERED,
+        MessageStatus.READ,
+        MessageStatus.UNKNOWN,
+        MessageStatus.ACCEPTED,
+        MessageStatus.SCHEDULED,
+        MessageStatus.QUEUED,
+    }
 )
 
 
@@ -84,7 +94,7 @@ async def reserve_outbound(
     )
     row = await cur.fetchone()
     if row is not None:
-        return Reservation(row[0], "sending", True, body)
+        return Reservation(row[0], MessageStatus.SENDING, True, body)
     cur = await conn.execute(
         "SELECT id, status, body FROM messages WHERE idempotency_key = %s", (key,)
     )
@@ -113,7 +123,13 @@ async def rewrite_unsent(
 
 # Statuses only a carrier's status callback sets: the sender's "sent" never overwrites them
 # (a fast callback can arrive before the send activity records the carrier's answer).
-REPORTED_STATUSES = ("delivered", "undelivered", "failed", "read", "canceled")
+REPORTED_STATUSES = (
+    MessageStatus.DELIVERED,
+    MessageStatus.UNDELIVERED,
+    MessageStatus.FAILED,
+    MessageStatus.READ,
+    MessageStatus.CANCELED,
+)
 
 
 async def mark(
@@ -154,7 +170,7 @@ async def recent_sends(
             location_id,
             contact_id,
             now - timedelta(days=1),
-            [*ACCEPTED_STATUSES, "sending"],
+            [*ACCEPTED_STATUSES, MessageStatus.SENDING],
         ),
     )
     return tuple(r[0] for r in await cur.fetchall())
@@ -163,7 +179,7 @@ async def recent_sends(
 async def enrollment_sends(conn: AsyncConnection[Any], enrollment_id: str) -> tuple[datetime, ...]:
     cur = await conn.execute(
         "SELECT create_time FROM messages WHERE enrollment_id = %s AND status = ANY(%s)",
-        (enrollment_id, [*ACCEPTED_STATUSES, "sending"]),
+        (enrollment_id, [*ACCEPTED_STATUSES, MessageStatus.SENDING]),
     )
     return tuple(r[0] for r in await cur.fetchall())
 

@@ -27,8 +27,9 @@ from psycopg import AsyncConnection
 
 from tenants.compliance.send_rules import rules_version
 from tenants.contacts.consent import ConsentEvent, list_consent_events
-from tenants.contacts.contacts import COLLECTION as CONTACTS
-from tenants.contacts.contacts import Contact, load, require_location
+from tenants.contacts.contacts import load, require_location
+from tenants.contacts.model import COLLECTION as CONTACTS
+from tenants.contacts.model import Contact
 from tenants.core.errors import FieldViolation, InvalidArgument, NotFound
 from tenants.core.names import ChildName, TenantScope
 from tenants.core.pagination import PageRequest, time_key

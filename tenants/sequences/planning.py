@@ -1,4 +1,5 @@
-"""Deciding one step: SEND, DEFER(until), SKIP or BLOCK, with reasons.
+"""Planning one step: when it falls due (`due_time`, `add_wait`) and what happens then —
+SEND, DEFER(until), SKIP or BLOCK, with reasons (`decide`).
 
 This is the one decision function of the platform: the enrollment workflow's `prepare_step`
 activity feeds it facts read from PostgreSQL at send time, and SimulateSequence feeds it the
@@ -10,13 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 from tenants.compliance.send_rules import Recipient, max_texts_per_24h, next_opening
 from tenants.compliance.send_window import SendWindow
-from tenants.contacts.contacts import ConsentState
+from tenants.contacts.model import ConsentState
+from tenants.contacts.reachability import reachability
 from tenants.content.placeholders import Rendering
 from tenants.core.vocabulary import ExitReason
-from tenants.sequences.definitions import FrequencyCap, Step
+from tenants.sequences.model import FrequencyCap, Step, WaitFrom
 
 DAY = timedelta(days=1)
 # A step held back by a frequency cap is skipped when the cap has not cleared by then.
@@ -48,7 +51,7 @@ class StepFacts:
     sequence_sends: tuple[datetime, ...]  # this enrollment's sends
     sequence_cap: FrequencyCap | None
     # the carrier's error code when the contact's number is marked undeliverable
-    # (tenants.inbound.undeliverable); None while it is not
+    # (tenants.contacts.undeliverable); None while it is not
     undeliverable_code: str | None = None
 
 
@@ -76,16 +79,15 @@ def decide(
     step: Step, due: datetime, now: datetime, facts: StepFacts, jitter_key: str
 ) -> StepDecision:
     """The outcome of a step that fell due at `due`, judged at `now`."""
-    if facts.opted_out:
-        return StepDecision(Outcome.BLOCK, None, ("the contact opted out",), ExitReason.OPTED_OUT)
-    if facts.consent is not ConsentState.GRANTED:
-        why = "consent was revoked" if facts.consent is ConsentState.REVOKED else "no consent"
-        return StepDecision(Outcome.BLOCK, None, (f"{why} on record",), ExitReason.NO_CONSENT)
-    if facts.undeliverable_code is not None:
-        # its running enrollment is owed the `undeliverable` signal too; this holds the line
-        # while that signal is on its way
-        why = f"the carrier cannot deliver to this number ({facts.undeliverable_code})"
-        return StepDecision(Outcome.BLOCK, None, (why,), ExitReason.UNDELIVERABLE)
+    reach = reachability(
+        opted_out=facts.opted_out,
+        consent=facts.consent,
+        undeliverable_code=facts.undeliverable_code,
+    )
+    if not reach.allowed:
+        # an undeliverable contact's running enrollment is owed the `undeliverable` signal too;
+        # this holds the line while that signal is on its way
+        return StepDecision(Outcome.BLOCK, None, (reach.detail,), reach.reason)
     hit = sorted(
         facts.activity_kinds_since_enrollment & set(step.skip_if_activity_since_enrollment)
     )
@@ -130,3 +132,23 @@ def decide(
     if at > now:
         return StepDecision(Outcome.DEFER, at, tuple(reasons))
     return StepDecision(Outcome.SEND, now, tuple(reasons))
+
+
+DAY_SECONDS = 86_400
+
+
+def add_wait(base: datetime, wait_seconds: int, zone: str) -> datetime:
+    """base + wait. Whole days are local calendar days in zone, so a weekly step keeps its
+    wall-clock time across daylight-saving changes; other waits are elapsed time."""
+    if wait_seconds % DAY_SECONDS or wait_seconds == 0:
+        return base + timedelta(seconds=wait_seconds)
+    local = base.astimezone(ZoneInfo(zone))
+    moved = (local.replace(tzinfo=None) + timedelta(days=wait_seconds // DAY_SECONDS)).replace(
+        tzinfo=ZoneInfo(zone)
+    )
+    return moved.astimezone(base.tzinfo)
+
+
+def due_time(step: Step, enrolled: datetime, previous: datetime | None, zone: str) -> datetime:
+    base = enrolled if step.wait_from is WaitFrom.ENROLLMENT or previous is None else previous
+    return add_wait(base, step.wait_seconds, zone)

@@ -9,7 +9,8 @@ anything would be deferred or skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,7 +20,7 @@ from tenants.compliance.send_rules import Recipient
 from tenants.compliance.zones import infer_zone
 from tenants.contacts import contacts
 from tenants.contacts.activity import kinds_since
-from tenants.contacts.contacts import ConsentState, Contact
+from tenants.contacts.model import ConsentState, Contact, ContactInput, validate
 from tenants.content.bodies import preview_link_maker
 from tenants.content.first_message import first_message_warnings, outgoing_text
 from tenants.content.placeholders import RenderContext
@@ -33,10 +34,19 @@ from tenants.messages import ledger
 from tenants.org.access import Action, Principal, authorize
 from tenants.org.franchisors import get_franchisor
 from tenants.org.locations import Location, get_location
-from tenants.sequences.definitions import Sequence, Step, WaitFrom, get_sequence
-from tenants.sequences.planning import Outcome, StepFacts, decide
+from tenants.sequences.definitions import get_sequence
+from tenants.sequences.model import Sequence
+from tenants.sequences.planning import Outcome, StepFacts, decide, due_time
 
-DAY_SECONDS = 86_400
+
+class PlannedOutcome(StrEnum):
+    """What the plan shows for a step: the step decision seen from the timeline (a deferred
+    step is sent later, so it is a send; a send may wait for a person's approval)."""
+
+    SEND = "send"
+    SEND_AFTER_APPROVAL = "send_after_approval"
+    SKIP = "skip"
+    BLOCK = "block"
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,7 @@ class PlannedStep:
     due: datetime
     send_at: datetime | None
     zones: tuple[str, ...]
-    outcome: str  # "send" | "send_after_approval" | "skip" | "block"
+    outcome: PlannedOutcome
     reasons: tuple[str, ...]
     text: str
     segments: SegmentCount | None
@@ -68,23 +78,6 @@ class PlannedStep:
         if self.send_at is None:
             return ""
         return self.send_at.astimezone(ZoneInfo(self.zones[0])).isoformat()
-
-
-def add_wait(base: datetime, wait_seconds: int, zone: str) -> datetime:
-    """base + wait. Whole days are local calendar days in zone, so a weekly step keeps its
-    wall-clock time across daylight-saving changes; other waits are elapsed time."""
-    if wait_seconds % DAY_SECONDS or wait_seconds == 0:
-        return base + timedelta(seconds=wait_seconds)
-    local = base.astimezone(ZoneInfo(zone))
-    moved = (local.replace(tzinfo=None) + timedelta(days=wait_seconds // DAY_SECONDS)).replace(
-        tzinfo=ZoneInfo(zone)
-    )
-    return moved.astimezone(base.tzinfo)
-
-
-def due_time(step: Step, enrolled: datetime, previous: datetime | None, zone: str) -> datetime:
-    base = enrolled if step.wait_from is WaitFrom.ENROLLMENT or previous is None else previous
-    return add_wait(base, step.wait_seconds, zone)
 
 
 @dataclass(frozen=True)
@@ -169,8 +162,8 @@ async def _real_subject(
 def _described_subject(
     d: DescribedContact, loc: Location, brand: str, sequence: ChildName
 ) -> _Subject:
-    valid = contacts.validate(
-        contacts.ContactInput(
+    valid = validate(
+        ContactInput(
             phone_number=d.phone_number, time_zone=d.time_zone, address_region=d.address_region
         ),
         loc,
@@ -228,7 +221,9 @@ async def _plan(
         text = rendering.preview if rendering else ""
         if decision.outcome in (Outcome.SEND, Outcome.DEFER):
             assert decision.at is not None
-            outcome = "send_after_approval" if step.require_approval else "send"
+            outcome = (
+                PlannedOutcome.SEND_AFTER_APPROVAL if step.require_approval else PlannedOutcome.SEND
+            )
             sent = outgoing_text(text, brand, first_message=first)
             warnings = first_message_warnings(text, brand, f"step {index}") if first else []
             sends.append(decision.at)
@@ -258,7 +253,7 @@ async def _plan(
                 due,
                 None,
                 s.recipient.zones,
-                decision.outcome.value,
+                PlannedOutcome.BLOCK if decision.outcome is Outcome.BLOCK else PlannedOutcome.SKIP,
                 decision.reasons,
                 text,
                 count(text) if text else None,

@@ -16,7 +16,7 @@ What marks a contact (Twilio error codes, from a status callback or the send's o
 Failures that say nothing about the contact's number are only recorded on the ledger row:
 30007 filtered as spam and 30008 unknown error (our content or the carrier), 30001/30002/30022
 and other account or throughput errors, 21408 (the account may not text that region), 21617
-(body too long). 21610 is an opt-out, handled by `tenants.inbound.delivery_status`.
+(body too long). 21610 is an opt-out, handled by `tenants.messages.outbound`.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants.core.names import ChildName
+from tenants.core.vocabulary import MessageStatus
 from tenants.followups.owed import FollowupKind, owe_signal
 
 PERMANENT_CODES = frozenset({"21211", "21612", "21614", "30005", "30006"})
 UNREACHABLE_CODES = frozenset({"30003", "30004"})
 UNREACHABLE_LIMIT = 3
-FAILED = ("undelivered", "failed")
-DELIVERED = ("delivered", "read")
-EXIT_REASON = "undeliverable"
+FAILED = (MessageStatus.UNDELIVERED, MessageStatus.FAILED)
+DELIVERED = (MessageStatus.DELIVERED, MessageStatus.READ)
 
 
 async def after_status(
