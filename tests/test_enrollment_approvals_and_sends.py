@@ -47,7 +47,7 @@ from tests.waiting import advance_until, eventually
 from workflows.carrier import OutboundText, SendResult, SendStatus
 from workflows.client import UpdateRefused
 from workflows.enrollment_activities import EnrollmentActivities
-from workflows.enrollment_types import SENT, Decision, SendRequest
+from workflows.enrollment_types import Decision, SendRequest, SendStepResult
 
 # -- 4. approvals -------------------------------------------------------------------------
 
@@ -356,7 +356,7 @@ async def test_send_step_twice_for_one_step_sends_once(
     env = ActivityEnvironment()
     first = await env.run(activities.send_step, request)
     second = await env.run(activities.send_step, request)
-    assert first.outcome == second.outcome == SENT
+    assert first.outcome == second.outcome == SendStepResult.SENT
     assert first.message_id == second.message_id
     assert await ledger_rows(pool) == [(f"{enrollment.id}:0", "sent", TEXT)]
     assert await deliveries(pool) == 1
@@ -393,7 +393,7 @@ async def test_a_send_interrupted_by_a_crash_is_not_resent_by_a_carrier_without_
     retried = await env.run(activities.send_step, SendRequest(enrollment.id, 0, TEXT, now=now))
     again = await env.run(activities.send_step, SendRequest(enrollment.id, 0, TEXT, now=now))
     assert carrier.calls == []
-    assert retried.outcome == again.outcome == SENT
+    assert retried.outcome == again.outcome == SendStepResult.SENT
     assert retried.message_id == reservation.message_id
     assert await ledger_rows(pool) == [(f"{enrollment.id}:0", "unknown", TEXT)]
     # and a normal send with that carrier calls it once, however often the activity runs

@@ -59,7 +59,7 @@ from tests.support import OPERATOR, World
 from tests.waiting import advance_until
 from workflows.enrolling import enroll
 from workflows.enrollment_activities import EnrollmentActivities
-from workflows.enrollment_types import SENT, Decision, SendOutcome, SendRequest
+from workflows.enrollment_types import Decision, SendOutcome, SendRequest, SendStepResult
 
 BRAND = "Acme Coffee"  # franchisor acme's display name in the test world
 PLAIN = "Hey {{contact.first_name|there}}, come see us!"
@@ -441,7 +441,7 @@ async def test_a_retried_text_is_sent_as_its_ledger_row_now_says(
     def send(step_index: int) -> Awaitable[SendOutcome]:
         return env.run(activities.send_step, SendRequest(enrollment.id, step_index, LATER, now=now))
 
-    assert (await send(0)).outcome == SENT
+    assert (await send(0)).outcome == SendStepResult.SENT
     fake_twilio.fail_next(http_status=429, code=30022, retry_after=1)
     with pytest.raises(ApplicationError):
         await send(1)
@@ -449,7 +449,7 @@ async def test_a_retried_text_is_sent_as_its_ledger_row_now_says(
         await apply_status(
             conn, "twilio", fake_twilio.created[0].sid, "undelivered", "30003", datetime.now(UTC)
         )
-    assert (await send(1)).outcome == SENT
+    assert (await send(1)).outcome == SendStepResult.SENT
     assert [m.body for m in fake_twilio.messages] == [FIRST, LATER, FIRST]
     async with pool.connection() as conn:
         cur = await conn.execute(

@@ -21,7 +21,7 @@ from tenants.sequences.model import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.support import A_DOWNTOWN, OPERATOR, World
 from workflows.enrollment_activities import EnrollmentActivities
-from workflows.enrollment_types import DEFER, SENT, SendOutcome, SendRequest
+from workflows.enrollment_types import SendOutcome, SendRequest, SendStepResult
 
 
 async def test_a_burst_of_sends_from_one_number_is_spread_at_the_configured_rate(
@@ -79,13 +79,13 @@ async def test_a_send_whose_pace_slot_falls_after_the_window_closes_is_deferred(
         return env.run(activities.send_step, SendRequest(enrollment.id, 0, text, now=now))
 
     dana, eli = enrollments
-    assert (await send(dana, due)).outcome == SENT
+    assert (await send(dana, due)).outcome == SendStepResult.SENT
     deferred = await send(eli, due)  # its slot: 1 s after the close
-    assert deferred.outcome == DEFER, deferred
+    assert deferred.outcome == SendStepResult.DEFER, deferred
     assert datetime.fromisoformat(deferred.until).astimezone(new_york).date() > tomorrow
     assert await outbound_statuses(pool) == {dana.id: "sent", eli.id: "retry"}
     # the next morning it goes out, once
-    assert (await send(eli, deferred.until)).outcome == SENT
+    assert (await send(eli, deferred.until)).outcome == SendStepResult.SENT
     assert await outbound_statuses(pool) == {dana.id: "sent", eli.id: "sent"}
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT count(*) FROM outbox_deliveries")

@@ -39,7 +39,7 @@ from tests.slack_support import (
 )
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A
 from workflows.enrolling import enroll
-from workflows.enrollment_types import SKIP_STEP, Decision
+from workflows.enrollment_types import ApprovalAction, Decision
 from workflows.relay import NOTICE_ATTEMPTS
 
 LONG = 365 * 86_400
@@ -398,7 +398,7 @@ async def buttons_gone(scene: Scene, approval: Any, words: str) -> Any:
 async def test_a_step_decided_over_the_api_loses_its_buttons_in_slack(scene: Scene) -> None:
     enrollment, approval = await awaiting_approval(scene)
     await scene.workflows.decide_approval(
-        enrollment.workflow_id, Decision(0, SKIP_STEP, "", "api_key:ops")
+        enrollment.workflow_id, Decision(0, ApprovalAction.SKIP, "", "api_key:ops")
     )
     await buttons_gone(scene, approval, "decided outside Slack")
     await scene.bot.interact(click(approval, messages.APPROVE, STAFF))  # a late click
@@ -427,7 +427,7 @@ async def test_an_enrollment_that_ends_while_waiting_says_so_on_its_approval(
 async def test_a_click_that_finds_the_step_moved_on_takes_the_buttons_away(scene: Scene) -> None:
     enrollment, approval = await awaiting_approval(scene)
     await scene.workflows.decide_approval(
-        enrollment.workflow_id, Decision(0, SKIP_STEP, "", "api_key:ops")
+        enrollment.workflow_id, Decision(0, ApprovalAction.SKIP, "", "api_key:ops")
     )  # the relay has not told Slack yet
     await scene.bot.interact(click(approval, messages.APPROVE, STAFF))
     (refusal,) = await settle(scene, "chat.postEphemeral", 1)

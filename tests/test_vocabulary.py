@@ -21,15 +21,13 @@ from tenants.sequences.simulation import PlannedOutcome
 from workflows.enrollment import EnrollmentWorkflow
 from workflows.enrollment_activities import EnrollmentActivities
 from workflows.enrollment_types import (
-    SKIP,
-    SKIP_STEP,
     ApprovalAction,
     Decision,
     EnrollmentInput,
     EnrollmentState,
     Prepared,
     SendOutcome,
-    SendResult,
+    SendStepResult,
     StepPlan,
     Transition,
 )
@@ -51,14 +49,15 @@ def read_back(value: object, as_type: type) -> Any:
 
 
 def test_skipping_a_step_and_a_person_skipping_it_are_different_words() -> None:
-    assert type(SKIP) is Outcome and type(SKIP_STEP) is ApprovalAction
-    assert SKIP is not SKIP_STEP  # the same text on the wire, not the same meaning
-    assert SKIP.value == SKIP_STEP.value == "skip"
+    step_skipped, person_skipped = Outcome.SKIP, ApprovalAction.SKIP
+    assert type(step_skipped) is not type(person_skipped)
+    assert step_skipped is not person_skipped  # the same text on the wire, not the same meaning
+    assert step_skipped.value == person_skipped.value == "skip"
 
 
 def test_the_enums_keep_their_wire_values() -> None:
     assert [o.value for o in Outcome] == ["send", "defer", "skip", "block"]
-    assert [r.value for r in SendResult] == ["sent", "defer", "skip", "block"]
+    assert [r.value for r in SendStepResult] == ["sent", "defer", "skip", "block"]
     assert [a.value for a in ApprovalAction] == ["approve", "edit", "skip"]
     assert [o.value for o in PlannedOutcome] == ["send", "send_after_approval", "skip", "block"]
     assert [a.value for a in SteerAction] == ["pause", "resume"]
@@ -86,7 +85,7 @@ def test_the_enums_keep_their_wire_values() -> None:
 
 def test_temporal_payloads_carry_the_enums_as_plain_strings() -> None:
     assert on_the_wire(Prepared(Outcome.DEFER, "2025-01-01T10:00:00+00:00"))["outcome"] == "defer"
-    assert on_the_wire(SendOutcome(SendResult.SENT, message_id=7))["outcome"] == "sent"
+    assert on_the_wire(SendOutcome(SendStepResult.SENT, message_id=7))["outcome"] == "sent"
     assert on_the_wire(Decision(0, ApprovalAction.EDIT, "new text"))["action"] == "edit"
     assert on_the_wire(Transition("e1", EnrollmentStatus.AWAITING_APPROVAL, 0))["status"] == (
         "awaiting_approval"
@@ -100,7 +99,7 @@ def test_payloads_written_as_strings_read_back_as_the_enums() -> None:
     """What an older worker recorded (plain strings) decodes into the members."""
     prepared = read_back({"outcome": "block", "reasons": ["opted_out"]}, Prepared)
     assert prepared.outcome is Outcome.BLOCK
-    assert read_back({"outcome": "skip", "reason": "x"}, SendOutcome).outcome is SendResult.SKIP
+    assert read_back({"outcome": "skip", "reason": "x"}, SendOutcome).outcome is SendStepResult.SKIP
     decision = read_back({"step_index": 1, "action": "skip"}, Decision)
     assert decision.action is ApprovalAction.SKIP
     state = read_back(

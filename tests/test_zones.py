@@ -31,10 +31,11 @@ from tenants.compliance.zones import (
 )
 from tenants.enrollment.entry import decide_entry, insert_enrollment
 from tenants.sequences.model import Step
+from tenants.sequences.planning import Outcome
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.support import OPERATOR, World
 from workflows.enrollment_activities import EnrollmentActivities
-from workflows.enrollment_types import SKIP, PrepareRequest, SendRequest
+from workflows.enrollment_types import PrepareRequest, SendRequest, SendStepResult
 
 MIAMI = "+13055550123"  # geocoder: "Florida"
 MANHATTAN = "+12125550101"  # geocoder: "New York, NY"
@@ -324,11 +325,11 @@ async def test_zones_that_never_share_an_hour_of_the_window_skip_the_step_and_se
     env = ActivityEnvironment()
     due = (now + timedelta(days=1)).isoformat()
     prepared = await env.run(activities.prepare_step, PrepareRequest(enrollment.id, 0, due))
-    assert prepared.outcome == SKIP
+    assert prepared.outcome == Outcome.SKIP
     assert prepared.reasons and "no send opening" in prepared.reasons[0]
     assert "America/Whitehorse" in prepared.reasons[0]
     sent = await env.run(activities.send_step, SendRequest(enrollment.id, 0, "Hi", now=due))
-    assert sent.outcome == SKIP
+    assert sent.outcome == SendStepResult.SKIP
     assert "no send opening" in sent.reason
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT count(*) FROM messages WHERE direction = 'outbound'")

@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
         EnrollmentState,
         PrepareRequest,
         SendRequest,
-        SendResult,
+        SendStepResult,
         Transition,
     )
 
@@ -146,14 +146,16 @@ class EnrollmentWorkflow:
                 heartbeat_timeout=SEND_HEARTBEAT,
                 retry_policy=RETRY,
             )
-            if sent.outcome is SendResult.SENT:
+            if sent.outcome is SendStepResult.SENT:
                 self._note(f"step {index} sent (message {sent.message_id})")
                 return workflow.now().isoformat()
-            if sent.outcome is SendResult.DEFER:  # the hand-off re-check found the window closed
+            if (
+                sent.outcome is SendStepResult.DEFER
+            ):  # the hand-off re-check found the window closed
                 self._note(f"step {index} deferred at hand-off to {sent.until}: {sent.reason}")
                 wake = sent.until
                 continue
-            if sent.outcome is SendResult.BLOCK:
+            if sent.outcome is SendStepResult.BLOCK:
                 self._exit_reason = sent.reason or ExitReason.BLOCKED
                 return ""
             self._note(f"step {index} skipped: {sent.reason}")

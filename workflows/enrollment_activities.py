@@ -49,7 +49,7 @@ from workflows.enrollment_types import (
     PrepareRequest,
     SendOutcome,
     SendRequest,
-    SendResult,
+    SendStepResult,
     Transition,
 )
 
@@ -195,10 +195,10 @@ class EnrollmentActivities:
                 try:
                     check_edited_text(request.text)
                 except Exception as exc:  # an edit that is not a sendable text
-                    return SendOutcome(SendResult.SKIP, reason=f"edited text refused: {exc}")
+                    return SendOutcome(SendStepResult.SKIP, reason=f"edited text refused: {exc}")
             reach = may_text(ctx.contact)
             if not reach.allowed:
-                return SendOutcome(SendResult.BLOCK, reason=reach.reason or "")
+                return SendOutcome(SendStepResult.BLOCK, reason=reach.reason or "")
             closed = _window_closed(ctx, ctx.recipient, now, request.step_index)
             if closed is not None:
                 return closed
@@ -221,11 +221,11 @@ class EnrollmentActivities:
                 now=now,
             )
         if hand_off.verdict is HandOffVerdict.REFUSED_BEFORE:
-            return SendOutcome(SendResult.SKIP, reason="the carrier refused this message")
+            return SendOutcome(SendStepResult.SKIP, reason="the carrier refused this message")
         if hand_off.verdict is not HandOffVerdict.SEND:
             # sent before, or a crash interrupted the carrier call (it may have gone out and
             # is never sent twice)
-            return SendOutcome(SendResult.SENT, message_id=hand_off.message_id)
+            return SendOutcome(SendStepResult.SENT, message_id=hand_off.message_id)
         return await self._hand_off(ctx, hand_off, request, now)
 
     async def _hand_off(
@@ -247,7 +247,7 @@ class EnrollmentActivities:
             reach = may_text(contact)
             if not reach.allowed:
                 await outbound.put_back(conn, hand_off)
-                return SendOutcome(SendResult.BLOCK, reason=reach.reason or "")
+                return SendOutcome(SendStepResult.BLOCK, reason=reach.reason or "")
             # COMPLIANCE §1.4: the window again at the hand-off instant (the pace slot may have
             # taken it past the close); the row goes back to `retry`, claiming no send
             handed_at = max(slot, _now(request.now))
@@ -262,19 +262,19 @@ class EnrollmentActivities:
             )
         status = result.status
         if status is SendStatus.ACCEPTED:
-            return SendOutcome(SendResult.SENT, message_id=hand_off.message_id)
+            return SendOutcome(SendStepResult.SENT, message_id=hand_off.message_id)
         if status is SendStatus.OPTED_OUT:
             # the brand-wide part, now that the contact's row is released; the other
             # locations' enrollments get their signals from the relay's loop
             if recorded.brand_wide is not None:
                 async with self._pool.connection() as conn:
                     await outbound.finish_brand_revocation(conn, hand_off, recorded, SYSTEM)
-            return SendOutcome(SendResult.BLOCK, reason=ExitReason.OPTED_OUT)
+            return SendOutcome(SendStepResult.BLOCK, reason=ExitReason.OPTED_OUT)
         if status is SendStatus.UNDELIVERABLE:
             # this enrollment exits on its own; the mark keeps the contact out of others
-            return SendOutcome(SendResult.BLOCK, reason=ExitReason.UNDELIVERABLE)
+            return SendOutcome(SendStepResult.BLOCK, reason=ExitReason.UNDELIVERABLE)
         if status is SendStatus.FAILED:
-            return SendOutcome(SendResult.SKIP, reason=f"carrier refused: {result.detail}")
+            return SendOutcome(SendStepResult.SKIP, reason=f"carrier refused: {result.detail}")
         raise ApplicationError(
             f"carrier asked to retry ({result.error_code or result.detail})",
             type="CarrierRetry",
@@ -355,15 +355,15 @@ def _window_closed(
     there is none)."""
     window = ctx.location.send_window.narrowed_by(ctx.enrollment.definition.send_window)
     if window is None:
-        return SendOutcome(SendResult.SKIP, reason="no send window")
+        return SendOutcome(SendStepResult.SKIP, reason="no send window")
     allowed, why = allowed_at(recipient, window, at)
     if allowed:
         return None
     try:
         opening = next_opening(recipient, window, at, jitter_key=f"{ctx.jitter_key}|{step_index}")
     except ValueError as exc:  # the zones' windows never overlap: never send
-        return SendOutcome(SendResult.SKIP, reason=str(exc))
-    return SendOutcome(SendResult.DEFER, until=opening.at.isoformat(), reason="; ".join(why))
+        return SendOutcome(SendStepResult.SKIP, reason=str(exc))
+    return SendOutcome(SendStepResult.DEFER, until=opening.at.isoformat(), reason="; ".join(why))
 
 
 def _now(workflow_now: str) -> datetime:

@@ -14,7 +14,7 @@ from tenants.sequences.planning import Outcome
 # writes "send", not a structure), so recorded histories decode into them unchanged.
 
 
-class SendResult(StrEnum):
+class SendStepResult(StrEnum):
     """What send_step did with a step's text."""
 
     SENT = "sent"  # handed to the carrier (or found handed before: a retry sends nothing twice)
@@ -29,12 +29,6 @@ class ApprovalAction(StrEnum):
     APPROVE = "approve"
     EDIT = "edit"  # approve the text in Decision.text instead
     SKIP = "skip"
-
-
-# The single members under the names the tests import; prefer the enums.
-SEND, DEFER, SKIP, BLOCK = Outcome.SEND, Outcome.DEFER, Outcome.SKIP, Outcome.BLOCK
-SENT = SendResult.SENT
-APPROVE, EDIT, SKIP_STEP = ApprovalAction.APPROVE, ApprovalAction.EDIT, ApprovalAction.SKIP
 
 
 @dataclass
@@ -92,7 +86,7 @@ class SendRequest:
 
 @dataclass
 class SendOutcome:
-    outcome: SendResult
+    outcome: SendStepResult
     until: str = ""  # DEFER: ISO instant to prepare again
     reason: str = ""  # BLOCK: the exit reason (an ExitReason value); else words for the history
     message_id: int = 0
