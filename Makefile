@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(BIN)/reengage up
 
+# Two pytest-xdist workers, each with its own embedded PostgreSQL and Temporal servers; a test
+# file stays on one worker (--dist loadfile), so module-scoped stacks are built once.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The cases that need no server (no PostgreSQL, no Temporal, no processes): see tests/conftest.py.
 test-fast: $(STAMP)

@@ -18,6 +18,10 @@ in one transaction, which commits before the webhook answers.
   - anything else is a reply: recorded as `reply` activity (engagement) and the running
     enrollment is owed `inbound_reply`.
   Opt-out phrasing and texts that may be opt-outs are flagged for review (`review_reason`).
+
+Size: a little over 400 lines, kept as one module on purpose: it is the webhook's one
+transaction, read top-down (route, ledger row, classify, act); how a text revokes consent is
+already apart (`tenants.inbound.opt_outs`).
 """
 
 from __future__ import annotations
