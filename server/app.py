@@ -20,6 +20,7 @@ from server.platform import GrpcServer, build_platform
 from tenants.migrations import migrate
 from workflows import search_attributes
 from workflows.platform import WorkerSelfCheck
+from workflows.relay import FollowupRelay
 from workflows.schedules import ensure_inactivity_scan
 
 log = logging.getLogger("reengage")
@@ -55,6 +56,7 @@ class Roles:
     http: EdgeServer
     http_task: asyncio.Task[None]
     relay_task: asyncio.Task[None]
+    relay: FollowupRelay
 
     async def stop(self) -> None:
         await self.grpc.mark_serving(False)
@@ -63,6 +65,7 @@ class Roles:
         await asyncio.gather(self.http_task, return_exceptions=True)
         self.relay_task.cancel()
         await asyncio.gather(self.relay_task, return_exceptions=True)
+        await self.relay.settle()
         await self.worker.shutdown()
         await asyncio.gather(self.worker_task, return_exceptions=True)
         await self.pool.close()
@@ -120,7 +123,9 @@ async def start_roles(
             raise SystemExit(f"reengage: port {settings.http_port} (HTTP edge) is already in use")
         await asyncio.sleep(0.02)
     await grpc_server.mark_serving(True)
-    return Roles(pool, client, worker, worker_task, grpc_server, http, http_task, relay_task)
+    return Roles(
+        pool, client, worker, worker_task, grpc_server, http, http_task, relay_task, platform.relay
+    )
 
 
 async def self_check(client: Client, task_queue: str) -> str:

@@ -223,6 +223,8 @@ class Platform:
             yield f"{address.rsplit(':', 1)[0]}:{built.port}"
         finally:
             await built.stop(None)
+            if "relay" in self.__dict__:  # built: its background deliveries finish first
+                await self.relay.settle()
 
     def sms_edge(self) -> SmsEdge:
         """The carrier webhooks and tracked links, handing follow-ups to the relay."""

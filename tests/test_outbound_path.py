@@ -151,3 +151,30 @@ async def test_a_21610_on_a_service_text_covers_the_brand_when_the_franchisor_sa
         assert (kind, channel, scope) == ("revoke", "carrier", "brand")
         assert await run_to_end(env, run.workflows, at_uptown) == "opted_out"
         await assert_cannot_be_enrolled(pool, run, at_uptown)
+
+
+async def test_a_21610_on_the_stop_confirmation_records_no_second_revocation(
+    time_skipping_env: WorkflowEnvironment, pool: Pool, world: World, fake_twilio: FakeTwilio
+) -> None:
+    """A carrier that blocks the number after a STOP refuses our confirmation with 21610: the
+    contact's own STOP is the one revocation on record (no second event, no second spread)."""
+    env = time_skipping_env
+    async with enrolled_at(env, pool, fake_twilio, A_DOWNTOWN) as (run, edge, enrollment):
+        fake_twilio.fail_next(http_status=400, code=21610)
+        assert (await edge.inbound(inbound_form("STOP", sender=DANA))).status_code == 200
+        await edge.relay.drain()
+        [confirmation] = fake_twilio.messages
+        assert confirmation.to == DANA and confirmation.http_status == 400
+        outbound = "SELECT status, error_code FROM messages WHERE direction = 'outbound'"
+        assert await rows(pool, outbound) == [("failed", "21610")]
+        revocations = await rows(
+            pool,
+            "SELECT channel FROM consent_events WHERE kind = 'revoke'"
+            " AND franchisor_id = %s AND location_id = %s AND contact_id = %s",
+            enrollment.contact.scope.franchisor_id,
+            enrollment.contact.scope.location_id,
+            enrollment.contact.id,
+        )
+        assert revocations == [("sms_reply",)]
+        assert await state(pool, A_DOWNTOWN) == ("revoked", True)
+        assert await run_to_end(env, run.workflows, enrollment) == "opted_out"

@@ -93,6 +93,11 @@ class FollowupRelay:
         self._in_background.add(task)
         task.add_done_callback(self._in_background.discard)
 
+    async def settle(self) -> None:
+        """Waits for the deliveries `deliver_owed_soon` started (before the pool closes)."""
+        while self._in_background:
+            await asyncio.gather(*self._in_background, return_exceptions=True)
+
     async def drain(self) -> int:
         """Delivers every due follow-up; returns how many were attempted."""
         total = 0
