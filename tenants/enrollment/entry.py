@@ -41,6 +41,9 @@ from tenants.org.access import Action, Principal, authorize
 from tenants.sequences.definitions import get_sequence
 from tenants.sequences.model import Sequence, SequenceState
 
+# Exit reasons of an entry whose workflow never started: no enrollment really happened.
+NEVER_STARTED = [ExitReason.START_FAILED.value, ExitReason.START_CONFLICT.value]
+
 
 @dataclass(frozen=True)
 class EntryDecision:
@@ -122,13 +125,14 @@ async def decide_entry(
             " AND contact_id = %s AND sequence_id = %s"
             " AND sequence_location_id IS NOT DISTINCT FROM %s"
             # an entry whose workflow never started was no enrollment: no cooldown after it
-            " AND exit_reason NOT IN ('start_failed', 'start_conflict')",
+            " AND exit_reason <> ALL(%s)",
             (
                 contact_name.scope.franchisor_id,
                 contact_name.scope.location_id,
                 contact_name.id,
                 sequence.name.id,
                 scope.location_id,
+                NEVER_STARTED,
             ),
         )
         row = await cur.fetchone()
@@ -221,8 +225,8 @@ async def check_daily_cap(conn: AsyncConnection[Any], location: TenantScope, now
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
     cur = await conn.execute(
         "SELECT count(*) FROM enrollments WHERE franchisor_id = %s AND location_id = %s"
-        " AND enrolled_at >= %s AND exit_reason NOT IN ('start_failed', 'start_conflict')",
-        (location.franchisor_id, location.location_id, midnight),
+        " AND enrolled_at >= %s AND exit_reason <> ALL(%s)",
+        (location.franchisor_id, location.location_id, midnight, NEVER_STARTED),
     )
     counted = await cur.fetchone()
     if counted is not None and counted[0] >= cap:
