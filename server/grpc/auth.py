@@ -81,7 +81,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
-        token = bearer_token(context.invocation_metadata())  # type: ignore[arg-type]
+        token = bearer_token(context.invocation_metadata())
         async with self._pool.connection() as conn:
             return await api_keys.authenticate(conn, token)
 
@@ -91,7 +91,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method  # type: ignore[attr-defined]
+        method = handler_call_details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
         wrapped = self._wrapped.get(method)

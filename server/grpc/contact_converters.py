@@ -97,12 +97,12 @@ def contact_input(m: pb.Contact) -> ContactInput:
 
 
 def evidence_input(m: pb.ConsentEvidence, field: str) -> consent.ConsentEvidence:
-    kind = PB_TO_KIND.get(m.kind)  # type: ignore[call-overload]
+    kind = PB_TO_KIND.get(m.kind)
     if kind is None:
         raise InvalidArgument([FieldViolation(f"{field}.kind", "is required: GRANT or REVOKE")])
     return consent.ConsentEvidence(
         kind=kind,
-        channel=PB_TO_CHANNEL.get(m.channel),  # type: ignore[call-overload]
+        channel=PB_TO_CHANNEL.get(m.channel),
         occurred_at=when(m.occurred_at, m.HasField("occurred_at")),
         scope=consent.ConsentScope.BRAND
         if m.scope == pb.CONSENT_SCOPE_BRAND

@@ -96,7 +96,7 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
                 pb.OPT_OUT_FILTER_OPTED_OUT: True,
                 pb.OPT_OUT_FILTER_NOT_OPTED_OUT: False,
             }.get(request.opt_out),
-            consent_state=PB_TO_CONSENT.get(request.consent_state),  # type: ignore[call-overload]
+            consent_state=PB_TO_CONSENT.get(request.consent_state),
             inactive_since=when(request.inactive_since, request.HasField("inactive_since")),
         )
         list_name = f"{parent.name}/contacts?{where}"
@@ -252,7 +252,7 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
         self, request: pb.ResolveFlaggedMessageRequest, context: grpc.aio.ServicerContext
     ) -> pb.FlaggedMessage:
         name = review_queue.parse_flagged_name(request.name, "name")
-        resolution = PB_TO_RESOLUTION.get(request.resolution)  # type: ignore[call-overload]
+        resolution = PB_TO_RESOLUTION.get(request.resolution)
         if resolution is None:
             raise InvalidArgument(
                 [FieldViolation("resolution", "is required: OPT_OUT or NOT_OPT_OUT")]

@@ -9,10 +9,10 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from reengage.v1 import enrollments_pb2, templates_pb2, tenants_pb2
-from tenants.content import templates
 from tenants.content.segments import Encoding
 from tenants.core.errors import FieldViolation, InvalidArgument
 from tenants.core.vocabulary import EnrollmentStatus
+from tenants.org.listing import ListScope
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -30,10 +30,10 @@ def require(message: Any, field: str) -> None:
 
 DAY_NAMES = {i: tenants_pb2.DayOfWeek.Name(i) for i in range(1, 8)}
 PB_TO_SCOPE = {
-    templates_pb2.TEMPLATE_LIST_SCOPE_UNSPECIFIED: templates.ListScope.DEFAULT,
-    templates_pb2.TEMPLATE_LIST_SCOPE_BRAND: templates.ListScope.BRAND,
-    templates_pb2.TEMPLATE_LIST_SCOPE_LOCATION: templates.ListScope.LOCATION,
-    templates_pb2.TEMPLATE_LIST_SCOPE_ALL: templates.ListScope.ALL,
+    templates_pb2.TEMPLATE_LIST_SCOPE_UNSPECIFIED: ListScope.DEFAULT,
+    templates_pb2.TEMPLATE_LIST_SCOPE_BRAND: ListScope.BRAND,
+    templates_pb2.TEMPLATE_LIST_SCOPE_LOCATION: ListScope.LOCATION,
+    templates_pb2.TEMPLATE_LIST_SCOPE_ALL: ListScope.ALL,
 }
 ENCODING_TO_PB = {
     Encoding.GSM7: templates_pb2.ENCODING_GSM7,

@@ -154,7 +154,7 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
     ) -> pb.ListEnrollmentsResponse:
         location = parse_location(request.parent, "parent")
         where = enrollments.EnrollmentFilter(
-            status=PB_TO_STATUS.get(request.status),  # type: ignore[call-overload]
+            status=PB_TO_STATUS.get(request.status),
             sequence=parse_child(request.sequence, SEQUENCES, "sequence")
             if request.sequence
             else None,

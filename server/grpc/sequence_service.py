@@ -221,7 +221,7 @@ class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
         parent = parse_scope(request.parent, "parent")
         if request.scope not in PB_TO_SCOPE:
             raise InvalidArgument([FieldViolation("scope", f"unknown scope {request.scope}")])
-        scope: ListScope = PB_TO_SCOPE.get(request.scope, ListScope.DEFAULT)  # type: ignore[call-overload]
+        scope: ListScope = PB_TO_SCOPE.get(request.scope, ListScope.DEFAULT)
         list_name = f"{parent.name}/sequences?scope={scope}&archived={request.show_archived}"
         page = page_request(list_name, request.page_size, request.page_token)
         async with self._pool.connection() as conn:

@@ -21,6 +21,7 @@ from tenants.content.segments import count
 from tenants.core.errors import FieldViolation, InvalidArgument
 from tenants.core.names import parse_child, parse_location, parse_scope
 from tenants.core.pagination import page_request
+from tenants.org.listing import ListScope
 
 LOCK_TO_PB = {
     templates.LockMode.LOCKED: pb.LOCK_MODE_LOCKED,
@@ -79,7 +80,7 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
         data = templates.TemplateInput(
             display_name=t.display_name,
             body=t.body,
-            lock_mode=PB_TO_LOCK.get(t.lock_mode),  # type: ignore[call-overload]
+            lock_mode=PB_TO_LOCK.get(t.lock_mode),
             override_of=t.override_of,
         )
         async with self._pool.connection() as conn:
@@ -102,8 +103,8 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
         if request.scope not in PB_TO_SCOPE:
             raise InvalidArgument([FieldViolation("scope", f"unknown scope {request.scope}")])
         where = templates.TemplateFilter(
-            scope=PB_TO_SCOPE.get(request.scope, templates.ListScope.DEFAULT),  # type: ignore[call-overload]
-            state=PB_TO_STATE.get(request.state),  # type: ignore[call-overload]
+            scope=PB_TO_SCOPE.get(request.scope, ListScope.DEFAULT),
+            state=PB_TO_STATE.get(request.state),
             text=request.text,
             show_archived=request.show_archived,
         )
@@ -127,7 +128,7 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
         data = templates.TemplateInput(
             display_name=t.display_name,
             body=t.body,
-            lock_mode=PB_TO_LOCK.get(t.lock_mode),  # type: ignore[call-overload]
+            lock_mode=PB_TO_LOCK.get(t.lock_mode),
         )
         async with self._pool.connection() as conn:
             updated = await templates.update_template(

@@ -58,7 +58,7 @@ def opt_out_scope_input(value: int, fields: set[str], star: bool) -> franchisors
     that knows nothing of the field changes nothing; named in the mask, it must be set."""
     if "opt_out_scope" not in fields or (star and value == pb.OPT_OUT_SCOPE_UNSPECIFIED):
         return None
-    scope = PB_TO_OPT_OUT_SCOPE.get(value)  # type: ignore[call-overload]
+    scope = PB_TO_OPT_OUT_SCOPE.get(value)
     if scope is None:
         raise InvalidArgument(
             [FieldViolation("franchisor.opt_out_scope", "must be LOCATION or BRAND")]
@@ -129,7 +129,7 @@ def api_key_pb(key: api_keys.ApiKey) -> pb.ApiKey:
 
 
 def role_input(value: int) -> Role | None:
-    return PB_TO_ROLE.get(value)  # type: ignore[call-overload]
+    return PB_TO_ROLE.get(value)
 
 
 class TenantService(tenants_pb2_grpc.TenantServiceServicer):
