@@ -63,23 +63,6 @@ def slack_web_client(settings: Settings) -> AsyncWebClient | None:
     return web_client(token, settings.slack_api_base)
 
 
-def slack_parts(
-    settings: Settings,
-    pool: AsyncConnectionPool[Any],
-    enrollments: EnrollmentClient,
-    relay: FollowupRelay | None = None,
-) -> tuple[Notifier, list[BaseRoute]]:
-    """Slack when SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET are set: notices to Slack and the
-    bolt app at /slack/events (what its clicks owe delivered through relay). Otherwise notices
-    go to the log and there is no Slack route."""
-    client = slack_web_client(settings)
-    if client is None:
-        return LogNotifier(), []
-    from bots.slack_notices import SlackNotifier
-
-    return SlackNotifier(pool, client), slack_route(settings, pool, enrollments, client, relay)
-
-
 def slack_route(
     settings: Settings,
     pool: AsyncConnectionPool[Any],

@@ -14,7 +14,7 @@ import pytest
 
 from bots import messages
 from server.config import Settings
-from server.platform import slack_parts
+from server.platform import build_platform, slack_route
 from tenants.enrollment.records import Enrollment
 from tenants.followups.notices import Notice, NoticeFacts, NoticeKind
 from tenants.org.access import Role
@@ -484,13 +484,14 @@ async def test_notices_are_posted_without_link_previews(scene: Scene) -> None:
 def test_slack_is_on_with_both_secrets_off_with_none_and_refused_with_one() -> None:
     base = Settings.from_env()
     both = replace(base, slack_bot_token="xoxb-1", slack_signing_secret="s")
-    notifier, routes = slack_parts(both, None, None)  # type: ignore[arg-type]
-    assert type(notifier).__name__ == "SlackNotifier"
+    on = build_platform(both, None)  # type: ignore[arg-type]
+    assert type(on.notifier).__name__ == "SlackNotifier"
+    assert on.slack is not None
+    routes = slack_route(both, None, None, on.slack, None)  # type: ignore[arg-type]
     assert [r.path for r in routes] == ["/slack/events"]  # type: ignore[attr-defined]
-    notifier, routes = slack_parts(
-        replace(both, slack_bot_token="", slack_signing_secret=""), None, None
-    )  # type: ignore[arg-type]
-    assert type(notifier).__name__ == "LogNotifier" and routes == []
+    off = build_platform(replace(both, slack_bot_token="", slack_signing_secret=""), None)  # type: ignore[arg-type]
+    # no Slack client: http_app adds no Slack route
+    assert type(off.notifier).__name__ == "LogNotifier" and off.slack is None
     for one in (replace(both, slack_bot_token=""), replace(both, slack_signing_secret="")):
         with pytest.raises(SystemExit, match="both SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET"):
-            slack_parts(one, None, None)  # type: ignore[arg-type]
+            _ = build_platform(one, None).slack  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from tenants.contacts import brand_suppression, undeliverable
+from tenants.contacts import brand_suppression, contacts, undeliverable
 from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind
 from tenants.content.segments import count
 from tenants.core.names import ChildName
@@ -290,7 +290,7 @@ async def _record(
     evidence = carrier_opt_out_evidence(
         at, answer.error_code or OPTED_OUT_CODE, f"{hand_off.carrier} send of message {message_id}"
     )
-    if not outgoing.is_step and await _opted_out_already(conn, outgoing.contact):
+    if not outgoing.is_step and (await contacts.load(conn, outgoing.contact)).opted_out:
         # the answer to the contact's own STOP: a carrier that blocks the number after a STOP
         # refuses that confirmation with 21610, and the revocation is on record already
         return Recorded(status)
@@ -311,16 +311,6 @@ async def _record(
         signal=not outgoing.is_step,
     )
     return Recorded(status, owed)
-
-
-async def _opted_out_already(conn: AsyncConnection[Any], contact: ChildName) -> bool:
-    cur = await conn.execute(
-        "SELECT opted_out_at IS NOT NULL FROM contacts"
-        " WHERE franchisor_id = %s AND location_id = %s AND id = %s",
-        (contact.scope.franchisor_id, contact.scope.location_id, contact.id),
-    )
-    row = await cur.fetchone()
-    return bool(row and row[0])
 
 
 async def record_carrier_opt_out(
