@@ -1,5 +1,6 @@
 """The `reengage` CLI in process for tests: a command parsed by the CLI's own parser and run by
-its own function against a real server, its exit code and output captured."""
+its own function against a real server, its exit code and output captured (a CliError
+printed as `main` prints it)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 
 import pytest
 
+from server.cli.api import CliError
 from server.cli.main import build_parser
 from server.config import Settings
 
@@ -27,5 +29,8 @@ async def run_cli(
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
         code = exc.code if isinstance(exc.code, int) else 1
+    except CliError as exc:  # as `main` prints it
+        print(f"reengage: {exc.message}", file=sys.stderr)
+        code = exc.code
     out, err = capsys.readouterr()
     return code, out, err

@@ -340,9 +340,13 @@ def main(argv: list[str] | None = None) -> None:
     # a short command ends quietly when its reader goes away (`reengage outbox | head`)
     long_running = args.command in LONG_RUNNING_ROLES
     signal.signal(signal.SIGPIPE, signal.SIG_IGN if long_running else signal.SIG_DFL)
+    from server.cli.api import CliError
     from tenants.core.errors import DomainError
 
     try:
         args.func(args, settings)
     except DomainError as exc:
         raise SystemExit(f"reengage: {exc.message}") from None
+    except CliError as exc:
+        print(f"reengage: {exc.message}", file=sys.stderr)
+        raise SystemExit(exc.code) from None

@@ -1,0 +1,77 @@
+"""The one way a CLI command talks to the gRPC API: where the API is, which key to send, and
+how an error reads.
+
+A command builds an `Api` with `api_for(args, settings)` (the discovery order is in
+`server.cli.discovery`), opens a channel with `api.channel()`, passes `api.metadata` and
+`TIMEOUT` to each call, and lets a `grpc.RpcError` end in `api.refused(err)`: one line on stderr,
+`reengage: CODE: message`, with a hint for the errors a user can act on (UNAVAILABLE: is the
+stack running?). `CliError` carries any other message a command ends with (exit code 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+TIMEOUT = 30.0  # seconds, per call
+Metadata = tuple[tuple[str, str], ...]
+
+
+class CliError(Exception):
+    """A command's failure as the user reads it: `reengage: <message>`, exit code `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Api:
+    """Where the API is and the key to call it with."""
+
+    target: str
+    api_key: str
+    data_dir: Path | None = None  # the running stack's data dir, when one was found
+    where_from: str = ""  # how target and key were found, for hints
+
+    @property
+    def metadata(self) -> Metadata:
+        return (("authorization", f"Bearer {self.api_key}"),)
+
+    @contextmanager
+    def channel(self) -> Iterator[grpc.Channel]:
+        """A channel to the API; a gRPC error raised inside becomes a CliError."""
+        try:
+            with grpc.insecure_channel(self.target) as channel:
+                yield channel
+        except grpc.RpcError as err:
+            raise self.refused(err) from None
+
+    def refused(self, err: grpc.RpcError) -> CliError:
+        """The error as one line, with what to do about it when we know."""
+        line = error_line(err)
+        code = err.code() if isinstance(err, grpc.Call) else None
+        if code == grpc.StatusCode.UNAVAILABLE:
+            line += (
+                f"\n  the API at {self.target} does not answer: is `reengage up` running?"
+                " (or pass --target HOST:PORT, or set REENGAGE_GRPC_TARGET)"
+            )
+        elif code == grpc.StatusCode.UNAUTHENTICATED:
+            line += (
+                "\n  the API key was refused: pass --api-key, set REENGAGE_API_KEY, or create"
+                " one with `reengage keys create`"
+            )
+        return CliError(line)
+
+
+def error_line(err: grpc.RpcError) -> str:
+    """`CODE: message` on one line."""
+    code = err.code() if isinstance(err, grpc.Call) else None
+    details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
+    name = code.name if code is not None else "ERROR"
+    return f"{name}: {' '.join(details.split())}"
