@@ -1,0 +1,59 @@
+"""How the CLI shows things: times in the location's zone (with UTC beside them), ids short
+enough for an 80-column table, a location's time zone read once per command."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from zoneinfo import ZoneInfo
+
+import grpc
+
+from reengage.v1 import tenants_pb2, tenants_pb2_grpc
+from server.cli.api import TIMEOUT, Api
+
+
+def location_of(name: str) -> str:
+    """`franchisors/{f}/locations/{l}` of a name under a location (or the name itself)."""
+    parts = name.split("/")
+    return "/".join(parts[:4]) if len(parts) >= 4 and parts[2] == "locations" else name
+
+
+def last_segment(name: str) -> str:
+    """A name's id: what `server.cli.names.resolve` takes back."""
+    return name.rsplit("/", 1)[-1]
+
+
+class Zones:
+    """Location time zones, each read once with GetLocation."""
+
+    def __init__(self, api: Api, channel: grpc.Channel) -> None:
+        self._stub = tenants_pb2_grpc.TenantServiceStub(channel)
+        self._api = api
+        self._read = cache(self._zone)
+
+    def _zone(self, location: str) -> ZoneInfo | None:
+        try:
+            found = self._stub.GetLocation(
+                tenants_pb2.GetLocationRequest(name=location),
+                metadata=self._api.metadata,
+                timeout=TIMEOUT,
+            )
+        except grpc.RpcError:
+            return None  # a time is then shown in UTC only
+        return ZoneInfo(found.time_zone) if found.time_zone else None
+
+    def of(self, name: str) -> ZoneInfo | None:
+        """The zone of the location `name` is under."""
+        return self._read(location_of(name))
+
+
+def local_time(when: datetime, zone: ZoneInfo | None, *, seconds: bool = False) -> str:
+    """`2026-11-02 09:30 EST (14:30 UTC)`; UTC alone when the zone is unknown."""
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    clock = "%H:%M:%S" if seconds else "%H:%M"
+    utc = when.astimezone(UTC)
+    if zone is None:
+        return f"{utc:%Y-%m-%d {clock}} UTC"
+    here = when.astimezone(zone)
+    return f"{here:%Y-%m-%d {clock} %Z} ({utc:{clock}} UTC)"
