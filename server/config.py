@@ -1,4 +1,4 @@
-"""Settings from the environment (DESIGN §10). Secrets are kept out of repr() and logs."""
+"""Settings from the environment (design §10). Secrets are kept out of repr() and logs."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def _error_json(code: int | None, http_status: int, message: str | None) -> dict
 
 
 def _segments(body: str) -> int:
-    # Approximate (COMPLIANCE §5 has the exact rules): good enough for a fake's answer.
+    # Approximate (compliance §5 has the exact rules): good enough for a fake's answer.
     single, multi = (160, 153) if body.isascii() else (70, 67)
     return 1 if len(body) <= single else math.ceil(len(body) / multi)
 

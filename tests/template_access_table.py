@@ -1,7 +1,7 @@
 """The table of reengage.v1.TemplateService (who may do what to which template) and the helpers
 of the template suites: the seeded library, list walking, revisions, gRPC-made overrides.
 
-Rules (DESIGN §4/§5, tenants/org/access.py, templates.proto): see tests/test_template_access.py.
+Rules (design §4/§5, tenants/org/access.py, templates.proto): see tests/test_template_access.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Brand-wide suppression (COMPLIANCE §2.9, tenants/contacts/brand_suppression.py), on real
+"""Brand-wide suppression (compliance §2.9, tenants/contacts/brand_suppression.py), on real
 PostgreSQL,
 the real gRPC server, the SMS routes in process and (where enrollments run) the time-skipping
 Temporal server.

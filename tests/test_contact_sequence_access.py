@@ -17,7 +17,7 @@ and what each does with good and bad input.
   activities, sequence definitions, each refused with field violations.
 * Time zone inference, ListContacts filters and page tokens, GetConversation.
 
-Rules (DESIGN §4/§5, COMPLIANCE §2, tenants/org/access.py, contacts.proto, sequences.proto):
+Rules (design §4/§5, compliance §2, tenants/org/access.py, contacts.proto, sequences.proto):
 
 * contacts live only at locations (`franchisors/{f}/locations/{l}/contacts/{c}`);
 * CONTACT_READ (get, list, consent events, conversation): franchisor admins and viewers, and the

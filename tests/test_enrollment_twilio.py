@@ -1,5 +1,5 @@
 """The enrollment workflow sending through the Twilio carrier, against a local fake of
-Twilio's Messages API: error codes end, skip or retry as COMPLIANCE §3.17 says."""
+Twilio's Messages API: error codes end, skip or retry as compliance §3.17 says."""
 
 # ruff: noqa: F811  (the fake_twilio fixture is imported, then requested by name)
 

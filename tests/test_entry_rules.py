@@ -1,5 +1,5 @@
 # ruff: noqa: F811
-"""The entry rules (DESIGN §5), alike on every entry path, on the stack of `tests.entry_support`:
+"""The entry rules (design §5), alike on every entry path, on the stack of `tests.entry_support`:
 
 * every entry path (API, event, scan) refuses alike and records the refusal once a day;
 * priority: a higher sequence that says so interrupts a lower one ("preempted"), never the

@@ -1,5 +1,5 @@
 # ruff: noqa: F811
-"""Entry triggers (DESIGN §5) on the Temporal time-skipping server with real PostgreSQL, the
+"""Entry triggers (design §5) on the Temporal time-skipping server with real PostgreSQL, the
 real gRPC server (relay wired into RecordActivity) and a real worker:
 
 * an activity a sequence listens to enrolls the contact at once, once per activity; a purchase

@@ -1,4 +1,4 @@
-"""The first text of an enrollment names the brand and says how to opt out (COMPLIANCE §2.13).
+"""The first text of an enrollment names the brand and says how to opt out (compliance §2.13).
 
 A sequence whose first template lacks them ("Hey {{contact.first_name|there}}, come see us!")
 still sends "Acme Coffee: Hey Dana, come see us!" + "\\nReply STOP to opt out" as the first text

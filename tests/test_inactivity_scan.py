@@ -1,4 +1,4 @@
-"""The inactivity scan (DESIGN §5, `tenants/enrollment/triggers.py`, `workflows/scan.py`), proved
+"""The inactivity scan (design §5, `tenants/enrollment/triggers.py`, `workflows/scan.py`), proved
 on the
 time-skipping Temporal server with real PostgreSQL (the Schedule on the dev server): who is
 quiet (all signals and a subset, the create_time rule, consent and opt-out), idempotence across

@@ -1,4 +1,4 @@
-"""Inbound keyword and phrasing classification (COMPLIANCE §2.8 to §2.12): what an inbound text
+"""Inbound keyword and phrasing classification (compliance §2.8 to §2.12): what an inbound text
 asks for. Exact keywords opt out, ask for HELP or give a new consent; free text that clearly asks
 to stop opts out and is flagged; text that only mentions stopping is a flagged reply; everything
 else is an ordinary reply."""
@@ -21,7 +21,7 @@ from tenants.compliance.keywords import (
     normalise,
 )
 
-# The keywords exactly as COMPLIANCE §2.8 lists them.
+# The keywords exactly as compliance §2.8 lists them.
 SPEC_OPT_OUT_KEYWORDS = (
     "STOP",
     "STOPALL",

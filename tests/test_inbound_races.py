@@ -1,4 +1,4 @@
-"""Races and failures between the inbound edge and running enrollments (DESIGN §6-§7), on the
+"""Races and failures between the inbound edge and running enrollments (design §6-§7), on the
 time-skipping Temporal server with real PostgreSQL and the SMS routes in process:
 
 * an opt-out that arrives while a step is in the carrier's hands waits for that send (the

@@ -1,5 +1,5 @@
 # ruff: noqa: F811
-"""The Twilio webhooks of the HTTP edge (COMPLIANCE §2 and §3), over ASGI against a real
+"""The Twilio webhooks of the HTTP edge (compliance §2 and §3), over ASGI against a real
 PostgreSQL: the signature check, signed requests only, bounded form bodies, database outages,
 and the races the unique indexes absorb. Every test checks both what the edge answers and what
 it recorded. (Inbound texts are in `test_inbound_webhook_texts`, status callbacks in
@@ -56,7 +56,7 @@ from tests.webhook_support import (
 )
 from workflows.client import EnrollmentClient
 
-# --- 1. the signature (COMPLIANCE §3.15) ---------------------------------------------------
+# --- 1. the signature (compliance §3.15) ---------------------------------------------------
 
 
 def test_the_compliance_test_vector_is_accepted() -> None:

@@ -1,5 +1,5 @@
 # ruff: noqa: F811
-"""Delivery status callbacks through the Twilio webhook (COMPLIANCE §3.16, §3.17), over ASGI
+"""Delivery status callbacks through the Twilio webhook (compliance §3.16, §3.17), over ASGI
 against a real PostgreSQL: statuses only move forward, the ledger id in the callback URL, 21610
 suppresses, and malformed or badly signed callbacks are refused. Every test checks both what
 the edge answers and what it recorded.
@@ -32,7 +32,7 @@ from tests.webhook_support import (
     workflows,  # noqa: F401  (the fixture, requested by name)
 )
 
-# --- 9. status callbacks (COMPLIANCE §3.16, §3.17) -----------------------------------------
+# --- 9. status callbacks (compliance §3.16, §3.17) -----------------------------------------
 
 
 async def test_callbacks_in_order_end_delivered(

@@ -1,5 +1,5 @@
 # ruff: noqa: F811
-"""Inbound texts through the Twilio webhook (COMPLIANCE §2 and §3), over ASGI against a real
+"""Inbound texts through the Twilio webhook (compliance §2 and §3), over ASGI against a real
 PostgreSQL: a repeated webhook has one effect, routing by number, the keywords (HELP, STOP,
 START, YES) and opt-out phrasing. Every test checks both what the edge answers and what it
 recorded.

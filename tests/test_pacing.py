@@ -53,7 +53,7 @@ async def test_a_quiet_number_sends_at_once(pool: AsyncConnectionPool[Any]) -> N
 async def test_a_send_whose_pace_slot_falls_after_the_window_closes_is_deferred(
     pool: AsyncConnectionPool[Any], world: World
 ) -> None:
-    """COMPLIANCE §1.4: the window is checked again when the text is handed to the carrier.
+    """compliance §1.4: the window is checked again when the text is handed to the carrier.
     Two texts due 2 s before the window closes leave one number at one per 3 s: the first goes
     at once; the second's slot is 1 s after the close, so it is deferred to the next opening
     (its ledger row claiming no send) and goes out then, once."""

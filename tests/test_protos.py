@@ -23,7 +23,7 @@ def test_buf_lint_passes_with_the_documented_exceptions() -> None:
 
 
 def test_every_message_field_and_rpc_is_documented() -> None:
-    # The .proto files are the product's front door (STYLE.md): no undocumented element.
+    # The .proto files are the product's front door (docs/decisions.md): no undocumented element.
     buf = Path(sys.executable).parent / "buf"
     result = subprocess.run(
         [str(buf), "lint", "--config", '{"version":"v2","lint":{"use":["COMMENTS"]}}'],

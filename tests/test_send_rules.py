@@ -1,4 +1,4 @@
-"""The send-window planner (COMPLIANCE §1): a text goes out only inside the location's window,
+"""The send-window planner (compliance §1): a text goes out only inside the location's window,
 narrowed by the federal 08:00-21:00 and by every state that may apply, in every zone the
 contact may be in; a step due outside it is deferred to the next opening, with jitter."""
 

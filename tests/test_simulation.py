@@ -1,6 +1,6 @@
 """SimulateSequence over the real gRPC server: the planned timeline of a whole sequence.
 
-Every vector of the issue is checked against the plan a caller sees (COMPLIANCE §1-§2):
+Every vector of the issue is checked against the plan a caller sees (compliance §1-§2):
 
 * send windows in the recipient's zone (area code, explicit zone, address), the location's
   window and a sequence's narrower one, the strictest state rules (FL closes 20:00, TX Sunday

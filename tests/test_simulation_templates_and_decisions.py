@@ -99,7 +99,7 @@ async def test_an_approved_override_is_used_until_the_brand_template_is_locked(
 
     p = await plan_at(DOWNTOWN)
     assert p.template_revision == approved.live_revision
-    # the override does not name the brand: its first text gets it (COMPLIANCE §2.13)
+    # the override does not name the brand: its first text gets it (compliance §2.13)
     assert p.text == "Acme Coffee: Downtown: a free cookie with any coffee. Reply STOP to opt out"
     other = await plan_at(UPTOWN)  # another location sends the brand's text
     assert other.template_revision == brand.live_revision

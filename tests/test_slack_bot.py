@@ -196,7 +196,7 @@ async def test_an_unmapped_or_out_of_scope_user_gets_an_ephemeral_refusal_and_no
 
 async def test_edit_opens_the_text_and_the_edited_text_is_sent_as_shown(scene: Scene) -> None:
     """An edit is sent as written, except that an enrollment's first text always names the
-    brand and says how to opt out (COMPLIANCE §2.13): the decided message shows what is sent."""
+    brand and says how to opt out (compliance §2.13): the decided message shows what is sent."""
     enrollment, approval = await awaiting_approval(scene)
     await scene.bot.interact(click(approval, messages.EDIT, STAFF))
     (opened,) = await settle(scene, "views.open", 1)

@@ -180,7 +180,7 @@ async def _run(
         async def sent_edited() -> list[str]:
             return await outbound_to(pool, APPROVED)
 
-        # the enrollment's first text: the brand the edit left out is added (COMPLIANCE §2.13)
+        # the enrollment's first text: the brand the edit left out is added (compliance §2.13)
         sent = "Demo Brand: " + edited
         assert await eventually(
             sent_edited, 60, what="the edited text at the carrier", interval=0.3

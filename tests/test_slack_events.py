@@ -1,4 +1,4 @@
-"""The Slack bot's Events API and `/reengage` (DESIGN §8): Slack's URL check, what happens to
+"""The Slack bot's Events API and `/reengage` (design §8): Slack's URL check, what happens to
 words typed in a contact's thread (nothing reaches the contact; the typist alone is told so),
 and the slash command's answers, each for the caller's eyes only."""
 

@@ -1,4 +1,4 @@
-"""Notices in Slack (DESIGN §8): what a contact did lands in the contact's own thread of the
+"""Notices in Slack (design §8): what a contact did lands in the contact's own thread of the
 location's channel with who, where in the sequence and the words as written; an override waits
 in the brand channel for a franchisor admin; nothing is lost while Slack is away."""
 

@@ -13,7 +13,7 @@
 * Pagination with opaque page tokens bound to their list; the list filters.
 * Bad input: bodies (with the character position of the problem), segments, ids, fields.
 
-Rules (DESIGN §4/§5, tenants/org/access.py, templates.proto):
+Rules (design §4/§5, tenants/org/access.py, templates.proto):
 
 * brand templates (`franchisors/{f}/templates/{t}`) are read by every principal of f, written
   (create/update/archive) by franchisor admins only;

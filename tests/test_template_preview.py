@@ -77,7 +77,7 @@ async def test_an_empty_value_without_fallback_is_reported_not_sent_as_blank(
 async def test_a_first_message_previews_with_the_brand_and_opt_out_line_it_gets(
     stub: templates_pb2_grpc.TemplateServiceStub, world: World
 ) -> None:
-    """As a first message the preview shows what the send path adds (COMPLIANCE §2.13)."""
+    """As a first message the preview shows what the send path adds (compliance §2.13)."""
     draft = pb.PreviewTemplateRequest(
         body="Hi {{contact.first_name|there}}, we miss you!",
         location="franchisors/acme/locations/uptown",

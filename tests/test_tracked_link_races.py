@@ -1,4 +1,4 @@
-"""Tracked links in running enrollments (DESIGN §5, §7), on the time-skipping Temporal server with
+"""Tracked links in running enrollments (design §5, §7), on the time-skipping Temporal server with
 real PostgreSQL and the SMS routes in process: stable codes, one per distinct link, previews
 and HEAD not counted, one click activity and one signal per code, 404 for unknown codes, and a
 link changed after a click never redirects to its old target.

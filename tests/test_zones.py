@@ -1,4 +1,4 @@
-"""Time-zone inference (COMPLIANCE §1.3): which zones a contact may be in, where that came
+"""Time-zone inference (compliance §1.3): which zones a contact may be in, where that came
 from, and which states' rules may apply."""
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def test_any_single_zone_address_state_gives_its_zone_and_stays_in_states(
     assert len(set(inferred.states)) == len(inferred.states)
 
 
-# -- area codes that span several zones (COMPLIANCE §1.3, issue 13 item 5) ------------------
+# -- area codes that span several zones (compliance §1.3, issue 13 item 5) ------------------
 
 AREA_CODE_ROWS: dict[str, Any] = json.loads(
     resources.files("tenants.compliance.data")

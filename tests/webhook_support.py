@@ -45,7 +45,7 @@ INBOUND_COLUMNS = (
 )
 RECORDS = ("inbound_messages", "messages", "consent_events", "followups", "contacts")
 
-# COMPLIANCE §3.15
+# compliance §3.15
 VECTOR_TOKEN = "12345"
 VECTOR_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
 VECTOR_PARAMS = {

@@ -6,7 +6,7 @@ and, when configured, `StatusCallback`; HTTP basic auth with the account SID and
 and classifies the answer into a `SendResult`. It never retries and never raises for anything
 Twilio or the network does; retries, their limit and the ledger belong to the send activity.
 
-Classification (COMPLIANCE §3 item 17):
+Classification (compliance §3 item 17):
 
 | Twilio answer                                      | SendStatus    | notes                      |
 |----------------------------------------------------|---------------|----------------------------|

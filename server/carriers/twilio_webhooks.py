@@ -1,4 +1,4 @@
-"""Twilio's webhook wire format (COMPLIANCE §3.14 to §3.16): bounded form bodies, the
+"""Twilio's webhook wire format (compliance §3.14 to §3.16): bounded form bodies, the
 `X-Twilio-Signature` check (the `twilio` library's validator, constant-time compare), and the
 fields of inbound messages and status callbacks.
 

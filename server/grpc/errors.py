@@ -1,4 +1,4 @@
-"""Maps domain errors to gRPC statuses with google.rpc details (DESIGN §9), in one place."""
+"""Maps domain errors to gRPC statuses with google.rpc details (design §9), in one place."""
 
 from __future__ import annotations
 

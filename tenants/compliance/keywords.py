@@ -1,4 +1,4 @@
-"""What an inbound text asks for (COMPLIANCE §2.8 to §2.12): an opt-out, HELP, START, or a reply.
+"""What an inbound text asks for (compliance §2.8 to §2.12): an opt-out, HELP, START, or a reply.
 
 * A text that is exactly an opt-out keyword (after trimming, case folding, dropping punctuation
   and emoji; "opt-out" = "opt out") opts out.

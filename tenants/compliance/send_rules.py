@@ -1,4 +1,4 @@
-"""When a marketing text may go out: the send-window planner (COMPLIANCE §1).
+"""When a marketing text may go out: the send-window planner (compliance §1).
 
 The simulation and the real send path both call this module, so they never disagree about
 when a step goes out. A text is allowed at an instant when, in every zone the recipient may
@@ -393,7 +393,7 @@ def next_opening(
 
 def max_texts_per_24h(states: tuple[str, ...], default: int = 3) -> int:
     """The strictest cap on marketing texts per contact per rolling 24 h among `states` and
-    `default` (COMPLIANCE §1.5 uses the FL/OK/MD cap of 3 everywhere by default).
+    `default` (compliance §1.5 uses the FL/OK/MD cap of 3 everywhere by default).
 
     Raises ValueError for a state code that is not a US state/DC or a default below 1.
     """

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tenants.core.errors import Violations
 
-# 47 CFR 64.1200(c)(1): 08:00-21:00 in the recipient's local time (COMPLIANCE §1.1).
+# 47 CFR 64.1200(c)(1): 08:00-21:00 in the recipient's local time (compliance §1.1).
 LEGAL_START_MINUTE = 8 * 60
 LEGAL_END_MINUTE = 21 * 60
 ALL_DAYS = (1, 2, 3, 4, 5, 6, 7)

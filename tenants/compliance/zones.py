@@ -1,4 +1,4 @@
-"""Which time zones a contact may be in, and which states' rules may apply (COMPLIANCE §1.3).
+"""Which time zones a contact may be in, and which states' rules may apply (compliance §1.3).
 
 Source order: the contact's explicit zone, else its address state when that state has a single
 zone, else the phone number's area code, else the location's zone. The area code's zones are the
@@ -6,7 +6,7 @@ union of `phonenumbers`' answer and the table of NANP area codes that span sever
 (`tenants/compliance/data/multi_zone_area_codes.json`): `phonenumbers` maps some of those to one
 zone.
 The source is recorded so that a deferral can be explained. States are gathered whatever the
-zone source, because the strictest rule of every state that may apply wins (COMPLIANCE §1.2).
+zone source, because the strictest rule of every state that may apply wins (compliance §1.2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Brand-wide suppression (COMPLIANCE §2.9): when a franchisor's `opt_out_scope` is BRAND, an
+"""Brand-wide suppression (compliance §2.9): when a franchisor's `opt_out_scope` is BRAND, an
 opt-out that reaches one location suppresses the phone at every location of the brand, in the
 transaction that records it.
 

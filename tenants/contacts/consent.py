@@ -1,5 +1,5 @@
 """Consent events: append-only evidence of prior express written consent and its revocations
-(COMPLIANCE §2.6). No RPC or SQL path edits or deletes one: a trigger refuses UPDATE, DELETE
+(compliance §2.6). No RPC or SQL path edits or deletes one: a trigger refuses UPDATE, DELETE
 and TRUNCATE. A contact's consent state is the kind of its latest event by occurrence time; a
 revocation suppresses the contact until a later grant (START, a new form)."""
 

@@ -1,4 +1,4 @@
-"""Undeliverable contacts (COMPLIANCE §3.17): a number the carrier says cannot receive texts
+"""Undeliverable contacts (compliance §3.17): a number the carrier says cannot receive texts
 ends the contact's running enrollment (exit reason `undeliverable`) and marks the contact, so
 the inactivity scan, activity triggers and Enroll leave it out (`UNDELIVERABLE`) until a text
 sent to it later is delivered. The phone number never changes on a contact: a new number is a

@@ -1,4 +1,4 @@
-"""The first text of a program names the brand and says how to opt out (COMPLIANCE §2.13).
+"""The first text of a program names the brand and says how to opt out (compliance §2.13).
 
 "First text" here is the first text an *enrollment* sends, whichever step it is (a skipped or
 refused step 0 makes step 1 the first): every enrollment begins a program from the contact's
@@ -128,5 +128,5 @@ def first_message_warnings(body: str, brand: str, where: str = "the first step")
     return [
         f"{where}'s text lacks {' and '.join(added)}: the first text of each enrollment "
         f"gets {'them' if len(added) > 1 else 'it'} added automatically "
-        f"(COMPLIANCE §2.13)"
+        f"(compliance §2.13)"
     ]

@@ -1,4 +1,4 @@
-"""What a sequence's author is told on write about its first text (COMPLIANCE §2.13).
+"""What a sequence's author is told on write about its first text (compliance §2.13).
 
 The first step's template is rendered as the write-time template check renders it (the
 documented sample values, the brand's real name, tracked links of real length) and judged by

@@ -1,4 +1,4 @@
-"""Tracked links (COMPLIANCE §6): `{{link:URL}}` is sent as `REENGAGE_PUBLIC_URL/l/<code>`, one
+"""Tracked links (compliance §6): `{{link:URL}}` is sent as `REENGAGE_PUBLIC_URL/l/<code>`, one
 code per message and link. A code is 8 random letters and digits (62^8 ≈ 2·10^14: not
 guessable), allocated when the step is prepared and stable when it is prepared again, so the
 approved text is exactly the sent one.

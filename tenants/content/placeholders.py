@@ -34,7 +34,7 @@ _ATTR_KEY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MAX_BODY_CHARS = 2000
 MAX_FALLBACK_CHARS = 100
 
-# COMPLIANCE §6: carriers filter public shorteners; tracked links use the brand's own domain.
+# compliance §6: carriers filter public shorteners; tracked links use the brand's own domain.
 PUBLIC_SHORTENERS = frozenset(
     {
         "bit.ly",

@@ -1,4 +1,4 @@
-"""SMS encoding and segment math (COMPLIANCE §5).
+"""SMS encoding and segment math (compliance §5).
 
 GSM-7: 160 septets in one segment, 153 per segment when split; the extension characters
 (^ { } \\ [ ~ ] | € and form feed) take two septets (escape + char) and such a pair never

@@ -1,4 +1,4 @@
-"""The texts the platform answers with on its own (COMPLIANCE §2.10, §2.11): the opt-out and
+"""The texts the platform answers with on its own (compliance §2.10, §2.11): the opt-out and
 START confirmations and the HELP answer. No link and no offer in any of them."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ def _program(brand: str, location: Location) -> str:
 
 
 def opt_out_confirmation(brand: str, location: Location) -> str:
-    """COMPLIANCE §2.10: confirms, says how to come back; no link, no offer."""
+    """compliance §2.10: confirms, says how to come back; no link, no offer."""
     return (
         f"{_program(brand, location)}: You are unsubscribed and will receive no more messages."
         " Reply START to resubscribe."
@@ -19,7 +19,7 @@ def opt_out_confirmation(brand: str, location: Location) -> str:
 
 
 def help_text(brand: str, location: Location) -> str:
-    """COMPLIANCE §2.11: who, support contact, frequency, rates, how to stop."""
+    """compliance §2.11: who, support contact, frequency, rates, how to stop."""
     support = location.sender_phone_numbers[0] if location.sender_phone_numbers else ""
     contact_line = f" For help call {support}." if support else ""
     return (

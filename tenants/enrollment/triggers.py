@@ -1,4 +1,4 @@
-"""Entry triggers (DESIGN §5): which contacts an inactivity scan enrolls, which sequences an
+"""Entry triggers (design §5): which contacts an inactivity scan enrolls, which sequences an
 activity enrolls into, and the record of every refused entry.
 
 * Inactivity: a contact is quiet for a sequence when none of the trigger's signals (reply,

@@ -1,4 +1,4 @@
-"""Delivery status callbacks (COMPLIANCE §3.16 and §3.17): a ledger row's status only moves
+"""Delivery status callbacks (compliance §3.16 and §3.17): a ledger row's status only moves
 forward; duplicates and late arrivals change nothing; `21610` (the recipient opted out at the
 carrier) suppresses the contact and ends its running enrollment; a delivery failure that shows
 the number cannot take texts marks the contact undeliverable (`tenants.contacts.undeliverable`).

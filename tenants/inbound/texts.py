@@ -1,4 +1,4 @@
-"""Inbound texts (DESIGN §7, COMPLIANCE §2.8 to §2.12): recorded, routed, classified and acted on
+"""Inbound texts (design §7, compliance §2.8 to §2.12): recorded, routed, classified and acted on
 in one transaction, which commits before the webhook answers.
 
 * One row per carrier message id: a retried webhook finds its row and has no second effect

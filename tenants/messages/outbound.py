@@ -10,7 +10,7 @@ way, and a carrier's answer means the same whichever of them, or a status callba
    which the domain never imports); a step send does it holding the contact's row, so that an
    opt-out either came before (and the step is not sent) or waits for the send.
 3. `record_answer`: the carrier's answer on the row and what it says about the contact:
-   * 21610, the recipient opted out at the carrier (COMPLIANCE §3.17): a consent revocation
+   * 21610, the recipient opted out at the carrier (compliance §3.17): a consent revocation
      (channel `carrier`), brand-wide when the franchisor's opt-out scope says so, in the lock
      order of `tenants.contacts.brand_suppression`; a service text's contact's running
      enrollment is owed `opted_out` (a step's own enrollment exits on the send's outcome);

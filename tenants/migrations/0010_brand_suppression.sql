@@ -1,4 +1,4 @@
--- Brand-wide suppression (COMPLIANCE §2.9): a franchisor may make every opt-out cover every
+-- Brand-wide suppression (compliance §2.9): a franchisor may make every opt-out cover every
 -- location of the brand. tenants/brand_suppression.py spreads a revocation to the phone's
 -- contacts at the other locations; this migration keeps the brand-level record, so a contact
 -- created or imported later at any location starts suppressed, whatever path inserts it.

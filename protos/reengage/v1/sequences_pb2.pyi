@@ -387,7 +387,7 @@ class Sequence(_message.Message):
         Today: the first step's template (as named; a location's override is judged when sent)
         lacks the brand name or an opt-out instruction, which the first text of every enrollment
         gets added automatically ("{Brand}: " in front, "Reply STOP to opt out" at the end;
-        COMPLIANCE §2.13). Set by CreateSequence, UpdateSequence and GetSequence; empty in
+        compliance §2.13). Set by CreateSequence, UpdateSequence and GetSequence; empty in
         ListSequences. Output only.
         """
 
