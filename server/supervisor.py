@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from server.app import Roles, self_check, start_roles
 from server.cli.demo import seed_demo
+from server.cli.discovery import StackRecord, forget_stack, grpc_target_of, record_stack
 from server.config import Settings
 from server.embedded import EmbeddedPostgres, EmbeddedTemporal, require_free
 
@@ -67,6 +69,18 @@ async def run_up(settings: Settings, *, embedded: bool) -> None:
             token = await seed_demo(roles.pool, data_dir)
             print(f"\ndemo franchisor-admin API key (also in {data_dir / 'demo-api-key'}):")
             print(f"  {token}\n", flush=True)
+        # any folder's CLI finds this stack by its record (server.cli.discovery)
+        record = StackRecord(
+            pid=os.getpid(),
+            data_dir=str(data_dir),
+            grpc_target=grpc_target_of(settings.bind_host, roles.grpc.port),
+            database_url_file=str(data_dir / "database-url"),
+            temporal_address=temporal_address,
+        )
+        try:
+            record_stack(record)
+        except OSError as err:  # a read-only home: the CLI still finds ./.reengage
+            log.warning("could not record the stack for the CLI: %s", err)
         log.info(
             "serving: gRPC on :%d, HTTP on :%d%s",
             roles.grpc.port,
@@ -83,4 +97,5 @@ async def run_up(settings: Settings, *, embedded: bool) -> None:
         if postgres is not None:
             await asyncio.to_thread(postgres.stop)
         (data_dir / "database-url").unlink(missing_ok=True)
+        forget_stack(os.getpid(), data_dir)
         log.info("stopped")

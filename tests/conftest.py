@@ -32,6 +32,18 @@ from tests.support import World, build_world, platform_settings
 from workflows import search_attributes
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_user_config_or_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The CLI reads a config file and the running stack's record from the user's folders
+    (server.cli.discovery): every test, and every process it starts, has empty ones of its own
+    instead, never the developer's ~/.config/reengage or ~/.local/state/reengage."""
+    xdg = tmp_path_factory.mktemp("xdg")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(xdg / "config"))
+        patch.setenv("XDG_STATE_HOME", str(xdg / "state"))
+        yield
+
+
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> Iterator[str]:
     external = os.environ.get("REENGAGE_TEST_DATABASE_URL")

@@ -2,7 +2,7 @@
 location, the other franchisor, and resources that do not exist), one column per caller of
 `tests.access_matrix.LABELS`. Used by tests/test_tenant_access.py and its companions.
 
-Rules (DESIGN §4, tenants/org/access.py):
+Rules (design §4, tenants/org/access.py):
 
 * the operator may do everything; no key / revoked key / malformed key: UNAUTHENTICATED;
 * CreateFranchisor is operator-only;
@@ -221,6 +221,8 @@ CASES: dict[str, Case] = {
         Case(
             "GetFranchisor", "nope", "nope", simple(lambda: pb.GetFranchisorRequest(name=NOPE.name))
         ),
+        # ListFranchisors: no target; an operator sees every franchisor, anyone else its own
+        Case("ListFranchisors", "visible", None, simple(pb.ListFranchisorsRequest)),
         # UpdateFranchisor
         Case("UpdateFranchisor", "acme", "acme", update_franchisor(A)),
         Case("UpdateFranchisor", "bravo", "bravo", update_franchisor(B)),
@@ -534,6 +536,7 @@ EXPECTED: dict[str, tuple[Any, ...]] = {
     "GetFranchisor[acme]":                               (OK, OK, OK, OK, OK, PD, PD, UA, UA, UA),
     "GetFranchisor[bravo]":                              (OK, PD, PD, PD, PD, OK, OK, UA, UA, UA),
     "GetFranchisor[nope]":                               (NF, PD, PD, PD, PD, PD, PD, UA, UA, UA),
+    "ListFranchisors[visible]":                          (OK, OK, OK, OK, OK, OK, OK, UA, UA, UA),
     "UpdateFranchisor[acme]":                            (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
     "UpdateFranchisor[bravo]":                           (OK, PD, PD, PD, PD, OK, PD, UA, UA, UA),
     "UpdateFranchisor[nope]":                            (NF, PD, PD, PD, PD, PD, PD, UA, UA, UA),
@@ -606,6 +609,7 @@ EXPECTED: dict[str, tuple[Any, ...]] = {
 RPCS = (
     "CreateFranchisor",
     "GetFranchisor",
+    "ListFranchisors",
     "UpdateFranchisor",
     "CreateLocation",
     "GetLocation",
@@ -638,7 +642,7 @@ def public(response: Any) -> Any:
 
 
 def listed(response: Any) -> list[str]:
-    for items in ("locations", "staff_members", "api_keys"):
+    for items in ("franchisors", "locations", "staff_members", "api_keys"):
         if hasattr(response, items):
             return [item.name for item in getattr(response, items)]
     return []
@@ -650,7 +654,14 @@ TABLE = Table(
     expected=EXPECTED,
     call=call,
     reads=frozenset(
-        {"GetFranchisor", "GetLocation", "ListLocations", "ListStaffMembers", "ListApiKeys"}
+        {
+            "GetFranchisor",
+            "ListFranchisors",
+            "GetLocation",
+            "ListLocations",
+            "ListStaffMembers",
+            "ListApiKeys",
+        }
     ),
     listed=listed,
     public=public,

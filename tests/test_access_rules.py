@@ -23,7 +23,15 @@ import pytest
 
 from tenants.core.errors import PermissionDenied
 from tenants.core.names import TenantScope
-from tenants.org.access import Action, Principal, Role, authorize, can, visible_locations
+from tenants.org.access import (
+    Action,
+    Principal,
+    Role,
+    authorize,
+    can,
+    visible_franchisors,
+    visible_locations,
+)
 
 A = TenantScope("acme")
 A_DOWNTOWN = TenantScope("acme", "downtown")
@@ -37,6 +45,7 @@ RULES: dict[Action, str] = {
     #                                         admin view  mgr staff
     Action.FRANCHISOR_CREATE:                "-    -     -   -",
     Action.FRANCHISOR_READ:                  "Y    Y     B   B",
+    Action.FRANCHISOR_LIST:                  "Y    Y     B   B",
     Action.FRANCHISOR_UPDATE_SETTINGS:       "Y    -     -   -",
     Action.FRANCHISOR_UPDATE_OPT_OUT_SCOPE:  "Y    -     -   -",
     Action.LOCATION_CREATE:                  "Y    -     -   -",
@@ -137,3 +146,19 @@ def test_visible_locations_confines_location_principals_to_their_own(
 def test_visible_locations_refuses_another_franchisor(label: str) -> None:
     with pytest.raises(PermissionDenied):
         visible_locations(PRINCIPALS[label], B)
+
+
+@pytest.mark.parametrize(
+    ("label", "confined_to"),
+    [
+        ("operator", None),
+        ("franchisor_admin", "acme"),
+        ("franchisor_viewer", "acme"),
+        ("location_manager", "acme"),
+        ("location_staff", "acme"),
+    ],
+)
+def test_visible_franchisors_is_every_one_for_operators_and_the_own_for_the_rest(
+    label: str, confined_to: str | None
+) -> None:
+    assert visible_franchisors(PRINCIPALS[label]) == confined_to

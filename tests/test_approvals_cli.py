@@ -9,6 +9,7 @@ worker serve on the test's event loop.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -16,16 +17,21 @@ from dataclasses import dataclass
 from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from rich.console import Console
 from temporalio.testing import WorkflowEnvironment
 
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc
 from server.cli import approvals as approvals_cli
+from server.cli.api import Api, CliError
+from server.cli.display import last_segment
 from server.cli.main import main
+from server.cli.outbox import show_outbox
 from tenants.core.names import ChildName
 from tenants.org import api_keys
 from tenants.org.access import Role
@@ -43,6 +49,7 @@ from tests.enrollment_support import (
     sent_messages,
 )
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, World
+from workflows.enrollment_types import ApprovalAction
 
 REENGAGE = str(Path(sys.executable).parent / "reengage")
 DOWNTOWN = A_DOWNTOWN.name
@@ -180,8 +187,10 @@ async def morning_contact(stack: Stack, phone: str, first_name: str, **kw: Any) 
 
 
 def table_rows(out: str) -> list[dict[str, str]]:
-    """The rows of the rich table in out, each cell's lines joined (rows are ruled apart)."""
+    """The rows of the rich table in out, each cell's lines joined (rows are ruled apart; a
+    header over several lines is joined too)."""
     header: list[str] = []
+    header_lines: list[list[str]] = []
     rows: list[dict[str, str]] = []
     block: list[list[str]] = []
 
@@ -198,13 +207,19 @@ def table_rows(out: str) -> list[dict[str, str]]:
             block.clear()
 
     for line in out.splitlines():
-        if line.startswith("┃") and not header:
-            header = [c.strip() for c in line.split("┃")[1:-1]]
+        if line.startswith("┃"):
+            header_lines.append([c.strip() for c in line.split("┃")[1:-1]])
+            header = [" ".join(p for p in parts if p) for parts in zip(*header_lines, strict=True)]
         elif line.startswith("│"):
             block.append([c.strip() for c in line.split("│")[1:-1]])
         elif line.startswith(("├", "└")):
             close()
     return rows
+
+
+def listed(out: str) -> list[str]:
+    """The enrollment ids of the table in out, in order."""
+    return [r["enrollment contact"].split()[0] for r in table_rows(out)]
 
 
 # -- list --------------------------------------------------------------------------------------
@@ -233,14 +248,15 @@ async def test_list_shows_every_pending_step_with_its_full_text_and_deadline(
     assert code == 0, err
     assert "approvals waiting: 2" in out and "…" not in out
     rows = table_rows(out)
-    assert sorted(r["enrollment"] for r in rows) == sorted([dana.name, lee.name])
+    ids = {last_segment(e.name): e for e in (dana, lee)}
+    assert sorted(r["enrollment contact"].split()[0] for r in rows) == sorted(ids)
     for row in rows:
-        live = dana if row["enrollment"] == dana.name else lee
-        assert row["contact"] == live.contact.rsplit("/", 1)[-1]
-        assert row["sequence"] == "approved"
-        assert row["step"] == "0"
+        live = ids[row["enrollment contact"].split()[0]]
+        assert row["enrollment contact"].split()[1] == last_segment(live.contact)
+        assert row["sequence step"] == "approved step 0"
         deadline = live.next_wake_time.ToDatetime(UTC)
-        assert row["deadline (UTC)"] == f"{deadline:%Y-%m-%d %H:%M}"
+        here = deadline.astimezone(ZoneInfo("America/New_York"))  # downtown's zone
+        assert row["deadline"] == f"{here:%Y-%m-%d %H:%M %Z} {deadline:%H:%M} UTC"
         assert deadline - (await stack.env.get_current_time()) > timedelta(hours=23)
         assert row["text"] == live.pending_text  # the whole text, wrapped over lines
         assert int(row["lines"]) > 1
@@ -251,12 +267,12 @@ async def test_list_shows_every_pending_step_with_its_full_text_and_deadline(
     code, out, err = await stack.reengage("list", "--location", "franchisors/acme")
     assert code == 0, err
     soonest = sorted([dana, lee, ana], key=lambda e: (e.next_wake_time.ToDatetime(), e.name))
-    assert [r["enrollment"] for r in table_rows(out)] == [e.name for e in soonest]
+    assert listed(out) == [last_segment(e.name) for e in soonest]
     code, out, err = await stack.reengage(
         "list", "--location", "franchisors/acme", who="a_downtown_staff"
     )
     assert code == 0, err
-    assert [r["enrollment"] for r in table_rows(out)] == [dana.name, lee.name]
+    assert listed(out) == [last_segment(e.name) for e in (dana, lee)]
 
 
 async def test_list_with_nothing_pending_says_so(stack: Stack) -> None:
@@ -417,12 +433,63 @@ def test_bad_arguments_are_usage_errors(
     assert "usage: reengage approvals" in capsys.readouterr().err
 
 
-def test_an_unreachable_server_is_one_line_and_exit_1(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+def test_an_unreachable_server_is_an_error_with_a_hint_and_exit_1() -> None:
+    api = Api(target="127.0.0.1:1", api_key="rk_x", where_from="target from --target")
+    with pytest.raises(CliError) as refused:
+        approvals_cli.run_list(api, DOWNTOWN)
+    assert refused.value.code == 1
+    first, hint = refused.value.message.splitlines()
+    assert first.startswith("UNAVAILABLE: ")
+    assert hint.startswith("  nothing answers at 127.0.0.1:1 (target from --target): is")
+    with pytest.raises(CliError) as refused:
+        approvals_cli.run_decide(api, f"{DOWNTOWN}/enrollments/e1", 0, ApprovalAction.SKIP)
+    assert refused.value.message.startswith("UNAVAILABLE: ")
+
+
+# -- 80 columns and short ids (issue 15) --------------------------------------------------------
+
+
+def lines_fit(out: str, width: int = 80) -> None:
+    too_wide = [line for line in out.splitlines() if len(line) > width]
+    assert not too_wide, "\n".join(too_wide)
+
+
+async def test_the_list_fits_80_columns_and_decide_takes_the_id_it_shows(
+    stack: Stack, database_url: str
 ) -> None:
-    code = approvals_cli.run_list("127.0.0.1:1", "rk_x", DOWNTOWN, tmp_path)
-    assert code == 1
-    err = capsys.readouterr().err
-    assert err.startswith("reengage: UNAVAILABLE: ") and len(err.splitlines()) == 1
-    code = approvals_cli.run_decide("127.0.0.1:1", "rk_x", f"{DOWNTOWN}/enrollments/e1", 0, "skip")
-    assert code == 1 and capsys.readouterr().err.startswith("reengage: UNAVAILABLE: ")
+    """At 80 columns each enrollment's id is on one line of the table (not folded over six),
+    the deadline is in downtown's time and UTC, and `decide` takes the id as shown; the
+    enrollment id `reengage outbox` shows for the sent text is that id too."""
+    sequence = await approval_sequence(stack.pool)
+    dana = await stack.pending(await morning_contact(stack, "+12125550142", "Dana"), sequence)
+    short = last_segment(dana.name)
+    screen = io.StringIO()
+    api = Api(target=stack.target, api_key=stack.world.tokens["a_downtown_staff"])
+    code = await asyncio.to_thread(
+        approvals_cli.run_list, api, DOWNTOWN, Console(file=screen, width=80)
+    )
+    out = screen.getvalue()
+    assert code == 0, out
+    lines_fit(out)
+    assert any(short in line for line in out.splitlines())  # whole, on one line
+    assert any(last_segment(dana.contact) in line for line in out.splitlines())
+    deadline = dana.next_wake_time.ToDatetime(UTC)
+    here = deadline.astimezone(ZoneInfo("America/New_York"))
+    assert f"{here:%H:%M %Z}" in out and f"{deadline:%H:%M} UTC" in out
+    assert dana.name not in out  # the full name is what wrapped
+
+    code, _, err = await stack.reengage("decide", "e0000000000", "--step", "0", "--approve")
+    assert code == 1 and "no enrollment 'e0000000000'" in err, err
+    code, out, err = await stack.reengage(
+        "decide", short, "--step", "0", "--approve", "--location", DOWNTOWN
+    )
+    assert code == 0, err
+    assert f"step 0 of {dana.name}: approved" in out
+    await stack.skip_until(dana.name, lambda e: any("step 0 sent" in h for h in e.history))
+
+    screen = io.StringIO()
+    await asyncio.to_thread(show_outbox, database_url, 10, DOWNTOWN, Console(file=screen, width=80))
+    out = screen.getvalue()
+    lines_fit(out)
+    assert "outbox: the last text sent" in out
+    assert any(short in line for line in out.splitlines())

@@ -150,7 +150,8 @@ async def test_after_an_enrollment_ends_the_cooldown_refuses_until_it_has_passed
         lambda e: e.status == pb.ENROLLMENT_STATUS_EXITED and e.HasField("end_time"),
     )
     assert ended.exit_reason == "cancelled"
-    assert ended.pending_approval_step == -1 and not ended.history  # the record answers
+    assert ended.pending_approval_step == -1  # the record answers, with the history it kept
+    assert any(h.endswith(" cancelled: customer asked") for h in ended.history), ended.history
     await workflow_closed(api, contact)
 
     err = await refused(api.enroll(contact, sequence))

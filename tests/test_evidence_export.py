@@ -640,3 +640,19 @@ async def test_the_cli_writes_a_private_file_or_nothing(
     code, _, err = await reengage(capsys, grpc_target, world.tokens["a_admin"], PHONE)
     assert code == 1 and "--location is required" in err
     assert files(tmp_path) == [target.name]  # nothing half-written
+
+
+async def test_the_cli_takes_the_contact_id_other_commands_show(
+    grpc_target: str, world: World, pool: Pool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`contacts evidence c1a2…` (the id `approvals list` and `sms review` show): looked up
+    where the key reaches, or under --location; an id nobody can reach is named in the error."""
+    story = await tell_story(pool)
+    key = world.tokens["a_downtown_manager"]
+    for argv in ([story.contact.id], [story.contact.id, "--location", A_DOWNTOWN.name]):
+        code, out, err = await reengage(capsys, grpc_target, key, *argv)
+        assert code == 0, err
+        assert json.loads(out)["header"]["contact"]["name"] == story.contact.name
+    code, out, err = await reengage(capsys, grpc_target, world.tokens["b_admin"], story.contact.id)
+    assert (code, out) == (1, "")
+    assert f"no contact {story.contact.id!r}" in err

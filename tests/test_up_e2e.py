@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -79,7 +80,11 @@ StartStack = Callable[..., Stack]
 
 def ports_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REENGAGE_")}
+    home = data_dir.parent / "home"  # where `up` records itself: never the developer's home
     env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_STATE_HOME=str(home / ".local/state"),
         REENGAGE_DATA_DIR=str(data_dir),
         REENGAGE_GRPC_PORT=str(free_port()),
         REENGAGE_HTTP_PORT=str(free_port()),
@@ -249,7 +254,28 @@ def test_with_external_services_nothing_embedded_is_started(
     stack.wait_healthy()
     assert not [c for c in stack.descendants() if c.name() in ("postgres", "temporal")]
     assert not (stack.data_dir / "pg").exists()
+    # the stack records itself where the CLI of any folder finds it
+    record = Path(env["XDG_STATE_HOME"]) / "reengage/stack.json"
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    recorded = json.loads(record.read_text())
+    assert recorded["pid"] == stack.process.pid
+    assert recorded["grpc_target"] == stack.grpc_target
+    assert recorded["data_dir"] == str(stack.data_dir.resolve())
+    if command == "up":  # seeded the demo: its key and database, found from another folder
+        elsewhere = tmp_path / f"elsewhere-{command}"
+        elsewhere.mkdir()
+        cli_env = {k: v for k, v in env.items() if not k.startswith("REENGAGE_")}
+        outputs = []
+        for argv in (["approvals", "list"], ["outbox"]):
+            run = subprocess.run(
+                [REENGAGE, *argv], env=cli_env, cwd=elsewhere, capture_output=True, text=True
+            )
+            assert run.returncode == 0, run.stderr
+            outputs.append(run.stdout)
+        assert "no approvals are waiting at franchisors/demo" in outputs[0]
+        assert "outbox" in outputs[1]
     assert stack.stop() == 0
+    assert not record.exists() and not (stack.data_dir / "stack.json").exists()
 
 
 def test_serve_refuses_to_start_without_external_services(tmp_path: Path) -> None:

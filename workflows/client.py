@@ -32,6 +32,10 @@ from workflows.enrollment_types import (
 from workflows.scan import SteerSequenceWorkflow
 from workflows.scan_types import SteerAction, SteerInput
 
+# a closed run is replayed to answer a query: a worker that does not pick it up soon is not
+# waited for (the caller answers without it)
+CLOSED_QUERY_TIMEOUT = timedelta(seconds=5)
+
 
 class UpdateRefused(Exception):
     """The workflow refused an update (its validator said why), or the enrollment has ended."""
@@ -82,6 +86,7 @@ class EnrollmentClient:
                     SearchAttributePair(sa.FRANCHISOR_ID, request.franchisor_id),
                     SearchAttributePair(sa.LOCATION_ID, request.location_id),
                     SearchAttributePair(sa.SEQUENCE_ID, request.sequence_id),
+                    SearchAttributePair(sa.ENROLLMENT_ID, request.enrollment_id),
                 ]
             ),
             execution_timeout=timedelta(days=3 * 366),
@@ -99,8 +104,14 @@ class EnrollmentClient:
         """Waits for the run to end; its exit reason or "completed"."""
         return await self._handle(workflow_id, run_id).result()
 
-    async def state(self, workflow_id: str) -> EnrollmentState:
-        return await self._handle(workflow_id).query(EnrollmentWorkflow.state)
+    async def state(self, workflow_id: str, run_id: str = "") -> EnrollmentState:
+        """The live state of the id's latest run, or of the run given: a closed run answers
+        too (a worker replays it) while Temporal retains it, within CLOSED_QUERY_TIMEOUT."""
+        if not run_id:
+            return await self._handle(workflow_id).query(EnrollmentWorkflow.state)
+        return await self._handle(workflow_id, run_id).query(
+            EnrollmentWorkflow.state, rpc_timeout=CLOSED_QUERY_TIMEOUT
+        )
 
     async def _update(
         self,

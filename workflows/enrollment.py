@@ -1,4 +1,4 @@
-"""The enrollment workflow (DESIGN §6): one contact walking one sequence.
+"""The enrollment workflow (design §6): one contact walking one sequence.
 
     for each step:
         sleep until due, waking early on an exit event, pause or cancel
@@ -237,9 +237,19 @@ class EnrollmentWorkflow:
             return
         self._status, self._next_wake = status, next_wake
         assert self._input is not None
+        # the story goes with the end only: a running enrollment's is read from the workflow,
+        # and the payload of every other transition stays small
+        history = list(self._history) if status in ENDED else None
         await workflow.execute_activity_method(
             EnrollmentActivities.record_transition,
-            Transition(self._input.enrollment_id, status, self._step, next_wake, self._exit_reason),
+            Transition(
+                self._input.enrollment_id,
+                status,
+                self._step,
+                next_wake,
+                self._exit_reason,
+                history,
+            ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY,
         )

@@ -248,7 +248,7 @@ class EnrollmentActivities:
             if not reach.allowed:
                 await outbound.put_back(conn, hand_off)
                 return SendOutcome(SendStepResult.BLOCK, reason=reach.reason or "")
-            # COMPLIANCE §1.4: the window again at the hand-off instant (the pace slot may have
+            # compliance §1.4: the window again at the hand-off instant (the pace slot may have
             # taken it past the close); the row goes back to `retry`, claiming no send
             handed_at = max(slot, _now(request.now))
             recipient = Recipient(contact.zones, contact.states)
@@ -291,6 +291,7 @@ class EnrollmentActivities:
                 t.step_index,
                 datetime.fromisoformat(t.next_wake) if t.next_wake else None,
                 t.exit_reason,
+                t.history,
             )
             notices: list[tuple[NoticeKind, str, dict[str, Any]]] = []
             if t.status != EnrollmentStatus.AWAITING_APPROVAL and await has_open_approval_posts(

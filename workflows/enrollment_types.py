@@ -99,6 +99,9 @@ class Transition:
     step_index: int
     next_wake: str = ""
     exit_reason: str = ""  # an ExitReason value; "" while the enrollment runs
+    # the final transition's (completed, exited): the whole history, kept in the read model;
+    # None on the others (and from workers before it was sent), which leave it as it is
+    history: list[str] | None = None
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The custom search attributes that list enrollments per tenant (DESIGN §6).
+"""The custom search attributes that list enrollments per tenant (design §6).
 
 One list, used by `reengage up` (dev server flags), the worker and the test fixtures (the
 time-skipping server learns them through the operator service). Values are ids, never personal
@@ -20,8 +20,11 @@ FRANCHISOR_ID = SearchAttributeKey.for_keyword("ReengageFranchisorId")
 LOCATION_ID = SearchAttributeKey.for_keyword("ReengageLocationId")
 SEQUENCE_ID = SearchAttributeKey.for_keyword("ReengageSequenceId")
 ENROLLMENT_STATUS = SearchAttributeKey.for_keyword("ReengageEnrollmentStatus")
+# the enrollment's id (the last segment of its name): workflow ids are hashes, so the Temporal
+# UI finds an enrollment with `ReengageEnrollmentId="e…"`
+ENROLLMENT_ID = SearchAttributeKey.for_keyword("ReengageEnrollmentId")
 
-SEARCH_ATTRIBUTES = (FRANCHISOR_ID, LOCATION_ID, SEQUENCE_ID, ENROLLMENT_STATUS)
+SEARCH_ATTRIBUTES = (FRANCHISOR_ID, LOCATION_ID, SEQUENCE_ID, ENROLLMENT_STATUS, ENROLLMENT_ID)
 
 
 async def register(client: Client) -> None:

@@ -37,7 +37,8 @@ class Api:
     target: str
     api_key: str
     data_dir: Path | None = None  # the running stack's data dir, when one was found
-    where_from: str = ""  # how target and key were found, for hints
+    # how target and key were found, for hints: "target from …, API key from …"
+    where_from: str = ""
 
     @property
     def metadata(self) -> Metadata:
@@ -56,15 +57,17 @@ class Api:
         """The error as one line, with what to do about it when we know."""
         line = error_line(err)
         code = err.code() if isinstance(err, grpc.Call) else None
+        found = f" ({self.where_from})" if self.where_from else ""
         if code == grpc.StatusCode.UNAVAILABLE:
             line += (
-                f"\n  the API at {self.target} does not answer: is `reengage up` running?"
-                " (or pass --target HOST:PORT, or set REENGAGE_GRPC_TARGET)"
+                f"\n  nothing answers at {self.target}{found}: is `reengage up` (`make up`)"
+                " running? If the API is elsewhere, pass --target HOST:PORT or set"
+                " REENGAGE_GRPC_TARGET (`reengage --help` lists where the CLI looks)"
             )
         elif code == grpc.StatusCode.UNAUTHENTICATED:
             line += (
-                "\n  the API key was refused: pass --api-key, set REENGAGE_API_KEY, or create"
-                " one with `reengage keys create`"
+                f"\n  the API key was refused{found}: pass --api-key or set REENGAGE_API_KEY"
+                " (`reengage keys create` makes one)"
             )
         return CliError(line)
 

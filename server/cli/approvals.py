@@ -4,9 +4,12 @@ without Slack.
 * list: the enrollments of a location (or of every location of a franchisor, through
   ListLocations) that the read model shows as awaiting approval, every page of ListEnrollments;
   each one is read live with GetEnrollment for the step, its full text and the decision deadline
-  (a step decided meanwhile drops out). Soonest deadline first, as a `rich` table.
+  (a step decided meanwhile drops out). Soonest deadline first, as a `rich` table that fits 80
+  columns: ids rather than full names, the deadline in the location's time and in UTC.
 * decide: DecideApproval (approve, edit and approve, or skip) with a fresh request id; the
-  server checks the step, the decision and an edited text.
+  server checks the step, the decision and an edited text. The enrollment is its name or its
+  id as listed (`server.cli.names.resolve`: looked up under --location, else everywhere the key
+  reaches).
 
 Without --location only the demo key of `reengage up` implies a tenant (franchisors/demo): an
 API key does not tell its client which tenant it belongs to, so any other key needs --location
@@ -22,9 +25,10 @@ import re
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import grpc
 from rich.console import Console
@@ -34,11 +38,13 @@ from rich.text import Text
 
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc, tenants_pb2, tenants_pb2_grpc
+from server.cli.api import Api
+from server.cli.display import Zones, last_segment, stacked_time
+from server.cli.names import ENROLLMENTS, resolve
 from workflows.enrollment_types import ApprovalAction
 
 PAGE_SIZE = 100
 TIMEOUT = 30.0  # seconds, per call
-TEXT_WIDTH = 40  # the text column's least width beside names kept on one line
 DEMO_FRANCHISOR = "franchisors/demo"  # the tenant `reengage up` seeds (server.cli.demo)
 FRANCHISOR = re.compile(r"^franchisors/[^/]+$")
 ACTIONS = {a: pb.ApprovalAction.Value(f"APPROVAL_ACTION_{a.name}") for a in ApprovalAction}
@@ -58,6 +64,7 @@ class Pending:
     step: int
     deadline: datetime | None
     text: str
+    zone: ZoneInfo | None = None  # the location's, for the deadline's local time
 
 
 def metadata(api_key: str) -> Metadata:
@@ -79,11 +86,11 @@ def fail(err: grpc.RpcError) -> int:
     return 1
 
 
-def default_parent(api_key: str, data_dir: Path) -> str | None:
+def default_parent(api_key: str, data_dir: Path | None) -> str | None:
     """Without --location: the demo franchisor when the key is the demo key of `reengage up`.
     (An API key does not tell its client which tenant it belongs to.)"""
-    demo = data_dir / "demo-api-key"
-    if demo.exists() and demo.read_text().strip() == api_key:
+    demo = data_dir / "demo-api-key" if data_dir is not None else None
+    if demo is not None and demo.exists() and demo.read_text().strip() == api_key:
         return DEMO_FRANCHISOR
     return None
 
@@ -149,56 +156,48 @@ def pending_at(channel: grpc.Channel, metadata: Metadata, location: str) -> list
             return found
 
 
-def pending_approvals(channel: grpc.Channel, api_key: str, parent: str) -> list[Pending]:
-    """Pending approvals of a location, or of every location of a franchisor; soonest first."""
-    key = metadata(api_key)
+def pending_approvals(channel: grpc.Channel, api: Api, parent: str) -> list[Pending]:
+    """Pending approvals of a location, or of every location of a franchisor; soonest first
+    (each with its location's time zone)."""
+    key = api.metadata
     where = list(locations_of(channel, key, parent)) if FRANCHISOR.match(parent) else [parent]
-    found = [p for location in where for p in pending_at(channel, key, location)]
+    zones = Zones(api, channel)
+    found = [
+        replace(p, zone=zones.of(location))
+        for location in where
+        for p in pending_at(channel, key, location)
+    ]
     far = datetime.max.replace(tzinfo=UTC)
     return sorted(found, key=lambda p: (p.deadline or far, p.enrollment))
 
 
-def _last(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
+HEADERS = ("enrollment\ncontact", "sequence\nstep", "deadline", "text")
 
 
-def approvals_table(pending: list[Pending], width: int) -> Table:
-    """The table; no cell is ever cut: the text wraps, and long names fold when the terminal is
-    too narrow to keep them on one line (what `decide` takes) with TEXT_WIDTH left for the
-    text."""
-    rows = [
-        (
-            p.enrollment,
-            _last(p.contact),
-            _last(p.sequence),
-            str(p.step),
-            f"{p.deadline:%Y-%m-%d %H:%M}" if p.deadline else "-",
-            p.text,
+def approvals_table(pending: list[Pending]) -> Table:
+    """The table, 80 columns wide at least: ids (what `decide` takes) stacked in narrow
+    columns and never cut, the deadline in the location's time over UTC, and the whole text
+    wrapped in what is left."""
+    table = Table(
+        title=f"approvals waiting: {len(pending)}",
+        caption="decide: reengage approvals decide ID --step N --approve|--skip|--edit TEXT",
+        show_lines=True,
+    )
+    for header in HEADERS[:-1]:
+        table.add_column(header, no_wrap=True)
+    table.add_column(HEADERS[-1], overflow="fold", min_width=20)
+    for p in pending:
+        table.add_row(  # the server's text, never markup
+            Text(f"{last_segment(p.enrollment)}\n{last_segment(p.contact)}"),
+            Text(f"{last_segment(p.sequence)}\nstep {p.step}"),
+            Text(stacked_time(p.deadline, p.zone) if p.deadline else "-"),
+            Text(p.text),
         )
-        for p in pending
-    ]
-    headers = ("enrollment", "contact", "sequence", "step", "deadline (UTC)", "text")
-    natural = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    rules = 3 * len(headers) + 1  # padding and rules
-    one_line = sum(natural[:-1]) + rules + TEXT_WIDTH <= width
-    table = Table(title=f"approvals waiting: {len(pending)}", show_lines=True)
-    for header in headers[:-1]:
-        table.add_column(
-            header,
-            overflow="fold",
-            no_wrap=one_line,
-            justify="right" if header == "step" else "left",
-        )
-    table.add_column(headers[-1], overflow="fold")
-    for row in rows:
-        table.add_row(*(Text(cell) for cell in row))  # the server's text, never markup
     return table
 
 
-def run_list(
-    target: str, api_key: str, location: str | None, data_dir: Path, console: Console | None = None
-) -> int:
-    parent = location or default_parent(api_key, data_dir)
+def run_list(api: Api, location: str | None, console: Console | None = None) -> int:
+    parent = location or default_parent(api.api_key, api.data_dir)
     if not parent:
         print(
             "reengage approvals list: pass --location franchisors/{f}/locations/{l} (or"
@@ -206,35 +205,37 @@ def run_list(
             file=sys.stderr,
         )
         return 2
-    try:
-        with grpc.insecure_channel(target) as channel:
-            pending = pending_approvals(channel, api_key, parent)
-    except grpc.RpcError as err:
-        return fail(err)
+    with api.channel() as channel:
+        pending = pending_approvals(channel, api, parent)
     out = console or Console()
     if not pending:
         out.print(f"no approvals are waiting at {escape(parent)}")
     else:
-        out.print(approvals_table(pending, out.width))
+        out.print(approvals_table(pending))
     return 0
 
 
 def run_decide(
-    target: str, api_key: str, enrollment: str, step: int, action: ApprovalAction, text: str = ""
+    api: Api,
+    enrollment: str,
+    step: int,
+    action: ApprovalAction,
+    text: str = "",
+    location: str | None = None,
 ) -> int:
-    request = pb.DecideApprovalRequest(
-        name=enrollment,
-        step_index=step,
-        action=ACTIONS[action],
-        text=text if action == ApprovalAction.EDIT else "",
-        request_id=uuid.uuid4().hex,
-    )
-    try:
-        with grpc.insecure_channel(target) as channel:
-            stub = enrollments_pb2_grpc.EnrollmentServiceStub(channel)
-            after = stub.DecideApproval(request, metadata=metadata(api_key), timeout=TIMEOUT)
-    except grpc.RpcError as err:
-        return fail(err)
+    """Decides the step of `enrollment`: its name, or its id as listed (looked up under
+    `location`, else wherever the key reaches)."""
+    with api.channel() as channel:
+        name = resolve(api, channel, enrollment, ENROLLMENTS, location=location)
+        request = pb.DecideApprovalRequest(
+            name=name,
+            step_index=step,
+            action=ACTIONS[action],
+            text=text if action == ApprovalAction.EDIT else "",
+            request_id=uuid.uuid4().hex,
+        )
+        stub = enrollments_pb2_grpc.EnrollmentServiceStub(channel)
+        after = stub.DecideApproval(request, metadata=api.metadata, timeout=TIMEOUT)
     status = pb.EnrollmentStatus.Name(after.status).removeprefix("ENROLLMENT_STATUS_").lower()
     print(f"step {step} of {after.name}: {DONE[action]}")
     print(f"status: {status}, current step {after.current_step}")

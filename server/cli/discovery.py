@@ -1,23 +1,388 @@
-"""Where the CLI finds the API, its key and the database (a first version: flags, the
-environment, the data dir of `reengage up` in the current directory; the full discovery order is
-being built)."""
+"""Where the CLI finds the gRPC API, its API key, the database and the stack's data dir, from
+any folder.
+
+One order for all four; the first level that gives a value wins:
+
+  1. flags: --target, --api-key, --database-url (on the commands that take them);
+  2. the environment: REENGAGE_GRPC_TARGET (or REENGAGE_GRPC_PORT: localhost:PORT),
+     REENGAGE_API_KEY, REENGAGE_DATABASE_URL, REENGAGE_DATA_DIR;
+  3. the user's config file, $XDG_CONFIG_HOME/reengage/config.toml (~/.config/reengage/
+     config.toml): the keys target, api_key, database_url, data_dir;
+  4. the running stack: `reengage up` records itself in $XDG_STATE_HOME/reengage/stack.json
+     (~/.local/state/reengage/stack.json) with its data dir, gRPC target and pid; the record is
+     removed on a clean stop and ignored once its pid is gone;
+  5. the data dir of the current folder, ./.reengage (where `reengage up` run here keeps it).
+
+A value named directly (a flag, a variable, a config key) comes first; what is not named is read
+from the stack's data dir, itself found by REENGAGE_DATA_DIR, data_dir in the config file, the
+running stack's record, or ./.reengage, in that order. A data dir gives the demo API key
+(<data dir>/demo-api-key), the database URL (<data dir>/database-url, while its stack runs) and
+the gRPC target (<data dir>/stack.json, while its stack runs). Without any of them the target is
+localhost:50051; a missing key or database is an error that says where it looked.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
 
 from server.cli.api import Api, CliError
 from server.config import Settings
 
+CONFIG_KEYS = ("target", "api_key", "database_url", "data_dir")
+STACK_FILE = "stack.json"
+DEMO_KEY_FILE = "demo-api-key"
+DATABASE_URL_FILE = "database-url"
+DEFAULT_DATA_DIR = ".reengage"
+
+ORDER = """\
+where the CLI finds the API, its key and the database (the first that gives one wins):
+  1. flags: --target, --api-key, --database-url
+  2. environment: REENGAGE_GRPC_TARGET (or REENGAGE_GRPC_PORT), REENGAGE_API_KEY,
+     REENGAGE_DATABASE_URL, REENGAGE_DATA_DIR
+  3. config file: $XDG_CONFIG_HOME/reengage/config.toml (~/.config/reengage/config.toml),
+     keys target, api_key, database_url, data_dir
+  4. the running stack: `reengage up` records itself in
+     $XDG_STATE_HOME/reengage/stack.json (~/.local/state/reengage/stack.json)
+  5. ./.reengage, the data dir of `reengage up` run in the current folder
+what is not named in 1-3 is read from the stack's data dir (its demo-api-key, database-url and
+gRPC target); without one the target is localhost:50051."""
+
+# the help of the flags that take part in the order, for every command that has them
+TARGET_HELP = (
+    "the gRPC API, HOST:PORT (default: REENGAGE_GRPC_TARGET, target in the config file, else"
+    " the running `reengage up`; see `reengage --help`)"
+)
+API_KEY_HELP = (
+    "the API key (default: REENGAGE_API_KEY, api_key in the config file, else the demo key of"
+    " the running `reengage up`; see `reengage --help`)"
+)
+DATABASE_URL_HELP = (
+    "the PostgreSQL URL (default: REENGAGE_DATABASE_URL, database_url in the config file, else"
+    " the database of the running `reengage up`; see `reengage --help`)"
+)
+
+
+def add_api_flags(parser: argparse.ArgumentParser) -> None:
+    """--target and --api-key, as every API command takes them."""
+    parser.add_argument("--target", help=TARGET_HELP)
+    parser.add_argument("--api-key", help=API_KEY_HELP)
+
+
+def _home_relative(path: Path) -> str:
+    """The path as a user reads it: ~/… when it is under the home folder."""
+    try:
+        return f"~/{path.relative_to(Path.home())}"
+    except ValueError:
+        return str(path)
+
+
+def _xdg(env: Mapping[str, str], variable: str, default: str) -> Path:
+    raw = env.get(variable, "")
+    # the XDG spec: a relative path is invalid and is ignored
+    return Path(raw) if raw and Path(raw).is_absolute() else Path.home() / default
+
+
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """$XDG_CONFIG_HOME/reengage/config.toml (default ~/.config/reengage/config.toml)."""
+    return _xdg(os.environ if env is None else env, "XDG_CONFIG_HOME", ".config") / (
+        "reengage/config.toml"
+    )
+
+
+def state_path(env: Mapping[str, str] | None = None) -> Path:
+    """$XDG_STATE_HOME/reengage/stack.json (default ~/.local/state/reengage/stack.json): the
+    record of the running `reengage up`."""
+    return _xdg(os.environ if env is None else env, "XDG_STATE_HOME", ".local/state") / (
+        f"reengage/{STACK_FILE}"
+    )
+
+
+def read_config(path: Path) -> dict[str, str]:
+    """The config file's values ({} when there is none); a file that is not TOML, or that has
+    a key we do not know or a value that is not a string, is an error naming the file."""
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except OSError as err:
+        raise CliError(f"{path}: cannot read the config file: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise CliError(f"{path}: not a valid TOML file: {err}") from None
+    for key, value in values.items():
+        if key not in CONFIG_KEYS:
+            raise CliError(f"{path}: unknown key {key!r} (the keys are {', '.join(CONFIG_KEYS)})")
+        if not isinstance(value, str) or not value.strip():
+            raise CliError(f'{path}: {key} must be a non-empty string, e.g. {key} = "…"')
+    return {key: value.strip() for key, value in values.items()}
+
+
+# -- the running stack's record ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StackRecord:
+    """What `reengage up` records about itself, in the state file and in its data dir."""
+
+    pid: int
+    data_dir: str  # absolute
+    grpc_target: str
+    database_url_file: str  # absolute: <data dir>/database-url
+    temporal_address: str
+
+    def running(self) -> bool:
+        """Whether the process that wrote the record still runs."""
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # another user's process: it exists
+        return True
+
+
+def read_stack(path: Path) -> StackRecord | None:
+    """The record at path when its stack still runs; None when there is none, it is unreadable
+    or its pid is gone (a stack that was killed leaves its record behind)."""
+    try:
+        raw = json.loads(path.read_text())
+        record = StackRecord(
+            pid=int(raw["pid"]),
+            data_dir=str(raw["data_dir"]),
+            grpc_target=str(raw["grpc_target"]),
+            database_url_file=str(raw["database_url_file"]),
+            temporal_address=str(raw.get("temporal_address", "")),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return record if record.pid > 0 and record.running() else None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Writes the file readable by its owner only (0600, its folder 0700), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def grpc_target_of(bind_host: str, port: int) -> str:
+    """The address a client on this machine dials for a server bound to bind_host:port."""
+    host = "localhost" if bind_host in ("", "0.0.0.0", "::") else bind_host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def record_stack(record: StackRecord, env: Mapping[str, str] | None = None) -> list[Path]:
+    """Records the running stack where any folder finds it (the state file) and in its data
+    dir; returns the files written."""
+    text = json.dumps(asdict(record), indent=2) + "\n"
+    written = [Path(record.data_dir) / STACK_FILE, state_path(env)]
+    for path in written:
+        _write_private(path, text)
+    return written
+
+
+def forget_stack(pid: int, data_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    """Removes the records of the stack with this pid (a record another stack wrote since, in
+    the shared state file, is left alone)."""
+    for path in (state_path(env), data_dir / STACK_FILE):
+        try:
+            if json.loads(path.read_text()).get("pid") == pid:
+                path.unlink()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+# -- discovery -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Found:
+    """A value and where it came from, as a message names it."""
+
+    value: str
+    source: str
+
+
+class Discovery:
+    """The discovery order for one command: its flags, the environment, the user's config file,
+    the running stack and the current folder. The config file and the stack are read on first
+    need (a command given all it needs by flags does not read them)."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.args = args or argparse.Namespace()
+        self.env = os.environ if env is None else env
+        self.cwd = cwd or Path.cwd()
+
+    def _flag(self, name: str) -> str:
+        value = getattr(self.args, name, None)
+        return value.strip() if isinstance(value, str) else ""
+
+    @cached_property
+    def config_file(self) -> Path:
+        return config_path(self.env)
+
+    @cached_property
+    def config(self) -> dict[str, str]:
+        return read_config(self.config_file)
+
+    @cached_property
+    def state_file(self) -> Path:
+        return state_path(self.env)
+
+    @cached_property
+    def stack(self) -> StackRecord | None:
+        """The running stack that recorded itself in the state file."""
+        return read_stack(self.state_file)
+
+    def _in_config(self, key: str) -> Found | None:
+        value = self.config.get(key)
+        return Found(value, f"{key} in {_home_relative(self.config_file)}") if value else None
+
+    @cached_property
+    def data_dir(self) -> Found | None:
+        """The stack's data dir: REENGAGE_DATA_DIR, data_dir in the config file, the running
+        stack's, else ./.reengage when it exists."""
+        if raw := self.env.get("REENGAGE_DATA_DIR", "").strip():
+            return Found(str(self.cwd / Path(raw).expanduser()), "REENGAGE_DATA_DIR")
+        if found := self._in_config("data_dir"):
+            return Found(str(self.cwd / Path(found.value).expanduser()), found.source)
+        if self.stack is not None:
+            return Found(self.stack.data_dir, _home_relative(self.state_file))
+        here = self.cwd / DEFAULT_DATA_DIR
+        return Found(str(here), "./.reengage") if here.is_dir() else None
+
+    def _data_dir_file(self, name: str) -> Found | None:
+        """A value the data dir's stack wrote to <data dir>/name."""
+        where = self.data_dir
+        if where is None:
+            return None
+        path = Path(where.value) / name
+        try:
+            value = path.read_text().strip()
+        except OSError:
+            return None
+        return (
+            Found(value, f"{_home_relative(path)} (data dir from {where.source})")
+            if value
+            else None
+        )
+
+    def _data_dir_stack(self) -> StackRecord | None:
+        """The record the data dir's stack keeps beside its data, while it runs."""
+        where = self.data_dir
+        if where is None:
+            return None
+        if self.stack is not None and Path(self.stack.data_dir) == Path(where.value):
+            return self.stack
+        return read_stack(Path(where.value) / STACK_FILE)
+
+    def _stack_source(self, stack: StackRecord) -> str:
+        if stack is self.stack:
+            return f"the running `reengage up` recorded in {_home_relative(self.state_file)}"
+        where = _home_relative(Path(stack.data_dir) / STACK_FILE)
+        assert self.data_dir is not None
+        return (
+            f"the running `reengage up` recorded in {where} (data dir from {self.data_dir.source})"
+        )
+
+    def target(self, settings: Settings) -> Found:
+        """The gRPC API's address (host:port); localhost:50051 when nothing names one."""
+        if flag := self._flag("target"):
+            return Found(flag, "--target")
+        if raw := self.env.get("REENGAGE_GRPC_TARGET", "").strip():
+            return Found(raw, "REENGAGE_GRPC_TARGET")
+        if self.env.get("REENGAGE_GRPC_PORT", "").strip():
+            return Found(f"localhost:{settings.grpc_port}", "REENGAGE_GRPC_PORT")
+        if found := self._in_config("target"):
+            return found
+        if (stack := self._data_dir_stack()) is not None:
+            return Found(stack.grpc_target, self._stack_source(stack))
+        return Found(
+            f"localhost:{settings.grpc_port}", "the default: no running `reengage up` was found"
+        )
+
+    def api_key(self) -> Found | None:
+        if flag := self._flag("api_key"):
+            return Found(flag, "--api-key")
+        if raw := self.env.get("REENGAGE_API_KEY", "").strip():
+            return Found(raw, "REENGAGE_API_KEY")
+        return self._in_config("api_key") or self._data_dir_file(DEMO_KEY_FILE)
+
+    def database_url(self) -> Found | None:
+        if flag := self._flag("database_url"):
+            return Found(flag, "--database-url")
+        if raw := self.env.get("REENGAGE_DATABASE_URL", "").strip():
+            return Found(raw, "REENGAGE_DATABASE_URL")
+        return self._in_config("database_url") or self._data_dir_file(DATABASE_URL_FILE)
+
+    def temporal_address(self) -> str | None:
+        """The Temporal frontend of the data dir's running stack, when it recorded one."""
+        stack = self._data_dir_stack()
+        return stack.temporal_address if stack is not None and stack.temporal_address else None
+
+    def _looked_in(self) -> str:
+        where = self.data_dir
+        if where is None:
+            return ""
+        return f" (the data dir {_home_relative(Path(where.value))}, from {where.source}, has none)"
+
+    def require_api_key(self) -> Found:
+        found = self.api_key()
+        if found is None:
+            raise CliError(
+                f"no API key{self._looked_in()}: pass --api-key, set REENGAGE_API_KEY, put"
+                f" api_key in {_home_relative(self.config_file)}, or run `reengage up` (it"
+                f" writes the demo key to <data dir>/{DEMO_KEY_FILE})"
+            )
+        return found
+
+    def require_database_url(self) -> Found:
+        found = self.database_url()
+        if found is None:
+            raise CliError(
+                f"no database{self._looked_in()}: is `reengage up` running? It records itself"
+                f" in {_home_relative(self.state_file)} and writes <data dir>/"
+                f"{DATABASE_URL_FILE}; or pass --database-url, set REENGAGE_DATABASE_URL, or put"
+                f" database_url in {_home_relative(self.config_file)}"
+            )
+        return found
+
 
 def api_for(args: argparse.Namespace, settings: Settings) -> Api:
-    """The API to call: --target/--api-key, else the environment, else the running stack."""
-    target = getattr(args, "target", None) or f"localhost:{settings.grpc_port}"
-    key = getattr(args, "api_key", None) or os.environ.get("REENGAGE_API_KEY", "")
-    demo = settings.data_dir / "demo-api-key"
-    if not key and demo.exists():
-        key = demo.read_text().strip()
-    if not key:
-        raise CliError("no API key: pass --api-key or set REENGAGE_API_KEY")
-    return Api(target=target, api_key=key, data_dir=settings.data_dir)
+    """The API to call and the key to call it with, by the discovery order (module doc); a
+    CliError that says what to do when no key is found."""
+    discovery = Discovery(args)
+    target = discovery.target(settings)
+    key = discovery.require_api_key()
+    data_dir = discovery.data_dir
+    return Api(
+        target=target.value,
+        api_key=key.value,
+        data_dir=Path(data_dir.value) if data_dir is not None else None,
+        where_from=f"target from {target.source}, API key from {key.source}",
+    )
+
+
+def database_url_for(args: argparse.Namespace) -> str:
+    """The database URL by the discovery order (module doc); a CliError that says what to do
+    when none is found."""
+    return Discovery(args).require_database_url().value

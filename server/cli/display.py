@@ -57,3 +57,15 @@ def local_time(when: datetime, zone: ZoneInfo | None, *, seconds: bool = False) 
         return f"{utc:%Y-%m-%d {clock}} UTC"
     here = when.astimezone(zone)
     return f"{here:%Y-%m-%d {clock} %Z} ({utc:{clock}} UTC)"
+
+
+def stacked_time(when: datetime, zone: ZoneInfo | None) -> str:
+    """`local_time` over three short lines for a narrow table cell: the location's date, its
+    clock with the zone, then UTC (`2026-11-02` / `09:30 EST` / `14:30 UTC`); UTC alone when
+    the zone is unknown. The date is the location's (UTC's when the zone is unknown)."""
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    utc = when.astimezone(UTC)
+    if zone is None:
+        return f"{utc:%Y-%m-%d}\n{utc:%H:%M} UTC"
+    here = when.astimezone(zone)
+    return f"{here:%Y-%m-%d}\n{here:%H:%M %Z}\n{utc:%H:%M} UTC"

@@ -1,4 +1,6 @@
 """`reengage contacts evidence PHONE --location NAME`: a gRPC client of ExportContactEvidence.
+The contact is a phone number with its location, the contact's name, or its id as shown
+elsewhere (`c1a2…`, looked up under --location, else wherever the key reaches).
 
 Writes one JSON document (stdout, or `--output FILE`), every field of every record included:
 
@@ -33,7 +35,8 @@ from google.protobuf import json_format
 
 from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc
-from server.cli.approvals import error_line, metadata
+from server.cli.api import Api, CliError
+from server.cli.names import CONTACTS, is_full_name, resolve
 
 FORMAT = "reengage.contact_evidence.v1"
 GROUPS = {  # a record's kind -> its list in the document
@@ -57,13 +60,20 @@ def _as_dict(message: Any) -> dict[str, Any]:
     )
 
 
+def is_contact_id(value: str) -> bool:
+    """A contact's id (`c1a2…`) rather than a phone number: it has a letter."""
+    return not is_full_name(value) and any(c.isalpha() for c in value)
+
+
 def request_for(contact: str, location: str | None) -> pb.ExportContactEvidenceRequest:
-    """A contact name (`franchisors/.../contacts/{c}`) alone, or a phone number with its
-    location."""
+    """A contact name (`franchisors/.../contacts/{c}`) alone, a contact id (resolved by
+    `run_evidence`, under the location if given), or a phone number with its location."""
     if contact.startswith("franchisors/"):
         if location:
             raise SystemExit("reengage: give a contact name alone, or a phone with --location")
         return pb.ExportContactEvidenceRequest(contact=contact)
+    if is_contact_id(contact):
+        return pb.ExportContactEvidenceRequest(contact=contact.strip())
     if not location:
         raise SystemExit("reengage: --location is required with a phone number")
     return pb.ExportContactEvidenceRequest(location=location, phone_number=contact)
@@ -113,18 +123,18 @@ def write(document: dict[str, Any], output: Path | None) -> None:
         raise
 
 
-def run_evidence(
-    target: str, api_key: str, contact: str, location: str | None, output: Path | None
-) -> int:
+def run_evidence(api: Api, contact: str, location: str | None, output: Path | None) -> int:
     request = request_for(contact, location)
     if output is not None and not output.resolve().parent.is_dir():
         raise SystemExit(f"reengage: no such folder: {output.parent}")
-    with grpc.insecure_channel(target) as channel:
+    with api.channel() as channel:
         stub = contacts_pb2_grpc.ContactServiceStub(channel)
         try:
-            document = collect(stub, request, metadata(api_key))
+            if request.contact and not is_full_name(request.contact):
+                request.contact = resolve(api, channel, request.contact, CONTACTS, location=location)
+            document = collect(stub, request, api.metadata)
         except grpc.RpcError as err:
-            raise SystemExit(f"reengage: evidence export failed: {error_line(err)}")
+            raise CliError(f"evidence export failed: {api.refused(err).message}") from None
         except CutShort as cut:
             raise SystemExit(f"reengage: evidence export incomplete: {cut}")
     write(document, output)

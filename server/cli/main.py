@@ -9,6 +9,12 @@ import os
 import signal
 import sys
 
+from server.cli import contact_lookup, enroll
+from server.cli import enrollments as enrollments_cli
+from server.cli import sequences as sequences_cli
+from server.cli import templates as templates_cli
+from server.cli.discovery import API_KEY_HELP, DATABASE_URL_HELP, TARGET_HELP
+from server.cli.discovery import ORDER as DISCOVERY_ORDER
 from server.config import Settings
 
 log = logging.getLogger("reengage")
@@ -17,16 +23,12 @@ log = logging.getLogger("reengage")
 LONG_RUNNING_ROLES = frozenset({"up", "serve", "worker"})
 
 
-def database_url_for_cli(settings: Settings) -> str:
-    """REENGAGE_DATABASE_URL, else the database of a running `reengage up`."""
-    if settings.database_url:
-        return settings.database_url
-    recorded = settings.data_dir / "database-url"
-    if recorded.exists():
-        return recorded.read_text().strip()
-    raise SystemExit(
-        "reengage: no database: set REENGAGE_DATABASE_URL or start `reengage up` first"
-    )
+def database_url_for_cli(args: argparse.Namespace) -> str:
+    """The database by the CLI's discovery order: --database-url, REENGAGE_DATABASE_URL, the
+    config file, the running `reengage up` (server.cli.discovery)."""
+    from server.cli.discovery import database_url_for
+
+    return database_url_for(args)
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
@@ -55,13 +57,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_outbox(args: argparse.Namespace, settings: Settings) -> None:
     from server.cli.outbox import show_outbox
 
-    show_outbox(database_url_for_cli(settings), args.limit, args.location)
+    show_outbox(database_url_for_cli(args), args.limit, args.location)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
     from tenants.migrations import migrate
 
-    applied = migrate(args.database_url or database_url_for_cli(settings))
+    applied = migrate(database_url_for_cli(args))
     for m in applied:
         print(f"applied {m.version:04d}_{m.name}")
     if not applied:
@@ -73,7 +75,7 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
 
     token, name = asyncio.run(
         create_key_cli(
-            database_url_for_cli(settings),
+            database_url_for_cli(args),
             operator=args.operator,
             parent=args.parent,
             role=args.role,
@@ -86,52 +88,45 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def api_key_for_cli(args: argparse.Namespace, settings: Settings) -> str:
-    """--api-key, else REENGAGE_API_KEY, else the demo key of `reengage up`."""
-    key = args.api_key or os.environ.get("REENGAGE_API_KEY", "")
-    demo = settings.data_dir / "demo-api-key"
-    if not key and demo.exists():
-        key = demo.read_text().strip()
-    if not key:
-        raise SystemExit("reengage: no API key: pass --api-key or set REENGAGE_API_KEY")
-    return key
+    """The API key by the CLI's discovery order (server.cli.discovery.api_for)."""
+    from server.cli.discovery import api_for
+
+    return api_for(args, settings).api_key
 
 
 def cmd_contacts_import(args: argparse.Namespace, settings: Settings) -> None:
     from pathlib import Path
 
     from server.cli.contacts import run_import
+    from server.cli.discovery import api_for
 
-    target = args.target or f"localhost:{settings.grpc_port}"
-    code = run_import(
-        Path(args.file), args.location, target, api_key_for_cli(args, settings), args.consent_text
-    )
-    raise SystemExit(code)
+    api = api_for(args, settings)
+    raise SystemExit(run_import(Path(args.file), args.location, api, args.consent_text))
 
 
 def cmd_contacts_evidence(args: argparse.Namespace, settings: Settings) -> None:
     from pathlib import Path
 
+    from server.cli.discovery import api_for
     from server.cli.evidence import run_evidence
 
-    target = args.target or f"localhost:{settings.grpc_port}"
     output = Path(args.output) if args.output else None
-    key = api_key_for_cli(args, settings)
-    raise SystemExit(run_evidence(target, key, args.contact, args.location, output))
+    api = api_for(args, settings)
+    raise SystemExit(run_evidence(api, args.contact, args.location, output))
 
 
 def cmd_approvals_list(args: argparse.Namespace, settings: Settings) -> None:
     from server.cli.approvals import run_list
+    from server.cli.discovery import api_for
 
-    target = args.target or f"localhost:{settings.grpc_port}"
-    key = api_key_for_cli(args, settings)
-    raise SystemExit(run_list(target, key, args.location, settings.data_dir))
+    raise SystemExit(run_list(api_for(args, settings), args.location))
 
 
 def cmd_approvals_decide(args: argparse.Namespace, settings: Settings) -> None:
     from server.cli.approvals import run_decide
+    from server.cli.discovery import api_for
     from workflows.enrollment_types import ApprovalAction
 
-    target = args.target or f"localhost:{settings.grpc_port}"
     action = (
         ApprovalAction.APPROVE
         if args.approve
@@ -140,7 +135,12 @@ def cmd_approvals_decide(args: argparse.Namespace, settings: Settings) -> None:
         else ApprovalAction.EDIT
     )
     code = run_decide(
-        target, api_key_for_cli(args, settings), args.enrollment, args.step, action, args.edit
+        api_for(args, settings),
+        args.enrollment,
+        args.step,
+        action,
+        args.edit,
+        args.location,
     )
     raise SystemExit(code)
 
@@ -156,28 +156,33 @@ def _step_index(value: str) -> int:
 
 
 def cmd_sms_receive(args: argparse.Namespace, settings: Settings) -> None:
+    from dataclasses import replace
+
+    from server.cli.discovery import Discovery
     from server.cli.sms import run_receive
 
     text = " ".join(args.text)
-    raise SystemExit(
-        run_receive(settings, database_url_for_cli(settings), args.to, args.from_, text)
-    )
+    discovery = Discovery(args)
+    database_url = discovery.require_database_url().value
+    if not settings.temporal_address:  # the running stack's Temporal, when it recorded one
+        settings = replace(settings, temporal_address=discovery.temporal_address())
+    raise SystemExit(run_receive(settings, database_url, args.to, args.from_, text))
 
 
 def cmd_sms_review(args: argparse.Namespace, settings: Settings) -> None:
     from server.cli import review as review_cli
+    from server.cli.discovery import api_for
 
-    target = args.target or f"localhost:{settings.grpc_port}"
-    key = api_key_for_cli(args, settings)
+    api = api_for(args, settings)
     if args.resolve:
         if not args.as_:
             raise SystemExit("reengage sms review: --resolve needs --as opt_out|not_opt_out")
-        raise SystemExit(review_cli.run_resolve(target, key, args.resolve, args.as_, args.note))
+        raise SystemExit(
+            review_cli.run_resolve(api, args.resolve, args.as_, args.note, args.location)
+        )
     if args.as_ or args.note:
-        raise SystemExit("reengage sms review: --as and --note go with --resolve NAME")
-    code = review_cli.run_list(
-        target, key, args.location, settings.data_dir, args.state, args.limit
-    )
+        raise SystemExit("reengage sms review: --as and --note go with --resolve ID")
+    code = review_cli.run_list(api, args.location, args.state, args.limit)
     raise SystemExit(code)
 
 
@@ -193,7 +198,10 @@ def _positive(value: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="reengage", description="Compliant SMS re-engagement sequences for franchises."
+        prog="reengage",
+        description="Compliant SMS re-engagement sequences for franchises.",
+        epilog=DISCOVERY_ORDER,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser(
@@ -209,11 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(func=cmd_worker)
     outbox = sub.add_parser("outbox", help="show what the outbox carrier sent (development)")
-    outbox.add_argument("--limit", type=int, default=50)
+    outbox.add_argument(
+        "--limit", type=_positive, default=50, help="show at most this many texts (default 50)"
+    )
     outbox.add_argument("--location", help="only this location, franchisors/{f}/locations/{l}")
+    outbox.add_argument("--database-url", help=DATABASE_URL_HELP)
     outbox.set_defaults(func=cmd_outbox)
     mig = sub.add_parser("migrate", help="apply database migrations")
-    mig.add_argument("--database-url", help="default: REENGAGE_DATABASE_URL")
+    mig.add_argument("--database-url", help=DATABASE_URL_HELP)
     mig.set_defaults(func=cmd_migrate)
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys_cmd", required=True)
     create = keys.add_parser("create", help="create an API key and print its secret once")
@@ -225,7 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["franchisor_admin", "franchisor_viewer", "location_manager", "location_staff"],
         help="required with --parent",
     )
-    create.add_argument("--display-name", default="created with reengage keys create")
+    create.add_argument(
+        "--display-name",
+        default="created with reengage keys create",
+        help="a label saying what the key is for, kept with it",
+    )
+    create.add_argument("--database-url", help=DATABASE_URL_HELP)
     create.set_defaults(func=cmd_keys_create)
     contacts = sub.add_parser("contacts", help="contacts").add_subparsers(
         dest="contacts_cmd", required=True
@@ -233,15 +249,35 @@ def build_parser() -> argparse.ArgumentParser:
     imp = contacts.add_parser(
         "import",
         help="import a CSV file over gRPC (exit 3 when rows were rejected)",
-        description="Columns: phone, first_name, last_name, email, time_zone, state, "
-        "consent_at, consent_channel, consent_source, consent_text, consent_ip, "
-        "consent_user_agent, attr.<key>.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Upserts contacts by phone, each with its consent, and names the\n"
+        "contacts created or updated (line, phone, id).\n\n"
+        "Columns (by header): phone (or phone_number, mobile), first_name,\n"
+        "last_name, email, time_zone, state, consent_at (or opted_in_at),\n"
+        "consent_channel, consent_source, consent_text (or disclosure_text; else\n"
+        "--consent-text), consent_ip, consent_user_agent, attr.<key>.\n"
+        "phone, consent_at and a consent text are required.\n\n"
+        "consent_at formats (no others: a row with another is rejected):\n"
+        "  2026-11-02T09:30:00-05:00, 2026-11-02T14:30Z   with an offset: as given\n"
+        "  2026-11-02 09:30, 2026-11-02T09:30:15           the location's time zone\n"
+        "  2026-11-02                     midnight starting that day, the location's zone\n"
+        "A time in the future is rejected.\n\n"
+        "A rejected row is named by its line in the file (the header is line 1)\n"
+        "and its column as the header spells it (or --consent-text).",
     )
-    imp.add_argument("file", help="a CSV file with a header row")
-    imp.add_argument("--location", required=True, help="franchisors/{f}/locations/{l}")
-    imp.add_argument("--consent-text", default="", help="disclosure text for rows without one")
-    imp.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
-    imp.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
+    imp.add_argument("file", help="a CSV file with a header row (UTF-8)")
+    imp.add_argument(
+        "--location",
+        required=True,
+        help="franchisors/{f}/locations/{l}; times without an offset are read in its zone",
+    )
+    imp.add_argument(
+        "--consent-text",
+        default="",
+        help="the exact disclosure text the contacts agreed to, for rows without a consent_text",
+    )
+    imp.add_argument("--target", help=TARGET_HELP)
+    imp.add_argument("--api-key", help=API_KEY_HELP)
     imp.set_defaults(func=cmd_contacts_import)
     evidence = contacts.add_parser(
         "evidence",
@@ -252,13 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
         " admins and viewers and the location's managers; every export is audited.",
     )
     evidence.add_argument(
-        "contact", help="the contact's phone number (with --location), or its name"
+        "contact",
+        help="the contact's phone number (with --location), its id (as other commands show it;"
+        " --location narrows where it is looked up) or its name",
     )
     evidence.add_argument("--location", help="franchisors/{f}/locations/{l}")
     evidence.add_argument("--output", help="write to this file (default: standard output)")
-    evidence.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
-    evidence.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
+    evidence.add_argument("--target", help=TARGET_HELP)
+    evidence.add_argument("--api-key", help=API_KEY_HELP)
     evidence.set_defaults(func=cmd_contacts_evidence)
+    contact_lookup.add_parser(contacts)
     approvals = sub.add_parser(
         "approvals", help="steps waiting for a person's approval (without Slack)"
     ).add_subparsers(dest="approvals_cmd", required=True)
@@ -273,7 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     decide = approvals.add_parser(
         "decide", help="approve, edit and approve, or skip a pending step (exit 1 when refused)"
     )
-    decide.add_argument("enrollment", help="franchisors/{f}/locations/{l}/enrollments/{e}")
+    decide.add_argument(
+        "enrollment",
+        help="the enrollment's id as listed (or as `reengage outbox` shows it), or its name"
+        " franchisors/{f}/locations/{l}/enrollments/{e}",
+    )
+    decide.add_argument(
+        "--location",
+        help="where to look for an enrollment id: franchisors/{f}/locations/{l} (default:"
+        " every location your key can see)",
+    )
     decide.add_argument(
         "--step", type=_step_index, required=True, help="the pending step (as listed)"
     )
@@ -282,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     verdict.add_argument("--skip", action="store_true", help="send nothing for this step")
     verdict.add_argument("--edit", metavar="TEXT", help="send TEXT instead (checked by the server)")
     for cmd in (alist, decide):
-        cmd.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
-        cmd.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
+        cmd.add_argument("--target", help=TARGET_HELP)
+        cmd.add_argument("--api-key", help=API_KEY_HELP)
     alist.set_defaults(func=cmd_approvals_list)
     decide.set_defaults(func=cmd_approvals_decide)
     sms = sub.add_parser("sms", help="inbound texts").add_subparsers(dest="sms_cmd", required=True)
@@ -295,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--to", required=True, help="the location's sender number")
     rec.add_argument("--from", dest="from_", required=True, help="the contact's number")
     rec.add_argument("text", nargs="+", help="the text")
+    rec.add_argument("--database-url", help=DATABASE_URL_HELP)
     rec.set_defaults(func=cmd_sms_receive)
     review = sms.add_parser(
         "review",
@@ -306,13 +355,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="franchisors/{f}/locations/{l}, or franchisors/{f} for every location"
         " (default with the demo key: franchisors/demo)",
     )
-    review.add_argument("--state", choices=["unresolved", "resolved", "all"], default="unresolved")
+    review.add_argument(
+        "--state",
+        choices=["unresolved", "resolved", "all"],
+        default="unresolved",
+        help="which flagged texts to list (default: unresolved)",
+    )
     review.add_argument("--limit", type=_positive, default=50, help="list at most this many")
     review.add_argument(
         "--resolve",
-        metavar="NAME",
-        help="resolve this flagged text (its name as listed:"
-        " franchisors/{f}/locations/{l}/inboundMessages/{id})",
+        metavar="ID",
+        help="resolve this flagged text: its id as listed (looked up under --location, else"
+        " wherever your key reaches), or its name"
+        " franchisors/{f}/locations/{l}/inboundMessages/{id}",
     )
     review.add_argument(
         "--as",
@@ -322,9 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
         " the text revoked",
     )
     review.add_argument("--note", default="", help="with --resolve: why (kept with it)")
-    review.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
-    review.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
+    review.add_argument("--target", help=TARGET_HELP)
+    review.add_argument("--api-key", help=API_KEY_HELP)
     review.set_defaults(func=cmd_sms_review)
+    enrollments_cli.add_parser(sub)
+    enroll.add_parser(sub)
+    templates_cli.add_parser(sub)
+    sequences_cli.add_parser(sub)
     return parser
 
 

@@ -25,7 +25,7 @@ from server.grpc.contact_converters import (
     record_pb,
     when,
 )
-from server.grpc.converters import require, timestamp
+from server.grpc.converters import ENCODING_TO_PB, require, timestamp
 from tenants.contacts import consent, contacts
 from tenants.contacts import importing as contact_import
 from tenants.contacts.model import COLLECTION as CONTACTS
@@ -38,6 +38,11 @@ from tenants.messages import conversation
 from tenants.org.access import Principal
 from tenants.reports import evidence
 from workflows.relay import FollowupRelay
+
+IMPORT_OUTCOMES = {
+    contact_import.ImportOutcome.CREATED: pb.IMPORT_OUTCOME_CREATED,
+    contact_import.ImportOutcome.UPDATED: pb.IMPORT_OUTCOME_UPDATED,
+}
 
 
 async def subject(
@@ -56,6 +61,18 @@ async def subject(
         )
     location = parse_scope(request.location, "location")
     return await evidence.find_contact(conn, who, location, request.phone_number)
+
+
+def consent_events_of(request: pb.ListConsentEventsRequest) -> ChildName:
+    """The contact whose consent events are listed: `parent`, as every list names what it lists
+    under, or `contact`, its first spelling (kept for existing clients). Both set must agree."""
+    if request.parent and request.contact and request.parent != request.contact:
+        raise InvalidArgument(
+            [FieldViolation("parent", "names another contact than contact: set one of them")]
+        )
+    if request.contact and not request.parent:
+        return parse_child(request.contact, CONTACTS, "contact")
+    return parse_child(request.parent, CONTACTS, "parent")
 
 
 class ContactService(contacts_pb2_grpc.ContactServiceServicer):
@@ -91,17 +108,22 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
         self, request: pb.ListContactsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListContactsResponse:
         parent = parse_scope(request.parent, "parent")
-        where = contacts.ContactFilter(
-            opted_out={
-                pb.OPT_OUT_FILTER_OPTED_OUT: True,
-                pb.OPT_OUT_FILTER_NOT_OPTED_OUT: False,
-            }.get(request.opt_out),
-            consent_state=PB_TO_CONSENT.get(request.consent_state),
-            inactive_since=when(request.inactive_since, request.HasField("inactive_since")),
-        )
-        list_name = f"{parent.name}/contacts?{where}"
-        page = page_request(list_name, request.page_size, request.page_token)
+        opted_out = {
+            pb.OPT_OUT_FILTER_OPTED_OUT: True,
+            pb.OPT_OUT_FILTER_NOT_OPTED_OUT: False,
+        }.get(request.opt_out)
+        inactive_since = when(request.inactive_since, request.HasField("inactive_since"))
         async with self._pool.connection() as conn:
+            where = contacts.ContactFilter(
+                opted_out=opted_out,
+                consent_state=PB_TO_CONSENT.get(request.consent_state),
+                inactive_since=inactive_since,
+                phone_e164=await contacts.phone_filter(
+                    conn, principal(), parent, request.phone_number
+                ),
+            )
+            list_name = f"{parent.name}/contacts?{where.page_binding()}"
+            page = page_request(list_name, request.page_size, request.page_token)
             found, token = await contacts.list_contacts(conn, principal(), parent, page, where)
         return pb.ListContactsResponse(
             contacts=[contact_pb(c) for c in found], next_page_token=token
@@ -183,6 +205,16 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
                 pb.RejectedRow(row_number=r.row_number, field=r.field, reason=r.reason)
                 for r in run.rejected
             ],
+            contacts=[
+                pb.ImportedContact(
+                    row_number=c.row_number,
+                    name=c.name.name,
+                    phone_number=c.phone_e164,
+                    outcome=IMPORT_OUTCOMES[c.outcome],
+                )
+                for c in run.listed
+            ],
+            contacts_not_listed=run.not_listed,
         )
 
     async def RecordConsent(
@@ -200,7 +232,7 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
     async def ListConsentEvents(
         self, request: pb.ListConsentEventsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConsentEventsResponse:
-        name = parse_child(request.contact, CONTACTS, "contact")
+        name = consent_events_of(request)
         page = page_request(f"{name.name}/consentEvents", request.page_size, request.page_token)
         async with self._pool.connection() as conn:
             found, token = await consent.list_consent_events(conn, principal(), name, page)
@@ -280,7 +312,8 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
                     if m.direction == "outbound"
                     else pb.MESSAGE_DIRECTION_INBOUND,
                     body=m.body,
-                    encoding=m.encoding,
+                    encoding=m.encoding,  # deprecated: encoding_type
+                    encoding_type=ENCODING_TO_PB[m.text_encoding],
                     segments=m.segments,
                     status=m.status,
                     template_revision=m.template_revision,

@@ -47,6 +47,7 @@ def enrollment_pb(e: Enrollment) -> pb.Enrollment:
         enroll_time=timestamp(e.enrolled_at),
         end_time=timestamp(e.ended_at),
         pending_approval_step=-1,
+        history=e.history or (),
     )
 
 
@@ -125,9 +126,17 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         return await self._live(found)
 
     async def _live(self, found: Enrollment) -> pb.Enrollment:
-        """The record, overlaid with the workflow's live state while it runs."""
+        """The record, overlaid with the workflow's live state while it runs. An ended one
+        answers with its kept history; one ended before histories were kept (or by a worker
+        that did not send it) asks its closed run, while Temporal retains it."""
         answer = enrollment_pb(found)
         if not found.running:
+            if found.history is None and found.run_id:
+                try:
+                    closed = await self._workflows.state(found.workflow_id, found.run_id)
+                except Exception:  # the record answers without it
+                    return answer
+                answer.history.extend(closed.history)
             return answer
         try:
             state = await self._workflows.state(found.workflow_id)
@@ -153,11 +162,17 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         self, request: pb.ListEnrollmentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListEnrollmentsResponse:
         location = parse_location(request.parent, "parent")
+        contact = parse_child(request.contact, CONTACTS, "contact") if request.contact else None
+        if contact is not None and contact.scope != location:
+            raise InvalidArgument(
+                [FieldViolation("contact", f"is not a contact of {location.name}")]
+            )
         where = enrollments.EnrollmentFilter(
             status=PB_TO_STATUS.get(request.status),
             sequence=parse_child(request.sequence, SEQUENCES, "sequence")
             if request.sequence
             else None,
+            contact=contact.id if contact is not None else None,
         )
         page = page_request(
             f"{location.name}/enrollments?{where}", request.page_size, request.page_token

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
@@ -37,6 +38,11 @@ SERVICE_NAMES = (
     sequences_pb2.DESCRIPTOR.services_by_name["SequenceService"].full_name,
     enrollments_pb2.DESCRIPTOR.services_by_name["EnrollmentService"].full_name,
 )
+# The files of the types an error's google.rpc.Status details hold (ErrorInfo, BadRequest):
+# reflection answers from the process's descriptor pool, and importing them here (not only
+# where errors are built) keeps them published, so a reflection client (grpcurl, Postman, a
+# dynamic client) resolves a detail's type URL with `file_containing_symbol`.
+ERROR_DETAIL_FILES = (error_details_pb2.DESCRIPTOR.name, status_pb2.DESCRIPTOR.name)
 
 
 def build_grpc_server(

@@ -153,6 +153,16 @@ class TenantService(tenants_pb2_grpc.TenantServiceServicer):
         async with self._pool.connection() as conn:
             return franchisor_pb(await franchisors.get_franchisor(conn, principal(), scope))
 
+    async def ListFranchisors(
+        self, request: pb.ListFranchisorsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListFranchisorsResponse:
+        page = page_request(franchisors.COLLECTION, request.page_size, request.page_token)
+        async with self._pool.connection() as conn:
+            found, token = await franchisors.list_franchisors(conn, principal(), page)
+        return pb.ListFranchisorsResponse(
+            franchisors=[franchisor_pb(f) for f in found], next_page_token=token
+        )
+
     async def UpdateFranchisor(
         self, request: pb.UpdateFranchisorRequest, context: grpc.aio.ServicerContext
     ) -> pb.Franchisor:

@@ -2,14 +2,15 @@
 
 Phones are parsed with `phonenumbers` (the location's region as default) and stored in E.164;
 numbers that cannot receive texts (landlines, toll-free, premium) are refused. The time zone
-is inferred per COMPLIANCE §1.3 and stored with its source.
+is inferred per compliance §1.3 and stored with its source.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -36,9 +37,10 @@ from tenants.core.errors import (
 from tenants.core.masks import check_etag, mask_fields
 from tenants.core.names import ChildName, TenantScope, id_problem
 from tenants.core.pagination import PageRequest
+from tenants.core.phones import to_e164
 from tenants.org import audit
 from tenants.org.access import Action, Principal, authorize
-from tenants.org.locations import get_location
+from tenants.org.locations import get_location, load_location
 
 _COLUMNS = (
     "franchisor_id, location_id, id, phone_e164, first_name, last_name, email, attrs,"
@@ -243,6 +245,32 @@ class ContactFilter:
     opted_out: bool | None = None
     consent_state: ConsentState | None = None
     inactive_since: datetime | None = None  # no reply, click or purchase since then
+    # E.164, from phone_filter; kept out of repr so that no phone number reaches a log line
+    phone_e164: str | None = field(default=None, repr=False)
+
+    def page_binding(self) -> str:
+        """What a page token of this list is bound to: every filter, the phone number as a
+        digest. (A phone filter finds at most one contact, so its list never issues a token:
+        the digest only makes a token of another list fail to continue this one.)"""
+        if self.phone_e164 is None:
+            return repr(self)
+        digest = hashlib.sha256(self.phone_e164.encode()).hexdigest()[:16]
+        return f"{self!r}&phone={digest}"
+
+
+async def phone_filter(
+    conn: AsyncConnection[Any], principal: Principal, parent: TenantScope, typed: str
+) -> str | None:
+    """The E.164 number a list's phone filter means: `typed` in any format a user types,
+    parsed as writes parse a contact's number (the location's region as default); None when
+    empty. An unparsable number is InvalidArgument on `phone_number`. Access is decided before
+    the location is read: no existence oracle."""
+    if not typed.strip():
+        return None
+    require_location(parent, "parent")
+    authorize(principal, Action.CONTACT_READ, parent)
+    location = await load_location(conn, parent)
+    return to_e164(typed, "phone_number", location.region_code)
 
 
 async def list_contacts(
@@ -258,6 +286,7 @@ async def list_contacts(
         f"SELECT {_COLUMNS} FROM contacts WHERE franchisor_id = %(f)s AND location_id = %(l)s"
         " AND (%(opted)s::boolean IS NULL OR (opted_out_at IS NOT NULL) = %(opted)s)"
         " AND (%(consent)s::text IS NULL OR consent_state = %(consent)s)"
+        " AND (%(phone)s::text IS NULL OR phone_e164 = %(phone)s)"
         " AND (%(since)s::timestamptz IS NULL OR last_engaged_at IS NULL"
         "      OR last_engaged_at < %(since)s)"
         " AND (%(after)s::text IS NULL OR id > %(after)s) ORDER BY id LIMIT %(limit)s",
@@ -267,6 +296,7 @@ async def list_contacts(
             "opted": where.opted_out,
             "consent": where.consent_state.value if where.consent_state else None,
             "since": where.inactive_since,
+            "phone": where.phone_e164,
             "after": page.after,
             "limit": page.size + 1,
         },

@@ -1,16 +1,20 @@
 """Bulk import of contacts (ImportContacts): upsert by phone within a location, with consent
 evidence per row. Good rows are kept whatever the bad rows do; every bad row is reported with
-its reason; importing the same rows again changes nothing.
+its reason; importing the same rows again changes nothing. The result names the contacts the
+import created or updated (row, contact name, phone), the first MAX_LISTED of them: enough for a
+person to find what a file made, bounded so that the one answer of a 100,000-row import stays
+far below gRPC's 4 MB message limit (the rest are counted; ListContacts finds them all).
 
 Rows arrive in batches (one per stream message). Each row is validated first (a bad row is
 reported and never written); the good rows of a batch are then written set-wise in one
 transaction. Memory stays bounded by a batch plus the set of phones seen (to report duplicates
-within one import).
+within one import) and the contacts listed (at most MAX_LISTED).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -18,14 +22,15 @@ from psycopg import AsyncConnection
 from tenants.contacts.brand_suppression import hold_phones_shared
 from tenants.contacts.consent import ConsentEvidence, ConsentKind, append_events, evidence_problems
 from tenants.contacts.contacts import insert_many, load_by_phones, same_fields, store_fields
-from tenants.contacts.model import ContactInput, ValidContact, validate
+from tenants.contacts.model import Contact, ContactInput, ValidContact, validate
 from tenants.core.errors import FieldViolation, InvalidArgument
-from tenants.core.names import TenantScope
+from tenants.core.names import ChildName, TenantScope
 from tenants.org import audit
 from tenants.org.access import Action, Principal, authorize
 from tenants.org.locations import Location, get_location
 
 MAX_BATCH = 1000
+MAX_LISTED = 10_000  # contacts named in an import's result; ~100 bytes each
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,23 @@ class RejectedRow:
     reason: str
 
 
+class ImportOutcome(StrEnum):
+    """What an import did to a row's contact."""
+
+    CREATED = "created"
+    UPDATED = "updated"  # its fields or its consent evidence changed
+
+
+@dataclass(frozen=True)
+class ImportedContact:
+    """A contact an import created or updated, with the row that did it."""
+
+    row_number: int
+    name: ChildName
+    phone_e164: str
+    outcome: ImportOutcome
+
+
 @dataclass
 class ImportRun:
     """The state of one import: its location, the phones seen so far and the counts."""
@@ -53,6 +75,8 @@ class ImportRun:
     updated: int = 0
     unchanged: int = 0
     rejected: list[RejectedRow] = field(default_factory=list)
+    listed: list[ImportedContact] = field(default_factory=list)  # the first MAX_LISTED
+    not_listed: int = 0  # created or updated beyond those
 
     @property
     def rows(self) -> int:
@@ -78,12 +102,14 @@ async def import_batch(
     if len(rows) > MAX_BATCH:
         raise InvalidArgument([FieldViolation("rows", f"at most {MAX_BATCH} rows per message")])
     good: list[tuple[ValidContact, ConsentEvidence]] = []
+    row_of: dict[str, int] = {}  # phone -> row number (a phone is in one row of an import)
     for row in rows:
         checked = _check_row(run, row)
         if isinstance(checked, RejectedRow):
             run.rejected.append(checked)
         else:
             good.append(checked)
+            row_of[checked[0].phone_e164] = row.row_number
     if not good:
         return
     scope = run.location.scope
@@ -110,11 +136,13 @@ async def import_batch(
             [(now[v.phone_e164].name.id, v.phone_e164, e) for v, e in good],
         )
         for valid, _ in good:
-            contact_id = now[valid.phone_e164].name.id
+            contact = now[valid.phone_e164]
             if valid.phone_e164 not in before:
                 run.created += 1
-            elif contact_id in changed or contact_id in added:
+                _list(run, row_of[valid.phone_e164], contact, ImportOutcome.CREATED)
+            elif contact.name.id in changed or contact.name.id in added:
                 run.updated += 1
+                _list(run, row_of[valid.phone_e164], contact, ImportOutcome.UPDATED)
             else:
                 run.unchanged += 1
         await audit.record(
@@ -126,6 +154,14 @@ async def import_batch(
             source=run.source,
             rows=len(rows),
         )
+
+
+def _list(run: ImportRun, row_number: int, contact: Contact, outcome: ImportOutcome) -> None:
+    """Names the contact in the result, while fewer than MAX_LISTED are; counts it after."""
+    if len(run.listed) < MAX_LISTED:
+        run.listed.append(ImportedContact(row_number, contact.name, contact.phone_e164, outcome))
+    else:
+        run.not_listed += 1
 
 
 def _check_row(

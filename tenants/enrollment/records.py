@@ -1,6 +1,6 @@
 """Enrollments: one contact in one sequence, run by one workflow. The rows here are the read
-model of the workflows (status, step, next wake, exit reason), read by the entry rules
-(`tenants.enrollment.entry`).
+model of the workflows (status, step, next wake, exit reason; the history once it ends), read by
+the entry rules (`tenants.enrollment.entry`).
 
 At most one running enrollment per contact per location: the workflow id is derived from
 location and contact (hashed: no personal data in ids), and a partial unique index keeps the
@@ -48,6 +48,9 @@ class Enrollment:
     next_wake_at: datetime | None
     enrolled_at: datetime
     ended_at: datetime | None
+    # the workflow's history lines (`<ISO UTC time> <what happened>`), kept when it ended;
+    # None while it runs (the workflow holds them) and for enrollments ended before they were kept
+    history: tuple[str, ...] | None = None
 
     @property
     def id(self) -> str:
@@ -61,13 +64,13 @@ class Enrollment:
 _COLUMNS = (
     "id, workflow_id, run_id, franchisor_id, location_id, contact_id, sequence_location_id,"
     " sequence_id, sequence_version, definition, status, exit_reason, current_step, next_wake_at,"
-    " enrolled_at, ended_at"
+    " enrolled_at, ended_at, history"
 )
 
 
 def _from_row(row: tuple[Any, ...]) -> Enrollment:
     eid, wid, run, f, loc, cid, sloc, sid, sver, definition, status, reason, step = row[:13]
-    wake, enrolled, ended = row[13:]
+    wake, enrolled, ended, history = row[13:]
     location = TenantScope(f, loc)
     return Enrollment(
         ChildName(location, COLLECTION, eid),
@@ -83,6 +86,7 @@ def _from_row(row: tuple[Any, ...]) -> Enrollment:
         wake,
         enrolled,
         ended,
+        tuple(history) if history is not None else None,
     )
 
 
@@ -121,14 +125,16 @@ async def record_transition(
     step: int,
     next_wake: datetime | None,
     exit_reason: str,
+    history: list[str] | None = None,
 ) -> None:
-    """The workflow's transitions, mirrored for listing and reporting."""
+    """The workflow's transitions, mirrored for listing and reporting. `history` (the final
+    transition's) is kept with the row; None leaves what is kept as it is."""
     ended = status in (EnrollmentStatus.COMPLETED, EnrollmentStatus.EXITED)
     await conn.execute(
         "UPDATE enrollments SET status = %s, current_step = %s, next_wake_at = %s,"
         " exit_reason = %s, ended_at = CASE WHEN %s THEN coalesce(ended_at, now()) END,"
-        " update_time = now() WHERE id = %s",
-        (status.value, step, next_wake, exit_reason, ended, enrollment_id),
+        " history = coalesce(%s, history), update_time = now() WHERE id = %s",
+        (status.value, step, next_wake, exit_reason, ended, history, enrollment_id),
     )
 
 

@@ -253,6 +253,35 @@ async def enrollment_run(conn: AsyncConnection[Any], enrollment_id: str) -> tupl
     return (row[0], bool(row[1])) if row else ("", False)
 
 
+@dataclass(frozen=True)
+class FollowupState:
+    """What became of a follow-up, as a person is told it (`reengage sms receive`)."""
+
+    kind: FollowupKind
+    enrollment_id: str  # a signal's enrollment
+    purpose: str  # a service text's ("opt_out", "help", "start"), a notice's kind
+    activity_kind: str
+    sequence: str  # ENROLL: the sequence's name
+    outcome: str  # how the relay finished it ("delivered", "no_run", …); "" while owed
+
+
+async def states(
+    conn: AsyncConnection[Any], ids: list[int] | tuple[int, ...]
+) -> list[FollowupState]:
+    """These follow-ups' states, in the order they were owed."""
+    cur = await conn.execute(
+        "SELECT kind, enrollment_id, CASE kind WHEN %s THEN payload->>'kind'"
+        " WHEN %s THEN split_part(event_id, ':', 1) ELSE '' END, activity_kind, sequence,"
+        " CASE WHEN done_at IS NULL THEN '' ELSE outcome END"
+        " FROM followups WHERE id = ANY(%s) ORDER BY id",
+        (FollowupKind.NOTIFY.value, FollowupKind.SERVICE_TEXT.value, list(ids)),
+    )
+    return [
+        FollowupState(FollowupKind(kind), eid, purpose or "", akind, seq, outcome)
+        for kind, eid, purpose, akind, seq, outcome in await cur.fetchall()
+    ]
+
+
 async def pending_count(conn: AsyncConnection[Any]) -> int:
     cur = await conn.execute("SELECT count(*) FROM followups WHERE done_at IS NULL")
     row = await cur.fetchone()

@@ -9,6 +9,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants.contacts.contacts import load, require_location
+from tenants.content.segments import Encoding, count
 from tenants.core.names import ChildName
 from tenants.core.pagination import PageRequest, parse_time_key, time_key
 from tenants.org.access import Action, Principal, authorize
@@ -26,6 +27,14 @@ class Message:
     enrollment_id: str | None
     step_index: int | None
     create_time: datetime
+
+    @property
+    def text_encoding(self) -> Encoding:
+        """The text's encoding as recorded, or as its body counts where none was recorded."""
+        try:
+            return Encoding(self.encoding)
+        except ValueError:
+            return count(self.body).encoding
 
 
 async def get_conversation(

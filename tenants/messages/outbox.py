@@ -32,6 +32,7 @@ class Delivery:
     enrollment_id: str
     step_index: int | None
     body: str
+    time_zone: str  # the location's IANA zone, to show the time there
 
 
 def recent_deliveries(
@@ -40,8 +41,9 @@ def recent_deliveries(
     """The newest deliveries first (of one location, or all)."""
     query = (
         "SELECT d.delivered_at, m.franchisor_id || '/' || m.location_id, d.from_number,"
-        " d.to_number, m.segments, m.enrollment_id, m.step_index, d.body"
+        " d.to_number, m.segments, m.enrollment_id, m.step_index, d.body, l.time_zone"
         " FROM outbox_deliveries d JOIN messages m ON m.id = d.message_id"
+        " JOIN locations l ON l.franchisor_id = m.franchisor_id AND l.id = m.location_id"
     )
     params: list[object] = []
     if location is not None:

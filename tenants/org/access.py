@@ -69,6 +69,8 @@ def system(label: str) -> Principal:
 class Action(StrEnum):
     FRANCHISOR_CREATE = "franchisor.create"
     FRANCHISOR_READ = "franchisor.read"
+    # listing franchisors: an operator lists them all, anyone else only its own franchisor
+    FRANCHISOR_LIST = "franchisor.list"
     # the brand's own settings: display name, brand Slack channel
     FRANCHISOR_UPDATE_SETTINGS = "franchisor.update_settings"
     # whether one location's opt-out suppresses the phone at every location of the brand: a
@@ -114,6 +116,7 @@ class Action(StrEnum):
 _FRANCHISOR_WIDE = {
     # action -> franchisor roles allowed on any scope inside their franchisor
     Action.FRANCHISOR_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
+    Action.FRANCHISOR_LIST: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
     Action.FRANCHISOR_UPDATE_SETTINGS: {Role.FRANCHISOR_ADMIN},
     Action.FRANCHISOR_UPDATE_OPT_OUT_SCOPE: {Role.FRANCHISOR_ADMIN},
     Action.LOCATION_CREATE: {Role.FRANCHISOR_ADMIN},
@@ -142,6 +145,7 @@ _OWN_LOCATION = {
     # action -> location roles allowed on their own location (and, for the franchisor-level
     # reads listed, on their franchisor's node)
     Action.FRANCHISOR_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
+    Action.FRANCHISOR_LIST: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
     Action.LOCATION_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
     Action.LOCATION_LIST: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
     Action.LOCATION_UPDATE_SETTINGS: {Role.LOCATION_MANAGER},
@@ -164,6 +168,7 @@ _OWN_LOCATION = {
 # results are then narrowed to their own location by `visible_locations`).
 _FRANCHISOR_NODE_OK_FOR_LOCATIONS = {
     Action.FRANCHISOR_READ,
+    Action.FRANCHISOR_LIST,
     Action.LOCATION_LIST,
     Action.TEMPLATE_READ,  # a location reads its brand's templates
     Action.SEQUENCE_READ,  # and its brand's sequences
@@ -222,3 +227,12 @@ def visible_locations(principal: Principal, franchisor: TenantScope) -> str | No
     if principal.scope is not None and principal.scope.is_location:
         return principal.scope.location_id
     return None
+
+
+def visible_franchisors(principal: Principal) -> str | None:
+    """The one franchisor id a principal's list of franchisors is confined to, or None for all
+    (operators). Every principal of a tenant sees its own franchisor, so any key can learn the
+    brand it acts for; queries put this in their WHERE clause."""
+    own = None if principal.scope is None else TenantScope(principal.scope.franchisor_id)
+    authorize(principal, Action.FRANCHISOR_LIST, own)
+    return None if own is None else own.franchisor_id

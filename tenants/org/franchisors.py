@@ -13,13 +13,16 @@ from psycopg.rows import class_row
 from tenants.core.errors import AlreadyExists, EtagMismatch, NotFound, Violations
 from tenants.core.masks import check_etag
 from tenants.core.names import TenantScope, display_name_problem, id_problem
+from tenants.core.pagination import PageRequest
 from tenants.org import audit
-from tenants.org.access import Action, Principal, authorize
+from tenants.org.access import Action, Principal, authorize, visible_franchisors
 from tenants.org.locations import slack_channel_problem
+
+COLLECTION = "franchisors"
 
 
 class OptOutScope(StrEnum):
-    """What one opt-out covers (COMPLIANCE §2.9; tenants.contacts.brand_suppression)."""
+    """What one opt-out covers (compliance §2.9; tenants.contacts.brand_suppression)."""
 
     LOCATION = "location"  # the location it reached (the default)
     BRAND = "brand"  # every location of the franchisor
@@ -87,6 +90,24 @@ async def get_franchisor(
     if found is None:
         raise NotFound(f"{scope.name} does not exist", resource=scope.name)
     return found
+
+
+async def list_franchisors(
+    conn: AsyncConnection[Any], principal: Principal, page: PageRequest
+) -> tuple[list[Franchisor], str]:
+    """One page of the franchisors principal may see (every one for an operator, its own for
+    anyone else), ordered by id, and the next page token."""
+    only = visible_franchisors(principal)
+    cur = conn.cursor(row_factory=class_row(Franchisor))
+    await cur.execute(
+        f"SELECT {_COLUMNS} FROM franchisors"
+        " WHERE (%s::text IS NULL OR id = %s) AND (%s::text IS NULL OR id > %s)"
+        " ORDER BY id LIMIT %s",
+        (only, only, page.after, page.after, page.size + 1),
+    )
+    rows = await cur.fetchall()
+    token = page.next_token([f.id for f in rows])
+    return rows[: page.size], token
 
 
 async def update_franchisor(

@@ -17,6 +17,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from reengage.v1 import enrollments_pb2 as _enrollments_pb2
+from reengage.v1 import templates_pb2 as _templates_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -46,7 +47,7 @@ class _TimeZoneSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimeZo
     """The location's time zone, for want of anything better."""
 
 class TimeZoneSource(_TimeZoneSource, metaclass=_TimeZoneSourceEnumTypeWrapper):
-    """Where a contact's time zone came from (COMPLIANCE §1.3), best first."""
+    """Where a contact's time zone came from (compliance §1.3), best first."""
 
 TIME_ZONE_SOURCE_UNSPECIFIED: TimeZoneSource.ValueType  # 0
 """Not set."""
@@ -227,6 +228,30 @@ to stop); under opt_out_scope BRAND every revocation gets it. A grant is recorde
 but renews consent at the contact's location only.
 """
 Global___ConsentScope: _TypeAlias = ConsentScope  # noqa: Y015
+
+class _ImportOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ImportOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImportOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IMPORT_OUTCOME_UNSPECIFIED: _ImportOutcome.ValueType  # 0
+    """Not set."""
+    IMPORT_OUTCOME_CREATED: _ImportOutcome.ValueType  # 1
+    """The row made a new contact."""
+    IMPORT_OUTCOME_UPDATED: _ImportOutcome.ValueType  # 2
+    """The row changed an existing contact's fields or added to its consent evidence."""
+
+class ImportOutcome(_ImportOutcome, metaclass=_ImportOutcomeEnumTypeWrapper):
+    """What an import did to a row's contact."""
+
+IMPORT_OUTCOME_UNSPECIFIED: ImportOutcome.ValueType  # 0
+"""Not set."""
+IMPORT_OUTCOME_CREATED: ImportOutcome.ValueType  # 1
+"""The row made a new contact."""
+IMPORT_OUTCOME_UPDATED: ImportOutcome.ValueType  # 2
+"""The row changed an existing contact's fields or added to its consent evidence."""
+Global___ImportOutcome: _TypeAlias = ImportOutcome  # noqa: Y015
 
 class _MessageDirection:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -562,6 +587,7 @@ class ListContactsRequest(_message.Message):
     OPT_OUT_FIELD_NUMBER: _builtins.int
     CONSENT_STATE_FIELD_NUMBER: _builtins.int
     INACTIVE_SINCE_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """The location."""
     page_size: _builtins.int
@@ -572,6 +598,12 @@ class ListContactsRequest(_message.Message):
     """Filter by opt-out."""
     consent_state: Global___ConsentState.ValueType
     """Filter by consent state; unspecified for any."""
+    phone_number: _builtins.str
+    """Only the contact with this phone number (at most one: a number is unique within its
+    location). Any format a user types ("(212) 555-0142", "212-555-0142", "+1 212 555 0142"),
+    parsed like CreateContact parses it (the location's region as default) and compared in
+    E.164; a number that does not parse is INVALID_ARGUMENT on phone_number. Empty: any.
+    """
     @_builtins.property
     def inactive_since(self) -> _timestamp_pb2.Timestamp:
         """Only contacts with no reply, click or purchase since this time."""
@@ -585,10 +617,11 @@ class ListContactsRequest(_message.Message):
         opt_out: Global___OptOutFilter.ValueType = ...,
         consent_state: Global___ConsentState.ValueType = ...,
         inactive_since: _timestamp_pb2.Timestamp | None = ...,
+        phone_number: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["inactive_since", b"inactive_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_state", b"consent_state", "inactive_since", b"inactive_since", "opt_out", b"opt_out", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_state", b"consent_state", "inactive_since", b"inactive_since", "opt_out", b"opt_out", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "phone_number", b"phone_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -654,7 +687,7 @@ Global___UpdateContactRequest: _TypeAlias = UpdateContactRequest  # noqa: Y015
 
 @_typing.final
 class ConsentEvidence(_message.Message):
-    """The evidence of a grant or revocation (COMPLIANCE §2.6)."""
+    """The evidence of a grant or revocation (compliance §2.6)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -780,29 +813,38 @@ Global___RecordConsentRequest: _TypeAlias = RecordConsentRequest  # noqa: Y015
 
 @_typing.final
 class ListConsentEventsRequest(_message.Message):
-    """Request for ListConsentEvents."""
+    """Request for ListConsentEvents. The contact is named by `parent` (like every other list) or
+    by `contact` (its first spelling, kept for existing clients): set either; both set to
+    different names is INVALID_ARGUMENT on `parent`.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTACT_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
     contact: _builtins.str
-    """The contact's name."""
+    """The contact's name, `franchisors/{f}/locations/{l}/contacts/{c}`; the same as parent."""
     page_size: _builtins.int
     """At most this many, 0 for the default of 50; at most 1000."""
     page_token: _builtins.str
     """The next_page_token of a previous call with the same contact."""
+    parent: _builtins.str
+    """The contact whose consent events to list, `franchisors/{f}/locations/{l}/contacts/{c}`:
+    the spelling every list uses for what it lists under. An alias of contact.
+    """
     def __init__(
         self,
         *,
         contact: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        parent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -945,6 +987,8 @@ class ImportContactsResponse(_message.Message):
     UPDATED_FIELD_NUMBER: _builtins.int
     UNCHANGED_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
+    CONTACTS_FIELD_NUMBER: _builtins.int
+    CONTACTS_NOT_LISTED_FIELD_NUMBER: _builtins.int
     rows: _builtins.int
     """Rows received."""
     created: _builtins.int
@@ -953,9 +997,19 @@ class ImportContactsResponse(_message.Message):
     """Existing contacts whose fields or consent evidence changed."""
     unchanged: _builtins.int
     """Existing contacts left exactly as they were."""
+    contacts_not_listed: _builtins.int
+    """Contacts created or updated beyond those listed in `contacts` (0 when all are listed)."""
     @_builtins.property
     def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedRow]:
         """Every rejected row with its reason."""
+
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportedContact]:
+        """The contacts this import created or updated, in row order: the first 10,000 of them (so
+        that the answer of a 100,000-row import stays far below gRPC's 4 MB message limit).
+        Contacts left unchanged are counted in `unchanged`, not listed; ListContacts finds any
+        contact by phone_number.
+        """
 
     def __init__(
         self,
@@ -965,14 +1019,52 @@ class ImportContactsResponse(_message.Message):
         updated: _builtins.int = ...,
         unchanged: _builtins.int = ...,
         rejected: _abc.Iterable[Global___RejectedRow] | None = ...,
+        contacts: _abc.Iterable[Global___ImportedContact] | None = ...,
+        contacts_not_listed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "rejected", b"rejected", "rows", b"rows", "unchanged", b"unchanged", "updated", b"updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts", "contacts_not_listed", b"contacts_not_listed", "created", b"created", "rejected", b"rejected", "rows", b"rows", "unchanged", b"unchanged", "updated", b"updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImportContactsResponse: _TypeAlias = ImportContactsResponse  # noqa: Y015
+
+@_typing.final
+class ImportedContact(_message.Message):
+    """A contact an import created or updated."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROW_NUMBER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    row_number: _builtins.int
+    """The number of the row that did it, as the request gave it (ImportRow.row_number)."""
+    name: _builtins.str
+    """The contact's name, `franchisors/{f}/locations/{l}/contacts/{id}`; its last segment is
+    the contact's id.
+    """
+    phone_number: _builtins.str
+    """The contact's number in E.164 (`+12125550101`), as normalised from the row."""
+    outcome: Global___ImportOutcome.ValueType
+    """Created or updated."""
+    def __init__(
+        self,
+        *,
+        row_number: _builtins.int = ...,
+        name: _builtins.str = ...,
+        phone_number: _builtins.str = ...,
+        outcome: Global___ImportOutcome.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "outcome", b"outcome", "phone_number", b"phone_number", "row_number", b"row_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportedContact: _TypeAlias = ImportedContact  # noqa: Y015
 
 @_typing.final
 class Activity(_message.Message):
@@ -1094,6 +1186,7 @@ class ConversationMessage(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     TEMPLATE_REVISION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ENCODING_TYPE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`<contact name>/messages/{id}`."""
     direction: Global___MessageDirection.ValueType
@@ -1101,13 +1194,19 @@ class ConversationMessage(_message.Message):
     body: _builtins.str
     """The text."""
     encoding: _builtins.str
-    """"GSM-7" or "UCS-2"."""
+    """"GSM-7" or "UCS-2". Deprecated: read encoding_type, the Encoding enum the rest of the API
+    uses; this string is still filled for existing clients.
+    """
     segments: _builtins.int
     """Segments billed."""
     status: _builtins.str
     """Carrier delivery status (queued, sent, delivered, ...)."""
     template_revision: _builtins.str
     """The template revision sent, for outbound sequence texts."""
+    encoding_type: _templates_pb2.Encoding.ValueType
+    """The text's encoding (GSM7 or UCS2), as the enum Templates and SimulateSequence use; always
+    set. Supersedes the string `encoding`.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was recorded."""
@@ -1123,10 +1222,11 @@ class ConversationMessage(_message.Message):
         status: _builtins.str = ...,
         template_revision: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        encoding_type: _templates_pb2.Encoding.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "create_time", b"create_time", "direction", b"direction", "encoding", b"encoding", "name", b"name", "segments", b"segments", "status", b"status", "template_revision", b"template_revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "create_time", b"create_time", "direction", b"direction", "encoding", b"encoding", "encoding_type", b"encoding_type", "name", b"name", "segments", b"segments", "status", b"status", "template_revision", b"template_revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

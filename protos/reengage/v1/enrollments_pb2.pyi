@@ -140,7 +140,10 @@ class Enrollment(_message.Message):
 
     @_builtins.property
     def history(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """What happened so far (live state only): deferrals, skips, sends, decisions."""
+        """What happened so far: deferrals, skips, sends, decisions, the exit; each line
+        `<ISO 8601 UTC time> <what happened>`. Read from the workflow while it runs; kept once it
+        has ended (ListEnrollments shows it for ended enrollments only).
+        """
 
     def __init__(
         self,
@@ -329,6 +332,7 @@ class ListEnrollmentsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    CONTACT_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """The location."""
     page_size: _builtins.int
@@ -339,6 +343,10 @@ class ListEnrollmentsRequest(_message.Message):
     """Only this status; unspecified for any."""
     sequence: _builtins.str
     """Only this sequence."""
+    contact: _builtins.str
+    """Only this contact's enrollments, `franchisors/{f}/locations/{l}/contacts/{c}` (a contact
+    of the location in parent).
+    """
     def __init__(
         self,
         *,
@@ -347,10 +355,11 @@ class ListEnrollmentsRequest(_message.Message):
         page_token: _builtins.str = ...,
         status: Global___EnrollmentStatus.ValueType = ...,
         sequence: _builtins.str = ...,
+        contact: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "sequence", b"sequence", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "sequence", b"sequence", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

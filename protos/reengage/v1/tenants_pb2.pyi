@@ -130,7 +130,7 @@ class _OptOutScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OptOutSco
     """
 
 class OptOutScope(_OptOutScope, metaclass=_OptOutScopeEnumTypeWrapper):
-    """What one opt-out covers (COMPLIANCE §2.9)."""
+    """What one opt-out covers (compliance §2.9)."""
 
 OPT_OUT_SCOPE_UNSPECIFIED: OptOutScope.ValueType  # 0
 """Not set. Never returned. On UpdateFranchisor: refused when the mask names opt_out_scope;
@@ -229,7 +229,7 @@ Global___Franchisor: _TypeAlias = Franchisor  # noqa: Y015
 @_typing.final
 class SendWindow(_message.Message):
     """The local hours and weekdays in which a location sends marketing texts, in the contact's
-    own time zone. It may only narrow the legal window of 08:00–21:00 (COMPLIANCE §1).
+    own time zone. It may only narrow the legal window of 08:00–21:00 (compliance §1).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -492,6 +492,60 @@ class GetFranchisorRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetFranchisorRequest: _TypeAlias = GetFranchisorRequest  # noqa: Y015
+
+@_typing.final
+class ListFranchisorsRequest(_message.Message):
+    """Request for ListFranchisors."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many franchisors, 0 for the default of 50; at most 1000."""
+    page_token: _builtins.str
+    """The next_page_token of a previous ListFranchisors call."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFranchisorsRequest: _TypeAlias = ListFranchisorsRequest  # noqa: Y015
+
+@_typing.final
+class ListFranchisorsResponse(_message.Message):
+    """Response for ListFranchisors."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRANCHISORS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty when there is none."""
+    @_builtins.property
+    def franchisors(self) -> _containers.RepeatedCompositeFieldContainer[Global___Franchisor]:
+        """The franchisors the caller may see, ordered by id."""
+
+    def __init__(
+        self,
+        *,
+        franchisors: _abc.Iterable[Global___Franchisor] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["franchisors", b"franchisors", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFranchisorsResponse: _TypeAlias = ListFranchisorsResponse  # noqa: Y015
 
 @_typing.final
 class UpdateFranchisorRequest(_message.Message):

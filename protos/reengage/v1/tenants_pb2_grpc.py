@@ -46,6 +46,11 @@ class TenantServiceStub:
                 request_serializer=reengage_dot_v1_dot_tenants__pb2.GetFranchisorRequest.SerializeToString,
                 response_deserializer=reengage_dot_v1_dot_tenants__pb2.Franchisor.FromString,
                 _registered_method=True)
+        self.ListFranchisors = channel.unary_unary(
+                '/reengage.v1.TenantService/ListFranchisors',
+                request_serializer=reengage_dot_v1_dot_tenants__pb2.ListFranchisorsRequest.SerializeToString,
+                response_deserializer=reengage_dot_v1_dot_tenants__pb2.ListFranchisorsResponse.FromString,
+                _registered_method=True)
         self.UpdateFranchisor = channel.unary_unary(
                 '/reengage.v1.TenantService/UpdateFranchisor',
                 request_serializer=reengage_dot_v1_dot_tenants__pb2.UpdateFranchisorRequest.SerializeToString,
@@ -116,6 +121,15 @@ class TenantServiceServicer:
 
     def GetFranchisor(self, request, context):
         """Gets a franchisor. Any principal of that franchisor may read it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFranchisors(self, request, context):
+        """Lists the franchisors the caller may see, ordered by id: every franchisor for an operator
+        key, exactly the caller's own franchisor for any other principal (a franchisor admin or
+        viewer, a location manager or staff). So any key learns the brand it acts for.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -215,6 +229,11 @@ def add_TenantServiceServicer_to_server(servicer, server):
                     servicer.GetFranchisor,
                     request_deserializer=reengage_dot_v1_dot_tenants__pb2.GetFranchisorRequest.FromString,
                     response_serializer=reengage_dot_v1_dot_tenants__pb2.Franchisor.SerializeToString,
+            ),
+            'ListFranchisors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFranchisors,
+                    request_deserializer=reengage_dot_v1_dot_tenants__pb2.ListFranchisorsRequest.FromString,
+                    response_serializer=reengage_dot_v1_dot_tenants__pb2.ListFranchisorsResponse.SerializeToString,
             ),
             'UpdateFranchisor': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateFranchisor,
@@ -327,6 +346,33 @@ class TenantService:
             '/reengage.v1.TenantService/GetFranchisor',
             reengage_dot_v1_dot_tenants__pb2.GetFranchisorRequest.SerializeToString,
             reengage_dot_v1_dot_tenants__pb2.Franchisor.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFranchisors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reengage.v1.TenantService/ListFranchisors',
+            reengage_dot_v1_dot_tenants__pb2.ListFranchisorsRequest.SerializeToString,
+            reengage_dot_v1_dot_tenants__pb2.ListFranchisorsResponse.FromString,
             options,
             channel_credentials,
             insecure,
