@@ -36,6 +36,7 @@ from server.embedded import free_port
 from tests.support import World
 
 DOWNTOWN = "franchisors/acme/locations/downtown"
+REENGAGE = str(Path(sys.executable).parent / "reengage")
 
 
 @dataclass
@@ -226,7 +227,7 @@ def test_the_data_dir_comes_from_the_environment_the_config_the_stack_or_this_fo
     assert data_dir_and_key() == (place.cwd / ".reengage", "key-cwd")
     # a relative REENGAGE_DATA_DIR is the current folder's, as `reengage up` reads it
     monkeypatch.setenv("REENGAGE_DATA_DIR", "../stack")
-    assert data_dir_and_key() == (place.cwd / "../stack", "key-stack")
+    assert data_dir_and_key() == (tmp_path / "stack", "key-stack")
 
 
 def test_the_grpc_port_names_the_target_below_an_explicit_target(
@@ -252,12 +253,34 @@ def test_a_stack_that_was_killed_is_ignored(place: Place, tmp_path: Path) -> Non
     with pytest.raises(CliError, match=r"^no API key"):
         discovered()
 
-    # this folder's data dir still counts; its stale record does not name the target
+    # this folder's data dir still counts (its demo key lasts), but its stale record names
+    # neither the target nor the database
     here = place.data_dir(place.cwd / ".reengage", "key-cwd", "postgresql://cwd/db")
     (here / "stack.json").write_text((stack / "stack.json").read_text())
-    target, key, where, _ = discovered()
-    assert (target, key) == ("localhost:50051", "key-cwd")
-    assert where.startswith("target from the default: no running `reengage up` was found")
+    api = api_for(build_parser().parse_args(["approvals", "list"]), Settings.from_env())
+    assert (api.target, api.api_key) == ("localhost:50051", "key-cwd")
+    assert api.where_from.startswith("target from the default: no running `reengage up`")
+    with pytest.raises(CliError, match=r"^no database \(the data dir .*, from ./.reengage, has"):
+        database_url_for(build_parser().parse_args(["outbox"]))
+    (here / "stack.json").unlink()  # a stack that left no record (external services): used
+    assert database_url_for(build_parser().parse_args(["outbox"])) == "postgresql://cwd/db"
+
+
+def test_a_database_that_does_not_answer_is_one_error_with_a_hint(tmp_path: Path) -> None:
+    url = f"postgresql://reengage@127.0.0.1:{free_port()}/reengage"  # nothing listens there
+    run = subprocess.run(
+        [REENGAGE, "outbox", "--database-url", url],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (run.returncode, run.stdout) == (1, "")
+    first, hint = run.stderr.splitlines()
+    assert first.startswith("reengage: the database does not answer: connection failed: ")
+    assert hint == (
+        "  is `reengage up` running? (`reengage --help` lists where the CLI finds the database)"
+    )
 
 
 # -- errors a user can act on --------------------------------------------------------------------

@@ -16,7 +16,8 @@ API key does not tell its client which tenant it belongs to, so any other key ne
 (a location, or franchisors/{f} for every location the key may see).
 
 A gRPC error ends the command with exit code 1 and one line on stderr naming the status code
-and the server's message; bad arguments are argparse errors (exit 2).
+and the server's message (`server.cli.api`: with a hint on a second line when the API does not
+answer or refuses the key); bad arguments are argparse errors (exit 2).
 """
 
 from __future__ import annotations
@@ -70,20 +71,6 @@ class Pending:
 def metadata(api_key: str) -> Metadata:
     """The call metadata that carries the API key."""
     return (("authorization", f"Bearer {api_key}"),)
-
-
-def error_line(err: grpc.RpcError) -> str:
-    """`CODE: message` on one line."""
-    code = err.code() if isinstance(err, grpc.Call) else None
-    details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
-    name = code.name if code is not None else "ERROR"
-    return f"{name}: {' '.join(details.split())}"
-
-
-def fail(err: grpc.RpcError) -> int:
-    """Print the error as one line on stderr; exit code 1."""
-    print(f"reengage: {error_line(err)}", file=sys.stderr)
-    return 1
 
 
 def default_parent(api_key: str, data_dir: Path | None) -> str | None:

@@ -206,6 +206,8 @@ def run_list(api: Api, args: argparse.Namespace) -> int:
             locations = [location_named(api, channel, args.location)]
         else:
             locations = caller_locations(api, channel)
+        if not locations:
+            raise CliError("your key sees no location: pass --location")
         found: list[pb.Contact] = []
         for contact in listed(api, channel, args, locations):
             if len(found) == args.limit:

@@ -52,8 +52,9 @@ where the CLI finds the API, its key and the database (the first that gives one 
   4. the running stack: `reengage up` records itself in
      $XDG_STATE_HOME/reengage/stack.json (~/.local/state/reengage/stack.json)
   5. ./.reengage, the data dir of `reengage up` run in the current folder
-what is not named in 1-3 is read from the stack's data dir (its demo-api-key, database-url and
-gRPC target); without one the target is localhost:50051."""
+what 1-3 do not name is read from the stack's data dir (REENGAGE_DATA_DIR, else data_dir in
+the config file, else 4, else 5): its demo-api-key, and while the stack runs its database-url
+and gRPC target; without any, the target is localhost:50051."""
 
 # the help of the flags that take part in the order, for every command that has them
 TARGET_HELP = (
@@ -219,8 +220,8 @@ class Found:
 
 class Discovery:
     """The discovery order for one command: its flags, the environment, the user's config file,
-    the running stack and the current folder. The config file and the stack are read on first
-    need (a command given all it needs by flags does not read them)."""
+    the running stack and the current folder. The config file and the stack's record are read
+    on first need, once."""
 
     def __init__(
         self,
@@ -257,25 +258,34 @@ class Discovery:
         value = self.config.get(key)
         return Found(value, f"{key} in {_home_relative(self.config_file)}") if value else None
 
+    def _absolute(self, path: str) -> str:
+        """A data dir as `reengage up` reads it: ~ expanded, relative to the current folder."""
+        return os.path.normpath(self.cwd / Path(path).expanduser())
+
     @cached_property
     def data_dir(self) -> Found | None:
         """The stack's data dir: REENGAGE_DATA_DIR, data_dir in the config file, the running
         stack's, else ./.reengage when it exists."""
         if raw := self.env.get("REENGAGE_DATA_DIR", "").strip():
-            return Found(str(self.cwd / Path(raw).expanduser()), "REENGAGE_DATA_DIR")
+            return Found(self._absolute(raw), "REENGAGE_DATA_DIR")
         if found := self._in_config("data_dir"):
-            return Found(str(self.cwd / Path(found.value).expanduser()), found.source)
+            return Found(self._absolute(found.value), found.source)
         if self.stack is not None:
             return Found(self.stack.data_dir, _home_relative(self.state_file))
         here = self.cwd / DEFAULT_DATA_DIR
         return Found(str(here), "./.reengage") if here.is_dir() else None
 
     def _data_dir_file(self, name: str) -> Found | None:
-        """A value the data dir's stack wrote to <data dir>/name."""
+        """A value the data dir's stack wrote to <data dir>/name (its database: only while the
+        stack runs, or when it left no record; a killed stack leaves a stale one behind)."""
         where = self.data_dir
         if where is None:
             return None
         path = Path(where.value) / name
+        if name == DATABASE_URL_FILE and (
+            (Path(where.value) / STACK_FILE).exists() and self._data_dir_stack() is None
+        ):
+            return None
         try:
             value = path.read_text().strip()
         except OSError:

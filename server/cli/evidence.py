@@ -131,7 +131,9 @@ def run_evidence(api: Api, contact: str, location: str | None, output: Path | No
         stub = contacts_pb2_grpc.ContactServiceStub(channel)
         try:
             if request.contact and not is_full_name(request.contact):
-                request.contact = resolve(api, channel, request.contact, CONTACTS, location=location)
+                request.contact = resolve(
+                    api, channel, request.contact, CONTACTS, location=location
+                )
             document = collect(stub, request, api.metadata)
         except grpc.RpcError as err:
             raise CliError(f"evidence export failed: {api.refused(err).message}") from None

@@ -399,6 +399,8 @@ def main(argv: list[str] | None = None) -> None:
     # a short command ends quietly when its reader goes away (`reengage outbox | head`)
     long_running = args.command in LONG_RUNNING_ROLES
     signal.signal(signal.SIGPIPE, signal.SIG_IGN if long_running else signal.SIG_DFL)
+    import psycopg
+
     from server.cli.api import CliError
     from tenants.core.errors import DomainError
 
@@ -409,3 +411,12 @@ def main(argv: list[str] | None = None) -> None:
     except CliError as exc:
         print(f"reengage: {exc.message}", file=sys.stderr)
         raise SystemExit(exc.code) from None
+    except psycopg.OperationalError as exc:
+        if long_running:
+            raise
+        print(
+            f"reengage: the database does not answer: {' '.join(str(exc).split())}\n  is"
+            " `reengage up` running? (`reengage --help` lists where the CLI finds the database)",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None

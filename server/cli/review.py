@@ -142,7 +142,7 @@ def flagged_name(api: Api, channel: grpc.Channel, value: str, location: str | No
                 raise
             for m in page.flagged_messages:
                 if last_segment(m.name) == value:
-                    return m.name
+                    return str(m.name)
             token = page.next_page_token
             if not token:
                 break
