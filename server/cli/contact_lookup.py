@@ -29,9 +29,9 @@ from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc, enrollments_pb2_grpc
 from reengage.v1 import enrollments_pb2 as epb
 from server.cli.api import TIMEOUT, Api, CliError
-from server.cli.discovery import api_for
+from server.cli.discovery import add_api_flags, api_for
 from server.cli.display import Zones, last_segment, local_time, location_of
-from server.cli.names import CONTACTS, caller_franchisors, is_full_name, locations_of, resolve
+from server.cli.names import CONTACTS, caller_locations, location_named, resolve
 from server.config import Settings
 
 PAGE_SIZE = 100
@@ -62,38 +62,6 @@ ENROLLMENT_STATUS = {
 
 
 # -- locations and phones (shared with `reengage enroll`) ----------------------------------------
-
-
-def caller_locations(api: Api, channel: grpc.Channel) -> list[str]:
-    """Every location the key can see, franchisor by franchisor."""
-    return [
-        location
-        for franchisor in caller_franchisors(api, channel)
-        for location in locations_of(api, channel, franchisor)
-    ]
-
-
-def location_named(api: Api, channel: grpc.Channel, value: str, flag: str = "--location") -> str:
-    """The full name of a location given as its full name or its id alone."""
-    value = value.strip()
-    parts = value.split("/")
-    if is_full_name(value):
-        if len(parts) != 4 or parts[2] != "locations" or not all(parts):
-            raise CliError(
-                f"{flag}: {value!r} is not a location (franchisors/{{f}}/locations/{{l}})"
-            )
-        return value
-    if not value or "/" in value:
-        raise CliError(f"{flag}: {value!r} is neither a location name nor a location id")
-    found = [name for name in caller_locations(api, channel) if last_segment(name) == value]
-    if not found:
-        raise CliError(f"{flag}: no location {value!r} among the locations your key can see")
-    if len(found) > 1:
-        raise CliError(
-            f"{flag}: {value!r} names more than one location ({', '.join(found)}):"
-            " pass the full name"
-        )
-    return found[0]
 
 
 def phone_refusal(err: grpc.RpcError, label: str) -> str | None:
@@ -378,11 +346,6 @@ def _runs(run: Callable[[Api, argparse.Namespace], int]) -> Callable[..., None]:
     return command
 
 
-def _api_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
-    parser.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
-
-
 def add_parser(contacts: Any) -> None:
     """Registers `list` and `show` on the `reengage contacts` subcommands."""
     lister = contacts.add_parser(
@@ -414,7 +377,7 @@ def add_parser(contacts: Any) -> None:
         default=DEFAULT_LIMIT,
         help=f"show at most this many contacts (default {DEFAULT_LIMIT})",
     )
-    _api_flags(lister)
+    add_api_flags(lister)
     lister.set_defaults(func=_runs(run_list))
     show = contacts.add_parser(
         "show",
@@ -435,5 +398,5 @@ def add_parser(contacts: Any) -> None:
         " location; else at every location your key can see)",
     )
     show.add_argument("--location", help="franchisors/{f}/locations/{l} or the location's id")
-    _api_flags(show)
+    add_api_flags(show)
     show.set_defaults(func=_runs(run_show))

@@ -60,6 +60,7 @@ from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc, tenants_pb2, tenants_pb2_grpc
 from server.cli.api import TIMEOUT, Api, CliError, Metadata
 from server.cli.display import last_segment
+from server.cli.names import location_named
 
 BATCH = 500
 SHOWN = 20  # contacts named in the printed result; the rest are counted
@@ -466,6 +467,7 @@ def run_import(path: Path, location: str, api: Api, consent_text: str) -> int:
     if not path.is_file():
         raise CliError(f"no such file: {path}")
     with api.channel() as channel:
+        location = location_named(api, channel, location)
         zone = location_zone(api, channel, location)
         stub = contacts_pb2_grpc.ContactServiceStub(channel)
         progress = Progress(

@@ -38,15 +38,10 @@ from reengage.v1 import contacts_pb2 as cpb
 from reengage.v1 import contacts_pb2_grpc, enrollments_pb2_grpc
 from reengage.v1 import enrollments_pb2 as pb
 from server.cli.api import TIMEOUT, Api, CliError
-from server.cli.contact_lookup import (
-    caller_locations,
-    contacts_with_phone,
-    location_named,
-    phone_refusal,
-)
-from server.cli.discovery import api_for
+from server.cli.contact_lookup import contacts_with_phone, phone_refusal
+from server.cli.discovery import add_api_flags, api_for
 from server.cli.display import last_segment, location_of
-from server.cli.names import SEQUENCES, resolve
+from server.cli.names import SEQUENCES, caller_locations, location_named, resolve
 from server.config import Settings
 
 # the CSV columns a phone number is read from, as `contacts import` reads them (normalised:
@@ -317,6 +312,5 @@ def add_parser(sub: Any) -> None:
         help="the contacts' location: franchisors/{f}/locations/{l} or its id (default: the"
         " sequence's location, else the only location your key can see)",
     )
-    parser.add_argument("--target", help="gRPC address (default localhost:REENGAGE_GRPC_PORT)")
-    parser.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
+    add_api_flags(parser)
     parser.set_defaults(func=command)

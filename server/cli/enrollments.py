@@ -27,9 +27,10 @@ from rich.text import Text
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc
 from server.cli.api import TIMEOUT, Api, CliError
-from server.cli.discovery import api_for
+from server.cli.contact_lookup import contacts_with_phone
+from server.cli.discovery import add_api_flags, api_for
 from server.cli.display import Zones, last_segment, local_time, location_of, stacked_time
-from server.cli.names import ENROLLMENTS, SEQUENCES, resolve
+from server.cli.names import ENROLLMENTS, SEQUENCES, location_named, resolve
 from server.config import Settings
 from tenants.core.vocabulary import EnrollmentStatus
 
@@ -114,10 +115,38 @@ def story(found: pb.Enrollment, zone: ZoneInfo | None) -> Group:
     return Group(grid, Padding(lines, (0, 0, 0, 2)))
 
 
-def run_show(api: Api, value: str, location: str | None, console: Console | None = None) -> int:
-    """Prints one enrollment's story; a name or id that is not found is a CliError."""
+def latest_of_phone(api: Api, channel: grpc.Channel, phone: str, location: str) -> str:
+    """The newest enrollment of the location's contact with this phone (any format)."""
+    where = location_named(api, channel, location)
+    contacts = contacts_with_phone(api, channel, where, phone)
+    if not contacts:
+        raise CliError(f"--phone: no contact with this number at {where}")
+    contact = contacts[0].name
+    request = pb.ListEnrollmentsRequest(parent=where, contact=contact, page_size=PAGE_SIZE)
+    found = list(listed(api, channel, request, limit=10_000))
+    if not found:
+        raise CliError(f"--phone: contact {last_segment(contact)} has no enrollment yet")
+    newest: pb.Enrollment = max(found, key=lambda e: (e.enroll_time.ToDatetime(), e.name))
+    return str(newest.name)
+
+
+def run_show(
+    api: Api,
+    value: str | None,
+    location: str | None,
+    console: Console | None = None,
+    phone: str | None = None,
+) -> int:
+    """Prints one enrollment's story (by name or id, or the newest of a phone's contact); a name,
+    id or phone that is not found is a CliError."""
     with api.channel() as channel:
-        name = resolve(api, channel, value, ENROLLMENTS, location=location)
+        if phone:
+            if not location:
+                raise CliError("--phone needs --location (the contact's location)")
+            name = latest_of_phone(api, channel, phone, location)
+        else:
+            assert value is not None
+            name = resolve(api, channel, value, ENROLLMENTS, location=location)
         stub = enrollments_pb2_grpc.EnrollmentServiceStub(channel)
         found = stub.GetEnrollment(
             pb.GetEnrollmentRequest(name=name), metadata=api.metadata, timeout=TIMEOUT
@@ -225,7 +254,10 @@ def _positive(value: str) -> int:
 
 
 def cmd_show(args: argparse.Namespace, settings: Settings) -> None:
-    raise SystemExit(run_show(api_for(args, settings), args.enrollment, args.location))
+    if bool(args.enrollment) == bool(args.phone):
+        raise CliError("enrollments show: give an enrollment (NAME) or --phone, not both")
+    api = api_for(args, settings)
+    raise SystemExit(run_show(api, args.enrollment, args.location, phone=args.phone))
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
@@ -249,13 +281,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     show.add_argument(
         "enrollment",
         metavar="NAME",
+        nargs="?",
         help="the enrollment's id (as listed, e.g. e3f9…) or its name"
         " franchisors/{f}/locations/{l}/enrollments/{e}",
     )
     show.add_argument(
+        "--phone",
+        help="instead of NAME: the newest enrollment of the contact with this phone number"
+        " (any format; with --location)",
+    )
+    show.add_argument(
         "--location",
-        help="where to look for an enrollment id: franchisors/{f}/locations/{l} (default:"
-        " every location your key can see)",
+        help="where to look for an enrollment id or the --phone contact: a location's id"
+        " (downtown) or name franchisors/{f}/locations/{l} (default for an id: every location"
+        " your key can see)",
     )
     show.set_defaults(func=cmd_show)
     lister = enrollments.add_parser(
@@ -273,9 +312,4 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     lister.set_defaults(func=cmd_list)
     for command in (show, lister):
-        command.add_argument(
-            "--target",
-            help="gRPC address (default: REENGAGE_GRPC_TARGET, the config file, or the running"
-            " stack)",
-        )
-        command.add_argument("--api-key", help="default: REENGAGE_API_KEY or the demo key")
+        add_api_flags(command)

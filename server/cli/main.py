@@ -13,7 +13,7 @@ from server.cli import contact_lookup, enroll
 from server.cli import enrollments as enrollments_cli
 from server.cli import sequences as sequences_cli
 from server.cli import templates as templates_cli
-from server.cli.discovery import API_KEY_HELP, DATABASE_URL_HELP, TARGET_HELP
+from server.cli.discovery import DATABASE_URL_HELP, add_api_flags
 from server.cli.discovery import ORDER as DISCOVERY_ORDER
 from server.config import Settings
 
@@ -276,8 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="the exact disclosure text the contacts agreed to, for rows without a consent_text",
     )
-    imp.add_argument("--target", help=TARGET_HELP)
-    imp.add_argument("--api-key", help=API_KEY_HELP)
+    add_api_flags(imp)
     imp.set_defaults(func=cmd_contacts_import)
     evidence = contacts.add_parser(
         "evidence",
@@ -294,8 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evidence.add_argument("--location", help="franchisors/{f}/locations/{l}")
     evidence.add_argument("--output", help="write to this file (default: standard output)")
-    evidence.add_argument("--target", help=TARGET_HELP)
-    evidence.add_argument("--api-key", help=API_KEY_HELP)
+    add_api_flags(evidence)
     evidence.set_defaults(func=cmd_contacts_evidence)
     contact_lookup.add_parser(contacts)
     approvals = sub.add_parser(
@@ -330,8 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     verdict.add_argument("--skip", action="store_true", help="send nothing for this step")
     verdict.add_argument("--edit", metavar="TEXT", help="send TEXT instead (checked by the server)")
     for cmd in (alist, decide):
-        cmd.add_argument("--target", help=TARGET_HELP)
-        cmd.add_argument("--api-key", help=API_KEY_HELP)
+        add_api_flags(cmd)
     alist.set_defaults(func=cmd_approvals_list)
     decide.set_defaults(func=cmd_approvals_decide)
     sms = sub.add_parser("sms", help="inbound texts").add_subparsers(dest="sms_cmd", required=True)
@@ -377,8 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         " the text revoked",
     )
     review.add_argument("--note", default="", help="with --resolve: why (kept with it)")
-    review.add_argument("--target", help=TARGET_HELP)
-    review.add_argument("--api-key", help=API_KEY_HELP)
+    add_api_flags(review)
     review.set_defaults(func=cmd_sms_review)
     enrollments_cli.add_parser(sub)
     enroll.add_parser(sub)

@@ -30,6 +30,7 @@ from reengage.v1 import (
     tenants_pb2_grpc,
 )
 from server.cli.api import TIMEOUT, Api, CliError
+from server.cli.display import last_segment
 
 PAGE_SIZE = 100
 DEMO_FRANCHISOR = "franchisors/demo"  # the tenant `reengage up` seeds (server.cli.demo)
@@ -181,5 +182,37 @@ def resolve(
         raise CliError(
             f"{flag or collection.noun}: {value!r} names more than one {collection.noun}"
             f" ({listed}): pass the full name or --location"
+        )
+    return found[0]
+
+
+def caller_locations(api: Api, channel: grpc.Channel) -> list[str]:
+    """Every location the key can see, franchisor by franchisor."""
+    return [
+        location
+        for franchisor in caller_franchisors(api, channel)
+        for location in locations_of(api, channel, franchisor)
+    ]
+
+
+def location_named(api: Api, channel: grpc.Channel, value: str, flag: str = "--location") -> str:
+    """The full name of a location given as its full name or its id alone."""
+    value = value.strip()
+    parts = value.split("/")
+    if is_full_name(value):
+        if len(parts) != 4 or parts[2] != "locations" or not all(parts):
+            raise CliError(
+                f"{flag}: {value!r} is not a location (franchisors/{{f}}/locations/{{l}})"
+            )
+        return value
+    if not value or "/" in value:
+        raise CliError(f"{flag}: {value!r} is neither a location name nor a location id")
+    found = [name for name in caller_locations(api, channel) if last_segment(name) == value]
+    if not found:
+        raise CliError(f"{flag}: no location {value!r} among the locations your key can see")
+    if len(found) > 1:
+        raise CliError(
+            f"{flag}: {value!r} names more than one location ({', '.join(found)}):"
+            " pass the full name"
         )
     return found[0]

@@ -28,6 +28,7 @@ from rich.text import Text
 from reengage.v1 import sequences_pb2 as pb
 from reengage.v1 import sequences_pb2_grpc, templates_pb2
 from server.cli.api import TIMEOUT, Api, CliError
+from server.cli.contact_lookup import contacts_with_phone
 from server.cli.discovery import add_api_flags, api_for
 from server.cli.display import Zones, last_segment, local_time, location_of
 from server.cli.names import CONTACTS, SEQUENCES, TEMPLATES, resolve
@@ -379,6 +380,12 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> None:
                     "a brand sequence is planned for a location's contact: add --location"
                     " (e.g. --location downtown), or --contact for a real contact"
                 )
+            stored = []
+            if args.phone and not (args.time_zone or args.first_name):
+                stored = contacts_with_phone(api, channel, location, args.phone)
+            if stored:  # the location's own contact with that number: its real consent
+                request.contact = stored[0].name
+        if not request.contact:
             request.location = location
             described = request.described_contact
             described.phone_number = args.phone or ""
@@ -475,7 +482,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     _named(simulate)
     who = simulate.add_mutually_exclusive_group(required=True)
-    who.add_argument("--phone", metavar="PHONE", help="a described contact with this number")
+    who.add_argument(
+        "--phone",
+        metavar="PHONE",
+        help="the location's contact with this number (any format); when there is none, or"
+        " with --time-zone/--first-name, a described contact with this number",
+    )
     who.add_argument("--contact", metavar="CONTACT", help="a real contact: its id or full name")
     simulate.add_argument(
         "--time-zone", metavar="ZONE", help="with --phone: the contact's IANA zone"

@@ -14,8 +14,7 @@ import argparse
 import grpc
 
 from server.cli.api import Api, CliError
-from server.cli.contact_lookup import location_named
-from server.cli.names import caller_franchisors
+from server.cli.names import caller_franchisors, location_named
 
 
 def add_scope_flags(parser: argparse.ArgumentParser, what: str) -> None:
