@@ -10,14 +10,16 @@ stack running?). `CliError` carries any other message a command ends with (exit 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 TIMEOUT = 30.0  # seconds, per call
+PAGE_SIZE = 100  # items per page of a List RPC
 Metadata = tuple[tuple[str, str], ...]
 
 
@@ -70,6 +72,18 @@ class Api:
                 " (`reengage keys create` makes one)"
             )
         return CliError(line)
+
+
+def every(api: Api, call: Callable[..., Any], request: Any, field: str) -> Iterator[Any]:
+    """Every item of a List RPC, page after page: `request` carries page_size and filters,
+    `field` names the page's list (e.g. "locations")."""
+    request.page_size = request.page_size or PAGE_SIZE
+    while True:
+        page = call(request, metadata=api.metadata, timeout=TIMEOUT)
+        yield from getattr(page, field)
+        if not page.next_page_token:
+            return
+        request.page_token = page.next_page_token
 
 
 def error_line(err: grpc.RpcError) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,10 +37,10 @@ from rich.table import Table
 from rich.text import Text
 
 from reengage.v1 import enrollments_pb2 as pb
-from reengage.v1 import enrollments_pb2_grpc, tenants_pb2, tenants_pb2_grpc
+from reengage.v1 import enrollments_pb2_grpc
 from server.cli.api import Api
 from server.cli.display import Zones, last_segment, stacked_time
-from server.cli.names import ENROLLMENTS, resolve
+from server.cli.names import ENROLLMENTS, locations_of, resolve
 from workflows.enrollment_types import ApprovalAction
 
 PAGE_SIZE = 100
@@ -80,24 +79,6 @@ def default_parent(api_key: str, data_dir: Path | None) -> str | None:
     if demo is not None and demo.exists() and demo.read_text().strip() == api_key:
         return DEMO_FRANCHISOR
     return None
-
-
-def locations_of(channel: grpc.Channel, metadata: Metadata, franchisor: str) -> Iterator[str]:
-    """Every location of the franchisor the key may see (a location key: its own)."""
-    stub = tenants_pb2_grpc.TenantServiceStub(channel)
-    token = ""
-    while True:
-        page = stub.ListLocations(
-            tenants_pb2.ListLocationsRequest(
-                parent=franchisor, page_size=PAGE_SIZE, page_token=token
-            ),
-            metadata=metadata,
-            timeout=TIMEOUT,
-        )
-        yield from (location.name for location in page.locations)
-        token = page.next_page_token
-        if not token:
-            return
 
 
 def pending_at(channel: grpc.Channel, metadata: Metadata, location: str) -> list[Pending]:
@@ -147,7 +128,7 @@ def pending_approvals(channel: grpc.Channel, api: Api, parent: str) -> list[Pend
     """Pending approvals of a location, or of every location of a franchisor; soonest first
     (each with its location's time zone)."""
     key = api.metadata
-    where = list(locations_of(channel, key, parent)) if FRANCHISOR.match(parent) else [parent]
+    where = list(locations_of(api, channel, parent)) if FRANCHISOR.match(parent) else [parent]
     zones = Zones(api, channel)
     found = [
         replace(p, zone=zones.of(location))

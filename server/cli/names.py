@@ -29,11 +29,8 @@ from reengage.v1 import (
     tenants_pb2,
     tenants_pb2_grpc,
 )
-from server.cli.api import TIMEOUT, Api, CliError
+from server.cli.api import TIMEOUT, Api, CliError, every
 from server.cli.display import last_segment
-
-PAGE_SIZE = 100
-DEMO_FRANCHISOR = "franchisors/demo"  # the tenant `reengage up` seeds (server.cli.demo)
 
 
 @dataclass(frozen=True)
@@ -88,40 +85,17 @@ def is_full_name(value: str) -> bool:
 
 def caller_franchisors(api: Api, channel: grpc.Channel) -> list[str]:
     """The franchisors the key may see: ListFranchisors (an operator's key sees them all, any
-    other key its own); the demo franchisor when the server has no ListFranchisors."""
+    other key its own)."""
     stub = tenants_pb2_grpc.TenantServiceStub(channel)
-    if not hasattr(stub, "ListFranchisors"):
-        return [DEMO_FRANCHISOR]
-    found: list[str] = []
-    token = ""
-    while True:
-        page = stub.ListFranchisors(
-            tenants_pb2.ListFranchisorsRequest(page_size=PAGE_SIZE, page_token=token),
-            metadata=api.metadata,
-            timeout=TIMEOUT,
-        )
-        found += [f.name for f in page.franchisors]
-        token = page.next_page_token
-        if not token:
-            return found
+    request = tenants_pb2.ListFranchisorsRequest()
+    return [f.name for f in every(api, stub.ListFranchisors, request, "franchisors")]
 
 
 def locations_of(api: Api, channel: grpc.Channel, franchisor: str) -> Iterator[str]:
     """Every location of the franchisor the key may see (a location key: its own)."""
     stub = tenants_pb2_grpc.TenantServiceStub(channel)
-    token = ""
-    while True:
-        page = stub.ListLocations(
-            tenants_pb2.ListLocationsRequest(
-                parent=franchisor, page_size=PAGE_SIZE, page_token=token
-            ),
-            metadata=api.metadata,
-            timeout=TIMEOUT,
-        )
-        yield from (location.name for location in page.locations)
-        token = page.next_page_token
-        if not token:
-            return
+    request = tenants_pb2.ListLocationsRequest(parent=franchisor)
+    return (location.name for location in every(api, stub.ListLocations, request, "locations"))
 
 
 def scopes(api: Api, channel: grpc.Channel, location: str | None) -> list[str]:

@@ -27,7 +27,7 @@ from rich.text import Text
 
 from reengage.v1 import sequences_pb2 as pb
 from reengage.v1 import sequences_pb2_grpc, templates_pb2
-from server.cli.api import TIMEOUT, Api, CliError
+from server.cli.api import TIMEOUT, Api, CliError, every
 from server.cli.contact_lookup import contacts_with_phone
 from server.cli.discovery import add_api_flags, api_for
 from server.cli.display import Zones, last_segment, local_time, location_of
@@ -237,14 +237,7 @@ def list_sequences(
     api: Api, channel: grpc.Channel, request: pb.ListSequencesRequest
 ) -> list[pb.Sequence]:
     """Every page of ListSequences."""
-    found: list[pb.Sequence] = []
-    request.page_size = PAGE_SIZE
-    while True:
-        page = _stub(channel).ListSequences(request, metadata=api.metadata, timeout=TIMEOUT)
-        found += page.sequences
-        if not page.next_page_token:
-            return found
-        request.page_token = page.next_page_token
+    return list(every(api, _stub(channel).ListSequences, request, "sequences"))
 
 
 def sequences_table(sequences: list[pb.Sequence], title: str) -> Table:

@@ -23,7 +23,7 @@ from rich.text import Text
 
 from reengage.v1 import templates_pb2 as pb
 from reengage.v1 import templates_pb2_grpc
-from server.cli.api import TIMEOUT, Api, CliError
+from server.cli.api import TIMEOUT, Api, CliError, every
 from server.cli.discovery import add_api_flags, api_for
 from server.cli.display import last_segment
 from server.cli.names import TEMPLATES, resolve
@@ -245,14 +245,7 @@ def list_templates(
     api: Api, channel: grpc.Channel, request: pb.ListTemplatesRequest
 ) -> list[pb.Template]:
     """Every page of ListTemplates."""
-    found: list[pb.Template] = []
-    request.page_size = PAGE_SIZE
-    while True:
-        page = _stub(channel).ListTemplates(request, metadata=api.metadata, timeout=TIMEOUT)
-        found += page.templates
-        if not page.next_page_token:
-            return found
-        request.page_token = page.next_page_token
+    return list(every(api, _stub(channel).ListTemplates, request, "templates"))
 
 
 def templates_table(templates: list[pb.Template], title: str) -> Table:
