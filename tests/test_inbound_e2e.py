@@ -3,8 +3,6 @@ worker, gRPC API, HTTP edge): enroll over gRPC → the first text is in the outb
 inbound reply to the real HTTP edge → the enrollment is EXITED (replied) and no later step is
 sent; and `reengage sms receive` STOP through the same path ends another enrollment."""
 
-# ruff: noqa: F811  (the start_stack fixture is imported, then requested by name)
-
 from __future__ import annotations
 
 import asyncio
@@ -32,8 +30,13 @@ from tenants.org import locations
 from tenants.sequences.model import Step
 from tests.enrollment_support import make_sequence
 from tests.inbound_support import inbound_form, signature
+from tests.stack_support import (  # noqa: F401  (start_stack_fixture: the start_stack fixture)
+    REENGAGE,
+    StartStack,
+    ports_env,
+    start_stack_fixture,
+)
 from tests.support import OPERATOR
-from tests.test_up_e2e import REENGAGE, StartStack, ports_env, start_stack  # noqa: F401
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e

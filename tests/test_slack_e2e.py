@@ -3,8 +3,6 @@ Slack Web API and requests signed like Slack's: a signed inbound reply appears i
 channel in the contact's thread; an approval step approved with an edited text from Slack sends
 exactly that text (and nothing before the approve); `/reengage pause` stops the next step."""
 
-# ruff: noqa: F811  (the start_stack fixture is imported, then requested by name)
-
 from __future__ import annotations
 
 import asyncio
@@ -34,6 +32,11 @@ from tests.slack_support import (
     signed_headers,
     submission,
 )
+from tests.stack_support import (  # noqa: F401  (start_stack_fixture: the start_stack fixture)
+    StartStack,
+    ports_env,
+    start_stack_fixture,
+)
 from tests.test_inbound_e2e import (
     DEMO,
     DOWNTOWN,
@@ -42,7 +45,6 @@ from tests.test_inbound_e2e import (
     demo_template,
     outbound_to,
 )
-from tests.test_up_e2e import StartStack, ports_env, start_stack  # noqa: F401
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
