@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import api_calls, contact_import, enroll, inbound, scan, slack
+from bench import api_calls, contact_import, enroll, inbound, report, scan, slack
 
 
 def main() -> None:
@@ -17,6 +17,7 @@ def main() -> None:
     asyncio.run(inbound.run())
     asyncio.run(scan.run())
     asyncio.run(slack.run())
+    asyncio.run(report.run())
 
 
 if __name__ == "__main__":

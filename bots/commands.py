@@ -1,22 +1,26 @@
 """`/reengage status|pause|resume <phone>` and `/reengage stats`, answered only to the caller.
 
 The location is the channel's (a location's Slack channel), else the caller's own location;
-the caller must be a mapped staff member the access module allows (reads: CONTACT_READ; pause
-and resume: ENROLLMENT_STEER).
+the caller must be a mapped staff member the access module allows (status: CONTACT_READ; stats:
+REPORT_READ; pause and resume: ENROLLMENT_STEER).
+
+`stats` answers from the ReportService's read model (`tenants.reports.measures.location_report`,
+the daily rollups): the location's last 30 days in its time zone, today included — enrolled,
+texts sent, delivery rate, CTR, replies, opt-outs, conversions and revenue — and its health
+flags.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from bots.identity import REFUSED_WORDS, SOMETHING_WRONG, Refusal, staff_allowed
-from bots.messages import esc
+from bots.messages import esc, report_summary
 from tenants.contacts.contacts import load_by_phones
 from tenants.contacts.model import ConsentState, Contact, textable_e164
 from tenants.core.errors import InvalidArgument
@@ -30,7 +34,8 @@ from tenants.org import audit
 from tenants.org.access import Action
 from tenants.org.locations import Location, load_location
 from tenants.org.staff import staff_for_slack_user
-from tenants.reports.location_stats import location_stats
+from tenants.reports.digest import ReportSummary
+from tenants.reports.measures import location_report
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrollment_types import EnrollmentState
 
@@ -69,17 +74,15 @@ class SlashCommands:
         user = str(command.get("user_id", ""))
         async with self._pool.connection() as conn:
             location = await _location(conn, user, str(command.get("channel_id", "")))
-            read = verb in ("status", "stats")
-            action = Action.CONTACT_READ if read else Action.ENROLLMENT_STEER
+            action = {"status": Action.CONTACT_READ, "stats": Action.REPORT_READ}.get(
+                verb, Action.ENROLLMENT_STEER
+            )
             staff = await staff_allowed(conn, user, action, location)
             found = await load_location(conn, location)
             place = found.display_name
             if verb == "stats":
-                s = await location_stats(conn, staff.as_principal(), location, datetime.now(UTC))
-                return (
-                    f"*{esc(place)}*, last 30 days: {s.enrolled} enrolled · {s.sent} texts sent ·"
-                    f" {s.replied} replied · {s.opted_out} opted out"
-                )
+                report = await location_report(conn, staff.as_principal(), location, None, None)
+                return report_summary(place, "last 30 days", ReportSummary.of(report))
             contact = await _contact(conn, found, " ".join(words[1:]))
             name = short_name(contact.first_name, contact.last_name)
             who = f"*{esc(name)}* ({mask_phone(contact.phone_e164)})"

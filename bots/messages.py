@@ -12,6 +12,7 @@ from typing import Any
 
 from tenants.core.vocabulary import ExitReason
 from tenants.followups.notices import Notice, NoticeFacts, NoticeKind
+from tenants.reports.digest import ReportSummary
 
 Block = dict[str, Any]
 
@@ -138,6 +139,8 @@ def notice_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]
         ]
     if notice.kind is NoticeKind.APPROVAL_REQUESTED:
         return approval_message(notice, facts)
+    if notice.kind is NoticeKind.WEEKLY_DIGEST:
+        return digest_message(notice, facts)
     return override_message(notice, facts)
 
 
@@ -312,3 +315,28 @@ def reject_modal(metadata: dict[str, Any]) -> Block:
         "What should the location change?",
         500,
     )
+
+
+def report_summary(place: str, period: str, summary: ReportSummary) -> str:
+    """A location's numbers as mrkdwn: `*Downtown*, last 30 days: 3 enrolled · …`, then a line
+    per health flag."""
+    lines = [f"*{esc(place)}*, {period}: " + " · ".join(esc(p) for p in summary.parts())]
+    lines += [f":warning: {esc(flag)}" for flag in summary.flags]
+    return "\n".join(lines)
+
+
+def digest_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]]:
+    """The weekly digest (tenants.reports.digest): the location's last week in numbers."""
+    summary = ReportSummary.from_payload(notice.payload)
+    period = (
+        f"the week of {summary.start:%b} {summary.start.day} to {summary.end:%b} {summary.end.day}"
+    )
+    place = facts.location_name
+    location_id = notice.location.location_id or ""
+    return f"Weekly digest for {esc(place)}: {summary.sent:,} texts sent", [
+        _section(f":bar_chart: {report_summary(place, period, summary)}"),
+        _context(
+            "The full report: `reengage report --location"
+            f" {esc(location_id)} --from {summary.start} --to {summary.end}`"
+        ),
+    ]

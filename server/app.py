@@ -21,7 +21,7 @@ from tenants.migrations import migrate
 from workflows import search_attributes
 from workflows.platform import WorkerSelfCheck
 from workflows.relay import FollowupRelay
-from workflows.schedules import ensure_inactivity_scan
+from workflows.schedules import ensure_inactivity_scan, ensure_weekly_digest, remove_weekly_digest
 
 log = logging.getLogger("reengage")
 
@@ -91,6 +91,20 @@ async def run_worker(settings: Settings) -> None:
     await pool.close()
 
 
+async def ensure_schedules(client: Client, settings: Settings) -> None:
+    """The platform's Temporal Schedules (workflows.schedules), as settings want them: the
+    inactivity scan (unless REENGAGE_SCAN_INTERVAL_MINUTES=0) and the weekly digest (unless
+    REENGAGE_DIGEST_SCHEDULE=0, which removes it)."""
+    if settings.scan_interval_minutes:
+        await ensure_inactivity_scan(
+            client, settings.task_queue, timedelta(minutes=settings.scan_interval_minutes)
+        )
+    if settings.digest_schedule:
+        await ensure_weekly_digest(client, settings.task_queue)
+    else:
+        await remove_weekly_digest(client)
+
+
 async def start_roles(
     settings: Settings, database_url: str, temporal_address: str, *, run_migrations: bool = True
 ) -> Roles:
@@ -106,10 +120,7 @@ async def start_roles(
     platform = build_platform(settings, pool, client)
     worker = platform.worker()
     worker_task = asyncio.create_task(worker.run())
-    if settings.scan_interval_minutes:
-        await ensure_inactivity_scan(
-            client, settings.task_queue, timedelta(minutes=settings.scan_interval_minutes)
-        )
+    await ensure_schedules(client, settings)
     app = platform.http_app()  # before the gRPC server: a Slack misconfiguration stops here
     grpc_server = platform.grpc_server()
     await grpc_server.start()

@@ -21,6 +21,7 @@ class Settings:
     carrier: str = "outbox"
     sends_per_second: float = 1.0  # per sender number
     scan_interval_minutes: int = 60  # the inactivity scan's schedule; 0: no schedule
+    digest_schedule: bool = True  # the weekly digest's hourly schedule (REENGAGE_DIGEST_SCHEDULE)
     embedded_pg_port: int = 54329
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
@@ -51,6 +52,14 @@ class Settings:
                 raise SystemExit(f"{name}={raw!r} is not a number of minutes (0 to 10080)")
             return int(raw)
 
+        def switch(name: str, default: bool) -> bool:
+            raw = e.get(name, "").strip().lower()
+            if not raw:
+                return default
+            if raw not in ("0", "1", "true", "false", "on", "off"):
+                raise SystemExit(f"{name}={raw!r}: 1 (on) or 0 (off)")
+            return raw in ("1", "true", "on")
+
         return cls(
             database_url=e.get("REENGAGE_DATABASE_URL") or None,
             temporal_address=e.get("REENGAGE_TEMPORAL_ADDRESS") or None,
@@ -58,6 +67,7 @@ class Settings:
             task_queue=e.get("REENGAGE_TASK_QUEUE") or "reengage",
             sends_per_second=float(e.get("REENGAGE_SENDS_PER_SECOND") or 1.0),
             scan_interval_minutes=minutes("REENGAGE_SCAN_INTERVAL_MINUTES", 60),
+            digest_schedule=switch("REENGAGE_DIGEST_SCHEDULE", True),
             grpc_port=port("REENGAGE_GRPC_PORT", 50051),
             http_port=port("REENGAGE_HTTP_PORT", 8080),
             bind_host=e.get("REENGAGE_BIND_HOST") or "127.0.0.1",

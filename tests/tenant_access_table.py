@@ -11,8 +11,8 @@ Rules (design §4, tenants/org/access.py):
   brand's own settings, brand-wide suppression among them, are the admin's alone); a
   franchisor viewer only reads;
 * a location manager reads its franchisor and its own location, changes the operating settings
-  (display name, send window, Slack channel) of its own location, and manages the staff and API
-  keys of its own location with location roles only;
+  (display name, send window, Slack channel, weekly digest) of its own location, and manages the
+  staff and API keys of its own location with location roles only;
 * location staff read their franchisor and their own location, nothing else.
 """
 
@@ -122,6 +122,18 @@ def update_opt_out_scope(scope: TenantScope) -> Build:
     )
 
 
+def update_report_settings(scope: TenantScope) -> Build:
+    """The brand's reporting currency: a brand setting (franchisor admins only)."""
+    return simple(
+        lambda: pb.UpdateFranchisorRequest(
+            franchisor=pb.Franchisor(
+                name=scope.name, report_settings=pb.ReportSettings(currency_code="CAD")
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["report_settings.currency_code"]),
+        )
+    )
+
+
 def create_location(parent: TenantScope) -> Build:
     return simple(
         lambda: pb.CreateLocationRequest(
@@ -160,6 +172,8 @@ def update_location(scope: TenantScope, *paths: str) -> Build:
             )
         if "slack_channel_id" in fields:
             location.slack_channel_id = "C0123ABCD"
+        if "weekly_digest" in fields:
+            location.weekly_digest = True
         return pb.UpdateLocationRequest(
             location=location, update_mask=field_mask_pb2.FieldMask(paths=list(paths))
         )
@@ -230,6 +244,7 @@ CASES: dict[str, Case] = {
         Case("UpdateFranchisor", "acme opt_out_scope", "acme", update_opt_out_scope(A)),
         Case("UpdateFranchisor", "bravo opt_out_scope", "bravo", update_opt_out_scope(B)),
         Case("UpdateFranchisor", "nope opt_out_scope", "nope", update_opt_out_scope(NOPE)),
+        Case("UpdateFranchisor", "acme report_settings", "acme", update_report_settings(A)),
         # CreateLocation
         Case("CreateLocation", "acme", "acme", create_location(A)),
         Case("CreateLocation", "bravo", "bravo", create_location(B)),
@@ -307,6 +322,18 @@ CASES: dict[str, Case] = {
             update_location(A_DOWNTOWN, "display_name", "time_zone"),
         ),
         Case("UpdateLocation", "acme/downtown *", "acme", update_location(A_DOWNTOWN, "*")),
+        Case(
+            "UpdateLocation",
+            "acme/downtown weekly_digest",
+            "acme",
+            update_location(A_DOWNTOWN, "weekly_digest"),
+        ),
+        Case(
+            "UpdateLocation",
+            "acme/uptown weekly_digest",
+            "acme",
+            update_location(A_UPTOWN, "weekly_digest"),
+        ),
         Case(
             "UpdateLocation",
             "acme/uptown settings",
@@ -543,6 +570,7 @@ EXPECTED: dict[str, tuple[Any, ...]] = {
     "UpdateFranchisor[acme opt_out_scope]":              (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
     "UpdateFranchisor[bravo opt_out_scope]":             (OK, PD, PD, PD, PD, OK, PD, UA, UA, UA),
     "UpdateFranchisor[nope opt_out_scope]":              (NF, PD, PD, PD, PD, PD, PD, UA, UA, UA),
+    "UpdateFranchisor[acme report_settings]":            (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
     "CreateLocation[acme]":                              (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
     "CreateLocation[bravo]":                             (OK, PD, PD, PD, PD, OK, PD, UA, UA, UA),
     "CreateLocation[nope]":                              (NF, PD, PD, PD, PD, PD, PD, UA, UA, UA),
@@ -559,6 +587,8 @@ EXPECTED: dict[str, tuple[Any, ...]] = {
     "UpdateLocation[acme/downtown sender_phone_numbers]": (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
     "UpdateLocation[acme/downtown settings+time_zone]":  (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
     "UpdateLocation[acme/downtown *]":                   (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
+    "UpdateLocation[acme/downtown weekly_digest]":       (OK, OK, PD, OK, PD, PD, PD, UA, UA, UA),
+    "UpdateLocation[acme/uptown weekly_digest]":         (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
     "UpdateLocation[acme/uptown settings]":              (OK, OK, PD, PD, PD, PD, PD, UA, UA, UA),
     "UpdateLocation[bravo/harbor settings]":             (OK, PD, PD, PD, PD, OK, OK, UA, UA, UA),
     "UpdateLocation[bravo/harbor time_zone]":            (OK, PD, PD, PD, PD, OK, PD, UA, UA, UA),

@@ -68,6 +68,7 @@ RULES: dict[Action, str] = {
     Action.ENROLLMENT_STEER:                 "Y    -     L   L",
     Action.FLAGGED_MESSAGE_RESOLVE:          "Y    -     L   -",
     Action.CONSENT_REVOKE_BRAND_WIDE:        "Y    -     -   -",
+    Action.REPORT_READ:                      "Y    Y     L   L",
 }
 # fmt: on
 

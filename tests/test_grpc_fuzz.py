@@ -43,6 +43,7 @@ from temporalio.testing import WorkflowEnvironment
 import reengage.v1
 from reengage.v1 import contacts_pb2 as cpb
 from reengage.v1 import enrollments_pb2 as epb
+from reengage.v1 import reports_pb2 as rpb
 from reengage.v1 import sequences_pb2 as spb
 from reengage.v1 import templates_pb2 as tpb
 from reengage.v1 import tenants_pb2 as tnpb
@@ -571,6 +572,18 @@ def valid_requests(scene: dict[str, str]) -> dict[str, Message]:
         },
         "EnrollmentService": {
             "Enroll": epb.EnrollRequest(contact=scene["contact"], sequence=scene["sequence"]),
+        },
+        "ReportService": {
+            "GetSequenceReport": rpb.GetSequenceReportRequest(
+                name=scene["sequence"], location=scene["location"]
+            ),
+            "GetLocationReport": rpb.GetLocationReportRequest(name=scene["location"]),
+            "GetFranchisorReport": rpb.GetFranchisorReportRequest(
+                name=scene["franchisor"], order_by="click_through_rate asc", page_size=1
+            ),
+            "ExportReport": rpb.ExportReportRequest(
+                parent=scene["franchisor"], grouping=rpb.EXPORT_GROUPING_BY_LOCATION
+            ),
         },
     }
     return {

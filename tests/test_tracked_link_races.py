@@ -170,6 +170,17 @@ async def test_clicks_previews_and_heads_on_a_tracked_link(
             cart: ("https://shop.example/cart", 2),
             deals: ("https://shop.example/deals", 0),
         }
+        # every visit is a fact for reports, with its class and the text that carried it
+        [(text_id,)] = await rows(pool, "SELECT id FROM messages WHERE direction = 'outbound'")
+        assert await rows(
+            pool, "SELECT code, message_id, human, agent_class FROM link_clicks ORDER BY id"
+        ) == [
+            (cart, text_id, False, "preview"),
+            (cart, text_id, False, "preview"),
+            (cart, text_id, False, "head"),
+            (cart, text_id, True, "person"),
+            (cart, text_id, True, "person"),
+        ]
         assert await rows(pool, "SELECT kind, reference FROM activities WHERE kind = 'click'") == [
             ("click", cart)
         ]

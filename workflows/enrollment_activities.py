@@ -27,7 +27,7 @@ from tenants.content import links as tracked_links
 from tenants.content.bodies import check_edited_text
 from tenants.content.first_message import outgoing_text
 from tenants.content.placeholders import LinkMaker
-from tenants.content.rendering import contact_context, render_step
+from tenants.content.rendering import contact_context, render_step, sent_coupon_code
 from tenants.core.vocabulary import EnrollmentStatus, ExitReason
 from tenants.enrollment.records import Enrollment, load_enrollment, record_transition
 from tenants.followups.chat_threads import has_open_approval_posts
@@ -205,16 +205,18 @@ class EnrollmentActivities:
             # an enrollment's first text names the brand and says how to opt out, whoever wrote
             # it (an edit too); a prepared text already has them, so this changes nothing there
             first = await is_first_text(conn, ctx.enrollment.id, request.step_index)
+            text = outgoing_text(request.text, ctx.brand, first_message=first).text
             hand_off = await outbound.reserve(
                 conn,
                 outbound.Outgoing(
                     ctx.contact.name,
                     ctx.contact.phone_e164,
                     outbound.sender_number(ctx.location, ctx.contact.name.id),
-                    outgoing_text(request.text, ctx.brand, first_message=first).text,
+                    text,
                     enrollment_id=ctx.enrollment.id,
                     step_index=request.step_index,
                     template_revision=request.template_revision,
+                    coupon_code=await sent_coupon_code(conn, request.template_revision, text),
                 ),
                 carrier=self._carrier.name,
                 carrier_idempotent=self._carrier.idempotent,

@@ -12,6 +12,7 @@ import logging
 from typing import Protocol
 
 from tenants.followups.notices import Notice, NoticeKind
+from tenants.reports.digest import ReportSummary
 
 log = logging.getLogger("reengage.notifications")
 
@@ -44,6 +45,15 @@ class LogNotifier:
             log.info("enrollment exited: %s (%s)", enrollment, p.get("reason"))
         elif notice.kind is NoticeKind.OVERRIDE_SUBMITTED:
             log.info("override submitted for approval: %s", p.get("template"))
+        elif notice.kind is NoticeKind.WEEKLY_DIGEST:  # counts only: nothing personal
+            summary = ReportSummary.from_payload(p)
+            log.info(
+                "weekly digest of %s, %s to %s: %s",
+                notice.location.name,
+                summary.start,
+                summary.end,
+                " · ".join(summary.parts() + list(summary.flags)),
+            )
         else:
             log.info("%s: %s", notice.kind.value.replace("_", " "), where)
         if p.get("flagged"):  # a text flagged for review (tenants.inbound.review_queue)

@@ -12,6 +12,8 @@ from temporalio.worker import Worker
 from workflows.activities import PlatformActivities
 from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient
+from workflows.digest import WeeklyDigestsWorkflow
+from workflows.digest_activities import DigestActivities
 from workflows.enrollment import EnrollmentWorkflow
 from workflows.enrollment_activities import EnrollmentActivities
 from workflows.platform import WorkerSelfCheck
@@ -31,7 +33,7 @@ def build_worker(
     sends_per_second: float = 1.0,
 ) -> Worker:
     platform = PlatformActivities(pool)
-    activities: list[Any] = [platform.database_version]
+    activities: list[Any] = [platform.database_version, *DigestActivities(pool).all()]
     if carrier is not None:
         enrollment = EnrollmentActivities(pool, carrier, public_url, sends_per_second)
         activities += enrollment.all()
@@ -44,6 +46,7 @@ def build_worker(
             EnrollmentWorkflow,
             InactivityScanWorkflow,
             SteerSequenceWorkflow,
+            WeeklyDigestsWorkflow,
         ],
         activities=activities,
     )

@@ -11,6 +11,7 @@ import sys
 
 from server.cli import contact_lookup, enroll
 from server.cli import enrollments as enrollments_cli
+from server.cli import report as report_cli
 from server.cli import sequences as sequences_cli
 from server.cli import templates as templates_cli
 from server.cli.discovery import DATABASE_URL_HELP, add_api_flags
@@ -380,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_parser(sub)
     templates_cli.add_parser(sub)
     sequences_cli.add_parser(sub)
+    report_cli.add_parser(sub)
     return parser
 
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.type import money_pb2
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
@@ -28,6 +29,7 @@ from server.grpc.contact_converters import (
 from server.grpc.converters import ENCODING_TO_PB, require, timestamp
 from tenants.contacts import consent, contacts
 from tenants.contacts import importing as contact_import
+from tenants.contacts.activity import Money, Purchase
 from tenants.contacts.model import COLLECTION as CONTACTS
 from tenants.core.errors import FieldViolation, InvalidArgument
 from tenants.core.names import ChildName, parse_child, parse_scope
@@ -246,6 +248,9 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
         name = parse_child(request.contact, CONTACTS, "contact")
         require(request, "activity")
         a = request.activity
+        value = None
+        if a.HasField("value"):
+            value = Money(a.value.currency_code, a.value.units, a.value.nanos)
         async with self._pool.connection() as conn:
             recorded, _, owed = await triggers.record_activity_with_triggers(
                 conn,
@@ -255,16 +260,26 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
                 when(a.occurred_at, a.HasField("occurred_at")),
                 a.reference,
                 a.item,
+                Purchase(value, a.order_id, a.coupon_code),
             )
         if owed:  # signal the running enrollment, enroll in sequences
             self._deliver_soon(owed)
+        # an order recorded before may be another contact's: the activity names its own
+        money = recorded.value
         return pb.Activity(
-            name=f"{name.name}/activities/{recorded.id}",
+            name=f"{recorded.contact.name}/activities/{recorded.id}",
             kind=recorded.kind,
             occurred_at=timestamp(recorded.occurred_at),
             reference=recorded.reference,
             item=recorded.item,
             record_time=timestamp(recorded.recorded_at),
+            value=None
+            if money is None
+            else money_pb2.Money(
+                currency_code=money.currency_code, units=money.units, nanos=money.nanos
+            ),
+            order_id=recorded.order_id,
+            coupon_code=recorded.coupon_code,
         )
 
     async def ListFlaggedMessages(

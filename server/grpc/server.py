@@ -15,6 +15,8 @@ from reengage.v1 import (
     contacts_pb2_grpc,
     enrollments_pb2,
     enrollments_pb2_grpc,
+    reports_pb2,
+    reports_pb2_grpc,
     sequences_pb2,
     sequences_pb2_grpc,
     templates_pb2,
@@ -25,6 +27,7 @@ from reengage.v1 import (
 from server.grpc.auth import AuthInterceptor
 from server.grpc.contact_service import ContactService
 from server.grpc.enrollment_service import EnrollmentService
+from server.grpc.report_service import ReportService
 from server.grpc.sequence_service import SequenceService
 from server.grpc.template_service import TemplateService
 from server.grpc.tenant_service import TenantService
@@ -37,6 +40,7 @@ SERVICE_NAMES = (
     contacts_pb2.DESCRIPTOR.services_by_name["ContactService"].full_name,
     sequences_pb2.DESCRIPTOR.services_by_name["SequenceService"].full_name,
     enrollments_pb2.DESCRIPTOR.services_by_name["EnrollmentService"].full_name,
+    reports_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
 )
 # The files of the types an error's google.rpc.Status details hold (ErrorInfo, BadRequest):
 # reflection answers from the process's descriptor pool, and importing them here (not only
@@ -66,6 +70,7 @@ def build_grpc_server(
     sequences_pb2_grpc.add_SequenceServiceServicer_to_server(
         SequenceService(pool, public_url, workflows), server
     )
+    reports_pb2_grpc.add_ReportServiceServicer_to_server(ReportService(pool), server)
     if workflows is not None:  # without Temporal (unit-level tests) the service is absent
         enrollments_pb2_grpc.add_EnrollmentServiceServicer_to_server(
             EnrollmentService(pool, workflows), server

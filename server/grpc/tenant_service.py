@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import grpc
-from google.protobuf import empty_pb2
+from google.protobuf import duration_pb2, empty_pb2
 from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import tenants_pb2 as pb
@@ -23,6 +24,8 @@ from tenants.core.names import (
 from tenants.core.pagination import page_request
 from tenants.org import api_keys, franchisors, locations, staff
 from tenants.org.access import Role
+from tenants.org.report_settings import FIELDS as REPORT_SETTINGS_FIELDS
+from tenants.org.report_settings import ReportSettings, ReportSettingsChange
 
 ROLE_TO_PB = {
     Role.FRANCHISOR_ADMIN: pb.ROLE_FRANCHISOR_ADMIN,
@@ -39,13 +42,69 @@ def franchisor_pb(f: franchisors.Franchisor) -> pb.Franchisor:
         display_name=f.display_name,
         slack_channel_id=f.slack_channel_id,
         opt_out_scope=OPT_OUT_SCOPE_TO_PB[f.opt_out_scope],
+        report_settings=report_settings_pb(f.report_settings),
         create_time=timestamp(f.create_time),
         update_time=timestamp(f.update_time),
         etag=f.etag,
     )
 
 
-FRANCHISOR_MASK_PATHS = ("display_name", "slack_channel_id", "opt_out_scope")
+def report_settings_pb(settings: ReportSettings) -> pb.ReportSettings:
+    def duration(value: timedelta) -> duration_pb2.Duration:
+        d = duration_pb2.Duration()
+        d.FromTimedelta(value)
+        return d
+
+    return pb.ReportSettings(
+        reporting_time_zone=settings.reporting_time_zone,
+        currency_code=settings.currency_code,
+        reply_window=duration(settings.reply_window),
+        click_window=duration(settings.click_window),
+        delivery_window=duration(settings.delivery_window),
+        alert_opt_out_rate=settings.alert_opt_out_rate,
+        alert_delivery_rate=settings.alert_delivery_rate,
+        alert_click_through_rate=settings.alert_click_through_rate,
+    )
+
+
+REPORT_SETTINGS_PATHS = tuple(f"report_settings.{name}" for name in REPORT_SETTINGS_FIELDS)
+FRANCHISOR_MASK_PATHS = (
+    "display_name",
+    "slack_channel_id",
+    "opt_out_scope",
+    "report_settings",
+    *REPORT_SETTINGS_PATHS,
+)
+
+
+def report_settings_input(
+    message: pb.Franchisor, fields: set[str], star: bool
+) -> ReportSettingsChange | None:
+    """The report settings to set (None: leave them): every one when the mask names
+    report_settings, else the ones it names as report_settings.<field>. Unset under "*" leaves
+    them, so a client that knows nothing of them changes nothing."""
+    if star and not message.HasField("report_settings"):
+        return None
+    if "report_settings" in fields:
+        names = frozenset(REPORT_SETTINGS_FIELDS)
+    else:
+        names = frozenset(p.split(".", 1)[1] for p in fields if p in REPORT_SETTINGS_PATHS)
+    if not names:
+        return None
+    s = message.report_settings
+    values = ReportSettings(
+        reporting_time_zone=s.reporting_time_zone,
+        currency_code=s.currency_code,
+        reply_window=s.reply_window.ToTimedelta(),
+        click_window=s.click_window.ToTimedelta(),
+        delivery_window=s.delivery_window.ToTimedelta(),
+        alert_opt_out_rate=s.alert_opt_out_rate,
+        alert_delivery_rate=s.alert_delivery_rate,
+        alert_click_through_rate=s.alert_click_through_rate,
+    )
+    return ReportSettingsChange(values, names)
+
+
 OPT_OUT_SCOPE_TO_PB = {
     franchisors.OptOutScope.LOCATION: pb.OPT_OUT_SCOPE_LOCATION,
     franchisors.OptOutScope.BRAND: pb.OPT_OUT_SCOPE_BRAND,
@@ -80,6 +139,7 @@ def location_pb(loc: locations.Location) -> pb.Location:
         slack_channel_id=loc.slack_channel_id,
         region_code=loc.region_code,
         daily_enrollment_cap=loc.daily_enrollment_cap,
+        weekly_digest=loc.weekly_digest,
         create_time=timestamp(loc.create_time),
         update_time=timestamp(loc.update_time),
         etag=loc.etag,
@@ -102,6 +162,7 @@ def location_input(message: pb.Location) -> locations.LocationInput:
         slack_channel_id=message.slack_channel_id,
         region_code=message.region_code,
         daily_enrollment_cap=message.daily_enrollment_cap,
+        weekly_digest=message.weekly_digest,
     )
 
 
@@ -170,9 +231,9 @@ class TenantService(tenants_pb2_grpc.TenantServiceServicer):
         scope = parse_franchisor(request.franchisor.name, "franchisor.name")
         fields = masked_fields(request.update_mask.paths, FRANCHISOR_MASK_PATHS)
         wanted = request.franchisor
-        opt_out_scope = opt_out_scope_input(
-            wanted.opt_out_scope, fields, "*" in request.update_mask.paths
-        )
+        star = "*" in request.update_mask.paths
+        opt_out_scope = opt_out_scope_input(wanted.opt_out_scope, fields, star)
+        report_settings = report_settings_input(wanted, fields, star)
         async with self._pool.connection() as conn:
             updated = await franchisors.update_franchisor(
                 conn,
@@ -182,6 +243,7 @@ class TenantService(tenants_pb2_grpc.TenantServiceServicer):
                 slack_channel_id=wanted.slack_channel_id if "slack_channel_id" in fields else None,
                 etag=wanted.etag,
                 opt_out_scope=opt_out_scope,
+                report_settings=report_settings,
             )
         return franchisor_pb(updated)
 

@@ -3,6 +3,12 @@
 An activity with a reference is recorded once per (contact, kind, reference), so a retried
 report has one effect. The contact's activity timestamps only move forward; replies, clicks and
 purchases are "engagement", the measure of the inactivity trigger.
+
+A purchase may carry its value (in the brand's one currency, stored in minor units: cents), the
+shop's order id and a coupon code (reports credit it to a text: docs/reporting.md). An order id
+is one purchase across the franchisor: recording it again, for the same contact or another,
+returns the purchase recorded first and changes nothing, so re-imported orders never count
+twice.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants.contacts.contacts import load, require_location
-from tenants.core.errors import Violations
-from tenants.core.names import ChildName
+from tenants.contacts.model import COLLECTION as CONTACTS
+from tenants.core.errors import AlreadyExists, Violations
+from tenants.core.money import NANOS_PER_UNIT, minor_digits, minor_units, units_and_nanos
+from tenants.core.names import ChildName, TenantScope
 from tenants.org import audit
-from tenants.org.access import Action, Principal, authorize
+from tenants.org.access import Action, Principal, authorize, can
+from tenants.org.report_settings import report_settings
 
 KNOWN_KINDS = frozenset(
     {
@@ -35,6 +44,30 @@ ENGAGEMENT = {"reply": "last_reply_at", "click": "last_click_at", "purchase": "l
 _CUSTOM_KIND = re.compile(r"[a-z][a-z0-9_]{0,62}")
 MAX_REFERENCE = 200
 MAX_ITEM = 200
+MAX_ORDER_ID = 200
+MAX_VALUE_UNITS = 1_000_000_000_000  # a trillion: beyond any one order
+COUPON_CODE = re.compile(r"[A-Z0-9_-]{1,32}")
+
+
+@dataclass(frozen=True)
+class Money:
+    """An amount as google.type.Money has it: whole units and billionths, same sign."""
+
+    currency_code: str
+    units: int
+    nanos: int = 0
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """What a purchase may carry besides its item: its value, order id and coupon code."""
+
+    value: Money | None = None
+    order_id: str = ""
+    coupon_code: str = ""
+
+
+NOT_A_PURCHASE = Purchase()
 
 
 @dataclass(frozen=True)
@@ -46,6 +79,91 @@ class Activity:
     reference: str
     item: str
     recorded_at: datetime
+    value_minor: int | None = None  # a purchase's value in minor units of currency_code
+    currency_code: str = ""
+    order_id: str = ""
+    coupon_code: str = ""
+
+    @property
+    def value(self) -> Money | None:
+        if self.value_minor is None:
+            return None
+        return Money(self.currency_code, *units_and_nanos(self.value_minor, self.currency_code))
+
+
+_COLUMNS = (
+    "id, location_id, contact_id, kind, occurred_at, coalesce(reference, ''), item, recorded_at,"
+    " value_minor, coalesce(currency_code, ''), coalesce(order_id, ''), coupon_code"
+)
+
+
+def _from_row(franchisor_id: str, row: tuple[Any, ...]) -> Activity:
+    aid, location_id, contact_id, kind, occurred_at, reference, item, recorded_at, *rest = row
+    contact = ChildName(TenantScope(franchisor_id, location_id), CONTACTS, contact_id)
+    return Activity(contact, aid, kind, occurred_at, reference, item, recorded_at, *rest)
+
+
+def coupon_problem(code: str) -> str | None:
+    if not COUPON_CODE.fullmatch(code):
+        return f"{code[:40]!r} is not a coupon code: 1-32 of A-Z, 0-9, '-' and '_'"
+    return None
+
+
+def _value_minor(value: Money, currency: str, problems: Violations) -> int | None:
+    """The value in the brand currency's minor units, or None with the problems added."""
+    field = "activity.value"
+    if not value.currency_code:
+        problems.add(f"{field}.currency_code", f"is required: the brand's currency is {currency}")
+    elif value.currency_code != currency:
+        problems.add(
+            f"{field}.currency_code",
+            f"{value.currency_code[:10]!r} is not the brand's currency: purchases are recorded"
+            f" in {currency}",
+        )
+    if not -NANOS_PER_UNIT < value.nanos < NANOS_PER_UNIT:
+        problems.add(f"{field}.nanos", "must be between -999,999,999 and 999,999,999")
+        return None
+    if value.units < 0 or value.nanos < 0:
+        problems.add(field, "must not be negative")
+        return None
+    if value.units > MAX_VALUE_UNITS:
+        problems.add(f"{field}.units", f"is more than {MAX_VALUE_UNITS:,}")
+        return None
+    minor = minor_units(value.units, value.nanos, currency)
+    if minor is None:
+        problems.add(
+            f"{field}.nanos",
+            f"has more decimals than {currency} has ({minor_digits(currency)}): round it",
+        )
+    return minor
+
+
+async def _purchase_values(
+    conn: AsyncConnection[Any], scope: TenantScope, kind: str, purchase: Purchase
+) -> tuple[Violations, int | None, str, str, str]:
+    """The purchase's checked values: (problems, value_minor, currency_code, order_id,
+    coupon_code)."""
+    problems = Violations()
+    order_id = purchase.order_id.strip()
+    coupon = purchase.coupon_code.strip().upper()
+    if kind != "purchase":
+        for field, given in (
+            ("value", purchase.value is not None),
+            ("order_id", bool(purchase.order_id)),
+            ("coupon_code", bool(purchase.coupon_code)),
+        ):
+            if given:
+                problems.add(f"activity.{field}", f"only a purchase has a {field}, not a {kind!r}")
+        return problems, None, "", "", ""
+    if len(order_id) > MAX_ORDER_ID:
+        problems.add("activity.order_id", f"is longer than {MAX_ORDER_ID} characters")
+    if coupon:
+        problems.check("activity.coupon_code", coupon_problem(coupon))
+    value_minor, currency = None, ""
+    if purchase.value is not None:
+        currency = (await report_settings(conn, scope.franchisor_id)).currency_code
+        value_minor = _value_minor(purchase.value, currency, problems)
+    return problems, value_minor, currency if value_minor is not None else "", order_id, coupon
 
 
 def kind_problem(kind: str) -> str | None:
@@ -62,11 +180,16 @@ async def record_activity(
     occurred_at: datetime | None,
     reference: str = "",
     item: str = "",
+    purchase: Purchase = NOT_A_PURCHASE,
 ) -> tuple[Activity, bool]:
-    """Records the activity; returns it and whether it is new (False: a repeated reference)."""
+    """Records the activity; returns it and whether it is new (False: a repeated reference, or
+    an order id the franchisor has already: then the purchase recorded first, whichever of the
+    brand's contacts it is of; AlreadyExists when principal may not read that contact)."""
     require_location(name.scope, "contact")
     authorize(principal, Action.CONTACT_WRITE, name.scope)
-    problems = Violations()
+    problems, value_minor, currency, order_id, coupon = await _purchase_values(
+        conn, name.scope, kind, purchase
+    )
     problems.check("activity.kind", kind_problem(kind) if kind else "is required")
     if occurred_at is None:
         problems.add("activity.occurred_at", "is required")
@@ -81,23 +204,28 @@ async def record_activity(
     key = (name.scope.franchisor_id, name.scope.location_id, name.id)
     async with conn.transaction():
         await load(conn, name, lock=True)
+        # one statement, every fact of the purchase in it: the reports' triggers read them
         cur = await conn.execute(
             "INSERT INTO activities (franchisor_id, location_id, contact_id, kind, occurred_at,"
-            " reference, item, recorded_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " reference, item, recorded_by, order_id, value_minor, currency_code, coupon_code)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT DO NOTHING RETURNING id, recorded_at",
-            (*key, kind, occurred_at, reference or None, item, principal.label),
+            (
+                *key,
+                kind,
+                occurred_at,
+                reference or None,
+                item,
+                principal.label,
+                order_id or None,
+                value_minor,
+                currency or None,
+                coupon,
+            ),
         )
         inserted = await cur.fetchone()
-        if inserted is None:  # the same reference again: one effect
-            cur = await conn.execute(
-                "SELECT id, occurred_at, item, recorded_at FROM activities"
-                " WHERE franchisor_id = %s AND location_id = %s AND contact_id = %s"
-                " AND kind = %s AND reference = %s",
-                (*key, kind, reference),
-            )
-            row = await cur.fetchone()
-            assert row is not None
-            return Activity(name, row[0], kind, row[1], reference, row[2], row[3]), False
+        if inserted is None:  # the same order or reference again: one effect
+            return await _recorded_before(conn, principal, name, kind, reference, order_id), False
         column = ENGAGEMENT.get(kind)
         await conn.execute(
             "UPDATE contacts SET last_activity_at = greatest(last_activity_at, %(at)s),"
@@ -120,7 +248,59 @@ async def record_activity(
         await audit.record(
             conn, principal, "activity.record", name.name, name.scope.franchisor_id, kind=kind
         )
-    return Activity(name, inserted[0], kind, occurred_at, reference, item, inserted[1]), True
+    activity = Activity(
+        name,
+        inserted[0],
+        kind,
+        occurred_at,
+        reference,
+        item,
+        inserted[1],
+        value_minor,
+        currency,
+        order_id,
+        coupon,
+    )
+    return activity, True
+
+
+async def _recorded_before(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    name: ChildName,
+    kind: str,
+    reference: str,
+    order_id: str,
+) -> Activity:
+    """The activity an insert conflicted with: the franchisor's purchase with this order id,
+    else the contact's activity with this reference."""
+    franchisor_id = name.scope.franchisor_id
+    row = None
+    if order_id:
+        cur = await conn.execute(
+            f"SELECT {_COLUMNS} FROM activities WHERE franchisor_id = %s AND kind = 'purchase'"
+            " AND order_id = %s",
+            (franchisor_id, order_id),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        cur = await conn.execute(
+            f"SELECT {_COLUMNS} FROM activities"
+            " WHERE franchisor_id = %s AND location_id = %s AND contact_id = %s"
+            " AND kind = %s AND reference = %s",
+            (franchisor_id, name.scope.location_id, name.id, kind, reference),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    found = _from_row(franchisor_id, row)
+    if not can(principal, Action.CONTACT_READ, found.contact.scope):
+        # another location's purchase: say so without naming its contact
+        raise AlreadyExists(
+            f"order {order_id[:60]!r} is already recorded at another location of the brand",
+            reason="ORDER_ALREADY_RECORDED",
+            order_id=order_id[:200],
+        )
+    return found
 
 
 async def kinds_since(

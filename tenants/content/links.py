@@ -6,7 +6,12 @@ approved text is exactly the sent one.
 A click answers with one redirect to the target, counts the click and, the first time a code is
 clicked, records a `click` activity (engagement) and owes the enrollment an `activity_event`
 signal. Link-preview fetchers (iMessage, Slack, Facebook and friends fetch the URL to draw a
-card) are redirected but not counted: they are not the contact.
+card), robots (crawlers, scanners, scripts: the maintained `crawlerdetect` list) and HEAD
+requests are redirected but not counted: they are not the contact.
+
+Every visit, counted or not, is a `link_clicks` row (a fact for reports): whether a person made
+it and, if not, what did (`AgentClass`), with the sequence text that carried the link. The user
+agent itself is never stored.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import secrets
 import string
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
+from crawlerdetect import CrawlerDetect
 from psycopg import AsyncConnection
 
 from tenants.contacts.activity import record_activity
@@ -31,11 +38,34 @@ from tenants.org.access import system
 LINKS = system("tracked-links")
 _ALPHABET = string.ascii_letters + string.digits
 CODE = re.compile(rf"[A-Za-z0-9]{{{LINK_CODE_LENGTH}}}")
-# User agents of link-preview fetchers: not a person's click.
+# User agents of link-preview fetchers (a messaging app drawing the link's card): not a
+# person's click. Search engines' crawlers are robots (crawlerdetect), not previews.
 _PREVIEW_AGENTS = re.compile(
     r"(?i)facebookexternalhit|facebot|twitterbot|slackbot|slack-imgproxy|discordbot"
-    r"|whatsapp|telegrambot|linkedinbot|googlebot|bingbot|skypeuripreview|applebot"
+    r"|whatsapp|telegrambot|linkedinbot|skypeuripreview"
 )
+_CRAWLERS = CrawlerDetect()
+
+
+class AgentClass(StrEnum):
+    """Who visited a tracked link (link_clicks.agent_class)."""
+
+    PERSON = "person"  # a person's click: counted
+    ROBOT = "robot"  # a crawler, scanner or script (crawlerdetect)
+    PREVIEW = "preview"  # a messaging app's link preview
+    HEAD = "head"  # a HEAD request: a look, not a visit
+
+
+def agent_class(user_agent: str, look: bool = False) -> AgentClass:
+    """What made a visit: a HEAD request (look), a preview fetcher, a robot, else a person (an
+    empty user agent too: some phones' in-app browsers send none)."""
+    if look:
+        return AgentClass.HEAD
+    if _PREVIEW_AGENTS.search(user_agent):
+        return AgentClass.PREVIEW
+    if _CRAWLERS.is_crawler(user_agent):
+        return AgentClass.ROBOT
+    return AgentClass.PERSON
 
 
 def new_code() -> str:
@@ -96,40 +126,62 @@ class Click:
     enrollment_id: str
     target_url: str
     first: bool  # the first counted click of this code
-    counted: bool  # False: a link-preview fetcher, not the contact
-
-
-def is_preview_fetcher(user_agent: str) -> bool:
-    return bool(_PREVIEW_AGENTS.search(user_agent))
+    counted: bool  # False: not the contact (a preview, a robot, a HEAD request)
+    agent: AgentClass = AgentClass.PERSON
 
 
 async def record_click(
     conn: AsyncConnection[Any], code: str, at: datetime, user_agent: str, look: bool = False
 ) -> Click | None:
-    """Counts a click of code (not a `look`: a HEAD request); None when there is no such
-    code."""
+    """Records a visit of code as a `link_clicks` row and, when a person made it (not a `look`:
+    a HEAD request), counts it on the link; None when there is no such code."""
     if not CODE.fullmatch(code):
         return None
-    counted = not look and not is_preview_fetcher(user_agent)
+    agent = agent_class(user_agent, look)
+    counted = agent is AgentClass.PERSON
     if counted:
         cur = await conn.execute(
             "UPDATE tracked_links SET clicks = clicks + 1,"
             " first_click_at = coalesce(first_click_at, %s), last_click_at = %s"
             " WHERE code = %s RETURNING franchisor_id, location_id, contact_id, enrollment_id,"
-            " target_url, clicks = 1",
+            " step_index, target_url, clicks = 1",
             (at, at, code),
         )
     else:
         cur = await conn.execute(
-            "SELECT franchisor_id, location_id, contact_id, enrollment_id, target_url, false"
-            " FROM tracked_links WHERE code = %s",
+            "SELECT franchisor_id, location_id, contact_id, enrollment_id, step_index,"
+            " target_url, false FROM tracked_links WHERE code = %s",
             (code,),
         )
     row = await cur.fetchone()
     if row is None:
         return None
-    contact = ChildName(TenantScope(row[0], row[1]), CONTACTS, row[2])
-    return Click(contact, row[3], row[4], bool(row[5]), counted)
+    franchisor_id, location_id, contact_id, enrollment_id, step_index, target, first = row
+    # the text that carried the link: the ledger row of its enrollment and step (keyed like
+    # `tenants.messages.ledger`; none yet when a prepared text's link is opened before the send)
+    await conn.execute(
+        "INSERT INTO link_clicks (code, franchisor_id, location_id, contact_id, enrollment_id,"
+        " step_index, message_id, clicked_at, human, agent_class)"
+        " VALUES (%(code)s, %(f)s, %(l)s, %(c)s, %(e)s, %(s)s,"
+        " (SELECT id FROM messages WHERE idempotency_key = %(key)s AND enrollment_id = %(e)s"
+        "  AND step_index = %(s)s AND direction = 'outbound'"
+        "  ORDER BY create_time DESC, id DESC LIMIT 1),"
+        " %(at)s, %(human)s, %(agent)s)",
+        {
+            "code": code,
+            "f": franchisor_id,
+            "l": location_id,
+            "c": contact_id,
+            "e": enrollment_id,
+            "s": step_index,
+            "key": f"{enrollment_id}:{step_index}",
+            "at": at,
+            "human": counted,
+            "agent": agent.value,
+        },
+    )
+    contact = ChildName(TenantScope(franchisor_id, location_id), CONTACTS, contact_id)
+    return Click(contact, enrollment_id, target, bool(first), counted, agent)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@
     {{link:https://shop.example/cart}}
 
 A placeholder is `{{variable}}` or `{{variable|fallback}}` (whitespace around either is
-ignored), or `{{link:URL}}` (a tracked link, rendered as a short link on the brand's domain).
+ignored), `{{link:URL}}` (a tracked link, rendered as a short link on the brand's domain), or
+`{{coupon:CODE}}` (a coupon code, rendered as the code itself and recorded with the text, so a
+purchase that uses it can be credited to the text: docs/reporting.md).
 Variables come from a fixed list; `contact.attrs.<key>` reads a custom contact attribute.
 Parsing returns text and placeholder parts, or a TemplateSyntaxError with the character
 position of the problem. Rendering never invents a value: a variable that is empty and has no
@@ -31,6 +33,7 @@ VARIABLES = frozenset(
 )
 ATTRS_PREFIX = "contact.attrs."
 _ATTR_KEY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+COUPON_CODE = re.compile(r"[A-Z0-9_-]{1,32}")
 MAX_BODY_CHARS = 2000
 MAX_FALLBACK_CHARS = 100
 
@@ -99,7 +102,13 @@ class Link:
     position: int
 
 
-Part = Text | Variable | Link
+@dataclass(frozen=True)
+class Coupon:
+    code: str
+    position: int
+
+
+Part = Text | Variable | Link | Coupon
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,10 @@ class ParsedTemplate:
     @property
     def links(self) -> tuple[Link, ...]:
         return tuple(p for p in self.parts if isinstance(p, Link))
+
+    @property
+    def coupons(self) -> tuple[Coupon, ...]:
+        return tuple(p for p in self.parts if isinstance(p, Coupon))
 
 
 def is_shortener(host: str) -> bool:
@@ -194,6 +207,15 @@ def _placeholder(inner: str, position: int) -> Part:
         url = stripped[len("link:") :].strip()
         _check_link(url, position)
         return Link(url, position)
+    if stripped.startswith("coupon:"):
+        code = stripped[len("coupon:") :].strip()
+        if not COUPON_CODE.fullmatch(code):
+            raise TemplateSyntaxError(
+                position,
+                f"coupon code {code[:40]!r} must be 1-32 upper-case letters, digits, '-' or '_'"
+                " (e.g. {{coupon:SPRING-25}})",
+            )
+        return Coupon(code, position)
     name, bar, fallback = stripped.partition("|")
     name = name.strip()
     if not name:
@@ -242,6 +264,12 @@ class Rendering:
     preview: str
     missing: tuple[str, ...]
     links: tuple[str, ...]
+    coupons: tuple[str, ...] = ()  # the coupon codes it carries, in order
+
+    @property
+    def coupon_code(self) -> str:
+        """The coupon code the text is recorded with (the first one; "" none)."""
+        return self.coupons[0] if self.coupons else ""
 
     @property
     def complete(self) -> bool:
@@ -262,12 +290,16 @@ def render(template: ParsedTemplate, context: RenderContext, link_for: LinkMaker
     out: list[str] = []
     missing: list[str] = []
     links: list[str] = []
+    coupons: list[str] = []
     for part in template.parts:
         if isinstance(part, Text):
             out.append(part.value)
         elif isinstance(part, Link):
             links.append(part.url)
             out.append(link_for(part.url))
+        elif isinstance(part, Coupon):
+            coupons.append(part.code)
+            out.append(part.code)
         else:
             value = context.lookup(part.name) or part.fallback
             if value:
@@ -275,4 +307,4 @@ def render(template: ParsedTemplate, context: RenderContext, link_for: LinkMaker
             else:
                 missing.append(part.name)
                 out.append("{{" + part.name + "}}")
-    return Rendering("".join(out), tuple(dict.fromkeys(missing)), tuple(links))
+    return Rendering("".join(out), tuple(dict.fromkeys(missing)), tuple(links), tuple(coupons))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,9 +11,17 @@ from zoneinfo import ZoneInfo
 from psycopg import AsyncConnection
 
 from tenants.contacts.model import Contact
-from tenants.content.placeholders import LinkMaker, RenderContext, Rendering, parse, render
+from tenants.content.placeholders import (
+    LinkMaker,
+    RenderContext,
+    Rendering,
+    TemplateSyntaxError,
+    parse,
+    render,
+)
 from tenants.content.templates import COLLECTION as TEMPLATES
-from tenants.content.templates import resolve_for_location
+from tenants.content.templates import resolve_for_location, template_key
+from tenants.core.errors import InvalidArgument
 from tenants.core.names import TenantScope, parse_child
 from tenants.org.locations import Location
 
@@ -80,3 +89,31 @@ async def render_step(
         "",
         template.revision_name(template.live_revision),
     )
+
+
+async def sent_coupon_code(conn: AsyncConnection[Any], template_revision: str, text: str) -> str:
+    """The coupon code a step's text is recorded with (messages.coupon_code): the first
+    {{coupon:CODE}} of the revision it was rendered from, as long as the text still carries the
+    code (an approver may have edited it out); "" when it carries none."""
+    template_name, _, number = template_revision.rpartition("/revisions/")
+    if not template_name or not number.isdigit():
+        return ""
+    try:
+        template = parse_child(template_name, TEMPLATES)
+    except InvalidArgument:
+        return ""
+    cur = await conn.execute(
+        "SELECT body FROM template_revisions WHERE franchisor_id = %s"
+        " AND location_id IS NOT DISTINCT FROM %s AND template_id = %s AND number = %s",
+        (*template_key(template), int(number)),
+    )
+    row = await cur.fetchone()
+    try:
+        coupons = parse(row[0]).coupons if row else ()
+    except TemplateSyntaxError:  # a body older than today's rules
+        return ""
+    if not coupons:
+        return ""
+    code = coupons[0].code
+    standing_alone = rf"(?<![A-Za-z0-9_-]){re.escape(code)}(?![A-Za-z0-9_-])"
+    return code if re.search(standing_alone, text) else ""

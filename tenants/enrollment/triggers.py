@@ -25,7 +25,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from tenants.contacts.activity import Activity, record_activity
+from tenants.contacts.activity import NOT_A_PURCHASE, Activity, Purchase, record_activity
 from tenants.contacts.model import COLLECTION as CONTACTS
 from tenants.contacts.reachability import TEXTABLE_SQL
 from tenants.core.names import ChildName, TenantScope, parse_child
@@ -156,6 +156,7 @@ async def record_activity_with_triggers(
     occurred_at: datetime | None,
     reference: str = "",
     item: str = "",
+    purchase: Purchase = NOT_A_PURCHASE,
 ) -> tuple[Activity, bool, tuple[int, ...]]:
     """RecordActivity: the activity, and in the same transaction (only when it is new) the
     follow-ups it owes — a signal to the running enrollment, and an enrollment into every
@@ -163,7 +164,7 @@ async def record_activity_with_triggers(
     activity, whether it is new, and the follow-up ids."""
     async with conn.transaction():
         activity, new = await record_activity(
-            conn, principal, contact, kind, occurred_at, reference, item
+            conn, principal, contact, kind, occurred_at, reference, item, purchase
         )
         if not new:
             return activity, False, ()

@@ -28,10 +28,13 @@ class NoticeKind(StrEnum):
     ENROLLMENT_EXITED = "enrollment_exited"
     OPTED_OUT = "opted_out"
     OVERRIDE_SUBMITTED = "override_submitted"
+    # a location's week in numbers (tenants.reports.digest): no contact, no thread
+    WEEKLY_DIGEST = "weekly_digest"
 
     @property
     def about_a_contact(self) -> bool:
-        """Posted in the contact's thread of the location's channel (else: the brand channel)."""
+        """Posted in the location's channel, in the contact's thread when the notice names one
+        (else: the brand channel)."""
         return self is not NoticeKind.OVERRIDE_SUBMITTED
 
 

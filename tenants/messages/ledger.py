@@ -60,18 +60,20 @@ async def reserve_outbound(
     to_number: str,
     now: datetime,
     key: str = "",
+    coupon_code: str = "",
 ) -> Reservation:
     """Reserves the ledger row of (enrollment, step) (or, for a text outside any enrollment,
     of `key`); an existing one is returned as it is, with its body (what a retry sends: the
     ledger row is the truth of what goes out). A sequence text records the send-rules version
-    its window was checked under (the evidence export shows it)."""
+    its window was checked under (the evidence export shows it), and the coupon code its text
+    carries (reports credit a purchase with that code to it)."""
     key = key or f"{enrollment_id}:{step_index}"
     cur = await conn.execute(
         "INSERT INTO messages (franchisor_id, location_id, contact_id, direction, body, encoding,"
         " segments, enrollment_id, step_index, template_revision, idempotency_key, carrier,"
-        " status, from_number, to_number, create_time, status_time, rules_version)"
+        " status, from_number, to_number, create_time, status_time, rules_version, coupon_code)"
         " VALUES (%s, %s, %s, 'outbound', %s, %s, %s, %s, %s, %s, %s, %s, 'sending', %s, %s,"
-        " %s, %s, %s)"
+        " %s, %s, %s, %s)"
         " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
         (
             franchisor_id,
@@ -90,6 +92,7 @@ async def reserve_outbound(
             now,
             now,
             rules_version() if enrollment_id is not None else "",
+            coupon_code,
         ),
     )
     row = await cur.fetchone()
@@ -111,13 +114,15 @@ async def rewrite_unsent(
     encoding: str,
     segments: int,
     template_revision: str,
+    coupon_code: str = "",
 ) -> None:
-    """Gives a row that never reached the carrier (`retry`) the text its next attempt sends,
-    and marks it `sending` again."""
+    """Gives a row that never reached the carrier (`retry`) the text its next attempt sends
+    (and its coupon code), and marks it `sending` again."""
     await conn.execute(
         "UPDATE messages SET body = %s, encoding = %s, segments = %s, template_revision = %s,"
-        " status = 'sending', status_time = now() WHERE id = %s AND status = 'retry'",
-        (body, encoding, segments, template_revision, message_id),
+        " coupon_code = %s, status = 'sending', status_time = now()"
+        " WHERE id = %s AND status = 'retry'",
+        (body, encoding, segments, template_revision, coupon_code, message_id),
     )
 
 

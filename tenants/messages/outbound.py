@@ -103,6 +103,7 @@ class Outgoing:
     step_index: int | None = None
     template_revision: str = ""
     key: str = ""
+    coupon_code: str = ""  # the {{coupon:CODE}} the text carries (a step's), "" none
 
     @property
     def idempotency_key(self) -> str:
@@ -165,6 +166,7 @@ async def reserve(
         to_number=outgoing.to_number,
         now=now,
         key=outgoing.key,
+        coupon_code=outgoing.coupon_code,
     )
     body = outgoing.body
     verdict = HandOffVerdict.SEND
@@ -190,6 +192,7 @@ async def reserve(
             encoding=counted.encoding.value,
             segments=counted.segments,
             template_revision=outgoing.template_revision,
+            coupon_code=outgoing.coupon_code,
         )
     elif not reservation.new:
         # an idempotent carrier's interrupted send is repeated with the text reserved first:

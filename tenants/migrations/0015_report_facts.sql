@@ -59,7 +59,8 @@ CREATE INDEX link_clicks_message ON link_clicks (message_id);
 
 -- One credit per (kind, subject): the first click of a contact on a message ('click',
 -- message id), a reply ('reply', message id: repliers are counted once per message), an
--- opt-out ('opt_out', consent event id), an enrollment's first delivered text
+-- opt-out ('opt_out', message id: a STOP and the carrier's 21610 for it count once), an
+-- enrollment's first delivered text
 -- ('delivered_contact', enrollment id), an enrollment's first conversion ('converter',
 -- enrollment id). The insert that wins (ON CONFLICT DO NOTHING) is the one that counts.
 CREATE TABLE report_credits (

@@ -111,6 +111,10 @@ class Action(StrEnum):
     # opt_out_scope keeps opt-outs to their location: the brand's decision, never one
     # location's (under BRAND every revocation covers the brand, whoever records it)
     CONSENT_REVOKE_BRAND_WIDE = "consent.revoke_brand_wide"
+    # reports (tenants.reports.measures): the brand's report and every location's for the
+    # franchisor's admins and viewers; a location's own report (and a brand sequence's report
+    # at that location) for its manager and staff; never the brand's report for a location
+    REPORT_READ = "report.read"
 
 
 _FRANCHISOR_WIDE = {
@@ -139,6 +143,7 @@ _FRANCHISOR_WIDE = {
     Action.ENROLLMENT_STEER: {Role.FRANCHISOR_ADMIN},
     Action.FLAGGED_MESSAGE_RESOLVE: {Role.FRANCHISOR_ADMIN},
     Action.CONSENT_REVOKE_BRAND_WIDE: {Role.FRANCHISOR_ADMIN},
+    Action.REPORT_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
 }
 
 _OWN_LOCATION = {
@@ -162,6 +167,7 @@ _OWN_LOCATION = {
     Action.SEQUENCE_WRITE: {Role.LOCATION_MANAGER},
     Action.ENROLLMENT_STEER: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
     Action.FLAGGED_MESSAGE_RESOLVE: {Role.LOCATION_MANAGER},
+    Action.REPORT_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
 }
 
 # Actions whose target is the franchisor node but which location principals may perform (their

@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import class_row
+from psycopg.rows import RowMaker
 
-from tenants.core.errors import AlreadyExists, EtagMismatch, NotFound, Violations
+from tenants.core.errors import (
+    AlreadyExists,
+    EtagMismatch,
+    FailedPrecondition,
+    NotFound,
+    Violations,
+)
 from tenants.core.masks import check_etag
 from tenants.core.names import TenantScope, display_name_problem, id_problem
 from tenants.core.pagination import PageRequest
 from tenants.org import audit
 from tenants.org.access import Action, Principal, authorize, visible_franchisors
 from tenants.org.locations import slack_channel_problem
+from tenants.org.report_settings import (
+    COLUMNS as REPORT_COLUMNS,
+)
+from tenants.org.report_settings import (
+    FIELDS as REPORT_FIELDS,
+)
+from tenants.org.report_settings import (
+    ReportSettings,
+    ReportSettingsChange,
+    apply_change,
+    settings_from_row,
+)
 
 COLLECTION = "franchisors"
 
@@ -38,6 +57,7 @@ class Franchisor:
     update_time: datetime
     version: int
     opt_out_scope: OptOutScope = OptOutScope.LOCATION
+    report_settings: ReportSettings = field(default_factory=ReportSettings)
 
     def __post_init__(self) -> None:  # rows carry the stored text
         object.__setattr__(self, "opt_out_scope", OptOutScope(self.opt_out_scope))
@@ -51,7 +71,23 @@ class Franchisor:
         return f'"{self.version}"'
 
 
-_COLUMNS = "id, display_name, slack_channel_id, create_time, update_time, version, opt_out_scope"
+_COLUMNS = (
+    "id, display_name, slack_channel_id, create_time, update_time, version, opt_out_scope, "
+    + REPORT_COLUMNS
+)
+
+
+def _franchisor_rows(cursor: Any) -> RowMaker[Franchisor]:
+    """A row factory: a franchisors row (_COLUMNS) as a Franchisor, its report settings
+    gathered."""
+
+    def make(values: Sequence[Any]) -> Franchisor:
+        fid, display, slack, created, updated, version, scope, *settings = values
+        return Franchisor(
+            fid, display, slack, created, updated, version, scope, settings_from_row(settings)
+        )
+
+    return make
 
 
 async def create_franchisor(
@@ -64,7 +100,7 @@ async def create_franchisor(
     problems.raise_if_any()
     # ON CONFLICT, not a caught unique violation: PostgreSQL would log the conflicting key
     async with conn.transaction():
-        cur = conn.cursor(row_factory=class_row(Franchisor))
+        cur = conn.cursor(row_factory=_franchisor_rows)
         await cur.execute(
             "INSERT INTO franchisors (id, display_name) VALUES (%s, %s)"
             f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
@@ -84,7 +120,7 @@ async def get_franchisor(
     conn: AsyncConnection[Any], principal: Principal, scope: TenantScope
 ) -> Franchisor:
     authorize(principal, Action.FRANCHISOR_READ, scope)
-    cur = conn.cursor(row_factory=class_row(Franchisor))
+    cur = conn.cursor(row_factory=_franchisor_rows)
     await cur.execute(f"SELECT {_COLUMNS} FROM franchisors WHERE id = %s", (scope.franchisor_id,))
     found = await cur.fetchone()
     if found is None:
@@ -98,7 +134,7 @@ async def list_franchisors(
     """One page of the franchisors principal may see (every one for an operator, its own for
     anyone else), ordered by id, and the next page token."""
     only = visible_franchisors(principal)
-    cur = conn.cursor(row_factory=class_row(Franchisor))
+    cur = conn.cursor(row_factory=_franchisor_rows)
     await cur.execute(
         f"SELECT {_COLUMNS} FROM franchisors"
         " WHERE (%s::text IS NULL OR id = %s) AND (%s::text IS NULL OR id > %s)"
@@ -119,11 +155,14 @@ async def update_franchisor(
     etag: str,
     *,
     opt_out_scope: OptOutScope | None = None,
+    report_settings: ReportSettingsChange | None = None,
 ) -> Franchisor:
     """Sets the given fields (None: leave as is; slack_channel_id "" clears the brand channel)
     atomically; a stale etag raises EtagMismatch. The edge turns update_mask into the Nones.
     Changing opt_out_scope needs FRANCHISOR_UPDATE_OPT_OUT_SCOPE too; it takes effect for
-    opt-outs from then on (suppressions already recorded stay)."""
+    opt-outs from then on (suppressions already recorded stay). report_settings sets the named
+    reporting settings; the currency cannot change once a purchase with a value is recorded
+    (FailedPrecondition: the brand's revenue would mix currencies)."""
     authorize(principal, Action.FRANCHISOR_UPDATE_SETTINGS, scope)
     if opt_out_scope is not None:
         authorize(principal, Action.FRANCHISOR_UPDATE_OPT_OUT_SCOPE, scope)
@@ -142,10 +181,12 @@ async def update_franchisor(
         )
         if value is not None
     ]
+    if report_settings is not None:
+        fields += [f"report_settings.{name}" for name in sorted(report_settings.fields)]
     async with conn.transaction():
         # the row lock serialises writers: one without an etag waits and then wins; one with a
         # stale etag is refused below
-        cur = conn.cursor(row_factory=class_row(Franchisor))
+        cur = conn.cursor(row_factory=_franchisor_rows)
         await cur.execute(
             f"SELECT {_COLUMNS} FROM franchisors WHERE id = %s FOR UPDATE",
             (scope.franchisor_id,),
@@ -154,14 +195,21 @@ async def update_franchisor(
         if current is None:
             raise NotFound(f"{scope.name} does not exist", resource=scope.name)
         check_etag(scope.name, current.etag, etag)
+        settings = current.report_settings
+        if report_settings is not None:
+            settings = apply_change(settings, report_settings)
+            if settings.currency_code != current.report_settings.currency_code:
+                await _check_no_revenue(conn, scope, current.report_settings.currency_code)
         await cur.execute(
             "UPDATE franchisors SET display_name = %s, slack_channel_id = %s, opt_out_scope = %s,"
-            " update_time = now(), version = version + 1"
+            + "".join(f" {name} = %s," for name in REPORT_FIELDS)
+            + " update_time = now(), version = version + 1"
             f" WHERE id = %s AND version = %s RETURNING {_COLUMNS}",
             (
                 current.display_name if display_name is None else display_name,
                 current.slack_channel_id if slack_channel_id is None else slack_channel_id,
                 (current.opt_out_scope if opt_out_scope is None else opt_out_scope).value,
+                *(getattr(settings, name) for name in REPORT_FIELDS),
                 scope.franchisor_id,
                 current.version,
             ),
@@ -175,6 +223,13 @@ async def update_franchisor(
                 "from": current.opt_out_scope.value,
                 "to": opt_out_scope.value,
             }
+        changed = {
+            name: {"from": str(getattr(current.report_settings, name)), "to": str(value)}
+            for name in REPORT_FIELDS
+            if (value := getattr(settings, name)) != getattr(current.report_settings, name)
+        }
+        if changed:
+            changes["report_settings"] = changed
         await audit.record(
             conn,
             principal,
@@ -185,6 +240,22 @@ async def update_franchisor(
             **changes,
         )
     return updated
+
+
+async def _check_no_revenue(
+    conn: AsyncConnection[Any], scope: TenantScope, currency_code: str
+) -> None:
+    cur = await conn.execute(
+        "SELECT 1 FROM activities WHERE franchisor_id = %s AND kind = 'purchase'"
+        " AND value_minor IS NOT NULL LIMIT 1",
+        (scope.franchisor_id,),
+    )
+    if await cur.fetchone() is not None:
+        raise FailedPrecondition(
+            f"{scope.name} has purchases recorded in {currency_code}: its currency cannot change",
+            reason="CURRENCY_IN_USE",
+            resource=scope.name,
+        )
 
 
 async def brand_name(conn: AsyncConnection[Any], franchisor_id: str) -> str:

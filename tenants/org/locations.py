@@ -27,7 +27,7 @@ _SLACK_CHANNEL = re.compile(r"^[CGD][A-Z0-9]{4,20}$")
 KNOWN_ZONES = frozenset(resources.files("tzdata").joinpath("zones").read_text().split())
 
 SETTINGS_FIELDS = frozenset(
-    {"display_name", "send_window", "slack_channel_id", "daily_enrollment_cap"}
+    {"display_name", "send_window", "slack_channel_id", "daily_enrollment_cap", "weekly_digest"}
 )
 MAX_DAILY_ENROLLMENT_CAP = 1_000_000
 PROVISIONING_FIELDS = frozenset({"time_zone", "sender_phone_numbers"})
@@ -61,6 +61,7 @@ class LocationInput:
     slack_channel_id: str = ""
     region_code: str = ""
     daily_enrollment_cap: int = 0
+    weekly_digest: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class Location:
     update_time: datetime
     version: int
     daily_enrollment_cap: int = 0  # contacts entering sequences per local day; 0: no cap
+    weekly_digest: bool = False  # a weekly report digest in the location's Slack channel
 
     @property
     def etag(self) -> str:
@@ -144,6 +146,8 @@ def _validate(
                 f"must be 0 (no cap) to {MAX_DAILY_ENROLLMENT_CAP:,}",
             )
         values["daily_enrollment_cap"] = data.daily_enrollment_cap
+    if "weekly_digest" in fields:
+        values["weekly_digest"] = data.weekly_digest
     problems.raise_if_any()
     return values
 
@@ -151,7 +155,7 @@ def _validate(
 _SELECT = """
 SELECT l.franchisor_id, l.id, l.display_name, l.time_zone, l.region_code, l.send_window_start,
        l.send_window_end, l.send_days, l.slack_channel_id, l.create_time, l.update_time,
-       l.version, l.daily_enrollment_cap,
+       l.version, l.daily_enrollment_cap, l.weekly_digest,
        coalesce((SELECT array_agg(n.phone_number ORDER BY n.position)
                  FROM location_sender_numbers n
                  WHERE n.franchisor_id = l.franchisor_id AND n.location_id = l.id), '{}')
@@ -160,9 +164,8 @@ FROM locations l
 
 
 def _from_row(row: tuple[Any, ...]) -> Location:
-    (f, lid, display, tz, region, start, end, days, slack, created, updated, version, cap, nums) = (
-        row
-    )
+    (f, lid, display, tz, region, start, end, days, slack, created, updated, version) = row[:12]
+    cap, digest, nums = row[12:]
     return Location(
         scope=TenantScope(f, lid),
         display_name=display,
@@ -175,6 +178,7 @@ def _from_row(row: tuple[Any, ...]) -> Location:
         update_time=updated,
         version=version,
         daily_enrollment_cap=cap,
+        weekly_digest=digest,
     )
 
 
@@ -250,7 +254,8 @@ async def create_location(
         cur = await conn.execute(
             "INSERT INTO locations (franchisor_id, id, display_name, time_zone, region_code,"
             " send_window_start, send_window_end, send_days, slack_channel_id,"
-            " daily_enrollment_cap) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " daily_enrollment_cap, weekly_digest)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT DO NOTHING RETURNING id",
             (
                 scope.franchisor_id,
@@ -263,6 +268,7 @@ async def create_location(
                 list(window.days),
                 values["slack_channel_id"],
                 values["daily_enrollment_cap"],
+                values["weekly_digest"],
             ),
         )
         if await cur.fetchone() is None:
@@ -328,7 +334,8 @@ async def update_location(
         cur = await conn.execute(
             "UPDATE locations SET display_name = %s, time_zone = %s, send_window_start = %s,"
             " send_window_end = %s, send_days = %s, slack_channel_id = %s,"
-            " daily_enrollment_cap = %s, update_time = now(), version = version + 1"
+            " daily_enrollment_cap = %s, weekly_digest = %s, update_time = now(),"
+            " version = version + 1"
             " WHERE franchisor_id = %s AND id = %s AND version = %s",
             (
                 values.get("display_name", current.display_name),
@@ -338,6 +345,7 @@ async def update_location(
                 list(window.days),
                 values.get("slack_channel_id", current.slack_channel_id),
                 values.get("daily_enrollment_cap", current.daily_enrollment_cap),
+                values.get("weekly_digest", current.weekly_digest),
                 scope.franchisor_id,
                 scope.location_id,
                 current.version,

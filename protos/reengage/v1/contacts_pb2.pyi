@@ -16,6 +16,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.type import money_pb2 as _money_pb2
 from reengage.v1 import enrollments_pb2 as _enrollments_pb2
 from reengage.v1 import templates_pb2 as _templates_pb2
 import builtins as _builtins
@@ -1078,6 +1079,9 @@ class Activity(_message.Message):
     REFERENCE_FIELD_NUMBER: _builtins.int
     ITEM_FIELD_NUMBER: _builtins.int
     RECORD_TIME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    COUPON_CODE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`<contact name>/activities/{id}`. Output only."""
     kind: _builtins.str
@@ -1088,6 +1092,18 @@ class Activity(_message.Message):
     """The reporting system's id for it (order id, appointment id); makes the report idempotent."""
     item: _builtins.str
     """What it was about (e.g. the item bought), at most 200 characters."""
+    order_id: _builtins.str
+    """The shop's order id, at most 200 characters; purchases only. One order is one purchase
+    across the brand: recording an order id the franchisor already has (for this contact or
+    another) answers the activity recorded first and changes nothing, so a re-import never
+    counts an order twice. A caller who may not see that activity's contact gets
+    ALREADY_EXISTS.
+    """
+    coupon_code: _builtins.str
+    """The coupon code the order used, purchases only; stored upper-case (A-Z, 0-9, '-', '_', at
+    most 32 characters). A purchase no text earned by a click or a delivery is credited to
+    the text that carried this code ({{coupon:CODE}}).
+    """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """When it happened; not in the future."""
@@ -1095,6 +1111,13 @@ class Activity(_message.Message):
     @_builtins.property
     def record_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
+
+    @_builtins.property
+    def value(self) -> _money_pb2.Money:
+        """A purchase's value, in the brand's currency (ReportSettings.currency_code; another
+        currency is refused), not negative, in whole minor units (cents for USD, yen for JPY).
+        Purchases only. Reports count it as revenue.
+        """
 
     def __init__(
         self,
@@ -1105,10 +1128,13 @@ class Activity(_message.Message):
         reference: _builtins.str = ...,
         item: _builtins.str = ...,
         record_time: _timestamp_pb2.Timestamp | None = ...,
+        value: _money_pb2.Money | None = ...,
+        order_id: _builtins.str = ...,
+        coupon_code: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "record_time", b"record_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "record_time", b"record_time", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "kind", b"kind", "name", b"name", "occurred_at", b"occurred_at", "record_time", b"record_time", "reference", b"reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coupon_code", b"coupon_code", "item", b"item", "kind", b"kind", "name", b"name", "occurred_at", b"occurred_at", "order_id", b"order_id", "record_time", b"record_time", "reference", b"reference", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,8 +6,10 @@ location overrides of editable brand templates that the franchisor approves.
 
 Placeholders: {{contact.first_name|there}}, {{contact.last_name}},
 {{contact.attrs.<key>|fallback}}, {{location.name}}, {{location.phone}}, {{brand.name}},
-{{last_purchase.item|your last order}}, {{last_activity.date}} and {{link:https://...}} (a
-tracked short link on the brand's domain). A variable with no value and no fallback is never
+{{last_purchase.item|your last order}}, {{last_activity.date}}, {{link:https://...}} (a
+tracked short link on the brand's domain) and {{coupon:CODE}} (the code itself, 1-32 of A-Z,
+0-9, '-' and '_'; a text that carries it is recorded with it, and a purchase with that coupon
+code is credited to it in reports). A variable with no value and no fallback is never
 rendered as an empty string: the step that would send it is skipped with a reason.
 """
 

@@ -22,74 +22,77 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19reengage/v1/tenants.proto\x12\x0breengage.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x01\n\nFranchisor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12\x18\n\x10slack_channel_id\x18\x06 \x01(\t\x12/\n\ropt_out_scope\x18\x07 \x01(\x0e\x32\x18.reengage.v1.OptOutScope\"X\n\nSendWindow\x12\x12\n\nstart_time\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_time\x18\x02 \x01(\t\x12$\n\x04\x64\x61ys\x18\x03 \x03(\x0e\x32\x16.reengage.v1.DayOfWeek\"\xca\x02\n\x08Location\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x11\n\ttime_zone\x18\x03 \x01(\t\x12\x1c\n\x14sender_phone_numbers\x18\x04 \x03(\t\x12,\n\x0bsend_window\x18\x05 \x01(\x0b\x32\x17.reengage.v1.SendWindow\x12\x18\n\x10slack_channel_id\x18\x06 \x01(\t\x12\x13\n\x0bregion_code\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x12\x1c\n\x14\x64\x61ily_enrollment_cap\x18\x0b \x01(\x05\"\xa9\x01\n\x0bStaffMember\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x1f\n\x04role\x18\x03 \x01(\x0e\x32\x11.reengage.v1.Role\x12\x15\n\rslack_user_id\x18\x04 \x01(\t\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xec\x01\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x1f\n\x04role\x18\x03 \x01(\x0e\x32\x11.reengage.v1.Role\x12\x12\n\nkey_prefix\x18\x04 \x01(\t\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.reengage.v1.ApiKeyState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x17\x43reateFranchisorRequest\x12\x15\n\rfranchisor_id\x18\x01 \x01(\t\x12+\n\nfranchisor\x18\x02 \x01(\x0b\x32\x17.reengage.v1.Franchisor\"$\n\x14GetFranchisorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x16ListFranchisorsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x17ListFranchisorsResponse\x12,\n\x0b\x66ranchisors\x18\x01 \x03(\x0b\x32\x17.reengage.v1.Franchisor\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"w\n\x17UpdateFranchisorRequest\x12+\n\nfranchisor\x18\x01 \x01(\x0b\x32\x17.reengage.v1.Franchisor\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"e\n\x15\x43reateLocationRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\'\n\x08location\x18\x03 \x01(\x0b\x32\x15.reengage.v1.Location\"\"\n\x12GetLocationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x14ListLocationsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Z\n\x15ListLocationsResponse\x12(\n\tlocations\x18\x01 \x03(\x0b\x32\x15.reengage.v1.Location\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x15UpdateLocationRequest\x12\'\n\x08location\x18\x01 \x01(\x0b\x32\x15.reengage.v1.Location\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"s\n\x18\x43reateStaffMemberRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x17\n\x0fstaff_member_id\x18\x02 \x01(\t\x12.\n\x0cstaff_member\x18\x03 \x01(\x0b\x32\x18.reengage.v1.StaffMember\"P\n\x17ListStaffMembersRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x18ListStaffMembersResponse\x12/\n\rstaff_members\x18\x01 \x03(\x0b\x32\x18.reengage.v1.StaffMember\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x18\x44\x65leteStaffMemberRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"_\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12$\n\x07\x61pi_key\x18\x03 \x01(\x0b\x32\x13.reengage.v1.ApiKey\"L\n\x14\x43reateApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.reengage.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"K\n\x12ListApiKeysRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x13ListApiKeysResponse\x12%\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x13.reengage.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x13RevokeApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t*\x87\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x19\n\x15ROLE_FRANCHISOR_ADMIN\x10\x01\x12\x1a\n\x16ROLE_FRANCHISOR_VIEWER\x10\x02\x12\x19\n\x15ROLE_LOCATION_MANAGER\x10\x03\x12\x17\n\x13ROLE_LOCATION_STAFF\x10\x04*\xd8\x01\n\tDayOfWeek\x12\x1b\n\x17\x44\x41Y_OF_WEEK_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44\x41Y_OF_WEEK_MONDAY\x10\x01\x12\x17\n\x13\x44\x41Y_OF_WEEK_TUESDAY\x10\x02\x12\x19\n\x15\x44\x41Y_OF_WEEK_WEDNESDAY\x10\x03\x12\x18\n\x14\x44\x41Y_OF_WEEK_THURSDAY\x10\x04\x12\x16\n\x12\x44\x41Y_OF_WEEK_FRIDAY\x10\x05\x12\x18\n\x14\x44\x41Y_OF_WEEK_SATURDAY\x10\x06\x12\x16\n\x12\x44\x41Y_OF_WEEK_SUNDAY\x10\x07*a\n\x0bOptOutScope\x12\x1d\n\x19OPT_OUT_SCOPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16OPT_OUT_SCOPE_LOCATION\x10\x01\x12\x17\n\x13OPT_OUT_SCOPE_BRAND\x10\x02*a\n\x0b\x41piKeyState\x12\x1d\n\x19\x41PI_KEY_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41PI_KEY_STATE_ACTIVE\x10\x01\x12\x19\n\x15\x41PI_KEY_STATE_REVOKED\x10\x02\x32\x92\t\n\rTenantService\x12Q\n\x10\x43reateFranchisor\x12$.reengage.v1.CreateFranchisorRequest\x1a\x17.reengage.v1.Franchisor\x12K\n\rGetFranchisor\x12!.reengage.v1.GetFranchisorRequest\x1a\x17.reengage.v1.Franchisor\x12\\\n\x0fListFranchisors\x12#.reengage.v1.ListFranchisorsRequest\x1a$.reengage.v1.ListFranchisorsResponse\x12Q\n\x10UpdateFranchisor\x12$.reengage.v1.UpdateFranchisorRequest\x1a\x17.reengage.v1.Franchisor\x12K\n\x0e\x43reateLocation\x12\".reengage.v1.CreateLocationRequest\x1a\x15.reengage.v1.Location\x12\x45\n\x0bGetLocation\x12\x1f.reengage.v1.GetLocationRequest\x1a\x15.reengage.v1.Location\x12V\n\rListLocations\x12!.reengage.v1.ListLocationsRequest\x1a\".reengage.v1.ListLocationsResponse\x12K\n\x0eUpdateLocation\x12\".reengage.v1.UpdateLocationRequest\x1a\x15.reengage.v1.Location\x12T\n\x11\x43reateStaffMember\x12%.reengage.v1.CreateStaffMemberRequest\x1a\x18.reengage.v1.StaffMember\x12_\n\x10ListStaffMembers\x12$.reengage.v1.ListStaffMembersRequest\x1a%.reengage.v1.ListStaffMembersResponse\x12R\n\x11\x44\x65leteStaffMember\x12%.reengage.v1.DeleteStaffMemberRequest\x1a\x16.google.protobuf.Empty\x12S\n\x0c\x43reateApiKey\x12 .reengage.v1.CreateApiKeyRequest\x1a!.reengage.v1.CreateApiKeyResponse\x12P\n\x0bListApiKeys\x12\x1f.reengage.v1.ListApiKeysRequest\x1a .reengage.v1.ListApiKeysResponse\x12\x45\n\x0cRevokeApiKey\x12 .reengage.v1.RevokeApiKeyRequest\x1a\x13.reengage.v1.ApiKeyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19reengage/v1/tenants.proto\x12\x0breengage.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x02\n\nFranchisor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\x12\x18\n\x10slack_channel_id\x18\x06 \x01(\t\x12/\n\ropt_out_scope\x18\x07 \x01(\x0e\x32\x18.reengage.v1.OptOutScope\x12\x34\n\x0freport_settings\x18\x08 \x01(\x0b\x32\x1b.reengage.v1.ReportSettings\"\xb5\x02\n\x0eReportSettings\x12\x1b\n\x13reporting_time_zone\x18\x01 \x01(\t\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\x12/\n\x0creply_window\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0c\x63lick_window\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0f\x64\x65livery_window\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x61lert_opt_out_rate\x18\x06 \x01(\x01\x12\x1b\n\x13\x61lert_delivery_rate\x18\x07 \x01(\x01\x12 \n\x18\x61lert_click_through_rate\x18\x08 \x01(\x01\"X\n\nSendWindow\x12\x12\n\nstart_time\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_time\x18\x02 \x01(\t\x12$\n\x04\x64\x61ys\x18\x03 \x03(\x0e\x32\x16.reengage.v1.DayOfWeek\"\xe1\x02\n\x08Location\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x11\n\ttime_zone\x18\x03 \x01(\t\x12\x1c\n\x14sender_phone_numbers\x18\x04 \x03(\t\x12,\n\x0bsend_window\x18\x05 \x01(\x0b\x32\x17.reengage.v1.SendWindow\x12\x18\n\x10slack_channel_id\x18\x06 \x01(\t\x12\x13\n\x0bregion_code\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x12\x1c\n\x14\x64\x61ily_enrollment_cap\x18\x0b \x01(\x05\x12\x15\n\rweekly_digest\x18\x0c \x01(\x08\"\xa9\x01\n\x0bStaffMember\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x1f\n\x04role\x18\x03 \x01(\x0e\x32\x11.reengage.v1.Role\x12\x15\n\rslack_user_id\x18\x04 \x01(\t\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xec\x01\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x1f\n\x04role\x18\x03 \x01(\x0e\x32\x11.reengage.v1.Role\x12\x12\n\nkey_prefix\x18\x04 \x01(\t\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.reengage.v1.ApiKeyState\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x17\x43reateFranchisorRequest\x12\x15\n\rfranchisor_id\x18\x01 \x01(\t\x12+\n\nfranchisor\x18\x02 \x01(\x0b\x32\x17.reengage.v1.Franchisor\"$\n\x14GetFranchisorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x16ListFranchisorsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x17ListFranchisorsResponse\x12,\n\x0b\x66ranchisors\x18\x01 \x03(\x0b\x32\x17.reengage.v1.Franchisor\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"w\n\x17UpdateFranchisorRequest\x12+\n\nfranchisor\x18\x01 \x01(\x0b\x32\x17.reengage.v1.Franchisor\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"e\n\x15\x43reateLocationRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\'\n\x08location\x18\x03 \x01(\x0b\x32\x15.reengage.v1.Location\"\"\n\x12GetLocationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x14ListLocationsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Z\n\x15ListLocationsResponse\x12(\n\tlocations\x18\x01 \x03(\x0b\x32\x15.reengage.v1.Location\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x15UpdateLocationRequest\x12\'\n\x08location\x18\x01 \x01(\x0b\x32\x15.reengage.v1.Location\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"s\n\x18\x43reateStaffMemberRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x17\n\x0fstaff_member_id\x18\x02 \x01(\t\x12.\n\x0cstaff_member\x18\x03 \x01(\x0b\x32\x18.reengage.v1.StaffMember\"P\n\x17ListStaffMembersRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x18ListStaffMembersResponse\x12/\n\rstaff_members\x18\x01 \x03(\x0b\x32\x18.reengage.v1.StaffMember\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x18\x44\x65leteStaffMemberRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"_\n\x13\x43reateApiKeyRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12$\n\x07\x61pi_key\x18\x03 \x01(\x0b\x32\x13.reengage.v1.ApiKey\"L\n\x14\x43reateApiKeyResponse\x12$\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x13.reengage.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"K\n\x12ListApiKeysRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x13ListApiKeysResponse\x12%\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x13.reengage.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x13RevokeApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t*\x87\x01\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x19\n\x15ROLE_FRANCHISOR_ADMIN\x10\x01\x12\x1a\n\x16ROLE_FRANCHISOR_VIEWER\x10\x02\x12\x19\n\x15ROLE_LOCATION_MANAGER\x10\x03\x12\x17\n\x13ROLE_LOCATION_STAFF\x10\x04*\xd8\x01\n\tDayOfWeek\x12\x1b\n\x17\x44\x41Y_OF_WEEK_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44\x41Y_OF_WEEK_MONDAY\x10\x01\x12\x17\n\x13\x44\x41Y_OF_WEEK_TUESDAY\x10\x02\x12\x19\n\x15\x44\x41Y_OF_WEEK_WEDNESDAY\x10\x03\x12\x18\n\x14\x44\x41Y_OF_WEEK_THURSDAY\x10\x04\x12\x16\n\x12\x44\x41Y_OF_WEEK_FRIDAY\x10\x05\x12\x18\n\x14\x44\x41Y_OF_WEEK_SATURDAY\x10\x06\x12\x16\n\x12\x44\x41Y_OF_WEEK_SUNDAY\x10\x07*a\n\x0bOptOutScope\x12\x1d\n\x19OPT_OUT_SCOPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16OPT_OUT_SCOPE_LOCATION\x10\x01\x12\x17\n\x13OPT_OUT_SCOPE_BRAND\x10\x02*a\n\x0b\x41piKeyState\x12\x1d\n\x19\x41PI_KEY_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41PI_KEY_STATE_ACTIVE\x10\x01\x12\x19\n\x15\x41PI_KEY_STATE_REVOKED\x10\x02\x32\x92\t\n\rTenantService\x12Q\n\x10\x43reateFranchisor\x12$.reengage.v1.CreateFranchisorRequest\x1a\x17.reengage.v1.Franchisor\x12K\n\rGetFranchisor\x12!.reengage.v1.GetFranchisorRequest\x1a\x17.reengage.v1.Franchisor\x12\\\n\x0fListFranchisors\x12#.reengage.v1.ListFranchisorsRequest\x1a$.reengage.v1.ListFranchisorsResponse\x12Q\n\x10UpdateFranchisor\x12$.reengage.v1.UpdateFranchisorRequest\x1a\x17.reengage.v1.Franchisor\x12K\n\x0e\x43reateLocation\x12\".reengage.v1.CreateLocationRequest\x1a\x15.reengage.v1.Location\x12\x45\n\x0bGetLocation\x12\x1f.reengage.v1.GetLocationRequest\x1a\x15.reengage.v1.Location\x12V\n\rListLocations\x12!.reengage.v1.ListLocationsRequest\x1a\".reengage.v1.ListLocationsResponse\x12K\n\x0eUpdateLocation\x12\".reengage.v1.UpdateLocationRequest\x1a\x15.reengage.v1.Location\x12T\n\x11\x43reateStaffMember\x12%.reengage.v1.CreateStaffMemberRequest\x1a\x18.reengage.v1.StaffMember\x12_\n\x10ListStaffMembers\x12$.reengage.v1.ListStaffMembersRequest\x1a%.reengage.v1.ListStaffMembersResponse\x12R\n\x11\x44\x65leteStaffMember\x12%.reengage.v1.DeleteStaffMemberRequest\x1a\x16.google.protobuf.Empty\x12S\n\x0c\x43reateApiKey\x12 .reengage.v1.CreateApiKeyRequest\x1a!.reengage.v1.CreateApiKeyResponse\x12P\n\x0bListApiKeys\x12\x1f.reengage.v1.ListApiKeysRequest\x1a .reengage.v1.ListApiKeysResponse\x12\x45\n\x0cRevokeApiKey\x12 .reengage.v1.RevokeApiKeyRequest\x1a\x13.reengage.v1.ApiKeyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'reengage.v1.tenants_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=2772
-  _globals['_ROLE']._serialized_end=2907
-  _globals['_DAYOFWEEK']._serialized_start=2910
-  _globals['_DAYOFWEEK']._serialized_end=3126
-  _globals['_OPTOUTSCOPE']._serialized_start=3128
-  _globals['_OPTOUTSCOPE']._serialized_end=3225
-  _globals['_APIKEYSTATE']._serialized_start=3227
-  _globals['_APIKEYSTATE']._serialized_end=3324
-  _globals['_FRANCHISOR']._serialized_start=139
-  _globals['_FRANCHISOR']._serialized_end=374
-  _globals['_SENDWINDOW']._serialized_start=376
-  _globals['_SENDWINDOW']._serialized_end=464
-  _globals['_LOCATION']._serialized_start=467
-  _globals['_LOCATION']._serialized_end=797
-  _globals['_STAFFMEMBER']._serialized_start=800
-  _globals['_STAFFMEMBER']._serialized_end=969
-  _globals['_APIKEY']._serialized_start=972
-  _globals['_APIKEY']._serialized_end=1208
-  _globals['_CREATEFRANCHISORREQUEST']._serialized_start=1210
-  _globals['_CREATEFRANCHISORREQUEST']._serialized_end=1303
-  _globals['_GETFRANCHISORREQUEST']._serialized_start=1305
-  _globals['_GETFRANCHISORREQUEST']._serialized_end=1341
-  _globals['_LISTFRANCHISORSREQUEST']._serialized_start=1343
-  _globals['_LISTFRANCHISORSREQUEST']._serialized_end=1406
-  _globals['_LISTFRANCHISORSRESPONSE']._serialized_start=1408
-  _globals['_LISTFRANCHISORSRESPONSE']._serialized_end=1504
-  _globals['_UPDATEFRANCHISORREQUEST']._serialized_start=1506
-  _globals['_UPDATEFRANCHISORREQUEST']._serialized_end=1625
-  _globals['_CREATELOCATIONREQUEST']._serialized_start=1627
-  _globals['_CREATELOCATIONREQUEST']._serialized_end=1728
-  _globals['_GETLOCATIONREQUEST']._serialized_start=1730
-  _globals['_GETLOCATIONREQUEST']._serialized_end=1764
-  _globals['_LISTLOCATIONSREQUEST']._serialized_start=1766
-  _globals['_LISTLOCATIONSREQUEST']._serialized_end=1843
-  _globals['_LISTLOCATIONSRESPONSE']._serialized_start=1845
-  _globals['_LISTLOCATIONSRESPONSE']._serialized_end=1935
-  _globals['_UPDATELOCATIONREQUEST']._serialized_start=1937
-  _globals['_UPDATELOCATIONREQUEST']._serialized_end=2050
-  _globals['_CREATESTAFFMEMBERREQUEST']._serialized_start=2052
-  _globals['_CREATESTAFFMEMBERREQUEST']._serialized_end=2167
-  _globals['_LISTSTAFFMEMBERSREQUEST']._serialized_start=2169
-  _globals['_LISTSTAFFMEMBERSREQUEST']._serialized_end=2249
-  _globals['_LISTSTAFFMEMBERSRESPONSE']._serialized_start=2251
-  _globals['_LISTSTAFFMEMBERSRESPONSE']._serialized_end=2351
-  _globals['_DELETESTAFFMEMBERREQUEST']._serialized_start=2353
-  _globals['_DELETESTAFFMEMBERREQUEST']._serialized_end=2393
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2395
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2490
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2492
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2568
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2570
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2645
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2647
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2732
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2734
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2769
-  _globals['_TENANTSERVICE']._serialized_start=3327
-  _globals['_TENANTSERVICE']._serialized_end=4497
+  _globals['_ROLE']._serialized_start=3193
+  _globals['_ROLE']._serialized_end=3328
+  _globals['_DAYOFWEEK']._serialized_start=3331
+  _globals['_DAYOFWEEK']._serialized_end=3547
+  _globals['_OPTOUTSCOPE']._serialized_start=3549
+  _globals['_OPTOUTSCOPE']._serialized_end=3646
+  _globals['_APIKEYSTATE']._serialized_start=3648
+  _globals['_APIKEYSTATE']._serialized_end=3745
+  _globals['_FRANCHISOR']._serialized_start=171
+  _globals['_FRANCHISOR']._serialized_end=460
+  _globals['_REPORTSETTINGS']._serialized_start=463
+  _globals['_REPORTSETTINGS']._serialized_end=772
+  _globals['_SENDWINDOW']._serialized_start=774
+  _globals['_SENDWINDOW']._serialized_end=862
+  _globals['_LOCATION']._serialized_start=865
+  _globals['_LOCATION']._serialized_end=1218
+  _globals['_STAFFMEMBER']._serialized_start=1221
+  _globals['_STAFFMEMBER']._serialized_end=1390
+  _globals['_APIKEY']._serialized_start=1393
+  _globals['_APIKEY']._serialized_end=1629
+  _globals['_CREATEFRANCHISORREQUEST']._serialized_start=1631
+  _globals['_CREATEFRANCHISORREQUEST']._serialized_end=1724
+  _globals['_GETFRANCHISORREQUEST']._serialized_start=1726
+  _globals['_GETFRANCHISORREQUEST']._serialized_end=1762
+  _globals['_LISTFRANCHISORSREQUEST']._serialized_start=1764
+  _globals['_LISTFRANCHISORSREQUEST']._serialized_end=1827
+  _globals['_LISTFRANCHISORSRESPONSE']._serialized_start=1829
+  _globals['_LISTFRANCHISORSRESPONSE']._serialized_end=1925
+  _globals['_UPDATEFRANCHISORREQUEST']._serialized_start=1927
+  _globals['_UPDATEFRANCHISORREQUEST']._serialized_end=2046
+  _globals['_CREATELOCATIONREQUEST']._serialized_start=2048
+  _globals['_CREATELOCATIONREQUEST']._serialized_end=2149
+  _globals['_GETLOCATIONREQUEST']._serialized_start=2151
+  _globals['_GETLOCATIONREQUEST']._serialized_end=2185
+  _globals['_LISTLOCATIONSREQUEST']._serialized_start=2187
+  _globals['_LISTLOCATIONSREQUEST']._serialized_end=2264
+  _globals['_LISTLOCATIONSRESPONSE']._serialized_start=2266
+  _globals['_LISTLOCATIONSRESPONSE']._serialized_end=2356
+  _globals['_UPDATELOCATIONREQUEST']._serialized_start=2358
+  _globals['_UPDATELOCATIONREQUEST']._serialized_end=2471
+  _globals['_CREATESTAFFMEMBERREQUEST']._serialized_start=2473
+  _globals['_CREATESTAFFMEMBERREQUEST']._serialized_end=2588
+  _globals['_LISTSTAFFMEMBERSREQUEST']._serialized_start=2590
+  _globals['_LISTSTAFFMEMBERSREQUEST']._serialized_end=2670
+  _globals['_LISTSTAFFMEMBERSRESPONSE']._serialized_start=2672
+  _globals['_LISTSTAFFMEMBERSRESPONSE']._serialized_end=2772
+  _globals['_DELETESTAFFMEMBERREQUEST']._serialized_start=2774
+  _globals['_DELETESTAFFMEMBERREQUEST']._serialized_end=2814
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2816
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2911
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2913
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2989
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2991
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=3066
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=3068
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=3153
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=3155
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=3190
+  _globals['_TENANTSERVICE']._serialized_start=3748
+  _globals['_TENANTSERVICE']._serialized_end=4918
 # @@protoc_insertion_point(module_scope)

@@ -15,6 +15,7 @@ BadRequest with one field violation per bad field for INVALID_ARGUMENT.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -184,6 +185,7 @@ class Franchisor(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     SLACK_CHANNEL_ID_FIELD_NUMBER: _builtins.int
     OPT_OUT_SCOPE_FIELD_NUMBER: _builtins.int
+    REPORT_SETTINGS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `franchisors/{franchisor}`. Output only."""
     display_name: _builtins.str
@@ -207,6 +209,12 @@ class Franchisor(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the franchisor last changed. Output only."""
 
+    @_builtins.property
+    def report_settings(self) -> Global___ReportSettings:
+        """How the brand's reports count and when they raise a health flag (docs/reporting.md).
+        Always returned; only franchisor admins change it.
+        """
+
     def __init__(
         self,
         *,
@@ -217,14 +225,86 @@ class Franchisor(_message.Message):
         etag: _builtins.str = ...,
         slack_channel_id: _builtins.str = ...,
         opt_out_scope: Global___OptOutScope.ValueType = ...,
+        report_settings: Global___ReportSettings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "report_settings", b"report_settings", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "name", b"name", "opt_out_scope", b"opt_out_scope", "slack_channel_id", b"slack_channel_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "name", b"name", "opt_out_scope", b"opt_out_scope", "report_settings", b"report_settings", "slack_channel_id", b"slack_channel_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Franchisor: _TypeAlias = Franchisor  # noqa: Y015
+
+@_typing.final
+class ReportSettings(_message.Message):
+    """A brand's reporting settings. A changed window applies to replies and purchases recorded
+    from then on (their credit is decided once, when they are recorded).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORTING_TIME_ZONE_FIELD_NUMBER: _builtins.int
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    REPLY_WINDOW_FIELD_NUMBER: _builtins.int
+    CLICK_WINDOW_FIELD_NUMBER: _builtins.int
+    DELIVERY_WINDOW_FIELD_NUMBER: _builtins.int
+    ALERT_OPT_OUT_RATE_FIELD_NUMBER: _builtins.int
+    ALERT_DELIVERY_RATE_FIELD_NUMBER: _builtins.int
+    ALERT_CLICK_THROUGH_RATE_FIELD_NUMBER: _builtins.int
+    reporting_time_zone: _builtins.str
+    """IANA time zone of the brand's reports (brand roll-ups and the location leaderboard), e.g.
+    "America/New_York" (the default). A location's own report uses the location's zone.
+    """
+    currency_code: _builtins.str
+    """The brand's currency, an ISO 4217 code of three upper-case letters ("USD", the default).
+    Purchases in another currency are refused. It cannot change once a purchase with a value
+    is recorded.
+    """
+    alert_opt_out_rate: _builtins.float
+    """Flag a report whose opt-out rate over its last 7 days is above this fraction, 0 to 1;
+    default 0.013 (1.3 %).
+    """
+    alert_delivery_rate: _builtins.float
+    """Flag a report whose delivery rate is below this fraction, 0 to 1; default 0.90."""
+    alert_click_through_rate: _builtins.float
+    """Flag a report whose click-through rate is below this fraction, 0 to 1; default 0.06."""
+    @_builtins.property
+    def reply_window(self) -> _duration_pb2.Duration:
+        """A reply is credited to the last text the contact received at most this long before it.
+        Positive, at most 90 days; default 7 days.
+        """
+
+    @_builtins.property
+    def click_window(self) -> _duration_pb2.Duration:
+        """A purchase is credited to the last text whose link the contact clicked at most this long
+        before it. Positive, at most 90 days; default 5 days.
+        """
+
+    @_builtins.property
+    def delivery_window(self) -> _duration_pb2.Duration:
+        """Failing a click, a purchase is credited to the last text delivered to the contact at most
+        this long before it. Positive, at most 90 days; default 24 hours.
+        """
+
+    def __init__(
+        self,
+        *,
+        reporting_time_zone: _builtins.str = ...,
+        currency_code: _builtins.str = ...,
+        reply_window: _duration_pb2.Duration | None = ...,
+        click_window: _duration_pb2.Duration | None = ...,
+        delivery_window: _duration_pb2.Duration | None = ...,
+        alert_opt_out_rate: _builtins.float = ...,
+        alert_delivery_rate: _builtins.float = ...,
+        alert_click_through_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["click_window", b"click_window", "delivery_window", b"delivery_window", "reply_window", b"reply_window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_click_through_rate", b"alert_click_through_rate", "alert_delivery_rate", b"alert_delivery_rate", "alert_opt_out_rate", b"alert_opt_out_rate", "click_window", b"click_window", "currency_code", b"currency_code", "delivery_window", b"delivery_window", "reply_window", b"reply_window", "reporting_time_zone", b"reporting_time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportSettings: _TypeAlias = ReportSettings  # noqa: Y015
 
 @_typing.final
 class SendWindow(_message.Message):
@@ -277,6 +357,7 @@ class Location(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     DAILY_ENROLLMENT_CAP_FIELD_NUMBER: _builtins.int
+    WEEKLY_DIGEST_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `franchisors/{franchisor}/locations/{location}`. Output only."""
     display_name: _builtins.str
@@ -297,6 +378,10 @@ class Location(_message.Message):
     """At most this many contacts enter sequences here per local day, by every path (Enroll,
     the inactivity scan, activity triggers); 0 means no cap. Beyond it entries are refused
     with reason DAILY_CAP, and the scan leaves the rest for the next day.
+    """
+    weekly_digest: _builtins.bool
+    """Whether the location's Slack channel gets a weekly digest of its report (Mondays); off by
+    default. The location's manager or a franchisor admin changes it.
     """
     @_builtins.property
     def sender_phone_numbers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -330,10 +415,11 @@ class Location(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         daily_enrollment_cap: _builtins.int = ...,
+        weekly_digest: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "send_window", b"send_window", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "daily_enrollment_cap", b"daily_enrollment_cap", "display_name", b"display_name", "etag", b"etag", "name", b"name", "region_code", b"region_code", "send_window", b"send_window", "sender_phone_numbers", b"sender_phone_numbers", "slack_channel_id", b"slack_channel_id", "time_zone", b"time_zone", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "daily_enrollment_cap", b"daily_enrollment_cap", "display_name", b"display_name", "etag", b"etag", "name", b"name", "region_code", b"region_code", "send_window", b"send_window", "sender_phone_numbers", b"sender_phone_numbers", "slack_channel_id", b"slack_channel_id", "time_zone", b"time_zone", "update_time", b"update_time", "weekly_digest", b"weekly_digest"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -561,8 +647,10 @@ class UpdateFranchisorRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to change: display_name, slack_channel_id, opt_out_scope, or "*" for all of them
-        (an unspecified opt_out_scope under "*" leaves it as it is). Required.
+        """Fields to change: display_name, slack_channel_id, opt_out_scope, report_settings (every
+        one of its fields) or one of its fields (e.g. report_settings.currency_code), or "*" for all
+        of them (an unspecified opt_out_scope or an unset report_settings under "*" leaves it as it
+        is). Required.
         """
 
     def __init__(
@@ -706,7 +794,7 @@ class UpdateLocationRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Fields to change: display_name, time_zone, sender_phone_numbers, send_window,
-        slack_channel_id, daily_enrollment_cap, or "*" for all of them. Required.
+        slack_channel_id, daily_enrollment_cap, weekly_digest, or "*" for all of them. Required.
         """
 
     def __init__(

@@ -136,8 +136,8 @@ class TenantServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateFranchisor(self, request, context):
-        """Updates a franchisor's own settings: its display name and brand Slack channel. Franchisor
-        admins only.
+        """Updates a franchisor's own settings: its display name, brand Slack channel, opt-out scope
+        and reporting settings. Franchisor admins only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,7 +167,8 @@ class TenantServiceServicer:
 
     def UpdateLocation(self, request, context):
         """Updates a location. Franchisor admins may change every field; a location manager may
-        change the display name, send window and Slack channel of its own location.
+        change the display name, send window, Slack channel, daily enrollment cap and weekly
+        digest of its own location.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
