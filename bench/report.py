@@ -79,23 +79,7 @@ RATES = (
     "conversion_rate",
     "opt_out_rate",
 )
-COUNTS = (
-    "enrolled",
-    "exited",
-    "sent",
-    "segments",
-    "delivered",
-    "failed",
-    "contacts_delivered",
-    "human_clicks",
-    "unique_clickers",
-    "robot_clicks",
-    "repliers",
-    "opt_outs",
-    "conversions",
-    "converters",
-    "revenue_minor",
-)
+COUNTS = rollups.MEASURES  # the counters of a report_days row
 
 
 @dataclass

@@ -16,25 +16,10 @@ from datetime import date, timedelta
 from typing import Protocol, TypeVar
 
 from tenants.core.errors import FieldViolation, InvalidArgument
+from tenants.reports.rollups import MEASURES
 
-# The counters of a report_days row, in the table's order.
-COUNTERS = (
-    "enrolled",
-    "exited",
-    "sent",
-    "segments",
-    "delivered",
-    "failed",
-    "contacts_delivered",
-    "human_clicks",
-    "unique_clickers",
-    "robot_clicks",
-    "repliers",
-    "opt_outs",
-    "conversions",
-    "converters",
-    "revenue_minor",
-)
+# The counters of a report_days row, in the table's order (the rollups' own list).
+COUNTERS = MEASURES
 RATES = (
     "delivery_rate",
     "click_through_rate",
@@ -169,8 +154,13 @@ class DateRange:
     end: date
 
     @property
+    def length(self) -> int:
+        """How many days the range holds."""
+        return (self.end - self.start).days + 1
+
+    @property
     def days(self) -> list[date]:
-        return [self.start + timedelta(days=i) for i in range((self.end - self.start).days + 1)]
+        return [self.start + timedelta(days=i) for i in range(self.length)]
 
     @property
     def last_week(self) -> DateRange:
@@ -244,8 +234,8 @@ def health_flags(
     alert level, its delivery rate or CTR over the range below theirs. A flag needs at least
     MIN_FLAG_VOLUME texts in its rate's denominator."""
     flags: list[HealthFlag] = []
-    week_days = len(rng.last_week.days)
-    days = len(rng.days)
+    week_days = rng.last_week.length
+    days = rng.length
     if last_week.delivered >= MIN_FLAG_VOLUME and last_week.opt_out_rate > thresholds.opt_out_rate:
         flags.append(
             HealthFlag(

@@ -228,55 +228,72 @@ def _columns(grouping: Grouping) -> tuple[str, ...]:
 
 
 _SUMS = ", ".join(f"sum({c})::bigint" for c in COUNTERS)
-_INNER_SUMS = ", ".join(f"sum({c}) AS {c}" for c in COUNTERS)
+
+
+class _GroupingSets:
+    """The GROUPING SETS of one query: its select head (GROUPING(...) and the columns), which
+    set a result row belongs to, and the row's key in that set."""
+
+    def __init__(self, groupings: Sequence[Grouping]) -> None:
+        self.groupings = list(groupings)
+        # GROUPING() and the select list may name only columns of some grouping set
+        self.used = [c for c in _GROUP_COLUMNS if any(c in _columns(g) for g in groupings)]
+        last = len(self.used) - 1
+        self.by_mask = {
+            sum(1 << (last - i) for i, c in enumerate(self.used) if c not in _columns(g)): g
+            for g in groupings
+        }
+        self.head = f"GROUPING({', '.join(self.used)}), {', '.join(self.used)}"
+        self.width = len(self.used) + 1
+        self.positions = {
+            g: tuple(1 + self.used.index(c) for c in _columns(g)) for g in self.groupings
+        }
+
+    def sql(self, *more: str) -> str:
+        return ", ".join(f"({', '.join((*_columns(g), *more))})" for g in self.groupings)
+
+    def grouping(self, row: Sequence[Any]) -> Grouping:
+        return self.by_mask[row[0]]
+
+    def key(self, grouping: Grouping, row: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(row[i] for i in self.positions[grouping])
 
 
 async def _sums(conn: AsyncConnection[Any], where: _Slice, groupings: Sequence[Grouping]) -> Sums:
     """The measures of where's rows summed per grouping (two queries: the counters, then the
     reasons), by the grouping's key (e.g. (day,) or (sequence_location_id, sequence_id))."""
-    # GROUPING() and the select list may name only columns of some grouping set
-    used = [c for c in _GROUP_COLUMNS if any(c in _columns(g) for g in groupings)]
-    last = len(used) - 1
-    by_mask = {
-        sum(1 << (last - i) for i, c in enumerate(used) if c not in _columns(g)): g
-        for g in groupings
-    }
-    head = f"GROUPING({', '.join(used)}), {', '.join(used)}"
-    width = len(used) + 1
-
-    def key(grouping: Grouping, row: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(row[1 + used.index(c)] for c in _columns(grouping))
-
-    sets = ", ".join(f"({', '.join(_columns(g))})" for g in groupings)
-    reason_sets = ", ".join(f"({', '.join((*_columns(g), 'kind', 'reason'))})" for g in groupings)
-    # one pass sums the rows by every column any set needs; the sets then add up those few
-    # sums (a brand's month is some 70,000 rows but 6,000 location days)
+    # one pass over the rows hashes them into every set at once (profiled: summing first by
+    # every column the sets use, then the sets, cost a sort and a second pass); reasons are not
+    # split by `recent` (only the opt-out flag looks at the last week, and it reads a counter)
     rows_sql, params = where.sql("report_days")
     reasons_sql, _ = where.sql("report_day_reasons")
-    columns = ", ".join(used)
-    cur = await conn.execute(
-        f"SELECT {head}, {_SUMS} FROM (SELECT {columns}, {_INNER_SUMS} FROM ({rows_sql}) r"
-        f" GROUP BY {columns}) r GROUP BY GROUPING SETS ({sets})",
-        params,
-    )
     counts: dict[Grouping, dict[tuple[Any, ...], tuple[int, ...]]] = {g: {} for g in groupings}
-    for row in await cur.fetchall():
-        grouping = by_mask[row[0]]
-        counts[grouping][key(grouping, row)] = tuple(int(v or 0) for v in row[width:])
+    sets = _GroupingSets(groupings)
     cur = await conn.execute(
-        f"SELECT {head}, kind, reason, sum(count)::bigint FROM (SELECT {columns}, kind, reason,"
-        f" sum(count) AS count FROM ({reasons_sql}) r GROUP BY {columns}, kind, reason) r"
-        f" GROUP BY GROUPING SETS ({reason_sets})",
+        f"SELECT {sets.head}, {_SUMS} FROM ({rows_sql}) r GROUP BY GROUPING SETS ({sets.sql()})",
         params,
     )
+    for row in await cur.fetchall():
+        grouping = sets.grouping(row)
+        counts[grouping][sets.key(grouping, row)] = tuple(int(v or 0) for v in row[sets.width :])
     reasons: dict[Grouping, dict[tuple[Any, ...], dict[str, dict[str, int]]]] = {
         g: {} for g in groupings
     }
-    for row in await cur.fetchall():
-        grouping = by_mask[row[0]]
-        kind, reason, count = row[width], row[width + 1], int(row[width + 2] or 0)
-        by_kind = reasons[grouping].setdefault(key(grouping, row), {"exit": {}, "error": {}})
-        by_kind[kind][reason] = count
+    by_reason = _GroupingSets([g for g in groupings if "recent" not in g])
+    if by_reason.groupings:
+        cur = await conn.execute(
+            f"SELECT {by_reason.head}, kind, reason, sum(count)::bigint FROM ({reasons_sql}) r"
+            f" GROUP BY GROUPING SETS ({by_reason.sql('kind', 'reason')})",
+            params,
+        )
+        for row in await cur.fetchall():
+            grouping = by_reason.grouping(row)
+            w = by_reason.width
+            kind, reason, count = row[w], row[w + 1], int(row[w + 2] or 0)
+            by_kind = reasons[grouping].setdefault(
+                by_reason.key(grouping, row), {"exit": {}, "error": {}}
+            )
+            by_kind[kind][reason] = count
     out: Sums = {}
     for grouping in groupings:
         keys = set(counts[grouping]) | set(reasons[grouping])
