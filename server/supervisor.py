@@ -10,7 +10,13 @@ import signal
 
 from server.app import Roles, self_check, start_roles
 from server.cli.demo import seed_demo
-from server.cli.discovery import StackRecord, forget_stack, grpc_target_of, record_stack
+from server.cli.discovery import (
+    StackRecord,
+    forget_stack,
+    grpc_target_of,
+    record_stack,
+    write_private,
+)
 from server.config import Settings
 from server.embedded import EmbeddedPostgres, EmbeddedTemporal, require_free
 
@@ -62,7 +68,7 @@ async def run_up(settings: Settings, *, embedded: bool) -> None:
         database_url = postgres.url if postgres else settings.database_url
         temporal_address = temporal.address if temporal else settings.temporal_address
         assert database_url and temporal_address
-        (data_dir / "database-url").write_text(database_url + "\n")
+        write_private(data_dir / "database-url", database_url + "\n")  # it may hold a password
         roles = await start_roles(settings, database_url, temporal_address)
         log.info("worker ready: %s", await self_check(roles.client, settings.task_queue))
         if embedded:

@@ -405,7 +405,7 @@ async def test_enroll_one_phone_prints_the_enrollment_and_its_id(stack: Stack) -
     assert code == 1 and "--sequence: no sequence 'no-such'" in err
 
 
-async def test_enroll_a_csv_reports_every_row_not_enrolled_by_its_row_number(
+async def test_enroll_a_csv_reports_every_row_not_enrolled_by_its_line(
     stack: Stack, tmp_path: Path
 ) -> None:
     sequence = await winback(stack.pool)
@@ -419,13 +419,14 @@ async def test_enroll_a_csv_reports_every_row_not_enrolled_by_its_row_number(
     csv = tmp_path / "customers.csv"
     csv.write_text(
         "first_name,Mobile\n"
-        "Dana,(212) 555-0142\n"  # row 2: enrolled
-        "Lee,212-555-0143\n"  # row 3: no consent
-        "Kim,+1 212 555 0144\n"  # row 4: already enrolled
-        "Zoe,(212) 555-0199\n"  # row 5: no contact
-        "Max,12\n"  # row 6: not a number
-        "Dana again,2125550142\n"  # row 7: the same contact as row 2
-        "Nobody,\n"  # row 8: empty
+        "Dana,(212) 555-0142\n"  # line 2: enrolled
+        "Lee,212-555-0143\n"  # line 3: no consent
+        "\n"  # line 4: blank, skipped but counted
+        '"Kim\nKimberly",+1 212 555 0144\n'  # lines 5-6 (a cell on two lines): already enrolled
+        "Zoe,(212) 555-0199\n"  # line 7: no contact
+        "Max,12\n"  # line 8: not a number
+        "Dana again,2125550142\n"  # line 9: the same contact as line 2
+        "Nobody,\n"  # line 10: empty
     )
     code, out, err = await stack.reengage(
         "enroll", "--sequence", "win-back", "--file", str(csv), "--location", DOWNTOWN
@@ -438,12 +439,12 @@ async def test_enroll_a_csv_reports_every_row_not_enrolled_by_its_row_number(
         "not a phone number: 1\nno phone: 1\nduplicates: 1\n"
     ) in out
     rows = problem_rows(out)
-    assert sorted(rows) == [3, 5, 6, 7, 8], out
+    assert sorted(rows) == [3, 7, 8, 9, 10], out
     assert rows[3][0] == "212-555-0143" and rows[3][1].startswith("NO_CONSENT: ")
-    assert rows[5] == ("(212) 555-0199", "Mobile: no contact with this number at downtown")
-    assert rows[6][1].startswith("Mobile: '12' is not a valid phone number")
-    assert rows[7][1] == "the same contact as row 2"
-    assert rows[8] == ("", "Mobile: is empty")
+    assert rows[7] == ("(212) 555-0199", "Mobile: no contact with this number at downtown")
+    assert rows[8][1].startswith("Mobile: '12' is not a valid phone number")
+    assert rows[9][1] == "the same contact as line 2"
+    assert rows[10] == ("", "Mobile: is empty")
     assert "phone column: Mobile" in out
 
     async with stack.pool.connection() as conn:
@@ -463,7 +464,7 @@ async def test_enroll_a_csv_reports_every_row_not_enrolled_by_its_row_number(
 
 
 def problem_rows(out: str) -> dict[int, tuple[str, str]]:
-    """The rows-not-enrolled table: row number → (phone, why), wrapped cells joined."""
+    """The rows-not-enrolled table: line → (phone, why), wrapped cells joined."""
     rows: dict[int, list[list[str]]] = {}
     current: int | None = None
     for line in out.splitlines():

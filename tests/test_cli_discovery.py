@@ -16,6 +16,7 @@ import re
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import pytest
 
 from server.cli.api import CliError
 from server.cli.discovery import (
+    Discovery,
     StackRecord,
     api_for,
     database_url_for,
@@ -45,6 +47,7 @@ class Place:
 
     home: Path
     cwd: Path
+    stack_pid: int  # a process that runs as `reengage up` does (its command names reengage)
 
     @property
     def config_file(self) -> Path:
@@ -63,14 +66,16 @@ class Place:
         path.mkdir(parents=True, exist_ok=True)
         (path / "demo-api-key").write_text(key + "\n")
         (path / "database-url").write_text(database_url + "\n")
+        for name in ("demo-api-key", "database-url"):
+            (path / name).chmod(0o600)  # as `reengage up` writes them, whatever the umask
         return path
 
     def running_stack(self, data_dir: Path, target: str, pid: int | None = None) -> None:
         """Records a running `reengage up` as it does itself (in the state file and its data
-        dir); pid: the stack's process (default: this one, which runs)."""
+        dir); pid: the stack's process (default: one that runs, as `reengage up`)."""
         record_stack(
             StackRecord(
-                pid=pid or os.getpid(),
+                pid=pid or self.stack_pid,
                 data_dir=str(data_dir),
                 grpc_target=target,
                 database_url_file=str(data_dir / "database-url"),
@@ -79,8 +84,17 @@ class Place:
         )
 
 
+@pytest.fixture(scope="module")
+def stack_pid() -> Iterator[int]:
+    """A running process whose command line names reengage, as `reengage up`'s does."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "reengage"])
+    yield process.pid
+    process.kill()
+    process.wait()
+
+
 @pytest.fixture
-def place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Place:
+def place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stack_pid: int) -> Place:
     home, cwd = tmp_path / "home", tmp_path / "somewhere-else"
     home.mkdir()
     cwd.mkdir()
@@ -90,7 +104,7 @@ def place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Place:
     for variable in [v for v in os.environ if v.startswith("REENGAGE_")]:
         monkeypatch.delenv(variable)
     monkeypatch.chdir(cwd)
-    return Place(home, cwd)
+    return Place(home, cwd, stack_pid)
 
 
 def dead_pid() -> int:
@@ -134,11 +148,13 @@ def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, 
 def test_each_level_of_the_order_wins_over_the_ones_below(
     place: Place, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    here = place.data_dir(place.cwd / ".reengage", "key-cwd", "postgresql://cwd/db")
+    here = place.data_dir(place.cwd / ".reengage", "key-cwd", "postgresql://localhost/cwd")
     record_stack(  # a stack started in this folder earlier, that still runs
-        StackRecord(os.getpid(), str(here), "127.0.0.1:5005", str(here / "database-url"), "")
+        StackRecord(place.stack_pid, str(here), "127.0.0.1:5005", str(here / "database-url"), "")
     )
-    stack = place.data_dir(tmp_path / "project/.reengage", "key-stack", "postgresql://stack/db")
+    stack = place.data_dir(
+        tmp_path / "project/.reengage", "key-stack", "postgresql://127.0.0.1/stack"
+    )
     place.running_stack(stack, "127.0.0.1:5004")  # started later, in another folder
     place.config(
         target="config.example:5003", api_key="key-config", database_url="postgresql://config/db"
@@ -180,7 +196,11 @@ def test_each_level_of_the_order_wins_over_the_ones_below(
     # 4. the running stack, wherever it was started
     place.config_file.unlink()
     target, key, where, database = discovered()
-    assert (target, key, database) == ("127.0.0.1:5004", "key-stack", "postgresql://stack/db")
+    assert (target, key, database) == (
+        "127.0.0.1:5004",
+        "key-stack",
+        "postgresql://127.0.0.1/stack",
+    )
     assert (
         "target from the running `reengage up` recorded in ~/.local/state/reengage/stack.json"
         in where
@@ -190,7 +210,7 @@ def test_each_level_of_the_order_wins_over_the_ones_below(
     # 5. the data dir of the current folder
     place.state_file.unlink()
     target, key, where, database = discovered()
-    assert (target, key, database) == ("127.0.0.1:5005", "key-cwd", "postgresql://cwd/db")
+    assert (target, key, database) == ("127.0.0.1:5005", "key-cwd", "postgresql://localhost/cwd")
     assert "(data dir from ./.reengage)" in where
 
     # nothing: the default target, and errors that say what to do
@@ -207,8 +227,8 @@ def test_the_data_dir_comes_from_the_environment_the_config_the_stack_or_this_fo
     place: Place, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     for name in ("env", "config", "stack"):
-        place.data_dir(tmp_path / name, f"key-{name}", f"postgresql://{name}/db")
-    place.data_dir(place.cwd / ".reengage", "key-cwd", "postgresql://cwd/db")
+        place.data_dir(tmp_path / name, f"key-{name}", f"postgresql://[::1]/{name}")
+    place.data_dir(place.cwd / ".reengage", "key-cwd", "postgresql://localhost/cwd")
     place.running_stack(tmp_path / "stack", "127.0.0.1:5004")
     place.config(data_dir=str(tmp_path / "config"))
     monkeypatch.setenv("REENGAGE_DATA_DIR", str(tmp_path / "env"))
@@ -247,7 +267,9 @@ def discovered_target() -> tuple[str, str]:
 
 def test_a_stack_that_was_killed_is_ignored(place: Place, tmp_path: Path) -> None:
     """Its record stays behind (no clean stop), but its pid is gone."""
-    stack = place.data_dir(tmp_path / "project/.reengage", "key-stack", "postgresql://stack/db")
+    stack = place.data_dir(
+        tmp_path / "project/.reengage", "key-stack", "postgresql://127.0.0.1/stack"
+    )
     place.running_stack(stack, "127.0.0.1:5004", pid=dead_pid())
     assert place.state_file.exists() and read_stack(place.state_file) is None
     with pytest.raises(CliError, match=r"^no API key"):
@@ -255,7 +277,7 @@ def test_a_stack_that_was_killed_is_ignored(place: Place, tmp_path: Path) -> Non
 
     # this folder's data dir still counts (its demo key lasts), but its stale record names
     # neither the target nor the database
-    here = place.data_dir(place.cwd / ".reengage", "key-cwd", "postgresql://cwd/db")
+    here = place.data_dir(place.cwd / ".reengage", "key-cwd", "postgresql://localhost/cwd")
     (here / "stack.json").write_text((stack / "stack.json").read_text())
     api = api_for(build_parser().parse_args(["approvals", "list"]), Settings.from_env())
     assert (api.target, api.api_key) == ("localhost:50051", "key-cwd")
@@ -263,7 +285,120 @@ def test_a_stack_that_was_killed_is_ignored(place: Place, tmp_path: Path) -> Non
     with pytest.raises(CliError, match=r"^no database \(the data dir .*, from ./.reengage, has"):
         database_url_for(build_parser().parse_args(["outbox"]))
     (here / "stack.json").unlink()  # a stack that left no record (external services): used
-    assert database_url_for(build_parser().parse_args(["outbox"])) == "postgresql://cwd/db"
+    assert database_url_for(build_parser().parse_args(["outbox"])) == "postgresql://localhost/cwd"
+
+
+# -- what is not trusted: planted or committed records and files -------------------------------
+
+
+def test_a_record_whose_pid_is_not_a_reengage_process_of_this_user_is_not_running(
+    place: Place, capsys: pytest.CaptureFixture[str]
+) -> None:
+    here = place.data_dir(place.cwd / ".reengage", "key-cwd", "postgresql://localhost/cwd")
+    planted = StackRecord(1, str(here), "127.0.0.1:5005", str(here / "database-url"), "")
+    assert not planted.running()  # pid 1 runs, but is not our stack
+    assert StackRecord(place.stack_pid, str(here), "", "", "").running()
+    record_stack(planted)
+    assert read_stack(place.state_file) is None
+    api = api_for(build_parser().parse_args(["approvals", "list"]), Settings.from_env())
+    assert (api.target, api.api_key) == ("localhost:50051", "key-cwd")
+    assert api.where_from.startswith("target from the default: no running `reengage up`")
+    with pytest.raises(CliError, match=r"^no database"):  # a stale record: not its database
+        database_url_for(build_parser().parse_args(["outbox"]))
+
+
+def test_a_record_naming_another_host_is_ignored(
+    place: Place, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = place.data_dir(tmp_path / "project/.reengage", "rk_real", "postgresql://localhost/x")
+    place.running_stack(stack, "evil.example:443")
+    capsys.readouterr()
+    with pytest.raises(CliError) as raised:
+        discovered()
+    assert raised.value.message == (
+        "no gRPC target: ignored ~/.local/state/reengage/stack.json: it names the API"
+        " 'evil.example:443', which is not on this machine (`reengage up` records a loopback"
+        " address: localhost, 127.0.0.1 or ::1); pass --target HOST:PORT, set"
+        " REENGAGE_GRPC_TARGET, or put target in ~/.config/reengage/config.toml"
+    )
+    code, out, err = run_main(capsys, "approvals", "list", "--location", DOWNTOWN)
+    assert (code, out) == (1, "")
+    assert "evil.example:443" in err and "UNAVAILABLE" not in err  # never dialed
+
+    # the data dir's own record is held to the same rule; a good record elsewhere still counts
+    here = place.data_dir(place.cwd / ".reengage", "key-cwd", "postgresql://localhost/cwd")
+    (here / "stack.json").write_text((stack / "stack.json").read_text())
+    (here / "stack.json").chmod(0o600)
+    place.state_file.unlink()
+    with pytest.raises(CliError, match=r"^no gRPC target: ignored .*/\.reengage/stack\.json: it"):
+        discovered()
+    good = place.data_dir(tmp_path / "good/.reengage", "key-good", "postgresql://localhost/g")
+    place.running_stack(good, "127.0.0.1:5004")  # a stack that runs, recorded as it should be
+    capsys.readouterr()
+    discovery = Discovery(build_parser().parse_args(["approvals", "list"]), cwd=place.cwd)
+    assert discovery.target(Settings.from_env()).value == "127.0.0.1:5004"
+    assert capsys.readouterr().err == ""  # the state file's record won: the other not read
+    # a flag names the target: the record is never needed
+    assert discovered("--target", "localhost:1")[0] == "localhost:1"
+
+
+def test_a_data_dir_database_on_another_host_is_ignored(
+    place: Place, capsys: pytest.CaptureFixture[str]
+) -> None:
+    here = place.data_dir(
+        place.cwd / ".reengage", "key-cwd", "postgresql://reengage:s3cret@db.evil.example/x"
+    )
+    capsys.readouterr()
+    with pytest.raises(CliError, match=r"^no database \(the data dir .*\.reengage, from"):
+        database_url_for(build_parser().parse_args(["outbox"]))
+    err = capsys.readouterr().err
+    assert err == (
+        f"reengage: ignored {here / 'database-url'}: its database (db.evil.example) is not on"
+        " this machine; name an external database with --database-url, REENGAGE_DATABASE_URL"
+        " or database_url in the config file\n"
+    )
+    for url in (
+        "host=127.0.0.1 hostaddr=203.0.113.9 dbname=x",  # the address libpq would dial
+        "postgresql://localhost,db.evil.example/x",
+    ):
+        (here / "database-url").write_text(url)
+        with pytest.raises(CliError, match=r"^no database"):
+            database_url_for(build_parser().parse_args(["outbox"]))
+    # this machine: a loopback host, or a unix socket
+    for url in ("postgresql:///x?host=/var/run/postgresql", "postgresql://[::1]:5433/x"):
+        (here / "database-url").write_text(url)
+        assert database_url_for(build_parser().parse_args(["outbox"])) == url
+    # named directly, an external database is the user's choice
+    args = build_parser().parse_args(["outbox", "--database-url", "postgresql://db.example/x"])
+    assert database_url_for(args) == "postgresql://db.example/x"
+
+
+def test_a_data_dir_file_others_can_write_or_own_is_ignored(
+    place: Place, capsys: pytest.CaptureFixture[str]
+) -> None:
+    here = place.data_dir(place.cwd / ".reengage", "key-planted", "postgresql://localhost/cwd")
+    (here / "demo-api-key").chmod(0o664)
+    capsys.readouterr()
+    with pytest.raises(CliError, match=r"^no API key \(the data dir"):
+        discovered()
+    assert capsys.readouterr().err == (
+        f"reengage: ignored {here / 'demo-api-key'}: others can write to it (`chmod go-w` it if"
+        " it is yours)\n"
+    )
+    (here / "demo-api-key").chmod(0o600)
+    assert discovered()[1] == "key-planted"
+    # a record others can write is ignored too
+    place.running_stack(here, "127.0.0.1:5005")
+    place.state_file.unlink()
+    (here / "stack.json").chmod(0o666)
+    with pytest.raises(CliError, match=r"^no gRPC target: ignored .*stack\.json: others can"):
+        discovered()
+    if os.getuid() == 0:  # another user's file (only root can give one away)
+        (here / "stack.json").chmod(0o600)
+        os.chown(here / "demo-api-key", 65534, -1)
+        with pytest.raises(CliError, match=r"^no API key"):
+            discovered("--target", "localhost:1")
+        assert "it belongs to another user (uid 65534)" in capsys.readouterr().err
 
 
 def test_a_database_that_does_not_answer_is_one_error_with_a_hint(tmp_path: Path) -> None:
@@ -381,7 +516,7 @@ def test_a_stopped_api_gives_a_hint_naming_where_the_target_came_from(
     argv: list[str], place: Place, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     port = free_port()  # nothing listens there: the stack's API is down
-    stack = place.data_dir(tmp_path / "project/.reengage", "rk_demo", "postgresql://x/db")
+    stack = place.data_dir(tmp_path / "project/.reengage", "rk_demo", "postgresql://localhost/x")
     place.running_stack(stack, f"127.0.0.1:{port}")
     code, out, err = run_main(capsys, *argv)
     assert (code, out) == (1, "")
@@ -452,9 +587,9 @@ def test_the_record_is_private_and_removed_only_by_its_own_stack(
         assert json.loads(path.read_text())["grpc_target"] == "127.0.0.1:5004"
     assert stat.S_IMODE(place.state_file.parent.stat().st_mode) == 0o700
 
-    forget_stack(os.getpid() + 1, data_dir)  # another stack's stop leaves this record alone
+    forget_stack(place.stack_pid + 1, data_dir)  # another stack's stop leaves this record alone
     assert place.state_file.exists() and (data_dir / "stack.json").exists()
-    forget_stack(os.getpid(), data_dir)
+    forget_stack(place.stack_pid, data_dir)
     assert not place.state_file.exists() and not (data_dir / "stack.json").exists()
 
 

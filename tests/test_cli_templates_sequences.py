@@ -111,6 +111,31 @@ def test_a_bad_duration_names_the_file_the_line_and_the_key_path() -> None:
     )
 
 
+def test_huge_numbers_are_errors_naming_the_file_and_the_line() -> None:
+    bad = (
+        WIN_BACK.replace("wait: 3d", "wait: 9999999999999999999999d")
+        .replace("cooldown: 2w", "cooldown: P3651D")
+        .replace(
+            "exit_on: [reply, click]", "exit_on: [reply, click]\npriority: 99999999999999999999999"
+        )
+        .replace("inactive_for: 30d", "inactive_for: 2147483648d")
+    )
+    with pytest.raises(CliError) as caught:
+        read_sequence(bad, Path("win-back.yaml"))
+    too_long = "is too long: a duration is at most 3650 days (a wait at most 366 days)"
+    assert caught.value.message.splitlines() == [
+        f"win-back.yaml:4: trigger.inactive_for: '2147483648d' {too_long}",
+        "win-back.yaml:7: priority: '99999999999999999999999' is out of range (at most"
+        " 2,147,483,647)",
+        f"win-back.yaml:8: cooldown: 'P3651D' {too_long}",
+        f"win-back.yaml:13: steps[1].wait: '9999999999999999999999d' {too_long}",
+    ]
+    # at the bounds: read, for the server to judge
+    ok = WIN_BACK.replace("cooldown: 2w", "cooldown: 3650d\npriority: 2147483647")
+    read = read_sequence(ok, Path("win-back.yaml")).sequence
+    assert (read.cooldown.seconds, read.priority) == (3650 * 86400, 2147483647)
+
+
 def test_every_problem_of_a_file_is_reported_with_its_line() -> None:
     bad = (
         "id: win-back\n"

@@ -1,8 +1,9 @@
 """A purchase's value, order id and coupon code (RecordActivity of kind `purchase`), over the
 real gRPC server and PostgreSQL: the value is kept in the brand currency's minor units, another
-currency is refused naming the brand's, an order id is one purchase across the franchisor
-(recording it again, for any contact, answers the first and changes nothing), the coupon code is
-kept upper-case, and other kinds carry none of the three.
+currency is refused naming the brand's, an order id is one purchase at its location (recording
+it again there, for any contact, answers the first and changes nothing; the same id at another
+location is another order), the coupon code is kept upper-case, and other kinds carry none of
+the three.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from google.type import money_pb2
 from reengage.v1 import contacts_pb2 as cpb
 from reengage.v1 import tenants_pb2 as tpb
 from reengage.v1 import tenants_pb2_grpc
-from tests.access_matrix import AE, IA, Pool, refused
+from tests.access_matrix import IA, Pool, refused
 from tests.contact_sequence_fixtures import new_contact, now, ts
 from tests.contact_sequence_table import contact_stub
 from tests.support import A_DOWNTOWN, A_UPTOWN, B_HARBOR, World
@@ -191,30 +192,39 @@ async def test_an_order_recorded_again_answers_the_first_and_changes_nothing(
     assert not after.HasField("last_purchase_time")
 
 
-async def test_an_order_of_another_location_is_already_exists_for_a_location_manager(
+async def test_the_same_order_id_at_another_location_is_another_purchase(
     channel: grpc.aio.Channel, world: World, pool: Pool
 ) -> None:
+    """Each store runs its own till: uptown's order #1001 and downtown's are two orders."""
     uptown = await new_contact(channel, world, parent=A_UPTOWN)
     downtown = await new_contact(channel, world, parent=A_DOWNTOWN)
     first = await record(
-        channel, world, uptown.name, purchase(value=usd(20), order_id="SO-77"), who="a_admin"
+        channel, world, uptown.name, purchase(value=usd(20), order_id="1001"), who="a_admin"
     )
 
-    # the downtown manager may not see the uptown contact: told the order exists, nothing more
-    got = await refused(
-        record(channel, world, downtown.name, purchase(value=usd(20), order_id="SO-77")),
-        AE,
-        reason="ORDER_ALREADY_RECORDED",
+    # the downtown manager records downtown's own order #1001: a new purchase, its contact's
+    second = await record(channel, world, downtown.name, purchase(value=usd(8), order_id="1001"))
+    assert second != first
+    assert second.name.startswith(f"{downtown.name}/activities/")
+    # each again at its own location: one purchase each still (the brand's admin too)
+    assert (
+        await record(channel, world, downtown.name, purchase(value=usd(8), order_id="1001"))
+        == second
     )
-    assert uptown.name not in got.message
-    # the brand's admin is answered the purchase recorded first
     assert (
         await record(
-            channel, world, downtown.name, purchase(value=usd(20), order_id="SO-77"), who="a_admin"
+            channel, world, uptown.name, purchase(value=usd(20), order_id="1001"), who="a_admin"
         )
         == first
     )
-    assert [r[:2] for r in await purchases(pool)] == [("uptown", "SO-77")]
+    assert [r[:3] for r in await purchases(pool)] == [
+        ("uptown", "1001", 2000),
+        ("downtown", "1001", 800),
+    ]
+    got = await contact_stub(channel).GetContact(
+        cpb.GetContactRequest(name=downtown.name), metadata=world.metadata(MANAGER)
+    )
+    assert got.HasField("last_purchase_time")
 
 
 async def test_order_ids_are_per_franchisor(

@@ -547,6 +547,28 @@ async def test_one_order_is_credited_once(brand: Brand) -> None:
     await brand.verified()
 
 
+async def test_the_same_order_id_at_two_locations_is_two_conversions(
+    conn: AsyncConnection[Any],
+) -> None:
+    """Each store runs its own till: order #1001 at downtown and at uptown are two orders."""
+    brand = await Brand(conn).create(
+        locations={"downtown": "America/New_York", "uptown": "America/New_York"}
+    )
+    for location, value in (("downtown", 4200), ("uptown", 900)):
+        contact = await brand.contact(location)
+        message = await brand.send(await brand.enroll(contact, T0, location), 0, T0)
+        await brand.click(message, T0 + timedelta(minutes=1))
+        at = T0 + timedelta(hours=1)
+        assert await brand.purchase(contact, at, value, "1001", location=location) is not None
+        # the same order again at its own location: one order
+        assert await brand.purchase(contact, at, value, "1001", location=location) is None
+    by_location: dict[str, tuple[int, int]] = {}
+    for (_, location, _, _), counts in (await brand.rows("L")).items():
+        by_location[location] = (counts.get("conversions", 0), counts.get("revenue_minor", 0))
+    assert by_location == {"downtown": (1, 4200), "uptown": (1, 900)}
+    await brand.verified()
+
+
 async def test_rows_the_rollups_do_not_concern_are_written_as_before(brand: Brand) -> None:
     """Service texts, inbound ledger rows, texts of unknown enrollments, consent grants, other
     activities: nothing counted, nothing refused."""

@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import reports_pb2 as pb
 from reengage.v1 import reports_pb2_grpc
+from server.grpc.report_service import ReportService
 from tenants.core.errors import InvalidArgument, NotFound, PermissionDenied
 from tenants.core.names import ChildName, TenantScope
 from tenants.org.access import Principal
@@ -42,6 +43,7 @@ from tenants.reports.measures import (
     franchisor_report,
     location_report,
     sequence_report,
+    spreadsheet_text,
 )
 from tests.access_matrix import IA, refused
 from tests.report_support import add_location, add_sequence, reason, rollup
@@ -404,7 +406,7 @@ async def test_the_brand_totals_daily_series_and_every_location_on_the_board(boa
     assert report.locations[3].measures == MeasureSet()
     assert report.median["sent"] == 75.0  # 0, 50, 100, 100
     assert report.median["delivered"] == 65.0  # 0, 50, 80, 90
-    assert report.median["click_through_rate"] == 0.1  # 0, .1, .1, .2
+    assert report.median["click_through_rate"] == 0.1  # .1, .1, .2: midtown has no CTR
     assert report.median["revenue"] == 0.0  # 0, 0, 0, 1000
     assert set(report.median) == set(ORDERABLE)
 
@@ -433,6 +435,47 @@ async def test_the_board_sorts_by_any_measure_or_rate_either_way(board: Conn) ->
             await franchisor_report(board, VIEWER, A, *WEEK, bad)
         violation = refused_order.value.violations[0]
         assert violation.field == "order_by" and "click_through_rate" in violation.description
+
+
+async def test_a_rate_without_a_denominator_is_left_out_of_median_and_ranked_last(
+    board: Conn,
+) -> None:
+    """Quiet locations have no rate (not a rate of 0 %): they neither pull the median to 0
+    nor lead an ascending board; a real 0 % does count."""
+    northside, westside = TenantScope("acme", "northside"), TenantScope("acme", "westside")
+    await add_location(board, northside)
+    await add_location(board, westside)
+    await rollup(board, "B", D[3], northside, W, 0, sent=10, failed=10)  # sent, none delivered
+    await rollup(board, "B", D[6], EASTSIDE, W, 0, opt_outs=1)
+    report = await franchisor_report(board, ADMIN, A, *WEEK)
+    # delivered / sent: northside's real 0 counts, midtown and westside sent nothing
+    assert report.median["delivery_rate"] == (0.8 + 0.9) / 2  # 0, .8, .9, 1
+    assert report.median["click_through_rate"] == 0.1  # .1, .1, .2 (not 0, 0, 0, .1, .1, .2)
+    assert report.median["opt_out_rate"] == 0.0  # 0, 0, 1/80
+    assert report.median["sent"] == 30.0  # counts unchanged: 0, 0, 10, 50, 100, 100
+    quiet = [("midtown", 4), ("northside", 4), ("westside", 4)]
+    for direction, measured in (
+        ("asc", [("downtown", 1), ("uptown", 1), ("eastside", 3)]),
+        ("desc", [("eastside", 1), ("downtown", 2), ("uptown", 2)]),
+    ):
+        board_ = await franchisor_report(board, ADMIN, A, *WEEK, f"opt_out_rate {direction}")
+        assert [(loc, rank) for loc, rank, _ in rows(board_)] == measured + quiet
+    by_ctr = await franchisor_report(board, ADMIN, A, *WEEK, "click_through_rate asc")
+    assert [(loc, rank) for loc, rank, _ in rows(by_ctr)] == [
+        ("downtown", 1),
+        ("eastside", 1),
+        ("uptown", 3),
+        *quiet,
+    ]
+    by_sent = await franchisor_report(board, ADMIN, A, *WEEK, "sent asc")
+    assert [(loc, rank) for loc, rank, _ in rows(by_sent)][:3] == [
+        ("midtown", 1),  # a count of 0 is a count: first when ascending
+        ("westside", 1),
+        ("northside", 3),
+    ]
+    only_quiet = await franchisor_report(board, ADMIN, A, D[1], D[2], "click_through_rate")
+    assert only_quiet.median["click_through_rate"] == 0.0  # no location has a CTR
+    assert {r.rank for r in only_quiet.locations} == {1} and len(only_quiet.locations) == 6
 
 
 async def test_the_board_pages_with_tokens_bound_to_the_report(board: Conn) -> None:
@@ -544,6 +587,45 @@ async def test_export_by_step_and_by_location(board: Conn) -> None:
     assert bad.value.violations[0].field == "grouping"
     with pytest.raises(PermissionDenied):
         await export_rows(board, MANAGER, A, *WEEK, ExportGrouping.BY_DAY)
+
+
+async def test_export_text_a_spreadsheet_would_run_starts_with_a_quote(board: Conn) -> None:
+    """Names a location manager chooses are exported as text, never as a formula to run in
+    the franchisor's spreadsheet; numbers are left as they are."""
+    names = {
+        "downtown": '=HYPERLINK("http://evil.example","Downtown")',
+        "eastside": "@SUM(A1:A9)",
+        "midtown": "\tMidtown",
+        "uptown": "-1+1",
+    }
+    for location, display_name in names.items():
+        await board.execute(
+            "UPDATE locations SET display_name = %s WHERE franchisor_id = 'acme' AND id = %s",
+            (display_name, location),
+        )
+    await board.execute("UPDATE sequences SET display_name = '+cmd|calc' WHERE id = 'dt-local'")
+    places = await export_rows(board, VIEWER, A, *WEEK, ExportGrouping.BY_LOCATION)
+    assert [r[1] for r in places[1:]] == [
+        "'" + names["downtown"],
+        "'@SUM(A1:A9)",
+        "'\tMidtown",
+        "'-1+1",
+    ]
+    assert column(places, 1, "sent") == "100" and column(places, 1, "revenue") == "10.00"
+    steps = await export_rows(board, ADMIN, A, *WEEK, ExportGrouping.BY_STEP)
+    assert [r[1] for r in steps[1:]] == ["Welcome, friends", "Welcome, friends", "'+cmd|calc"]
+    # the reports themselves show the names as they are
+    report = await franchisor_report(board, ADMIN, A, *WEEK)
+    assert report.locations[0].display_name == names["downtown"]
+    assert [spreadsheet_text(c) for c in ("-5", "-0.250000", "12.50", "-", "+", "\r1", "a=b")] == [
+        "-5",
+        "-0.250000",
+        "12.50",
+        "'-",
+        "'+",
+        "'\r1",
+        "a=b",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -673,6 +755,24 @@ async def test_bad_dates_are_refused_on_their_field(
     await refused(
         _drain(stub.ExportReport(export, metadata=world.metadata("a_admin"))), IA, field=field
     )
+
+
+async def test_an_unknown_grouping_is_refused_on_its_field(
+    conn: Conn,
+    pool: AsyncConnectionPool[Any],
+    stub: reports_pb2_grpc.ReportServiceStub,
+    world: World,
+) -> None:
+    request = pb.ExportReportRequest(parent=A.name, grouping=99)  # type: ignore[arg-type]
+    await refused(
+        _drain(stub.ExportReport(request, metadata=world.metadata("a_admin"))), IA, field="grouping"
+    )
+    # the servicer itself refuses it too, whatever stands in front of it (never a KeyError)
+    servicer = ReportService(pool)
+    with pytest.raises(InvalidArgument) as bad:
+        await _drain(servicer.ExportReport(request, context=None))  # type: ignore[arg-type]
+    assert [v.field for v in bad.value.violations] == ["grouping"]
+    assert "99 is not an ExportGrouping" in bad.value.violations[0].description
 
 
 async def _drain(stream: Any) -> list[Any]:

@@ -19,19 +19,32 @@ running stack's record, or ./.reengage, in that order. A data dir gives the demo
 (<data dir>/demo-api-key), the database URL (<data dir>/database-url, while its stack runs) and
 the gRPC target (<data dir>/stack.json, while its stack runs). Without any of them the target is
 localhost:50051; a missing key or database is an error that says where it looked.
+
+What a record or a data dir says is trusted only as far as `reengage up` would have written it
+(a record planted in a shared folder, or committed to a repository, must not send the user's
+key or their customers' data elsewhere): a record counts only while its pid is a `reengage`
+process of this user, and only when its gRPC target is a loopback address; a data dir's files
+count only when they belong to this user and nobody else can write them; a data dir's database
+URL only when it names this machine (a loopback host or a unix socket). What is ignored is said
+on stderr. An external API or database is named by a flag, the environment or the config file.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
+import sys
 import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from server.cli.api import Api, CliError
 from server.config import Settings
@@ -140,14 +153,20 @@ class StackRecord:
     temporal_address: str
 
     def running(self) -> bool:
-        """Whether the process that wrote the record still runs."""
+        """Whether the process that wrote the record still runs: a process of this user and,
+        where /proc tells (Linux), a `reengage` one (a pid the system reused, or one a planted
+        record names, is not our stack)."""
         try:
             os.kill(self.pid, 0)
-        except ProcessLookupError:
+        except OSError:  # gone, or another user's process: never our stack
             return False
-        except PermissionError:
-            return True  # another user's process: it exists
-        return True
+        if not Path("/proc/self/cmdline").exists():  # no /proc here: the pid exists
+            return True
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return b"reengage" in cmdline
 
 
 def read_stack(path: Path) -> StackRecord | None:
@@ -167,7 +186,60 @@ def read_stack(path: Path) -> StackRecord | None:
     return record if record.pid > 0 and record.running() else None
 
 
-def _write_private(path: Path, text: str) -> None:
+def is_loopback_host(host: str) -> bool:
+    """Whether host names this machine: localhost, 127.0.0.0/8 or ::1 (brackets allowed)."""
+    host = host.strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_loopback_target(target: str) -> bool:
+    """Whether a gRPC target, HOST:PORT or [HOST]:PORT as `reengage up` records it, is on this
+    machine."""
+    host, colon, port = target.strip().rpartition(":")
+    return bool(colon) and port.isdigit() and is_loopback_host(host)
+
+
+def remote_database_host(url: str) -> str | None:
+    """The host a database URL names that is not on this machine (a loopback address or a unix
+    socket), or None when every host it names is; "not a database URL" for one psycopg cannot
+    read."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "not a database URL"
+    for key in ("host", "hostaddr"):
+        for host in str(params.get(key) or "").split(","):
+            host = host.strip()
+            local = not host or host.startswith(("/", "@")) or is_loopback_host(host)
+            if not local:
+                return host
+    return None
+
+
+def untrusted_file(path: Path) -> str | None:
+    """Why a file `reengage up` wrote is not to be trusted (another user's, or writable by
+    others), or None (also when it is missing, or where there are no users)."""
+    if not hasattr(os, "getuid"):
+        return None
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    if info.st_uid != os.getuid():
+        return f"it belongs to another user (uid {info.st_uid})"
+    if info.st_mode & 0o022:
+        return "others can write to it (`chmod go-w` it if it is yours)"
+    return None
+
+
+def write_private(path: Path, text: str) -> None:
     """Writes the file readable by its owner only (0600, its folder 0700), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
@@ -192,7 +264,7 @@ def record_stack(record: StackRecord, env: Mapping[str, str] | None = None) -> l
     text = json.dumps(asdict(record), indent=2) + "\n"
     written = [Path(record.data_dir) / STACK_FILE, state_path(env)]
     for path in written:
-        _write_private(path, text)
+        write_private(path, text)
     return written
 
 
@@ -232,6 +304,37 @@ class Discovery:
         self.args = args or argparse.Namespace()
         self.env = os.environ if env is None else env
         self.cwd = cwd or Path.cwd()
+        self.ignored: dict[Path, str] = {}  # file -> why, for what was ignored
+        self._unsaid: list[Path] = []  # ignored, not yet said on stderr
+
+    def _ignore(self, path: Path, why: str) -> None:
+        """Notes a file that is not used, to say so (once) on stderr."""
+        if path not in self.ignored:
+            self.ignored[path] = why
+            self._unsaid.append(path)
+
+    def _ignored_line(self, path: Path) -> str:
+        return f"ignored {_home_relative(path)}: {self.ignored[path]}"
+
+    def _say_ignored(self) -> None:
+        for path in self._unsaid:
+            print(f"reengage: {self._ignored_line(path)}", file=sys.stderr)
+        self._unsaid.clear()
+
+    def _record(self, path: Path, *, in_data_dir: bool) -> StackRecord | None:
+        """The record at path when its stack runs and it may be trusted (module doc)."""
+        if in_data_dir and (why := untrusted_file(path)):
+            self._ignore(path, why)
+            return None
+        record = read_stack(path)
+        if record is not None and not is_loopback_target(record.grpc_target):
+            self._ignore(
+                path,
+                f"it names the API {record.grpc_target!r}, which is not on this machine (`reengage"
+                " up` records a loopback address: localhost, 127.0.0.1 or ::1)",
+            )
+            return None
+        return record
 
     def _flag(self, name: str) -> str:
         value = getattr(self.args, name, None)
@@ -252,7 +355,7 @@ class Discovery:
     @cached_property
     def stack(self) -> StackRecord | None:
         """The running stack that recorded itself in the state file."""
-        return read_stack(self.state_file)
+        return self._record(self.state_file, in_data_dir=False)
 
     def _in_config(self, key: str) -> Found | None:
         value = self.config.get(key)
@@ -286,9 +389,19 @@ class Discovery:
             (Path(where.value) / STACK_FILE).exists() and self._data_dir_stack() is None
         ):
             return None
+        if why := untrusted_file(path):
+            self._ignore(path, why)
+            return None
         try:
             value = path.read_text().strip()
         except OSError:
+            return None
+        if name == DATABASE_URL_FILE and (host := remote_database_host(value)):
+            self._ignore(
+                path,
+                f"its database ({host}) is not on this machine; name an external database with"
+                " --database-url, REENGAGE_DATABASE_URL or database_url in the config file",
+            )
             return None
         return (
             Found(value, f"{_home_relative(path)} (data dir from {where.source})")
@@ -303,7 +416,7 @@ class Discovery:
             return None
         if self.stack is not None and Path(self.stack.data_dir) == Path(where.value):
             return self.stack
-        return read_stack(Path(where.value) / STACK_FILE)
+        return self._record(Path(where.value) / STACK_FILE, in_data_dir=True)
 
     def _stack_source(self, stack: StackRecord) -> str:
         if stack is self.stack:
@@ -315,7 +428,13 @@ class Discovery:
         )
 
     def target(self, settings: Settings) -> Found:
-        """The gRPC API's address (host:port); localhost:50051 when nothing names one."""
+        """The gRPC API's address (host:port); localhost:50051 when nothing names one, an error
+        when a stack's record was ignored (module doc)."""
+        found = self._target(settings)
+        self._say_ignored()
+        return found
+
+    def _target(self, settings: Settings) -> Found:
         if flag := self._flag("target"):
             return Found(flag, "--target")
         if raw := self.env.get("REENGAGE_GRPC_TARGET", "").strip():
@@ -326,28 +445,53 @@ class Discovery:
             return found
         if (stack := self._data_dir_stack()) is not None:
             return Found(stack.grpc_target, self._stack_source(stack))
+        if records := [p for p in self.ignored if p.name == STACK_FILE]:
+            self._say_ignored_except(records)
+            raise CliError(
+                f"no gRPC target: {'; '.join(self._ignored_line(p) for p in records)}; pass"
+                " --target HOST:PORT, set REENGAGE_GRPC_TARGET, or put target in"
+                f" {_home_relative(self.config_file)}"
+            )
         return Found(
             f"localhost:{settings.grpc_port}", "the default: no running `reengage up` was found"
         )
+
+    def _say_ignored_except(self, paths: list[Path]) -> None:
+        """Says what was ignored, but paths (an error says them)."""
+        self._unsaid = [p for p in self._unsaid if p not in paths]
+        self._say_ignored()
 
     def api_key(self) -> Found | None:
         if flag := self._flag("api_key"):
             return Found(flag, "--api-key")
         if raw := self.env.get("REENGAGE_API_KEY", "").strip():
             return Found(raw, "REENGAGE_API_KEY")
-        return self._in_config("api_key") or self._data_dir_file(DEMO_KEY_FILE)
+        found = self._in_config("api_key") or self._data_dir_file(DEMO_KEY_FILE)
+        self._say_ignored()
+        return found
 
     def database_url(self) -> Found | None:
         if flag := self._flag("database_url"):
             return Found(flag, "--database-url")
         if raw := self.env.get("REENGAGE_DATABASE_URL", "").strip():
             return Found(raw, "REENGAGE_DATABASE_URL")
-        return self._in_config("database_url") or self._data_dir_file(DATABASE_URL_FILE)
+        found = self._in_config("database_url") or self._data_dir_file(DATABASE_URL_FILE)
+        self._say_ignored()
+        return found
 
     def temporal_address(self) -> str | None:
-        """The Temporal frontend of the data dir's running stack, when it recorded one."""
+        """The Temporal frontend of the data dir's running stack, when it recorded one on this
+        machine."""
         stack = self._data_dir_stack()
-        return stack.temporal_address if stack is not None and stack.temporal_address else None
+        address = stack.temporal_address if stack is not None else ""
+        if address and not is_loopback_target(address):
+            self._ignore(
+                Path(stack.data_dir if stack else "") / STACK_FILE,
+                f"its Temporal address {address!r} is not on this machine",
+            )
+            address = ""
+        self._say_ignored()
+        return address or None
 
     def _looked_in(self) -> str:
         where = self.data_dir

@@ -10,7 +10,8 @@ found by phone number, enrolled in a sequence over gRPC.
 3. The contacts found go to BulkEnroll in one client stream; a progress bar follows the lookups
    and the stream.
 4. A summary (enrolled, already enrolled, refused by reason, phones without a contact) and a
-   table of every row not enrolled: its CSV row number, the phone as written and why.
+   table of every row not enrolled: its line in the file (where its record starts; the header
+   is line 1, blank lines are skipped but counted), the phone as written and why.
 
 With `--phone` the enrollment's name and id (what `reengage enrollments show` and
 `reengage approvals decide` take) are printed. Exit codes: 0 when every contact is enrolled (or
@@ -55,7 +56,7 @@ EXIT_NOT_ALL_ENROLLED = 3
 class Row:
     """One phone to enroll: where it came from and what became of it."""
 
-    number: int  # the CSV row number (the header is row 1); 0 for --phone
+    number: int  # the file's line where the record starts (the header is line 1); 0 for --phone
     phone: str  # as written
     contact: str = ""  # the contact found
     problem: str = ""  # why it was not enrolled (no contact, bad number, refused)
@@ -69,22 +70,38 @@ def column_key(header: str) -> str:
 
 
 def read_rows(path: Path) -> tuple[list[Row], str]:
-    """The phones of a CSV file with their row numbers, and the phone column's header."""
+    """The phones of a CSV file with the lines their records start on (as `contacts import`
+    numbers them: the header is line 1; blank lines and multi-line cells count), and the phone
+    column's header. Rows of empty cells are skipped."""
     if not path.exists():
         raise CliError(f"--file: no such file: {path}")
     with open(path, encoding="utf-8-sig", newline="") as text:
-        reader = csv.DictReader(text)
-        header = list(reader.fieldnames or [])
-        column = next((h for h in header if column_key(h) in PHONE_COLUMNS), None)
-        if column is None:
+        reader = csv.reader(text)
+        try:
+            header = next(reader, [])
+            column = next((h for h in header if column_key(h) in PHONE_COLUMNS), None)
+            if column is None:
+                raise CliError(
+                    f"--file: {path.name} has no phone column ({', '.join(PHONE_COLUMNS)});"
+                    f" its columns: {', '.join(header) or 'none'}"
+                )
+            at = header.index(column)
+            rows = []
+            while True:
+                line = reader.line_num + 1  # where the next record starts
+                cells = next(reader, None)
+                if cells is None:
+                    break
+                if any(cell.strip() for cell in cells):
+                    rows.append(Row(line, cells[at].strip() if at < len(cells) else ""))
+        except UnicodeDecodeError:
             raise CliError(
-                f"--file: {path.name} has no phone column ({', '.join(PHONE_COLUMNS)});"
-                f" its columns: {', '.join(header) or 'none'}"
-            )
-        rows = [
-            Row(number, (record.get(column) or "").strip())
-            for number, record in enumerate(reader, start=2)  # row 1 is the header
-        ]
+                f"--file: {path.name}: line {reader.line_num + 1} is not UTF-8: save the file as"
+                " CSV UTF-8"
+            ) from None
+        except csv.Error as exc:
+            line = reader.line_num
+            raise CliError(f"--file: {path.name}: line {line} is not CSV: {exc}") from None
     return rows, column
 
 
@@ -144,7 +161,7 @@ def find_contacts(
                 continue
             row.contact = found.contacts[0].name
             if row.contact in first_row:
-                row.problem = f"the same contact as row {first_row[row.contact]}"
+                row.problem = f"the same contact as line {first_row[row.contact]}"
                 row.reason = "DUPLICATE"
                 row.contact = ""
             else:
@@ -204,7 +221,7 @@ def summary(rows: list[Row]) -> list[str]:
 def problems_table(rows: list[Row], column: str) -> Table:
     """Every row not enrolled; fits 80 columns (the reason wraps)."""
     table = Table(title=f"rows not enrolled (phone column: {column})", title_justify="left")
-    table.add_column("row", justify="right", no_wrap=True)
+    table.add_column("line", justify="right", no_wrap=True)
     table.add_column("phone", overflow="fold", max_width=20)
     table.add_column("why", overflow="fold")
     for row in rows:
@@ -290,7 +307,7 @@ def add_parser(sub: Any) -> None:
         description="Finds each contact by phone number (any format, parsed with the location's"
         " country as default) and enrolls it in the sequence over BulkEnroll, with a progress"
         " bar; then a summary (enrolled, already enrolled, refused by reason) and a table of"
-        " every row not enrolled with its CSV row number. A contact needs consent and must not"
+        " every row not enrolled with its line in the file. A contact needs consent and must not"
         " have opted out; one sequence runs per contact per location.",
     )
     parser.add_argument(

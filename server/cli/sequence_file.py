@@ -40,6 +40,10 @@ HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 WEEK = 7 * DAY
 DURATIONS = "a number and a unit (s, m, h, d, w): 90m, 48h, 3d, 2w, 1d12h; 0; or ISO 8601: PT48H"
+# the longest duration a file may name: the server's longest limit (a cooldown, an inactivity
+# trigger: 3650 days; a wait: 366 days), which it checks with its own messages
+MAX_DURATION_DAYS = 3650
+MAX_INT32 = 2**31 - 1
 _UNITS = {"w": WEEK, "d": DAY, "h": HOUR, "m": MINUTE, "s": 1}
 _HUMAN = re.compile(
     r"(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?"
@@ -122,7 +126,16 @@ def parse_duration(text: str) -> int:
         match = pattern.fullmatch(value.lower() if pattern is _HUMAN else value)
         if match and any(match.groups()):
             units = (WEEK, DAY, HOUR, MINUTE, 1)
-            return sum(int(n) * unit for n, unit in zip(match.groups(), units, strict=True) if n)
+            too_long = ValueError(
+                f"{value!r} is too long: a duration is at most {MAX_DURATION_DAYS} days (a wait"
+                " at most 366 days)"
+            )
+            if any(n and len(n) > 12 for n in match.groups()):  # int() of it would be slow
+                raise too_long
+            seconds = sum(int(n) * unit for n, unit in zip(match.groups(), units, strict=True) if n)
+            if seconds > MAX_DURATION_DAYS * DAY:
+                raise too_long
+            return seconds
     if re.fullmatch(r"P.*[YM].*", value, re.IGNORECASE) and "T" not in value.upper():
         raise ValueError(f"{value!r}: months and years vary in length; write days (P30D, 30d)")
     raise ValueError(f"{value!r} is not a duration: use {DURATIONS}")
@@ -235,6 +248,10 @@ class _Reader:
             return None
         if not re.fullmatch(r"-?\d+", raw.strip()):
             self.fail(node, path, f"{raw!r} is not a whole number")
+            return None
+        digits = raw.strip().lstrip("-").lstrip("0")
+        if len(digits) > 10 or abs(int(raw)) > MAX_INT32:
+            self.fail(node, path, f"{raw!r} is out of range (at most {MAX_INT32:,})")
             return None
         return int(raw)
 

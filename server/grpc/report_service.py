@@ -262,7 +262,17 @@ class ReportService(reports_pb2_grpc.ReportServiceServicer):
     ) -> AsyncIterator[pb.ExportReportRow]:
         parent = export_parent(request.parent)
         start, end = date_input(request, "start_date"), date_input(request, "end_date")
-        grouping = GROUPING_FROM_PB[request.grouping]
+        grouping = GROUPING_FROM_PB.get(request.grouping)
+        if grouping is None:  # a number the API does not define (the interceptor's floor too)
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "grouping",
+                        f"{request.grouping} is not an ExportGrouping: BY_DAY, BY_STEP or"
+                        " BY_LOCATION",
+                    )
+                ]
+            )
         async with self._pool.connection() as conn:
             rows = await measures.export_rows(conn, principal(), parent, start, end, grouping)
         for cells in rows:

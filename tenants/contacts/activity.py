@@ -6,9 +6,9 @@ purchases are "engagement", the measure of the inactivity trigger.
 
 A purchase may carry its value (in the brand's one currency, stored in minor units: cents), the
 shop's order id and a coupon code (reports credit it to a text: docs/reporting.md). An order id
-is one purchase across the franchisor: recording it again, for the same contact or another,
-returns the purchase recorded first and changes nothing, so re-imported orders never count
-twice.
+is one purchase at its location (each store runs its own till, so the same number at another
+location is another order): recording it again there, for the same contact or another, returns
+the purchase recorded first and changes nothing, so re-imported orders never count twice.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from psycopg import AsyncConnection
 
 from tenants.contacts.contacts import load, require_location
 from tenants.contacts.model import COLLECTION as CONTACTS
-from tenants.core.errors import AlreadyExists, Violations
+from tenants.core.errors import Violations
 from tenants.core.money import NANOS_PER_UNIT, minor_digits, minor_units, units_and_nanos
 from tenants.core.names import ChildName, TenantScope
 from tenants.org import audit
-from tenants.org.access import Action, Principal, authorize, can
+from tenants.org.access import Action, Principal, authorize
 from tenants.org.report_settings import report_settings
 
 KNOWN_KINDS = frozenset(
@@ -183,8 +183,8 @@ async def record_activity(
     purchase: Purchase = NOT_A_PURCHASE,
 ) -> tuple[Activity, bool]:
     """Records the activity; returns it and whether it is new (False: a repeated reference, or
-    an order id the franchisor has already: then the purchase recorded first, whichever of the
-    brand's contacts it is of; AlreadyExists when principal may not read that contact)."""
+    an order id the location has already: then the purchase recorded first, whichever of the
+    location's contacts it is of)."""
     require_location(name.scope, "contact")
     authorize(principal, Action.CONTACT_WRITE, name.scope)
     problems, value_minor, currency, order_id, coupon = await _purchase_values(
@@ -225,7 +225,7 @@ async def record_activity(
         )
         inserted = await cur.fetchone()
         if inserted is None:  # the same order or reference again: one effect
-            return await _recorded_before(conn, principal, name, kind, reference, order_id), False
+            return await _recorded_before(conn, name, kind, reference, order_id), False
         column = ENGAGEMENT.get(kind)
         await conn.execute(
             "UPDATE contacts SET last_activity_at = greatest(last_activity_at, %(at)s),"
@@ -266,21 +266,20 @@ async def record_activity(
 
 async def _recorded_before(
     conn: AsyncConnection[Any],
-    principal: Principal,
     name: ChildName,
     kind: str,
     reference: str,
     order_id: str,
 ) -> Activity:
-    """The activity an insert conflicted with: the franchisor's purchase with this order id,
+    """The activity an insert conflicted with: the location's purchase with this order id,
     else the contact's activity with this reference."""
     franchisor_id = name.scope.franchisor_id
     row = None
     if order_id:
         cur = await conn.execute(
-            f"SELECT {_COLUMNS} FROM activities WHERE franchisor_id = %s AND kind = 'purchase'"
-            " AND order_id = %s",
-            (franchisor_id, order_id),
+            f"SELECT {_COLUMNS} FROM activities WHERE franchisor_id = %s AND location_id = %s"
+            " AND kind = 'purchase' AND order_id = %s",
+            (franchisor_id, name.scope.location_id, order_id),
         )
         row = await cur.fetchone()
     if row is None:
@@ -292,15 +291,7 @@ async def _recorded_before(
         )
         row = await cur.fetchone()
     assert row is not None
-    found = _from_row(franchisor_id, row)
-    if not can(principal, Action.CONTACT_READ, found.contact.scope):
-        # another location's purchase: say so without naming its contact
-        raise AlreadyExists(
-            f"order {order_id[:60]!r} is already recorded at another location of the brand",
-            reason="ORDER_ALREADY_RECORDED",
-            order_id=order_id[:200],
-        )
-    return found
+    return _from_row(franchisor_id, row)
 
 
 async def kinds_since(

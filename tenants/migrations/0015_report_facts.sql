@@ -28,14 +28,15 @@ ALTER TABLE messages
 CREATE INDEX messages_coupon ON messages (franchisor_id, coupon_code, create_time DESC)
     WHERE coupon_code <> '';
 
--- A purchase's value, order id (one order is one conversion, whatever records it again) and
+-- A purchase's value, order id (one order is one conversion, whatever records it again; order
+-- ids are a location's: each store runs its own till, so #1001 at two stores is two orders) and
 -- coupon code.
 ALTER TABLE activities
     ADD COLUMN order_id text,
     ADD COLUMN value_minor bigint,          -- in the currency's minor units (cents)
     ADD COLUMN currency_code text,
     ADD COLUMN coupon_code text NOT NULL DEFAULT '';
-CREATE UNIQUE INDEX activities_order ON activities (franchisor_id, order_id)
+CREATE UNIQUE INDEX activities_order ON activities (franchisor_id, location_id, order_id)
     WHERE kind = 'purchase' AND order_id IS NOT NULL;
 
 -- Every visit of a tracked link: a person's click, or a robot's or link preview's fetch
@@ -85,8 +86,8 @@ CREATE TABLE report_conversions (
     currency_code   text NOT NULL DEFAULT '',
     occurred_at     timestamptz NOT NULL
 );
-CREATE UNIQUE INDEX report_conversions_order ON report_conversions (franchisor_id, order_id)
-    WHERE order_id IS NOT NULL;
+CREATE UNIQUE INDEX report_conversions_order
+    ON report_conversions (franchisor_id, location_id, order_id) WHERE order_id IS NOT NULL;
 CREATE INDEX report_conversions_message ON report_conversions (message_id);
 
 -- Daily rollups per location, sequence and step, in two reporting zones: 'L' the location's

@@ -481,7 +481,7 @@ CREATE TRIGGER consent_events_report AFTER INSERT ON consent_events
 
 -- ---------------------------------------------------------------------------------------------
 -- Conversions: every purchase gets a report_conversions row (one per activity, an order id once
--- per brand). Last touch, windows inclusive at both ends: the text of the contact's latest human
+-- per location). Last touch, windows inclusive at both ends: the text of the contact's latest human
 -- click within the click window; else the contact's latest text delivered within the delivery
 -- window; else (the order carries a coupon code) the contact's latest sent text with that code,
 -- else the location's (any contact), any time before the purchase; else none (nothing counted).

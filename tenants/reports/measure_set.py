@@ -4,7 +4,8 @@ and median. Pure values: `tenants.reports.measures` reads them from the rollups.
 
 Every count is what `report_days` holds (docs/reporting.md defines each); a slice's measures
 are the sum of its rollup rows, so MeasureSets add. Rates are fractions, 0 when their
-denominator is 0.
+denominator is 0; the leaderboard's median and order leave such a rate out (it is no rate, not
+a rate of 0 %: has_value).
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ RATES = (
 # named as the API names it, and every rate.
 MEASURE_NAMES = tuple("revenue" if n == "revenue_minor" else n for n in COUNTERS)
 ORDERABLE = (*MEASURE_NAMES, *RATES)
+# The count each rate is a share of.
+DENOMINATORS = {
+    "delivery_rate": "sent",
+    "click_through_rate": "delivered",
+    "reply_rate": "contacts_delivered",
+    "conversion_rate": "contacts_delivered",
+    "opt_out_rate": "delivered",
+    "revenue_per_message": "sent",
+}
 
 DEFAULT_DAYS = 30  # a range without a start: the 30 days that end on its last day
 MAX_DAYS = 366
@@ -139,6 +149,12 @@ class MeasureSet:
         if name not in ORDERABLE:
             raise KeyError(name)
         return float(getattr(self, "revenue_minor" if name == "revenue" else name))
+
+    def has_value(self, name: str) -> bool:
+        """False for a rate whose denominator is 0 (a quiet slice has no click-through rate,
+        rather than one of 0 %); True for every count."""
+        denominator = DENOMINATORS.get(name)
+        return denominator is None or getattr(self, denominator) > 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,16 +340,25 @@ T = TypeVar("T", bound=Ranked)
 
 def ranked(rows: Sequence[T], order: Ordering) -> list[tuple[int, T]]:
     """rows in order (ties by key), each with its rank from 1; equal values share a rank and
-    the next rank skips (1, 2, 2, 4)."""
+    the next rank skips (1, 2, 2, 4). By a rate, the rows without one (denominator 0) come
+    last in either direction and share the last rank."""
     sign = -1.0 if order.descending else 1.0
-    in_order = sorted(rows, key=lambda r: (sign * r.measures.value(order.measure), r.key))
+
+    def value(row: T) -> float | None:
+        m = row.measures
+        return m.value(order.measure) if m.has_value(order.measure) else None
+
+    def sort_key(row: T) -> tuple[bool, float, str]:
+        v = value(row)
+        return (v is None, 0.0 if v is None else sign * v, row.key)
+
     out: list[tuple[int, T]] = []
     previous: float | None = None
     rank = 0
-    for position, row in enumerate(in_order, start=1):
-        value = row.measures.value(order.measure)
-        if value != previous:
-            rank, previous = position, value
+    for position, row in enumerate(sorted(rows, key=sort_key), start=1):
+        v = value(row)
+        if position == 1 or v != previous:
+            rank, previous = position, v
         out.append((rank, row))
     return out
 
@@ -341,8 +366,10 @@ def ranked(rows: Sequence[T], order: Ordering) -> list[tuple[int, T]]:
 def medians(parts: Sequence[MeasureSet]) -> dict[str, float]:
     """The median of every measure and rate of ORDERABLE over parts (each location's own rate,
     not the rate of the median counts); with an even number, the mean of the middle two; 0
-    for no parts."""
-    return {
-        name: float(statistics.median([p.value(name) for p in parts])) if parts else 0.0
-        for name in ORDERABLE
-    }
+    for no parts. A rate's median is over the parts that have it (denominator above 0; 0 when
+    none does): quiet locations do not pull it to 0 %."""
+    out: dict[str, float] = {}
+    for name in ORDERABLE:
+        values = [p.value(name) for p in parts if p.has_value(name)]
+        out[name] = float(statistics.median(values)) if values else 0.0
+    return out

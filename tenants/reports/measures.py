@@ -18,6 +18,7 @@ never from the ledger, so a report costs the same at a million texts as at a tho
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -735,8 +736,20 @@ MEASURE_COLUMNS = (
     *RATES,
 )
 DAY_COLUMNS = ("date",)
+# What makes a spreadsheet (Excel, LibreOffice, Google Sheets) read a cell as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 STEP_COLUMNS = ("sequence", "sequence_display_name", "step_index", "template")
 LOCATION_COLUMNS = ("location", "location_display_name")
+
+
+def spreadsheet_text(cell: str) -> str:
+    """cell as a spreadsheet keeps it: a text that starts like a formula (a display or template
+    name a location manager chose, "=HYPERLINK(...)") gets a leading "'", so it shows as text
+    and never runs; a number is left as it is."""
+    if cell.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
 
 
 def measure_cells(m: MeasureSet, currency_code: str) -> list[str]:
@@ -814,7 +827,8 @@ async def export_rows(
     as CSV rows: a header, then one row per day of the range (BY_DAY, zeros included), per
     sequence and step with activity (BY_STEP; for a sequence every step of its definition),
     or per location of the franchisor (BY_LOCATION, a franchisor only; every location, by id).
-    Dates are ISO (2026-03-01); the measure columns are MEASURE_COLUMNS."""
+    Dates are ISO (2026-03-01); the measure columns are MEASURE_COLUMNS. A text cell that a
+    spreadsheet would read as a formula starts with "'" (spreadsheet_text)."""
     if isinstance(parent, ChildName):
         frame, _, display_name, definition = await _sequence_frame(
             conn, principal, parent, None, start, end, now
@@ -858,4 +872,4 @@ async def export_rows(
             rows.append(
                 [entry.location.name, entry.display_name, *measure_cells(entry.measures, currency)]
             )
-    return rows
+    return [[spreadsheet_text(cell) for cell in row] for row in rows]

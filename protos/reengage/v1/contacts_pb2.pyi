@@ -1094,10 +1094,10 @@ class Activity(_message.Message):
     """What it was about (e.g. the item bought), at most 200 characters."""
     order_id: _builtins.str
     """The shop's order id, at most 200 characters; purchases only. One order is one purchase
-    across the brand: recording an order id the franchisor already has (for this contact or
-    another) answers the activity recorded first and changes nothing, so a re-import never
-    counts an order twice. A caller who may not see that activity's contact gets
-    ALREADY_EXISTS.
+    at its location (each store has its own till: the same id at another location is another
+    order): recording an order id the location already has (for this contact or another)
+    answers the activity recorded first and changes nothing, so a re-import never counts an
+    order twice.
     """
     coupon_code: _builtins.str
     """The coupon code the order used, purchases only; stored upper-case (A-Z, 0-9, '-', '_', at

@@ -157,7 +157,7 @@ class ContactServiceServicer:
     def RecordActivity(self, request, context):
         """Records an activity reported by a CRM, shop or scheduler. With a reference, the same
         activity reported twice is recorded once. A purchase may carry its value, order id and
-        coupon code; an order id is recorded once per franchisor: reporting it again (for any
+        coupon code; an order id is recorded once per location: reporting it again there (for any
         contact) answers the activity recorded first and changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -634,7 +634,10 @@ class LeaderboardRow(_message.Message):
     display_name: _builtins.str
     """Its display name."""
     rank: _builtins.int
-    """Its rank by the order, from 1 (ties share a rank)."""
+    """Its rank by the order, from 1 (ties share a rank). By a rate, the locations whose
+    denominator is 0 (no rate: e.g. nothing delivered, for the click-through rate) come last
+    in either direction and share the last rank.
+    """
     @_builtins.property
     def measures(self) -> Global___Measures:
         """Its measures over the range."""
@@ -710,7 +713,10 @@ class FranchisorReport(_message.Message):
 
     @_builtins.property
     def median(self) -> Global___Measures:
-        """The brand median of every measure and rate over its locations."""
+        """The brand median of every measure and rate over its locations. A rate's median is over
+        the locations whose denominator is above 0 (0 when none is), so quiet locations do not
+        pull it to 0 %; counts are over every location.
+        """
 
     @_builtins.property
     def locations(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaderboardRow]:
