@@ -439,6 +439,28 @@ async def test_a_reply_is_credited_to_the_last_text_within_the_reply_window(
     await brand.verified()
 
 
+async def test_an_enrollment_replying_to_every_text_is_one_replier(brand: Brand) -> None:
+    """Repliers are contacts (reply rate = repliers / contacts delivered, never above 100 %):
+    an enrollment replying after each of its texts counts once, at the text its first counted
+    reply goes to. A reply with no text in the window claims nothing."""
+    d = date(2026, 3, 10)
+    contact = await brand.contact()
+    enrollment = await brand.enroll(contact, T0)
+    await brand.inbound(contact, T0 - timedelta(hours=1))  # before any text: credited to none
+    for step in range(3):
+        message = await brand.send(enrollment, step, T0 + timedelta(days=2 * step))
+        await brand.status(message, "delivered", T0 + timedelta(days=2 * step))
+        await brand.inbound(contact, T0 + timedelta(days=2 * step, hours=1))
+    rows = await brand.rows()
+    assert rows[(d, "downtown", DOWNTOWN, 0)]["repliers"] == 1
+    assert "repliers" not in rows[(d + timedelta(days=2), "downtown", DOWNTOWN, 1)]
+    assert "repliers" not in rows[(d + timedelta(days=4), "downtown", DOWNTOWN, 2)]
+    for zone in ("L", "B"):
+        totals = await brand.totals(zone)
+        assert (totals["repliers"], totals["contacts_delivered"]) == (1, 1)
+    await brand.verified()
+
+
 async def test_a_reply_goes_to_the_last_text_the_carrier_accepted(brand: Brand) -> None:
     contact = await brand.contact()
     enrollment = await brand.enroll(contact, T0)
@@ -695,6 +717,50 @@ async def test_a_changed_reporting_zone_moves_every_row_to_its_new_day(brand: Br
     await brand.verified()
 
 
+async def test_a_zone_change_rebuilds_only_the_rows_it_moves(conn: AsyncConnection[Any]) -> None:
+    """A location's time zone moves only its own 'L' rows, the brand's reporting zone only the
+    'B' rows: every other row is left as it was (a planted difference survives), so the brand's
+    writers wait only for those rows to be recounted."""
+    brand = await Brand(conn).create(
+        locations={"downtown": "America/New_York", "uptown": "America/Los_Angeles"}
+    )
+    late = datetime(2026, 3, 11, 2, 0, tzinfo=UTC)  # the 10th in New York and Los Angeles
+    for location in ("downtown", "uptown"):
+        enrollment = await brand.enroll(await brand.contact(location), late, location)
+        await brand.status(await brand.send(enrollment, 0, late), "failed", late, "30007")
+    await conn.execute(
+        "UPDATE report_days SET sent = sent + 5 WHERE location_id = 'uptown' AND zone_kind = 'L'"
+    )
+    await conn.execute(
+        "UPDATE report_days SET sent = sent + 7 WHERE location_id = 'downtown' AND zone_kind = 'B'"
+    )
+    tail = "in the rollups, 1 recounted from the facts"
+    uptown = f"L 2026-03-10 location uptown sequence uptown/winback step 0: sent is 6 {tail}"
+    downtown = f"B 2026-03-10 location downtown sequence downtown/winback step 0: sent is 8 {tail}"
+    await conn.execute(
+        "UPDATE locations SET time_zone = 'Asia/Tokyo' WHERE franchisor_id = %s AND id = %s",
+        (F, "downtown"),
+    )
+    rows = await brand.rows("L")
+    assert {(k[0], k[1]) for k in rows} == {
+        (date(2026, 3, 11), "downtown"),
+        (date(2026, 3, 10), "uptown"),
+    }
+    assert rows[(date(2026, 3, 11), "downtown", DOWNTOWN, 0)]["error:30007"] == 1
+    assert await rollups.verify(conn, F) == [downtown, uptown]
+    await conn.execute("UPDATE franchisors SET reporting_time_zone = 'UTC' WHERE id = %s", (F,))
+    assert {k[0] for k in await brand.rows("B")} == {date(2026, 3, 11)}
+    assert await rollups.verify(conn, F) == [uptown]  # the 'L' rows untouched
+    await conn.execute(
+        "UPDATE report_days SET sent = sent - 5 WHERE location_id = 'uptown' AND zone_kind = 'L'"
+    )
+    await conn.execute(
+        "UPDATE locations SET time_zone = 'Pacific/Auckland' WHERE franchisor_id = %s", (F,)
+    )
+    await brand.verified()
+    assert (await brand.totals("L"))["error:30007"] == 2
+
+
 async def test_a_moved_text_takes_everything_it_counted_along(brand: Brand) -> None:
     contact = await brand.contact()
     message = await brand.send(await brand.enroll(contact, T0), 0, T0)
@@ -788,6 +854,11 @@ _EVENTS = st.one_of(
         _offset,
     ),
     st.tuples(st.just("zone"), st.sampled_from(["UTC", "America/New_York", "Pacific/Auckland"])),
+    st.tuples(
+        st.just("location_zone"),
+        st.sampled_from(["downtown", "uptown"]),
+        st.sampled_from(["UTC", "America/Los_Angeles", "Asia/Tokyo"]),
+    ),
 )
 
 
@@ -809,6 +880,11 @@ async def _play(brand: Brand, events: list[tuple[Any, ...]]) -> None:
             await brand.conn.execute(
                 "UPDATE franchisors SET reporting_time_zone = %s WHERE id = %s",
                 (event[1], brand.franchisor),
+            )
+        elif kind == "location_zone":
+            await brand.conn.execute(
+                "UPDATE locations SET time_zone = %s WHERE franchisor_id = %s AND id = %s",
+                (event[2], brand.franchisor, event[1]),
             )
         elif kind in ("send", "end"):
             if not enrollments:
@@ -962,6 +1038,7 @@ def test_after_any_stream_of_events_the_rollups_equal_the_facts(
 ) -> None:
     """Enrollments, sends, statuses in any order (repeated, backwards), clicks (filled or not,
     robots), replies, revocations (brand copies), purchases (repeated orders, coupons), exits
-    and zone changes: `verify()` is empty, and the rows summed over steps are each sequence,
-    over sequences each location, over locations the brand, as the facts count them."""
+    and zone changes (the brand's, a location's): `verify()` is empty, and the rows summed over
+    steps are each sequence, over sequences each location, over locations the brand, as the
+    facts count them."""
     asyncio.run(_scenario(database_url, start + sends + events, next(_examples)))

@@ -149,6 +149,14 @@ async def append_events(
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
+    # the contacts' rows before the events: an opt-out's trigger locks a rollup row, and a send
+    # holding a contact's row takes rollup rows after it (rollups last, docs/decisions.md); as
+    # strong as refresh_consent_state's UPDATE takes them (a caller's brand lock comes first)
+    await conn.execute(
+        "SELECT 1 FROM contacts WHERE franchisor_id = %s AND location_id = %s AND id = ANY(%s)"
+        " ORDER BY id FOR NO KEY UPDATE",
+        (location.franchisor_id, location.location_id, sorted({c for c, _, _ in events})),
+    )
     cur = await conn.execute(
         "INSERT INTO consent_events (franchisor_id, location_id, contact_id, phone_e164, kind,"
         " scope, occurred_at, channel, source, disclosure_text, disclosure_sha256, ip_address,"

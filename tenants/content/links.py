@@ -157,6 +157,14 @@ async def record_click(
     if row is None:
         return None
     franchisor_id, location_id, contact_id, enrollment_id, step_index, target, first = row
+    if first:
+        # a first click's activity locks the contact (`click`): lock it before the click's
+        # rollup rows (the insert's trigger), the order of every path (docs/decisions.md)
+        await conn.execute(
+            "SELECT 1 FROM contacts WHERE franchisor_id = %s AND location_id = %s AND id = %s"
+            " FOR UPDATE",
+            (franchisor_id, location_id, contact_id),
+        )
     # the text that carried the link: the ledger row of its enrollment and step (keyed like
     # `tenants.messages.ledger`; none yet when a prepared text's link is opened before the send)
     await conn.execute(

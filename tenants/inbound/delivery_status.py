@@ -106,14 +106,16 @@ async def _find(
     ledger_id: int | None,
     lock: bool,
 ) -> tuple[Any, ...] | None:
-    """The outbound ledger row the callback names (locked when asked)."""
+    """The outbound ledger row the callback names (locked when asked: NO KEY UPDATE, which the
+    foreign-key checks (KEY SHARE) of report_credits/link_clicks/report_conversions inserts
+    naming the text do not wait for)."""
     row = None
     if ledger_id is not None:
         cur = await conn.execute(
             "SELECT id, status, franchisor_id, location_id, contact_id, to_number"
             " FROM messages WHERE id = %s AND carrier = %s AND direction = 'outbound'"
             " AND (carrier_message_id IS NULL OR carrier_message_id = %s)"
-            + (" FOR UPDATE" if lock else ""),
+            + (" FOR NO KEY UPDATE" if lock else ""),
             (ledger_id, carrier, carrier_message_id),
         )
         row = await cur.fetchone()
@@ -121,7 +123,7 @@ async def _find(
         cur = await conn.execute(
             "SELECT id, status, franchisor_id, location_id, contact_id, to_number"
             " FROM messages WHERE carrier = %s AND carrier_message_id = %s"
-            " AND direction = 'outbound'" + (" FOR UPDATE" if lock else ""),
+            " AND direction = 'outbound'" + (" FOR NO KEY UPDATE" if lock else ""),
             (carrier, carrier_message_id),
         )
         row = await cur.fetchone()
@@ -138,11 +140,18 @@ async def _apply(
     ledger_id: int | None,
 ) -> StatusOutcome:
     """One attempt, in the transaction `apply_status` holds."""
-    if error_code == OPTED_OUT_CODE:
-        # the brand's lock on the phone before any row (tenants.contacts.brand_suppression)
-        found = await _find(conn, carrier, carrier_message_id, ledger_id, lock=False)
-        if found is not None:
+    found = await _find(conn, carrier, carrier_message_id, ledger_id, lock=False)
+    if found is not None:
+        if error_code == OPTED_OUT_CODE:
+            # the brand's lock on the phone before any row (tenants.contacts.brand_suppression)
             await hold_before_revoking(conn, found[2], found[5])
+        # the contact's row before the ledger row and the rollup rows its update credits (the
+        # lock order of a send, which holds the contact and then marks its ledger row)
+        await conn.execute(
+            "SELECT 1 FROM contacts WHERE franchisor_id = %s AND location_id = %s AND id = %s"
+            " FOR NO KEY UPDATE",
+            (found[2], found[3], found[4]),
+        )
     row = await _find(conn, carrier, carrier_message_id, ledger_id, lock=True)
     if row is None:
         log.warning("status callback for an unknown message (%s)", carrier_message_id[:40])

@@ -25,8 +25,6 @@ ALTER TABLE locations ADD COLUMN weekly_digest boolean NOT NULL DEFAULT false;
 ALTER TABLE messages
     ADD COLUMN coupon_code text NOT NULL DEFAULT '',
     ADD COLUMN delivered_at timestamptz;
-CREATE INDEX messages_coupon ON messages (franchisor_id, coupon_code, create_time DESC)
-    WHERE coupon_code <> '';
 
 -- A purchase's value, order id (one order is one conversion, whatever records it again; order
 -- ids are a location's: each store runs its own till, so #1001 at two stores is two orders) and
@@ -59,7 +57,8 @@ CREATE INDEX link_clicks_contact
 CREATE INDEX link_clicks_message ON link_clicks (message_id);
 
 -- One credit per (kind, subject): the first click of a contact on a message ('click',
--- message id), a reply ('reply', message id: repliers are counted once per message), an
+-- message id), an enrollment's first counted reply ('replier', enrollment id: repliers are
+-- contacts, counted once per enrollment like contacts_delivered), an
 -- opt-out ('opt_out', message id: a STOP and the carrier's 21610 for it count once), an
 -- enrollment's first delivered text
 -- ('delivered_contact', enrollment id), an enrollment's first conversion ('converter',

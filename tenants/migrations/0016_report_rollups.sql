@@ -248,7 +248,7 @@ BEGIN
     END IF;
     SELECT count(*) FILTER (WHERE kind = 'delivered_contact') AS contacts_delivered,
            count(*) FILTER (WHERE kind = 'click') AS unique_clickers,
-           count(*) FILTER (WHERE kind = 'reply') AS repliers,
+           count(*) FILTER (WHERE kind = 'replier') AS repliers,
            count(*) FILTER (WHERE kind = 'opt_out') AS opt_outs,
            count(*) FILTER (WHERE kind = 'converter') AS converters
       INTO c FROM report_credits WHERE message_id = m.id;
@@ -407,7 +407,8 @@ CREATE TRIGGER link_clicks_report AFTER INSERT ON link_clicks
 -- Replies: an inbound text classified 'reply' with a contact (routing fills these in after the
 -- insert) is credited to the contact's latest sequence text at that location that the carrier
 -- accepted, created at or before the reply and no more than the brand's reply window before it;
--- repliers count once per text.
+-- repliers are contacts (reply rate = repliers / contacts delivered): an enrollment counts once,
+-- at the text its first counted reply is credited to ('replier', enrollment id).
 
 CREATE FUNCTION report_replies() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -436,7 +437,7 @@ BEGIN
         RETURN NULL;
     END IF;
     SELECT * INTO k FROM report_text_key(credited);
-    IF k.franchisor_id IS NOT NULL AND report_credit('reply', credited::text, credited) THEN
+    IF k.franchisor_id IS NOT NULL AND report_credit('replier', k.enrollment_id, credited) THEN
         PERFORM report_add(k.franchisor_id, k.location_id, k.sequence_location_id, k.sequence_id,
                            k.step_index, k.create_time, repliers => 1);
     END IF;
@@ -574,9 +575,10 @@ CREATE TRIGGER activities_report AFTER INSERT ON activities
 -- The recount: every rollup row of a brand from the facts alone (enrollments, sequence texts,
 -- link clicks, report_credits, report_conversions), never from the counters. Facts are first
 -- laid out as (location, sequence, step, instant, measure, amount), then summed per day of
--- each zone.
+-- each zone. `p_location` (NULL: every location) and `p_zone` ('L', 'B'; NULL: both) narrow it
+-- to the rows a changed zone moves (the functions are inlined: the filters reach the indexes).
 
-CREATE FUNCTION report_recount_facts(p_franchisor text)
+CREATE FUNCTION report_recount_facts(p_franchisor text, p_location text DEFAULT NULL)
 RETURNS TABLE (location_id text, sequence_location_id text, sequence_id text,
                step_index integer, at timestamptz, measure text, reason text, amount bigint)
 LANGUAGE sql STABLE AS $$
@@ -587,11 +589,13 @@ LANGUAGE sql STABLE AS $$
           FROM messages m JOIN enrollments e ON e.id = m.enrollment_id
          WHERE m.franchisor_id = p_franchisor AND m.direction = 'outbound'
            AND m.step_index IS NOT NULL
+           AND (p_location IS NULL OR m.location_id = p_location)
     )
     SELECT e.location_id, coalesce(e.sequence_location_id, ''), e.sequence_id, 0,
            e.enrolled_at, 'enrolled', NULL, 1
       FROM enrollments e
      WHERE e.franchisor_id = p_franchisor
+       AND (p_location IS NULL OR e.location_id = p_location)
        AND NOT report_enrollment_never_started(e.status, e.exit_reason)
     UNION ALL
     SELECT e.location_id, coalesce(e.sequence_location_id, ''), e.sequence_id, e.current_step,
@@ -599,6 +603,7 @@ LANGUAGE sql STABLE AS $$
            report_enrollment_exit_reason(e.status, e.exit_reason), 1
       FROM enrollments e
      WHERE e.franchisor_id = p_franchisor
+       AND (p_location IS NULL OR e.location_id = p_location)
        AND report_enrollment_exit_reason(e.status, e.exit_reason) IS NOT NULL
     UNION ALL
     SELECT t.location_id, t.sl, t.sequence_id, t.step_index, t.create_time, x.measure, x.reason,
@@ -615,7 +620,7 @@ LANGUAGE sql STABLE AS $$
     UNION ALL
     SELECT t.location_id, t.sl, t.sequence_id, t.step_index, t.create_time,
            CASE c.kind WHEN 'delivered_contact' THEN 'contacts_delivered'
-                       WHEN 'click' THEN 'unique_clickers' WHEN 'reply' THEN 'repliers'
+                       WHEN 'click' THEN 'unique_clickers' WHEN 'replier' THEN 'repliers'
                        WHEN 'opt_out' THEN 'opt_outs' WHEN 'converter' THEN 'converters' END,
            NULL, 1
       FROM texts t JOIN report_credits c ON c.message_id = t.id
@@ -631,9 +636,11 @@ LANGUAGE sql STABLE AS $$
         x (measure, amount)
 $$;
 
--- The recounted daily rows of a brand, in both zones (the rows report_days should hold).
-CREATE FUNCTION report_recount_days(p_franchisor text)
-RETURNS SETOF report_days LANGUAGE sql STABLE AS $$
+-- The recounted daily rows of a brand (of one location, one zone), the rows report_days
+-- should hold.
+CREATE FUNCTION report_recount_days(
+    p_franchisor text, p_location text DEFAULT NULL, p_zone char DEFAULT NULL
+) RETURNS SETOF report_days LANGUAGE sql STABLE AS $$
     SELECT p_franchisor, z.kind::char(1), (x.at AT TIME ZONE z.tz)::date, x.location_id,
            x.sequence_location_id, x.sequence_id, x.step_index,
            coalesce(sum(x.amount) FILTER (WHERE x.measure = 'enrolled'), 0)::bigint,
@@ -651,47 +658,65 @@ RETURNS SETOF report_days LANGUAGE sql STABLE AS $$
            coalesce(sum(x.amount) FILTER (WHERE x.measure = 'conversions'), 0)::bigint,
            coalesce(sum(x.amount) FILTER (WHERE x.measure = 'converters'), 0)::bigint,
            coalesce(sum(x.amount) FILTER (WHERE x.measure = 'revenue_minor'), 0)::bigint
-      FROM report_recount_facts(p_franchisor) x
+      FROM report_recount_facts(p_franchisor, p_location) x
       JOIN locations l ON l.franchisor_id = p_franchisor AND l.id = x.location_id
       JOIN franchisors f ON f.id = p_franchisor
      CROSS JOIN LATERAL (VALUES ('L', l.time_zone), ('B', f.reporting_time_zone)) z (kind, tz)
+     WHERE p_zone IS NULL OR z.kind = p_zone
      GROUP BY 2, 3, 4, 5, 6, 7
 $$;
 
--- The recounted reason rows of a brand, in both zones.
-CREATE FUNCTION report_recount_reasons(p_franchisor text)
-RETURNS SETOF report_day_reasons LANGUAGE sql STABLE AS $$
+-- The recounted reason rows of a brand (of one location, one zone).
+CREATE FUNCTION report_recount_reasons(
+    p_franchisor text, p_location text DEFAULT NULL, p_zone char DEFAULT NULL
+) RETURNS SETOF report_day_reasons LANGUAGE sql STABLE AS $$
     SELECT p_franchisor, z.kind::char(1), (x.at AT TIME ZONE z.tz)::date, x.location_id,
            x.sequence_location_id, x.sequence_id, x.step_index,
            CASE x.measure WHEN 'exited' THEN 'exit' ELSE 'error' END, x.reason,
            sum(x.amount)::bigint
-      FROM report_recount_facts(p_franchisor) x
+      FROM report_recount_facts(p_franchisor, p_location) x
       JOIN locations l ON l.franchisor_id = p_franchisor AND l.id = x.location_id
       JOIN franchisors f ON f.id = p_franchisor
      CROSS JOIN LATERAL (VALUES ('L', l.time_zone), ('B', f.reporting_time_zone)) z (kind, tz)
-     WHERE x.measure IN ('exited', 'failed')
+     WHERE x.measure IN ('exited', 'failed') AND (p_zone IS NULL OR z.kind = p_zone)
      GROUP BY 2, 3, 4, 5, 6, 7, 8, 9
 $$;
 
--- Replaces a brand's rollups by the recount, holding off every rollup writer of the brand
--- (the lock is released at commit).
-CREATE FUNCTION report_rebuild(p_franchisor text) RETURNS void LANGUAGE plpgsql AS $$
+-- Replaces a brand's rollups (of one location, one zone: see the recount) by the recount,
+-- holding off every rollup writer of the brand (the exclusive lock is released at commit): the
+-- narrower the rebuild, the shorter the writers wait.
+CREATE FUNCTION report_rebuild(
+    p_franchisor text, p_location text DEFAULT NULL, p_zone char DEFAULT NULL
+) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock(report_lock_key(p_franchisor));
-    DELETE FROM report_days WHERE franchisor_id = p_franchisor;
-    DELETE FROM report_day_reasons WHERE franchisor_id = p_franchisor;
-    INSERT INTO report_days SELECT * FROM report_recount_days(p_franchisor);
-    INSERT INTO report_day_reasons SELECT * FROM report_recount_reasons(p_franchisor);
+    IF p_location IS NULL THEN
+        DELETE FROM report_days
+         WHERE franchisor_id = p_franchisor AND (p_zone IS NULL OR zone_kind = p_zone);
+        DELETE FROM report_day_reasons
+         WHERE franchisor_id = p_franchisor AND (p_zone IS NULL OR zone_kind = p_zone);
+    ELSE
+        DELETE FROM report_days
+         WHERE franchisor_id = p_franchisor AND location_id = p_location
+           AND (p_zone IS NULL OR zone_kind = p_zone);
+        DELETE FROM report_day_reasons
+         WHERE franchisor_id = p_franchisor AND location_id = p_location
+           AND (p_zone IS NULL OR zone_kind = p_zone);
+    END IF;
+    INSERT INTO report_days SELECT * FROM report_recount_days(p_franchisor, p_location, p_zone);
+    INSERT INTO report_day_reasons
+    SELECT * FROM report_recount_reasons(p_franchisor, p_location, p_zone);
 END $$;
 
--- A reporting zone that changes moves every row to other days: the brand's rollups are rebuilt
--- in the same transaction, whatever path changed the zone.
+-- A changed zone moves rows to other days, in the same transaction whatever path changed it:
+-- a location's time zone only its own 'L' rows, the brand's reporting time zone only its 'B'
+-- rows (the other rows keep their days: they are not rebuilt, and writers wait less).
 CREATE FUNCTION report_zone_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_TABLE_NAME = 'franchisors' THEN
-        PERFORM report_rebuild(NEW.id);
+        PERFORM report_rebuild(NEW.id, NULL, 'B');
     ELSE
-        PERFORM report_rebuild(NEW.franchisor_id);
+        PERFORM report_rebuild(NEW.franchisor_id, NEW.id, 'L');
     END IF;
     RETURN NULL;
 END $$;

@@ -184,11 +184,18 @@ async def update_franchisor(
     if report_settings is not None:
         fields += [f"report_settings.{name}" for name in sorted(report_settings.fields)]
     async with conn.transaction():
+        if report_settings is not None and "reporting_time_zone" in report_settings.fields:
+            # a zone change rebuilds the brand's rollups under its report lock (0016): take it
+            # before the row, the order every rollup writer follows (docs/decisions.md)
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(report_lock_key(%s))", (scope.franchisor_id,)
+            )
         # the row lock serialises writers: one without an etag waits and then wins; one with a
-        # stale etag is refused below
+        # stale etag is refused below. NO KEY UPDATE: foreign-key checks of fact inserts (which
+        # hold the brand's report lock shared) take KEY SHARE on this row and must not wait.
         cur = conn.cursor(row_factory=_franchisor_rows)
         await cur.execute(
-            f"SELECT {_COLUMNS} FROM franchisors WHERE id = %s FOR UPDATE",
+            f"SELECT {_COLUMNS} FROM franchisors WHERE id = %s FOR NO KEY UPDATE",
             (scope.franchisor_id,),
         )
         current = await cur.fetchone()

@@ -185,10 +185,11 @@ def _from_row(row: tuple[Any, ...]) -> Location:
 async def _load(
     conn: AsyncConnection[Any], scope: TenantScope, lock: bool = False
 ) -> Location | None:
+    # NO KEY UPDATE: the foreign-key checks of fact inserts (KEY SHARE) need not wait for it
     cur = await conn.execute(
         _SELECT
         + " WHERE l.franchisor_id = %s AND l.id = %s"
-        + (" FOR UPDATE OF l" if lock else ""),
+        + (" FOR NO KEY UPDATE OF l" if lock else ""),
         (scope.franchisor_id, scope.location_id),
     )
     row = await cur.fetchone()
@@ -323,6 +324,12 @@ async def update_location(
     )
     authorize(principal, needs, scope)
     async with conn.transaction():
+        if "time_zone" in fields:
+            # a zone change rebuilds the brand's rollups under its report lock (0016): take it
+            # before the row, the order every rollup writer follows (docs/decisions.md)
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(report_lock_key(%s))", (scope.franchisor_id,)
+            )
         # the row lock serialises writers: one without an etag waits and then wins; one with a
         # stale etag is refused below
         current = await _load(conn, scope, lock=True)

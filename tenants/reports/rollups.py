@@ -5,8 +5,8 @@ the same transaction as the facts that change them, whatever code path writes th
 ledger status, a click, a reply, a revocation, a purchase, an enrollment and its exit). This
 module recounts the same rows from the facts alone, never from the counters, so that a
 difference shows a trigger that went wrong (`reengage report verify`), and replaces a brand's
-rollups by the recount (`rebuild`; the triggers also rebuild a brand when a reporting zone
-changes, since every row then moves to other days).
+rollups by the recount (`rebuild`; the triggers also rebuild the rows a changed zone moves to
+other days: a location's time zone its own 'L' rows, the brand's reporting zone the 'B' rows).
 
 What is recounted from what (functions `report_recount_days` / `report_recount_reasons` in the
 migration, one source of truth for the arithmetic):
@@ -19,7 +19,8 @@ migration, one source of truth for the arithmetic):
   `messages` rows with an enrollment and a step) by their state now: a carrier id (sent, its
   segments), status delivered/read, status failed/undelivered (by `error_code`);
 * contacts_delivered, unique_clickers, repliers, opt_outs, converters — `report_credits` rows
-  ('delivered_contact', 'click', 'reply', 'opt_out', 'converter');
+  ('delivered_contact', 'click', 'replier', 'opt_out', 'converter'; contacts delivered, repliers
+  and converters once per enrollment);
 * human_clicks, robot_clicks — `link_clicks` rows by `human`;
 * conversions, revenue_minor — `report_conversions` rows credited to a text.
 
