@@ -10,6 +10,7 @@ stack running?). `CliError` carries any other message a command ends with (exit 
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,3 +93,17 @@ def error_line(err: grpc.RpcError) -> str:
     details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
     name = code.name if code is not None else "ERROR"
     return f"{name}: {' '.join(details.split())}"
+
+
+def positive_int(value: str, most: int | None = None) -> int:
+    """An argparse type: a whole number of at least 1 (`--limit`), and at most `most` when
+    given."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if most is not None and not 1 <= number <= most:
+        raise argparse.ArgumentTypeError(f"must be 1 to {most}")
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number

@@ -38,13 +38,11 @@ from rich.text import Text
 
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc
-from server.cli.api import Api
+from server.cli.api import PAGE_SIZE, TIMEOUT, Api, Metadata
 from server.cli.display import Zones, last_segment, stacked_time
 from server.cli.names import ENROLLMENTS, locations_of, resolve
 from workflows.enrollment_types import ApprovalAction
 
-PAGE_SIZE = 100
-TIMEOUT = 30.0  # seconds, per call
 DEMO_FRANCHISOR = "franchisors/demo"  # the tenant `reengage up` seeds (server.cli.demo)
 FRANCHISOR = re.compile(r"^franchisors/[^/]+$")
 ACTIONS = {a: pb.ApprovalAction.Value(f"APPROVAL_ACTION_{a.name}") for a in ApprovalAction}
@@ -53,7 +51,6 @@ DONE = {
     ApprovalAction.EDIT: "edited and approved",
     ApprovalAction.SKIP: "skipped",
 }
-Metadata = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -65,11 +62,6 @@ class Pending:
     deadline: datetime | None
     text: str
     zone: ZoneInfo | None = None  # the location's, for the deadline's local time
-
-
-def metadata(api_key: str) -> Metadata:
-    """The call metadata that carries the API key."""
-    return (("authorization", f"Bearer {api_key}"),)
 
 
 def default_parent(api_key: str, data_dir: Path | None) -> str | None:

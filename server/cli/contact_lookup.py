@@ -16,7 +16,7 @@ locations the key can see. Errors end the command with `reengage: …` and exit 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC
 from typing import Any
 
@@ -28,13 +28,11 @@ from rich.text import Text
 from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc, enrollments_pb2_grpc
 from reengage.v1 import enrollments_pb2 as epb
-from server.cli.api import TIMEOUT, Api, CliError
-from server.cli.discovery import add_api_flags, api_for
+from server.cli.api import PAGE_SIZE, TIMEOUT, Api, CliError, every, positive_int
+from server.cli.discovery import add_api_flags, runs
 from server.cli.display import Zones, last_segment, local_time, location_of
 from server.cli.names import CONTACTS, caller_locations, location_named, resolve
-from server.config import Settings
 
-PAGE_SIZE = 100
 DEFAULT_LIMIT = 50
 CONSENT = {
     pb.CONSENT_STATE_NONE: "no consent",
@@ -198,40 +196,20 @@ def run_list(api: Api, args: argparse.Namespace) -> int:
 def last_consent_event(api: Api, channel: grpc.Channel, contact: str) -> pb.ConsentEvent | None:
     """The newest consent event (they are listed oldest first: read to the last page)."""
     stub = contacts_pb2_grpc.ContactServiceStub(channel)
+    request = pb.ListConsentEventsRequest(contact=contact, page_size=1000)
     last: pb.ConsentEvent | None = None
-    token = ""
-    while True:
-        page = stub.ListConsentEvents(
-            pb.ListConsentEventsRequest(contact=contact, page_size=1000, page_token=token),
-            metadata=api.metadata,
-            timeout=TIMEOUT,
-        )
-        if page.consent_events:
-            last = page.consent_events[-1]
-        token = page.next_page_token
-        if not token:
-            return last
+    for event in every(api, stub.ListConsentEvents, request, "consent_events"):
+        last = event
+    return last
 
 
 def running_enrollment(api: Api, channel: grpc.Channel, contact: str) -> epb.Enrollment | None:
     """The contact's running enrollment (at most one per contact per location), from the read
     model: ListEnrollments of its location filtered by the contact."""
     stub = enrollments_pb2_grpc.EnrollmentServiceStub(channel)
-    token = ""
-    while True:
-        page = stub.ListEnrollments(
-            epb.ListEnrollmentsRequest(
-                parent=location_of(contact), contact=contact, page_size=PAGE_SIZE, page_token=token
-            ),
-            metadata=api.metadata,
-            timeout=TIMEOUT,
-        )
-        for enrollment in page.enrollments:
-            if enrollment.status in RUNNING:
-                return enrollment
-        token = page.next_page_token
-        if not token:
-            return None
+    request = epb.ListEnrollmentsRequest(parent=location_of(contact), contact=contact)
+    found = every(api, stub.ListEnrollments, request, "enrollments")
+    return next((enrollment for enrollment in found if enrollment.status in RUNNING), None)
 
 
 def enum_word(enum: Any, value: int, prefix: str) -> str:
@@ -329,23 +307,6 @@ def run_show(api: Api, args: argparse.Namespace) -> int:
 # -- the parser -----------------------------------------------------------------------------------
 
 
-def _limit(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
-
-
-def _runs(run: Callable[[Api, argparse.Namespace], int]) -> Callable[..., None]:
-    def command(args: argparse.Namespace, settings: Settings) -> None:
-        raise SystemExit(run(api_for(args, settings), args))
-
-    return command
-
-
 def add_parser(contacts: Any) -> None:
     """Registers `list` and `show` on the `reengage contacts` subcommands."""
     lister = contacts.add_parser(
@@ -373,12 +334,12 @@ def add_parser(contacts: Any) -> None:
     )
     lister.add_argument(
         "--limit",
-        type=_limit,
+        type=positive_int,
         default=DEFAULT_LIMIT,
         help=f"show at most this many contacts (default {DEFAULT_LIMIT})",
     )
     add_api_flags(lister)
-    lister.set_defaults(func=_runs(run_list))
+    lister.set_defaults(func=runs(run_list))
     show = contacts.add_parser(
         "show",
         help="show one contact: consent, opt-out, time zone, running enrollment",
@@ -399,4 +360,4 @@ def add_parser(contacts: Any) -> None:
     )
     show.add_argument("--location", help="franchisors/{f}/locations/{l} or the location's id")
     add_api_flags(show)
-    show.set_defaults(func=_runs(run_show))
+    show.set_defaults(func=runs(run_show))

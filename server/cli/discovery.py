@@ -38,7 +38,7 @@ import os
 import sys
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -534,6 +534,16 @@ def api_for(args: argparse.Namespace, settings: Settings) -> Api:
         data_dir=Path(data_dir.value) if data_dir is not None else None,
         where_from=f"target from {target.source}, API key from {key.source}",
     )
+
+
+def runs(run: Callable[[Api, argparse.Namespace], int]) -> Callable[..., None]:
+    """A `func` for `set_defaults`: `run(api, args)` against the discovered API, its return
+    value the exit code."""
+
+    def command(args: argparse.Namespace, settings: Settings) -> None:
+        raise SystemExit(run(api_for(args, settings), args))
+
+    return command
 
 
 def database_url_for(args: argparse.Namespace) -> str:

@@ -40,10 +40,9 @@ from reengage.v1 import contacts_pb2_grpc, enrollments_pb2_grpc
 from reengage.v1 import enrollments_pb2 as pb
 from server.cli.api import TIMEOUT, Api, CliError
 from server.cli.contact_lookup import contacts_with_phone, phone_refusal
-from server.cli.discovery import add_api_flags, api_for
+from server.cli.discovery import add_api_flags, runs
 from server.cli.display import last_segment, location_of
 from server.cli.names import SEQUENCES, caller_locations, location_named, resolve
-from server.config import Settings
 
 # the CSV columns a phone number is read from, as `contacts import` reads them (normalised:
 # lower case, spaces and hyphens as underscores)
@@ -294,10 +293,6 @@ def enroll_one(api: Api, channel: grpc.Channel, location: str, sequence: str, ro
     return 0
 
 
-def command(args: argparse.Namespace, settings: Settings) -> None:
-    raise SystemExit(run_enroll(api_for(args, settings), args))
-
-
 def add_parser(sub: Any) -> None:
     """Registers `reengage enroll`."""
     parser = sub.add_parser(
@@ -330,4 +325,4 @@ def add_parser(sub: Any) -> None:
         " sequence's location, else the only location your key can see)",
     )
     add_api_flags(parser)
-    parser.set_defaults(func=command)
+    parser.set_defaults(func=runs(run_enroll))

@@ -26,7 +26,7 @@ from rich.text import Text
 
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc
-from server.cli.api import TIMEOUT, Api, CliError
+from server.cli.api import PAGE_SIZE, TIMEOUT, Api, CliError, positive_int
 from server.cli.contact_lookup import contacts_with_phone
 from server.cli.discovery import add_api_flags, api_for
 from server.cli.display import Zones, last_segment, local_time, location_of, stacked_time
@@ -34,7 +34,6 @@ from server.cli.names import ENROLLMENTS, SEQUENCES, location_named, resolve
 from server.config import Settings
 from tenants.core.vocabulary import EnrollmentStatus
 
-PAGE_SIZE = 100
 STATUSES = [s.value for s in EnrollmentStatus]
 LOCATION = re.compile(r"^franchisors/[^/]+/locations/[^/]+$")
 # an instant as the workflow writes it in a history line (datetime.isoformat, UTC)
@@ -243,16 +242,6 @@ def run_list(
 # -- the commands ------------------------------------------------------------------------------
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
-
-
 def cmd_show(args: argparse.Namespace, settings: Settings) -> None:
     if bool(args.enrollment) == bool(args.phone):
         raise CliError("enrollments show: give an enrollment (NAME) or --phone, not both")
@@ -308,7 +297,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--sequence", help="only enrollments in this sequence (its id, or its full name)"
     )
     lister.add_argument(
-        "--limit", type=_positive, default=50, help="list at most this many (default 50)"
+        "--limit", type=positive_int, default=50, help="list at most this many (default 50)"
     )
     lister.set_defaults(func=cmd_list)
     for command in (show, lister):

@@ -14,6 +14,7 @@ from server.cli import enrollments as enrollments_cli
 from server.cli import report as report_cli
 from server.cli import sequences as sequences_cli
 from server.cli import templates as templates_cli
+from server.cli.api import positive_int
 from server.cli.discovery import DATABASE_URL_HELP, add_api_flags
 from server.cli.discovery import ORDER as DISCOVERY_ORDER
 from server.config import Settings
@@ -86,13 +87,6 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> None:
     print(f"created {name}", file=sys.stderr)
     print("the secret is shown once; store it now:", file=sys.stderr)
     print(token)
-
-
-def api_key_for_cli(args: argparse.Namespace, settings: Settings) -> str:
-    """The API key by the CLI's discovery order (server.cli.discovery.api_for)."""
-    from server.cli.discovery import api_for
-
-    return api_for(args, settings).api_key
 
 
 def cmd_contacts_import(args: argparse.Namespace, settings: Settings) -> None:
@@ -187,16 +181,6 @@ def cmd_sms_review(args: argparse.Namespace, settings: Settings) -> None:
     raise SystemExit(code)
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reengage",
@@ -219,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
     outbox = sub.add_parser("outbox", help="show what the outbox carrier sent (development)")
     outbox.add_argument(
-        "--limit", type=_positive, default=50, help="show at most this many texts (default 50)"
+        "--limit", type=positive_int, default=50, help="show at most this many texts (default 50)"
     )
     outbox.add_argument("--location", help="only this location, franchisors/{f}/locations/{l}")
     outbox.add_argument("--database-url", help=DATABASE_URL_HELP)
@@ -359,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="unresolved",
         help="which flagged texts to list (default: unresolved)",
     )
-    review.add_argument("--limit", type=_positive, default=50, help="list at most this many")
+    review.add_argument("--limit", type=positive_int, default=50, help="list at most this many")
     review.add_argument(
         "--resolve",
         metavar="ID",

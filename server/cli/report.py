@@ -30,7 +30,7 @@ from rich.text import Text
 
 from reengage.v1 import reports_pb2 as pb
 from reengage.v1 import reports_pb2_grpc
-from server.cli.api import TIMEOUT, Api, CliError
+from server.cli.api import TIMEOUT, Api, CliError, positive_int
 from server.cli.discovery import DATABASE_URL_HELP, add_api_flags, api_for, database_url_for
 from server.cli.display import last_segment
 from server.cli.names import SEQUENCES, caller_locations, resolve
@@ -365,13 +365,8 @@ def parse_day(value: str) -> date:
 
 
 def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not 1 <= number <= 1000:
-        raise argparse.ArgumentTypeError("must be 1 to 1000")
-    return number
+    """--limit: 1 to 1000."""
+    return positive_int(value, most=1000)
 
 
 def _date(value: date | None) -> date_pb2.Date | None:

@@ -28,8 +28,8 @@ from rich.text import Text
 
 from reengage.v1 import contacts_pb2 as pb
 from reengage.v1 import contacts_pb2_grpc
-from server.cli.api import Api, CliError
-from server.cli.approvals import TIMEOUT, default_parent, metadata
+from server.cli.api import PAGE_SIZE, TIMEOUT, Api, CliError
+from server.cli.approvals import default_parent
 from server.cli.display import Zones, last_segment, stacked_time
 from server.cli.names import is_full_name, scopes
 
@@ -47,11 +47,10 @@ RESOLVED = {
     pb.FLAGGED_RESOLUTION_OPT_OUT: "opt-out",
     pb.FLAGGED_RESOLUTION_NOT_OPT_OUT: "not an opt-out",
 }
-PAGE_SIZE = 100
 
 
 def flagged_messages(
-    channel: grpc.Channel, api_key: str, parent: str, state: str, limit: int
+    api: Api, channel: grpc.Channel, parent: str, state: str, limit: int
 ) -> list[pb.FlaggedMessage]:
     stub = contacts_pb2_grpc.ContactServiceStub(channel)
     found: list[pb.FlaggedMessage] = []
@@ -64,7 +63,7 @@ def flagged_messages(
                 page_size=min(PAGE_SIZE, limit - len(found)),
                 page_token=token,
             ),
-            metadata=metadata(api_key),
+            metadata=api.metadata,
             timeout=TIMEOUT,
         )
         found += page.flagged_messages
@@ -166,7 +165,7 @@ def run_list(
         )
         return 2
     with api.channel() as channel:
-        found = flagged_messages(channel, api.api_key, parent, state, limit)
+        found = flagged_messages(api, channel, parent, state, limit)
         located = Zones(api, channel)
         zones = {m.name: located.of(m.name) for m in found}
     out = console or Console()

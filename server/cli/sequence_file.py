@@ -34,6 +34,7 @@ from google.protobuf import duration_pb2
 from reengage.v1 import sequences_pb2 as pb
 from reengage.v1 import tenants_pb2
 from server.cli.api import CliError
+from server.cli.display import last_segment
 
 MINUTE = 60
 HOUR = 60 * MINUTE
@@ -44,7 +45,6 @@ DURATIONS = "a number and a unit (s, m, h, d, w): 90m, 48h, 3d, 2w, 1d12h; 0; or
 # trigger: 3650 days; a wait: 366 days), which it checks with its own messages
 MAX_DURATION_DAYS = 3650
 MAX_INT32 = 2**31 - 1
-_UNITS = {"w": WEEK, "d": DAY, "h": HOUR, "m": MINUTE, "s": 1}
 _HUMAN = re.compile(
     r"(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?"
 )
@@ -468,10 +468,6 @@ def load_sequence_file(path: Path) -> SequenceFile:
     return read_sequence(text, path)
 
 
-def _last(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
-
-
 def to_yaml(sequence_id: str, s: pb.Sequence, scope: str) -> str:
     """The sequence in the file format (what `sequences update --file` reads back). Templates
     are written as ids when they live at scope's franchisor or at scope itself."""
@@ -479,7 +475,7 @@ def to_yaml(sequence_id: str, s: pb.Sequence, scope: str) -> str:
     near = {f"{franchisor}/templates", f"{scope}/templates"}
 
     def template(name: str) -> str:
-        return _last(name) if name.rsplit("/", 1)[0] in near else name
+        return last_segment(name) if name.rsplit("/", 1)[0] in near else name
 
     out: dict[str, object] = {"id": sequence_id, "display_name": s.display_name}
     which = s.entry_trigger.WhichOneof("trigger")

@@ -43,7 +43,6 @@ from server.cli.sequence_file import (
 from server.cli.tenant_flags import add_scope_flags, location_flag, parent_for
 from server.config import Settings
 
-PAGE_SIZE = 100
 DESCRIPTION = """\
 A sequence is a series of texts: each step waits (0, 90m, 48h, 3d, 2w), then sends a template.
 Write it as a YAML file and create it:

@@ -30,7 +30,6 @@ from server.cli.names import TEMPLATES, resolve
 from server.cli.tenant_flags import add_scope_flags, location_flag, parent_for
 from server.config import Settings
 
-PAGE_SIZE = 100
 DESCRIPTION = """\
 A template is a text with placeholders: {{contact.first_name|there}} (a value, or the fallback
 after |), {{contact.last_name}}, {{contact.attrs.KEY|fallback}}, {{location.name}},

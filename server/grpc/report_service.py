@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import date
 from typing import Any
 
@@ -78,6 +78,18 @@ def money_pb(minor: float, currency_code: str) -> money_pb2.Money:
     return money_pb2.Money(currency_code=currency_code, units=units, nanos=nanos)
 
 
+def rates_pb(rate: Callable[[str], float], currency_code: str) -> pb.Rates:
+    """The rates, each rate(name)."""
+    return pb.Rates(
+        delivery_rate=rate("delivery_rate"),
+        click_through_rate=rate("click_through_rate"),
+        reply_rate=rate("reply_rate"),
+        conversion_rate=rate("conversion_rate"),
+        opt_out_rate=rate("opt_out_rate"),
+        revenue_per_message=money_pb(rate("revenue_per_message"), currency_code),
+    )
+
+
 def measures_pb(m: MeasureSet, currency_code: str) -> pb.Measures:
     return pb.Measures(
         enrolled=m.enrolled,
@@ -97,14 +109,7 @@ def measures_pb(m: MeasureSet, currency_code: str) -> pb.Measures:
         conversions=m.conversions,
         converters=m.converters,
         revenue=money_pb(m.revenue_minor, currency_code),
-        rates=pb.Rates(
-            delivery_rate=m.delivery_rate,
-            click_through_rate=m.click_through_rate,
-            reply_rate=m.reply_rate,
-            conversion_rate=m.conversion_rate,
-            opt_out_rate=m.opt_out_rate,
-            revenue_per_message=money_pb(m.revenue_per_message, currency_code),
-        ),
+        rates=rates_pb(m.value, currency_code),
     )
 
 
@@ -116,14 +121,7 @@ def median_pb(median: Mapping[str, float], currency_code: str) -> pb.Measures:
         name: int(median["revenue" if name == "revenue_minor" else name] + 0.5) for name in COUNTERS
     }
     out = pb.Measures(
-        rates=pb.Rates(
-            delivery_rate=median["delivery_rate"],
-            click_through_rate=median["click_through_rate"],
-            reply_rate=median["reply_rate"],
-            conversion_rate=median["conversion_rate"],
-            opt_out_rate=median["opt_out_rate"],
-            revenue_per_message=money_pb(median["revenue_per_message"], currency_code),
-        ),
+        rates=rates_pb(median.__getitem__, currency_code),
         revenue=money_pb(counts.pop("revenue_minor"), currency_code),
     )
     for name, count in counts.items():

@@ -88,21 +88,7 @@ class MeasureSet:
 
     def __add__(self, other: MeasureSet) -> MeasureSet:
         return MeasureSet(
-            enrolled=self.enrolled + other.enrolled,
-            exited=self.exited + other.exited,
-            sent=self.sent + other.sent,
-            segments=self.segments + other.segments,
-            delivered=self.delivered + other.delivered,
-            failed=self.failed + other.failed,
-            contacts_delivered=self.contacts_delivered + other.contacts_delivered,
-            human_clicks=self.human_clicks + other.human_clicks,
-            unique_clickers=self.unique_clickers + other.unique_clickers,
-            robot_clicks=self.robot_clicks + other.robot_clicks,
-            repliers=self.repliers + other.repliers,
-            opt_outs=self.opt_outs + other.opt_outs,
-            conversions=self.conversions + other.conversions,
-            converters=self.converters + other.converters,
-            revenue_minor=self.revenue_minor + other.revenue_minor,
+            **{name: getattr(self, name) + getattr(other, name) for name in COUNTERS},
             exits_by_reason=_merged(self.exits_by_reason, other.exits_by_reason),
             failed_by_error_code=_merged(self.failed_by_error_code, other.failed_by_error_code),
         )

@@ -310,23 +310,8 @@ async def _sums(conn: AsyncConnection[Any], where: _Slice, groupings: Sequence[G
 def _measures(
     counts: Sequence[int], exits: Mapping[str, int], errors: Mapping[str, int]
 ) -> MeasureSet:
-    values = dict(zip(COUNTERS, counts, strict=True))
     return MeasureSet(
-        enrolled=values["enrolled"],
-        exited=values["exited"],
-        sent=values["sent"],
-        segments=values["segments"],
-        delivered=values["delivered"],
-        failed=values["failed"],
-        contacts_delivered=values["contacts_delivered"],
-        human_clicks=values["human_clicks"],
-        unique_clickers=values["unique_clickers"],
-        robot_clicks=values["robot_clicks"],
-        repliers=values["repliers"],
-        opt_outs=values["opt_outs"],
-        conversions=values["conversions"],
-        converters=values["converters"],
-        revenue_minor=values["revenue_minor"],
+        **dict(zip(COUNTERS, counts, strict=True)),
         exits_by_reason=dict(exits),
         failed_by_error_code=dict(errors),
     )
@@ -334,10 +319,6 @@ def _measures(
 
 def _daily(rng: DateRange, by_day: Mapping[tuple[Any, ...], MeasureSet]) -> tuple[DayMeasures, ...]:
     return tuple(DayMeasures(d, by_day.get((d,), MeasureSet())) for d in rng.days)
-
-
-def _week(rng: DateRange, daily: Iterable[DayMeasures]) -> MeasureSet:
-    return MeasureSet.total(d.measures for d in daily if d.day >= rng.last_week.start)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,6 +402,16 @@ class _Frame:
     brand: _Brand
     display_name: str = ""
 
+    def series(
+        self, by_day: Mapping[tuple[Any, ...], MeasureSet]
+    ) -> tuple[tuple[DayMeasures, ...], MeasureSet, tuple[HealthFlag, ...]]:
+        """The daily series of the range (from the sums by day), its totals and its flags."""
+        rng = self.slice.range
+        daily = _daily(rng, by_day)
+        totals = MeasureSet.total(d.measures for d in daily)
+        week = MeasureSet.total(d.measures for d in daily if d.day >= rng.last_week.start)
+        return daily, totals, tuple(health_flags(totals, week, rng, self.brand.thresholds))
+
 
 async def _location_frame(
     conn: AsyncConnection[Any],
@@ -500,7 +491,7 @@ async def _sequence_frame(
     start: date | None,
     end: date | None,
     now: datetime | None,
-) -> tuple[_Frame, TenantScope, str, Definition]:
+) -> tuple[_Frame, TenantScope, Definition]:
     target = _sequence_target(principal, sequence, location)
     found = await load_sequence(conn, sequence)
     brand = await _brand(conn, sequence.scope)
@@ -512,12 +503,7 @@ async def _sequence_frame(
         zone, kind = brand.time_zone, "B"
     rng = date_range(start, end, _today(now, zone))
     where = _Slice(sequence.scope.franchisor_id, kind, rng, target.location_id, key)
-    return (
-        _Frame(where, zone, brand, found.display_name),
-        target,
-        found.display_name,
-        found.definition,
-    )
+    return _Frame(where, zone, brand, found.display_name), target, found.definition
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,8 +525,7 @@ async def location_report(
     frame = await _location_frame(conn, principal, location, start, end, now)
     rng = frame.slice.range
     sums = await _sums(conn, frame.slice, (("day",), ("sequence",)))
-    daily = _daily(rng, sums[("day",)])
-    totals = MeasureSet.total(d.measures for d in daily)
+    daily, totals, flags = frame.series(sums[("day",)])
     by_sequence = sums[("sequence",)]
     known = await _sequences(conn, location.franchisor_id, by_sequence)
     rows = tuple(
@@ -551,7 +536,6 @@ async def location_report(
         )
         for key in sorted(by_sequence)
     )
-    flags = health_flags(totals, _week(rng, daily), rng, frame.brand.thresholds)
     return LocationReport(
         location,
         frame.display_name,
@@ -561,7 +545,7 @@ async def location_report(
         totals,
         rows,
         daily,
-        tuple(flags),
+        flags,
     )
 
 
@@ -593,17 +577,15 @@ async def sequence_report(
     brand sequence asked by a brand principal without a location, across the brand ('B' rows,
     the franchisor's zone). A location principal asking a brand sequence without a location
     gets its own location's report."""
-    frame, target, display_name, definition = await _sequence_frame(
+    frame, target, definition = await _sequence_frame(
         conn, principal, sequence, location, start, end, now
     )
     rng = frame.slice.range
     sums = await _sums(conn, frame.slice, (("day",), ("step",)))
-    daily = _daily(rng, sums[("day",)])
-    totals = MeasureSet.total(d.measures for d in daily)
-    flags = health_flags(totals, _week(rng, daily), rng, frame.brand.thresholds)
+    daily, totals, flags = frame.series(sums[("day",)])
     return SequenceReport(
         sequence,
-        display_name,
+        frame.display_name,
         target if target.is_location else None,
         frame.time_zone,
         frame.brand.currency_code,
@@ -611,7 +593,7 @@ async def sequence_report(
         totals,
         _steps(definition, sums[("step",)]),
         daily,
-        tuple(flags),
+        flags,
     )
 
 
@@ -671,9 +653,7 @@ async def franchisor_report(
         page.token,
     )
     sums, entries = await _leaderboard(conn, frame)
-    daily = _daily(rng, sums[("day",)])
-    totals = MeasureSet.total(d.measures for d in daily)
-    flags = health_flags(totals, _week(rng, daily), rng, frame.brand.thresholds)
+    daily, totals, flags = frame.series(sums[("day",)])
     board = ranked(entries, ordering)
     after = number_key(request.after) or 0
     window = board[after : after + request.size + 1]
@@ -689,7 +669,7 @@ async def franchisor_report(
         rng,
         totals,
         daily,
-        tuple(flags),
+        flags,
         medians([e.measures for e in entries]),
         len(entries),
         rows,
@@ -757,37 +737,19 @@ def measure_cells(m: MeasureSet, currency_code: str) -> list[str]:
     "code=count" pairs joined by ";" ("(none)" for a failure without a code), revenue in major
     units ("12.50"), rates as fractions with 6 decimals, revenue per message in major units
     with two more decimals than the currency's."""
-    other = sum(n for r, n in m.exits_by_reason.items() if r not in EXIT_REASONS)
-    errors = ";".join(
+    cells = {name: str(getattr(m, name)) for name in COUNTERS}
+    cells |= {f"exits_{r}": str(m.exits_by_reason.get(r, 0)) for r in EXIT_REASONS}
+    cells["exits_other"] = str(
+        sum(n for r, n in m.exits_by_reason.items() if r not in EXIT_REASONS)
+    )
+    cells["failed_by_error_code"] = ";".join(
         f"{code or '(none)'}={n}" for code, n in sorted(m.failed_by_error_code.items())
     )
-    return [
-        str(m.enrolled),
-        str(m.exited),
-        *(str(m.exits_by_reason.get(r, 0)) for r in EXIT_REASONS),
-        str(other),
-        str(m.sent),
-        str(m.segments),
-        str(m.delivered),
-        str(m.failed),
-        errors,
-        str(m.contacts_delivered),
-        str(m.human_clicks),
-        str(m.unique_clickers),
-        str(m.robot_clicks),
-        str(m.repliers),
-        str(m.opt_outs),
-        str(m.conversions),
-        str(m.converters),
-        major_text(m.revenue_minor, currency_code),
-        currency_code,
-        f"{m.delivery_rate:.6f}",
-        f"{m.click_through_rate:.6f}",
-        f"{m.reply_rate:.6f}",
-        f"{m.conversion_rate:.6f}",
-        f"{m.opt_out_rate:.6f}",
-        major_text(m.revenue_per_message, currency_code, extra_digits=2),
-    ]
+    cells["revenue"] = major_text(m.revenue_minor, currency_code)
+    cells["currency_code"] = currency_code
+    cells |= {name: f"{m.value(name):.6f}" for name in RATES}
+    cells["revenue_per_message"] = major_text(m.revenue_per_message, currency_code, extra_digits=2)
+    return [cells[column] for column in MEASURE_COLUMNS]
 
 
 async def _step_rows(
@@ -830,9 +792,7 @@ async def export_rows(
     Dates are ISO (2026-03-01); the measure columns are MEASURE_COLUMNS. A text cell that a
     spreadsheet would read as a formula starts with "'" (spreadsheet_text)."""
     if isinstance(parent, ChildName):
-        frame, _, display_name, definition = await _sequence_frame(
-            conn, principal, parent, None, start, end, now
-        )
+        frame, _, definition = await _sequence_frame(conn, principal, parent, None, start, end, now)
     elif parent.is_location:
         frame = await _location_frame(conn, principal, parent, start, end, now)
     else:
@@ -848,7 +808,7 @@ async def export_rows(
         rows.append([*STEP_COLUMNS, *MEASURE_COLUMNS])
         if isinstance(parent, ChildName):
             by_step = (await _sums(conn, frame.slice, (("step",),)))[("step",)]
-            steps = [(parent, display_name, s) for s in _steps(definition, by_step)]
+            steps = [(parent, frame.display_name, s) for s in _steps(definition, by_step)]
         else:
             steps = await _step_rows(conn, frame)
         for name, sequence_display, step in steps:

@@ -104,20 +104,15 @@ class RollupRow:
 async def recount(conn: AsyncConnection[Any], franchisor_id: str) -> list[RollupRow]:
     """Every rollup row of the brand recounted from the facts (rows of zeros left out), in key
     order."""
-    return await _rows(
-        conn,
-        f"SELECT {_KEY}, {', '.join(MEASURES)} FROM report_recount_days(%s)",
-        f"SELECT {_KEY}, kind, reason, count FROM report_recount_reasons(%s)",
-        franchisor_id,
-    )
+    return await _rows(conn, "report_recount_days(%s)", "report_recount_reasons(%s)", franchisor_id)
 
 
 async def stored(conn: AsyncConnection[Any], franchisor_id: str) -> list[RollupRow]:
     """The brand's rollup rows as the triggers keep them (rows of zeros left out)."""
     return await _rows(
         conn,
-        f"SELECT {_KEY}, {', '.join(MEASURES)} FROM report_days WHERE franchisor_id = %s",
-        f"SELECT {_KEY}, kind, reason, count FROM report_day_reasons WHERE franchisor_id = %s",
+        "report_days WHERE franchisor_id = %s",
+        "report_day_reasons WHERE franchisor_id = %s",
         franchisor_id,
     )
 
@@ -170,16 +165,18 @@ async def rebuild(conn: AsyncConnection[Any], franchisor_id: str) -> None:
 
 
 async def _rows(
-    conn: AsyncConnection[Any], days_sql: str, reasons_sql: str, franchisor_id: str
+    conn: AsyncConnection[Any], days: str, reasons: str, franchisor_id: str
 ) -> list[RollupRow]:
+    """The rows read FROM days (the counters) and FROM reasons (the counts by reason): a rollup
+    table of the brand, or its recount; the brand's id is their one parameter."""
     rows: dict[tuple[str, date, str, str, str, int], RollupRow] = {}
-    cur = await conn.execute(days_sql, (franchisor_id,))
+    cur = await conn.execute(f"SELECT {_KEY}, {', '.join(MEASURES)} FROM {days}", (franchisor_id,))
     for r in await cur.fetchall():
         counts = {name: int(v) for name, v in zip(MEASURES, r[6:], strict=True) if v}
         if counts:
             row = RollupRow(str(r[0]), r[1], r[2], r[3], r[4], int(r[5]), counts)
             rows[row.key] = row
-    cur = await conn.execute(reasons_sql, (franchisor_id,))
+    cur = await conn.execute(f"SELECT {_KEY}, kind, reason, count FROM {reasons}", (franchisor_id,))
     for r in await cur.fetchall():
         if not r[8]:
             continue
