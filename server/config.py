@@ -31,6 +31,10 @@ class Settings:
     slack_bot_token: str = field(default="", repr=False)
     slack_signing_secret: str = field(default="", repr=False)
     slack_api_base: str = "https://slack.com/api/"
+    # outbound webhooks (docs/integrations.md): deliver to loopback, private, link-local and
+    # metadata addresses (development and tests only), and accept http:// endpoints
+    webhooks_allow_private: bool = False
+    webhooks_allow_http: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -83,4 +87,6 @@ class Settings:
             slack_bot_token=e.get("SLACK_BOT_TOKEN", ""),
             slack_signing_secret=e.get("SLACK_SIGNING_SECRET", ""),
             slack_api_base=e.get("SLACK_API_BASE") or "https://slack.com/api/",
+            webhooks_allow_private=switch("REENGAGE_WEBHOOKS_ALLOW_PRIVATE", False),
+            webhooks_allow_http=switch("REENGAGE_WEBHOOKS_ALLOW_HTTP", False),
         )

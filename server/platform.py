@@ -32,6 +32,7 @@ from server.config import Settings
 from server.grpc.server import build_grpc_server, mark_serving
 from server.http.edge import build_http_app, postgres_probe, temporal_probe
 from server.http.sms import SmsEdge
+from tenants.integrations.events import WebhookPolicy
 from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient
 from workflows.notifier import LogNotifier, Notifier
@@ -193,8 +194,17 @@ class Platform:
             self.settings.public_url,
             self.workflows,
             self.relay if self.workflows is not None else None,
+            self.webhook_policy,
         )
         return GrpcServer(server, health_servicer, port)
+
+    @cached_property
+    def webhook_policy(self) -> WebhookPolicy:
+        """Which webhook endpoints settings allow (http URLs, private addresses)."""
+        return WebhookPolicy(
+            allow_http=self.settings.webhooks_allow_http,
+            allow_private=self.settings.webhooks_allow_private,
+        )
 
     @asynccontextmanager
     async def serving_grpc(self, address: str = "127.0.0.1:0") -> AsyncIterator[str]:

@@ -15,6 +15,8 @@ from reengage.v1 import (
     contacts_pb2_grpc,
     enrollments_pb2,
     enrollments_pb2_grpc,
+    integrations_pb2,
+    integrations_pb2_grpc,
     reports_pb2,
     reports_pb2_grpc,
     sequences_pb2,
@@ -27,10 +29,13 @@ from reengage.v1 import (
 from server.grpc.auth import AuthInterceptor
 from server.grpc.contact_service import ContactService
 from server.grpc.enrollment_service import EnrollmentService
+from server.grpc.integration_service import IntegrationService
 from server.grpc.report_service import ReportService
 from server.grpc.sequence_service import SequenceService
 from server.grpc.template_service import TemplateService
 from server.grpc.tenant_service import TenantService
+from server.grpc.webhook_service import WebhookService
+from tenants.integrations.events import STRICT, WebhookPolicy
 from workflows.client import EnrollmentClient
 from workflows.relay import FollowupRelay
 
@@ -41,6 +46,8 @@ SERVICE_NAMES = (
     sequences_pb2.DESCRIPTOR.services_by_name["SequenceService"].full_name,
     enrollments_pb2.DESCRIPTOR.services_by_name["EnrollmentService"].full_name,
     reports_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
+    integrations_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
+    integrations_pb2.DESCRIPTOR.services_by_name["IntegrationService"].full_name,
 )
 # The files of the types an error's google.rpc.Status details hold (ErrorInfo, BadRequest):
 # reflection answers from the process's descriptor pool, and importing them here (not only
@@ -55,9 +62,11 @@ def build_grpc_server(
     public_url: str = "http://localhost:8080",
     workflows: EnrollmentClient | None = None,
     relay: FollowupRelay | None = None,
+    webhook_policy: WebhookPolicy = STRICT,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """A server bound to address (port 0 picks a free one); returns it, its health servicer
-    and the bound port. Call `await server.start()` to serve."""
+    and the bound port. Call `await server.start()` to serve. `webhook_policy`: which webhook
+    URLs settings allow (http, private addresses)."""
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(pool)],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
@@ -71,6 +80,10 @@ def build_grpc_server(
         SequenceService(pool, public_url, workflows), server
     )
     reports_pb2_grpc.add_ReportServiceServicer_to_server(ReportService(pool), server)
+    integrations_pb2_grpc.add_WebhookServiceServicer_to_server(
+        WebhookService(pool, webhook_policy), server
+    )
+    integrations_pb2_grpc.add_IntegrationServiceServicer_to_server(IntegrationService(pool), server)
     if workflows is not None:  # without Temporal (unit-level tests) the service is absent
         enrollments_pb2_grpc.add_EnrollmentServiceServicer_to_server(
             EnrollmentService(pool, workflows), server

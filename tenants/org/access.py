@@ -115,6 +115,15 @@ class Action(StrEnum):
     # franchisor's admins and viewers; a location's own report (and a brand sequence's report
     # at that location) for its manager and staff; never the brand's report for a location
     REPORT_READ = "report.read"
+    # outbound webhook endpoints of the target scope (tenants.integrations.endpoints): at a
+    # franchisor the brand's (every location's events), at a location its own; their secrets,
+    # deliveries and test events go with managing them
+    WEBHOOK_READ = "webhook.read"
+    WEBHOOK_MANAGE = "webhook.manage"
+    # which activity kind an intake event name records: the brand's vocabulary, set by its
+    # admins, readable by everyone of the brand (an intake key's owner must know it)
+    EVENT_MAPPING_READ = "event_mapping.read"
+    EVENT_MAPPING_WRITE = "event_mapping.write"
 
 
 _FRANCHISOR_WIDE = {
@@ -144,6 +153,10 @@ _FRANCHISOR_WIDE = {
     Action.FLAGGED_MESSAGE_RESOLVE: {Role.FRANCHISOR_ADMIN},
     Action.CONSENT_REVOKE_BRAND_WIDE: {Role.FRANCHISOR_ADMIN},
     Action.REPORT_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
+    Action.WEBHOOK_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
+    Action.WEBHOOK_MANAGE: {Role.FRANCHISOR_ADMIN},
+    Action.EVENT_MAPPING_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
+    Action.EVENT_MAPPING_WRITE: {Role.FRANCHISOR_ADMIN},
 }
 
 _OWN_LOCATION = {
@@ -168,6 +181,9 @@ _OWN_LOCATION = {
     Action.ENROLLMENT_STEER: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
     Action.FLAGGED_MESSAGE_RESOLVE: {Role.LOCATION_MANAGER},
     Action.REPORT_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
+    Action.WEBHOOK_READ: {Role.LOCATION_MANAGER},
+    Action.WEBHOOK_MANAGE: {Role.LOCATION_MANAGER},
+    Action.EVENT_MAPPING_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
 }
 
 # Actions whose target is the franchisor node but which location principals may perform (their
@@ -178,6 +194,7 @@ _FRANCHISOR_NODE_OK_FOR_LOCATIONS = {
     Action.LOCATION_LIST,
     Action.TEMPLATE_READ,  # a location reads its brand's templates
     Action.SEQUENCE_READ,  # and its brand's sequences
+    Action.EVENT_MAPPING_READ,  # and its brand's event mapping
 }
 
 

@@ -404,6 +404,7 @@ class Contact(_message.Message):
     UNDELIVERABLE_FIELD_NUMBER: _builtins.int
     UNDELIVERABLE_TIME_FIELD_NUMBER: _builtins.int
     UNDELIVERABLE_ERROR_CODE_FIELD_NUMBER: _builtins.int
+    EXTERNAL_IDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`franchisors/{f}/locations/{l}/contacts/{c}`. Output only."""
     phone_number: _builtins.str
@@ -486,6 +487,14 @@ class Contact(_message.Message):
     def undeliverable_time(self) -> _timestamp_pb2.Timestamp:
         """Since when (unset when not undeliverable). Output only."""
 
+    @_builtins.property
+    def external_ids(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExternalId]:
+        """The contact's ids in other systems (a CRM, a shop, a booking tool), at most one per
+        source and at most 20; an id is unique per location and source. The intake
+        (`POST /integrations/events?source=S`) matches `userId` against the id of source S.
+        UpdateContact with `external_ids` in the mask replaces the whole set.
+        """
+
     def __init__(
         self,
         *,
@@ -513,14 +522,43 @@ class Contact(_message.Message):
         undeliverable: _builtins.bool = ...,
         undeliverable_time: _timestamp_pb2.Timestamp | None = ...,
         undeliverable_error_code: _builtins.str = ...,
+        external_ids: _abc.Iterable[Global___ExternalId] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_activity_time", b"last_activity_time", "last_click_time", b"last_click_time", "last_purchase_time", b"last_purchase_time", "last_reply_time", b"last_reply_time", "opt_out_time", b"opt_out_time", "undeliverable_time", b"undeliverable_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_region", b"address_region", "attributes", b"attributes", "consent_state", b"consent_state", "create_time", b"create_time", "effective_time_zones", b"effective_time_zones", "email", b"email", "etag", b"etag", "first_name", b"first_name", "last_activity_time", b"last_activity_time", "last_click_time", b"last_click_time", "last_name", b"last_name", "last_purchase_time", b"last_purchase_time", "last_reply_time", b"last_reply_time", "name", b"name", "opt_out_time", b"opt_out_time", "opted_out", b"opted_out", "phone_number", b"phone_number", "rule_regions", b"rule_regions", "time_zone", b"time_zone", "time_zone_source", b"time_zone_source", "undeliverable", b"undeliverable", "undeliverable_error_code", b"undeliverable_error_code", "undeliverable_time", b"undeliverable_time", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_region", b"address_region", "attributes", b"attributes", "consent_state", b"consent_state", "create_time", b"create_time", "effective_time_zones", b"effective_time_zones", "email", b"email", "etag", b"etag", "external_ids", b"external_ids", "first_name", b"first_name", "last_activity_time", b"last_activity_time", "last_click_time", b"last_click_time", "last_name", b"last_name", "last_purchase_time", b"last_purchase_time", "last_reply_time", b"last_reply_time", "name", b"name", "opt_out_time", b"opt_out_time", "opted_out", b"opted_out", "phone_number", b"phone_number", "rule_regions", b"rule_regions", "time_zone", b"time_zone", "time_zone_source", b"time_zone_source", "undeliverable", b"undeliverable", "undeliverable_error_code", b"undeliverable_error_code", "undeliverable_time", b"undeliverable_time", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Contact: _TypeAlias = Contact  # noqa: Y015
+
+@_typing.final
+class ExternalId(_message.Message):
+    """A contact's id in another system."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The system: lower_snake_case or digits and '-', at most 63 characters (e.g. `hubspot`,
+    `shopify`, `segment`).
+    """
+    id: _builtins.str
+    """The id that system gives the contact: 1 to 200 printable characters."""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExternalId: _TypeAlias = ExternalId  # noqa: Y015
 
 @_typing.final
 class CreateContactRequest(_message.Message):
@@ -589,6 +627,8 @@ class ListContactsRequest(_message.Message):
     CONSENT_STATE_FIELD_NUMBER: _builtins.int
     INACTIVE_SINCE_FIELD_NUMBER: _builtins.int
     PHONE_NUMBER_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_SOURCE_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """The location."""
     page_size: _builtins.int
@@ -605,6 +645,12 @@ class ListContactsRequest(_message.Message):
     parsed like CreateContact parses it (the location's region as default) and compared in
     E.164; a number that does not parse is INVALID_ARGUMENT on phone_number. Empty: any.
     """
+    external_id: _builtins.str
+    """Only the contact with this external id (with external_id_source; at most one: an id is
+    unique per location and source). Empty: any.
+    """
+    external_id_source: _builtins.str
+    """The source of external_id; required with it."""
     @_builtins.property
     def inactive_since(self) -> _timestamp_pb2.Timestamp:
         """Only contacts with no reply, click or purchase since this time."""
@@ -619,10 +665,12 @@ class ListContactsRequest(_message.Message):
         consent_state: Global___ConsentState.ValueType = ...,
         inactive_since: _timestamp_pb2.Timestamp | None = ...,
         phone_number: _builtins.str = ...,
+        external_id: _builtins.str = ...,
+        external_id_source: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["inactive_since", b"inactive_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_state", b"consent_state", "inactive_since", b"inactive_since", "opt_out", b"opt_out", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "phone_number", b"phone_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consent_state", b"consent_state", "external_id", b"external_id", "external_id_source", b"external_id_source", "inactive_since", b"inactive_since", "opt_out", b"opt_out", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "phone_number", b"phone_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
