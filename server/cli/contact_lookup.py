@@ -2,11 +2,13 @@
 by phone number in any format a user types.
 
 * list: ListContacts of `--location` (or of every location the key can see), filtered by phone
-  (ListContacts' `phone_number`: parsed with the location's region, as writes parse it), by
-  opt-out or by "may be texted"; at most `--limit`, as a table that fits 80 columns.
+  (ListContacts' `phone_number`: parsed with the location's region, as writes parse it), by an
+  id of another system (`--external-id` with `--source`), by opt-out or by "may be texted"; at
+  most `--limit`, as a table that fits 80 columns.
 * show: one contact, by its name or id, or by `--phone` (at `--location`, else at every location
-  the key can see): phone, names, time zone and its source, consent state, opt-out,
-  undeliverable, the last consent event (ListConsentEvents) and the running enrollment
+  the key can see): phone, names, ids in other systems, time zone and its source, consent
+  state, opt-out, undeliverable, the last consent event (ListConsentEvents) and the running
+  enrollment
   (ListEnrollments of the location filtered by the contact: one call, not one per enrollment).
 
 `--location` takes a location's full name or its id alone (`downtown`), resolved among the
@@ -16,6 +18,7 @@ locations the key can see. Errors end the command with `reengage: …` and exit 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterator
 from datetime import UTC
 from typing import Any
@@ -102,6 +105,9 @@ def list_request(args: argparse.Namespace, location: str, token: str) -> pb.List
     )
     if args.phone:
         request.phone_number = args.phone
+    if args.external_id:
+        request.external_id = args.external_id
+        request.external_id_source = args.source
     if args.opted_out:
         request.opt_out = pb.OPT_OUT_FILTER_OPTED_OUT
     if args.subscribed:
@@ -123,7 +129,7 @@ def listed(
                     list_request(args, location, token), metadata=api.metadata, timeout=TIMEOUT
                 )
             except grpc.RpcError as err:
-                refusal = phone_refusal(err, "--phone")
+                refusal = phone_refusal(err, "--phone") or external_id_refusal(err)
                 if refusal is not None:
                     raise CliError(refusal) from None
                 raise
@@ -131,6 +137,19 @@ def listed(
             token = page.next_page_token
             if not token:
                 break
+
+
+def external_id_refusal(err: grpc.RpcError) -> str | None:
+    """Why --external-id or --source was refused (INVALID_ARGUMENT on the filter), told with
+    the flags' names; None for any other error."""
+    if not isinstance(err, grpc.Call) or err.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        return None
+    details = err.details() or ""
+    if not details.startswith(("external_id: ", "external_id_source: ")):
+        return None
+    # "external_id_source: is required with external_id; …": the flags' names for the fields'
+    named = re.sub(r"\bexternal_id_source\b", "--source", details)
+    return re.sub(r"\bexternal_id\b", "--external-id", named)
 
 
 def full_name(contact: pb.Contact) -> str:
@@ -166,6 +185,8 @@ def contacts_table(found: list[pb.Contact], with_location: bool, title: str) -> 
 
 
 def run_list(api: Api, args: argparse.Namespace) -> int:
+    if bool(args.external_id) != bool(args.source):
+        raise CliError("contacts list: --external-id and --source go together")
     console = Console()
     with api.channel() as channel:
         if args.location:
@@ -236,6 +257,8 @@ def details_table(api: Api, channel: grpc.Channel, contact: pb.Contact, zones: Z
     add("name", full_name(contact) or "-")
     if contact.email:
         add("email", contact.email)
+    if contact.external_ids:
+        add("external ids", ", ".join(f"{x.source} {x.id}" for x in contact.external_ids))
     zones_text = " + ".join(contact.effective_time_zones) or "-"
     source = ZONE_SOURCES.get(contact.time_zone_source, "")
     add("time zone", f"{zones_text} ({source})" if source else zones_text)
@@ -325,6 +348,13 @@ def add_parser(contacts: Any) -> None:
         help='only the contact with this number, in any format ("(212) 555-0142",'
         ' "+1 212 555 0142"): parsed with the location\'s country as default',
     )
+    lister.add_argument(
+        "--external-id",
+        help="only the contact with this id in another system (with --source)",
+    )
+    lister.add_argument(
+        "--source", help="the system of --external-id, e.g. hubspot (with --external-id)"
+    )
     state = lister.add_mutually_exclusive_group()
     state.add_argument("--opted-out", action="store_true", help="only contacts who opted out")
     state.add_argument(
@@ -344,9 +374,9 @@ def add_parser(contacts: Any) -> None:
         "show",
         help="show one contact: consent, opt-out, time zone, running enrollment",
         description="Shows one contact, named by its name or id, or found by --phone: its"
-        " phone, names, time zone and where it came from, consent state, opt-out,"
-        " undeliverable state, last consent event and running enrollment. Times are in the"
-        " location's zone with UTC beside them.",
+        " phone, names, ids in other systems, time zone and where it came from, consent"
+        " state, opt-out, undeliverable state, last consent event and running enrollment."
+        " Times are in the location's zone with UTC beside them.",
     )
     show.add_argument(
         "contact",

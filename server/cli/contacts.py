@@ -15,8 +15,12 @@ first SHOWN of them, and lists every rejected row with its reason. Columns are m
   consent_text (or disclosure_text)    the exact disclosure text (or --consent-text)
   consent_ip, consent_user_agent       for web consent
   attr.<key>                           custom attributes ({{contact.attrs.<key>}})
+  external_id                          the contact's id in another system (a CRM)
+  external_source                      that system, e.g. hubspot (or --external-source)
 
 Unknown columns are ignored and reported; blank lines (and rows of empty cells) are skipped.
+A row's external id is set beside the contact's ids of other sources; an id another contact of
+the location has (or an earlier row of the file) rejects its row.
 
 Times (consent_at) are accepted in these formats, and no others:
 
@@ -65,6 +69,7 @@ from server.cli.names import location_named
 BATCH = 500
 SHOWN = 20  # contacts named in the printed result; the rest are counted
 CONSENT_TEXT_FLAG = "--consent-text"
+EXTERNAL_SOURCE_FLAG = "--external-source"
 ALIASES = {
     "phone": "phone",
     "phone_number": "phone",
@@ -84,6 +89,8 @@ ALIASES = {
     "disclosure_text": "consent_text",
     "consent_ip": "consent_ip",
     "consent_user_agent": "consent_user_agent",
+    "external_id": "external_id",
+    "external_source": "external_source",
 }
 # the API's field paths (RejectedRow.field) and the column each comes from
 API_FIELDS = {
@@ -190,7 +197,9 @@ class RowReader:
     source: str  # the default consent_source: the file name
     consent_text: str  # --consent-text
     zone: ZoneInfo | None  # the location's
+    external_source: str = ""  # --external-source
     text_from_flag: set[int] = field(default_factory=set)  # rows whose text is the flag's
+    source_from_flag: set[int] = field(default_factory=set)  # rows whose source is the flag's
     naive_times: int = 0  # consent_at values read in the location's zone
 
     def to_row(
@@ -212,6 +221,17 @@ class RowReader:
             },
         )
         row = pb.ImportRow(row_number=number, contact=contact)
+        if values.get("external_id"):
+            source = values.get("external_source") or self.external_source.strip()
+            if not source:
+                return row, LocalProblem(
+                    number,
+                    self._column("external_source"),
+                    f"external_id has no source: fill the cell or pass {EXTERNAL_SOURCE_FLAG}",
+                )
+            if not values.get("external_source"):
+                self.source_from_flag.add(number)
+            row.contact.external_ids.append(pb.ExternalId(source=source, id=values["external_id"]))
         if not values.get("consent_at"):
             return row, None  # the server reports the missing evidence, with every other problem
         try:
@@ -256,6 +276,12 @@ class RowReader:
             return headers[0] if headers else f"attr.{key}"
         if api_field == "attributes":
             return "attr.<key> columns"
+        if api_field.startswith("external_ids"):
+            if not api_field.endswith(".source"):
+                return self._column("external_id")
+            if row_number in self.source_from_flag:
+                return EXTERNAL_SOURCE_FLAG
+            return self._column("external_source")
         name = API_FIELDS.get(api_field)
         if name is None:
             return api_field  # a field no column feeds: as the API names it
@@ -299,8 +325,11 @@ def _next(reader: Iterator[list[str]], path: Path) -> list[str] | None:
         raise CliError(f"{path}: line {line} is not CSV: {exc}") from None
 
 
-def _check_columns(path: Path, mapping: Mapping, consent_text: str) -> None:
-    """Refuses a file every row of which would be rejected for a missing column."""
+def _check_columns(
+    path: Path, mapping: Mapping, consent_text: str, external_source: str = ""
+) -> None:
+    """Refuses a file every row of which would be rejected for a missing column (or whose
+    --external-source would be unused)."""
     if mapping.header_of("phone") is None:
         raise CliError(f"{path} has no phone column (phone, phone_number or mobile)")
     if mapping.header_of("consent_at") is None:
@@ -313,6 +342,14 @@ def _check_columns(path: Path, mapping: Mapping, consent_text: str) -> None:
             f"{path} has no consent_text column (consent_text or disclosure_text): pass"
             f" {CONSENT_TEXT_FLAG} 'the exact disclosure text the contacts agreed to'"
         )
+    ids, sources = mapping.header_of("external_id"), mapping.header_of("external_source")
+    if ids is not None and sources is None and not external_source.strip():
+        raise CliError(
+            f"{path} has an external_id column but no external_source column: pass"
+            f" {EXTERNAL_SOURCE_FLAG} with the system the ids come from (e.g. hubspot)"
+        )
+    if ids is None and external_source.strip():
+        raise CliError(f"{path} has no external_id column for {EXTERNAL_SOURCE_FLAG}")
 
 
 def import_file(
@@ -323,9 +360,11 @@ def import_file(
     consent_text: str = "",
     zone: ZoneInfo | None = None,
     progress: Progress | None = None,
+    external_source: str = "",
 ) -> ImportReport:
     """Streams the file to ImportContacts; returns the server's summary and local problems.
-    Naive times are read in `zone` (the location's)."""
+    Naive times are read in `zone` (the location's); external_source is the source of
+    external_id cells without an external_source cell."""
     local: list[LocalProblem] = []
     raw = open(path, "rb")
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
@@ -335,11 +374,11 @@ def import_file(
         if header is None:
             raise CliError(f"{path} is empty: the first line names the columns (phone, …)")
         mapping = map_header(header)
-        _check_columns(path, mapping, consent_text)
+        _check_columns(path, mapping, consent_text, external_source)
     except BaseException:
         raw.close()
         raise
-    rows = RowReader(mapping, path.name, consent_text, zone)
+    rows = RowReader(mapping, path.name, consent_text, zone, external_source)
     task = progress.add_task("importing", total=os.path.getsize(path)) if progress else None
 
     def records() -> Iterator[tuple[int, dict[str, str]]]:
@@ -460,7 +499,9 @@ def location_zone(api: Api, channel: grpc.Channel, location: str) -> ZoneInfo | 
     return ZoneInfo(found.time_zone) if found.time_zone else None
 
 
-def run_import(path: Path, location: str, api: Api, consent_text: str) -> int:
+def run_import(
+    path: Path, location: str, api: Api, consent_text: str, external_source: str = ""
+) -> int:
     """Imports the file into the location; prints the result. Exit code 3 when rows were
     rejected."""
     console = Console(stderr=True)
@@ -479,6 +520,8 @@ def run_import(path: Path, location: str, api: Api, consent_text: str) -> int:
             transient=True,
         )
         with progress:
-            report = import_file(path, location, stub, api.metadata, consent_text, zone, progress)
+            report = import_file(
+                path, location, stub, api.metadata, consent_text, zone, progress, external_source
+            )
     print_report(report, Console(), location)
     return 0 if not (report.response.rejected or report.local) else 3

@@ -14,6 +14,7 @@ from server.cli import enrollments as enrollments_cli
 from server.cli import report as report_cli
 from server.cli import sequences as sequences_cli
 from server.cli import templates as templates_cli
+from server.cli import webhooks as webhooks_cli
 from server.cli.api import positive_int
 from server.cli.discovery import DATABASE_URL_HELP, add_api_flags
 from server.cli.discovery import ORDER as DISCOVERY_ORDER
@@ -96,7 +97,9 @@ def cmd_contacts_import(args: argparse.Namespace, settings: Settings) -> None:
     from server.cli.discovery import api_for
 
     api = api_for(args, settings)
-    raise SystemExit(run_import(Path(args.file), args.location, api, args.consent_text))
+    raise SystemExit(
+        run_import(Path(args.file), args.location, api, args.consent_text, args.external_source)
+    )
 
 
 def cmd_contacts_evidence(args: argparse.Namespace, settings: Settings) -> None:
@@ -240,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Columns (by header): phone (or phone_number, mobile), first_name,\n"
         "last_name, email, time_zone, state, consent_at (or opted_in_at),\n"
         "consent_channel, consent_source, consent_text (or disclosure_text; else\n"
-        "--consent-text), consent_ip, consent_user_agent, attr.<key>.\n"
+        "--consent-text), consent_ip, consent_user_agent, attr.<key>,\n"
+        "external_id with external_source (or --external-source).\n"
         "phone, consent_at and a consent text are required.\n\n"
         "consent_at formats (no others: a row with another is rejected):\n"
         "  2026-11-02T09:30:00-05:00, 2026-11-02T14:30Z   with an offset: as given\n"
@@ -260,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--consent-text",
         default="",
         help="the exact disclosure text the contacts agreed to, for rows without a consent_text",
+    )
+    imp.add_argument(
+        "--external-source",
+        default="",
+        help="the system the external_id column's ids come from (e.g. hubspot), for rows"
+        " without an external_source",
     )
     add_api_flags(imp)
     imp.set_defaults(func=cmd_contacts_import)
@@ -366,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     templates_cli.add_parser(sub)
     sequences_cli.add_parser(sub)
     report_cli.add_parser(sub)
+    webhooks_cli.add_parser(sub)
     return parser
 
 

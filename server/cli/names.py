@@ -22,6 +22,8 @@ from reengage.v1 import (
     contacts_pb2_grpc,
     enrollments_pb2,
     enrollments_pb2_grpc,
+    integrations_pb2,
+    integrations_pb2_grpc,
     sequences_pb2,
     sequences_pb2_grpc,
     templates_pb2,
@@ -76,6 +78,15 @@ TEMPLATES = Collection(
     True,
     lambda ch: templates_pb2_grpc.TemplateServiceStub(ch).GetTemplate.future,
     lambda name: templates_pb2.GetTemplateRequest(name=name),
+)
+
+WEBHOOK_ENDPOINTS = Collection(
+    "webhookEndpoints",
+    "webhook endpoint",
+    True,
+    True,
+    lambda ch: integrations_pb2_grpc.WebhookServiceStub(ch).GetWebhookEndpoint.future,
+    lambda name: integrations_pb2.GetWebhookEndpointRequest(name=name),
 )
 
 

@@ -11,6 +11,7 @@ from reengage.v1 import contacts_pb2 as pb
 from server.grpc.converters import STATUS_TO_PB, timestamp
 from tenants.compliance.zones import ZoneSource
 from tenants.contacts import consent
+from tenants.contacts.external_ids import ExternalId
 from tenants.contacts.model import ConsentState, Contact, ContactInput
 from tenants.core.errors import FieldViolation, InvalidArgument
 from tenants.inbound import review_queue
@@ -81,6 +82,7 @@ def contact_pb(c: Contact) -> pb.Contact:
         undeliverable=c.undeliverable,
         undeliverable_time=timestamp(c.undeliverable_at),
         undeliverable_error_code=c.undeliverable_code,
+        external_ids=[pb.ExternalId(source=x.source, id=x.id) for x in c.external_ids],
     )
 
 
@@ -93,6 +95,7 @@ def contact_input(m: pb.Contact) -> ContactInput:
         attrs=dict(m.attributes),
         time_zone=m.time_zone,
         address_region=m.address_region,
+        external_ids=tuple(ExternalId(x.source, x.id) for x in m.external_ids),
     )
 
 

@@ -27,7 +27,7 @@ from server.grpc.contact_converters import (
     when,
 )
 from server.grpc.converters import ENCODING_TO_PB, require, timestamp
-from tenants.contacts import consent, contacts
+from tenants.contacts import consent, contacts, external_ids
 from tenants.contacts import importing as contact_import
 from tenants.contacts.activity import Money, Purchase
 from tenants.contacts.model import COLLECTION as CONTACTS
@@ -122,6 +122,9 @@ class ContactService(contacts_pb2_grpc.ContactServiceServicer):
                 inactive_since=inactive_since,
                 phone_e164=await contacts.phone_filter(
                     conn, principal(), parent, request.phone_number
+                ),
+                external_id=external_ids.filter_value(
+                    request.external_id, request.external_id_source
                 ),
             )
             list_name = f"{parent.name}/contacts?{where.page_binding()}"

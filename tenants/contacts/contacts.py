@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,8 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from tenants.compliance.zones import ZoneSource, with_area_code_table
+from tenants.contacts import external_ids
+from tenants.contacts.external_ids import ExternalId
 from tenants.contacts.model import (
     COLLECTION,
     ConsentState,
@@ -91,6 +93,11 @@ async def load(conn: AsyncConnection[Any], name: ChildName, lock: bool = False) 
     if row is None:
         raise NotFound(f"{name.name} does not exist", resource=name.name)
     return from_row(row)
+
+
+async def with_external_ids(conn: AsyncConnection[Any], contact: Contact) -> Contact:
+    """contact with its ids in other systems, as the API answers it."""
+    return replace(contact, external_ids=await external_ids.load_one(conn, contact.name))
 
 
 async def load_by_phones(
@@ -217,8 +224,17 @@ async def create_contact(
     async with conn.transaction():
         created = await insert(conn, parent, contact_id, valid)
         if created is not None:
+            # a clash raises ExternalIdTaken and the contact is not created either
+            await external_ids.put(conn, parent, [(contact_id, x) for x in valid.external_ids])
+            created = replace(created, external_ids=valid.external_ids)
             await audit.record(
-                conn, principal, "contact.create", created.name.name, parent.franchisor_id
+                conn,
+                principal,
+                "contact.create",
+                created.name.name,
+                parent.franchisor_id,
+                # the systems, never the ids: an external id may be an email address
+                **_sources(valid.external_ids),
             )
     if created is None:
         cur = await conn.execute(
@@ -237,7 +253,12 @@ async def create_contact(
 async def get_contact(conn: AsyncConnection[Any], principal: Principal, name: ChildName) -> Contact:
     require_location(name.scope, "name")
     authorize(principal, Action.CONTACT_READ, name.scope)
-    return await load(conn, name)
+    return await with_external_ids(conn, await load(conn, name))
+
+
+def _sources(ids: tuple[ExternalId, ...]) -> dict[str, list[str]]:
+    """An audit detail naming the sources of a contact's external ids (none: no detail)."""
+    return {"external_id_sources": [x.source for x in ids]} if ids else {}
 
 
 @dataclass(frozen=True)
@@ -247,15 +268,22 @@ class ContactFilter:
     inactive_since: datetime | None = None  # no reply, click or purchase since then
     # E.164, from phone_filter; kept out of repr so that no phone number reaches a log line
     phone_e164: str | None = field(default=None, repr=False)
+    # from external_ids.filter_value; out of repr too (an external id may be an email address)
+    external_id: ExternalId | None = field(default=None, repr=False)
 
     def page_binding(self) -> str:
-        """What a page token of this list is bound to: every filter, the phone number as a
-        digest. (A phone filter finds at most one contact, so its list never issues a token:
-        the digest only makes a token of another list fail to continue this one.)"""
-        if self.phone_e164 is None:
-            return repr(self)
-        digest = hashlib.sha256(self.phone_e164.encode()).hexdigest()[:16]
-        return f"{self!r}&phone={digest}"
+        """What a page token of this list is bound to: every filter, the phone number and the
+        external id as digests. (Either finds at most one contact, so its list never issues a
+        token: the digest only makes a token of another list fail to continue this one.)"""
+        binding = repr(self)
+        if self.phone_e164 is not None:
+            digest = hashlib.sha256(self.phone_e164.encode()).hexdigest()[:16]
+            binding += f"&phone={digest}"
+        if self.external_id is not None:
+            x = self.external_id
+            digest = hashlib.sha256(f"{x.source}\0{x.id}".encode()).hexdigest()[:16]
+            binding += f"&external_id={digest}"
+        return binding
 
 
 async def phone_filter(
@@ -287,6 +315,9 @@ async def list_contacts(
         " AND (%(opted)s::boolean IS NULL OR (opted_out_at IS NOT NULL) = %(opted)s)"
         " AND (%(consent)s::text IS NULL OR consent_state = %(consent)s)"
         " AND (%(phone)s::text IS NULL OR phone_e164 = %(phone)s)"
+        " AND (%(xsource)s::text IS NULL OR id = (SELECT x.contact_id FROM contact_external_ids x"
+        "      WHERE x.franchisor_id = %(f)s AND x.location_id = %(l)s"
+        "      AND x.source = %(xsource)s AND x.external_id = %(xid)s))"
         " AND (%(since)s::timestamptz IS NULL OR last_engaged_at IS NULL"
         "      OR last_engaged_at < %(since)s)"
         " AND (%(after)s::text IS NULL OR id > %(after)s) ORDER BY id LIMIT %(limit)s",
@@ -297,16 +328,22 @@ async def list_contacts(
             "consent": where.consent_state.value if where.consent_state else None,
             "since": where.inactive_since,
             "phone": where.phone_e164,
+            "xsource": where.external_id.source if where.external_id else None,
+            "xid": where.external_id.id if where.external_id else None,
             "after": page.after,
             "limit": page.size + 1,
         },
     )
     rows = [from_row(r) for r in await cur.fetchall()]
-    return rows[: page.size], page.next_token([r.name.id for r in rows])
+    token = page.next_token([r.name.id for r in rows])
+    shown = rows[: page.size]
+    ids = await external_ids.load_for(conn, parent, [c.name.id for c in shown])
+    return [replace(c, external_ids=ids.get(c.name.id, ())) for c in shown], token
 
 
 UPDATABLE_FIELDS = frozenset(
     {"first_name", "last_name", "email", "attributes", "time_zone", "address_region"}
+    | {"external_ids"}  # replaces the whole set
 )
 
 
@@ -330,7 +367,7 @@ async def update_contact(
     authorize(principal, Action.CONTACT_WRITE, name.scope)
     location = await get_location(conn, principal, name.scope)
     async with conn.transaction():
-        current = await load(conn, name, lock=True)
+        current = await with_external_ids(conn, await load(conn, name, lock=True))
         check_etag(name.name, current.etag, etag)
         merged = ContactInput(
             phone_number=current.phone_e164,
@@ -342,9 +379,12 @@ async def update_contact(
             address_region=(
                 data.address_region if "address_region" in fields else current.address_state
             ),
+            external_ids=data.external_ids if "external_ids" in fields else current.external_ids,
         )
         valid = validate(merged, location)
         await store_fields(conn, current, valid)
+        if "external_ids" in fields:  # a clash raises ExternalIdTaken: nothing is written
+            await external_ids.replace(conn, name, valid.external_ids)
         await audit.record(
             conn,
             principal,
@@ -352,8 +392,9 @@ async def update_contact(
             name.name,
             name.scope.franchisor_id,
             fields=sorted(fields),
+            **(_sources(valid.external_ids) if "external_ids" in fields else {}),
         )
-    return await load(conn, name)
+    return await with_external_ids(conn, await load(conn, name))
 
 
 async def store_fields(conn: AsyncConnection[Any], current: Contact, valid: ValidContact) -> None:
@@ -373,6 +414,19 @@ async def store_fields(conn: AsyncConnection[Any], current: Contact, valid: Vali
     )
     if cur.rowcount != 1:
         raise EtagMismatch(f"{current.name.name} changed concurrently; read it again")
+
+
+async def bump_versions(
+    conn: AsyncConnection[Any], location: TenantScope, contact_ids: set[str]
+) -> None:
+    """A new version (etag) for contacts that changed beside their fields (their external
+    ids); the caller holds their row locks."""
+    if contact_ids:
+        await conn.execute(
+            "UPDATE contacts SET update_time = now(), version = version + 1"
+            " WHERE franchisor_id = %s AND location_id = %s AND id = ANY(%s)",
+            (location.franchisor_id, location.location_id, sorted(contact_ids)),
+        )
 
 
 def same_fields(current: Contact, valid: ValidContact) -> bool:

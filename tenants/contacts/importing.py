@@ -19,10 +19,18 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from tenants.contacts import external_ids
 from tenants.contacts.brand_suppression import hold_phones_shared
 from tenants.contacts.consent import ConsentEvidence, ConsentKind, append_events, evidence_problems
-from tenants.contacts.contacts import insert_many, load_by_phones, same_fields, store_fields
-from tenants.contacts.model import Contact, ContactInput, ValidContact, validate
+from tenants.contacts.contacts import (
+    bump_versions,
+    insert_many,
+    load_by_phones,
+    same_fields,
+    store_fields,
+)
+from tenants.contacts.external_ids import ExternalId
+from tenants.contacts.model import COLLECTION, Contact, ContactInput, ValidContact, validate
 from tenants.core.errors import FieldViolation, InvalidArgument
 from tenants.core.names import ChildName, TenantScope
 from tenants.org import audit
@@ -71,6 +79,7 @@ class ImportRun:
     location: Location
     source: str
     seen: dict[str, int] = field(default_factory=dict)
+    seen_ids: dict[ExternalId, int] = field(default_factory=dict)  # external id -> row number
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -121,6 +130,9 @@ async def import_batch(
         # after locking the rows below could deadlock with an opt-out of one of those phones
         await hold_phones_shared(conn, scope.franchisor_id, phones)
         before = await load_by_phones(conn, scope, phones)
+        good = await _with_free_ids(conn, run, before, good, row_of)
+        if not good:
+            return
         await insert_many(conn, scope, [v for v, _ in good if v.phone_e164 not in before])
         changed = set()
         for valid, _ in good:
@@ -129,6 +141,15 @@ async def import_batch(
                 await store_fields(conn, current, valid)
                 changed.add(current.name.id)
         now = await load_by_phones(conn, scope, phones)
+        # a row's ids are set beside the contact's others (a file does not know them all)
+        new_ids = await external_ids.put(
+            conn,
+            scope,
+            [(now[v.phone_e164].name.id, x) for v, _ in good for x in v.external_ids],
+        )
+        renamed = new_ids & {b.name.id for b in before.values()}  # new ones keep version 1
+        await bump_versions(conn, scope, renamed - changed)
+        changed |= renamed
         added = await append_events(
             conn,
             principal,
@@ -154,6 +175,51 @@ async def import_batch(
             source=run.source,
             rows=len(rows),
         )
+
+
+async def _with_free_ids(
+    conn: AsyncConnection[Any],
+    run: ImportRun,
+    before: dict[str, Contact],
+    good: list[tuple[ValidContact, ConsentEvidence]],
+    row_of: dict[str, int],
+) -> list[tuple[ValidContact, ConsentEvidence]]:
+    """The good rows whose external ids are free: held by no other contact of the location
+    and by no earlier row of the import, and leaving their contact at most MAX_PER_CONTACT
+    ids. The others are rejected (nothing of them is written)."""
+    wanted = [x for v, _ in good for x in v.external_ids]
+    if not wanted:
+        return good
+    scope = run.location.scope
+    held = await external_ids.holders(conn, scope, wanted)
+    owners = [c.name.id for v, _ in good if (c := before.get(v.phone_e164)) and v.external_ids]
+    current = await external_ids.load_for(conn, scope, owners)
+    kept = []
+    for valid, evidence in good:
+        number = row_of[valid.phone_e164]
+        contact = before.get(valid.phone_e164)
+        own = contact.name.id if contact else None
+        sources = {x.source for x in current.get(own or "", ())}
+        problem: tuple[str, str] | None = None
+        for i, x in enumerate(valid.external_ids):
+            holder, earlier = held.get(x), run.seen_ids.get(x)
+            if earlier is not None and earlier != number:
+                problem = (f"external_ids[{i}].id", f"the {x.source} id is in row {earlier} too")
+            elif holder is not None and holder != own:
+                taken_by = ChildName(scope, COLLECTION, holder)
+                problem = (f"external_ids[{i}].id", external_ids.taken_reason(taken_by, x.source))
+            sources.add(x.source)
+        if problem is None and len(sources) > external_ids.MAX_PER_CONTACT:
+            problem = ("external_ids", f"at most {external_ids.MAX_PER_CONTACT} external ids")
+        if problem is not None:
+            run.rejected.append(RejectedRow(number, *problem))
+            if run.seen.get(valid.phone_e164) == number:  # a later row of the number may go
+                del run.seen[valid.phone_e164]
+            continue
+        for x in valid.external_ids:
+            run.seen_ids.setdefault(x, number)
+        kept.append((valid, evidence))
+    return kept
 
 
 def _list(run: ImportRun, row_number: int, contact: Contact, outcome: ImportOutcome) -> None:

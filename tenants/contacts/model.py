@@ -1,5 +1,6 @@
 """What a contact is and what a valid one looks like: the record (phone in E.164, names, email,
-attributes, consent state), the input an API call or an import row gives, and `validate`,
+attributes, consent state, ids in other systems), the input an API call or an import row
+gives, and `validate`,
 the one check every write (create, update, import) runs. Storage is in
 `tenants.contacts.contacts`."""
 
@@ -15,6 +16,7 @@ import phonenumbers
 
 from tenants.compliance.send_rules import us_state_code
 from tenants.compliance.zones import ZoneInference, ZoneSource, infer_zone
+from tenants.contacts.external_ids import ExternalId, checked
 from tenants.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -66,6 +68,7 @@ class ContactInput:
     attrs: Mapping[str, str] = field(default_factory=dict)
     time_zone: str = ""  # explicit IANA zone, '' when unknown
     address_region: str = ""  # two-letter US state of the contact's address, '' when unknown
+    external_ids: tuple[ExternalId, ...] = ()  # ids in other systems (external_ids.py)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,9 @@ class Contact:
     # error
     undeliverable_at: datetime | None = None
     undeliverable_code: str = ""
+    # ids in other systems, by source: filled by the reads that answer a contact (get, list,
+    # create, update); () where a contact is loaded for another purpose
+    external_ids: tuple[ExternalId, ...] = ()
 
     @property
     def location(self) -> TenantScope:
@@ -159,6 +165,7 @@ class ValidContact:
     explicit_zone: str
     address_state: str
     inferred: ZoneInference
+    external_ids: tuple[ExternalId, ...] = ()  # trimmed, ordered by source
 
 
 def validate(
@@ -204,6 +211,7 @@ def validate(
                 f"{prefix}.address_region",
                 f"{data.address_region[:20]!r} is not a US state (code or name)",
             )
+    external_ids = checked(data.external_ids, f"{prefix}.external_ids", problems)
     problems.raise_if_any()
     inferred = (
         infer_zone(
@@ -224,4 +232,5 @@ def validate(
         data.time_zone,
         state,
         inferred,
+        external_ids,
     )

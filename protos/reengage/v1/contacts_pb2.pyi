@@ -718,7 +718,10 @@ class UpdateContactRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """first_name, last_name, email, attributes, time_zone, address_region, or "*". Required."""
+        """first_name, last_name, email, attributes, time_zone, address_region, external_ids (replaces
+        the whole set; an id another contact of the location has is ALREADY_EXISTS with reason
+        EXTERNAL_ID_TAKEN), or "*". Required.
+        """
 
     def __init__(
         self,
@@ -940,7 +943,10 @@ class ImportRow(_message.Message):
     """The row's number in the source (for the report), from 1."""
     @_builtins.property
     def contact(self) -> Global___Contact:
-        """The contact: phone_number required; names, email, attributes, time_zone, address_region."""
+        """The contact: phone_number required; names, email, attributes, time_zone, address_region,
+        external_ids (each set beside the contact's ids of other sources; an id another contact of
+        the location or an earlier row has rejects the row).
+        """
 
     @_builtins.property
     def consent(self) -> Global___ConsentEvidence:
