@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import api_calls, contact_import, enroll, inbound, report, scan, slack
+from bench import api_calls, contact_import, enroll, inbound, report, scan, slack, webhooks
 
 
 def main() -> None:
@@ -18,6 +18,7 @@ def main() -> None:
     asyncio.run(scan.run())
     asyncio.run(slack.run())
     asyncio.run(report.run())
+    asyncio.run(webhooks.run())
 
 
 if __name__ == "__main__":

@@ -141,6 +141,8 @@ def notice_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]
         return approval_message(notice, facts)
     if notice.kind is NoticeKind.WEEKLY_DIGEST:
         return digest_message(notice, facts)
+    if notice.kind is NoticeKind.WEBHOOK_DISABLED:
+        return webhook_disabled_message(notice)
     return override_message(notice, facts)
 
 
@@ -338,5 +340,28 @@ def digest_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]
         _context(
             "The full report: `reengage report --location"
             f" {esc(location_id)} --from {summary.start} --to {summary.end}`"
+        ),
+    ]
+
+
+def webhook_disabled_message(notice: Notice) -> tuple[str, list[Block]]:
+    """A webhook endpoint was disabled (tenants.integrations.deliveries): which, why, and how
+    to turn it back on."""
+    p = notice.payload
+    endpoint = str(p.get("endpoint", ""))
+    why = (
+        "its server answered 410 Gone (it asked for no more deliveries)"
+        if p.get("reason") == "gone"
+        else "every delivery to it has failed for 3 days"
+    )
+    failed = int(p.get("failed_deliveries", 0))
+    return f"Webhook endpoint disabled: {esc(endpoint)}", [
+        _section(
+            f":warning: *Webhook endpoint disabled* — `{esc(endpoint)}`"
+            f" ({esc(str(p.get('host', '')))}): {why}."
+        ),
+        _context(
+            f"{failed} pending deliver{'y' if failed == 1 else 'ies'} failed with it. Fix the"
+            f" receiver, then: `reengage webhooks update {esc(endpoint)} --enable`"
         ),
     ]

@@ -61,7 +61,7 @@ class SlackNotifier:
             found = await notices.facts(conn, notice)
             channel = (
                 found.location_channel
-                if notice.kind.about_a_contact
+                if notice.kind.about_a_contact and notice.location.is_location
                 else await brand_slack_channel(conn, notice.location.franchisor_id)
             )
         if not channel:

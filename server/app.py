@@ -22,6 +22,7 @@ from workflows import search_attributes
 from workflows.platform import WorkerSelfCheck
 from workflows.relay import FollowupRelay
 from workflows.schedules import ensure_inactivity_scan, ensure_weekly_digest, remove_weekly_digest
+from workflows.webhook_dispatch import WebhookDispatcher
 
 log = logging.getLogger("reengage")
 
@@ -57,6 +58,8 @@ class Roles:
     http_task: asyncio.Task[None]
     relay_task: asyncio.Task[None]
     relay: FollowupRelay
+    # the webhook dispatcher (workflows.webhook_dispatch), beside the relay
+    dispatch_task: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
         await self.grpc.mark_serving(False)
@@ -65,6 +68,9 @@ class Roles:
         await asyncio.gather(self.http_task, return_exceptions=True)
         self.relay_task.cancel()
         await asyncio.gather(self.relay_task, return_exceptions=True)
+        if self.dispatch_task is not None:
+            self.dispatch_task.cancel()
+            await asyncio.gather(self.dispatch_task, return_exceptions=True)
         await self.relay.settle()
         await self.worker.shutdown()
         await asyncio.gather(self.worker_task, return_exceptions=True)
@@ -85,9 +91,12 @@ async def run_worker(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    dispatch_task = asyncio.create_task(WebhookDispatcher(pool, client, settings.task_queue).run())
     async with worker:
         log.info("worker polling task queue %s", settings.task_queue)
         await stop.wait()
+    dispatch_task.cancel()
+    await asyncio.gather(dispatch_task, return_exceptions=True)
     await pool.close()
 
 
@@ -125,17 +134,28 @@ async def start_roles(
     grpc_server = platform.grpc_server()
     await grpc_server.start()
     relay_task = asyncio.create_task(platform.relay.run())
+    dispatch_task = asyncio.create_task(WebhookDispatcher(pool, client, settings.task_queue).run())
     http = http_server(app, settings.bind_host, settings.http_port)
     http_task = asyncio.create_task(http.serve())
     while not http.started:
         if http_task.done():
             relay_task.cancel()
+            dispatch_task.cancel()
             await grpc_server.stop(None)
             raise SystemExit(f"reengage: port {settings.http_port} (HTTP edge) is already in use")
         await asyncio.sleep(0.02)
     await grpc_server.mark_serving(True)
     return Roles(
-        pool, client, worker, worker_task, grpc_server, http, http_task, relay_task, platform.relay
+        pool,
+        client,
+        worker,
+        worker_task,
+        grpc_server,
+        http,
+        http_task,
+        relay_task,
+        platform.relay,
+        dispatch_task,
     )
 
 

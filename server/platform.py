@@ -31,6 +31,7 @@ from server.carriers.twilio import TwilioCarrier
 from server.config import Settings
 from server.grpc.server import build_grpc_server, mark_serving
 from server.http.edge import build_http_app, postgres_probe, temporal_probe
+from server.http.integrations import IntakeEdge
 from server.http.sms import SmsEdge
 from tenants.integrations.events import WebhookPolicy
 from workflows.carrier import Carrier
@@ -181,6 +182,7 @@ class Platform:
             carrier=self.carrier,
             public_url=self.settings.public_url,
             sends_per_second=self.settings.sends_per_second,
+            webhook_policy=self.webhook_policy,
         )
 
     def grpc_server(self, address: str | None = None) -> GrpcServer:
@@ -227,12 +229,13 @@ class Platform:
 
     def http_app(self) -> Starlette:
         """The HTTP edge: /healthz (PostgreSQL, and Temporal when connected), the SMS routes,
-        and Slack's route when settings configure Slack (its clicks' follow-ups delivered
-        through the relay)."""
+        the event intake, and Slack's route when settings configure Slack (its clicks'
+        follow-ups delivered through the relay)."""
         probes = {"postgres": postgres_probe(self.pool)}
         if self.client is not None:
             probes["temporal"] = temporal_probe(self.client)
         routes: list[BaseRoute] = [*self.sms_edge().routes()]
+        routes += IntakeEdge(self.pool, self.relay).routes()  # POST /integrations/events
         if self.slack is not None:
             if self.workflows is None:  # the bot's buttons and commands act on workflows
                 raise SystemExit("reengage: Slack chat-ops need Temporal")

@@ -54,6 +54,13 @@ class LogNotifier:
                 summary.end,
                 " · ".join(summary.parts() + list(summary.flags)),
             )
+        elif notice.kind is NoticeKind.WEBHOOK_DISABLED:  # no URL path or query, no secret
+            log.warning(
+                "webhook endpoint disabled (%s): %s (host %s)",
+                p.get("reason"),
+                p.get("endpoint"),
+                p.get("host"),
+            )
         else:
             log.info("%s: %s", notice.kind.value.replace("_", " "), where)
         if p.get("flagged"):  # a text flagged for review (tenants.inbound.review_queue)

@@ -9,6 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from tenants.integrations.events import STRICT, WebhookPolicy
 from workflows.activities import PlatformActivities
 from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient
@@ -19,6 +20,9 @@ from workflows.enrollment_activities import EnrollmentActivities
 from workflows.platform import WorkerSelfCheck
 from workflows.scan import InactivityScanWorkflow, SteerSequenceWorkflow
 from workflows.scan_activities import ScanActivities
+from workflows.webhook_activities import WebhookActivities
+from workflows.webhook_sender import Resolver
+from workflows.webhooks import WebhookEndpointWorkflow
 
 TASK_QUEUE = "reengage"
 
@@ -31,9 +35,14 @@ def build_worker(
     carrier: Carrier | None = None,
     public_url: str = "http://localhost:8080",
     sends_per_second: float = 1.0,
+    webhook_policy: WebhookPolicy = STRICT,
+    webhook_resolver: Resolver | None = None,
 ) -> Worker:
+    """The webhook sender checks every address with webhook_policy (the SSRF guard), resolving
+    hosts through webhook_resolver (default: the system's; tests inject their own)."""
     platform = PlatformActivities(pool)
     activities: list[Any] = [platform.database_version, *DigestActivities(pool).all()]
+    activities += WebhookActivities.build(pool, webhook_policy, webhook_resolver).all()
     if carrier is not None:
         enrollment = EnrollmentActivities(pool, carrier, public_url, sends_per_second)
         activities += enrollment.all()
@@ -47,6 +56,7 @@ def build_worker(
             InactivityScanWorkflow,
             SteerSequenceWorkflow,
             WeeklyDigestsWorkflow,
+            WebhookEndpointWorkflow,
         ],
         activities=activities,
     )

@@ -30,6 +30,9 @@ class NoticeKind(StrEnum):
     OVERRIDE_SUBMITTED = "override_submitted"
     # a location's week in numbers (tenants.reports.digest): no contact, no thread
     WEEKLY_DIGEST = "weekly_digest"
+    # a webhook endpoint was disabled (tenants.integrations.deliveries): no contact, posted in
+    # the endpoint's location's channel, or the brand channel for a brand endpoint
+    WEBHOOK_DISABLED = "webhook_disabled"
 
     @property
     def about_a_contact(self) -> bool:
@@ -49,10 +52,11 @@ class Notice:
 
     @classmethod
     def of(cls, followup: Followup) -> Notice:
+        scope = followup.contact.scope
         return cls(
             followup.id,
             NoticeKind(followup.payload["kind"]),
-            followup.contact.scope,
+            scope if scope.location_id else scope.franchisor,  # '': the brand's (owe_notice)
             followup.contact.id,
             {k: v for k, v in followup.payload.items() if k != "kind"},
             followup.attempts,
@@ -71,7 +75,10 @@ async def owe_notice(
     key: str,
     **payload: Any,
 ) -> int | None:
-    """Owes staff a notice; the same (kind, key) twice is one. Returns its follow-up id."""
+    """Owes staff a notice; the same (kind, key) twice is one. Returns its follow-up id. A
+    notice about the brand (a franchisor scope) is stored with location '' ."""
+    if location.location_id is None:
+        location = TenantScope(location.franchisor_id, "")
     return await owe(
         conn,
         FollowupKind.NOTIFY,
