@@ -13,7 +13,9 @@ activity kind an intake event records), over gRPC (WebhookService, IntegrationSe
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from datetime import UTC
+from typing import TypeVar
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -25,15 +27,16 @@ from rich.text import Text
 
 from reengage.v1 import integrations_pb2 as pb
 from reengage.v1 import integrations_pb2_grpc
-from server.cli.api import PAGE_SIZE, TIMEOUT, Api, CliError, positive_int
+from server.cli.api import PAGE_SIZE, TIMEOUT, Api, CliError, every, positive_int
 from server.cli.discovery import add_api_flags, api_for
 from server.cli.display import last_segment
-from server.cli.names import WEBHOOK_ENDPOINTS, resolve
+from server.cli.names import WEBHOOK_ENDPOINTS, caller_locations, resolve
 from server.cli.sequence_file import parse_duration
 from server.cli.tenant_flags import add_scope_flags, franchisor_name, parent_for
 from server.config import Settings
 from tenants.integrations.events import EVENT_TYPES
 
+T = TypeVar("T")
 STATES = {
     "pending": pb.WEBHOOK_DELIVERY_STATE_PENDING,
     "succeeded": pb.WEBHOOK_DELIVERY_STATE_SUCCEEDED,
@@ -57,7 +60,13 @@ def event_types(value: str) -> list[str]:
 def _time(stamp: Timestamp) -> str:
     if not stamp.seconds and not stamp.nanos:
         return "-"
-    return stamp.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return stamp.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _types(endpoint: pb.WebhookEndpoint) -> str:
+    if set(endpoint.event_types) == set(EVENT_TYPES):
+        return f"all {len(EVENT_TYPES)} types"
+    return ", ".join(endpoint.event_types)
 
 
 def _state(endpoint: pb.WebhookEndpoint) -> str:
@@ -75,7 +84,7 @@ def print_endpoint(endpoint: pb.WebhookEndpoint, console: Console) -> None:
     rows = [
         ("endpoint", endpoint.name),
         ("url", endpoint.url),
-        ("events", ", ".join(endpoint.event_types)),
+        ("events", _types(endpoint)),
         ("state", _state(endpoint)),
         ("description", endpoint.description or "-"),
         ("secret", endpoint.secret or f"{endpoint.secret_prefix}… (shown only when made)"),
@@ -95,6 +104,27 @@ def _stub(channel: grpc.Channel) -> integrations_pb2_grpc.WebhookServiceStub:
     return integrations_pb2_grpc.WebhookServiceStub(channel)
 
 
+def _scoped(
+    args: argparse.Namespace,
+    api: Api,
+    channel: grpc.Channel,
+    call: Callable[[str], T],
+) -> tuple[str, T]:
+    """(parent, call(parent)) at --location or --franchisor; without either at the key's
+    franchisor, and for a location's key (refused there) at its one location."""
+    parent = parent_for(args, api, channel)
+    try:
+        return parent, call(parent)
+    except grpc.RpcError as err:
+        denied = isinstance(err, grpc.Call) and err.code() == grpc.StatusCode.PERMISSION_DENIED
+        if not denied or args.location or args.franchisor:
+            raise
+        own = caller_locations(api, channel)
+        if len(own) != 1:
+            raise
+        return own[0], call(own[0])
+
+
 def _endpoint_name(api: Api, channel: grpc.Channel, args: argparse.Namespace) -> str:
     return resolve(
         api, channel, args.endpoint, WEBHOOK_ENDPOINTS, location=getattr(args, "location", None)
@@ -103,32 +133,34 @@ def _endpoint_name(api: Api, channel: grpc.Channel, args: argparse.Namespace) ->
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> None:
     api = api_for(args, settings)
+    endpoint = pb.WebhookEndpoint(
+        url=args.url, event_types=args.events, description=args.description or ""
+    )
     with api.channel() as channel:
-        parent = parent_for(args, api, channel)
-        endpoint = pb.WebhookEndpoint(
-            url=args.url, event_types=args.events, description=args.description or ""
-        )
-        request = pb.CreateWebhookEndpointRequest(
-            parent=parent, webhook_endpoint_id=args.id or "", webhook_endpoint=endpoint
-        )
-        made = _stub(channel).CreateWebhookEndpoint(request, metadata=api.metadata, timeout=TIMEOUT)
+
+        def create(parent: str) -> pb.WebhookEndpoint:
+            request = pb.CreateWebhookEndpointRequest(
+                parent=parent, webhook_endpoint_id=args.id or "", webhook_endpoint=endpoint
+            )
+            return _stub(channel).CreateWebhookEndpoint(
+                request, metadata=api.metadata, timeout=TIMEOUT
+            )
+
+        _, made = _scoped(args, api, channel, create)
     print_endpoint(made, Console())
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
     api = api_for(args, settings)
     with api.channel() as channel:
-        parent = parent_for(args, api, channel)
-        request = pb.ListWebhookEndpointsRequest(parent=parent, page_size=PAGE_SIZE)
-        found: list[pb.WebhookEndpoint] = []
-        while True:
-            page = _stub(channel).ListWebhookEndpoints(
-                request, metadata=api.metadata, timeout=TIMEOUT
+
+        def listed(parent: str) -> list[pb.WebhookEndpoint]:
+            request = pb.ListWebhookEndpointsRequest(parent=parent, page_size=PAGE_SIZE)
+            return list(
+                every(api, _stub(channel).ListWebhookEndpoints, request, "webhook_endpoints")
             )
-            found += page.webhook_endpoints
-            if not page.next_page_token:
-                break
-            request.page_token = page.next_page_token
+
+        parent, found = _scoped(args, api, channel, listed)
     table = Table(title=f"webhook endpoints of {parent}", show_lines=True)
     table.add_column("endpoint", no_wrap=True)
     table.add_column("url", overflow="fold")
@@ -139,7 +171,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> None:
         table.add_row(
             Text(f"{last_segment(e.name)}\n({where})"),
             Text(e.url),
-            Text(", ".join(e.event_types)),
+            Text(_types(e)),
             Text(_state(e)),
         )
     console = Console()
@@ -254,26 +286,20 @@ def cmd_deliveries(args: argparse.Namespace, settings: Settings) -> None:
             if not page.next_page_token:
                 break
             request.page_token = page.next_page_token
-    table = Table(title=f"deliveries of {last_segment(name)}, newest first")
-    for column in (
-        "webhook id",
-        "event",
-        "state",
-        "attempts",
-        "last answer",
-        "last attempt",
-        "next",
-    ):
-        table.add_column(column, overflow="fold")
+    table = Table(title=f"deliveries of {last_segment(name)}, newest first", show_lines=True)
+    table.add_column("webhook id\nevent", no_wrap=True)
+    table.add_column("state\nattempts", no_wrap=True)
+    table.add_column("last answer", overflow="fold")
+    table.add_column("last attempt\nnext attempt", no_wrap=True)
     for d in found[: args.limit]:
+        when = _time(d.last_attempt_time)
+        if d.state == pb.WEBHOOK_DELIVERY_STATE_PENDING:
+            when += f"\n{_time(d.next_attempt_time)}"
         table.add_row(
-            d.webhook_id,
-            d.event_type,
-            _delivery_state(d.state),
-            str(d.attempts),
-            _outcome(d),
-            _time(d.last_attempt_time),
-            _time(d.next_attempt_time),
+            Text(f"{d.webhook_id}\n{d.event_type}"),
+            Text(f"{_delivery_state(d.state)}\n{d.attempts}"),
+            Text(_outcome(d)),
+            Text(when),
         )
     Console().print(table if found else Text(f"{name} has no delivery yet"))
 
