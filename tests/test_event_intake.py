@@ -334,6 +334,71 @@ async def test_a_purchase_ends_a_running_enrollment_within_a_second(
             await end_leftovers(dev_env, run, pool)
 
 
+async def test_hostile_values_reject_their_event_alone_never_the_request(
+    edge: httpx.AsyncClient, pool: Pool, world: World
+) -> None:
+    """Out-of-range times, amounts finer than nanos however far out the digit is, wrong types,
+    lone surrogates: each rejects its own event (no 500); a null properties.phone leaves the
+    traits' phone to count."""
+    dana = await consenting_contact(pool)
+    hostile = [
+        # before year 1 / after year 9999 once in UTC
+        track(
+            "Cart Abandoned",
+            "t-min",
+            properties={"phone": DANA},
+            timestamp="0001-01-01T00:00:00+05:00",
+        ),
+        track(
+            "Cart Abandoned",
+            "t-max",
+            properties={"phone": DANA},
+            originalTimestamp="9999-12-31T23:59:59-05:00",
+        ),
+        # a 29th significant digit, a digit a billion places out: not rounded away
+        track(
+            "Order Completed",
+            "r-29",
+            properties={"phone": DANA, "revenue": "1.0000000000000000000000000001"},
+        ),
+        track("Order Completed", "r-far", properties={"phone": DANA, "revenue": "1e-999999999"}),
+        track("Order Completed", "r-huge", properties={"phone": DANA, "revenue": 10**4000}),
+        track("Order Completed", "r-nan", properties={"phone": DANA, "revenue": "NaN"}),
+        track("Cart Abandoned", "w-item", properties={"phone": DANA, "item": {"a": [1]}}),
+        track("Cart Abandoned", "w-user", properties={"phone": DANA}, userId=[1]),
+        track("Cart Abandoned", "w-ctx", properties={"phone": DANA}, context="x"),
+        track("Cart Abandoned", "w-loc", properties={"phone": DANA, "location": "\ud800"}),
+        track("Cart Abandoned\ud800", "w-event", properties={"phone": DANA}),
+        track("Cart Abandoned", "w-time", properties={"phone": DANA}, timestamp="\ud800"),
+        # a null properties.phone is absent: context.traits.phone finds the contact
+        track(
+            "Cart Abandoned",
+            "traits",
+            properties={"phone": None},
+            context={"traits": {"phone": DANA}},
+        ),
+    ]
+    answer = await edge.post(
+        EVENTS_PATH,
+        content=json.dumps(hostile).encode(),
+        headers={
+            "Authorization": f"Bearer {world.tokens['a_admin']}",
+            "Content-Type": "application/json",
+        },
+    )
+    assert statuses(answer) == ["rejected"] * 12 + ["accepted"]
+    reasons = [r["reason"] for r in answer.json()["results"]]
+    assert reasons[:4] == [
+        "timestamp: is out of range",
+        "originalTimestamp: is out of range",
+        "properties.revenue: has more decimals than the currency has: round it",
+        "properties.revenue: has more decimals than the currency has: round it",
+    ]
+    assert reasons[4] == reasons[5] == "properties.revenue: is not a usable amount"
+    assert [(r[1], r[3]) for r in await activities(pool)] == [(dana.id, "intake:traits")]
+    assert await rows(pool, "SELECT message_id FROM integration_events") == [("traits",)]
+
+
 # -- 4. which contact, which location -----------------------------------------------------------
 
 

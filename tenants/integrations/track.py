@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, Inexact, InvalidOperation, localcontext
 from typing import Any
 
 from tenants.core.errors import FieldViolation, InvalidArgument, Violations
@@ -21,6 +21,7 @@ MAX_EVENTS = 500
 MAX_MESSAGE_ID = 200
 MAX_TEXT = 200  # a user id, a phone, an order id, an item
 _MAX_DIGITS = 15  # an amount beyond 10^15 is refused before it is converted
+_NANO = Decimal(1).scaleb(-9)
 
 
 def _no_constant(name: str) -> Any:
@@ -104,7 +105,11 @@ def _time(value: Any, field: str, problems: Violations) -> datetime | None:
     if at.tzinfo is None:
         problems.add(field, "must carry its offset from UTC (Z or +hh:mm)")
         return None
-    return at.astimezone(UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+        problems.add(field, "is out of range")
+        return None
 
 
 def read_track(raw: Any) -> tuple[str, TrackEvent | None, Violations]:
@@ -132,7 +137,9 @@ def read_track(raw: Any) -> tuple[str, TrackEvent | None, Violations]:
     phone_field = (
         "properties.phone" if properties.get("phone") is not None else "context.traits.phone"
     )
-    phone = one_line(properties.get("phone", traits.get("phone")), phone_field, problems, 40)
+    given_phone = properties.get("phone")  # a null one is absent: the traits' phone counts
+    given_phone = traits.get("phone") if given_phone is None else given_phone
+    phone = one_line(given_phone, phone_field, problems, 40)
     location = one_line(properties.get("location"), "properties.location", problems, 300)
     if not location and isinstance(context.get("location"), str):  # Segment's is a geo object
         location = one_line(context.get("location"), "context.location", problems, 300)
@@ -170,8 +177,11 @@ def amount(value: Any, field: str, problems: Violations) -> tuple[int, int] | No
     if amount < 0:
         problems.add(field, "must not be negative")
         return None
-    nanos_total = amount * NANOS_PER_UNIT
-    if nanos_total != nanos_total.to_integral_value():
+    try:  # exact: a digit beyond nanos (even the 29th significant one) is not rounded away
+        with localcontext() as exact:
+            exact.traps[Inexact] = True
+            nanos_total = amount.quantize(_NANO).scaleb(9)
+    except Inexact:
         problems.add(field, "has more decimals than the currency has: round it")
         return None
     units, nanos = divmod(int(nanos_total), NANOS_PER_UNIT)
