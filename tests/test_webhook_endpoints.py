@@ -218,6 +218,13 @@ BAD_URLS = {
     "https://[::ffff:10.0.0.1]/hook": "private",
     "https://localhost/hook": "loopback",
     "https://api.localhost/hook": "loopback",
+    "https://localhost./hook": "loopback",
+    # what resolvers and HTTP clients map to an address or to localhost (IDNA)
+    "https://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/hook": "loopback",
+    "https://127\u30020\u30020\u30021/hook": "loopback",
+    "https://%6c%6f%63%61%6c%68%6f%73%74/hook": "host",
+    "https://[2002:a9fe:a9fe::]/hook": "6to4",  # 169.254.169.254 inside
+    "https://[fec0::1]/hook": "site-local",
     "https://user:pw@hooks.example.com/x": "user name or password",
     "ftp://hooks.example.com/x": "https://",
     "https:///path-only": "host",

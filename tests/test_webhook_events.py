@@ -11,12 +11,14 @@ number, name or words.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import WorkflowEnvironment
 
@@ -605,3 +607,34 @@ async def test_without_a_subscribed_enabled_endpoint_nothing_is_written(
     assert (await edge.inbound(inbound_form("STOP"))).status_code == 200
     assert await rows(pool, "SELECT count(*) FROM webhook_events") == [(0,)]
     assert await rows(pool, "SELECT count(*) FROM webhook_deliveries") == [(0,)]
+
+
+async def test_an_endpoint_changed_meanwhile_never_fails_nor_holds_up_the_event(
+    pool: Pool, world: World, database_url: str
+) -> None:
+    """An endpoint deleted, and another updated, while an event is written (a revocation here; a
+    send or an inbound STOP alike): the event's transaction neither waits for them nor fails on
+    the deliveries' foreign key; the endpoint being updated gets its delivery, the one being
+    deleted none."""
+    contact = await consenting_contact(pool)
+    await endpoint(pool, "gone", types=("contact.opted_out",))
+    await endpoint(pool, "edited", types=("contact.opted_out",))
+    revoke = ConsentEvidence(
+        ConsentKind.REVOKE, ConsentChannel.STAFF, datetime(2026, 2, 1, tzinfo=UTC)
+    )
+    owner = await AsyncConnection.connect(database_url)
+    try:  # the owner's transaction, still open: one endpoint deleted, the other updated
+        await owner.execute("DELETE FROM webhook_endpoints WHERE id = 'gone'")
+        await owner.execute(
+            "UPDATE webhook_endpoints SET description = 'CRM', version = version + 1"
+            " WHERE id = 'edited'"
+        )
+        async with pool.connection() as conn:
+            await asyncio.wait_for(record_consent(conn, OPERATOR, contact, revoke), 10)
+        await owner.commit()
+    finally:
+        await owner.close()
+    assert await rows(pool, "SELECT kind FROM consent_events WHERE channel = 'staff'") == [
+        ("revoke",)
+    ]
+    assert await deliveries(pool) == [("edited", "contact.opted_out")]

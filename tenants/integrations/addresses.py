@@ -32,6 +32,13 @@ def refused_address(address: str) -> str | None:
         return f"{ip} is a link-local address (cloud metadata lives there)"
     if ip.is_private or ip.is_reserved or ip.is_multicast or ip.is_unspecified:
         return f"{ip} is a private or reserved address"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_site_local:  # fec0::/10: deprecated, still routed inside some networks
+            return f"{ip} is a site-local address"
+        if ip.sixtofour is not None:  # 2002::/16 carries an IPv4 address
+            embedded = refused_address(str(ip.sixtofour))
+            if embedded is not None:
+                return f"{ip} is a 6to4 address: {embedded}"
     if isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"):
         return f"{ip} is a carrier-grade NAT address"
     return None

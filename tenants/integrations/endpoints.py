@@ -180,9 +180,11 @@ def url_problem(url: str, policy: WebhookPolicy) -> str | None:
         )
     if "@" in parts.netloc:
         return "must not carry a user name or password (put credentials in the path or query)"
-    host = (parts.hostname or "").rstrip(".")
+    host = _ascii_host(parts.hostname or "").rstrip(".")
     if not host:
         return "needs a host"
+    if "%" in host and ":" not in host:  # percent signs only in an IPv6 literal's zone
+        return "is not a valid URL (check the host and port)"
     if port == 0:
         return "has port 0"
     if parts.fragment or url.endswith("#"):
@@ -197,6 +199,19 @@ def url_problem(url: str, policy: WebhookPolicy) -> str | None:
         if refused is not None:
             return f"names {refused}"
     return None
+
+
+def _ascii_host(host: str) -> str:
+    """The host as it is looked up: a non-ASCII name in its IDNA form, lower case (full-width
+    letters and digits and the ideographic full stop are mapped to ASCII, as resolvers and HTTP
+    clients do: a full-width `localhost` is localhost, `127\u30020\u30020\u30021` is 127.0.0.1);
+    unchanged when it cannot be encoded."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return host
 
 
 def _literal_address(host: str) -> str | None:

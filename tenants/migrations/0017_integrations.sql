@@ -91,11 +91,16 @@ BEGIN
     END IF;
     INSERT INTO webhook_events (franchisor_id, location_id, type, occurred_at, data)
     VALUES (f, l, etype, at, payload) RETURNING id INTO event_id;
+    -- FOR KEY SHARE (what the deliveries' foreign key takes anyway) SKIP LOCKED: an endpoint
+    -- being deleted (the only writer that locks its row FOR UPDATE; updates take NO KEY
+    -- UPDATE, which does not conflict) is skipped, so the event's own transaction (a send, a
+    -- status callback, an inbound STOP) neither fails on the foreign key nor waits for it
     FOR endpoint IN
         INSERT INTO webhook_deliveries (franchisor_id, endpoint_id, event_id, next_attempt_at)
         SELECT e.franchisor_id, e.id, event_id, now() FROM webhook_endpoints e
         WHERE e.franchisor_id = f AND e.state = 'enabled'
           AND (e.location_id IS NULL OR e.location_id = l) AND etype = ANY (e.event_types)
+        FOR KEY SHARE OF e SKIP LOCKED
         RETURNING endpoint_id
     LOOP
         PERFORM pg_notify('reengage_webhooks', f || '/' || endpoint);
