@@ -10,11 +10,14 @@ import base64
 import contextlib
 import secrets
 import socket
+import ssl
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from server.platform import build_platform
 from tenants.integrations.deliveries import (
+    LEASE,
     MAX_RETRY_AFTER,
     SCHEDULE,
     retry_after,
@@ -35,8 +39,16 @@ from tenants.integrations.events import STRICT, WebhookPolicy
 from tests.support import World, platform_settings
 from tests.waiting import eventually
 from tests.webhook_receiver import WebhookReceiver, running_webhook_receiver
+from workflows.webhook_activities import ROUND_SIZE
 from workflows.webhook_dispatch import wake_endpoint
-from workflows.webhook_sender import Resolver
+from workflows.webhook_sender import (
+    MAX_IN_FLIGHT,
+    TIMEOUT_SECONDS,
+    Answer,
+    Resolver,
+    Target,
+    WebhookSender,
+)
 from workflows.webhooks import workflow_id
 from workflows.worker import build_worker
 
@@ -542,3 +554,154 @@ def test_the_wire_body_is_type_timestamp_data() -> None:
     assert wire_body("message.sent", at, {"message": "m"}) == (
         '{"type":"message.sent","timestamp":"2025-03-01T07:08:09.123Z","data":{"message":"m"}}'
     )
+
+
+# --- the sender on the wire: TLS to the checked address, Host header, the whole-attempt timeout --
+
+
+TLS_FILES = Path(__file__).resolve().parent / "data" / "tls"
+
+
+def _tls_files() -> tuple[Path, Path, Path]:
+    """A test CA and a certificate for `hooks.test` only (no IP address in it) signed by it,
+    made once with openssl and kept in tests/data/tls (valid until 2126; the CA's key was
+    thrown away): (the CA's certificate, the server's certificate, its key)."""
+    return TLS_FILES / "ca.pem", TLS_FILES / "server.pem", TLS_FILES / "server.key"
+
+
+@dataclass
+class RawServer:
+    """A minimal HTTP/1.1 server on 127.0.0.1: records each request's TLS SNI name and Host
+    header; answers 204, or dribbles its answer one byte every `dribble` seconds."""
+
+    port: int = 0
+    sni: list[str | None] = field(default_factory=list)
+    hosts: list[str] = field(default_factory=list)
+    dribble: float = 0.0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            head = (await reader.readuntil(b"\r\n\r\n")).decode()
+            lines = head.split("\r\n")
+            fields = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+            self.hosts.append(fields.get("host", ""))
+            await reader.readexactly(int(fields.get("content-length", "0")))
+            answer = b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n"
+            if self.dribble:
+                for byte in answer:
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(self.dribble)
+            else:
+                writer.write(answer)
+                await writer.drain()
+        writer.close()
+
+
+@asynccontextmanager
+async def raw_server(
+    tls: ssl.SSLContext | None = None, dribble: float = 0.0
+) -> AsyncIterator[RawServer]:
+    server = RawServer(dribble=dribble)
+    if tls is not None:
+
+        def sni(sock: Any, name: str | None, context: Any) -> None:
+            server.sni.append(name)
+
+        tls.sni_callback = sni
+    listening = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=tls)
+    server.port = listening.sockets[0].getsockname()[1]
+    async with listening:
+        yield server
+        listening.close()
+
+
+async def test_tls_goes_to_the_checked_address_and_verifies_the_hostnames_certificate() -> None:
+    ca, cert, key = _tls_files()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    trusting_ca = ssl.create_default_context(cafile=str(ca))
+    dns = FakeDns({name: ["127.0.0.1"] for name in ("hooks.test", "other.test", "127.0.0.1")})
+    sender = WebhookSender(ALLOW_ALL, dns, verify=trusting_ca)
+    try:
+        async with raw_server(tls) as server:
+            ok = await sender.send(
+                f"https://hooks.test:{server.port}/in", "msg_1", "{}", [new_secret()]
+            )
+            # the same address under another name: its certificate does not name it
+            other = await sender.send(
+                f"https://other.test:{server.port}/in", "msg_2", "{}", [new_secret()]
+            )
+            # the bare address: the certificate names no IP address
+            bare = await sender.send(
+                f"https://127.0.0.1:{server.port}/in", "msg_3", "{}", [new_secret()]
+            )
+    finally:
+        await sender.aclose()
+    # connected to 127.0.0.1, yet SNI and the certificate check used the hostname
+    assert (ok.status, ok.error) == (204, ""), ok
+    assert server.hosts == [f"hooks.test:{server.port}"]
+    assert server.sni[0] == "hooks.test" and server.sni[1] == "other.test"
+    assert other.status == 0 and other.error.startswith("TLS failed"), other
+    assert "other.test" in other.error or "hostname" in other.error.lower()
+    assert bare.status == 0 and bare.error.startswith("TLS failed"), bare
+
+
+async def test_ipv6_and_internationalised_hosts_are_named_right() -> None:
+    dns = FakeDns({"::1": ["::1"], "xn--bcher-kva.example": ["2001:4860:4860::8888"]})
+    sender = WebhookSender(ALLOW_ALL, dns)
+    literal = await sender.target("https://[::1]:8443/in?x=1")
+    idn = await sender.target("https://bücher.example/in")
+    await sender.aclose()
+    assert isinstance(literal, Target) and isinstance(idn, Target)
+    assert literal.host_header == "[::1]:8443" and literal.url.host == "::1"
+    assert literal.sni_hostname is None  # an address literal: the certificate must name it
+    assert idn.host_header == "xn--bcher-kva.example"
+    assert idn.sni_hostname == "xn--bcher-kva.example"
+    assert str(idn.url) == "https://[2001:4860:4860::8888]/in"
+    assert dns.asked == [("::1", 8443), ("xn--bcher-kva.example", 443)]
+
+
+async def test_the_timeout_bounds_the_whole_attempt_not_each_read() -> None:
+    dns = FakeDns({"hooks.test": ["127.0.0.1"]})
+    sender = WebhookSender(ALLOW_ALL, dns, timeout=1.0)
+    try:
+        # every byte of the answer comes within 0.3 s: no single read ever waits 1 s
+        async with raw_server(dribble=0.3) as server:
+            started = time.monotonic()
+            answer = await sender.send(
+                f"http://hooks.test:{server.port}/in", "msg_1", "{}", [new_secret()]
+            )
+            took = time.monotonic() - started
+    finally:
+        await sender.aclose()
+    assert answer == Answer(error="timed out after 1 s")
+    assert took < 2.0, took
+
+
+def test_a_claim_outlasts_the_longest_round() -> None:
+    """A round's attempts run MAX_IN_FLIGHT at a time, each bounded by the timeout: its lease
+    must not end while the round still runs (another run would claim and send them again)."""
+    waves = -(-ROUND_SIZE // MAX_IN_FLIGHT)
+    assert LEASE > timedelta(seconds=waves * TIMEOUT_SECONDS) + timedelta(seconds=30)
+
+
+async def test_a_connection_pool_dropped_for_another_host_lets_its_attempts_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("workflows.webhook_sender._CLIENTS_KEPT", 1)
+    dns = FakeDns({"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"]})
+    sender = WebhookSender(ALLOW_ALL, dns, timeout=5.0)
+    try:
+        async with raw_server(dribble=0.02) as server:  # each answer takes about 1 s
+            first = asyncio.create_task(
+                sender.send(f"http://a.test:{server.port}/in", "msg_1", "{}", [new_secret()])
+            )
+            await asyncio.sleep(0.3)  # a.test's attempt is in flight
+            second = await sender.send(
+                f"http://b.test:{server.port}/in", "msg_2", "{}", [new_secret()]
+            )
+            answers = [await first, second]
+    finally:
+        await sender.aclose()
+    assert [(a.status, a.error) for a in answers] == [(204, ""), (204, "")]

@@ -22,7 +22,7 @@ from tests.support import World, platform_settings
 from tests.test_webhook_delivery import add_endpoint
 from tests.waiting import eventually
 from tests.webhook_receiver import WebhookReceiver, running_webhook_receiver
-from workflows.webhook_dispatch import WebhookDispatcher, running_dispatcher
+from workflows.webhook_dispatch import PER_ENDPOINT_GAP, WebhookDispatcher, running_dispatcher
 from workflows.webhooks import workflow_id
 
 
@@ -96,3 +96,28 @@ async def test_the_sweep_delivers_what_no_notification_announced(
 
         assert await eventually(recorded, 5) == [("succeeded", 1)]
     assert len(got) == 1 and got[0].verified
+
+
+async def test_a_burst_of_events_is_a_few_signals_not_one_each(
+    dev_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    """Every signal is history of the endpoint's run: a burst of 150 events (each its own
+    transaction and notification) wakes the workflow a few times, and all are delivered."""
+    async with dispatching(dev_env, pool) as stack:
+        started = time.monotonic()
+        async with pool.connection() as conn:
+            for n in range(150):
+                await conn.execute(
+                    "SELECT webhook_emit('acme', 'downtown', 'message.sent', now(), %s::jsonb)",
+                    (f'{{"message": "franchisors/acme/locations/downtown/messages/{n}"}}',),
+                )
+        emitting = time.monotonic() - started
+        got = await asyncio.to_thread(stack.receiver.wait_for, 150, 20.0)
+        handle = dev_env.client.get_workflow_handle(workflow_id("acme", stack.endpoint_id))
+        history = await handle.fetch_history()
+    signals = [
+        e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert len({r.webhook_id for r in got}) == 150 and all(r.verified for r in got)
+    # one signal per PER_ENDPOINT_GAP of the burst at most (and a couple around it)
+    assert len(signals) <= emitting / PER_ENDPOINT_GAP + 3, (len(signals), emitting)

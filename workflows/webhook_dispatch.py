@@ -3,7 +3,7 @@ event is written for it.
 
 * `LISTEN reengage_webhooks` on a connection of its own: `webhook_emit` notifies
   `<franchisor>/<endpoint>` on commit; each one becomes a signal-with-start of that endpoint's
-  workflow (a burst for one endpoint is one signal while the first is not sent yet).
+  workflow (at most one per endpoint every PER_ENDPOINT_GAP: a burst is a few signals).
 * A sweep every few seconds: endpoints with a pending delivery overdue by more than 10 s (a
   lost notification, a restart, a workflow that ended as an event arrived) are woken too.
 
@@ -31,6 +31,10 @@ OVERDUE = timedelta(seconds=10)
 SWEEP_SECONDS = 5.0
 # signals in flight at once
 CONCURRENCY = 8
+# one endpoint is signalled at most once in this long: every signal is history (and a workflow
+# task) of its run, and a burst of events would otherwise be one signal each while a long
+# round runs; the wakes asked for meanwhile become one signal when the gap ends
+PER_ENDPOINT_GAP = 0.25
 
 
 class WebhookDispatcher:
@@ -49,6 +53,8 @@ class WebhookDispatcher:
         self._sweep_seconds = sweep_seconds
         self._overdue = overdue
         self._queued: dict[tuple[str, str], None] = {}
+        # endpoints signalled (or being signalled) less than PER_ENDPOINT_GAP ago
+        self._pacing: set[tuple[str, str]] = set()
         self._ready = asyncio.Event()
         self.listening = asyncio.Event()
 
@@ -119,16 +125,24 @@ class WebhookDispatcher:
     async def _signal(self) -> None:
         while True:
             await self._ready.wait()
-            if not self._queued:
+            key = next((k for k in self._queued if k not in self._pacing), None)
+            if key is None:  # nothing, or only endpoints just signalled: _paced sets it again
                 self._ready.clear()
                 continue
-            key = next(iter(self._queued))
             del self._queued[key]
+            self._pacing.add(key)
             try:
                 await wake_endpoint(self._client, self._task_queue, *key)
             except Exception as error:  # Temporal away: the sweep wakes it again
                 log_unexpected(log, error, "webhook dispatcher: waking %s/%s failed", *key)
                 await asyncio.sleep(1.0)
+            finally:
+                asyncio.get_running_loop().call_later(PER_ENDPOINT_GAP, self._paced, key)
+
+    def _paced(self, key: tuple[str, str]) -> None:
+        self._pacing.discard(key)
+        if key in self._queued:
+            self._ready.set()
 
 
 async def wake_endpoint(

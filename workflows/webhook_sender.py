@@ -73,12 +73,17 @@ class WebhookSender:
         policy: WebhookPolicy = STRICT,
         resolver: Resolver | None = None,
         timeout: float = TIMEOUT_SECONDS,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
+        """verify: the TLS context checking receivers' certificates (default: httpx's, the
+        system's CAs; tests pass one trusting their own CA)."""
         self._policy = policy
         self._resolver = resolver or system_resolver
         self._timeout = timeout
+        self._verify: ssl.SSLContext | bool = verify if verify is not None else True
         self._clients: OrderedDict[tuple[str, str, int], httpx.AsyncClient] = OrderedDict()
         self._signers: dict[str, Webhook] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def target(self, url: str) -> Target | str:
         """Where an attempt to url connects, or why it may not be made."""
@@ -90,7 +95,8 @@ class WebhookSender:
             return "http:// URLs are not allowed (https only)"
         if parsed.scheme not in ("https", "http") or not parsed.host:
             return "the URL must be https://"
-        host = parsed.host
+        # ASCII (IDNA) form: what DNS, the Host header and TLS SNI carry
+        host = parsed.raw_host.decode("ascii")
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
             addresses = await asyncio.wait_for(self._resolver(host, port), self._timeout)
@@ -104,12 +110,21 @@ class WebhookSender:
                 if why:
                     return f"refused: {host[:100]} resolves to {why}"
         address = addresses[0].split("%", 1)[0]
-        host_header = host if parsed.port is None else f"{host}:{parsed.port}"
+        host_header = parsed.netloc.decode("ascii")  # an IPv6 literal keeps its brackets
         sni = host if parsed.scheme == "https" and host != address else None
         return Target(parsed.copy_with(host=address), host_header, sni)
 
     async def send(self, url: str, msg_id: str, body: str, secrets: Sequence[str]) -> Answer:
-        """One attempt: resolve and check, sign, POST; never raises for the network."""
+        """One attempt: resolve and check, sign, POST; never raises for the network. The
+        whole attempt (resolving, connecting, sending, the answer's headers) has the timeout:
+        httpx's own timeouts bound each phase, not their sum."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._send(url, msg_id, body, secrets)
+        except TimeoutError:
+            return Answer(error=f"timed out after {self._timeout:g} s")
+
+    async def _send(self, url: str, msg_id: str, body: str, secrets: Sequence[str]) -> Answer:
         target = await self.target(url)
         if isinstance(target, str):
             return Answer(error=target)
@@ -163,13 +178,21 @@ class WebhookSender:
             timeout=self._timeout,
             follow_redirects=False,
             trust_env=False,
+            verify=self._verify,
             limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=8),
         )
         self._clients[key] = client
         while len(self._clients) > _CLIENTS_KEPT:
             _, old = self._clients.popitem(last=False)
-            asyncio.get_running_loop().create_task(old.aclose())
+            # it may still carry attempts (of other endpoints of that host): closed once any
+            # attempt begun with it has met its timeout
+            asyncio.get_running_loop().call_later(self._timeout + 1, self._close_later, old)
         return client
+
+    def _close_later(self, client: httpx.AsyncClient) -> None:
+        task = asyncio.get_running_loop().create_task(client.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
         clients, self._clients = list(self._clients.values()), OrderedDict()

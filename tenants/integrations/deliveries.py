@@ -47,8 +47,9 @@ SCHEDULE = (
     timedelta(hours=24),
 )
 MAX_ATTEMPTS = len(SCHEDULE)
-# a claimed attempt is due again after this (longer than the sender's 15 s timeout)
-LEASE = timedelta(seconds=60)
+# a claimed attempt is due again after this: longer than the longest round (64 claimed, 16 in
+# flight, each attempt at most 15 s: 60 s), so a round still running is never claimed again
+LEASE = timedelta(minutes=2)
 # an endpoint whose attempts have failed this long (no success between) is disabled
 FAILING_FOR = timedelta(days=3)
 # the most a Retry-After is honoured
