@@ -69,6 +69,10 @@ RULES: dict[Action, str] = {
     Action.FLAGGED_MESSAGE_RESOLVE:          "Y    -     L   -",
     Action.CONSENT_REVOKE_BRAND_WIDE:        "Y    -     -   -",
     Action.REPORT_READ:                      "Y    Y     L   L",
+    Action.WEBHOOK_READ:                     "Y    Y     L   -",
+    Action.WEBHOOK_MANAGE:                   "Y    -     L   -",
+    Action.EVENT_MAPPING_READ:               "Y    Y     B   B",
+    Action.EVENT_MAPPING_WRITE:              "Y    -     -   -",
 }
 # fmt: on
 

@@ -258,7 +258,21 @@ async def record_outcomes(
         and endpoint.failing_since is not None
         and endpoint.failing_since <= now - FAILING_FOR
     )
+    standing_changes = (
+        (succeeded and endpoint.failing_since is not None)
+        or (failed and not succeeded and endpoint.failing_since is None)
+        or backoff_until is not None
+        or gone
+        or failing_long
+    )
     async with conn.transaction():
+        if standing_changes:  # the endpoint's row before its deliveries, as its owner's
+            # updates lock them (tenants.integrations.endpoints): one lock order, no deadlock
+            await conn.execute(
+                "SELECT 1 FROM webhook_endpoints WHERE franchisor_id = %s AND id = %s"
+                " FOR NO KEY UPDATE",
+                (endpoint.franchisor_id, endpoint.id),
+            )
         await conn.execute(
             "UPDATE webhook_deliveries d SET attempts = d.attempts + 1, state = o.state,"
             " next_attempt_at = o.next_at, last_attempt_time = %s, last_response_code = o.code,"
@@ -274,13 +288,6 @@ async def record_outcomes(
                 [o.status for o in outcomes],
                 [o.error[:500] for o in outcomes],
             ),
-        )
-        standing_changes = (
-            (succeeded and endpoint.failing_since is not None)
-            or (failed and not succeeded and endpoint.failing_since is None)
-            or backoff_until is not None
-            or gone
-            or failing_long
         )
         if not standing_changes:
             return ""
