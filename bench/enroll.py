@@ -119,16 +119,41 @@ async def on_embedded_stack(measure: Callable[[str, Client], Awaitable[None]]) -
             await asyncio.to_thread(pg.stop)
 
 
-async def run(n: int = 2000) -> None:
-    await on_embedded_stack(lambda url, client: _measure(url, client, n))
+async def run(n: int = 2000, subscribed: bool = False) -> None:
+    """`subscribed`: the brand has a webhook endpoint subscribed to every event type, so every
+    event on the path writes the outbox (nothing delivers it here: no dispatcher runs)."""
+    await on_embedded_stack(lambda url, client: _measure(url, client, n, subscribed))
 
 
-async def _measure(database_url: str, client: Client, n: int) -> None:
+async def subscribe_everything(conn: Any) -> None:
+    """A webhook endpoint of the brand subscribed to every event type (never delivered to in
+    the benchmarks: it measures what the outbox costs the path)."""
+    from tenants.integrations.events import EVENT_TYPES
+
+    await conn.execute(
+        "INSERT INTO webhook_endpoints (franchisor_id, id, url, event_types, secret, created_by)"
+        " VALUES (%s, 'bench', 'https://hooks.example.invalid/in', %s, 'whsec_YmVuY2g=',"
+        " 'bench')",
+        (BRAND.franchisor_id, list(EVENT_TYPES)),
+    )
+
+
+async def outbox_events(pool: AsyncConnectionPool[Any]) -> int:
+    """How many webhook events the path wrote to the outbox."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) FROM webhook_events")
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _measure(database_url: str, client: Client, n: int, subscribed: bool = False) -> None:
     pool = open_pool(database_url, max_size=10)
     await pool.open(wait=True)
     try:
         async with pool.connection() as conn:
             token, template = await _tenant(conn)
+            if subscribed:
+                await subscribe_everything(conn)
             waiting = await _sequence(conn, "start-only", [Step(template, 30 * DAY)])
             two_steps = await _sequence(conn, "two-steps", [Step(template, 0), Step(template, 0)])
         people = await _contacts(pool, [f"+1212{2000000 + i:07d}" for i in range(n + WARM_UP)])
@@ -173,6 +198,7 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
                 raw_rate_32 = await _rate(start_raw, n, 1)
                 await _raw_done(client)
                 events = await _events_per_step(pool, client, bulk, two_steps)
+                outbox = await outbox_events(pool)
         finally:
             await server.stop(None)
     finally:
@@ -209,6 +235,8 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
             f"{SHORT_RUN} contacts in {zone}, two steps, no waits)",
             f"{per_step:.1f}",
         )
+    if subscribed:
+        table.add_row("webhook events written to the outbox (subscribed)", f"{outbox:,}")
     Console().print(table)
 
 
@@ -385,5 +413,6 @@ async def _events_per_step(
     return total / steps, total, steps, ", ".join(recipient.zones)
 
 
-if __name__ == "__main__":
-    asyncio.run(run(int(sys.argv[1]) if len(sys.argv) > 1 else 2000))
+if __name__ == "__main__":  # python -m bench.enroll [N] [--subscribed]
+    numbers = [a for a in sys.argv[1:] if a.isdigit()]
+    asyncio.run(run(int(numbers[0]) if numbers else 2000, "--subscribed" in sys.argv))

@@ -41,6 +41,8 @@ from bench.enroll import (
     _settled,
     _tenant,
     on_embedded_stack,
+    outbox_events,
+    subscribe_everything,
 )
 from server.app import open_pool
 from server.config import Settings
@@ -77,11 +79,13 @@ class SignalWaiter:
         self._poked = True
 
 
-async def run(n: int = 500) -> None:
-    await on_embedded_stack(lambda url, client: _measure(url, client, n))
+async def run(n: int = 500, subscribed: bool = False) -> None:
+    """`subscribed`: the brand has a webhook endpoint subscribed to every event type (the
+    outbox is written on the path; nothing delivers it here)."""
+    await on_embedded_stack(lambda url, client: _measure(url, client, n, subscribed))
 
 
-async def _measure(database_url: str, client: Client, n: int) -> None:
+async def _measure(database_url: str, client: Client, n: int, subscribed: bool = False) -> None:
     pool = open_pool(database_url, max_size=10)
     await pool.open(wait=True)
     queue = f"bench-inbound-{uuid.uuid4().hex[:6]}"
@@ -108,6 +112,8 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
         async with worker, raw_worker:
             async with pool.connection() as conn:
                 _, template = await _tenant(conn)
+                if subscribed:
+                    await subscribe_everything(conn)
                 sequence = await _sequence(conn, "waiting", [Step(template, 30 * DAY)])
             phones = [f"+1212{3000000 + i:07d}" for i in range(n)]
             names = await _contacts(pool, phones)
@@ -128,6 +134,7 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
                 relaying.cancel()
                 await asyncio.gather(serving, relaying, return_exceptions=True)
             exits = await _exit_reasons(pool)
+            outbox = await outbox_events(pool)
             raw_rate, raw_latencies = await _raw_signals(client, raw_queue, n)
     finally:
         await pool.close()
@@ -144,6 +151,8 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
         table.add_row(f"{label} raw signal → workflow result (ms, baseline)", f"{raw * 1000:,.0f}")
         table.add_row(f"{label} ratio (ours / raw)", f"{ours / raw:.1f}")
     table.add_row("enrollments exited as replied", f"{exits.get('replied', 0):,} of {n:,}")
+    if subscribed:
+        table.add_row("webhook events written to the outbox (subscribed)", f"{outbox:,}")
     Console().print(table)
 
 
@@ -260,7 +269,8 @@ def _quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
-if __name__ == "__main__":  # python -m bench.inbound [N]
+if __name__ == "__main__":  # python -m bench.inbound [N] [--subscribed]
     import sys
 
-    asyncio.run(run(int(sys.argv[1]) if len(sys.argv) > 1 else 500))
+    numbers = [a for a in sys.argv[1:] if a.isdigit()]
+    asyncio.run(run(int(numbers[0]) if numbers else 500, "--subscribed" in sys.argv))

@@ -39,10 +39,9 @@ from tenants.integrations.events import STRICT, WebhookPolicy
 from tests.support import World, platform_settings
 from tests.waiting import eventually
 from tests.webhook_receiver import WebhookReceiver, running_webhook_receiver
-from workflows.webhook_activities import ROUND_SIZE
+from workflows.webhook_activities import WORST_WAVES
 from workflows.webhook_dispatch import wake_endpoint
 from workflows.webhook_sender import (
-    MAX_IN_FLIGHT,
     TIMEOUT_SECONDS,
     Answer,
     Resolver,
@@ -659,7 +658,8 @@ async def test_ipv6_and_internationalised_hosts_are_named_right() -> None:
     assert idn.host_header == "xn--bcher-kva.example"
     assert idn.sni_hostname == "xn--bcher-kva.example"
     assert str(idn.url) == "https://[2001:4860:4860::8888]/in"
-    assert dns.asked == [("::1", 8443), ("xn--bcher-kva.example", 443)]
+    # an address literal is its own answer (checked, never resolved): only the name is asked
+    assert dns.asked == [("xn--bcher-kva.example", 443)]
 
 
 async def test_the_timeout_bounds_the_whole_attempt_not_each_read() -> None:
@@ -679,10 +679,11 @@ async def test_the_timeout_bounds_the_whole_attempt_not_each_read() -> None:
     assert took < 2.0, took
 
 
-def test_a_claim_outlasts_the_longest_round() -> None:
-    """A round's attempts run MAX_IN_FLIGHT at a time, each bounded by the timeout: its lease
-    must not end while the round still runs (another run would claim and send them again)."""
-    waves = -(-ROUND_SIZE // MAX_IN_FLIGHT)
+def test_a_claim_outlasts_the_longest_wait_for_its_answer() -> None:
+    """Attempts run MAX_IN_FLIGHT at a time, each bounded by the timeout: a claimed delivery's
+    lease must not end before its answer is recorded (another run would claim and send it
+    again); WORST_WAVES counts the attempts it can wait behind and its answer's batch."""
+    waves = WORST_WAVES
     assert LEASE > timedelta(seconds=waves * TIMEOUT_SECONDS) + timedelta(seconds=30)
 
 
@@ -705,3 +706,26 @@ async def test_a_connection_pool_dropped_for_another_host_lets_its_attempts_fini
     finally:
         await sender.aclose()
     assert [(a.status, a.error) for a in answers] == [(204, ""), (204, "")]
+
+
+async def test_the_system_resolvers_answer_is_reused_briefly_and_checked_on_every_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[str] = []
+
+    async def getaddrinfo(host: str, port: int, **_: Any) -> list[Any]:
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+    sender = WebhookSender(STRICT)
+    try:
+        first = await sender.target("https://hooks.example/in")
+        second = await sender.target("https://hooks.example/in")
+        literal = await sender.target("https://10.0.0.8/in")
+    finally:
+        await sender.aclose()
+    refused = "refused: hooks.example resolves to 10.0.0.7 is a private or reserved address"
+    assert first == second == refused  # the reused answer is checked again
+    assert literal == "refused: 10.0.0.8 resolves to 10.0.0.8 is a private or reserved address"
+    assert asked == ["hooks.example"]  # once within RESOLVED_FOR; a literal is never resolved

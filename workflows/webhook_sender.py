@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import ssl
 import time
@@ -40,6 +41,11 @@ MAX_IN_FLIGHT = 16
 _CLIENTS_KEPT = 64
 
 
+# how long the system resolver's answer for a host is reused (every attempt still checks the
+# addresses and connects to the one it checked)
+RESOLVED_FOR = 1.0
+
+
 async def system_resolver(host: str, port: int) -> list[str]:
     """The addresses the system's resolver gives for host (IPv4 and IPv6, in its order)."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -56,6 +62,24 @@ class Answer:
     status: int = 0
     error: str = ""
     retry_after: str | None = None
+
+
+# an answer's body is read up to this much (and ignored), so its connection can carry the next
+# request; a longer body closes the connection instead of being read
+ANSWER_BODY_READ = 64 * 1024
+
+
+async def _drain(response: httpx.Response) -> None:
+    """Reads and drops the answer's body (at most ANSWER_BODY_READ bytes), then closes it: a
+    body read to its end returns the connection to the pool; one left unread closes it."""
+    try:
+        read = 0
+        async for chunk in response.aiter_raw():
+            read += len(chunk)
+            if read > ANSWER_BODY_READ:
+                break
+    finally:
+        await response.aclose()
 
 
 @dataclass(frozen=True)
@@ -83,6 +107,7 @@ class WebhookSender:
         self._verify: ssl.SSLContext | bool = verify if verify is not None else True
         self._clients: OrderedDict[tuple[str, str, int], httpx.AsyncClient] = OrderedDict()
         self._signers: dict[str, Webhook] = {}
+        self._resolved: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     async def target(self, url: str) -> Target | str:
@@ -99,7 +124,7 @@ class WebhookSender:
         host = parsed.raw_host.decode("ascii")
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
-            addresses = await asyncio.wait_for(self._resolver(host, port), self._timeout)
+            addresses = await self._resolve(host, port)
         except (OSError, TimeoutError, UnicodeError):
             return f"could not resolve {host[:100]}"
         if not addresses:
@@ -113,6 +138,26 @@ class WebhookSender:
         host_header = parsed.netloc.decode("ascii")  # an IPv6 literal keeps its brackets
         sni = host if parsed.scheme == "https" and host != address else None
         return Target(parsed.copy_with(host=address), host_header, sni)
+
+    async def _resolve(self, host: str, port: int) -> list[str]:
+        """The addresses to check for host: an IP literal is its own; a name is resolved (the
+        system resolver's answer is reused for RESOLVED_FOR seconds: a round of attempts to one
+        host does not ask it 64 times; an injected resolver is asked every time)."""
+        try:
+            return [str(ipaddress.ip_address(host.strip("[]").split("%", 1)[0]))]
+        except ValueError:
+            pass
+        if self._resolver is not system_resolver:
+            return await asyncio.wait_for(self._resolver(host, port), self._timeout)
+        now = time.monotonic()
+        cached = self._resolved.get((host, port))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        addresses = await asyncio.wait_for(self._resolver(host, port), self._timeout)
+        if len(self._resolved) > 1024:
+            self._resolved.clear()
+        self._resolved[(host, port)] = (now + RESOLVED_FOR, addresses)
+        return addresses
 
     async def send(self, url: str, msg_id: str, body: str, secrets: Sequence[str]) -> Answer:
         """One attempt: resolve and check, sign, POST; never raises for the network. The
@@ -145,7 +190,7 @@ class WebhookSender:
                 "POST", target.url, content=body.encode(), headers=headers, extensions=extensions
             )
             response = await client.send(request, stream=True)
-            await response.aclose()  # the body is never read
+            await _drain(response)
         except httpx.TimeoutException:
             return Answer(error=f"timed out after {self._timeout:g} s")
         except httpx.ConnectError as error:
@@ -179,7 +224,9 @@ class WebhookSender:
             follow_redirects=False,
             trust_env=False,
             verify=self._verify,
-            limits=httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=8),
+            limits=httpx.Limits(
+                max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT
+            ),
         )
         self._clients[key] = client
         while len(self._clients) > _CLIENTS_KEPT:

@@ -47,9 +47,10 @@ SCHEDULE = (
     timedelta(hours=24),
 )
 MAX_ATTEMPTS = len(SCHEDULE)
-# a claimed attempt is due again after this: longer than the longest round (64 claimed, 16 in
-# flight, each attempt at most 15 s: 60 s), so a round still running is never claimed again
-LEASE = timedelta(minutes=2)
+# a claimed attempt is due again after this: longer than a claimed delivery can wait for its
+# answer to be recorded (workflows.webhook_activities.WORST_WAVES attempt timeouts: 90 s), so a
+# delivery still being attempted is never claimed again
+LEASE = timedelta(minutes=3)
 # an endpoint whose attempts have failed this long (no success between) is disabled
 FAILING_FOR = timedelta(days=3)
 # the most a Retry-After is honoured
