@@ -5,6 +5,7 @@ is unique per location and source."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -559,3 +560,40 @@ async def test_the_intake_finds_a_contact_by_an_id_at_its_location_or_across_the
         one = await external_ids.find_in_brand(conn, "acme", "crm", "9")
         assert [n.name for n in one] == [uptown.name]
         assert await external_ids.find_in_brand(conn, "bravo", "crm", "9") == []
+
+
+async def test_two_contacts_swapping_ids_at_once_never_answer_internal(
+    channel: grpc.aio.Channel, world: World
+) -> None:
+    """A: X→Y while B: Y→X, at once: each update deletes its old id before it inserts the
+    other's, so the two transactions wait on each other and PostgreSQL aborts one (a
+    deadlock). The aborted update is run again and then sees the other's id: ALREADY_EXISTS,
+    never INTERNAL; the ids stay unique whichever order won."""
+    stub = contact_stub(channel)
+    for round_ in range(8):
+        x, y = f"x-{round_}", f"y-{round_}"
+        a = await new_contact(channel, world, external_ids=[xid("crm", x)])
+        b = await new_contact(channel, world, external_ids=[xid("crm", y)])
+
+        async def swap(contact: cpb.Contact, to: str) -> grpc.StatusCode:
+            request = cpb.UpdateContactRequest(
+                contact=cpb.Contact(name=contact.name, external_ids=[xid("crm", to)]),
+                update_mask=mask("external_ids"),
+            )
+            try:
+                await stub.UpdateContact(request, metadata=world.metadata("a_admin"))
+            except grpc.aio.AioRpcError as err:
+                return err.code()
+            return grpc.StatusCode.OK
+
+        codes = await asyncio.gather(swap(a, y), swap(b, x))
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.ALREADY_EXISTS}, codes
+        got = [
+            pairs(
+                await stub.GetContact(
+                    cpb.GetContactRequest(name=c.name), metadata=world.metadata("a_admin")
+                )
+            )
+            for c in (a, b)
+        ]
+        assert got[0] != got[1] or got[0] == []  # never one id on both

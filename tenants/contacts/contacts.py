@@ -28,6 +28,7 @@ from tenants.contacts.model import (
     ValidContact,
     validate,
 )
+from tenants.core import retry
 from tenants.core.errors import (
     AlreadyExists,
     EtagMismatch,
@@ -366,7 +367,8 @@ async def update_contact(
     problems.raise_if_any()
     authorize(principal, Action.CONTACT_WRITE, name.scope)
     location = await get_location(conn, principal, name.scope)
-    async with conn.transaction():
+
+    async def update() -> None:
         current = await with_external_ids(conn, await load(conn, name, lock=True))
         check_etag(name.name, current.etag, etag)
         merged = ContactInput(
@@ -394,6 +396,10 @@ async def update_contact(
             fields=sorted(fields),
             **(_sources(valid.external_ids) if "external_ids" in fields else {}),
         )
+
+    # two contacts swapping external ids at once wait on each other's deleted id: PostgreSQL
+    # aborts one, which runs again and then sees the other's id (ExternalIdTaken)
+    await retry.in_transaction(conn, update, "contact.update")
     return await with_external_ids(conn, await load(conn, name))
 
 
