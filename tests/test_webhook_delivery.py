@@ -42,6 +42,7 @@ from tests.webhook_receiver import WebhookReceiver, running_webhook_receiver
 from workflows.webhook_activities import WORST_WAVES
 from workflows.webhook_dispatch import wake_endpoint
 from workflows.webhook_sender import (
+    MAX_IN_FLIGHT,
     TIMEOUT_SECONDS,
     Answer,
     Resolver,
@@ -399,6 +400,38 @@ async def test_429_with_retry_after_waits_for_it_and_backs_the_endpoint_off(
             second["last_attempt_time"] - first["last_attempt_time"], timedelta(seconds=120)
         )
     assert [r.answered for r in await asyncio.to_thread(receiver.wait_for, 2)] == [429, 200]
+
+
+async def test_a_429_stops_the_pump_and_hands_back_what_waits_for_the_back_off(
+    time_skipping_env: WorkflowEnvironment,
+    pool: AsyncConnectionPool[Any],
+    world: World,
+    receiver: WebhookReceiver,
+) -> None:
+    events = 3 * MAX_IN_FLIGHT
+    receiver.answer_next(429, headers={"Retry-After": "120"})
+    async with delivering(time_skipping_env, pool, receiver.url) as hook:
+        receiver.secrets = [hook.secret]
+        for _ in range(events):
+            await hook.emit()
+        await hook.wake()
+        await hook.attempted(1)
+        await hook.settled()
+        before_back_off = len(receiver.received)
+        rows = await hook.deliveries()
+        untried = [r for r in rows if r["attempts"] == 0]
+        endpoint = await hook.endpoint()
+        # the 429 came in while the first attempts ran: those end, the rest wait for it
+        assert before_back_off < events - MAX_IN_FLIGHT // 2, before_back_off
+        assert untried and all(r["state"] == "pending" for r in untried)
+        assert endpoint["backoff_until"] is not None
+        await hook.skip(timedelta(seconds=121))
+
+        async def delivered() -> bool:
+            return sum(r["state"] == "succeeded" for r in await hook.deliveries()) == events
+
+        await eventually(delivered, 20, what="every event delivered after the back-off")
+    assert len({r.webhook_id for r in receiver.received}) == events
 
 
 async def test_a_redirect_is_not_followed(

@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
 from tenants.integrations.deliveries import (
+    BACK_OFF,
     DueDelivery,
     Endpoint,
     Outcome,
@@ -138,8 +139,13 @@ class _Pump:
             done, _ = await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 self._in_flight.pop(task)
-                self._answered.append(task.result())
+                outcome = task.result()
+                self._answered.append(outcome)
                 activity.heartbeat()
+                if outcome.status in BACK_OFF and outcome.retry_after is not None:
+                    claiming = False  # the endpoint asked us to wait: what waits goes back
+                    await self._hand_back(list(self._queue))
+                    self._queue.clear()
             if len(self._answered) >= RECORD_EVERY and await self._record():
                 return await self._stop()
             claiming = claiming and time.monotonic() - self._started < PUMP_FOR
@@ -219,7 +225,11 @@ class _Pump:
                 self._answered.append(outcome)
         await asyncio.gather(*self._in_flight, return_exceptions=True)
         await self._record()
-        if self._endpoint is None:
+        await self._hand_back(unsent)
+
+    async def _hand_back(self, unsent: list[Claimed]) -> None:
+        """Claimed deliveries not attempted: due again at once (their claims end)."""
+        if self._endpoint is None or not unsent:
             return
         by_claim: dict[datetime, list[int]] = {}
         for delivery, claimed_at in unsent:
