@@ -35,6 +35,9 @@ class Settings:
     # metadata addresses (development and tests only), and accept http:// endpoints
     webhooks_allow_private: bool = False
     webhooks_allow_http: bool = False
+    # how long the gRPC server remembers an API key it authenticated (tenants.org.api_keys):
+    # a key revoked on another server stops working within it (0: ask the database every call)
+    auth_cache_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -55,6 +58,18 @@ class Settings:
             if not raw.isdigit() or int(raw) > 7 * 24 * 60:
                 raise SystemExit(f"{name}={raw!r} is not a number of minutes (0 to 10080)")
             return int(raw)
+
+        def seconds(name: str, default: float) -> float:
+            raw = e.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                value = -1.0
+            if not 0 <= value <= 300:
+                raise SystemExit(f"{name}={raw!r} is not a number of seconds (0 to 300)")
+            return value
 
         def switch(name: str, default: bool) -> bool:
             raw = e.get(name, "").strip().lower()
@@ -89,4 +104,5 @@ class Settings:
             slack_api_base=e.get("SLACK_API_BASE") or "https://slack.com/api/",
             webhooks_allow_private=switch("REENGAGE_WEBHOOKS_ALLOW_PRIVATE", False),
             webhooks_allow_http=switch("REENGAGE_WEBHOOKS_ALLOW_HTTP", False),
+            auth_cache_seconds=seconds("REENGAGE_AUTH_CACHE_SECONDS", 5.0),
         )

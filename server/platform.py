@@ -197,6 +197,7 @@ class Platform:
             self.workflows,
             self.relay if self.workflows is not None else None,
             self.webhook_policy,
+            self.settings.auth_cache_seconds,
         )
         return GrpcServer(server, health_servicer, port)
 

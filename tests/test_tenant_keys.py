@@ -6,6 +6,8 @@ call, and every mutation is audited with its principal and action (a refusal lea
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import grpc
@@ -14,9 +16,20 @@ from google.protobuf import text_format
 
 from reengage.v1 import tenants_pb2 as pb
 from reengage.v1 import tenants_pb2_grpc
+from server.platform import build_platform
 from tenants.core.names import TenantScope
 from tests.access_matrix import DOMAIN, PD, UA, Pool, Stack, check_cell
-from tests.support import A_DOWNTOWN, A_UPTOWN, B_HARBOR, PRINCIPALS, A, B, World, failure
+from tests.support import (
+    A_DOWNTOWN,
+    A_UPTOWN,
+    B_HARBOR,
+    PRINCIPALS,
+    A,
+    B,
+    World,
+    failure,
+    platform_settings,
+)
 from tests.tenant_access_table import (
     CASES,
     FRANCHISOR_ADMIN,
@@ -227,3 +240,38 @@ async def test_a_mutation_is_audited_with_principal_and_action(
         resource = request.name
     franchisor_id = resource.split("/")[1]
     assert new == [(PRINCIPAL_AUDIT_LABEL[who], action, resource, franchisor_id)]
+
+
+async def test_a_key_revoked_on_another_server_stops_working_within_the_cache_seconds(
+    pool: Pool, world: World
+) -> None:
+    """The server remembers a key it authenticated for REENGAGE_AUTH_CACHE_SECONDS (no
+    database round trip per call); a revocation it did not see (another replica, SQL) takes
+    effect within those seconds, and a token with a wrong secret is never taken from memory."""
+    platform = build_platform(platform_settings(auth_cache_seconds=1.0), pool)
+    async with platform.serving_grpc() as target, grpc.aio.insecure_channel(target) as channel:
+        stub = tenants_pb2_grpc.TenantServiceStub(channel)
+        created = await stub.CreateApiKey(
+            pb.CreateApiKeyRequest(
+                parent=A.name, api_key=pb.ApiKey(display_name="Replica", role=FRANCHISOR_VIEWER)
+            ),
+            metadata=world.metadata("a_admin"),
+        )
+        key = (("authorization", f"Bearer {created.secret}"),)
+        probe = pb.GetFranchisorRequest(name=A.name)
+        await stub.GetFranchisor(probe, metadata=key)  # authenticated: remembered
+        async with pool.connection() as conn:  # revoked behind this server's back
+            await conn.execute(
+                "UPDATE api_keys SET revoke_time = now() WHERE id = %s",
+                (created.api_key.name.rsplit("/", 1)[1],),
+            )
+        revoked_at = time.monotonic()
+        await stub.GetFranchisor(probe, metadata=key)  # within the second: still known
+        forged = created.secret[:-4] + ("AAAA" if not created.secret.endswith("AAAA") else "BBBB")
+        with pytest.raises(grpc.aio.AioRpcError) as raised:  # same lookup id, other secret
+            await stub.GetFranchisor(probe, metadata=(("authorization", f"Bearer {forged}"),))
+        assert raised.value.code() == UA
+        await asyncio.sleep(max(0.0, 1.05 - (time.monotonic() - revoked_at)))
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.GetFranchisor(probe, metadata=key)
+        assert raised.value.code() == UA

@@ -26,6 +26,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from server.embedded import temporal_test_server
 from server.platform import build_platform
 from tenants.integrations.deliveries import (
     LEASE,
@@ -53,6 +54,18 @@ from workflows.webhooks import workflow_id
 from workflows.worker import build_worker
 
 ALLOW_ALL = WebhookPolicy(allow_http=True, allow_private=True)  # REENGAGE_WEBHOOKS_ALLOW_*=1
+
+
+@pytest.fixture(scope="module")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """This module's own time-skipping test server (not the session's): its workflows skip
+    days of the retry schedule and end their rounds mid-flight on purpose, and a test server
+    whose clock an interrupted activity holds would stall every later suite's sleeps."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_test_server()
+    )
+    yield env
+    await env.shutdown()
 
 
 def new_secret() -> str:

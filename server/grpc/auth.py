@@ -75,15 +75,21 @@ def _checked_stream(items: frozenset[str] | None) -> Callable[[Any], AsyncIterat
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], keys: api_keys.AuthCache = api_keys.NO_CACHE
+    ) -> None:
         self._pool = pool
+        self._keys = keys  # keys authenticated in the last few seconds (tenants.org.api_keys)
         # by method name: the handler of a method never changes once the server has started
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> Principal:
         token = bearer_token(context.invocation_metadata())
+        known = api_keys.remembered(token, self._keys)
+        if known is not None:
+            return known
         async with self._pool.connection() as conn:
-            return await api_keys.authenticate(conn, token)
+            return await api_keys.authenticate(conn, token, self._keys)
 
     async def intercept_service(
         self,

@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from reengage.v1 import sequences_pb2 as pb
 from reengage.v1 import sequences_pb2_grpc, templates_pb2, tenants_pb2
 from server.grpc.auth import principal
-from server.grpc.converters import DAY_NAMES, ENCODING_TO_PB, PB_TO_SCOPE, require, timestamp
+from server.grpc.converters import ENCODING_TO_PB, PB_TO_SCOPE, require, timestamp
 from tenants.compliance.send_rules import rules_version
 from tenants.compliance.send_window import SendWindow
 from tenants.content.previews import SampleContact
@@ -161,7 +161,7 @@ def sequence_pb(s: Sequence) -> pb.Sequence:
         send_window=tenants_pb2.SendWindow(
             start_time=w.start_time,
             end_time=w.end_time,
-            days=[tenants_pb2.DayOfWeek.Value(DAY_NAMES[x]) for x in w.days],
+            days=list(w.days),  # ISO weekday numbers are the enum numbers
         )
         if w
         else None,

@@ -36,6 +36,7 @@ from server.grpc.template_service import TemplateService
 from server.grpc.tenant_service import TenantService
 from server.grpc.webhook_service import WebhookService
 from tenants.integrations.events import STRICT, WebhookPolicy
+from tenants.org import api_keys
 from workflows.client import EnrollmentClient
 from workflows.relay import FollowupRelay
 
@@ -63,15 +64,18 @@ def build_grpc_server(
     workflows: EnrollmentClient | None = None,
     relay: FollowupRelay | None = None,
     webhook_policy: WebhookPolicy = STRICT,
+    auth_cache_seconds: float = 5.0,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """A server bound to address (port 0 picks a free one); returns it, its health servicer
     and the bound port. Call `await server.start()` to serve. `webhook_policy`: which webhook
-    URLs settings allow (http, private addresses)."""
+    URLs settings allow (http, private addresses). `auth_cache_seconds`: how long a key
+    authenticated is remembered (a key revoked on another server stops working within it)."""
+    keys = api_keys.AuthCache(auth_cache_seconds)
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(pool)],
+        interceptors=[AuthInterceptor(pool, keys)],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
-    tenants_pb2_grpc.add_TenantServiceServicer_to_server(TenantService(pool), server)
+    tenants_pb2_grpc.add_TenantServiceServicer_to_server(TenantService(pool, keys), server)
     templates_pb2_grpc.add_TemplateServiceServicer_to_server(
         TemplateService(pool, public_url), server
     )

@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from reengage.v1 import tenants_pb2 as pb
 from reengage.v1 import tenants_pb2_grpc
 from server.grpc.auth import principal
-from server.grpc.converters import DAY_NAMES, require, timestamp
+from server.grpc.converters import require, timestamp
 from tenants.core.errors import FieldViolation, InvalidArgument
 from tenants.core.masks import masked_fields
 from tenants.core.names import (
@@ -134,7 +134,7 @@ def location_pb(loc: locations.Location) -> pb.Location:
         send_window=pb.SendWindow(
             start_time=loc.send_window.start_time,
             end_time=loc.send_window.end_time,
-            days=[pb.DayOfWeek.Value(DAY_NAMES[d]) for d in loc.send_window.days],
+            days=list(loc.send_window.days),  # ISO weekday numbers are the enum numbers
         ),
         slack_channel_id=loc.slack_channel_id,
         region_code=loc.region_code,
@@ -194,8 +194,11 @@ def role_input(value: int) -> Role | None:
 
 
 class TenantService(tenants_pb2_grpc.TenantServiceServicer):
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], keys: api_keys.AuthCache = api_keys.NO_CACHE
+    ) -> None:
         self._pool = pool
+        self._keys = keys  # the auth interceptor's: a key revoked here is forgotten at once
 
     async def CreateFranchisor(
         self, request: pb.CreateFranchisorRequest, context: grpc.aio.ServicerContext
@@ -366,4 +369,6 @@ class TenantService(tenants_pb2_grpc.TenantServiceServicer):
     ) -> pb.ApiKey:
         name = parse_child(request.name, api_keys.COLLECTION)
         async with self._pool.connection() as conn:
-            return api_key_pb(await api_keys.revoke_api_key(conn, principal(), name))
+            revoked = await api_keys.revoke_api_key(conn, principal(), name)
+        self._keys.forget(revoked.name)
+        return api_key_pb(revoked)

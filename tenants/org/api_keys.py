@@ -3,6 +3,11 @@
 A token reads `rk_<lookup>_<secret>`: the lookup id finds the row, the SHA-256 of the secret is
 compared in constant time. Keys carry 256 bits of randomness, so a fast hash is safe here (no
 password stretching needed), and a database leak reveals no usable token.
+
+A server may remember a key it authenticated for a few seconds (`AuthCache`): a call then costs
+no database round trip for its key. A key revoked through the same server is forgotten at once;
+a key revoked elsewhere (another replica, SQL) stops working within the cache's seconds
+(`REENGAGE_AUTH_CACHE_SECONDS`, default 5).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -189,19 +195,71 @@ async def revoke_api_key(
     return _from_row(row)
 
 
-async def authenticate(conn: AsyncConnection[Any], token: str) -> Principal:
+class AuthCache:
+    """Keys authenticated in the last `seconds`, by lookup id, with the SHA-256 of their secret
+    (a token is remembered only with its own secret, compared in constant time). Only
+    successes are kept; at most `size` keys (all forgotten when full)."""
+
+    def __init__(self, seconds: float = 5.0, size: int = 10_000) -> None:
+        self.seconds = seconds
+        self._size = size
+        self._keys: dict[str, tuple[float, bytes, Principal]] = {}
+
+    def get(self, lookup_id: str, secret_sha256: bytes) -> Principal | None:
+        held = self._keys.get(lookup_id)
+        if held is None:
+            return None
+        expires, digest, principal = held
+        if expires <= time.monotonic() or not hmac.compare_digest(digest, secret_sha256):
+            return None
+        return principal
+
+    def keep(self, lookup_id: str, secret_sha256: bytes, principal: Principal) -> None:
+        if self.seconds <= 0:
+            return
+        if len(self._keys) >= self._size:
+            self._keys.clear()
+        self._keys[lookup_id] = (time.monotonic() + self.seconds, secret_sha256, principal)
+
+    def forget(self, key_name: str) -> None:
+        """A key revoked here stops working on the next call."""
+        for lookup_id, (_, _, principal) in list(self._keys.items()):
+            if principal.id == key_name:
+                del self._keys[lookup_id]
+
+
+NO_CACHE = AuthCache(seconds=0)
+
+
+def remembered(token: str, cache: AuthCache) -> Principal | None:
+    """The principal the cache holds for this token (no database), or None."""
+    match = _TOKEN.fullmatch(token)
+    if match is None:
+        return None
+    return cache.get(match[1], _sha256(match[2]))
+
+
+async def authenticate(
+    conn: AsyncConnection[Any], token: str, cache: AuthCache = NO_CACHE
+) -> Principal:
     """The principal a bearer token stands for; Unauthenticated when malformed, unknown or
     revoked (one message for all, so the answer reveals nothing about which)."""
     match = _TOKEN.fullmatch(token)
     if match is None:
         raise Unauthenticated("the API key is malformed", reason="API_KEY_MALFORMED")
+    digest = _sha256(match[2])
+    known = cache.get(match[1], digest)
+    if known is not None:
+        return known
     cur = await conn.execute(
         f"SELECT secret_sha256, {_COLUMNS} FROM api_keys WHERE lookup_id = %s", (match[1],)
     )
     row = await cur.fetchone()
-    if row is None or not hmac.compare_digest(bytes(row[0]), _sha256(match[2])):
+    if row is None or not hmac.compare_digest(bytes(row[0]), digest):
         raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
     key = _from_row(row[1:])
     if key.revoke_time is not None:
         raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
-    return Principal("api_key", key.name, key.role, key.scope)
+    principal = Principal("api_key", key.name, key.role, key.scope)
+    cache.keep(match[1], digest, principal)
+    return principal
