@@ -56,11 +56,12 @@ from workflows.worker import build_worker
 ALLOW_ALL = WebhookPolicy(allow_http=True, allow_private=True)  # REENGAGE_WEBHOOKS_ALLOW_*=1
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """This module's own time-skipping test server (not the session's): its workflows skip
-    days of the retry schedule and end their rounds mid-flight on purpose, and a test server
-    whose clock an interrupted activity holds would stall every later suite's sleeps."""
+    """A time-skipping test server of each test's own (not the session's): these workflows
+    skip days of the retry schedule and end their rounds mid-flight on purpose, and a test
+    server whose clock an interrupted activity holds stalls every later sleep on it (seen in
+    full runs: another suite's, or the next test's here). A server starts in about a second."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=temporal_test_server()
     )
