@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -29,11 +28,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.local_http import serving
 
 TEAM_ID = "T0REENGAGE"
 BOT_USER_ID = "U0BOT"
@@ -161,36 +161,9 @@ class FakeSlack:
 @contextlib.contextmanager
 def running_fake_slack() -> Iterator[FakeSlack]:
     fake = FakeSlack()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        fake.app,
-        http="h11",
-        log_level="warning",
-        log_config=None,
-        lifespan="off",
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="fake-slack", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            raise RuntimeError("fake Slack did not start")
-        time.sleep(0.01)
-    fake.base_url = f"http://127.0.0.1:{port}"
-    try:
+    with serving(fake.app, "fake-slack") as base_url:
+        fake.base_url = base_url
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture

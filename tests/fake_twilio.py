@@ -27,7 +27,6 @@ import collections
 import contextlib
 import math
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -37,11 +36,12 @@ from email.utils import format_datetime
 from urllib.parse import parse_qsl
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.local_http import serving
 
 MAX_BODY_CHARS = 1600
 
@@ -298,37 +298,9 @@ def running_fake_twilio(
 ) -> Iterator[FakeTwilio]:
     """Serves a `FakeTwilio` on a free 127.0.0.1 port for the duration of the block."""
     fake = FakeTwilio(account_sid, auth_token)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))  # the kernel picks the port: no race with other fixtures
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        fake.app,
-        http="h11",
-        log_level="warning",
-        log_config=None,  # leave the test process's logging configuration alone
-        lifespan="off",
-        access_log=False,
-        timeout_graceful_shutdown=0.2,  # a scripted delay must not hold up teardown
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="fake-twilio", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            raise RuntimeError("fake Twilio did not start")
-        time.sleep(0.01)
-    fake.base_url = f"http://127.0.0.1:{port}"
-    try:
+    with serving(fake.app, "fake-twilio") as base_url:
+        fake.base_url = base_url
         yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture

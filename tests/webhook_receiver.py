@@ -17,19 +17,19 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.local_http import serving
 
 
 @dataclass(frozen=True)
@@ -141,33 +141,6 @@ class WebhookReceiver:
 def running_webhook_receiver() -> Iterator[WebhookReceiver]:
     """Serves a `WebhookReceiver` on a free 127.0.0.1 port for the duration of the block."""
     receiver = WebhookReceiver()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        receiver.app,
-        http="h11",
-        log_level="warning",
-        log_config=None,
-        lifespan="off",
-        access_log=False,
-        timeout_graceful_shutdown=0.2,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="webhook-receiver", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            raise RuntimeError("the webhook receiver did not start")
-        time.sleep(0.01)
-    receiver.base_url = f"http://127.0.0.1:{port}"
-    try:
+    with serving(receiver.app, "webhook-receiver") as base_url:
+        receiver.base_url = base_url
         yield receiver
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

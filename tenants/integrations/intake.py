@@ -34,6 +34,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from tenants.contacts import external_ids
 from tenants.contacts.activity import MAX_REFERENCE, Money, Purchase
 from tenants.contacts.external_ids import source_problem
 from tenants.contacts.model import COLLECTION as CONTACTS
@@ -145,14 +146,14 @@ async def _external_id_matches(
     source: str,
     uid: str,
 ) -> list[tuple[str, str]]:
-    only = location.location_id if location is not None else None
-    cur = await conn.execute(
-        "SELECT location_id, contact_id FROM contact_external_ids WHERE franchisor_id = %s"
-        " AND source = %s AND external_id = %s AND (%s::text IS NULL OR location_id = %s)"
-        " ORDER BY location_id",
-        (franchisor_id, source, uid, only, only),
-    )
-    return [(r[0], r[1]) for r in await cur.fetchall()]
+    """(location id, contact id) of the contacts with this id of source: at the location, or
+    across the brand (tenants.contacts.external_ids)."""
+    if location is not None:
+        one = await external_ids.find_contact(conn, location, source, uid)
+        found = [one] if one is not None else []
+    else:
+        found = await external_ids.find_in_brand(conn, franchisor_id, source, uid, limit=50)
+    return [(c.scope.location_id or "", c.id) for c in found]
 
 
 async def _phone_matches(
