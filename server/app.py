@@ -19,6 +19,8 @@ from server.http.edge import EdgeServer, http_server
 from server.platform import GrpcServer, build_platform
 from tenants.migrations import migrate
 from workflows import search_attributes
+from workflows.client import EnrollmentClient
+from workflows.orphans import OrphanReconciler
 from workflows.platform import WorkerSelfCheck
 from workflows.relay import FollowupRelay
 from workflows.schedules import ensure_inactivity_scan, ensure_weekly_digest, remove_weekly_digest
@@ -60,6 +62,8 @@ class Roles:
     relay: FollowupRelay
     # the webhook dispatcher (workflows.webhook_dispatch), beside the relay
     dispatch_task: asyncio.Task[None] | None = None
+    # the orphan reconciler (workflows.orphans): enrollments whose start was cut short
+    orphans_task: asyncio.Task[None] | None = None
 
     async def stop(self) -> None:
         await self.grpc.mark_serving(False)
@@ -68,9 +72,10 @@ class Roles:
         await asyncio.gather(self.http_task, return_exceptions=True)
         self.relay_task.cancel()
         await asyncio.gather(self.relay_task, return_exceptions=True)
-        if self.dispatch_task is not None:
-            self.dispatch_task.cancel()
-            await asyncio.gather(self.dispatch_task, return_exceptions=True)
+        for task in (self.dispatch_task, self.orphans_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.relay.settle()
         await self.worker.shutdown()
         await asyncio.gather(self.worker_task, return_exceptions=True)
@@ -92,12 +97,22 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     dispatch_task = asyncio.create_task(WebhookDispatcher(pool, client, settings.task_queue).run())
+    orphans_task = asyncio.create_task(orphan_reconciler(pool, client, settings).run())
     async with worker:
         log.info("worker polling task queue %s", settings.task_queue)
         await stop.wait()
-    dispatch_task.cancel()
-    await asyncio.gather(dispatch_task, return_exceptions=True)
+    for task in (dispatch_task, orphans_task):
+        task.cancel()
+    await asyncio.gather(dispatch_task, orphans_task, return_exceptions=True)
     await pool.close()
+
+
+def orphan_reconciler(
+    pool: AsyncConnectionPool[Any], client: Client, settings: Settings
+) -> OrphanReconciler:
+    """Starts the workflows of enrollments whose start a killed process cut short (every 15 s,
+    one round at a time across processes)."""
+    return OrphanReconciler(pool, client, EnrollmentClient(client, settings.task_queue))
 
 
 async def ensure_schedules(client: Client, settings: Settings) -> None:
@@ -135,12 +150,14 @@ async def start_roles(
     await grpc_server.start()
     relay_task = asyncio.create_task(platform.relay.run())
     dispatch_task = asyncio.create_task(WebhookDispatcher(pool, client, settings.task_queue).run())
+    orphans_task = asyncio.create_task(orphan_reconciler(pool, client, settings).run())
     http = http_server(app, settings.bind_host, settings.http_port)
     http_task = asyncio.create_task(http.serve())
     while not http.started:
         if http_task.done():
             relay_task.cancel()
             dispatch_task.cancel()
+            orphans_task.cancel()
             await grpc_server.stop(None)
             raise SystemExit(f"reengage: port {settings.http_port} (HTTP edge) is already in use")
         await asyncio.sleep(0.02)
@@ -156,6 +173,7 @@ async def start_roles(
         relay_task,
         platform.relay,
         dispatch_task,
+        orphans_task,
     )
 
 
