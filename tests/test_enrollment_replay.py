@@ -2,8 +2,10 @@
 running enrollments (reordered activities, a timeout added to a wait, ...) fails here.
 
 The histories under tests/histories/ were recorded from real runs on the time-skipping server
-with PostgreSQL. The normal run only replays them. To record them again (after a deliberate,
-`workflow.patched`-guarded change, keeping the old files as well), run once:
+with PostgreSQL: the first workflow type's (`Enrollment`) at the top, EnrollmentV2's under v2/.
+Both types stay registered, so both sets must replay on the current code. The normal run only
+replays them. To record the current type's again (after a deliberate, `workflow.patched`-guarded
+change, keeping the old files as well), run once:
 
     REENGAGE_RECORD_HISTORIES=1 .venv/bin/python -m pytest -q tests/test_enrollment_replay.py
 
@@ -38,10 +40,11 @@ from tests.enrollment_support import (
 )
 from tests.support import OPERATOR, World
 from workflows.enrolling import enroll
-from workflows.enrollment import EnrollmentWorkflow
+from workflows.enrollment import EnrollmentV2Workflow, EnrollmentWorkflow
 from workflows.enrollment_types import Decision, EnrollmentInput
 
 HISTORIES = Path(__file__).parent / "histories"
+CURRENT = HISTORIES / "v2"  # what recording writes: the type new enrollments start
 RECORD = os.environ.get("REENGAGE_RECORD_HISTORIES") == "1"
 REPRESENTATIVE = {
     "completed",
@@ -54,20 +57,27 @@ REPRESENTATIVE = {
 
 
 def recorded() -> list[Path]:
-    return sorted(HISTORIES.glob("*.json"))
+    return sorted(HISTORIES.glob("*.json")) + sorted(CURRENT.glob("*.json"))
 
 
 def load(path: Path) -> WorkflowHistory:
     return WorkflowHistory.from_json(f"enrollment-{path.stem}", path.read_text())
 
 
-def test_the_representative_runs_are_recorded() -> None:
-    assert {p.stem for p in recorded()} >= REPRESENTATIVE
+def test_the_representative_runs_are_recorded_for_both_types() -> None:
+    assert {p.stem for p in HISTORIES.glob("*.json")} >= REPRESENTATIVE
+    assert {p.stem for p in CURRENT.glob("*.json")} >= REPRESENTATIVE
+    types = {
+        load(p).events[0].workflow_execution_started_event_attributes.workflow_type.name
+        for p in CURRENT.glob("*.json")
+    }
+    assert types == {"EnrollmentV2"}
 
 
-@pytest.mark.parametrize("path", recorded(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", recorded(), ids=lambda p: f"{p.parent.name}/{p.stem}")
 async def test_a_recorded_history_replays_on_the_current_workflow(path: Path) -> None:
-    await Replayer(workflows=[EnrollmentWorkflow]).replay_workflow(load(path))
+    replayer = Replayer(workflows=[EnrollmentWorkflow, EnrollmentV2Workflow])
+    await replayer.replay_workflow(load(path))
 
 
 @workflow.defn(name="Enrollment", sandboxed=False)
@@ -226,5 +236,5 @@ async def test_record_history(
     async with running_worker(time_skipping_env.client, pool) as run:
         workflow_id = await SCENARIOS[name](time_skipping_env, pool, run)
         history = await time_skipping_env.client.get_workflow_handle(workflow_id).fetch_history()
-    HISTORIES.mkdir(exist_ok=True)
-    (HISTORIES / f"{name}.json").write_text(history.to_json() + "\n")
+    CURRENT.mkdir(parents=True, exist_ok=True)
+    (CURRENT / f"{name}.json").write_text(history.to_json() + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from itertools import pairwise
 from typing import Any
@@ -21,7 +22,14 @@ from tenants.sequences.model import Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.support import A_DOWNTOWN, OPERATOR, World
 from workflows.enrollment_activities import EnrollmentActivities
-from workflows.enrollment_types import SendOutcome, SendRequest, SendStepResult
+from workflows.enrollment_types import (
+    SendOutcome,
+    SendRequest,
+    SendStepResult,
+    StepOutcome,
+    StepRequest,
+    StepResult,
+)
 
 
 async def test_a_burst_of_sends_from_one_number_is_spread_at_the_configured_rate(
@@ -98,3 +106,52 @@ async def outbound_statuses(pool: AsyncConnectionPool[Any]) -> dict[str, str]:
             "SELECT enrollment_id, status FROM messages WHERE direction = 'outbound'"
         )
         return dict(await cur.fetchall())
+
+
+async def test_a_local_step_hands_a_distant_pace_slot_back_to_the_workflow(
+    pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    """EnrollmentV2's take_step runs as a local activity, which must not sit out a long pace:
+    a slot more than LOCAL_PACE_WAIT away comes back as PACE (nothing reserved in the ledger),
+    and the send at that slot holds it (no second slot taken) and goes out once."""
+    sequence = await make_sequence(pool, [Step(await brand_template(pool), 0)])
+    new_york = ZoneInfo("America/New_York")
+    tomorrow = (datetime.now(new_york) + timedelta(days=1)).date()
+    noon = datetime.combine(tomorrow, time(12), new_york).isoformat()  # inside the window
+    enrollments = []
+    for phone, name in (("+12125550142", "Dana"), ("+12125550143", "Eli")):
+        contact = await consenting_contact(pool, phone=phone, first_name=name)
+        async with pool.connection() as conn:
+            entry = await decide_entry(conn, OPERATOR, contact, sequence, datetime.now(UTC))
+            enrollment, _ = await insert_enrollment(conn, OPERATOR, entry, datetime.now(UTC))
+        enrollments.append(enrollment)
+    activities = EnrollmentActivities(pool, OutboxCarrier(pool), "http://localhost:8080", 1 / 5)
+    env = ActivityEnvironment()
+    env.info = replace(env.info, is_local=True)
+
+    def take(enrollment: Enrollment, now: str = noon, **fields: Any) -> Awaitable[StepResult]:
+        return env.run(activities.take_step, StepRequest(enrollment.id, 0, noon, now, **fields))
+
+    dana, eli = enrollments
+    assert (await take(dana)).outcome is StepOutcome.SENT
+    paced = await take(eli)  # one per 5 s from this number: its slot is 5 s on
+    assert paced.outcome is StepOutcome.PACE, paced
+    slot = datetime.fromisoformat(paced.until)
+    assert slot - datetime.fromisoformat(noon) == timedelta(seconds=5)
+    assert await outbound_statuses(pool) == {dana.id: "sent"}  # nothing reserved for Eli
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT next_slot FROM sender_pacing")
+        taken = await cur.fetchall()
+    sent = await take(  # the workflow wakes at the slot
+        eli,
+        paced.until,
+        due=paced.due,
+        text=paced.text,
+        template_revision=paced.template_revision,
+        pace_slot=paced.until,
+    )
+    assert sent.outcome is StepOutcome.SENT, sent
+    assert await outbound_statuses(pool) == {dana.id: "sent", eli.id: "sent"}
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT next_slot FROM sender_pacing")
+        assert await cur.fetchall() == taken  # the held slot was used, no other taken

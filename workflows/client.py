@@ -21,7 +21,7 @@ from temporalio.workflow import UpdateMethodMultiParam
 
 from tenants.sequences.model import ExitEvent
 from workflows import search_attributes as sa
-from workflows.enrollment import EnrollmentWorkflow
+from workflows.enrollment import EnrollmentV2Workflow, EnrollmentWorkflow
 from workflows.enrollment_types import (
     ActivityEvent,
     Decision,
@@ -66,7 +66,7 @@ class EnrollmentClient:
     async def start(self, request: StartRequest) -> str:
         """Starts the enrollment's workflow; returns its run id."""
         handle = await self._client.start_workflow(
-            EnrollmentWorkflow.run,
+            EnrollmentV2Workflow.run,
             EnrollmentInput(
                 request.enrollment_id,
                 request.franchisor_id,

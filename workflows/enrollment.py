@@ -2,16 +2,27 @@
 
     for each step:
         sleep until due, waking early on an exit event, pause or cancel
-        prepare_step (authoritative checks in PostgreSQL) → SEND | DEFER(until) | SKIP | BLOCK
+        prepare (authoritative checks in PostgreSQL) → SEND | DEFER(until) | SKIP | BLOCK
         when the step needs approval: notify, wait for decide_approval (timeout: skip)
-        send_step (idempotent: ledger row first, then the carrier)
+        send (idempotent: ledger row first, then the carrier)
     exit with a reason; the read model follows every transition
+
+Two workflow types run this. `EnrollmentV2` (every new enrollment) takes a step in one local
+activity, `take_step`, which computes the due time, prepares, sends and records the read-model
+transition it causes: a sent step costs its timer and one marker (about 6 history events).
+`Enrollment` (the first type) runs an activity per part (due_time, prepare_step, send_step,
+record_transition, notify_approval; about 23 events per step); it stays registered, unchanged,
+so that enrollments started under it run to their end and their recorded histories replay. A
+new type rather than `workflow.patched`: a patch would cost every new enrollment a marker and a
+search-attribute upsert, and a type is retired by a visibility count
+(`WorkflowType = 'Enrollment' AND ExecutionStatus = 'Running'` = 0).
 
 Workflow code only decides; time-zone math, rendering and I/O run in activities.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -34,6 +45,10 @@ with workflow.unsafe.imports_passed_through():
         PrepareRequest,
         SendRequest,
         SendStepResult,
+        StepOutcome,
+        StepPlan,
+        StepRequest,
+        StepResult,
         Transition,
     )
 
@@ -75,6 +90,9 @@ class EnrollmentWorkflow:
         self._pending_text = ""
         self._decision: Decision | None = None
         self._history: list[str] = []
+        # EnrollmentV2: steps and transitions run as local activities (no patches to consult)
+        self._steps_local = False
+        self._run_recorded = False
 
     # -- the process -------------------------------------------------------------------
 
@@ -175,7 +193,12 @@ class EnrollmentWorkflow:
                 continue
             remaining = (until - workflow.now()).total_seconds()
             if remaining <= 0:
-                if resumed and workflow.patched(RESUME_PAST_DUE_RECORDS_ACTIVE):
+                # (EnrollmentV2 leaves it to its next take_step, which sees the pause recorded)
+                if (
+                    resumed
+                    and not self._steps_local
+                    and workflow.patched(RESUME_PAST_DUE_RECORDS_ACTIVE)
+                ):
                     # resumed after the wake time had passed
                     await self._record(EnrollmentStatus.ACTIVE, "")
                 return not self._exit_reason
@@ -212,9 +235,17 @@ class EnrollmentWorkflow:
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY,
         )
+        decision = await self._wait_for_decision(index, timeout)
+        if self._exit_reason:
+            return None
+        await self._record(EnrollmentStatus.ACTIVE, "")
+        return decision
+
+    async def _wait_for_decision(self, index: int, patience: timedelta) -> Decision | None:
+        """Waits for staff's decision on the pending step (None: timed out, or an exit)."""
         try:
             await workflow.wait_condition(
-                lambda: self._decision is not None or bool(self._exit_reason), timeout=timeout
+                lambda: self._decision is not None or bool(self._exit_reason), timeout=patience
             )
         except TimeoutError:
             self._note(f"step {index} approval timed out: skipped")
@@ -222,9 +253,6 @@ class EnrollmentWorkflow:
         self._pending_step, self._pending_text, self._decision = -1, "", None
         if decision is not None:
             self._note(f"step {index} {decision.action} by {decision.decided_by or 'someone'}")
-        if self._exit_reason:
-            return None
-        await self._record(EnrollmentStatus.ACTIVE, "")
         return decision
 
     async def _finish(self, status: EnrollmentStatus) -> str:
@@ -240,16 +268,20 @@ class EnrollmentWorkflow:
         # the story goes with the end only: a running enrollment's is read from the workflow,
         # and the payload of every other transition stays small
         history = list(self._history) if status in ENDED else None
+        transition = Transition(
+            self._input.enrollment_id, status, self._step, next_wake, self._exit_reason, history
+        )
+        if self._steps_local:
+            await workflow.execute_local_activity_method(
+                EnrollmentActivities.record_transition,
+                transition,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            return
         await workflow.execute_activity_method(
             EnrollmentActivities.record_transition,
-            Transition(
-                self._input.enrollment_id,
-                status,
-                self._step,
-                next_wake,
-                self._exit_reason,
-                history,
-            ),
+            transition,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=RETRY,
         )
@@ -280,7 +312,7 @@ class EnrollmentWorkflow:
         """The carrier cannot deliver to the contact (tenants.contacts.undeliverable): exit,
         whatever the sequence's exit events. Patched: a history in which an older worker
         received this signal without a handler replays as it ran."""
-        if not workflow.patched(UNDELIVERABLE_SIGNAL_EXITS):
+        if not self._steps_local and not workflow.patched(UNDELIVERABLE_SIGNAL_EXITS):
             return
         if self._first_time(f"undeliverable:{event_id}") and not self._exit_reason:
             self._exit_reason = ExitReason.UNDELIVERABLE
@@ -376,3 +408,107 @@ class EnrollmentWorkflow:
             pending_text=self._pending_text,
             history=list(self._history),
         )
+
+
+@workflow.defn(name="EnrollmentV2")
+class EnrollmentV2Workflow(EnrollmentWorkflow):
+    """Every new enrollment: a step in one local activity (`take_step`), its transitions
+    recorded by it or, for pauses and the end, by local `record_transition`s. The signals,
+    updates and the state query are the first type's."""
+
+    @workflow.init
+    def __init__(self, params: EnrollmentInput) -> None:
+        super().__init__()
+        self._steps_local = True
+        # known before any signal is handled: a replay may hand the first activation the
+        # start and a signal together (a long first local activity, a worker restart), and
+        # the signal handlers read the sequence's exit events
+        self._input = params
+
+    @workflow.run
+    async def run(self, params: EnrollmentInput) -> str:
+        self._input = params
+        previous = workflow.now().isoformat()
+        for plan in params.steps:
+            self._step = plan.index
+            sent_at = await self._take_step(params, plan, previous)
+            if self._exit_reason:
+                return await self._finish(EnrollmentStatus.EXITED)
+            previous = sent_at or workflow.now().isoformat()
+        return await self._finish(EnrollmentStatus.COMPLETED)
+
+    async def _take_step(self, params: EnrollmentInput, plan: StepPlan, previous: str) -> str:
+        """Runs one step to its end; returns when it was sent ('' when skipped or exited)."""
+        index = plan.index
+        request = StepRequest(
+            params.enrollment_id,
+            index,
+            previous,
+            require_approval=plan.require_approval,
+            approval_timeout_seconds=params.approval_timeout_seconds,
+        )
+        while not self._exit_reason:
+            result = await self._take(request)
+            request = replace(request, due=result.due)
+            if result.outcome is StepOutcome.WAIT:
+                if result.reasons:
+                    self._note(
+                        f"step {index} deferred to {result.until}: {'; '.join(result.reasons)}"
+                    )
+                # a deferred send is prepared (and approved) again when it wakes
+                request = replace(request, text="", edited=False, pace_slot="")
+                if not await self._sleep_until(result.until):
+                    return ""
+            elif result.outcome is StepOutcome.PACE:
+                request = replace(
+                    request,
+                    text=result.text,
+                    template_revision=result.template_revision,
+                    pace_slot=result.until,
+                )
+                if not await self._sleep_until(result.until):
+                    return ""
+            elif result.outcome is StepOutcome.APPROVAL:
+                self._pending_step, self._pending_text, self._decision = index, result.text, None
+                timeout = timedelta(seconds=params.approval_timeout_seconds)
+                decision = await self._wait_for_decision(index, timeout)
+                if self._exit_reason or decision is None or decision.action is ApprovalAction.SKIP:
+                    return ""
+                edited = decision.action is ApprovalAction.EDIT
+                if not await self._hold_while_paused():  # a pause mid-approval holds the send
+                    return ""
+                request = replace(
+                    request,
+                    text=decision.text if edited else result.text,
+                    edited=edited,
+                    template_revision=result.template_revision,
+                    pace_slot="",
+                )
+            elif result.outcome is StepOutcome.SENT:
+                self._note(f"step {index} sent (message {result.message_id})")
+                return workflow.now().isoformat()
+            elif result.outcome is StepOutcome.SKIP:
+                self._note(f"step {index} skipped: {'; '.join(result.reasons)}")
+                return ""
+            else:
+                self._exit_reason = result.reasons[0] if result.reasons else ExitReason.BLOCKED
+                return ""
+        return ""
+
+    async def _take(self, request: StepRequest) -> StepResult:
+        """take_step, told the workflow's clock and what the read model holds."""
+        result = await workflow.execute_local_activity_method(
+            EnrollmentActivities.take_step,
+            replace(
+                request,
+                now=workflow.now().isoformat(),
+                recorded_status=self._status,
+                recorded_wake=self._next_wake,
+                record_run=not self._run_recorded,
+            ),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=RETRY,
+        )
+        self._run_recorded = True
+        self._status, self._next_wake = result.recorded_status, result.recorded_wake
+        return result

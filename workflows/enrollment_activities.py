@@ -29,7 +29,12 @@ from tenants.content.first_message import outgoing_text
 from tenants.content.placeholders import LinkMaker
 from tenants.content.rendering import contact_context, render_step, sent_coupon_code
 from tenants.core.vocabulary import EnrollmentStatus, ExitReason
-from tenants.enrollment.records import Enrollment, load_enrollment, record_transition
+from tenants.enrollment.records import (
+    Enrollment,
+    load_enrollment,
+    record_run,
+    record_transition,
+)
 from tenants.followups.chat_threads import has_open_approval_posts
 from tenants.followups.notices import NoticeKind, owe_notice
 from tenants.messages import ledger, outbound
@@ -50,11 +55,17 @@ from workflows.enrollment_types import (
     SendOutcome,
     SendRequest,
     SendStepResult,
+    StepOutcome,
+    StepRequest,
+    StepResult,
     Transition,
 )
 
 log = logging.getLogger(__name__)
 PAUSED_SEQUENCE_RECHECK = timedelta(minutes=15)
+# take_step waits for a pace slot this close; a later one is the workflow's to sleep toward
+LOCAL_PACE_WAIT = timedelta(seconds=2)
+ACTIVE, AWAITING_APPROVAL = EnrollmentStatus.ACTIVE, EnrollmentStatus.AWAITING_APPROVAL
 SYSTEM = system("enrollment-workflow")
 
 
@@ -115,58 +126,65 @@ class EnrollmentActivities:
         now = _now(request.now)
         async with self._pool.connection() as conn:
             ctx = await _context(conn, request.enrollment_id)
-            enrollment, contact = ctx.enrollment, ctx.contact
-            step = enrollment.definition.steps[request.step_index]
-            if await sequence_state(conn, enrollment.sequence) is SequenceState.PAUSED:
-                # PauseSequence pauses each enrollment in the background; until this one's
-                # turn comes (or after its resume was missed) the step holds
-                until = (now + PAUSED_SEQUENCE_RECHECK).isoformat()
-                return Prepared(Outcome.DEFER, until, ["the sequence is paused"])
+            return await self._prepare(
+                conn, ctx, request.step_index, datetime.fromisoformat(request.due), now
+            )
 
-            async def links(urls: tuple[str, ...]) -> LinkMaker:
-                return await tracked_links.allocate(
-                    conn, self._public_url, contact.name, enrollment.id, request.step_index, urls
-                )
+    async def _prepare(
+        self,
+        conn: AsyncConnection[Any],
+        ctx: _Context,
+        step_index: int,
+        due: datetime,
+        now: datetime,
+    ) -> Prepared:
+        """prepare_step's checks (and take_step's): SEND with the text, DEFER, SKIP or BLOCK."""
+        enrollment, contact = ctx.enrollment, ctx.contact
+        step = enrollment.definition.steps[step_index]
+        if await sequence_state(conn, enrollment.sequence) is SequenceState.PAUSED:
+            # PauseSequence pauses each enrollment in the background; until this one's
+            # turn comes (or after its resume was missed) the step holds
+            until = (now + PAUSED_SEQUENCE_RECHECK).isoformat()
+            return Prepared(Outcome.DEFER, until, ["the sequence is paused"])
 
-            step_text = await render_step(
+        async def links(urls: tuple[str, ...]) -> LinkMaker:
+            return await tracked_links.allocate(
+                conn, self._public_url, contact.name, enrollment.id, step_index, urls
+            )
+
+        step_text = await render_step(
+            conn,
+            ctx.location.scope,
+            step.template,
+            contact_context(contact, ctx.location, ctx.brand),
+            links,
+        )
+        rendering, revision = step_text.rendering, step_text.template_revision
+        kinds = await kinds_since(conn, contact.name, enrollment.enrolled_at)
+        facts = StepFacts(
+            consent=contact.consent_state,
+            opted_out=contact.opted_out,
+            recipient=ctx.recipient,
+            window=ctx.location.send_window.narrowed_by(enrollment.definition.send_window),
+            rendering=rendering,
+            template_problem=step_text.problem,
+            activity_kinds_since_enrollment=kinds,
+            recent_sends=await ledger.recent_sends(
                 conn,
-                ctx.location.scope,
-                step.template,
-                contact_context(contact, ctx.location, ctx.brand),
-                links,
-            )
-            rendering, revision = step_text.rendering, step_text.template_revision
-            kinds = await kinds_since(conn, contact.name, enrollment.enrolled_at)
-            facts = StepFacts(
-                consent=contact.consent_state,
-                opted_out=contact.opted_out,
-                recipient=ctx.recipient,
-                window=ctx.location.send_window.narrowed_by(enrollment.definition.send_window),
-                rendering=rendering,
-                template_problem=step_text.problem,
-                activity_kinds_since_enrollment=kinds,
-                recent_sends=await ledger.recent_sends(
-                    conn,
-                    contact.location.franchisor_id,
-                    contact.location.location_id or "",
-                    contact.name.id,
-                    now,
-                ),
-                sequence_sends=await ledger.enrollment_sends(conn, enrollment.id),
-                sequence_cap=enrollment.definition.frequency_cap,
-                undeliverable_code=contact.undeliverable_code if contact.undeliverable else None,
-            )
-            decision = decide(
-                step,
-                datetime.fromisoformat(request.due),
+                contact.location.franchisor_id,
+                contact.location.location_id or "",
+                contact.name.id,
                 now,
-                facts,
-                f"{ctx.jitter_key}|{request.step_index}",
-            )
-            # only a text about to be sent asks whether it is the enrollment's first
-            first = decision.outcome is Outcome.SEND and await is_first_text(
-                conn, enrollment.id, request.step_index
-            )
+            ),
+            sequence_sends=await ledger.enrollment_sends(conn, enrollment.id),
+            sequence_cap=enrollment.definition.frequency_cap,
+            undeliverable_code=contact.undeliverable_code if contact.undeliverable else None,
+        )
+        decision = decide(step, due, now, facts, f"{ctx.jitter_key}|{step_index}")
+        # only a text about to be sent asks whether it is the enrollment's first
+        first = decision.outcome is Outcome.SEND and await is_first_text(
+            conn, enrollment.id, step_index
+        )
         if decision.outcome is Outcome.SEND:
             assert rendering is not None
             # the text staff approve is the text sent: with the first message's additions
@@ -191,57 +209,82 @@ class EnrollmentActivities:
         now = _now(request.now)
         async with self._pool.connection() as conn:
             ctx = await _context(conn, request.enrollment_id)
-            if request.edited:
-                try:
-                    check_edited_text(request.text)
-                except Exception as exc:  # an edit that is not a sendable text
-                    return SendOutcome(SendStepResult.SKIP, reason=f"edited text refused: {exc}")
-            reach = may_text(ctx.contact)
-            if not reach.allowed:
-                return SendOutcome(SendStepResult.BLOCK, reason=reach.reason or "")
-            closed = _window_closed(ctx, ctx.recipient, now, request.step_index)
-            if closed is not None:
-                return closed
-            # an enrollment's first text names the brand and says how to opt out, whoever wrote
-            # it (an edit too); a prepared text already has them, so this changes nothing there
-            first = await is_first_text(conn, ctx.enrollment.id, request.step_index)
-            text = outgoing_text(request.text, ctx.brand, first_message=first).text
-            hand_off = await outbound.reserve(
-                conn,
-                outbound.Outgoing(
-                    ctx.contact.name,
-                    ctx.contact.phone_e164,
-                    outbound.sender_number(ctx.location, ctx.contact.name.id),
-                    text,
-                    enrollment_id=ctx.enrollment.id,
-                    step_index=request.step_index,
-                    template_revision=request.template_revision,
-                    coupon_code=await sent_coupon_code(conn, request.template_revision, text),
-                ),
-                carrier=self._carrier.name,
-                carrier_idempotent=self._carrier.idempotent,
-                now=now,
-            )
-        if hand_off.verdict is HandOffVerdict.REFUSED_BEFORE:
-            return SendOutcome(SendStepResult.SKIP, reason="the carrier refused this message")
-        if hand_off.verdict is not HandOffVerdict.SEND:
-            # sent before, or a crash interrupted the carrier call (it may have gone out and
-            # is never sent twice)
-            return SendOutcome(SendStepResult.SENT, message_id=hand_off.message_id)
-        return await self._hand_off(ctx, hand_off, request, now)
+            checked = await self._checked_text(conn, ctx, request, now)
+            if isinstance(checked, SendOutcome):
+                return checked
+            hand_off = await self._reserve(conn, ctx, request, checked, now)
+        answered = _answered_before(hand_off)
+        if answered is not None:
+            return answered
+        async with self._pool.connection() as conn:
+            slot = await self._pace_slot(conn, hand_off.text.from_number, now)
+        return await self._hand_off(ctx, hand_off, request, now, slot)
+
+    async def _checked_text(
+        self, conn: AsyncConnection[Any], ctx: _Context, request: SendRequest, now: datetime
+    ) -> str | SendOutcome:
+        """The text to hand off (with the first message's additions), or why not now."""
+        if request.edited:
+            try:
+                check_edited_text(request.text)
+            except Exception as exc:  # an edit that is not a sendable text
+                return SendOutcome(SendStepResult.SKIP, reason=f"edited text refused: {exc}")
+        reach = may_text(ctx.contact)
+        if not reach.allowed:
+            return SendOutcome(SendStepResult.BLOCK, reason=reach.reason or "")
+        closed = _window_closed(ctx, ctx.recipient, now, request.step_index)
+        if closed is not None:
+            return closed
+        # an enrollment's first text names the brand and says how to opt out, whoever wrote
+        # it (an edit too); a prepared text already has them, so this changes nothing there
+        first = await is_first_text(conn, ctx.enrollment.id, request.step_index)
+        return outgoing_text(request.text, ctx.brand, first_message=first).text
+
+    async def _reserve(
+        self,
+        conn: AsyncConnection[Any],
+        ctx: _Context,
+        request: SendRequest,
+        text: str,
+        now: datetime,
+    ) -> outbound.HandOff:
+        """The ledger row, committed before the carrier is called (or the one of a retry)."""
+        return await outbound.reserve(
+            conn,
+            outbound.Outgoing(
+                ctx.contact.name,
+                ctx.contact.phone_e164,
+                outbound.sender_number(ctx.location, ctx.contact.name.id),
+                text,
+                enrollment_id=ctx.enrollment.id,
+                step_index=request.step_index,
+                template_revision=request.template_revision,
+                coupon_code=await sent_coupon_code(conn, request.template_revision, text),
+            ),
+            carrier=self._carrier.name,
+            carrier_idempotent=self._carrier.idempotent,
+            now=now,
+        )
+
+    async def _pace_slot(
+        self, conn: AsyncConnection[Any], from_number: str | None, now: datetime
+    ) -> datetime:
+        return await ledger.next_send_slot(conn, from_number or "-", self._per_second, now)
 
     async def _hand_off(
-        self, ctx: _Context, hand_off: outbound.HandOff, request: SendRequest, now: datetime
+        self,
+        ctx: _Context,
+        hand_off: outbound.HandOff,
+        request: SendRequest,
+        now: datetime,
+        slot: datetime,
     ) -> SendOutcome:
-        from_number = hand_off.text.from_number
-        async with self._pool.connection() as conn:
-            slot = await ledger.next_send_slot(conn, from_number or "-", self._per_second, now)
         delay = (slot - now).total_seconds()
         while delay > 0:  # wait for the pace slot, telling Temporal this worker lives
-            activity.heartbeat()
+            _beat()
             await asyncio.sleep(min(delay, 5.0))
             delay -= 5.0
-        activity.heartbeat()
+        _beat()
         async with self._pool.connection() as conn, conn.transaction():
             # hold the contact row while the carrier is called: an opt-out committed by the
             # inbound webhook either happened before (seen here) or waits for this send
@@ -283,41 +326,190 @@ class EnrollmentActivities:
             next_retry_delay=timedelta(seconds=max(result.retry_after_seconds, 1.0)),
         )
 
+    @activity.defn(name="take_step")
+    async def take_step(self, request: StepRequest) -> StepResult:
+        """EnrollmentV2's one (local) activity per step: when the step is due, the
+        authoritative checks and the send (ledger row committed before the carrier is called,
+        as in send_step), with the read-model transition it causes recorded here rather than
+        by an activity of its own. A pace slot further away than LOCAL_PACE_WAIT is handed
+        back (PACE): the workflow sleeps on a timer instead of a local activity waiting."""
+        now = _now(request.now)
+        step = request.step_index
+        async with self._pool.connection() as conn:
+            ctx = await _context(conn, request.enrollment_id)
+            if request.record_run:
+                await record_run(conn, request.enrollment_id, activity.info().workflow_run_id or "")
+            due = request.due
+            if request.text:  # the send phase: approved, or at the pace slot it holds
+                if (request.recorded_status, request.recorded_wake) != (ACTIVE, ""):
+                    # decided by staff (or woken at its slot): active again before it sends
+                    await self._record(conn, Transition(request.enrollment_id, ACTIVE, step))
+                    request.recorded_status, request.recorded_wake = ACTIVE, ""
+                send = SendRequest(
+                    request.enrollment_id,
+                    step,
+                    request.text,
+                    request.edited,
+                    request.template_revision,
+                    request.now,
+                )
+            else:
+                due_at = (
+                    datetime.fromisoformat(due)
+                    if due
+                    else due_time(
+                        ctx.enrollment.definition.steps[step],
+                        ctx.enrollment.enrolled_at,
+                        datetime.fromisoformat(request.previous),
+                        ctx.contact.zones[0],
+                    )
+                )
+                due = due_at.isoformat()
+                if due_at > now:
+                    waiting = StepResult(StepOutcome.WAIT, due, due)
+                    return await self._recorded(conn, request, waiting, ACTIVE, due)
+                prepared = await self._prepare(conn, ctx, step, due_at, now)
+                if prepared.outcome is Outcome.DEFER:
+                    deferred = StepResult(StepOutcome.WAIT, prepared.until, due, prepared.reasons)
+                    return await self._recorded(conn, request, deferred, ACTIVE, prepared.until)
+                if prepared.outcome is not Outcome.SEND:
+                    skip = prepared.outcome is Outcome.SKIP
+                    kind = StepOutcome.SKIP if skip else StepOutcome.BLOCK
+                    return _unrecorded(request, StepResult(kind, due=due, reasons=prepared.reasons))
+                if request.require_approval:
+                    return await self._ask_approval(conn, ctx, request, prepared, due, now)
+                send = SendRequest(
+                    request.enrollment_id, step, prepared.text, False, prepared.template_revision
+                )
+            checked = await self._checked_text(conn, ctx, send, now)
+            if isinstance(checked, SendOutcome):
+                return await self._after_send(conn, request, due, checked)
+            if request.pace_slot:
+                slot = datetime.fromisoformat(request.pace_slot)
+            else:
+                sender = outbound.sender_number(ctx.location, ctx.contact.name.id)
+                slot = await self._pace_slot(conn, sender, now)
+                if slot - now > LOCAL_PACE_WAIT:
+                    paced = StepResult(
+                        StepOutcome.PACE,
+                        slot.isoformat(),
+                        due,
+                        text=send.text,
+                        template_revision=send.template_revision,
+                    )
+                    return _unrecorded(request, paced)
+            hand_off = await self._reserve(conn, ctx, send, checked, now)
+        sent = _answered_before(hand_off) or await self._hand_off(ctx, hand_off, send, now, slot)
+        async with self._pool.connection() as conn:
+            return await self._after_send(conn, request, due, sent)
+
+    async def _ask_approval(
+        self,
+        conn: AsyncConnection[Any],
+        ctx: _Context,
+        request: StepRequest,
+        prepared: Prepared,
+        due: str,
+        now: datetime,
+    ) -> StepResult:
+        """Owes staff the approval request and records the wait for it, in one transaction.
+        Keyed by the run and the activity, so a retry owes it once and a step asked again later
+        (its approved send was deferred) is asked for again."""
+        info = activity.info()
+        deadline = (now + timedelta(seconds=request.approval_timeout_seconds)).isoformat()
+        asking = StepResult(
+            StepOutcome.APPROVAL,
+            deadline,
+            due,
+            prepared.reasons,
+            prepared.text,
+            prepared.segments,
+            prepared.template_revision,
+        )
+        async with conn.transaction():
+            await owe_notice(
+                conn,
+                NoticeKind.APPROVAL_REQUESTED,
+                ctx.contact.name.scope,
+                ctx.contact.name.id,
+                f"{info.workflow_run_id}:{info.activity_id}",
+                enrollment_id=ctx.enrollment.id,
+                step=request.step_index,
+                text=prepared.text,
+                segments=prepared.segments,
+                deadline=deadline,
+            )
+            return await self._recorded(conn, request, asking, AWAITING_APPROVAL, deadline)
+
+    async def _after_send(
+        self, conn: AsyncConnection[Any], request: StepRequest, due: str, sent: SendOutcome
+    ) -> StepResult:
+        """A send's outcome as take_step answers it; a deferral is recorded as the wake."""
+        if sent.outcome is SendStepResult.DEFER:  # the hand-off re-check found the window shut
+            deferred = StepResult(StepOutcome.WAIT, sent.until, due, [sent.reason])
+            return await self._recorded(conn, request, deferred, ACTIVE, sent.until)
+        if sent.outcome is SendStepResult.SENT:
+            done = StepResult(StepOutcome.SENT, due=due, message_id=sent.message_id)
+            return await self._recorded(conn, request, done, ACTIVE, "")
+        kind = StepOutcome.SKIP if sent.outcome is SendStepResult.SKIP else StepOutcome.BLOCK
+        return _unrecorded(request, StepResult(kind, due=due, reasons=[sent.reason]))
+
+    async def _recorded(
+        self,
+        conn: AsyncConnection[Any],
+        request: StepRequest,
+        result: StepResult,
+        status: EnrollmentStatus,
+        wake: str,
+    ) -> StepResult:
+        """Records (status, wake) in the read model when it changes; the result says what the
+        read model holds now."""
+        if (status, wake) != (request.recorded_status, request.recorded_wake):
+            await self._record(
+                conn, Transition(request.enrollment_id, status, request.step_index, wake)
+            )
+        result.recorded_status, result.recorded_wake = status, wake
+        return result
+
     @activity.defn(name="record_transition")
     async def record_transition(self, t: Transition) -> None:
         async with self._pool.connection() as conn:
-            await record_transition(
-                conn,
-                t.enrollment_id,
-                t.status,
-                t.step_index,
-                datetime.fromisoformat(t.next_wake) if t.next_wake else None,
-                t.exit_reason,
-                t.history,
+            await self._record(conn, t)
+
+    async def _record(self, conn: AsyncConnection[Any], t: Transition) -> None:
+        """The read model follows a transition; the staff notices it owes are owed with it."""
+        await record_transition(
+            conn,
+            t.enrollment_id,
+            t.status,
+            t.step_index,
+            datetime.fromisoformat(t.next_wake) if t.next_wake else None,
+            t.exit_reason,
+            t.history,
+        )
+        notices: list[tuple[NoticeKind, str, dict[str, Any]]] = []
+        if t.status != EnrollmentStatus.AWAITING_APPROVAL and await has_open_approval_posts(
+            conn, t.enrollment_id
+        ):  # decided over the API or the CLI, timed out, or ended: the buttons must go
+            key = f"{t.enrollment_id}:{t.step_index}:{t.status}"
+            notices.append((NoticeKind.APPROVAL_CLOSED, key, {"status": t.status}))
+        if t.status == EnrollmentStatus.EXITED:
+            notices.append(
+                (NoticeKind.ENROLLMENT_EXITED, t.enrollment_id, {"reason": t.exit_reason})
             )
-            notices: list[tuple[NoticeKind, str, dict[str, Any]]] = []
-            if t.status != EnrollmentStatus.AWAITING_APPROVAL and await has_open_approval_posts(
-                conn, t.enrollment_id
-            ):  # decided over the API or the CLI, timed out, or ended: the buttons must go
-                key = f"{t.enrollment_id}:{t.step_index}:{t.status}"
-                notices.append((NoticeKind.APPROVAL_CLOSED, key, {"status": t.status}))
-            if t.status == EnrollmentStatus.EXITED:
-                notices.append(
-                    (NoticeKind.ENROLLMENT_EXITED, t.enrollment_id, {"reason": t.exit_reason})
+        if notices:
+            contact = (await load_enrollment(conn, t.enrollment_id)).contact
+            for kind, key, facts in notices:
+                await owe_notice(
+                    conn,
+                    kind,
+                    contact.scope,
+                    contact.id,
+                    key,
+                    enrollment_id=t.enrollment_id,
+                    step=t.step_index,
+                    **facts,
                 )
-            if notices:
-                contact = (await load_enrollment(conn, t.enrollment_id)).contact
-                for kind, key, facts in notices:
-                    await owe_notice(
-                        conn,
-                        kind,
-                        contact.scope,
-                        contact.id,
-                        key,
-                        enrollment_id=t.enrollment_id,
-                        step=t.step_index,
-                        **facts,
-                    )
 
     @activity.defn(name="notify_approval")
     async def notify_approval(self, request: ApprovalRequest) -> None:
@@ -348,6 +540,7 @@ class EnrollmentActivities:
             self.send_step,
             self.record_transition,
             self.notify_approval,
+            self.take_step,
         ]
 
 
@@ -367,6 +560,29 @@ def _window_closed(
     except ValueError as exc:  # the zones' windows never overlap: never send
         return SendOutcome(SendStepResult.SKIP, reason=str(exc))
     return SendOutcome(SendStepResult.DEFER, until=opening.at.isoformat(), reason="; ".join(why))
+
+
+def _answered_before(hand_off: outbound.HandOff) -> SendOutcome | None:
+    """The outcome of a ledger row found handed before (None: it is this call's to send)."""
+    if hand_off.verdict is HandOffVerdict.REFUSED_BEFORE:
+        return SendOutcome(SendStepResult.SKIP, reason="the carrier refused this message")
+    if hand_off.verdict is not HandOffVerdict.SEND:
+        # sent before, or a crash interrupted the carrier call (it may have gone out and
+        # is never sent twice)
+        return SendOutcome(SendStepResult.SENT, message_id=hand_off.message_id)
+    return None
+
+
+def _unrecorded(request: StepRequest, result: StepResult) -> StepResult:
+    """A result that recorded nothing: the read model holds what the request says."""
+    result.recorded_status, result.recorded_wake = request.recorded_status, request.recorded_wake
+    return result
+
+
+def _beat() -> None:
+    """Heartbeats a regular activity (a local one has none: its workflow task stands for it)."""
+    if not activity.info().is_local:
+        activity.heartbeat()
 
 
 def _now(workflow_now: str) -> datetime:

@@ -23,6 +23,17 @@ class SendStepResult(StrEnum):
     BLOCK = "block"  # the contact may not be texted: the enrollment exits with `reason`
 
 
+class StepOutcome(StrEnum):
+    """What take_step (EnrollmentV2's one local activity per step) did with a step."""
+
+    WAIT = "wait"  # not yet (due later, or deferred): sleep until `until`, then take it again
+    PACE = "pace"  # the sender's pace slot is at `until`: send `text` then, holding that slot
+    APPROVAL = "approval"  # staff are asked (owed, recorded): wait for a decision until `until`
+    SENT = "sent"  # handed to the carrier (or found handed before: never sent twice)
+    SKIP = "skip"  # this step is not sent
+    BLOCK = "block"  # the contact may not be texted: exit with reasons[0]
+
+
 class ApprovalAction(StrEnum):
     """A person's verdict on a step waiting for approval (not the step decision, Outcome)."""
 
@@ -90,6 +101,44 @@ class SendOutcome:
     until: str = ""  # DEFER: ISO instant to prepare again
     reason: str = ""  # BLOCK: the exit reason (an ExitReason value); else words for the history
     message_id: int = 0
+
+
+@dataclass
+class StepRequest:
+    """One step of an EnrollmentV2 run, for take_step: prepare and send in one local activity,
+    recording the read model's transition it causes."""
+
+    enrollment_id: str
+    step_index: int
+    previous: str  # ISO instant the step's wait counts from (the previous send, or the start)
+    now: str = ""  # the workflow's clock; activities use the later of it and their own
+    require_approval: bool = False
+    approval_timeout_seconds: int = 86_400
+    due: str = ""  # the step's due instant once known ("": compute it)
+    # the read model as last recorded: take_step writes a transition only on a change
+    recorded_status: EnrollmentStatus = EnrollmentStatus.ACTIVE
+    recorded_wake: str = ""
+    record_run: bool = False  # the run's first step: keep its run id with the row
+    # the send phase (after an approval, or at a pace slot): the text to send, no new prepare
+    text: str = ""
+    edited: bool = False
+    template_revision: str = ""
+    pace_slot: str = ""  # ISO instant of a pace slot already taken for this send
+
+
+@dataclass
+class StepResult:
+    outcome: StepOutcome
+    until: str = ""  # WAIT: the wake; PACE: the slot; APPROVAL: the deadline
+    due: str = ""  # the step's due instant (kept for the next take of the same step)
+    reasons: list[str] = field(default_factory=list)  # BLOCK: the exit reason first
+    text: str = ""  # PACE, APPROVAL: the text to send
+    segments: int = 0
+    template_revision: str = ""
+    message_id: int = 0
+    # the read model after this activity (what it recorded, or what was recorded before)
+    recorded_status: EnrollmentStatus = EnrollmentStatus.ACTIVE
+    recorded_wake: str = ""
 
 
 @dataclass

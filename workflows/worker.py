@@ -15,7 +15,7 @@ from workflows.carrier import Carrier
 from workflows.client import EnrollmentClient
 from workflows.digest import WeeklyDigestsWorkflow
 from workflows.digest_activities import DigestActivities
-from workflows.enrollment import EnrollmentWorkflow
+from workflows.enrollment import EnrollmentV2Workflow, EnrollmentWorkflow
 from workflows.enrollment_activities import EnrollmentActivities
 from workflows.platform import WorkerSelfCheck
 from workflows.scan import InactivityScanWorkflow, SteerSequenceWorkflow
@@ -52,7 +52,8 @@ def build_worker(
         task_queue=task_queue,
         workflows=[
             WorkerSelfCheck,
-            EnrollmentWorkflow,
+            EnrollmentWorkflow,  # runs enrollments started before EnrollmentV2 to their end
+            EnrollmentV2Workflow,
             InactivityScanWorkflow,
             SteerSequenceWorkflow,
             WeeklyDigestsWorkflow,
