@@ -4,6 +4,7 @@ on a tracked link exits when the sequence says so."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -116,3 +117,36 @@ async def test_a_click_on_a_tracked_link_redirects_and_exits_when_click_is_an_ex
 
 async def _result(env: WorkflowEnvironment, run: Any, enrollment: Enrollment) -> str:
     return await run_to_end(env, run.workflows, enrollment)
+
+
+async def test_replies_arriving_together_are_all_delivered_at_once_without_the_relay_loop(
+    time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
+) -> None:
+    """The edge hands its follow-ups to the relay as soon as they are committed; replies that
+    arrive together are delivered together (no relay loop runs here: only the hand-over can
+    have delivered them), every follow-up finished and every enrollment exited as replied."""
+    template = await brand_template(pool)
+    sequence = await make_sequence(pool, [Step(template, 30 * DAY)])
+    phones = [f"+1212555{170 + i:04d}" for i in range(12)]
+    async with running_worker(time_skipping_env.client, pool) as run:
+        enrollments = []
+        for phone in phones:
+            contact = await consenting_contact(pool, phone)
+            async with pool.connection() as conn:
+                enrollment, _ = await enroll(conn, run.workflows, OPERATOR, contact, sequence)
+            enrollments.append(enrollment)
+        async with sms_edge(pool, run.workflows) as edge:
+            answers = await asyncio.gather(
+                *(edge.inbound(inbound_form("See you Saturday", sender=p)) for p in phones)
+            )
+            await edge.relay.settle()
+        assert [a.status_code for a in answers] == [200] * len(phones)
+        # what the replies owe (the exits' own notices, owed by the workflow, are the loop's)
+        outcomes = await rows(
+            pool,
+            "SELECT kind, outcome, count(*) FROM followups WHERE kind = 'signal_reply'"
+            " OR payload->>'kind' = 'reply_received' GROUP BY 1, 2",
+        )
+        assert sorted(outcomes) == [("notify", "logged", 12), ("signal_reply", "delivered", 12)]
+        for enrollment in enrollments:
+            assert await run_to_end(time_skipping_env, run.workflows, enrollment) == "replied"

@@ -43,6 +43,10 @@ TRIGGERS = system("activity-trigger")
 # who records what a service text's carrier answer says about its contact (a 21610)
 SERVICE_TEXTS = system("service-text")
 ENROLL_ATTEMPTS = 4
+# follow-ups handed over at once are delivered by up to this many couriers side by side; what
+# is handed over while they are all busy is taken, all of it, by the next one free (one claim,
+# one finishing statement for the lot)
+COURIERS = 8
 # a notice Slack keeps refusing is retried for about 3 hours (backoff capped at 5 minutes)
 NOTICE_ATTEMPTS = 45
 
@@ -63,6 +67,8 @@ class FollowupRelay:
         self._poll = poll_seconds
         self._wake = asyncio.Event()
         self._in_background: set[asyncio.Task[None]] = set()
+        self._handed: list[int] = []  # handed over, not yet taken by a courier
+        self._couriers = 0
 
     async def deliver(self, ids: list[int] | tuple[int, ...]) -> int:
         """Delivers these follow-ups now (those another relay holds are left to it)."""
@@ -85,13 +91,25 @@ class FollowupRelay:
             self.nudge()
 
     def deliver_owed_soon(self, ids: Sequence[int]) -> None:
-        """`deliver_owed` in a task the relay holds until done, for a caller that cannot run
-        code after its answer is sent (a gRPC servicer)."""
+        """`deliver_owed` in the background, started at once, for a caller that does not wait
+        for it (an HTTP route, a gRPC servicer): handed to a courier the relay holds until
+        done. Under load the hand-overs of many callers go out together."""
         if not ids:
             return
-        task = asyncio.create_task(self.deliver_owed(tuple(ids)))
-        self._in_background.add(task)
-        task.add_done_callback(self._in_background.discard)
+        self._handed.extend(ids)
+        if self._couriers < COURIERS:
+            self._couriers += 1
+            task = asyncio.create_task(self._courier())
+            self._in_background.add(task)
+            task.add_done_callback(self._in_background.discard)
+
+    async def _courier(self) -> None:
+        try:
+            while self._handed:
+                ids, self._handed = self._handed, []
+                await self.deliver_owed(ids)
+        finally:
+            self._couriers -= 1
 
     async def settle(self) -> None:
         """Waits for the deliveries `deliver_owed_soon` started (before the pool closes)."""
@@ -126,14 +144,27 @@ class FollowupRelay:
         now = datetime.now(UTC)
         async with self._pool.connection() as conn:
             claimed = await followups.claim(conn, now, ids)
-        # signals first: an activity that ends one enrollment and starts another
-        first = [f for f in claimed if f.kind not in (FollowupKind.ENROLL, FollowupKind.NOTIFY)]
-        notices = sorted((f for f in claimed if f.kind is FollowupKind.NOTIFY), key=lambda f: f.id)
-        await asyncio.gather(*(self._run_one(f) for f in first), self._run_in_order(notices))
-        await asyncio.gather(*(self._run_one(f) for f in claimed if f.kind is FollowupKind.ENROLL))
+        if not claimed:
+            return 0
+        done: dict[int, str] = {}
+        try:
+            # signals first: an activity that ends one enrollment and starts another
+            first = [f for f in claimed if f.kind not in (FollowupKind.ENROLL, FollowupKind.NOTIFY)]
+            notices = sorted(
+                (f for f in claimed if f.kind is FollowupKind.NOTIFY), key=lambda f: f.id
+            )
+            await asyncio.gather(
+                *(self._run_one(f, done) for f in first), self._run_in_order(notices, done)
+            )
+            enrolls = [f for f in claimed if f.kind is FollowupKind.ENROLL]
+            await asyncio.gather(*(self._run_one(f, done) for f in enrolls))
+        finally:
+            if done:  # what was delivered, in one statement (the rest waits for its lease)
+                async with self._pool.connection() as conn:
+                    await followups.finish_many(conn, done)
         return len(claimed)
 
-    async def _run_in_order(self, notices: list[Followup]) -> None:
+    async def _run_in_order(self, notices: list[Followup], done: dict[int, str]) -> None:
         """Each contact's notices one after another (a thread reads reply, then exit); the
         contacts side by side."""
         by_contact: dict[str, list[Followup]] = {}
@@ -145,11 +176,12 @@ class FollowupRelay:
                 if i:  # Slack may be slow: the lease counts from this notice's start
                     async with self._pool.connection() as conn:
                         await followups.extend_lease(conn, f.id, _now())
-                await self._run_one(f)
+                await self._run_one(f, done)
 
         await asyncio.gather(*(one_contact(owed) for owed in by_contact.values()))
 
-    async def _run_one(self, f: Followup) -> None:
+    async def _run_one(self, f: Followup, done: dict[int, str]) -> None:
+        """Attempts one follow-up: its outcome goes into `done`, or it is rescheduled."""
         try:
             outcome = await self._attempt(f)
         except Exception as exc:
@@ -159,8 +191,7 @@ class FollowupRelay:
             async with self._pool.connection() as conn:
                 await followups.retry_later(conn, f, f"{type(exc).__name__}: {exc}", _now())
             return
-        async with self._pool.connection() as conn:
-            await followups.finish(conn, f.id, outcome)
+        done[f.id] = outcome
 
     def _temporal(self) -> EnrollmentClient:
         if self._enrollments is None:  # a relay without Temporal: a relay with it delivers
@@ -178,7 +209,7 @@ class FollowupRelay:
                 return "gave_up"
             return await self._notifier.deliver(Notice.of(f))
         run_id = f.run_id
-        if f.enrollment_id:
+        if f.enrollment_id and not run_id:  # an enrollment's run, once known, never changes
             async with self._pool.connection() as conn:
                 run_id, running = await followups.enrollment_run(conn, f.enrollment_id)
             if not run_id:

@@ -2,8 +2,11 @@
 tracked-link redirect `GET /l/{code}`.
 
 A webhook is answered 200 only after what it carried is committed (a database failure answers
-503, so the carrier retries). Its follow-ups (signals, service texts) are handed to the relay
-after the answer; the relay's loop retries whatever that first attempt could not deliver.
+503, so the carrier retries). Its follow-ups (signals, service texts) are handed to the relay in
+process as soon as they are committed (`FollowupRelay.deliver_owed_soon`): the relay delivers
+them while the answer goes out, without holding up the connection's next request, and under
+load the follow-ups of many webhooks together; the relay's loop retries whatever that first
+attempt could not deliver (its poll is only the safety net).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -88,11 +90,8 @@ class SmsEdge:
             outcome = await receive(conn, sms)
         if outcome.duplicate:
             log.info("inbound %s: a repeated webhook, no effect", outcome.inbound_id)
-        return Response(
-            EMPTY_TWIML,
-            media_type="text/xml",
-            background=self._deliver(outcome.followups),
-        )
+        self._relay.deliver_owed_soon(outcome.followups)
+        return Response(EMPTY_TWIML, media_type="text/xml")
 
     async def status(self, request: Request) -> Response:
         form = await self._signed_form(request)
@@ -110,7 +109,8 @@ class SmsEdge:
                 datetime.now(UTC),
                 ledger_id,
             )
-        return Response(status_code=200, background=self._deliver(outcome.followups))
+        self._relay.deliver_owed_soon(outcome.followups)
+        return Response(status_code=200)
 
     async def link(self, request: Request) -> Response:
         code = request.path_params["code"]
@@ -124,18 +124,12 @@ class SmsEdge:
             )
         if clicked is None:
             return PlainTextResponse("unknown link\n", status_code=404)
+        self._relay.deliver_owed_soon(clicked.followups)
         return RedirectResponse(
             clicked.target_url,
             status_code=302,
             headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
-            background=self._deliver(clicked.followups),
         )
-
-    def _deliver(self, ids: tuple[int, ...]) -> BackgroundTask | None:
-        """The relay delivers what the request owes once the answer has gone out."""
-        if not ids:
-            return None
-        return BackgroundTask(self._relay.deliver_owed, ids)
 
 
 def _guarded(handler: Handler) -> Handler:

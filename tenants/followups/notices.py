@@ -17,7 +17,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants.core.names import ChildName, TenantScope
-from tenants.followups.owed import Followup, FollowupKind, owe
+from tenants.followups.owed import Followup, FollowupKind, Owed, owe_many
 
 
 class NoticeKind(StrEnum):
@@ -77,10 +77,17 @@ async def owe_notice(
 ) -> int | None:
     """Owes staff a notice; the same (kind, key) twice is one. Returns its follow-up id. A
     notice about the brand (a franchisor scope) is stored with location '' ."""
+    ids = await owe_many(conn, [notice_owed(kind, location, contact_id, key, **payload)])
+    return ids[0] if ids else None
+
+
+def notice_owed(
+    kind: NoticeKind, location: TenantScope, contact_id: str, key: str, **payload: Any
+) -> Owed:
+    """The follow-up `owe_notice` records, for `owe_many` with others."""
     if location.location_id is None:
         location = TenantScope(location.franchisor_id, "")
-    return await owe(
-        conn,
+    return Owed(
         FollowupKind.NOTIFY,
         ChildName(location, "contacts", contact_id),
         f"{kind.value}:{key}",

@@ -81,6 +81,42 @@ def _from_row(row: tuple[Any, ...]) -> Followup:
     )
 
 
+@dataclass(frozen=True)
+class Owed:
+    """One follow-up to record (`owe_many`); the fields as `owe` takes them."""
+
+    kind: FollowupKind
+    contact: ChildName
+    event_id: str
+    enrollment_id: str = ""
+    workflow_id: str = ""
+    run_id: str = ""
+    activity_kind: str = ""
+    body: str = ""
+    from_number: str = ""
+    expires_at: datetime | None = None
+    sequence: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    def values(self) -> tuple[Any, ...]:
+        return (
+            self.kind.value,
+            self.contact.scope.franchisor_id,
+            self.contact.scope.location_id,
+            self.contact.id,
+            self.enrollment_id,
+            self.workflow_id,
+            self.run_id,
+            self.event_id,
+            self.activity_kind,
+            self.body,
+            self.from_number,
+            self.expires_at,
+            self.sequence,
+            Jsonb(self.payload),
+        )
+
+
 async def owe(
     conn: AsyncConnection[Any],
     kind: FollowupKind,
@@ -99,30 +135,40 @@ async def owe(
 ) -> int | None:
     """Records a follow-up; the same (kind, event, contact) twice is one. Returns its id (None
     when it was owed already)."""
+    owed = Owed(
+        kind,
+        contact,
+        event_id,
+        enrollment_id,
+        workflow_id,
+        run_id,
+        activity_kind,
+        body,
+        from_number,
+        expires_at,
+        sequence,
+        payload or {},
+    )
+    ids = await owe_many(conn, [owed])
+    return ids[0] if ids else None
+
+
+_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+
+
+async def owe_many(conn: AsyncConnection[Any], owed: list[Owed]) -> list[int]:
+    """Records these follow-ups in one statement (each as `owe` would); returns the ids of the
+    new ones (one owed already has none)."""
+    if not owed:
+        return []
     cur = await conn.execute(
         "INSERT INTO followups (kind, franchisor_id, location_id, contact_id, enrollment_id,"
         " workflow_id, run_id, event_id, activity_kind, body, from_number, expires_at, sequence,"
-        " payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT DO NOTHING RETURNING id",
-        (
-            kind.value,
-            contact.scope.franchisor_id,
-            contact.scope.location_id,
-            contact.id,
-            enrollment_id,
-            workflow_id,
-            run_id,
-            event_id,
-            activity_kind,
-            body,
-            from_number,
-            expires_at,
-            sequence,
-            Jsonb(payload or {}),
-        ),
+        " payload) VALUES " + ", ".join([_ROW] * len(owed)) + " ON CONFLICT DO NOTHING"
+        " RETURNING id",
+        tuple(v for o in owed for v in o.values()),
     )
-    row = await cur.fetchone()
-    return row[0] if row else None
+    return sorted(row[0] for row in await cur.fetchall())
 
 
 async def owe_signal(
@@ -186,10 +232,22 @@ async def owe_signal_to(
     activity_kind: str = "",
 ) -> int | None:
     """owe_signal, for a caller that has read the contact's running enrollment already."""
+    owed = signal_owed(kind, contact, enrollment, event_id, activity_kind)
+    ids = await owe_many(conn, [owed]) if owed is not None else []
+    return ids[0] if ids else None
+
+
+def signal_owed(
+    kind: FollowupKind,
+    contact: ChildName,
+    enrollment: SignalTarget | None,
+    event_id: str,
+    activity_kind: str = "",
+) -> Owed | None:
+    """The signal `owe_signal_to` records, for `owe_many` (None: no running enrollment)."""
     if enrollment is None:
         return None
-    return await owe(
-        conn,
+    return Owed(
         kind,
         contact,
         event_id,
@@ -229,6 +287,15 @@ async def finish(conn: AsyncConnection[Any], followup_id: int, outcome: str) -> 
     await conn.execute(
         "UPDATE followups SET done_at = now(), outcome = %s WHERE id = %s",
         (outcome, followup_id),
+    )
+
+
+async def finish_many(conn: AsyncConnection[Any], outcomes: dict[int, str]) -> None:
+    """`finish` for several follow-ups (id → outcome) in one statement."""
+    await conn.execute(
+        "UPDATE followups SET done_at = now(), outcome = o.outcome"
+        " FROM unnest(%s::bigint[], %s::text[]) AS o(id, outcome) WHERE followups.id = o.id",
+        (list(outcomes), list(outcomes.values())),
     )
 
 
