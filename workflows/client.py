@@ -8,7 +8,12 @@ import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -92,6 +97,18 @@ class EnrollmentClient:
             execution_timeout=timedelta(days=3 * 366),
         )
         return handle.result_run_id or ""
+
+    async def running_run_of(self, workflow_id: str, enrollment_id: str) -> str:
+        """The run id of the id's running workflow when it runs this enrollment; "" when no
+        run of it runs (another enrollment's, or none, or Temporal could not say)."""
+        try:
+            found = await self._client.get_workflow_handle(workflow_id).describe()
+        except Exception:
+            return ""
+        if found.status != WorkflowExecutionStatus.RUNNING:
+            return ""
+        ours = found.typed_search_attributes.get(sa.ENROLLMENT_ID) == enrollment_id
+        return found.run_id if ours and found.run_id else ""
 
     def _handle(
         self, workflow_id: str, run_id: str | None = None

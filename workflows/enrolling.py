@@ -1,7 +1,7 @@
 """Enroll: the one code path that puts a contact into a sequence (the API, BulkEnroll and the
-triggers all use it). The entry rules decide; the row is written; the workflow is started with
-an id derived from location and contact, so two enrollments can never run at once for one
-person at one location."""
+triggers all use it). The entry rules decide; the row is written (with its audit entry, in one
+statement); the workflow is started with an id derived from location and contact, so two
+enrollments can never run at once for one person at one location."""
 
 from __future__ import annotations
 
@@ -76,6 +76,9 @@ async def enroll(
             )
         )
     except WorkflowAlreadyStartedError:
+        run_id = await workflows.running_run_of(enrollment.workflow_id, enrollment.id)
+        if run_id:  # the orphan reconciler started it meanwhile (this start was slow)
+            return replace(enrollment, run_id=run_id), True
         # a previous run for this contact is still closing; the row says it ended
         await record_transition(
             conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, ExitReason.START_CONFLICT
@@ -88,6 +91,8 @@ async def enroll(
             conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, ExitReason.START_FAILED
         )
         raise EnrollmentUnavailable("the workflow service is unavailable; nothing was enrolled")
+    # (the relay signals this run by its id; a row left without it, by a process killed
+    # before this write, is the orphan reconciler's: workflows.orphans)
     await record_run(conn, enrollment.id, run_id)
     return replace(enrollment, run_id=run_id), True
 

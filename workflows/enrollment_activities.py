@@ -11,7 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -29,12 +29,7 @@ from tenants.content.first_message import outgoing_text
 from tenants.content.placeholders import LinkMaker
 from tenants.content.rendering import contact_context, render_step, sent_coupon_code
 from tenants.core.vocabulary import EnrollmentStatus, ExitReason
-from tenants.enrollment.records import (
-    Enrollment,
-    load_enrollment,
-    record_run,
-    record_transition,
-)
+from tenants.enrollment.records import Enrollment, load_enrollment, record_transition
 from tenants.followups.chat_threads import has_open_approval_posts
 from tenants.followups.notices import NoticeKind, owe_notice
 from tenants.messages import ledger, outbound
@@ -87,7 +82,12 @@ class _Context:
 
 async def _context(conn: AsyncConnection[Any], enrollment_id: str, lock: bool = False) -> _Context:
     enrollment = await load_enrollment(conn, enrollment_id)
-    contact = await load(conn, enrollment.contact, lock=lock)
+    return await _at_location(conn, enrollment, await load(conn, enrollment.contact, lock=lock))
+
+
+async def _at_location(
+    conn: AsyncConnection[Any], enrollment: Enrollment, contact: Contact
+) -> _Context:
     location = await load_location(conn, enrollment.contact.scope)
     brand = await brand_name(conn, location.scope.franchisor_id)
     return _Context(enrollment, contact, location, brand)
@@ -336,15 +336,30 @@ class EnrollmentActivities:
         now = _now(request.now)
         step = request.step_index
         async with self._pool.connection() as conn:
-            ctx = await _context(conn, request.enrollment_id)
-            if request.record_run:
-                await record_run(conn, request.enrollment_id, activity.info().workflow_run_id or "")
+            enrollment = await load_enrollment(conn, request.enrollment_id)
+            contact = await load(conn, enrollment.contact)
+            # approval buttons can be open only where a step asks for approval
+            request.approvals = any(s.require_approval for s in enrollment.definition.steps)
             due = request.due
+            if not request.text:
+                due_at = (
+                    datetime.fromisoformat(due)
+                    if due
+                    else due_time(
+                        enrollment.definition.steps[step],
+                        enrollment.enrolled_at,
+                        datetime.fromisoformat(request.previous),
+                        contact.zones[0],
+                    )
+                )
+                due = due_at.isoformat()
+                if due_at > now:  # (the location and the brand are read only when it is due)
+                    waiting = StepResult(StepOutcome.WAIT, due, due)
+                    return await self._recorded(conn, request, waiting, ACTIVE, due)
+            ctx = await _at_location(conn, enrollment, contact)
             if request.text:  # the send phase: approved, or at the pace slot it holds
-                if (request.recorded_status, request.recorded_wake) != (ACTIVE, ""):
-                    # decided by staff (or woken at its slot): active again before it sends
-                    await self._record(conn, Transition(request.enrollment_id, ACTIVE, step))
-                    request.recorded_status, request.recorded_wake = ACTIVE, ""
+                # decided by staff (or woken at its slot): active again before it sends
+                await self._recorded(conn, request, None, ACTIVE, "")
                 send = SendRequest(
                     request.enrollment_id,
                     step,
@@ -354,20 +369,7 @@ class EnrollmentActivities:
                     request.now,
                 )
             else:
-                due_at = (
-                    datetime.fromisoformat(due)
-                    if due
-                    else due_time(
-                        ctx.enrollment.definition.steps[step],
-                        ctx.enrollment.enrolled_at,
-                        datetime.fromisoformat(request.previous),
-                        ctx.contact.zones[0],
-                    )
-                )
-                due = due_at.isoformat()
-                if due_at > now:
-                    waiting = StepResult(StepOutcome.WAIT, due, due)
-                    return await self._recorded(conn, request, waiting, ACTIVE, due)
+                due_at = datetime.fromisoformat(due)
                 prepared = await self._prepare(conn, ctx, step, due_at, now)
                 if prepared.outcome is Outcome.DEFER:
                     deferred = StepResult(StepOutcome.WAIT, prepared.until, due, prepared.reasons)
@@ -454,6 +456,7 @@ class EnrollmentActivities:
         kind = StepOutcome.SKIP if sent.outcome is SendStepResult.SKIP else StepOutcome.BLOCK
         return _unrecorded(request, StepResult(kind, due=due, reasons=[sent.reason]))
 
+    @overload
     async def _recorded(
         self,
         conn: AsyncConnection[Any],
@@ -461,14 +464,34 @@ class EnrollmentActivities:
         result: StepResult,
         status: EnrollmentStatus,
         wake: str,
-    ) -> StepResult:
-        """Records (status, wake) in the read model when it changes; the result says what the
-        read model holds now."""
+    ) -> StepResult: ...
+
+    @overload
+    async def _recorded(
+        self,
+        conn: AsyncConnection[Any],
+        request: StepRequest,
+        result: None,
+        status: EnrollmentStatus,
+        wake: str,
+    ) -> None: ...
+
+    async def _recorded(
+        self,
+        conn: AsyncConnection[Any],
+        request: StepRequest,
+        result: StepResult | None,
+        status: EnrollmentStatus,
+        wake: str,
+    ) -> StepResult | None:
+        """Records (status, wake) in the read model when it changes; the request, and the
+        result, say what the read model holds now."""
         if (status, wake) != (request.recorded_status, request.recorded_wake):
-            await self._record(
-                conn, Transition(request.enrollment_id, status, request.step_index, wake)
-            )
-        result.recorded_status, result.recorded_wake = status, wake
+            transition = Transition(request.enrollment_id, status, request.step_index, wake)
+            await self._record(conn, transition, approvals=request.approvals)
+        request.recorded_status, request.recorded_wake = status, wake
+        if result is not None:
+            result.recorded_status, result.recorded_wake = status, wake
         return result
 
     @activity.defn(name="record_transition")
@@ -476,8 +499,15 @@ class EnrollmentActivities:
         async with self._pool.connection() as conn:
             await self._record(conn, t)
 
-    async def _record(self, conn: AsyncConnection[Any], t: Transition) -> None:
-        """The read model follows a transition; the staff notices it owes are owed with it."""
+    async def _record(
+        self,
+        conn: AsyncConnection[Any],
+        t: Transition,
+        *,
+        approvals: bool = True,
+    ) -> None:
+        """The read model follows a transition; the staff notices it owes are owed with it.
+        approvals=False: no step of the sequence asks for approval (no buttons to close)."""
         await record_transition(
             conn,
             t.enrollment_id,
@@ -488,8 +518,10 @@ class EnrollmentActivities:
             t.history,
         )
         notices: list[tuple[NoticeKind, str, dict[str, Any]]] = []
-        if t.status != EnrollmentStatus.AWAITING_APPROVAL and await has_open_approval_posts(
-            conn, t.enrollment_id
+        if (
+            approvals
+            and t.status != EnrollmentStatus.AWAITING_APPROVAL
+            and await has_open_approval_posts(conn, t.enrollment_id)
         ):  # decided over the API or the CLI, timed out, or ended: the buttons must go
             key = f"{t.enrollment_id}:{t.step_index}:{t.status}"
             notices.append((NoticeKind.APPROVAL_CLOSED, key, {"status": t.status}))

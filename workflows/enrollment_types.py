@@ -118,7 +118,7 @@ class StepRequest:
     # the read model as last recorded: take_step writes a transition only on a change
     recorded_status: EnrollmentStatus = EnrollmentStatus.ACTIVE
     recorded_wake: str = ""
-    record_run: bool = False  # the run's first step: keep its run id with the row
+    approvals: bool = True  # take_step's own: whether any step asks for approval
     # the send phase (after an approval, or at a pace slot): the text to send, no new prepare
     text: str = ""
     edited: bool = False

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from tenants.contacts.contacts import get_contact
+from tenants.contacts.contacts import load
 from tenants.contacts.model import Contact
 from tenants.contacts.reachability import may_text
 from tenants.core.errors import (
@@ -28,15 +28,13 @@ from tenants.core.errors import (
     InvalidArgument,
 )
 from tenants.core.names import ChildName, TenantScope
-from tenants.core.vocabulary import ExitReason
+from tenants.core.vocabulary import EnrollmentStatus, ExitReason
 from tenants.enrollment.records import (
     COLLECTION,
     Enrollment,
-    load_enrollment,
     running_for_contact,
     workflow_id_for,
 )
-from tenants.org import audit
 from tenants.org.access import Action, Principal, authorize
 from tenants.sequences.definitions import get_sequence
 from tenants.sequences.model import Sequence, SequenceState
@@ -70,7 +68,8 @@ async def decide_entry(
     cooldown after the last enrollment in this sequence. The per-location daily cap is
     applied when the row is written (`insert_enrollment`). Raises the refusal."""
     authorize(principal, Action.CONTACT_WRITE, contact_name.scope)
-    contact = await get_contact(conn, principal, contact_name)
+    authorize(principal, Action.CONTACT_READ, contact_name.scope)
+    contact = await load(conn, contact_name)  # (its external ids play no part here)
     sequence = await get_sequence(conn, principal, sequence_name)
     scope = sequence.name.scope
     if scope.franchisor_id != contact.location.franchisor_id or (
@@ -150,46 +149,37 @@ async def decide_entry(
 async def insert_enrollment(
     conn: AsyncConnection[Any], principal: Principal, entry: EntryDecision, now: datetime
 ) -> tuple[Enrollment, bool]:
-    """Writes the new enrollment row; (the running one, False) when another writer won."""
+    """Writes the new enrollment row with its audit entry; (the running one, False) when
+    another writer won. Without a daily cap that is one statement (atomic on its own); with
+    one, the cap's count and the insert share a transaction."""
     contact, sequence = entry.contact, entry.sequence
-    enrollment_id = f"e{secrets.token_hex(10)}"
+    enrollment = Enrollment(
+        ChildName(contact.location, COLLECTION, f"e{secrets.token_hex(10)}"),
+        workflow_id_for(contact.location, contact.name.id),
+        "",
+        contact.name,
+        sequence.name,
+        sequence.version,
+        sequence.definition,
+        EnrollmentStatus.ACTIVE,
+        "",
+        0,
+        None,
+        now,
+        None,
+    )
     # ON CONFLICT, not a caught unique violation: PostgreSQL would log the conflicting key.
     # A running enrollment that ends between the insert and the read is tried again.
     for _ in range(3):
-        async with conn.transaction():
-            await check_daily_cap(conn, contact.location, now)
-            cur = await conn.execute(
-                "INSERT INTO enrollments (id, workflow_id, franchisor_id, location_id,"
-                " contact_id, sequence_location_id, sequence_id, sequence_version, definition,"
-                " status, enrolled_at, enrolled_by)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'active', %s, %s)"
-                " ON CONFLICT DO NOTHING RETURNING id",
-                (
-                    enrollment_id,
-                    workflow_id_for(contact.location, contact.name.id),
-                    contact.location.franchisor_id,
-                    contact.location.location_id,
-                    contact.name.id,
-                    sequence.name.scope.location_id,
-                    sequence.name.id,
-                    sequence.version,
-                    Jsonb(sequence.definition.to_json()),
-                    now,
-                    principal.label,
-                ),
-            )
-            inserted = await cur.fetchone() is not None
-            if inserted:
-                await audit.record(
-                    conn,
-                    principal,
-                    "enrollment.create",
-                    f"{contact.location.name}/{COLLECTION}/{enrollment_id}",
-                    contact.location.franchisor_id,
-                    sequence=sequence.name.name,
-                )
+        cap = await _daily_cap(conn, contact.location)
+        if cap is None:
+            inserted = await _insert(conn, principal, enrollment)
+        else:
+            async with conn.transaction():
+                await _enforce_cap(conn, contact.location, cap, now)
+                inserted = await _insert(conn, principal, enrollment)
         if inserted:
-            return await load_enrollment(conn, enrollment_id), True
+            return enrollment, True
         running = await running_for_contact(conn, contact.name)
         if running is None:
             continue
@@ -206,11 +196,53 @@ async def insert_enrollment(
     )
 
 
+async def _insert(conn: AsyncConnection[Any], principal: Principal, e: Enrollment) -> bool:
+    """The row and its audit entry in one statement; False when a running one holds the
+    contact (the partial unique index)."""
+    location = e.contact.scope
+    cur = await conn.execute(
+        "WITH row AS (INSERT INTO enrollments (id, workflow_id, franchisor_id, location_id,"
+        " contact_id, sequence_location_id, sequence_id, sequence_version, definition,"
+        " status, enrolled_at, enrolled_by)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'active', %s, %s)"
+        " ON CONFLICT DO NOTHING RETURNING id),"
+        # the audit entry exactly as tenants.org.audit.record writes it, only if the row was
+        " logged AS (INSERT INTO audit_log (principal, action, resource, franchisor_id, details)"
+        " SELECT %s, 'enrollment.create', %s, %s, %s FROM row)"
+        " SELECT id FROM row",
+        (
+            e.id,
+            e.workflow_id,
+            location.franchisor_id,
+            location.location_id,
+            e.contact.id,
+            e.sequence.scope.location_id,
+            e.sequence.id,
+            e.sequence_version,
+            Jsonb(e.definition.to_json()),
+            e.enrolled_at,
+            principal.label,
+            principal.label,
+            e.name.name,
+            location.franchisor_id,
+            Jsonb({"sequence": e.sequence.name}),
+        ),
+    )
+    return await cur.fetchone() is not None
+
+
 async def check_daily_cap(conn: AsyncConnection[Any], location: TenantScope, now: datetime) -> None:
     """Refuses (DAILY_CAP) when the location's cap of entries for its local day is reached.
     Inside the insert's transaction a per-location advisory lock makes the count and the insert
     one step, so the cap is exact even with many enrollments in flight; outside one (a check
     before interrupting another enrollment) it is a plain look."""
+    cap = await _daily_cap(conn, location)
+    if cap is not None:
+        await _enforce_cap(conn, location, cap, now)
+
+
+async def _daily_cap(conn: AsyncConnection[Any], location: TenantScope) -> tuple[int, str] | None:
+    """The location's daily cap and time zone; None when it has no cap."""
     cur = await conn.execute(
         "SELECT daily_enrollment_cap, time_zone FROM locations WHERE franchisor_id = %s"
         " AND id = %s",
@@ -218,8 +250,14 @@ async def check_daily_cap(conn: AsyncConnection[Any], location: TenantScope, now
     )
     row = await cur.fetchone()
     if row is None or row[0] == 0:
-        return
-    cap, zone = row
+        return None
+    return int(row[0]), str(row[1])
+
+
+async def _enforce_cap(
+    conn: AsyncConnection[Any], location: TenantScope, cap_and_zone: tuple[int, str], now: datetime
+) -> None:
+    cap, zone = cap_and_zone
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cap:{location.name}",))
     local = now.astimezone(ZoneInfo(zone))
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
