@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -41,8 +41,48 @@ async def connect_temporal(address: str, namespace: str, within: float = 60) -> 
             await asyncio.sleep(0.5)
 
 
+class GatedPool(AsyncConnectionPool[Any]):
+    """psycopg's pool behind a semaphore of its size: a caller finding every connection busy
+    waits on the semaphore (one future) instead of in the pool's own queue, which costs a
+    Task, a Condition and its lock per waiter (asyncio.wait_for); under load most calls
+    wait, so this is most of what taking a connection costs. Timeouts and everything else
+    are the pool's."""
+
+    def __init__(self, conninfo: str, *, max_size: int, **kwargs: Any) -> None:
+        super().__init__(conninfo, max_size=max_size, **kwargs)
+        self._gate = asyncio.Semaphore(max_size)
+
+    async def getconn(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (the pool's API)
+        limit = self.timeout if timeout is None else timeout
+        started = asyncio.get_running_loop().time()
+        if self._gate.locked():  # every connection is out: wait for one, at most limit
+            try:
+                async with asyncio.timeout(limit):
+                    await self._gate.acquire()
+            except TimeoutError:
+                raise PoolTimeout(f"couldn't get a connection after {limit:.2f} sec") from None
+        else:
+            await self._gate.acquire()  # at once
+        try:
+            left = limit - (asyncio.get_running_loop().time() - started)
+            return await super().getconn(timeout=max(left, 0.001))
+        except BaseException:
+            self._gate.release()
+            raise
+
+    async def putconn(self, conn: Any) -> None:
+        try:
+            await super().putconn(conn)
+        finally:
+            self._gate.release()
+
+
 def open_pool(database_url: str, max_size: int = 10) -> AsyncConnectionPool[Any]:
-    return AsyncConnectionPool(
+    """The process's connection pool: autocommit connections (a transaction is always an
+    explicit `conn.transaction()`), no per-call setup (no check, reset or SET: the pool hands
+    a connection over as it was returned), statements prepared by psycopg after their fifth
+    use on a connection (its default prepare_threshold)."""
+    return GatedPool(
         database_url, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
     )
 

@@ -28,6 +28,14 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     )
 
 
+def set_timestamp(target: timestamp_pb2.Timestamp, value: datetime) -> None:
+    """Sets target (a message's Timestamp field, in place) to value, like `timestamp`: a
+    field set in place costs no message of its own and no copy into its parent."""
+    since = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH
+    target.seconds = since.days * 86_400 + since.seconds
+    target.nanos = since.microseconds * 1000
+
+
 def require(message: Any, field: str) -> None:
     if not message.HasField(field):
         raise InvalidArgument([FieldViolation(field, "is required")])

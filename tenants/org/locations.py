@@ -64,7 +64,7 @@ class LocationInput:
     weekly_digest: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     scope: TenantScope
     display_name: str
@@ -164,21 +164,20 @@ FROM locations l
 
 
 def _from_row(row: tuple[Any, ...]) -> Location:
-    (f, lid, display, tz, region, start, end, days, slack, created, updated, version) = row[:12]
-    cap, digest, nums = row[12:]
+    # positional arguments in field order: a list page builds dozens of these per call
     return Location(
-        scope=TenantScope(f, lid),
-        display_name=display,
-        time_zone=tz,
-        region_code=region,
-        sender_phone_numbers=tuple(nums),
-        send_window=SendWindow(start, end, tuple(days)),
-        slack_channel_id=slack,
-        create_time=created,
-        update_time=updated,
-        version=version,
-        daily_enrollment_cap=cap,
-        weekly_digest=digest,
+        TenantScope(row[0], row[1]),  # franchisor, location
+        row[2],  # display_name
+        row[3],  # time_zone
+        row[4],  # region_code
+        tuple(row[14]),  # sender_phone_numbers, in position order
+        SendWindow(row[5], row[6], tuple(row[7])),
+        row[8],  # slack_channel_id
+        row[9],  # create_time
+        row[10],  # update_time
+        row[11],  # version
+        row[12],  # daily_enrollment_cap
+        row[13],  # weekly_digest
     )
 
 
@@ -186,11 +185,13 @@ async def _load(
     conn: AsyncConnection[Any], scope: TenantScope, lock: bool = False
 ) -> Location | None:
     # NO KEY UPDATE: the foreign-key checks of fact inserts (KEY SHARE) need not wait for it
+    # binary results: timestamps and arrays load without parsing text
     cur = await conn.execute(
         _SELECT
         + " WHERE l.franchisor_id = %s AND l.id = %s"
         + (" FOR NO KEY UPDATE OF l" if lock else ""),
         (scope.franchisor_id, scope.location_id),
+        binary=True,
     )
     row = await cur.fetchone()
     return _from_row(row) if row else None
@@ -301,6 +302,7 @@ async def list_locations(
         " AND (%s::text IS NULL OR l.id = %s) AND (%s::text IS NULL OR l.id > %s)"
         " ORDER BY l.id LIMIT %s",
         (parent.franchisor_id, only, only, page.after, page.after, page.size + 1),
+        binary=True,
     )
     rows = [_from_row(r) for r in await cur.fetchall()]
     token = page.next_token([r.scope.location_id or "" for r in rows])
