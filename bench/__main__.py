@@ -5,7 +5,17 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bench import api_calls, contact_import, enroll, inbound, report, scan, slack, webhooks
+from bench import (
+    api_calls,
+    contact_import,
+    enroll,
+    inbound,
+    report,
+    scan,
+    slack,
+    sleeping,
+    webhooks,
+)
 
 
 def main() -> None:
@@ -16,6 +26,7 @@ def main() -> None:
     asyncio.run(enroll.run())
     asyncio.run(inbound.run())
     asyncio.run(scan.run())
+    asyncio.run(sleeping.run())
     asyncio.run(slack.run())
     asyncio.run(report.run())
     asyncio.run(webhooks.run())
