@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc
-from server.grpc.enrollment_service import EnrollmentService
+from server.grpc import enrollment_service
 from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
 from tenants.core.names import ChildName
 from tenants.sequences import definitions as sequences
@@ -42,6 +42,7 @@ from tests.enrollment_support import (
     sent_messages,
 )
 from tests.support import A_UPTOWN, B_HARBOR, OPERATOR, World
+from workflows.enrolling import enroll_many
 
 
 @pytest.fixture
@@ -245,15 +246,16 @@ async def test_a_bulk_enroll_cut_by_an_undecodable_message_enrolls_nothing_after
     sequence = await long_sequence(api.pool)
     contacts_ = [await consenting_contact(api.pool, f"+1212555014{n}") for n in (5, 6)]
     finished: list[str] = []
-    enroll_now = EnrollmentService._enroll
 
-    async def slow_enroll(self: EnrollmentService, contact: str, seq: str) -> Any:
+    async def slow_enroll_many(
+        conn: Any, workflows: Any, who: Any, contacts: Any, *rest: Any
+    ) -> Any:
         await asyncio.sleep(0.3)
-        done = await enroll_now(self, contact, seq)
-        finished.append(contact)
+        done = await enroll_many(conn, workflows, who, contacts, *rest)
+        finished.extend(c.name for c in contacts)
         return done
 
-    monkeypatch.setattr(EnrollmentService, "_enroll", slow_enroll)
+    monkeypatch.setattr(enrollment_service, "enroll_many", slow_enroll_many)
     good = [
         pb.BulkEnrollRequest(contact=c.name, sequence=sequence.name).SerializeToString()
         for c in contacts_

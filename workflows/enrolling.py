@@ -6,6 +6,7 @@ enrollments can never run at once for one person at one location."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -13,17 +14,20 @@ from typing import Any
 from psycopg import AsyncConnection
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from tenants.core.errors import AlreadyExists, FailedPrecondition, Unavailable
+from tenants.core.errors import AlreadyExists, DomainError, FailedPrecondition, Unavailable
 from tenants.core.names import ChildName
 from tenants.core.vocabulary import EnrollmentStatus, ExitReason
 from tenants.enrollment.entry import (
+    EntryDecision,
     EntryPath,
     check_daily_cap,
+    decide_entries,
     decide_entry,
     insert_enrollment,
+    insert_enrollments,
     record_refusal,
 )
-from tenants.enrollment.records import Enrollment, record_run, record_transition
+from tenants.enrollment.records import Enrollment, record_run, record_runs, record_transition
 from tenants.org.access import Principal
 from workflows.client import EnrollmentClient, StartRequest, UpdateRefused
 
@@ -61,9 +65,114 @@ async def enroll(
         raise
     if not created:
         return enrollment, False
-    definition = entry.sequence.definition
+    run_id = await _start(conn, workflows, entry, enrollment, approval_timeout_seconds)
+    # (the relay signals this run by its id; a row left without it, by a process killed
+    # before this write, is the orphan reconciler's: workflows.orphans)
+    await record_run(conn, enrollment.id, run_id)
+    return replace(enrollment, run_id=run_id), True
+
+
+Enrolled = tuple[Enrollment, bool] | DomainError
+
+
+async def enroll_many(
+    conn: AsyncConnection[Any],
+    workflows: EnrollmentClient,
+    principal: Principal,
+    contacts: list[ChildName],
+    sequence: ChildName,
+    starts: asyncio.Semaphore,
+    path: EntryPath = EntryPath.API,
+    progress: Callable[[], None] | None = None,
+) -> list[Enrolled]:
+    """enroll for many contacts of one location into one sequence, each with enroll's answer
+    or its refusal (a DomainError, recorded as enroll records it), in the order of contacts.
+    The facts are read and the rows written set-wise; the workflows start side by side, at
+    most `starts` at once (shared by the caller's batches); their run ids are recorded in one
+    statement. What the set-wise path does not cover — a preemption, a location with a daily
+    cap, a contact enrolled by another writer meanwhile — takes enroll, one by one."""
+    now = datetime.now(UTC)
+    location = contacts[0].scope
+    ids = list(dict.fromkeys(c.id for c in contacts))
     try:
-        run_id = await workflows.start(
+        decided = await decide_entries(conn, principal, location, ids, sequence, now)
+    except DomainError as refused:  # the sequence: missing, or not the caller's to use
+        return [refused for _ in contacts]
+    answers: dict[str, Enrolled] = {}
+    fresh: list[EntryDecision] = []
+    for contact in {c.id: c for c in contacts}.values():
+        entry = decided[contact.id]
+        if isinstance(entry, (FailedPrecondition, AlreadyExists)):
+            await record_refusal(conn, contact, sequence, path, entry.reason, entry.message, now)
+        if isinstance(entry, DomainError):
+            answers[contact.id] = entry
+        elif entry.existing is not None:
+            answers[contact.id] = (entry.existing, False)
+        elif entry.preempt is None:
+            fresh.append(entry)
+    written = await insert_enrollments(conn, principal, fresh, now)
+    rows = {e.contact.id: e for e in written or ()}
+    entries = {entry.contact.name.id: entry for entry in fresh}
+
+    async def start(enrollment: Enrollment) -> None:
+        async with starts:
+            try:
+                entry = entries[enrollment.contact.id]
+                run_id = await _start(conn, workflows, entry, enrollment, 86_400)
+                answers[enrollment.contact.id] = (replace(enrollment, run_id=run_id), True)
+            except DomainError as failed:
+                answers[enrollment.contact.id] = failed
+        if progress is not None:
+            progress()
+
+    # every start runs to its end (then an unexpected failure is raised: the caller retries)
+    settled = await asyncio.gather(*(start(e) for e in rows.values()), return_exceptions=True)
+    await record_runs(
+        conn,
+        {
+            e.id: e.run_id
+            for e, created in (a for a in answers.values() if isinstance(a, tuple))
+            if created and e.contact.id in rows
+        },
+    )
+    failure = next((r for r in settled if isinstance(r, BaseException)), None)
+    if failure is not None:
+        raise failure
+    for contact in {c.id: c for c in contacts}.values():  # the rest, one by one
+        if contact.id not in answers:
+            try:
+                answers[contact.id] = await enroll(
+                    conn, workflows, principal, contact, sequence, path=path
+                )
+            except DomainError as refused:
+                answers[contact.id] = refused
+            if progress is not None:
+                progress()
+    # a contact named again in the same batch: the first one's enrollment, not new again
+    seen: set[str] = set()
+    ordered: list[Enrolled] = []
+    for contact in contacts:
+        answer = answers[contact.id]
+        if contact.id in seen and isinstance(answer, tuple):
+            answer = (answer[0], False)
+        seen.add(contact.id)
+        ordered.append(answer)
+    return ordered
+
+
+async def _start(
+    conn: AsyncConnection[Any],
+    workflows: EnrollmentClient,
+    entry: EntryDecision,
+    enrollment: Enrollment,
+    approval_timeout_seconds: int,
+) -> str:
+    """Starts the enrollment's workflow; its run id. When it cannot, the row says it ended
+    (a run of this same enrollment found running is taken) and EnrollmentUnavailable says
+    why."""
+    contact, definition = enrollment.contact, entry.sequence.definition
+    try:
+        return await workflows.start(
             StartRequest(
                 workflow_id=enrollment.workflow_id,
                 enrollment_id=enrollment.id,
@@ -78,7 +187,7 @@ async def enroll(
     except WorkflowAlreadyStartedError:
         run_id = await workflows.running_run_of(enrollment.workflow_id, enrollment.id)
         if run_id:  # the orphan reconciler started it meanwhile (this start was slow)
-            return replace(enrollment, run_id=run_id), True
+            return run_id
         # a previous run for this contact is still closing; the row says it ended
         await record_transition(
             conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, ExitReason.START_CONFLICT
@@ -91,10 +200,6 @@ async def enroll(
             conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, ExitReason.START_FAILED
         )
         raise EnrollmentUnavailable("the workflow service is unavailable; nothing was enrolled")
-    # (the relay signals this run by its id; a row left without it, by a process killed
-    # before this write, is the orphan reconciler's: workflows.orphans)
-    await record_run(conn, enrollment.id, run_id)
-    return replace(enrollment, run_id=run_id), True
 
 
 async def _interrupt(workflows: EnrollmentClient, running: Enrollment, by: ChildName) -> None:

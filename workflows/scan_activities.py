@@ -1,7 +1,8 @@
 """Activities of the inactivity scan and of sequence steering.
 
-A scan page enrolls its contacts through `workflows.enrolling.enroll` (the one entry path, so
-the entry rules and their refusal records are the same as for the API), 8 at a time.
+A scan page enrolls its contacts through `workflows.enrolling.enroll_many` (the one entry path
+set-wise, so the entry rules and their refusal records are the same as for the API), their
+workflows starting 8 at a time.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
 from tenants.core.errors import DomainError, Unavailable
-from tenants.core.names import ChildName, parse_child
+from tenants.core.names import parse_child
 from tenants.enrollment.entry import EntryPath
 from tenants.enrollment.records import running_in_sequence
 from tenants.enrollment.triggers import InactivityTarget, inactivity_targets, quiet_contacts
 from tenants.org.access import system
 from workflows.client import EnrollmentClient, UpdateRefused
-from workflows.enrolling import enroll
+from workflows.enrolling import enroll_many
 from workflows.scan_types import (
     PLAN_INACTIVITY_SCAN,
     SCAN_INACTIVITY_PAGE,
@@ -77,19 +78,28 @@ class ScanActivities:
             )
         sequence = parse_child(t.sequence, "sequences", "sequence")
         outcomes: Counter[str] = Counter()
-        gate = asyncio.Semaphore(IN_FLIGHT)
-
-        async def one(contact: ChildName) -> None:
-            async with gate:
-                outcomes[await self._enroll(contact, sequence)] += 1
-                activity.heartbeat()
-
-        # every contact's attempt runs to its end (an enrollment cut off half-way could leave
-        # a row without its workflow); then a failure makes the page retry
-        settled = await asyncio.gather(*(one(c) for c in names), return_exceptions=True)
-        failure = next((r for r in settled if isinstance(r, BaseException)), None)
-        if failure is not None:
-            raise failure
+        if names:
+            # every contact's attempt runs to its end (an enrollment cut off half-way could
+            # leave a row without its workflow); then a failure makes the page retry
+            async with self._pool.connection() as conn:
+                answers = await enroll_many(
+                    conn,
+                    self._workflows,
+                    SCANNER,
+                    names,
+                    sequence,
+                    asyncio.Semaphore(IN_FLIGHT),
+                    path=EntryPath.SCAN,
+                    progress=activity.heartbeat,
+                )
+            unavailable = next((a for a in answers if isinstance(a, Unavailable)), None)
+            if unavailable is not None:
+                raise unavailable  # Temporal is away: the activity retries the page
+            for answer in answers:
+                if isinstance(answer, DomainError):  # recorded by enroll_many
+                    outcomes[answer.reason or type(answer).__name__] += 1
+                else:
+                    outcomes["enrolled" if answer[1] else "existing"] += 1
         # "existing": enrolled by an earlier attempt of this page (the query leaves out the
         # contacts already running this sequence), so it counts as enrolled by this scan
         enrolled = outcomes.pop("enrolled", 0) + outcomes.pop("existing", 0)
@@ -102,18 +112,6 @@ class ScanActivities:
             cap_reached=CAP_REASON in outcomes,
             refusals=dict(outcomes),
         )
-
-    async def _enroll(self, contact: ChildName, sequence: ChildName) -> str:
-        async with self._pool.connection() as conn:
-            try:
-                _, created = await enroll(
-                    conn, self._workflows, SCANNER, contact, sequence, path=EntryPath.SCAN
-                )
-            except Unavailable:
-                raise  # Temporal is away: the activity retries the page
-            except DomainError as refused:  # recorded by enroll
-                return refused.reason or type(refused).__name__
-        return "enrolled" if created else "existing"
 
     @activity.defn(name=STEER_SEQUENCE_BATCH)
     async def steer_sequence_batch(self, request: SteerBatch) -> SteerResult:

@@ -20,7 +20,7 @@ from server.grpc.errors import to_status
 from tenants.contacts.model import COLLECTION as CONTACTS
 from tenants.content.bodies import check_edited_text
 from tenants.core.errors import DomainError, FailedPrecondition, FieldViolation, InvalidArgument
-from tenants.core.names import parse_child, parse_location
+from tenants.core.names import ChildName, TenantScope, parse_child, parse_location
 from tenants.core.pagination import page_request
 from tenants.core.vocabulary import EnrollmentStatus
 from tenants.enrollment import records as enrollments
@@ -28,7 +28,7 @@ from tenants.enrollment.records import Enrollment
 from tenants.org.access import Action, authorize
 from tenants.sequences.model import COLLECTION as SEQUENCES
 from workflows.client import EnrollmentClient, UpdateRefused
-from workflows.enrolling import enroll
+from workflows.enrolling import enroll, enroll_many
 from workflows.enrollment_types import ApprovalAction, Decision
 
 BULK_IN_FLIGHT = 16
@@ -51,16 +51,27 @@ def enrollment_pb(e: Enrollment) -> pb.Enrollment:
     )
 
 
+def _names(contact: str, sequence: str) -> tuple[ChildName, ChildName]:
+    contact_name = parse_child(contact, CONTACTS, "contact")
+    sequence_name = parse_child(sequence, SEQUENCES, "sequence")
+    if not contact_name.scope.is_location:
+        raise InvalidArgument([FieldViolation("contact", "contacts live at locations")])
+    return contact_name, sequence_name
+
+
+def _refused(result: pb.BulkEnrollResult, exc: DomainError) -> None:
+    result.error_code = to_status(exc).code.name
+    result.error_reason = exc.reason
+    result.error_message = exc.message
+
+
 class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
     def __init__(self, pool: AsyncConnectionPool[Any], workflows: EnrollmentClient) -> None:
         self._pool = pool
         self._workflows = workflows
 
     async def _enroll(self, contact: str, sequence: str) -> tuple[Enrollment, bool]:
-        contact_name = parse_child(contact, CONTACTS, "contact")
-        sequence_name = parse_child(sequence, SEQUENCES, "sequence")
-        if not contact_name.scope.is_location:
-            raise InvalidArgument([FieldViolation("contact", "contacts live at locations")])
+        contact_name, sequence_name = _names(contact, sequence)
         async with self._pool.connection() as conn:
             return await enroll(conn, self._workflows, principal(), contact_name, sequence_name)
 
@@ -75,38 +86,59 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         request_iterator: AsyncIterator[pb.BulkEnrollRequest],
         context: grpc.aio.ServicerContext,
     ) -> pb.BulkEnrollResponse:
-        # up to BULK_IN_FLIGHT contacts at once; the results keep the order of the requests
-        # (tasks copy the RPC's context, so they act for the same caller)
-        gate = asyncio.Semaphore(BULK_IN_FLIGHT)
+        # A batch is what the stream has delivered (up to BULK_IN_FLIGHT requests: a fast
+        # stream fills it, a slow one is not held up); a batch's contacts of one location and
+        # sequence are enrolled set-wise (workflows.enrolling.enroll_many), and while one
+        # batch's workflows start the next batch's facts and rows are read and written. At
+        # most BULK_IN_FLIGHT workflow starts are in flight; the results keep the order of the
+        # requests (tasks copy the RPC's context, so they act for the same caller).
+        starts = asyncio.Semaphore(BULK_IN_FLIGHT)
+        batches = asyncio.Semaphore(2)
+        arrived: asyncio.Queue[pb.BulkEnrollRequest | None] = asyncio.Queue(BULK_IN_FLIGHT)
+        results: list[pb.BulkEnrollResult] = []
 
-        async def one(request: pb.BulkEnrollRequest) -> pb.BulkEnrollResult:
-            result = pb.BulkEnrollResult(contact=request.contact)
+        async def read() -> None:
             try:
-                request_checks.check(request)  # left to us by the interceptor: per item
-                enrollment, created = await self._enroll(request.contact, request.sequence)
-            except DomainError as exc:
-                result.error_code = to_status(exc).code.name
-                result.error_reason = exc.reason
-                result.error_message = exc.message
-            else:
-                result.enrollment = enrollment.name.name
-                result.created = created
+                async for request in request_iterator:
+                    await arrived.put(request)
             finally:
-                gate.release()
-            return result
+                await arrived.put(None)  # the end (or the stream's failure, raised by reader)
 
-        tasks: list[asyncio.Task[pb.BulkEnrollResult]] = []
+        async def run(
+            batch: list[pb.BulkEnrollResult], requests: list[pb.BulkEnrollRequest]
+        ) -> None:
+            try:
+                await self._enroll_batch(batch, requests, starts)
+            finally:
+                batches.release()
+
+        reader = asyncio.create_task(read())
+        tasks: list[asyncio.Task[None]] = []
         try:
-            async for request in request_iterator:
-                await gate.acquire()  # reading waits while BULK_IN_FLIGHT are in flight
-                tasks.append(asyncio.create_task(one(request)))
-            results = await asyncio.gather(*tasks)
+            ended = False
+            while not ended:
+                requests: list[pb.BulkEnrollRequest] = []
+                item = await arrived.get()
+                while item is not None:
+                    requests.append(item)
+                    if len(requests) == BULK_IN_FLIGHT or arrived.empty():
+                        break
+                    item = arrived.get_nowait()
+                ended = item is None
+                if requests:
+                    batch = [pb.BulkEnrollResult(contact=r.contact) for r in requests]
+                    results += batch
+                    await batches.acquire()  # reading waits while two batches are in flight
+                    tasks.append(asyncio.create_task(run(batch, requests)))
+            await reader  # raises what the stream raised (an undecodable message)
+            await asyncio.gather(*tasks)
         finally:
             # A call that fails (an undecodable message mid-stream, an unexpected error, the
             # client gone) answers only once the enrollments it started have finished: none goes
             # on after its failure was answered, and none fails unobserved. Enrolling is
             # idempotent, so the caller's retry finds those done.
-            await asyncio.gather(*tasks, return_exceptions=True)
+            reader.cancel()
+            await asyncio.gather(reader, *tasks, return_exceptions=True)
         answer = pb.BulkEnrollResponse(results=results)
         for result in answer.results:
             if result.error_code:
@@ -116,6 +148,36 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
             else:
                 answer.already_enrolled += 1
         return answer
+
+    async def _enroll_batch(
+        self,
+        results: list[pb.BulkEnrollResult],
+        requests: list[pb.BulkEnrollRequest],
+        starts: asyncio.Semaphore,
+    ) -> None:
+        """Fills results (one per request): the contacts of each location and sequence
+        enrolled together."""
+        groups: dict[tuple[TenantScope, str], list[tuple[pb.BulkEnrollResult, ChildName]]] = {}
+        for result, request in zip(results, requests, strict=True):
+            try:
+                request_checks.check(request)  # left to us by the interceptor: per item
+                contact, sequence = _names(request.contact, request.sequence)
+            except DomainError as exc:
+                _refused(result, exc)
+                continue
+            groups.setdefault((contact.scope, sequence.name), []).append((result, contact))
+        for (_, sequence_name), members in groups.items():
+            sequence = parse_child(sequence_name, SEQUENCES, "sequence")
+            async with self._pool.connection() as conn:
+                answers = await enroll_many(
+                    conn, self._workflows, principal(), [c for _, c in members], sequence, starts
+                )
+            for (result, _), enrolled in zip(members, answers, strict=True):
+                if isinstance(enrolled, DomainError):
+                    _refused(result, enrolled)
+                else:
+                    result.enrollment = enrolled[0].name.name
+                    result.created = enrolled[1]
 
     async def GetEnrollment(
         self, request: pb.GetEnrollmentRequest, context: grpc.aio.ServicerContext

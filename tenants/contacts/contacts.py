@@ -96,6 +96,18 @@ async def load(conn: AsyncConnection[Any], name: ChildName, lock: bool = False) 
     return from_row(row)
 
 
+async def load_many(
+    conn: AsyncConnection[Any], location: TenantScope, ids: list[str]
+) -> dict[str, Contact]:
+    """The location's contacts of these ids (those that exist), by id: one query."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM contacts WHERE franchisor_id = %s AND location_id = %s"
+        " AND id = ANY(%s)",
+        (location.franchisor_id, location.location_id, ids),
+    )
+    return {c.name.id: c for c in map(from_row, await cur.fetchall())}
+
+
 async def with_external_ids(conn: AsyncConnection[Any], contact: Contact) -> Contact:
     """contact with its ids in other systems, as the API answers it."""
     return replace(contact, external_ids=await external_ids.load_one(conn, contact.name))

@@ -8,6 +8,7 @@ calls these in order is `workflows.enrolling`."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,14 +19,16 @@ from zoneinfo import ZoneInfo
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from tenants.contacts.contacts import load
+from tenants.contacts.contacts import load, load_many
 from tenants.contacts.model import Contact
 from tenants.contacts.reachability import may_text
 from tenants.core.errors import (
     AlreadyExists,
+    DomainError,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    NotFound,
 )
 from tenants.core.names import ChildName, TenantScope
 from tenants.core.vocabulary import EnrollmentStatus, ExitReason
@@ -33,6 +36,7 @@ from tenants.enrollment.records import (
     COLLECTION,
     Enrollment,
     running_for_contact,
+    running_for_contacts,
     workflow_id_for,
 )
 from tenants.org.access import Action, Principal, authorize
@@ -71,22 +75,69 @@ async def decide_entry(
     authorize(principal, Action.CONTACT_READ, contact_name.scope)
     contact = await load(conn, contact_name)  # (its external ids play no part here)
     sequence = await get_sequence(conn, principal, sequence_name)
+    _check_sequence(sequence, contact.location)
+    running = await running_for_contact(conn, contact_name)
+    last = await _last_ended(conn, contact.location, [contact_name.id], sequence)
+    return judge_entry(contact, sequence, running, last.get(contact_name.id), now)
+
+
+async def decide_entries(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    location: TenantScope,
+    contact_ids: list[str],
+    sequence_name: ChildName,
+    now: datetime,
+) -> dict[str, EntryDecision | DomainError]:
+    """decide_entry for many contacts of one location and one sequence, with the facts read
+    set-wise (a query each for the contacts, their running enrollments and their last
+    enrollments in the sequence): each contact's decision, or its refusal, by contact id."""
+    authorize(principal, Action.CONTACT_WRITE, location)
+    authorize(principal, Action.CONTACT_READ, location)
+    sequence = await get_sequence(conn, principal, sequence_name)
+    try:
+        _check_sequence(sequence, location)
+    except DomainError as refused:
+        return dict.fromkeys(contact_ids, refused)
+    contacts = await load_many(conn, location, contact_ids)
+    running = await running_for_contacts(conn, location, list(contacts))
+    last = await _last_ended(conn, location, list(contacts), sequence)
+    decisions: dict[str, EntryDecision | DomainError] = {}
+    for cid in contact_ids:
+        contact = contacts.get(cid)
+        if contact is None:
+            name = ChildName(location, "contacts", cid).name
+            decisions[cid] = NotFound(f"{name} does not exist", resource=name)
+            continue
+        try:
+            decisions[cid] = judge_entry(contact, sequence, running.get(cid), last.get(cid), now)
+        except DomainError as refused:
+            decisions[cid] = refused
+    return decisions
+
+
+def _check_sequence(sequence: Sequence, location: TenantScope) -> None:
+    """The sequence is usable at the location and active."""
     scope = sequence.name.scope
-    if scope.franchisor_id != contact.location.franchisor_id or (
-        scope.is_location and scope != contact.location
-    ):
+    if scope.franchisor_id != location.franchisor_id or (scope.is_location and scope != location):
         raise InvalidArgument(
-            [
-                FieldViolation(
-                    "sequence", f"{sequence.name.name} is not usable at {contact.location.name}"
-                )
-            ]
+            [FieldViolation("sequence", f"{sequence.name.name} is not usable at {location.name}")]
         )
     if sequence.state is not SequenceState.ACTIVE:
         raise FailedPrecondition(
             f"{sequence.name.name} is {sequence.state.value}", reason="SEQUENCE_NOT_ACTIVE"
         )
-    running = await running_for_contact(conn, contact_name)
+
+
+def judge_entry(
+    contact: Contact,
+    sequence: Sequence,
+    running: Enrollment | None,
+    last_ended: datetime | None,
+    now: datetime,
+) -> EntryDecision:
+    """The per-contact entry rules on facts already read (decide_entry's docstring)."""
+    contact_name = contact.name
     preempt = None
     if running is not None:
         if running.sequence == sequence.name:
@@ -118,32 +169,38 @@ async def decide_entry(
             since=contact.undeliverable_at.isoformat(),
         )
     cooldown = timedelta(seconds=sequence.definition.cooldown_seconds)
-    if cooldown:
-        cur = await conn.execute(
-            "SELECT max(ended_at) FROM enrollments WHERE franchisor_id = %s AND location_id = %s"
-            " AND contact_id = %s AND sequence_id = %s"
-            " AND sequence_location_id IS NOT DISTINCT FROM %s"
-            # an entry whose workflow never started was no enrollment: no cooldown after it
-            " AND exit_reason <> ALL(%s)",
-            (
-                contact_name.scope.franchisor_id,
-                contact_name.scope.location_id,
-                contact_name.id,
-                sequence.name.id,
-                scope.location_id,
-                NEVER_STARTED,
-            ),
+    if cooldown and last_ended is not None and last_ended + cooldown > now:
+        raise FailedPrecondition(
+            f"{contact_name.name} is in cooldown for {sequence.name.name} until "
+            f"{(last_ended + cooldown).isoformat()}",
+            reason="COOLDOWN",
+            until=(last_ended + cooldown).isoformat(),
         )
-        row = await cur.fetchone()
-        last = row[0] if row else None
-        if last is not None and last + cooldown > now:
-            raise FailedPrecondition(
-                f"{contact_name.name} is in cooldown for {sequence.name.name} until "
-                f"{(last + cooldown).isoformat()}",
-                reason="COOLDOWN",
-                until=(last + cooldown).isoformat(),
-            )
     return EntryDecision(contact, sequence, None, preempt)
+
+
+async def _last_ended(
+    conn: AsyncConnection[Any], location: TenantScope, contact_ids: list[str], sequence: Sequence
+) -> dict[str, datetime]:
+    """When each contact's last enrollment in the sequence ended (read only when the sequence
+    has a cooldown; an entry whose workflow never started was no enrollment)."""
+    if not sequence.definition.cooldown_seconds or not contact_ids:
+        return {}
+    cur = await conn.execute(
+        "SELECT contact_id, max(ended_at) FROM enrollments WHERE franchisor_id = %s"
+        " AND location_id = %s AND contact_id = ANY(%s) AND sequence_id = %s"
+        " AND sequence_location_id IS NOT DISTINCT FROM %s AND exit_reason <> ALL(%s)"
+        " GROUP BY contact_id",
+        (
+            location.franchisor_id,
+            location.location_id,
+            contact_ids,
+            sequence.name.id,
+            sequence.name.scope.location_id,
+            NEVER_STARTED,
+        ),
+    )
+    return {cid: ended for cid, ended in await cur.fetchall() if ended is not None}
 
 
 async def insert_enrollment(
@@ -153,21 +210,7 @@ async def insert_enrollment(
     another writer won. Without a daily cap that is one statement (atomic on its own); with
     one, the cap's count and the insert share a transaction."""
     contact, sequence = entry.contact, entry.sequence
-    enrollment = Enrollment(
-        ChildName(contact.location, COLLECTION, f"e{secrets.token_hex(10)}"),
-        workflow_id_for(contact.location, contact.name.id),
-        "",
-        contact.name,
-        sequence.name,
-        sequence.version,
-        sequence.definition,
-        EnrollmentStatus.ACTIVE,
-        "",
-        0,
-        None,
-        now,
-        None,
-    )
+    enrollment = _new_enrollment(entry, now)
     # ON CONFLICT, not a caught unique violation: PostgreSQL would log the conflicting key.
     # A running enrollment that ends between the insert and the read is tried again.
     for _ in range(3):
@@ -193,6 +236,77 @@ async def insert_enrollment(
     raise AlreadyExists(
         f"{contact.name.name} is being enrolled and unenrolled concurrently; try again",
         reason="ENROLLMENT_RUNNING",
+    )
+
+
+def _new_enrollment(entry: EntryDecision, now: datetime) -> Enrollment:
+    """The row an entry writes (what the table's defaults make of it, unread)."""
+    contact, sequence = entry.contact, entry.sequence
+    return Enrollment(
+        ChildName(contact.location, COLLECTION, f"e{secrets.token_hex(10)}"),
+        workflow_id_for(contact.location, contact.name.id),
+        "",
+        contact.name,
+        sequence.name,
+        sequence.version,
+        sequence.definition,
+        EnrollmentStatus.ACTIVE,
+        "",
+        0,
+        None,
+        now,
+        None,
+    )
+
+
+async def insert_enrollments(
+    conn: AsyncConnection[Any], principal: Principal, entries: list[EntryDecision], now: datetime
+) -> list[Enrollment] | None:
+    """insert_enrollment for entries at one location without a daily cap, the rows and their
+    audit entries in one statement: the enrollments written, in the order of entries (one whose
+    contact another writer enrolled meanwhile is left out: decide it again). None when the
+    location has a daily cap (its count and each insert share a transaction: enroll one by
+    one)."""
+    if not entries:
+        return []
+    if await _daily_cap(conn, entries[0].contact.location) is not None:
+        return None
+    rows = [_new_enrollment(entry, now) for entry in entries]
+    columns = [list(c) for c in zip(*(_values(principal, e) for e in rows), strict=True)]
+    cur = await conn.execute(
+        "WITH row AS (INSERT INTO enrollments (id, workflow_id, franchisor_id, location_id,"
+        " contact_id, sequence_location_id, sequence_id, sequence_version, definition,"
+        " status, enrolled_at, enrolled_by)"
+        " SELECT i, w, f, l, c, sl, s, v, d::jsonb, 'active', %s, %s FROM unnest(%s::text[],"
+        " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[],"
+        " %s::text[]) AS n(i, w, f, l, c, sl, s, v, d)"
+        " ON CONFLICT DO NOTHING RETURNING id, franchisor_id),"
+        " logged AS (INSERT INTO audit_log (principal, action, resource, franchisor_id, details)"
+        " SELECT %s, 'enrollment.create', r.resource, row.franchisor_id, r.details::jsonb"
+        " FROM row JOIN unnest(%s::text[], %s::text[], %s::text[]) AS r(id, resource, details)"
+        " USING (id))"
+        " SELECT id FROM row",
+        (now, principal.label, *columns[:9], principal.label, columns[0], *columns[9:]),
+    )
+    written = {r[0] for r in await cur.fetchall()}
+    return [e for e in rows if e.id in written]
+
+
+def _values(principal: Principal, e: Enrollment) -> tuple[Any, ...]:
+    """A row's values for insert_enrollments: the enrollment's columns, then its audit's."""
+    location = e.contact.scope
+    return (
+        e.id,
+        e.workflow_id,
+        location.franchisor_id,
+        location.location_id,
+        e.contact.id,
+        e.sequence.scope.location_id,
+        e.sequence.id,
+        e.sequence_version,
+        json.dumps(e.definition.to_json()),
+        e.name.name,
+        json.dumps({"sequence": e.sequence.name}),
     )
 
 

@@ -114,8 +114,30 @@ async def running_for_contact(conn: AsyncConnection[Any], contact: ChildName) ->
     return _from_row(row) if row else None
 
 
+async def running_for_contacts(
+    conn: AsyncConnection[Any], location: TenantScope, contact_ids: list[str]
+) -> dict[str, Enrollment]:
+    """The running enrollments of these contacts of the location, by contact id."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM enrollments WHERE franchisor_id = %s AND location_id = %s"
+        " AND contact_id = ANY(%s) AND status = ANY(%s)",
+        (location.franchisor_id, location.location_id, contact_ids, [s.value for s in RUNNING]),
+    )
+    return {e.contact.id: e for e in map(_from_row, await cur.fetchall())}
+
+
 async def record_run(conn: AsyncConnection[Any], enrollment_id: str, run_id: str) -> None:
     await conn.execute("UPDATE enrollments SET run_id = %s WHERE id = %s", (run_id, enrollment_id))
+
+
+async def record_runs(conn: AsyncConnection[Any], runs: dict[str, str]) -> None:
+    """record_run for many enrollments (id → run id) in one statement."""
+    if runs:
+        await conn.execute(
+            "UPDATE enrollments e SET run_id = r.run_id"
+            " FROM unnest(%s::text[], %s::text[]) AS r(id, run_id) WHERE e.id = r.id",
+            (list(runs), list(runs.values())),
+        )
 
 
 async def record_transition(
