@@ -162,7 +162,8 @@ async def test_a_paused_enrollment_holds_its_due_step_until_resumed(
     time_skipping_env: WorkflowEnvironment, pool: AsyncConnectionPool[Any], world: World
 ) -> None:
     env = time_skipping_env
-    sequence = await sequence_of(pool, [DAY])
+    # a second step a day later keeps it running past the resume (a refused second resume)
+    sequence = await sequence_of(pool, [DAY, DAY])
     contact = await consenting_contact(pool)
     async with worker(env, pool) as run:
         enrollment = await start(pool, run, contact, sequence)
@@ -185,7 +186,8 @@ async def test_a_paused_enrollment_holds_its_due_step_until_resumed(
     assert result == "completed"
     sent = await outbound(pool)
     assert [(m.step_index, m.body, m.status, m.delivered_body) for m in sent] == [
-        (0, TEXT, "sent", TEXT)
+        (0, TEXT, "sent", TEXT),
+        (1, TEXT, "sent", TEXT),
     ]
     assert (await read_model(pool, enrollment)).status.value == "completed"
 

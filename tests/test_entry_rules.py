@@ -163,13 +163,16 @@ async def test_the_inactivity_scan_enrolls_quiet_contacts_and_records_its_refusa
             ([quiet.id, cooling.id],),
         )
     for attempt in range(2):
-        summary = await stack.env.client.execute_workflow(
-            "InactivityScan",
-            ScanInput(),
-            id=f"scan-{lapsed.id}-{attempt}-{datetime.now(UTC).timestamp()}",
-            task_queue=stack.run.task_queue,
-            result_type=ScanSummary,
-        )
+        # waiting for the scan must not skip the test server's clock past the enrollment's
+        # wait (its step runs in a local activity, which the server does not see as pending)
+        with stack.env.auto_time_skipping_disabled():
+            summary = await stack.env.client.execute_workflow(
+                "InactivityScan",
+                ScanInput(),
+                id=f"scan-{lapsed.id}-{attempt}-{datetime.now(UTC).timestamp()}",
+                task_queue=stack.run.task_queue,
+                result_type=ScanSummary,
+            )
         # two targets (the brand sequence at downtown and uptown); the second scan finds the
         # enrolled contact running: left out by the query
         assert (summary.targets, summary.enrolled, summary.refused) == (2, 1 - attempt, 1)

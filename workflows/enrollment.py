@@ -502,12 +502,15 @@ class EnrollmentV2Workflow(EnrollmentWorkflow):
 
     async def _take(self, request: StepRequest) -> StepResult:
         """take_step, told the workflow's clock and what the read model holds."""
+        recorded = self._status
+        if recorded is EnrollmentStatus.PAUSED:  # resumed: active from here (take_step records)
+            self._status = EnrollmentStatus.ACTIVE
         result = await workflow.execute_local_activity_method(
             EnrollmentActivities.take_step,
             replace(
                 request,
                 now=workflow.now().isoformat(),
-                recorded_status=self._status,
+                recorded_status=recorded,
                 recorded_wake=self._next_wake,
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,

@@ -340,6 +340,9 @@ class EnrollmentActivities:
             contact = await load(conn, enrollment.contact)
             # approval buttons can be open only where a step asks for approval
             request.approvals = any(s.require_approval for s in enrollment.definition.steps)
+            if request.recorded_status is EnrollmentStatus.PAUSED:
+                # resumed past its wake: it reads active while its step is prepared and sent
+                await self._recorded(conn, request, None, ACTIVE, request.recorded_wake)
             due = request.due
             if not request.text:
                 due_at = (
