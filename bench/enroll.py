@@ -3,7 +3,8 @@
 Measured: BulkEnroll of N consenting contacts in one client stream. For each batch the stream
 delivers (up to 16 contacts) the server reads the entry facts (access, contacts, sequence,
 running enrollments, consent, cooldown) set-wise in PostgreSQL, writes the rows and their audit
-entries in one statement, starts each enrollment workflow and records the run ids. The sequence's only step waits 30 days, so what is timed is the start, not a send. The
+entries in one statement, starts each enrollment workflow and records the run ids. The
+sequence's only step waits 30 days, so what is timed is the start, not a send. The
 enrollment worker runs meanwhile (each new workflow runs its first tasks, as in production).
 
 Baseline: N `client.start_workflow` calls of a trivial workflow (defined here; it returns at

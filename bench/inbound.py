@@ -22,7 +22,9 @@ database while the replies go out; after the last send the rows are counted ever
 all have exited or the deadline passes). Printed: count, p50/p95/p99 (goal p99 ≤ 250 ms), and
 lost: replies whose enrollment had not exited 30 s after the last send (goal 0).
 
-Everything runs on an embedded PostgreSQL and a Temporal dev server started for the run.
+The enrollment worker runs in a process of its own (as `reengage worker` beside `reengage
+serve`); the edge, the relay and this bench's client share this one. Everything runs on an
+embedded PostgreSQL and a Temporal dev server started for the run.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from bench.enroll import (
     outbox_events,
     subscribe_everything,
 )
+from bench.sleeping import start_worker, stop_worker
 from server.app import open_pool
 from server.config import Settings
 from server.embedded import free_port
@@ -143,14 +146,16 @@ async def _measure(
     )
     assert platform.workflows is not None
     workflows = platform.workflows
-    worker = platform.worker()
+    # the enrollment worker in a process of its own, as `reengage worker` runs beside
+    # `reengage serve`: the edge, the relay and this bench's client share this one
+    worker = await start_worker(database_url, client, queue)
     raw_worker = Worker(client, task_queue=raw_queue, workflows=[SignalWaiter])
     relay = platform.relay
     edge = http_server(platform.http_app(), "127.0.0.1", port)
     fixed_n = round(rate * seconds)
     fixed: FixedRate | None = None
     try:
-        async with worker, raw_worker:
+        async with raw_worker:
             async with pool.connection() as conn:
                 _, template = await _tenant(conn)
                 if subscribed:
@@ -180,6 +185,7 @@ async def _measure(
             outbox = await outbox_events(pool)
             raw_rate, raw_latencies = await _raw_signals(client, raw_queue, n)
     finally:
+        await stop_worker(worker)
         await pool.close()
 
     table = Table(title=f"{n:,} signed inbound replies vs. raw Temporal signals (same dev server)")

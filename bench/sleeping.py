@@ -67,7 +67,7 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
     pool = open_pool(database_url, max_size=10)
     await pool.open(wait=True)
     task_queue = f"bench-sleeping-{uuid.uuid4().hex[:6]}"
-    worker = await _start_worker(database_url, client, task_queue)
+    worker = await start_worker(database_url, client, task_queue)
     try:
         async with pool.connection() as conn:
             token, template = await _tenant(conn)
@@ -107,7 +107,7 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
         finally:
             await server.stop(None)
     finally:
-        await _stop_worker(worker)
+        await stop_worker(worker)
         await pool.close()
     _print(rows, before, worker.cache)
 
@@ -145,7 +145,7 @@ class _Worker:
         self.cache = cache
 
 
-async def _start_worker(database_url: str, client: Client, task_queue: str) -> _Worker:
+async def start_worker(database_url: str, client: Client, task_queue: str) -> _Worker:
     """`python -m bench.sleeping --worker ...` as a child; it says `ready <cache size>` once
     it polls, and stops when its standard input closes (so it never outlives this process)."""
     target = client.service_client.config.target_host
@@ -171,7 +171,7 @@ async def _start_worker(database_url: str, client: Client, task_queue: str) -> _
     return _Worker(process, int(cache))
 
 
-async def _stop_worker(worker: _Worker) -> None:
+async def stop_worker(worker: _Worker) -> None:
     if worker.process.stdin is not None:
         worker.process.stdin.close()
     try:
