@@ -23,15 +23,13 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
-from psycopg_pool import AsyncConnectionPool
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client
 
-from bench.enroll import DAY, _contacts, _sequence, _tenant, on_embedded_stack
+from bench.enroll import DAY, _contacts, _sequence, _settled, _tenant, on_embedded_stack
 from reengage.v1 import enrollments_pb2 as pb
 from reengage.v1 import enrollments_pb2_grpc
 from server.app import connect_temporal, open_pool
@@ -99,7 +97,7 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
                                 f"BulkEnroll enrolled {answer.enrolled} of {len(batch)}: {problems}"
                             )
                         done += len(batch)
-                    await _asleep(pool, milestone)
+                    await _settled(pool, milestone, within=900)
                     await asyncio.sleep(2)  # the worker's last tasks of the batch complete
                     rss, peak = rss_kib(worker.pid)
                     rows.append((milestone, rss, peak, time.perf_counter() - started))
@@ -118,21 +116,6 @@ def _requests(names: list[str], sequence: str) -> AsyncIterator[pb.BulkEnrollReq
             yield pb.BulkEnrollRequest(contact=name, sequence=sequence)
 
     return requests()
-
-
-async def _asleep(pool: AsyncConnectionPool[Any], count: int) -> None:
-    """Waits until `count` enrollments sleep toward their step (their first tasks done)."""
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT count(*) FROM enrollments WHERE next_wake_at IS NOT NULL"
-            )
-            row = await cur.fetchone()
-        if row and row[0] >= count:
-            return
-        await asyncio.sleep(0.5)
-    raise SystemExit(f"fewer than {count} enrollments went to sleep within 15 minutes")
 
 
 # --- the worker's own process --------------------------------------------------------------

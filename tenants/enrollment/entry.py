@@ -17,7 +17,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
 
 from tenants.contacts.contacts import load, load_many
 from tenants.contacts.model import Contact
@@ -216,11 +215,11 @@ async def insert_enrollment(
     for _ in range(3):
         cap = await _daily_cap(conn, contact.location)
         if cap is None:
-            inserted = await _insert(conn, principal, enrollment)
+            inserted = bool(await _insert(conn, principal, [enrollment], now))
         else:
             async with conn.transaction():
                 await _enforce_cap(conn, contact.location, cap, now)
-                inserted = await _insert(conn, principal, enrollment)
+                inserted = bool(await _insert(conn, principal, [enrollment], now))
         if inserted:
             return enrollment, True
         running = await running_for_contact(conn, contact.name)
@@ -272,7 +271,17 @@ async def insert_enrollments(
     if await _daily_cap(conn, entries[0].contact.location) is not None:
         return None
     rows = [_new_enrollment(entry, now) for entry in entries]
-    columns = [list(c) for c in zip(*(_values(principal, e) for e in rows), strict=True)]
+    written = await _insert(conn, principal, rows, now)
+    return [e for e in rows if e.id in written]
+
+
+async def _insert(
+    conn: AsyncConnection[Any], principal: Principal, rows: list[Enrollment], now: datetime
+) -> set[str]:
+    """The rows and their audit entries in one statement (atomic on its own): the ids
+    written (a row whose contact a running enrollment holds is left out: the partial unique
+    index)."""
+    columns = [list(c) for c in zip(*(_values(e) for e in rows), strict=True)]
     cur = await conn.execute(
         "WITH row AS (INSERT INTO enrollments (id, workflow_id, franchisor_id, location_id,"
         " contact_id, sequence_location_id, sequence_id, sequence_version, definition,"
@@ -281,6 +290,7 @@ async def insert_enrollments(
         " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[],"
         " %s::text[]) AS n(i, w, f, l, c, sl, s, v, d)"
         " ON CONFLICT DO NOTHING RETURNING id, franchisor_id),"
+        # the audit entry as tenants.org.audit.record writes it, only for a row written
         " logged AS (INSERT INTO audit_log (principal, action, resource, franchisor_id, details)"
         " SELECT %s, 'enrollment.create', r.resource, row.franchisor_id, r.details::jsonb"
         " FROM row JOIN unnest(%s::text[], %s::text[], %s::text[]) AS r(id, resource, details)"
@@ -288,12 +298,11 @@ async def insert_enrollments(
         " SELECT id FROM row",
         (now, principal.label, *columns[:9], principal.label, columns[0], *columns[9:]),
     )
-    written = {r[0] for r in await cur.fetchall()}
-    return [e for e in rows if e.id in written]
+    return {r[0] for r in await cur.fetchall()}
 
 
-def _values(principal: Principal, e: Enrollment) -> tuple[Any, ...]:
-    """A row's values for insert_enrollments: the enrollment's columns, then its audit's."""
+def _values(e: Enrollment) -> tuple[Any, ...]:
+    """A row's values for _insert: the enrollment's columns, then its audit entry's."""
     location = e.contact.scope
     return (
         e.id,
@@ -308,41 +317,6 @@ def _values(principal: Principal, e: Enrollment) -> tuple[Any, ...]:
         e.name.name,
         json.dumps({"sequence": e.sequence.name}),
     )
-
-
-async def _insert(conn: AsyncConnection[Any], principal: Principal, e: Enrollment) -> bool:
-    """The row and its audit entry in one statement; False when a running one holds the
-    contact (the partial unique index)."""
-    location = e.contact.scope
-    cur = await conn.execute(
-        "WITH row AS (INSERT INTO enrollments (id, workflow_id, franchisor_id, location_id,"
-        " contact_id, sequence_location_id, sequence_id, sequence_version, definition,"
-        " status, enrolled_at, enrolled_by)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'active', %s, %s)"
-        " ON CONFLICT DO NOTHING RETURNING id),"
-        # the audit entry exactly as tenants.org.audit.record writes it, only if the row was
-        " logged AS (INSERT INTO audit_log (principal, action, resource, franchisor_id, details)"
-        " SELECT %s, 'enrollment.create', %s, %s, %s FROM row)"
-        " SELECT id FROM row",
-        (
-            e.id,
-            e.workflow_id,
-            location.franchisor_id,
-            location.location_id,
-            e.contact.id,
-            e.sequence.scope.location_id,
-            e.sequence.id,
-            e.sequence_version,
-            Jsonb(e.definition.to_json()),
-            e.enrolled_at,
-            principal.label,
-            principal.label,
-            e.name.name,
-            location.franchisor_id,
-            Jsonb({"sequence": e.sequence.name}),
-        ),
-    )
-    return await cur.fetchone() is not None
 
 
 async def check_daily_cap(conn: AsyncConnection[Any], location: TenantScope, now: datetime) -> None:
