@@ -167,8 +167,8 @@ async def stop_worker(worker: _Worker) -> None:
 async def _serve_worker(database_url: str, target: str, namespace: str, task_queue: str) -> None:
     pool = open_pool(database_url)
     await pool.open(wait=True, timeout=30)
-    client = await connect_temporal(target, namespace)
-    settings = Settings(task_queue=task_queue)
+    settings = Settings(task_queue=task_queue, temporal_namespace=namespace)
+    client = await connect_temporal(target, settings)
     worker = build_platform(settings, pool, client).worker()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from server import temporal_connection
 from server.config import Settings
 from server.http.edge import EdgeServer, http_server
 from server.platform import GrpcServer, build_platform
@@ -29,16 +30,10 @@ from workflows.webhook_dispatch import WebhookDispatcher
 log = logging.getLogger("reengage")
 
 
-async def connect_temporal(address: str, namespace: str, within: float = 60) -> Client:
-    """Connects, retrying while the server starts (it accepts TCP before it serves)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        try:
-            return await Client.connect(address, namespace=namespace)
-        except Exception:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.5)
+async def connect_temporal(address: str, settings: Settings, within: float = 60) -> Client:
+    """Connects as settings say (namespace, TLS, API key, metrics, tracing), retrying while the
+    server starts (it accepts TCP before it serves)."""
+    return await temporal_connection.connect(address, settings, within)
 
 
 class GatedPool(AsyncConnectionPool[Any]):
@@ -130,7 +125,7 @@ async def run_worker(settings: Settings) -> None:
         raise SystemExit("reengage worker: set REENGAGE_DATABASE_URL and REENGAGE_TEMPORAL_ADDRESS")
     pool = open_pool(settings.database_url)
     await pool.open(wait=True, timeout=30)
-    client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    client = await connect_temporal(settings.temporal_address, settings)
     worker = build_platform(settings, pool, client).worker()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -179,7 +174,7 @@ async def start_roles(
             log.info("applied migration %04d_%s", m.version, m.name)
     pool = open_pool(database_url)
     await pool.open(wait=True, timeout=30)
-    client = await connect_temporal(temporal_address, settings.temporal_namespace)
+    client = await connect_temporal(temporal_address, settings)
     await search_attributes.register(client)
     platform = build_platform(settings, pool, client)
     worker = platform.worker()

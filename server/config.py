@@ -38,6 +38,23 @@ class Settings:
     # how long the gRPC server remembers an API key it authenticated (tenants.org.api_keys):
     # a key revoked on another server stops working within it (0: ask the database every call)
     auth_cache_seconds: float = 5.0
+    # operations (docs/operations.md): the Prometheus endpoint of every long-running process
+    # (GET /metrics on its own listener: metrics_host, default the bind host; port 0: none)
+    # and the bearer token it may require
+    metrics_host: str = ""
+    metrics_port: int = 0
+    metrics_token: str = field(default="", repr=False)
+    log_format: str = "text"  # text | json (one JSON object per line)
+    # a Temporal cluster beyond the dev server: TLS (the server's CA, or the system's), a
+    # client certificate for mTLS, or an API key (Temporal Cloud), all optional
+    temporal_tls: bool = False
+    temporal_tls_ca: Path | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_server_name: str = ""
+    temporal_api_key: str = field(default="", repr=False)
+    # OpenTelemetry traces over OTLP/HTTP (the `otel` extra), only when set
+    otel_endpoint: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -79,6 +96,31 @@ class Settings:
                 raise SystemExit(f"{name}={raw!r}: 1 (on) or 0 (off)")
             return raw in ("1", "true", "on")
 
+        def pem_file(name: str) -> Path | None:
+            raw = e.get(name, "").strip()
+            if not raw:
+                return None
+            path = Path(raw)
+            if not path.is_file():
+                raise SystemExit(f"{name}={raw!r}: no such file")
+            return path
+
+        log_format = (e.get("REENGAGE_LOG_FORMAT") or "text").strip().lower()
+        if log_format not in ("text", "json"):
+            raise SystemExit(f"REENGAGE_LOG_FORMAT={log_format!r}: text or json")
+        tls_ca = pem_file("REENGAGE_TEMPORAL_TLS_CA")
+        tls_cert = pem_file("REENGAGE_TEMPORAL_TLS_CERT")
+        tls_key = pem_file("REENGAGE_TEMPORAL_TLS_KEY")
+        if (tls_cert is None) != (tls_key is None):
+            raise SystemExit(
+                "reengage: set both REENGAGE_TEMPORAL_TLS_CERT and REENGAGE_TEMPORAL_TLS_KEY"
+                " (a client certificate and its key), or neither"
+            )
+        api_key = e.get("REENGAGE_TEMPORAL_API_KEY", "").strip()
+        # any certificate or an API key means TLS (Temporal Cloud takes API keys over TLS
+        # only); REENGAGE_TEMPORAL_TLS=1 alone: TLS with the system's trusted CAs
+        tls_wanted = bool(tls_ca or tls_cert or api_key)
+        metrics_off = e.get("REENGAGE_METRICS_PORT", "").strip() == "0"  # 0: no /metrics
         return cls(
             database_url=e.get("REENGAGE_DATABASE_URL") or None,
             temporal_address=e.get("REENGAGE_TEMPORAL_ADDRESS") or None,
@@ -105,4 +147,20 @@ class Settings:
             webhooks_allow_private=switch("REENGAGE_WEBHOOKS_ALLOW_PRIVATE", False),
             webhooks_allow_http=switch("REENGAGE_WEBHOOKS_ALLOW_HTTP", False),
             auth_cache_seconds=seconds("REENGAGE_AUTH_CACHE_SECONDS", 5.0),
+            metrics_host=e.get("REENGAGE_METRICS_HOST", "").strip(),
+            metrics_port=0 if metrics_off else port("REENGAGE_METRICS_PORT", 9464),
+            metrics_token=e.get("REENGAGE_METRICS_TOKEN", "").strip(),
+            log_format=log_format,
+            temporal_tls=switch("REENGAGE_TEMPORAL_TLS", tls_wanted),
+            temporal_tls_ca=tls_ca,
+            temporal_tls_cert=tls_cert,
+            temporal_tls_key=tls_key,
+            temporal_tls_server_name=e.get("REENGAGE_TEMPORAL_TLS_SERVER_NAME", "").strip(),
+            temporal_api_key=api_key,
+            otel_endpoint=e.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip(),
         )
+
+    @property
+    def metrics_bind_host(self) -> str:
+        """Where /metrics listens: REENGAGE_METRICS_HOST, else the bind host."""
+        return self.metrics_host or self.bind_host

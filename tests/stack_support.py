@@ -80,6 +80,7 @@ def ports_env(data_dir: Path, **extra: str) -> dict[str, str]:
         REENGAGE_EMBEDDED_PG_PORT=str(free_port()),
         REENGAGE_TEMPORAL_PORT=str(free_port()),
         REENGAGE_TEMPORAL_UI_PORT=str(free_port()),
+        REENGAGE_METRICS_PORT=str(free_port()),
         TWILIO_AUTH_TOKEN=TWILIO_AUTH_TOKEN,  # the Twilio webhooks are off without one
     )
     env.update(extra)

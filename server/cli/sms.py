@@ -110,7 +110,7 @@ async def receive_text(
         if not outcome.followups:
             return 0
         try:
-            client = await connect_temporal(temporal_address, settings.temporal_namespace, 5)
+            client = await connect_temporal(temporal_address, settings, 5)
         except Exception:
             console.print(
                 "Temporal is not reachable: the running platform's relay delivers what this"

@@ -21,6 +21,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
+from server import tracing
+
 log = logging.getLogger(__name__)
 Probe = Callable[[], Awaitable[str]]
 PROBE_TIMEOUT = 3.0
@@ -84,10 +86,13 @@ def build_http_app(probes: dict[str, Probe], routes: Sequence[BaseRoute] = ()) -
         names = list(probes)
         results = await asyncio.gather(*(_run_probe(probes[n]) for n in names))
         report = dict(zip(names, results, strict=True))
-        healthy = all(r["ok"] for r in results)
+        up = sum(1 for r in results if r["ok"])
+        # ok: every dependency answers; degraded: some do (the process recovers by itself when
+        # the others come back); unavailable: none does. Only ok is 200, so a load balancer
+        # sends nothing to a replica that cannot record what it receives.
+        status = "ok" if up == len(results) else "degraded" if up else "unavailable"
         return JSONResponse(
-            {"status": "ok" if healthy else "unavailable", **report},
-            status_code=200 if healthy else 503,
+            {"status": status, **report}, status_code=200 if status == "ok" else 503
         )
 
     return Starlette(
@@ -163,7 +168,7 @@ class EdgeServer(uvicorn.Server):
 
 def http_server(app: Starlette, host: str, port: int) -> EdgeServer:
     config = uvicorn.Config(
-        AnswerAfterTheConnectionEnded(app),
+        tracing.wrap_asgi(AnswerAfterTheConnectionEnded(app)),
         host=host,
         port=port,
         # AnswerAfterTheConnectionEnded knows h11's refusals; "auto" would take httptools
