@@ -9,7 +9,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str | None = None
+    database_url: str | None = field(default=None, repr=False)  # it may hold a password
     temporal_address: str | None = None
     temporal_namespace: str = "default"
     task_queue: str = "reengage"
