@@ -390,6 +390,10 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.get("REENGAGE_LOG_LEVEL") or ("INFO" if long_running else "WARNING"),
         settings.log_format,
     )
+    if long_running:  # before any pool or client is made: their spans need the provider
+        from server import tracing
+
+        tracing.start_tracing(settings, f"reengage-{args.command}")
     # a short command ends quietly when its reader goes away (`reengage outbox | head`)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN if long_running else signal.SIG_DFL)
     import psycopg
@@ -413,3 +417,8 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(1) from None
+    finally:
+        if long_running:
+            from server import tracing
+
+            tracing.stop_tracing()  # the spans still buffered, before the process ends
