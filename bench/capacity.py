@@ -69,6 +69,8 @@ from tenants.org import locations
 from tenants.sequences.model import Step
 
 IN_FLIGHT = 16
+# the tables that grow with every text, reply or enrollment (the rest are per location or day)
+GROWING = ("messages", "enrollments", "audit_log", "followups", "inbound_messages", "activities")
 SAMPLE = 20  # finished workflows whose histories are read
 STATS_DELAY = 11.0  # an idle backend flushes its table statistics within 10 s (PostgreSQL 15+)
 
@@ -127,6 +129,18 @@ async def _table_rows(pool: AsyncConnectionPool[Any]) -> dict[str, tuple[int, in
         return {r[0]: (r[1], r[2], r[3]) for r in await cur.fetchall()}
 
 
+async def _bytes_per_row(pool: AsyncConnectionPool[Any]) -> dict[str, float]:
+    """Bytes on disk (table, indexes, TOAST) per live row of the tables that grow per text."""
+    async with pool.connection() as conn:
+        await conn.execute("ANALYZE")
+        cur = await conn.execute(
+            "SELECT relname, pg_total_relation_size(relid)::float8 / NULLIF(n_live_tup, 0)"
+            " FROM pg_stat_user_tables WHERE relname = ANY(%s)",
+            (list(GROWING),),
+        )
+        return {r[0]: r[1] for r in await cur.fetchall() if r[1] is not None}
+
+
 async def _count(pool: AsyncConnectionPool[Any], sql: str) -> int:
     async with pool.connection() as conn:
         row = await (await conn.execute(sql)).fetchone()
@@ -158,8 +172,9 @@ async def _daytime_phones(pool: AsyncConnectionPool[Any], n: int) -> tuple[list[
 
 
 def billable_actions(events: list[Any]) -> int:
-    """Temporal Cloud actions of one history: a start, each timer and each signal count one;
-    the local activities of one workflow task count one together; an activity task, one."""
+    """Temporal Cloud actions of one history: a start, each timer, signal and update (staff's
+    approvals) count one; the local activities of one workflow task count one together; an
+    activity task, one."""
     actions = 0
     markers_since_task = False
     for event in events:
@@ -169,6 +184,7 @@ def billable_actions(events: list[Any]) -> int:
             EventType.EVENT_TYPE_TIMER_STARTED,
             EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
             EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+            EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
         ):
             actions += 1
         elif kind == EventType.EVENT_TYPE_MARKER_RECORDED:
@@ -227,16 +243,7 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
 
         try:
             before = await snapshot()
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-                stub = enrollments_pb2_grpc.EnrollmentServiceStub(channel)
-
-                async def requests() -> AsyncIterator[pb.BulkEnrollRequest]:
-                    for name in names:
-                        yield pb.BulkEnrollRequest(contact=name, sequence=sequence)
-
-                answer = await stub.BulkEnroll(requests(), metadata=metadata)
-                if answer.enrolled != n:
-                    raise SystemExit(f"BulkEnroll enrolled {answer.enrolled} of {n}")
+            await _bulk(server.port, metadata, names, sequence)
             sent = "SELECT count(*) FROM messages WHERE direction = 'outbound' AND status = 'sent'"
             await _until(pool, sent, n, 300)
             asleep = (
@@ -267,6 +274,17 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
             replied = await snapshot()
             phases.append(("reply", *_delta(enrolled, replied)))
             histories = await _histories(pool, client)
+            async with pool.connection() as conn:
+                one = await _sequence(conn, "one-step", [Step(template, 0)])
+                three = await _sequence(conn, "three-steps", [Step(template, 0)] * 3)
+            shorts = []
+            for i, short in enumerate((one, three)):
+                extra = [f"+1{phones[0][2:5]}{5000000 + 10 * i + k:07d}" for k in range(5)]
+                shorts.append(
+                    await _bulk(server.port, metadata, await _contacts(pool, extra), short)
+                )
+            per_step = await _actions_per_step(pool, client, *shorts)
+            sizes = await _bytes_per_row(pool)
         finally:
             edge.should_exit = True
             relaying.cancel()
@@ -275,7 +293,53 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
     finally:
         await stop_worker(worker)
         await pool.close()
-    _print(n, zone, phases, histories)
+    _print(n, zone, phases, histories, per_step)
+    Console().print(
+        "bytes on disk per row (table + indexes; small tables overstate it): "
+        + ", ".join(f"{t} {b:,.0f}" for t, b in sorted(sizes.items()))
+    )
+
+
+async def _bulk(port: int, metadata: Any, names: list[str], sequence: str) -> list[str]:
+    """BulkEnrolls names into sequence over gRPC; the enrollments' ids."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = enrollments_pb2_grpc.EnrollmentServiceStub(channel)
+
+        async def requests() -> AsyncIterator[pb.BulkEnrollRequest]:
+            for name in names:
+                yield pb.BulkEnrollRequest(contact=name, sequence=sequence)
+
+        answer = await stub.BulkEnroll(requests(), metadata=metadata)
+    if answer.enrolled != len(names):
+        raise SystemExit(f"BulkEnroll enrolled {answer.enrolled} of {len(names)}")
+    return [r.enrollment.rsplit("/", 1)[1] for r in answer.results]
+
+
+async def _actions_per_step(
+    pool: AsyncConnectionPool[Any], client: Client, one: list[str], three: list[str]
+) -> tuple[float, float]:
+    """(actions per enrollment beside its steps, actions per sent step), from enrollments of a
+    one-step and a three-step sequence with no waits, run to their end."""
+
+    async def mean_actions(ids: list[str]) -> float:
+        total = 0
+        for enrollment_id in ids:
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT workflow_id, run_id FROM enrollments WHERE id = %s", (enrollment_id,)
+                )
+                row = await cur.fetchone()
+            assert row is not None
+            handle = client.get_workflow_handle(row[0], run_id=row[1])
+            outcome = await asyncio.wait_for(handle.result(), timeout=120)
+            if outcome != "completed":
+                raise SystemExit(f"enrollment {enrollment_id} ended {outcome!r}")
+            total += billable_actions(list((await handle.fetch_history()).events))
+        return total / len(ids)
+
+    a1, a3 = await mean_actions(one), await mean_actions(three)
+    step = (a3 - a1) / 2
+    return a1 - step, step
 
 
 def _delta(
@@ -312,6 +376,7 @@ def _print(
     zone: str,
     phases: list[tuple[str, dict[str, float], dict[str, tuple[int, int, int]]]],
     histories: tuple[float, float],
+    per_step: tuple[float, float],
 ) -> None:
     console = Console()
     cpu = Table(title=f"CPU ms per contact, {n:,} contacts in {zone} (two-step sequence)")
@@ -337,6 +402,11 @@ def _print(
     console.print(
         f"per finished enrollment (sample of {SAMPLE}: started, first text, slept, replied):"
         f" {events:.1f} history events, {actions:.1f} Temporal Cloud billable actions"
+    )
+    fixed, step = per_step
+    console.print(
+        "billable actions of an enrollment with no waits and no reply (one- and three-step"
+        f" sequences, 5 each): {fixed:.1f} + {step:.1f} per sent step"
     )
 
 
