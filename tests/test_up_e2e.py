@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from reengage.v1 import tenants_pb2, tenants_pb2_grpc
 from tests.hostile_clients import healthz_status, hostile_clients
 from tests.personal_data_e2e import (
+    assert_json_log,
     assert_no_personal_data_in_logs,
     exercise_personal_data,
 )
@@ -48,7 +49,7 @@ def list_demo_locations(target: str, key: str) -> list[str]:
 def grpc_health(target: str) -> int:
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        return stub.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+        return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=10).status)
 
 
 def survives_hostile_clients(stack: Stack) -> None:
@@ -71,9 +72,10 @@ def survives_hostile_clients(stack: Stack) -> None:
 
 
 def test_up_serves_the_demo_survives_hostile_clients_reuses_its_data_and_leaves_no_process_behind(
-    start_stack: StartStack,
+    start_stack: StartStack, tmp_path: Path
 ) -> None:
-    stack = start_stack()
+    # the first run logs JSON (REENGAGE_LOG_FORMAT=json), the second one text
+    stack = start_stack(env=ports_env(tmp_path / ".reengage", REENGAGE_LOG_FORMAT="json"))
     stack.wait_healthy()
     survives_hostile_clients(stack)
     key_file = stack.data_dir / "demo-api-key"
@@ -89,19 +91,25 @@ def test_up_serves_the_demo_survives_hostile_clients_reuses_its_data_and_leaves_
     children = stack.descendants()
     names = " ".join(" ".join(c.cmdline()) for c in children)
     assert "postgres" in names and "temporal" in names
-    personal_data = exercise_personal_data(stack.grpc_target, stack.http, key)
+    exercised = exercise_personal_data(stack.grpc_target, stack.http, key)
 
     assert stack.stop(signal.SIGTERM) == 0
     assert not alive(children)
-    assert_no_personal_data_in_logs(stack.log, stack.data_dir, personal_data)
+    assert_no_personal_data_in_logs(stack.log, stack.data_dir, exercised.secrets)
+    entries = assert_json_log(stack.log, exercised, key)
+    # what the hostile clients caused was logged while their requests were answered
+    dropped = [e for e in entries if "closed the connection before its request" in e["message"]]
+    assert dropped and all(e.get("request_id") for e in dropped)
 
-    again = start_stack(env=stack.env)  # a second `make up` on the same data
+    # a second `make up` on the same data, logging text
+    again = start_stack(env={**stack.env, "REENGAGE_LOG_FORMAT": "text"})
     again.wait_healthy()
     assert (again.data_dir / "demo-api-key").read_text().strip() == key
     assert len(list_demo_locations(again.grpc_target, key)) == 2
     children = again.descendants()
     assert again.stop(signal.SIGINT) == 0  # Ctrl-C
     assert not alive(children)
+    assert " INFO reengage: serving: gRPC on :" in again.log.read_text()
 
 
 def test_healthz_answers_503_while_postgres_is_down(
