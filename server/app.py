@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from server import temporal_connection
+from server import metrics, temporal_connection
 from server.config import Settings
 from server.http.edge import EdgeServer, http_server
 from server.platform import GrpcServer, build_platform
@@ -41,21 +41,28 @@ class GatedPool(AsyncConnectionPool[Any]):
     waits on the semaphore (one future) instead of in the pool's own queue, which costs a
     Task, a Condition and its lock per waiter (asyncio.wait_for); under load most calls
     wait, so this is most of what taking a connection costs. Timeouts and everything else
-    are the pool's."""
+    are the pool's. `waiting` (callers waiting now) and `timeouts` (callers that gave up) are
+    what /metrics reports of the wait (server.metrics)."""
 
     def __init__(self, conninfo: str, *, max_size: int, **kwargs: Any) -> None:
         super().__init__(conninfo, max_size=max_size, **kwargs)
         self._gate = asyncio.Semaphore(max_size)
+        self.waiting = 0
+        self.timeouts = 0
 
     async def getconn(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (the pool's API)
         limit = self.timeout if timeout is None else timeout
         started = asyncio.get_running_loop().time()
         if self._gate.locked():  # every connection is out: wait for one, at most limit
+            self.waiting += 1
             try:
                 async with asyncio.timeout(limit):
                     await self._gate.acquire()
             except TimeoutError:
+                self.timeouts += 1
                 raise PoolTimeout(f"couldn't get a connection after {limit:.2f} sec") from None
+            finally:
+                self.waiting -= 1
         else:
             await self._gate.acquire()  # at once
         try:
@@ -99,6 +106,8 @@ class Roles:
     dispatch_task: asyncio.Task[None] | None = None
     # the orphan reconciler (workflows.orphans): enrollments whose start was cut short
     orphans_task: asyncio.Task[None] | None = None
+    # GET /metrics (server.metrics), when settings give it a port
+    metrics_listener: metrics.MetricsListener | None = None
 
     async def stop(self) -> None:
         await self.grpc.mark_serving(False)
@@ -114,6 +123,8 @@ class Roles:
         await self.relay.settle()
         await self.worker.shutdown()
         await asyncio.gather(self.worker_task, return_exceptions=True)
+        if self.metrics_listener is not None:
+            await self.metrics_listener.stop()
         await self.pool.close()
 
 
@@ -127,6 +138,7 @@ async def run_worker(settings: Settings) -> None:
     await pool.open(wait=True, timeout=30)
     client = await connect_temporal(settings.temporal_address, settings)
     worker = build_platform(settings, pool, client).worker()
+    listener = await metrics.start_metrics(settings, "worker", pool)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -139,6 +151,8 @@ async def run_worker(settings: Settings) -> None:
     for task in (dispatch_task, orphans_task):
         task.cancel()
     await asyncio.gather(dispatch_task, orphans_task, return_exceptions=True)
+    if listener is not None:
+        await listener.stop()
     await pool.close()
 
 
@@ -196,6 +210,14 @@ async def start_roles(
             await grpc_server.stop(None)
             raise SystemExit(f"reengage: port {settings.http_port} (HTTP edge) is already in use")
         await asyncio.sleep(0.02)
+    try:  # this process runs the relay: it reports the relay's backlog
+        listener = await metrics.start_metrics(settings, "serve", pool, backlog=True)
+    except SystemExit:
+        http.should_exit = True
+        for task in (relay_task, dispatch_task, orphans_task):
+            task.cancel()
+        await grpc_server.stop(None)
+        raise
     await grpc_server.mark_serving(True)
     return Roles(
         pool,
@@ -209,6 +231,7 @@ async def start_roles(
         platform.relay,
         dispatch_task,
         orphans_task,
+        listener,
     )
 
 

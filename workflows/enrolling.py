@@ -29,6 +29,7 @@ from tenants.enrollment.entry import (
 )
 from tenants.enrollment.records import Enrollment, record_run, record_runs, record_transition
 from tenants.org.access import Principal
+from workflows import metrics
 from workflows.client import EnrollmentClient, StartRequest, UpdateRefused
 
 
@@ -65,6 +66,7 @@ async def enroll(
         raise
     if not created:
         return enrollment, False
+    metrics.enrollments_started(path)
     run_id = await _start(conn, workflows, entry, enrollment, approval_timeout_seconds)
     # (the relay signals this run by its id; a row left without it, by a process killed
     # before this write, is the orphan reconciler's: workflows.orphans)
@@ -111,6 +113,7 @@ async def enroll_many(
         elif entry.preempt is None:
             fresh.append(entry)
     written = await insert_enrollments(conn, principal, fresh, now)
+    metrics.enrollments_started(path, len(written or ()))
     rows = {e.contact.id: e for e in written or ()}
     entries = {entry.contact.name.id: entry for entry in fresh}
 
@@ -192,6 +195,7 @@ async def _start(
         await record_transition(
             conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, ExitReason.START_CONFLICT
         )
+        metrics.enrollment_ended(EnrollmentStatus.EXITED, ExitReason.START_CONFLICT)
         raise EnrollmentUnavailable(
             f"{contact.name} has an enrollment that is still closing; try again in a moment"
         ) from None
@@ -199,6 +203,7 @@ async def _start(
         await record_transition(
             conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, ExitReason.START_FAILED
         )
+        metrics.enrollment_ended(EnrollmentStatus.EXITED, ExitReason.START_FAILED)
         raise EnrollmentUnavailable("the workflow service is unavailable; nothing was enrolled")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, overload
@@ -41,6 +42,7 @@ from tenants.org.locations import Location, load_location
 from tenants.sequences.definitions import sequence_state
 from tenants.sequences.model import SequenceState
 from tenants.sequences.planning import Outcome, StepFacts, decide, due_time
+from workflows import metrics
 from workflows.carrier import Carrier, SendStatus
 from workflows.enrollment_types import (
     ApprovalRequest,
@@ -269,7 +271,10 @@ class EnrollmentActivities:
     async def _pace_slot(
         self, conn: AsyncConnection[Any], from_number: str | None, now: datetime
     ) -> datetime:
-        return await ledger.next_send_slot(conn, from_number or "-", self._per_second, now)
+        """The sender's next pace slot, taken (its wait observed: reengage_pacing_wait_seconds)."""
+        slot = await ledger.next_send_slot(conn, from_number or "-", self._per_second, now)
+        metrics.PACING_WAIT_SECONDS.observe(max((slot - now).total_seconds(), 0.0))
+        return slot
 
     async def _hand_off(
         self,
@@ -301,7 +306,11 @@ class EnrollmentActivities:
             if closed is not None:
                 await outbound.put_back(conn, hand_off)
                 return closed
+            started = time.perf_counter()
             result = await self._carrier.send(hand_off.text)
+            metrics.carrier_answered(
+                self._carrier.name, result, time.perf_counter() - started, "step"
+            )
             recorded = await outbound.record_answer(
                 conn, hand_off, result, now, SYSTEM, holding_contact_row=True
             )
@@ -545,6 +554,8 @@ class EnrollmentActivities:
                     step=t.step_index,
                     **facts,
                 )
+        # counted once the whole record succeeded (a retry of a failed one counts once)
+        metrics.enrollment_ended(t.status, t.exit_reason)
 
     @activity.defn(name="notify_approval")
     async def notify_approval(self, request: ApprovalRequest) -> None:

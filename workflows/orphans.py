@@ -35,10 +35,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from tenants.core.unexpected_errors import log_unexpected
-from tenants.core.vocabulary import ExitReason
+from tenants.core.vocabulary import EnrollmentStatus, ExitReason
 from tenants.enrollment import orphans
 from tenants.enrollment.orphans import GRACE, PAGE, Unstarted
 from tenants.enrollment.records import record_run
+from workflows import metrics
 from workflows import search_attributes as sa
 from workflows.client import EnrollmentClient, StartRequest
 
@@ -190,6 +191,7 @@ class OrphanReconciler:
         async with self._pool.connection() as conn:
             if await orphans.end_unstarted(conn, row.id, reason):
                 log.warning("orphan reconciler: %s never started: ended %s", row.id, reason)
+                metrics.enrollment_ended(EnrollmentStatus.EXITED, reason)
                 done.ended.append(row.id)
 
     async def _latest(self, workflow_id: str) -> LatestRun | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,7 @@ from tenants.followups.owed import Followup, FollowupKind
 from tenants.messages import outbound
 from tenants.messages.outbound import HandOffVerdict
 from tenants.org.access import system
+from workflows import metrics
 from workflows.carrier import Carrier, SendStatus
 from workflows.client import EnrollmentClient
 from workflows.enrolling import enroll
@@ -185,12 +187,14 @@ class FollowupRelay:
         try:
             outcome = await self._attempt(f)
         except Exception as exc:
+            metrics.relay_attempted(f.kind, "error")
             log.warning(
                 "follow-up %s (%s) attempt %s failed: %s", f.id, f.kind, f.attempts, type(exc)
             )
             async with self._pool.connection() as conn:
                 await followups.retry_later(conn, f, f"{type(exc).__name__}: {exc}", _now())
             return
+        metrics.relay_attempted(f.kind, outcome)
         done[f.id] = outcome
 
     def _temporal(self) -> EnrollmentClient:
@@ -272,7 +276,11 @@ class FollowupRelay:
             if hand_off.verdict is HandOffVerdict.INTERRUPTED:
                 return "unknown"
             # answers to STOP and HELP skip the sender pacing: they go first
+            started = time.perf_counter()
             result = await self._carrier.send(hand_off.text)
+            metrics.carrier_answered(
+                self._carrier.name, result, time.perf_counter() - started, "service_text"
+            )
             recorded = await outbound.record_answer(conn, hand_off, result, now, SERVICE_TEXTS)
         # a 21610 owes the contact's running enrollment `opted_out`: delivered now, like the
         # edge's own follow-ups (the loop retries what this cannot deliver)

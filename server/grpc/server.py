@@ -26,7 +26,7 @@ from reengage.v1 import (
     tenants_pb2,
     tenants_pb2_grpc,
 )
-from server import tracing
+from server import metrics, tracing
 from server.grpc.auth import AuthInterceptor
 from server.grpc.contact_service import ContactService
 from server.grpc.enrollment_service import EnrollmentService
@@ -73,7 +73,12 @@ def build_grpc_server(
     authenticated is remembered (a key revoked on another server stops working within it)."""
     keys = api_keys.AuthCache(auth_cache_seconds)
     server = grpc.aio.server(
-        interceptors=[*tracing.grpc_server_interceptors(), AuthInterceptor(pool, keys)],
+        # tracing's span first; metrics outside authentication, so refused keys count too
+        interceptors=[
+            *tracing.grpc_server_interceptors(),
+            metrics.GrpcMetricsInterceptor(),
+            AuthInterceptor(pool, keys),
+        ],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     tenants_pb2_grpc.add_TenantServiceServicer_to_server(TenantService(pool, keys), server)

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
-from server import tracing
+from server import metrics, tracing
 
 log = logging.getLogger(__name__)
 Probe = Callable[[], Awaitable[str]]
@@ -168,7 +168,8 @@ class EdgeServer(uvicorn.Server):
 
 def http_server(app: Starlette, host: str, port: int) -> EdgeServer:
     config = uvicorn.Config(
-        tracing.wrap_asgi(AnswerAfterTheConnectionEnded(app)),
+        # requests by route template and status, their latency (server.metrics)
+        tracing.wrap_asgi(metrics.HttpMetrics(AnswerAfterTheConnectionEnded(app))),
         host=host,
         port=port,
         # AnswerAfterTheConnectionEnded knows h11's refusals; "auto" would take httptools

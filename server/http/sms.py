@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from server import metrics
 from server.carriers.twilio_webhooks import (
     EMPTY_TWIML,
     inbound_fields,
@@ -88,6 +89,7 @@ class SmsEdge:
         )
         async with self._pool.connection() as conn:
             outcome = await receive(conn, sms)
+        metrics.inbound_recorded(request.scope, outcome.classification, outcome.duplicate)
         if outcome.duplicate:
             log.info("inbound %s: a repeated webhook, no effect", outcome.inbound_id)
         self._relay.deliver_owed_soon(outcome.followups)
