@@ -26,21 +26,25 @@ i-th at start + i/rate whatever the answers so far; latency is from that schedul
 An operation with nothing to act on yet (no text to reply to, click or call back) is counted
 under "no target" and not offered. Each interval (a minute by default) prints per operation:
 offered, done, errors, no target, p50/p99 latency (an operation counts as done in the
-interval its answer came in), and the RSS of every process: serve, worker, postgres (the
-postmaster and its backends, summed), temporal, and the bench itself (the load generator and
-the fake Twilio: context, not judged); and PostgreSQL's PSS ("postgres PSS": the sum of RSS
-counts a page of the shared buffers once per backend that touched it, so it climbs for a
-long while without any leak; the PSS shares each page among them, so it is what PostgreSQL
-takes, and PostgreSQL is judged by it).
+interval its answer came in), and the memory of every process: the RSS of serve, worker,
+postgres (the postmaster and its backends, summed), temporal and the bench itself (the load
+generator and the fake Twilio: context, not judged). The sum of PostgreSQL's RSS counts a page
+of its shared buffers once per backend that touched it, so it climbs for a long while without
+any leak: beside it, "pg private" (what its processes hold of their own) and "pg shared" (the
+shared memory in use, each page once: the buffer cache, which fills up to shared_buffers as
+the data grows), both summed proportional shares (PSS) from /proc (bench.soak_stack).
 
 At the end: totals; the checks (every contact enrolled got exactly one text at the fake
 carrier; the ledger and the carrier agree, message for message; every enrollment that got a
 reply exited; no ERROR or traceback in the serve and worker logs; /metrics of serve and worker
-answer, or are skipped with a note while no listener exists); and a growth verdict per process:
-the least-squares slope of its memory over the samples after the warm-up (the first 2 minutes or
-20 % of the run, whichever is longer), in MB/min. A process GROWS when the slope is at least
-1 MB/min and the fitted rise over that window is at least 5 % of its memory when the warm-up
-ended. Fewer than 4 samples after the warm-up: not judged (a short run cannot tell).
+answer, or are skipped with a note while no listener exists); and a growth verdict per process
+(serve, worker, temporal by RSS, PostgreSQL by "pg private"; the others are context) over the
+samples after the warm-up (the first 2 minutes or 20 % of the run, whichever is longer). A
+process GROWS when all three hold: the least-squares slope of its memory over those samples is
+at least 1 MB/min, the fitted rise over them is at least 5 % of its memory when the warm-up
+ended, and the slope over the last half of them is still at least 1 MB/min (a cache that fills
+up and levels off is not a trend; a leak keeps its slope). Fewer than 4 samples after the
+warm-up: not judged (a short run cannot tell).
 
 Exit code 0 when there were no errors, every check passed and no process grows; else 1.
 `python -m bench.soak [--minutes 10 | --seconds S] [--rate R] [--interval S] [--warm-up S]`.
@@ -72,7 +76,7 @@ from rich.console import Console
 from rich.table import Table
 from twilio.request_validator import RequestValidator
 
-from bench.soak_stack import MEASURES, POSTGRES_PSS, SoakStack, running_stack
+from bench.soak_stack import MEASURES, PG_PRIVATE, SoakStack, running_stack
 from reengage.v1 import enrollments_pb2 as enrollments_pb
 from reengage.v1 import enrollments_pb2_grpc, reports_pb2_grpc, tenants_pb2_grpc
 from reengage.v1 import reports_pb2 as reports_pb
@@ -120,9 +124,10 @@ GROWTH_SHARE = 0.05
 MIN_JUDGED_SAMPLES = 4
 WARM_UP_SHARE = 0.2
 WARM_UP_MIN_SECONDS = 120.0
-# judged for growth: PostgreSQL by its PSS (bench.soak_stack: the sum of its RSS counts shared
-# buffers once per backend); the bench (load generator and fake carrier) is context
-JUDGED = ("serve", "worker", POSTGRES_PSS, "temporal")
+# judged for growth: PostgreSQL by its private memory (bench.soak_stack: the sum of its RSS
+# counts shared buffers once per backend, and the buffer cache fills as the data grows); the
+# bench (load generator and fake carrier) is context
+JUDGED = ("serve", "worker", PG_PRIVATE, "temporal")
 LOG_PROBLEM = re.compile(r"\bERROR\b|\bCRITICAL\b|Traceback \(most recent call last\)")
 # zones for the contacts: the first where the whole run falls inside the send window; the Etc
 # zones cover every whole-hour offset, so one always does
@@ -179,11 +184,12 @@ class Stats:
 
 @dataclass
 class Sample:
-    """One interval: its end (seconds since the load started), the operations, the RSS."""
+    """One interval: its end (seconds since the load started), the operations, the memory
+    (MB by measure: bench.soak_stack.MEASURES)."""
 
     at: float
     ops: dict[str, Stats]
-    rss: dict[str, float]
+    memory: dict[str, float]
 
 
 @dataclass
@@ -232,8 +238,20 @@ class Growth:
     end_mb: float
     slope: float | None  # MB/min; None: not judged
     rise: float | None  # share of start_mb
+    late_slope: float | None  # MB/min over the last half of the judged samples
     grows: bool
     judged: bool
+
+    def verdict(self) -> str:
+        if self.slope is None or self.rise is None or self.late_slope is None:
+            return f"not judged (< {MIN_JUDGED_SAMPLES} samples after the warm-up)"
+        if self.grows:
+            word = "GROWS"
+        elif self.slope >= GROWTH_MB_PER_MIN and self.rise >= GROWTH_SHARE:
+            word = "levels off"  # climbed, but no longer in the last half
+        else:
+            word = "flat"
+        return word if self.judged else f"{word} (context)"
 
 
 @dataclass
@@ -241,7 +259,7 @@ class Outcome:
     plan: Plan
     zone: str
     samples: list[Sample]
-    before: dict[str, float]  # RSS before the load
+    before: dict[str, float]  # memory before the load
     totals: dict[str, Stats]
     error_kinds: Counter[str]
     checks: list[Check] = field(default_factory=list)
@@ -612,7 +630,7 @@ def _offered_per_second(rate: float) -> float:
 
 
 async def _drive(load: Load, stack: SoakStack, plan: Plan, console: Console) -> Outcome:
-    before = stack.rss_mb()
+    before = stack.memory_mb()
     samples: list[Sample] = []
     start = time.monotonic() + 0.5
     end = start + plan.seconds
@@ -636,7 +654,7 @@ async def _drive(load: Load, stack: SoakStack, plan: Plan, console: Console) -> 
             if dead := stack.dead_roles():
                 tails = "\n".join(f"--- {r}:\n{stack.roles[r].tail()}" for r in dead)
                 raise SystemExit(f"soak: reengage {', '.join(dead)} exited mid-run\n{tails}")
-            sample = Sample(at - start, load.take_interval(), stack.rss_mb())
+            sample = Sample(at - start, load.take_interval(), stack.memory_mb())
             samples.append(sample)
             _print_interval(console, sample, plan)
         # the last texts go out and are seen, so the checks judge a settled platform
@@ -762,21 +780,23 @@ def _log_check(stack: SoakStack) -> Check:
 
 
 def growth(samples: list[Sample], warm_up: float) -> list[Growth]:
-    """Per process: the least-squares slope of RSS (MB/min) over the samples from the end of
-    the warm-up on, and the verdict (module doc)."""
+    """Per measure: the least-squares slope of its memory (MB/min) over the samples from the
+    end of the warm-up on, the rise it fits, the slope over their last half, and the verdict
+    (module doc)."""
     out: list[Growth] = []
     for process in MEASURES:
-        points = [(s.at / 60, s.rss[process]) for s in samples if s.at >= warm_up - 1e-6]
-        start_mb = points[0][1] if points else (samples[-1].rss[process] if samples else 0.0)
-        end_mb = samples[-1].rss[process] if samples else 0.0
+        points = [(s.at / 60, s.memory[process]) for s in samples if s.at >= warm_up - 1e-6]
+        start_mb = points[0][1] if points else (samples[-1].memory[process] if samples else 0.0)
+        end_mb = samples[-1].memory[process] if samples else 0.0
         if len(points) < MIN_JUDGED_SAMPLES:
-            out.append(Growth(process, start_mb, end_mb, None, None, False, False))
+            out.append(Growth(process, start_mb, end_mb, None, None, None, False, False))
             continue
         slope = least_squares_slope(points)
+        late = least_squares_slope(points[len(points) // 2 :])
         span = points[-1][0] - points[0][0]
         rise = slope * span / start_mb if start_mb else 0.0
-        grows = slope >= GROWTH_MB_PER_MIN and rise >= GROWTH_SHARE
-        out.append(Growth(process, start_mb, end_mb, slope, rise, grows, process in JUDGED))
+        grows = slope >= GROWTH_MB_PER_MIN and rise >= GROWTH_SHARE and late >= GROWTH_MB_PER_MIN
+        out.append(Growth(process, start_mb, end_mb, slope, rise, late, grows, process in JUDGED))
     return out
 
 
@@ -788,6 +808,10 @@ def least_squares_slope(points: list[tuple[float, float]]) -> float:
     if spread == 0:
         return 0.0
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
+
+
+def _slope(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
 
 
 def _ms(value: float | None) -> str:
@@ -821,10 +845,10 @@ def _ops_table(title: str, ops: dict[str, Stats]) -> Table:
 
 def _print_interval(console: Console, sample: Sample, plan: Plan) -> None:
     console.print(_ops_table(f"soak, {_stamp(sample.at, plan)}", sample.ops))
-    rss = Table(title="memory MB (RSS; and PostgreSQL's PSS)")
+    rss = Table(title="memory MB (RSS; PostgreSQL's private and shared PSS)")
     for process in MEASURES:
         rss.add_column(process, justify="right")
-    rss.add_row(*(f"{sample.rss[p]:,.0f}" for p in MEASURES))
+    rss.add_row(*(f"{sample.memory[p]:,.0f}" for p in MEASURES))
     console.print(rss)
 
 
@@ -841,7 +865,7 @@ def _print_outcome(console: Console, outcome: Outcome, growths: list[Growth]) ->
             f"{sum(st.done for st in s.ops.values()):,}",
             f"{sum(st.errors for st in s.ops.values()):,}",
             _ms(merged.p(0.99)),
-            *(f"{s.rss[p]:,.0f}" for p in MEASURES),
+            *(f"{s.memory[p]:,.0f}" for p in MEASURES),
         )
     console.print(by_time)
     console.print(_ops_table(f"soak totals, {plan.seconds:g} s", outcome.totals))
@@ -856,24 +880,22 @@ def _print_outcome(console: Console, outcome: Outcome, growths: list[Growth]) ->
         checks.add_row(c.name, {True: "ok", False: "FAILED", None: "skipped"}[c.passed], c.detail)
     console.print(checks)
     verdict = Table(
-        title=f"memory growth after the warm-up ({plan.warm_up:g} s): grows when ≥"
-        f" {GROWTH_MB_PER_MIN:g} MB/min and ≥ {GROWTH_SHARE:.0%} over the window"
+        title=f"memory growth after the warm-up ({plan.warm_up:g} s): GROWS when the slope ≥"
+        f" {GROWTH_MB_PER_MIN:g} MB/min, the rise ≥ {GROWTH_SHARE:.0%} and the last half's"
+        f" slope ≥ {GROWTH_MB_PER_MIN:g} MB/min"
     )
-    for column in ("process", "after warm-up MB", "end MB", "slope MB/min", "rise", "verdict"):
+    for column in ("measure", "after warm-up MB", "end MB", "slope MB/min", "rise", "last half"):
         verdict.add_column(column, justify="right")
+    verdict.add_column("verdict")
     for g in growths:
-        if g.slope is None:
-            word = f"not judged (< {MIN_JUDGED_SAMPLES} samples after the warm-up)"
-        else:
-            word = "GROWS" if g.grows else "flat"
-            if not g.judged:
-                word += " (context)"
+        word = g.verdict()
         verdict.add_row(
             g.process,
             f"{g.start_mb:,.0f}",
             f"{g.end_mb:,.0f}",
-            "-" if g.slope is None else f"{g.slope:+.2f}",
+            _slope(g.slope),
             "-" if g.rise is None else f"{g.rise:+.1%}",
+            _slope(g.late_slope),
             word,
         )
     console.print(verdict)
@@ -897,10 +919,16 @@ def summary(outcome: Outcome, growths: list[Growth], code: int) -> dict[str, Any
             for key, s in outcome.totals.items()
         },
         "errors": sum(s.errors for s in outcome.totals.values()),
-        "rss_mb": {p: [round(s.rss[p], 1) for s in outcome.samples] for p in MEASURES},
+        "memory_mb": {p: [round(s.memory[p], 1) for s in outcome.samples] for p in MEASURES},
         "checks": {c.name: c.passed for c in outcome.checks},
         "growth": {
-            g.process: {"slope_mb_per_min": g.slope, "rise": g.rise, "grows": g.grows}
+            g.process: {
+                "slope_mb_per_min": g.slope,
+                "rise": g.rise,
+                "late_slope_mb_per_min": g.late_slope,
+                "grows": g.grows,
+                "judged": g.judged,
+            }
             for g in growths
         },
     }

@@ -6,8 +6,8 @@ in this process, `tests.fake_twilio`), and a Prometheus listener per role
 (REENGAGE_METRICS_PORT, a free port each).
 
 Everything is started from the main thread (the children die with this process:
-PR_SET_PDEATHSIG) and stopped in reverse order; `SoakStack.rss_mb` reads the resident memory
-of every process (psutil)."""
+PR_SET_PDEATHSIG) and stopped in reverse order; `SoakStack.memory_mb` reads the resident memory
+of every process (psutil) and PostgreSQL's proportional shares (/proc)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +38,16 @@ STOP_TIMEOUT = 30.0
 # sends per second per sender number: high enough that pacing never holds up the mix
 SENDS_PER_SECOND = 50
 PROCESSES = ("serve", "worker", "postgres", "temporal", "bench")
-# PostgreSQL's processes share its buffers: the sum of their RSS counts a shared page once per
-# backend that touched it, so it climbs while backends touch more of shared_buffers. The sum
-# of their PSS (each shared page divided among the processes that map it) is what they take.
-POSTGRES_PSS = "postgres PSS"
-MEASURES = (*PROCESSES, POSTGRES_PSS)
+# PostgreSQL's processes share its buffers: the sum of their RSS counts a page of the shared
+# buffers once per backend that touched it, so it climbs for a long while without any leak.
+# Split by proportional share (PSS, /proc/PID/smaps_rollup, summed over its processes):
+# "pg private" is what the processes hold of their own (Pss_Anon: caches, plans, sorts; the
+# pages a backend still shares with the postmaster after fork divided among them), "pg
+# shared" is the shared memory in use, each page counted once (Pss_Shmem: mostly the buffer
+# cache, which fills up to shared_buffers as the data grows).
+PG_PRIVATE = "pg private"
+PG_SHARED = "pg shared"
+MEASURES = ("serve", "worker", "postgres", PG_PRIVATE, PG_SHARED, "temporal", "bench")
 
 
 def _die_with_parent() -> None:
@@ -110,11 +116,13 @@ class SoakStack:
             "bench": (os.getpid(), False),  # this process only (the others are its children)
         }
 
-    def rss_mb(self) -> dict[str, float]:
-        """Resident memory in MB (2^20 bytes) of every process (PROCESSES), and the PSS of
-        PostgreSQL's (POSTGRES_PSS)."""
-        out = {name: _memory(pid, tree) / 2**20 for name, (pid, tree) in self.pids().items()}
-        out[POSTGRES_PSS] = _memory(self.pids()["postgres"][0], True, pss=True) / 2**20
+    def memory_mb(self) -> dict[str, float]:
+        """MB (2^20 bytes) of every measure (MEASURES): the RSS of every process, and
+        PostgreSQL's private and shared proportional shares."""
+        out = {name: _rss(pid, tree) / 2**20 for name, (pid, tree) in self.pids().items()}
+        shares = _pss(self.pids()["postgres"][0])
+        out[PG_PRIVATE] = shares.get("Pss_Anon", 0) / 2**10
+        out[PG_SHARED] = shares.get("Pss_Shmem", 0) / 2**10
         return out
 
     def dead_roles(self) -> list[str]:
@@ -129,17 +137,36 @@ class SoakStack:
         self.postgres.stop()
 
 
-def _memory(pid: int, tree: bool, pss: bool = False) -> int:
+def _family(pid: int, tree: bool) -> list[psutil.Process]:
     try:
         top = psutil.Process(pid)
-        family = [top, *top.children(recursive=True)] if tree else [top]
+        return [top, *top.children(recursive=True)] if tree else [top]
     except psutil.NoSuchProcess:
-        return 0
+        return []
+
+
+def _rss(pid: int, tree: bool) -> int:
     total = 0
-    for process in family:
+    for process in _family(pid, tree):
         try:
-            total += process.memory_full_info().pss if pss else process.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _pss(pid: int) -> Counter[str]:
+    """The Pss_* fields of /proc/PID/smaps_rollup (kB), summed over the process and its
+    descendants."""
+    total: Counter[str] = Counter()
+    for process in _family(pid, True):
+        try:
+            with open(f"/proc/{process.pid}/smaps_rollup") as rollup:
+                for line in rollup:
+                    name, _, value = line.partition(":")
+                    if name.startswith("Pss"):
+                        total[name] += int(value.split()[0])
+        except OSError:  # gone meanwhile
             pass
     return total
 
