@@ -22,10 +22,12 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import itertools
 import json
 import logging
 import re
 import secrets
+import string
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -102,9 +104,16 @@ def request_id() -> str | None:
     return _request_id.get()
 
 
+# a request id of ours: this process's random prefix of letters and a count in hex
+# ("kQzfWbTe-1a2f"), unique across processes, cheaper than random bytes per request, and
+# never shaped like a phone number (the count is 9 hex digits at most for 68 billion ids)
+_ID_PREFIX = "".join(secrets.choice(string.ascii_letters) for _ in range(8))
+_ids = itertools.count(1)
+
+
 def new_request_id() -> str:
-    """A fresh request id: 16 URL-safe characters (letters, digits, '-', '_')."""
-    return secrets.token_urlsafe(12)
+    """A fresh request id (this process's prefix and a count)."""
+    return f"{_ID_PREFIX}-{next(_ids):x}"
 
 
 def accepted_request_id(given: str | bytes | None) -> str:

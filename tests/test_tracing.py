@@ -15,8 +15,14 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.worker import Replayer
 
 from reengage.v1 import enrollments_pb2, enrollments_pb2_grpc
+from server import logs
 from server.app import open_pool
 from tenants.sequences.model import Step
 from tests.enrollment_support import make_sequence
@@ -28,8 +34,10 @@ from tests.stack_support import (  # noqa: F401  (start_stack_fixture: the start
     ports_env,
     start_stack_fixture,
 )
+from tests.test_enrollment_replay import load, recorded
 from tests.test_inbound_e2e import DEMO, contact_in_window, demo_template
 from tests.waiting import eventually
+from workflows.enrollment import EnrollmentV2Workflow, EnrollmentWorkflow
 
 PHONE = "+12125550144"
 ENROLL = "/reengage.v1.EnrollmentService/Enroll"
@@ -216,3 +224,20 @@ def test_an_endpoint_without_the_otel_extra_warns_and_traces_nothing(tmp_path: P
         "OTEL_EXPORTER_OTLP_ENDPOINT is set but opentelemetry.sdk.trace is not installed"
         " (pip install 'reengage[otel]'): no traces" in answer["stderr"]
     )
+
+
+async def test_the_recorded_enrollment_histories_replay_with_the_tracing_interceptors() -> None:
+    """EnrollmentV2 runs unsandboxed: temporalio's TracingInterceptor (and the log context)
+    must replay every recorded history as the worker runs it, making no span on replay."""
+    exported = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    interceptors = [logs.temporal_log_context(), TracingInterceptor(provider.get_tracer("t"))]
+    replayer = Replayer(
+        workflows=[EnrollmentWorkflow, EnrollmentV2Workflow], interceptors=interceptors
+    )
+    histories = recorded()
+    assert len(histories) >= 12
+    for path in histories:
+        await replayer.replay_workflow(load(path))
+    assert exported.get_finished_spans() == ()
