@@ -37,7 +37,14 @@ from typing import Any
 import grpc
 import httpx
 import uvicorn
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -53,6 +60,9 @@ from server.config import Settings
 from workflows import metrics as workflow_metrics  # noqa: F401  (registers the layer's metrics)
 
 log = logging.getLogger(__name__)
+# no `_created` series beside every counter and histogram (they would double what is scraped;
+# Prometheus reads a counter's resets from the counter itself)
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 GRPC_REQUESTS = Counter(
