@@ -325,6 +325,20 @@ def _temporal_log_context_class() -> type[Any]:
     return TemporalLogContext
 
 
+def temporal_core_logging(log_format: str) -> Any:
+    """The `logging` of a Temporal runtime's TelemetryConfig for log_format: with json, the
+    SDK Core's own lines (WARN and up) go to the Python logger `temporalio.core`, and so are
+    JSON lines too; with text, the SDK's default (Core writes them to standard error)."""
+    from temporalio.runtime import LogForwardingConfig, LoggingConfig
+
+    if log_format != "json":
+        return LoggingConfig.default
+    return LoggingConfig(
+        filter=LoggingConfig.default.filter,
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
+
+
 # --- formatters ----------------------------------------------------------------------------------
 
 

@@ -24,11 +24,14 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from server import logs, tracing
 from server.config import Settings
+from tests.waiting import eventually
 
 LOGGER = "reengage.test_logs"
 
@@ -361,3 +364,31 @@ async def test_lines_logged_in_an_activity_carry_its_enrollment_and_workflow(
     assert step["enrollment_id"] == "enr-77"
     assert step["workflow_id"] == handle.id and step["run_id"] == handle.result_run_id
     assert step["activity"] == "test_logs_take_step"
+
+
+async def test_the_temporal_cores_own_lines_come_through_python_logging_with_json(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    """With json, a runtime made with temporal_core_logging forwards Core's warnings (here:
+    the test server does not advertise a capability a worker wants) to `temporalio.core`,
+    instead of Core writing text to standard error."""
+    assert logs.temporal_core_logging("text").forwarding is None
+    handler = Captured()
+    core = logging.getLogger("temporalio.core")
+    core.addHandler(handler)
+    try:
+        runtime = Runtime(telemetry=TelemetryConfig(logging=logs.temporal_core_logging("json")))
+        client = await Client.connect(
+            time_skipping_env.client.service_client.config.target_host, runtime=runtime
+        )
+        async with Worker(client, task_queue=f"test-logs-{uuid.uuid4()}", activities=[take_step]):
+
+            async def warned() -> bool:
+                return bool(handler.lines)
+
+            await eventually(warned, 15, what="a line of the Temporal Core")
+    finally:
+        core.removeHandler(handler)
+    entry = handler.entries[0]
+    assert entry["logger"].startswith("temporalio.core-sdk_core::")
+    assert entry["level"] == "WARNING" and entry["message"].startswith("[sdk_core::")
