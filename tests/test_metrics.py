@@ -528,6 +528,32 @@ async def test_real_work_on_the_dev_stack_moves_the_counters_by_what_it_did(
         exported = exported_names(after.text)
         missing_names = {n for n in named - server_side if not is_exported(n, exported)}
         assert not missing_names
+        # `reengage worker` beside it: its own listener, its role, the SDK's metrics, no
+        # backlog (it runs no relay), and the listener stops with the process
+        worker_env = ports_env(
+            tmp_path / "worker" / ".reengage",
+            REENGAGE_DATABASE_URL=(stack.data_dir / "database-url").read_text().strip(),
+            REENGAGE_TEMPORAL_ADDRESS=f"127.0.0.1:{env['REENGAGE_TEMPORAL_PORT']}",
+            REENGAGE_METRICS_TOKEN=TOKEN,
+            REENGAGE_METRICS_HOST="127.0.0.1",
+        )
+        worker = start_stack("worker", worker_env)
+        worker_url = f"http://127.0.0.1:{worker_env['REENGAGE_METRICS_PORT']}/metrics"
+
+        async def worker_metrics() -> Scrape | None:
+            try:
+                scraped = await _scrape(worker_url)
+            except httpx.ConnectError:
+                return None
+            return scraped if scraped.has("temporal_worker_task_slots_available") else None
+
+        seen = await eventually(worker_metrics, 60, what="the worker's /metrics", interval=0.5)
+        assert seen.value("reengage_info", role="worker") == 1
+        assert seen.has("reengage_db_pool_size")
+        assert not seen.has("reengage_relay_backlog_followups")
+        assert worker.stop() == 0
+        with pytest.raises(httpx.ConnectError):
+            await _scrape(worker_url)
     finally:
         await pool.close()
         stack.stop()
