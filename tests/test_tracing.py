@@ -14,15 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import Replayer
 
 from reengage.v1 import enrollments_pb2, enrollments_pb2_grpc
-from server import logs
+from server import logs, tracing
 from server.app import open_pool
 from tenants.sequences.model import Step
 from tests.enrollment_support import make_sequence
@@ -241,3 +247,50 @@ async def test_the_recorded_enrollment_histories_replay_with_the_tracing_interce
     for path in histories:
         await replayer.replay_workflow(load(path))
     assert exported.get_finished_spans() == ()
+
+
+async def test_the_http_edge_makes_a_span_per_request_named_by_its_route() -> None:
+    exported = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+
+    async def link(request: Request) -> PlainTextResponse:
+        broken = request.path_params["code"] == "broken"
+        return PlainTextResponse("moved", status_code=500 if broken else 302)
+
+    async def healthz(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/l/{code}", link), Route("/healthz", healthz)])
+    hooks = (logs._span_ids, logs._annotate)
+    logs.use_tracing(tracing._current_span_ids, tracing._annotate_request)
+    try:
+        edge = tracing.HttpSpans(logs.RequestIdMiddleware(app), provider)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=edge), base_url="http://edge"
+        ) as http:
+            clicked = await http.get("/l/Xk3p9")
+            parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            continued = await http.get("/l/Qa7", headers={"traceparent": parent})
+            await http.get("/healthz")
+            missing = await http.get("/nowhere")
+            await http.get("/l/broken")
+    finally:
+        logs._span_ids, logs._annotate = hooks
+    spans = exported.get_finished_spans()
+    assert [s.name for s in spans] == ["GET /l/{code}"] * 2 + ["GET", "GET /l/{code}"]
+    first, second, unrouted, broken = spans  # and none for /healthz
+    assert first.kind is SpanKind.SERVER and first.parent is None
+    assert first.attributes is not None
+    assert first.attributes["http.route"] == "/l/{code}"
+    assert first.attributes["http.response.status_code"] == 302
+    assert first.attributes["reengage.request_id"] == clicked.headers["x-request-id"]
+    assert second.parent is not None and second.context is not None
+    assert f"{second.context.trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert f"{second.parent.span_id:016x}" == "00f067aa0ba902b7"
+    assert second.attributes is not None
+    assert second.attributes["reengage.request_id"] == continued.headers["x-request-id"]
+    assert missing.status_code == 404 and unrouted.attributes is not None
+    assert unrouted.attributes["http.response.status_code"] == 404
+    assert first.status.status_code is StatusCode.UNSET
+    assert broken.status.status_code is StatusCode.ERROR
