@@ -68,8 +68,10 @@ class GatedPool(AsyncConnectionPool[Any]):
         try:
             left = limit - (asyncio.get_running_loop().time() - started)
             return await super().getconn(timeout=max(left, 0.001))
-        except BaseException:
+        except BaseException as error:
             self._gate.release()
+            if isinstance(error, PoolTimeout):
+                self.timeouts += 1
             raise
 
     async def putconn(self, conn: Any) -> None:

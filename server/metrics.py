@@ -128,7 +128,7 @@ def _failed(error: BaseException, context: grpc.aio.ServicerContext) -> grpc.Sta
     """The code a call ends with when its handler raised."""
     if isinstance(error, grpc.aio.AbortError):  # context.abort / abort_with_status set it
         return context.code() or grpc.StatusCode.UNKNOWN
-    if isinstance(error, asyncio.CancelledError):  # the client went away or the server stops
+    if isinstance(error, (asyncio.CancelledError, GeneratorExit)):  # the client went away
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN  # what grpc answers for an exception it did not expect
 

@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from reengage.v1 import enrollments_pb2, enrollments_pb2_grpc, tenants_pb2, tenants_pb2_grpc
 from server import metrics
@@ -316,6 +316,35 @@ async def test_the_backlog_is_read_at_scrape_time(pool: AsyncConnectionPool[Any]
     assert 55 < owed.value("reengage_relay_backlog_oldest_due_seconds") < 120
     assert owed.value("reengage_relay_owed_followups") == 2
     assert 595 < owed.value("reengage_relay_oldest_owed_seconds") < 700
+
+
+async def test_the_pool_reports_its_connections_waiters_and_timeouts(database_url: str) -> None:
+    gated = open_pool(database_url, max_size=1)
+    await gated.open(wait=True)
+
+    def figures() -> dict[str, float]:
+        return {s.name: s.value for family in metrics.pool_families(gated) for s in family.samples}
+
+    try:
+        assert figures() == {
+            "reengage_db_pool_max": 1,
+            "reengage_db_pool_size": 1,
+            "reengage_db_pool_available": 1,
+            "reengage_db_pool_waiting": 0,
+            "reengage_db_pool_timeouts_total": 0,
+        }
+        async with gated.connection():  # the only connection, held
+            waiter = asyncio.create_task(gated.getconn(timeout=0.5))
+            await asyncio.sleep(0.1)
+            held = figures()
+            with pytest.raises(PoolTimeout):
+                await waiter
+        assert held["reengage_db_pool_available"] == 0 and held["reengage_db_pool_waiting"] == 1
+        after = figures()
+        assert after["reengage_db_pool_waiting"] == 0
+        assert after["reengage_db_pool_timeouts_total"] == 1
+    finally:
+        await gated.close()
 
 
 async def test_no_listener_and_no_sdk_runtime_when_the_port_is_zero() -> None:
