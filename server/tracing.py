@@ -16,7 +16,8 @@ What makes the spans, once `start_tracing` has run (before any pool or client is
   `StartActivity:take_step` and `RunActivity:take_step`, the context carried in the
   workflow's and activities' headers;
 * outbound HTTP: opentelemetry-instrumentation-httpx, a CLIENT span per request (webhook
-  deliveries, the Twilio carrier); a send to Twilio's Messages API is named
+  deliveries, the Twilio carrier), its URL cut to the origin (a webhook URL's path or query
+  may hold a secret); a send to Twilio's Messages API is named
   `POST /2010-04-01/Accounts/{AccountSid}/Messages.json` with `reengage.carrier=twilio`.
 
 Each server span has the request's id (server.logs) as `reengage.request_id`; log lines carry
@@ -108,7 +109,9 @@ def start_tracing(settings: Settings, service_name: str) -> bool:
     trace.set_tracer_provider(provider)
     PsycopgInstrumentor().instrument(tracer_provider=provider)
     HTTPXClientInstrumentor().instrument(
-        tracer_provider=provider, async_request_hook=_name_carrier_span
+        tracer_provider=provider,
+        request_hook=_name_outbound_span,
+        async_request_hook=_name_outbound_span_async,
     )
     _provider = provider
     logs.use_tracing(_current_span_ids, _annotate_request)
@@ -180,13 +183,24 @@ def _annotate_request(request_id: str) -> None:
     trace.get_current_span().set_attribute("reengage.request_id", request_id)
 
 
-async def _name_carrier_span(span: Any, request: Any) -> None:
-    """httpx's span of a send to Twilio's Messages API, named for it (the account SID left
-    out of the name) and marked as the carrier's."""
-    if TWILIO_MESSAGES.fullmatch(request.url.path):
+def _name_outbound_span(span: Any, request: Any) -> None:
+    """An httpx span's URL without its path and query (a subscriber's webhook URL may hold a
+    secret there); a send to Twilio's Messages API named for it instead (the account SID left
+    out) and marked as the carrier's."""
+    url = request.url
+    origin = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
+    if TWILIO_MESSAGES.fullmatch(url.path):
         span.update_name(f"POST {TWILIO_MESSAGES_TEMPLATE}")
         span.set_attribute("url.template", TWILIO_MESSAGES_TEMPLATE)
         span.set_attribute("reengage.carrier", "twilio")
+        origin += TWILIO_MESSAGES_TEMPLATE
+    for key in ("url.full", "http.url"):  # the current and the older semantic conventions
+        if key in (span.attributes or {}):
+            span.set_attribute(key, origin)
+
+
+async def _name_outbound_span_async(span: Any, request: Any) -> None:
+    _name_outbound_span(span, request)
 
 
 def grpc_server_interceptors() -> list[grpc.aio.ServerInterceptor]:

@@ -112,6 +112,7 @@ async def test_one_trace_links_the_grpc_call_the_database_temporal_the_activity_
 
         trace = await eventually(one_trace, 60, what="the Twilio send's trace", interval=0.3)
         assert [m.to for m in twilio.created] == [PHONE]
+        twilio_base = twilio.base_url
         assert stack.stop() == 0
         spans = collector.spans
 
@@ -138,6 +139,9 @@ async def test_one_trace_links_the_grpc_call_the_database_temporal_the_activity_
     assert 201 in (
         send.attributes.get("http.response.status_code"),
         send.attributes.get("http.status_code"),
+    )
+    assert send.attributes.get("url.full", send.attributes.get("http.url")) == (
+        f"{twilio_base}/2010-04-01/Accounts/{{AccountSid}}/Messages.json"
     )
     assert ancestry(send, trace) == [
         "RunActivity:take_step",
@@ -294,3 +298,18 @@ async def test_the_http_edge_makes_a_span_per_request_named_by_its_route() -> No
     assert unrouted.attributes["http.response.status_code"] == 404
     assert first.status.status_code is StatusCode.UNSET
     assert broken.status.status_code is StatusCode.ERROR
+
+
+def test_an_outbound_requests_span_keeps_only_the_origin_of_its_url() -> None:
+    exported = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    url = httpx.URL("https://hooks.example.com:8443/in/s3cr3t-path?token=abc")
+    with provider.get_tracer("t").start_as_current_span(
+        "POST", attributes={"url.full": str(url)}
+    ) as span:
+        tracing._name_outbound_span(span, httpx.Request("POST", url))
+    (done,) = exported.get_finished_spans()
+    assert done.name == "POST" and done.attributes is not None
+    assert done.attributes["url.full"] == "https://hooks.example.com:8443"
+    assert "reengage.carrier" not in done.attributes
