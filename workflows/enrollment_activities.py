@@ -220,6 +220,7 @@ class EnrollmentActivities:
             return answered
         async with self._pool.connection() as conn:
             slot = await self._pace_slot(conn, hand_off.text.from_number, now)
+        await _wait_for_slot(slot, now)
         return await self._hand_off(ctx, hand_off, request, now, slot)
 
     async def _checked_text(
@@ -284,11 +285,6 @@ class EnrollmentActivities:
         now: datetime,
         slot: datetime,
     ) -> SendOutcome:
-        delay = (slot - now).total_seconds()
-        while delay > 0:  # wait for the pace slot, telling Temporal this worker lives
-            _beat()
-            await asyncio.sleep(min(delay, 5.0))
-            delay -= 5.0
         _beat()
         async with self._pool.connection() as conn, conn.transaction():
             # hold the contact row while the carrier is called: an opt-out committed by the
@@ -412,6 +408,11 @@ class EnrollmentActivities:
                         template_revision=send.template_revision,
                     )
                     return _unrecorded(request, paced)
+        # the pace slot before the ledger row: a reserved row is a send under way, which a
+        # crash (or a database gone before the hand-off) leaves `unknown` and never sent with a
+        # carrier that is not idempotent; reserved right before the hand-off, not a wait ahead
+        await _wait_for_slot(slot, now)
+        async with self._pool.connection() as conn:
             hand_off = await self._reserve(conn, ctx, send, checked, now)
         sent = _answered_before(hand_off) or await self._hand_off(ctx, hand_off, send, now, slot)
         async with self._pool.connection() as conn:
@@ -623,6 +624,15 @@ def _unrecorded(request: StepRequest, result: StepResult) -> StepResult:
     """A result that recorded nothing: the read model holds what the request says."""
     result.recorded_status, result.recorded_wake = request.recorded_status, request.recorded_wake
     return result
+
+
+async def _wait_for_slot(slot: datetime, now: datetime) -> None:
+    """Waits for the sender's pace slot, telling Temporal this worker lives."""
+    delay = (slot - now).total_seconds()
+    while delay > 0:
+        _beat()
+        await asyncio.sleep(min(delay, 5.0))
+        delay -= 5.0
 
 
 def _beat() -> None:
