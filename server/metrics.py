@@ -281,24 +281,37 @@ def temporal_runtime(settings: Settings) -> Runtime | None:
     global _sdk
     if settings.metrics_port == 0:
         return None
-    if _sdk is None:
+    attempts = 3  # a free port may be taken by another process before the SDK binds it
+    while _sdk is None:
         port = _free_local_port()
-        runtime = Runtime(
-            telemetry=TelemetryConfig(
-                metrics=PrometheusConfig(
-                    bind_address=f"127.0.0.1:{port}",
-                    counters_total_suffix=True,
-                    unit_suffix=True,
-                    durations_as_seconds=True,
-                    histogram_bucket_overrides={
-                        "workflow_task_schedule_to_start_latency": SDK_BUCKETS,
-                        "activity_schedule_to_start_latency": SDK_BUCKETS,
-                    },
-                )
-            )
-        )
+        try:
+            runtime = _sdk_runtime(port)
+        except ValueError:  # "Failed starting Prometheus exporter: Address already in use"
+            attempts -= 1
+            if not attempts:
+                raise
+            continue
         _sdk = _SdkMetrics(runtime, f"http://127.0.0.1:{port}/metrics")
     return _sdk.runtime
+
+
+def _sdk_runtime(port: int) -> Runtime:
+    """A runtime whose metrics the SDK serves on 127.0.0.1:port, named as Prometheus names
+    them (_total, _seconds), with schedule-to-start buckets around the 200 ms threshold."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(
+                bind_address=f"127.0.0.1:{port}",
+                counters_total_suffix=True,
+                unit_suffix=True,
+                durations_as_seconds=True,
+                histogram_bucket_overrides={
+                    "workflow_task_schedule_to_start_latency": SDK_BUCKETS,
+                    "activity_schedule_to_start_latency": SDK_BUCKETS,
+                },
+            )
+        )
+    )
 
 
 # -- scrape-time gauges ----------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -345,6 +346,25 @@ async def test_the_pool_reports_its_connections_waiters_and_timeouts(database_ur
         assert after["reengage_db_pool_timeouts_total"] == 1
     finally:
         await gated.close()
+
+
+def test_the_sdk_runtime_is_made_once_on_a_local_port_it_could_bind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(metrics, "_sdk", None)  # this process's is made here, then forgotten
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = iter([busy, free_port()])
+        monkeypatch.setattr(metrics, "_free_local_port", lambda: next(ports))
+        settings = Settings(metrics_port=free_port())
+        runtime = metrics.temporal_runtime(settings)
+        assert runtime is not None and metrics.temporal_runtime(settings) is runtime
+    sdk = metrics._sdk
+    assert sdk is not None and sdk.url.startswith("http://127.0.0.1:")
+    assert not sdk.url.startswith(f"http://127.0.0.1:{busy}/")
+    assert httpx.get(sdk.url, timeout=5).status_code == 200
 
 
 async def test_no_listener_and_no_sdk_runtime_when_the_port_is_zero() -> None:
