@@ -4,9 +4,10 @@ tenants.integrations.intake).
 An API key (`Authorization: Bearer rk_...`) of a franchisor admin or a location manager;
 a JSON body (at most 1 MiB) of one Segment Track event, `{"batch": [...]}` or an array of at
 most 500. Answers 200 with one result per event once they are committed (a database outage:
-503, and a retry is answered `duplicate` for what was recorded); 400/401/403/413/415 refuse the
-whole request, recording nothing. The follow-ups the activities owe (exits, entries) are
-handed to the relay after the answer. Bodies, phone numbers and keys are never logged.
+503 within `server.http.sms.DATABASE_WAIT` seconds, and a retry is answered `duplicate` for
+what was recorded); 400/401/403/413/415 refuse the whole request, recording nothing. The
+follow-ups the activities owe (exits, entries) are handed to the relay after the answer.
+Bodies, phone numbers and keys are never logged.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.http.edge import RequestRefused, read_bounded
+from server.http.sms import DATABASE_WAIT
 from tenants.core.errors import DomainError, PermissionDenied, Unauthenticated
 from tenants.core.unexpected_errors import log_unexpected
 from tenants.integrations import intake, track
@@ -94,7 +96,7 @@ class IntakeEdge:
 
     async def _events(self, request: Request) -> Response:
         token = _bearer(request)
-        async with self._pool.connection() as conn:
+        async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             who = await api_keys.authenticate(conn, token)
         intake.require_recorder(who)
         if not _is_json(request):
@@ -102,7 +104,7 @@ class IntakeEdge:
         body = await read_bounded(request, MAX_BODY)
         events = track.parse_body(body)
         source = request.query_params.get("source", intake.DEFAULT_SOURCE)
-        async with self._pool.connection() as conn:
+        async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             outcome = await intake.record_events(conn, who, events, source)
         self._log(who, outcome)
         return _json(

@@ -1,8 +1,11 @@
 """The HTTP edge's carrier routes: `POST /sms/twilio/inbound`, `POST /sms/twilio/status` and the
 tracked-link redirect `GET /l/{code}`.
 
-A webhook is answered 200 only after what it carried is committed (a database failure answers
-503, so the carrier retries). Its follow-ups (signals, service texts) are handed to the relay in
+A webhook is answered 200 only after what it carried is committed. While the database is away
+it is answered 503 (the carrier retries a 5xx) within DATABASE_WAIT seconds, well inside the
+15 s Twilio gives a webhook: a connection the pool cannot hand over by then is not waited for
+(the pool's own wait is 30 s, and a webhook unanswered at 15 s is a failed one, not a retried
+one). Its follow-ups (signals, service texts) are handed to the relay in
 process as soon as they are committed (`FollowupRelay.deliver_owed_soon`): the relay delivers
 them while the answer goes out, without holding up the connection's next request, and under
 load the follow-ups of many webhooks together; the relay's loop retries whatever that first
@@ -40,6 +43,8 @@ from workflows.relay import FollowupRelay
 
 log = logging.getLogger(__name__)
 INBOUND_PATH = "/sms/twilio/inbound"
+# seconds a route waits for a database connection before it answers 503
+DATABASE_WAIT = 5.0
 STATUS_PATH = "/sms/twilio/status"
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -87,7 +92,7 @@ class SmsEdge:
             params=form,
             carrier_keyword=fields.opt_out_type,
         )
-        async with self._pool.connection() as conn:
+        async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             outcome = await receive(conn, sms)
         metrics.inbound_recorded(request.scope, outcome.classification, outcome.duplicate)
         if outcome.duplicate:
@@ -101,7 +106,7 @@ class SmsEdge:
         raw_id = request.query_params.get("m", "")
         plain_number = raw_id.isascii() and raw_id.isdigit() and len(raw_id) < 19
         ledger_id = int(raw_id) if plain_number else None
-        async with self._pool.connection() as conn:
+        async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             outcome = await delivery_status.apply_status(
                 conn,
                 "twilio",
@@ -116,7 +121,7 @@ class SmsEdge:
 
     async def link(self, request: Request) -> Response:
         code = request.path_params["code"]
-        async with self._pool.connection() as conn:
+        async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             clicked = await tracked_links.click(
                 conn,
                 code,
