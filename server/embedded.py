@@ -264,6 +264,13 @@ class EmbeddedTemporal:
     def stop(self, timeout: float = 30) -> None:
         _stop(self.process, signal.SIGTERM, timeout)
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, no shutdown (the failure drills). `start` runs it again on the
+        same SQLite file and ports, where it finds every workflow it had."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
 
 def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> None:
     if proc is None or proc.poll() is not None:

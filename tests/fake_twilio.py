@@ -76,6 +76,7 @@ class RecordedMessage:
     content_type: str
     http_status: int
     sid: str = ""  # the message SID when the fake created a message, else ""
+    received_at: float = 0.0  # time.time() when the POST arrived (its send instant)
 
     @property
     def to(self) -> str:
@@ -141,6 +142,8 @@ class FakeTwilio:
     * `messages` — every recorded POST (`RecordedMessage`), oldest first;
     * `fail_next(...)`, `delay_next(...)`, `respond_next(...)` — queue the next answers (FIFO,
       one per POST that passes the credential and account checks).
+    * `answer_slowly(seconds)` — a slow carrier from now on: every message is created at once
+      and answered late (a send caught in flight by a drill's crash).
     """
 
     def __init__(self, account_sid: str | None = None, auth_token: str | None = None) -> None:
@@ -150,6 +153,9 @@ class FakeTwilio:
         self._lock = threading.Lock()
         self._messages: list[RecordedMessage] = []
         self._script: collections.deque[_Scripted] = collections.deque()
+        # a slow carrier: every message created is answered this many seconds late (see
+        # `answer_slowly`), so a send can be caught in flight
+        self.answer_delay = 0.0
         self.app = Starlette(
             routes=[
                 Route(
@@ -194,6 +200,12 @@ class FakeTwilio:
         answer waits `seconds`: a client that times out first never learns the SID."""
         self._queue(_Scripted(201, None, delay=seconds, creates=True))
 
+    def answer_slowly(self, seconds: float) -> None:
+        """From now on every POST that creates a message is recorded (with its SID) at once
+        and answered `seconds` later, until set back to 0: a slow carrier, for catching sends
+        in flight."""
+        self.answer_delay = seconds
+
     def respond_next(
         self, http_status: int, body: str, headers: dict[str, str] | None = None
     ) -> None:
@@ -222,10 +234,13 @@ class FakeTwilio:
         raw = (await request.body()).decode("utf-8", errors="replace")
         form = dict(parse_qsl(raw, keep_blank_values=True))
         auth = _basic_auth(request.headers.get("authorization", ""))
+        arrived = time.time()
 
         def record(http_status: int, sid: str = "") -> None:
             content_type = request.headers.get("content-type", "")
-            self._record(RecordedMessage(path_sid, form, auth, content_type, http_status, sid))
+            self._record(
+                RecordedMessage(path_sid, form, auth, content_type, http_status, sid, arrived)
+            )
 
         if auth is None or not (
             secrets.compare_digest(auth[0], self.account_sid)
@@ -263,6 +278,8 @@ class FakeTwilio:
         record(201, sid)
         if scripted is not None and scripted.delay:
             await asyncio.sleep(scripted.delay)
+        elif self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
         return JSONResponse(self._message_json(sid, form), status_code=201)
 
     def _message_json(self, sid: str, form: dict[str, str]) -> dict[str, object]:
