@@ -43,8 +43,11 @@ samples after the warm-up (the first 2 minutes or 20 % of the run, whichever is 
 process GROWS when all three hold: the least-squares slope of its memory over those samples is
 at least 1 MB/min, the fitted rise over them is at least 5 % of its memory when the warm-up
 ended, and the slope over the last half of them is still at least 1 MB/min (a cache that fills
-up and levels off is not a trend; a leak keeps its slope). Fewer than 4 samples after the
-warm-up: not judged (a short run cannot tell).
+up and levels off is not a trend; a leak keeps its slope). The Temporal dev server keeps
+memory for every workflow that ever ran (40-50 KB each without Reengage:
+bench/temporal_retention.py), so it grows only when its slope is also at least 100 KB per
+enrollment started. Fewer than 4 samples after the warm-up: not judged (a short run cannot
+tell).
 
 Exit code 0 when there were no errors, every check passed and no process grows; else 1.
 `python -m bench.soak [--minutes 10 | --seconds S] [--rate R] [--interval S] [--warm-up S]`.
@@ -128,6 +131,11 @@ WARM_UP_MIN_SECONDS = 120.0
 # counts shared buffers once per backend, and the buffer cache fills as the data grows); the
 # bench (load generator and fake carrier) is context
 JUDGED = ("serve", "worker", PG_PRIVATE, "temporal")
+# The Temporal dev server keeps memory for every workflow that ran, finished or not: 40-50 KB
+# each with trivial workflows and no Reengage at all (bench/temporal_retention.py), linear
+# over thousands (it is not what production runs: deploy/ has a Temporal cluster). Its climb
+# counts as growth only above this much per enrollment started (about twice that).
+TEMPORAL_KB_PER_ENROLLMENT = 100.0
 LOG_PROBLEM = re.compile(r"\bERROR\b|\bCRITICAL\b|Traceback \(most recent call last\)")
 # zones for the contacts: the first where the whole run falls inside the send window; the Etc
 # zones cover every whole-hour offset, so one always does
@@ -241,14 +249,21 @@ class Growth:
     late_slope: float | None  # MB/min over the last half of the judged samples
     grows: bool
     judged: bool
+    per_enrollment_kb: float | None = None  # the Temporal dev server's slope per enrollment
 
     def verdict(self) -> str:
         if self.slope is None or self.rise is None or self.late_slope is None:
             return f"not judged (< {MIN_JUDGED_SAMPLES} samples after the warm-up)"
+        climbed = self.slope >= GROWTH_MB_PER_MIN and self.rise >= GROWTH_SHARE
         if self.grows:
             word = "GROWS"
-        elif self.slope >= GROWTH_MB_PER_MIN and self.rise >= GROWTH_SHARE:
+        elif climbed and self.late_slope < GROWTH_MB_PER_MIN:
             word = "levels off"  # climbed, but no longer in the last half
+        elif climbed and self.per_enrollment_kb is not None:
+            word = (
+                f"climbs {self.per_enrollment_kb:,.0f} KB per enrollment: the dev server's"
+                f" own (< {TEMPORAL_KB_PER_ENROLLMENT:g})"
+            )
         else:
             word = "flat"
         return word if self.judged else f"{word} (context)"
@@ -262,7 +277,12 @@ class Outcome:
     before: dict[str, float]  # memory before the load
     totals: dict[str, Stats]
     error_kinds: Counter[str]
+    enrollments: int  # enrollments started during the load
     checks: list[Check] = field(default_factory=list)
+
+    @property
+    def enrollments_per_minute(self) -> float:
+        return self.enrollments / (self.plan.seconds / 60)
 
 
 # --- seeding -------------------------------------------------------------------------------
@@ -669,7 +689,8 @@ async def _drive(load: Load, stack: SoakStack, plan: Plan, console: Console) -> 
         for task in schedulers:
             task.cancel()
         await asyncio.gather(watcher, *schedulers, return_exceptions=True)
-    return Outcome(plan, "", samples, before, load.totals, load.error_kinds)
+    enrolled = sum(1 for p in load.by_phone.values() if p.enrollment)
+    return Outcome(plan, "", samples, before, load.totals, load.error_kinds, enrolled)
 
 
 # --- the checks ----------------------------------------------------------------------------
@@ -779,10 +800,12 @@ def _log_check(stack: SoakStack) -> Check:
 # --- the verdict and the tables ------------------------------------------------------------
 
 
-def growth(samples: list[Sample], warm_up: float) -> list[Growth]:
+def growth(
+    samples: list[Sample], warm_up: float, enrollments_per_minute: float = 0.0
+) -> list[Growth]:
     """Per measure: the least-squares slope of its memory (MB/min) over the samples from the
     end of the warm-up on, the rise it fits, the slope over their last half, and the verdict
-    (module doc)."""
+    (module doc); the Temporal dev server's slope also per enrollment started."""
     out: list[Growth] = []
     for process in MEASURES:
         points = [(s.at / 60, s.memory[process]) for s in samples if s.at >= warm_up - 1e-6]
@@ -795,8 +818,24 @@ def growth(samples: list[Sample], warm_up: float) -> list[Growth]:
         late = least_squares_slope(points[len(points) // 2 :])
         span = points[-1][0] - points[0][0]
         rise = slope * span / start_mb if start_mb else 0.0
-        grows = slope >= GROWTH_MB_PER_MIN and rise >= GROWTH_SHARE and late >= GROWTH_MB_PER_MIN
-        out.append(Growth(process, start_mb, end_mb, slope, rise, late, grows, process in JUDGED))
+        climbs = slope >= GROWTH_MB_PER_MIN and rise >= GROWTH_SHARE and late >= GROWTH_MB_PER_MIN
+        per_enrollment = None
+        if process == "temporal" and enrollments_per_minute > 0:
+            per_enrollment = slope * 1024 / enrollments_per_minute
+            climbs = climbs and per_enrollment >= TEMPORAL_KB_PER_ENROLLMENT
+        out.append(
+            Growth(
+                process,
+                start_mb,
+                end_mb,
+                slope,
+                rise,
+                late,
+                climbs,
+                process in JUDGED,
+                per_enrollment,
+            )
+        )
     return out
 
 
@@ -919,6 +958,7 @@ def summary(outcome: Outcome, growths: list[Growth], code: int) -> dict[str, Any
             for key, s in outcome.totals.items()
         },
         "errors": sum(s.errors for s in outcome.totals.values()),
+        "enrollments": outcome.enrollments,
         "memory_mb": {p: [round(s.memory[p], 1) for s in outcome.samples] for p in MEASURES},
         "checks": {c.name: c.passed for c in outcome.checks},
         "growth": {
@@ -926,6 +966,7 @@ def summary(outcome: Outcome, growths: list[Growth], code: int) -> dict[str, Any
                 "slope_mb_per_min": g.slope,
                 "rise": g.rise,
                 "late_slope_mb_per_min": g.late_slope,
+                "kb_per_enrollment": g.per_enrollment_kb,
                 "grows": g.grows,
                 "judged": g.judged,
             }
@@ -947,7 +988,7 @@ def run(plan: Plan) -> int:
             outcome = asyncio.run(_soak(stack, plan, console))
             stack.stop()
             outcome.checks.append(_log_check(stack))
-    growths = growth(outcome.samples, plan.warm_up)
+    growths = growth(outcome.samples, plan.warm_up, outcome.enrollments_per_minute)
     errors = sum(s.errors for s in outcome.totals.values())
     failed = [c for c in outcome.checks if c.passed is False]
     grows = [g for g in growths if g.grows and g.judged]

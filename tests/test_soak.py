@@ -111,6 +111,19 @@ def test_growth_verdict_judges_the_slope_after_the_warm_up() -> None:
     assert least_squares_slope([(0, 1.0), (1, 3.0), (2, 5.0)]) == pytest.approx(2.0)
 
 
+def test_the_temporal_dev_server_grows_only_beyond_its_own_retention() -> None:
+    climbing = _samples(lambda m: 200 + 7.0 * m)  # 7 MB/min
+    # 120 enrollments a minute: 60 KB each, what the dev server keeps per workflow anyway
+    steady = {g.process: g for g in growth(climbing, 120, enrollments_per_minute=120)}
+    assert steady["temporal"].per_enrollment_kb == pytest.approx(7 * 1024 / 120)
+    assert not steady["temporal"].grows
+    assert steady["temporal"].verdict().startswith("climbs 60 KB per enrollment")
+    assert steady["serve"].grows  # the allowance is Temporal's only
+    # 20 enrollments a minute: 358 KB each, beyond any workflow's own
+    leaking = {g.process: g for g in growth(climbing, 120, enrollments_per_minute=20)}
+    assert leaking["temporal"].grows and leaking["temporal"].verdict() == "GROWS"
+
+
 def test_warm_up_is_two_minutes_or_a_fifth() -> None:
     assert plan_from([]).seconds == 600 and plan_from([]).warm_up == 120
     assert plan_from(["--minutes", "30"]).warm_up == 360
