@@ -256,7 +256,7 @@ class Growth:
             return f"not judged (< {MIN_JUDGED_SAMPLES} samples after the warm-up)"
         climbed = self.slope >= GROWTH_MB_PER_MIN and self.rise >= GROWTH_SHARE
         if self.grows:
-            word = "GROWS"
+            word = "GROWS" if self.judged else "climbs"
         elif climbed and self.late_slope < GROWTH_MB_PER_MIN:
             word = "levels off"  # climbed, but no longer in the last half
         elif climbed and self.per_enrollment_kb is not None:

@@ -99,7 +99,7 @@ def test_growth_verdict_judges_the_slope_after_the_warm_up() -> None:
     assert leaking["worker"].grows and leaking["worker"].judged
     assert leaking["worker"].verdict() == "GROWS"
     assert not leaking["bench"].judged  # the load generator is context
-    assert leaking["bench"].verdict() == "GROWS (context)"
+    assert leaking["bench"].verdict() == "climbs (context)"
     # a large process may climb 1.5 MB/min and stay under 5 %
     big = {g.process: g for g in growth(_samples(lambda m: 2000 + 1.5 * m), 120)}
     assert not big["temporal"].grows
