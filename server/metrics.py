@@ -57,6 +57,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from server.config import Settings
+from server.logs import temporal_core_logging
 from workflows import metrics as workflow_metrics  # noqa: F401  (registers the layer's metrics)
 
 log = logging.getLogger(__name__)
@@ -274,18 +275,26 @@ def _free_local_port() -> int:
 
 
 def temporal_runtime(settings: Settings) -> Runtime | None:
-    """The process's Temporal runtime with the SDK's Prometheus metrics, made once per process
-    and shared by every client (None when settings.metrics_port is 0: the SDK's default
-    runtime, no metrics). The SDK serves them on 127.0.0.1, on a free port of its own, and
-    /metrics appends them (they are never reachable from outside the machine)."""
-    global _sdk
+    """The process's Temporal runtime, made once per process and shared by every client: with
+    the SDK's Prometheus metrics when settings.metrics_port is set (the SDK serves them on
+    127.0.0.1, on a free port of its own, and /metrics appends them: never reachable from
+    outside the machine), and with the SDK Core's own log lines sent through Python's logging
+    when the logs are JSON (server.logs.temporal_core_logging). None when neither: the SDK's
+    default runtime."""
+    global _sdk, _logging_only
     if settings.metrics_port == 0:
-        return None
+        if settings.log_format != "json":
+            return None
+        if _logging_only is None:
+            _logging_only = Runtime(
+                telemetry=TelemetryConfig(logging=temporal_core_logging(settings.log_format))
+            )
+        return _logging_only
     attempts = 3  # a free port may be taken by another process before the SDK binds it
     while _sdk is None:
         port = _free_local_port()
         try:
-            runtime = _sdk_runtime(port)
+            runtime = _sdk_runtime(port, settings.log_format)
         except ValueError:  # "Failed starting Prometheus exporter: Address already in use"
             attempts -= 1
             if not attempts:
@@ -295,11 +304,15 @@ def temporal_runtime(settings: Settings) -> Runtime | None:
     return _sdk.runtime
 
 
-def _sdk_runtime(port: int) -> Runtime:
+_logging_only: Runtime | None = None  # JSON logs without metrics
+
+
+def _sdk_runtime(port: int, log_format: str = "text") -> Runtime:
     """A runtime whose metrics the SDK serves on 127.0.0.1:port, named as Prometheus names
     them (_total, _seconds), with schedule-to-start buckets around the 200 ms threshold."""
     return Runtime(
         telemetry=TelemetryConfig(
+            logging=temporal_core_logging(log_format),
             metrics=PrometheusConfig(
                 bind_address=f"127.0.0.1:{port}",
                 counters_total_suffix=True,
@@ -309,7 +322,7 @@ def _sdk_runtime(port: int) -> Runtime:
                     "workflow_task_schedule_to_start_latency": SDK_BUCKETS,
                     "activity_schedule_to_start_latency": SDK_BUCKETS,
                 },
-            )
+            ),
         )
     )
 

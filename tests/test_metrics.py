@@ -606,3 +606,13 @@ async def test_real_work_on_the_dev_stack_moves_the_counters_by_what_it_did(
     finally:
         await pool.close()
         stack.stop()
+
+
+def test_the_runtime_forwards_core_logs_when_the_logs_are_json() -> None:
+    """Without metrics and with text logs, the SDK's default runtime; with JSON logs, one
+    runtime of this process whose Core log lines go through Python's logging (so they are JSON
+    lines too), the same one for every client."""
+    assert metrics.temporal_runtime(Settings()) is None
+    json_logs = metrics.temporal_runtime(Settings(log_format="json"))
+    assert json_logs is not None
+    assert metrics.temporal_runtime(Settings(log_format="json")) is json_logs

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from rich.console import Console
@@ -110,7 +111,7 @@ async def receive_text(
         if not outcome.followups:
             return 0
         try:
-            client = await connect_temporal(temporal_address, settings, 5)
+            client = await connect_temporal(temporal_address, replace(settings, metrics_port=0), 5)
         except Exception:
             console.print(
                 "Temporal is not reachable: the running platform's relay delivers what this"
