@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, overload
@@ -284,9 +286,12 @@ class EnrollmentActivities:
         request: SendRequest,
         now: datetime,
         slot: datetime,
+        on: AsyncConnection[Any] | None = None,
     ) -> SendOutcome:
+        """Hands the reserved text to the carrier (on `on`, a connection the caller holds, when
+        given)."""
         _beat()
-        async with self._pool.connection() as conn, conn.transaction():
+        async with _held_or_new(self._pool, on) as conn, conn.transaction():
             # hold the contact row while the carrier is called: an opt-out committed by the
             # inbound webhook either happened before (seen here) or waits for this send
             contact = await load(conn, ctx.contact.name, lock=True)
@@ -394,27 +399,37 @@ class EnrollmentActivities:
             checked = await self._checked_text(conn, ctx, send, now)
             if isinstance(checked, SendOutcome):
                 return await self._after_send(conn, request, due, checked)
+            sender = outbound.sender_number(ctx.location, ctx.contact.name.id)
             if request.pace_slot:
                 slot = datetime.fromisoformat(request.pace_slot)
             else:
-                sender = outbound.sender_number(ctx.location, ctx.contact.name.id)
                 slot = await self._pace_slot(conn, sender, now)
                 if slot - now > LOCAL_PACE_WAIT:
-                    paced = StepResult(
-                        StepOutcome.PACE,
-                        slot.isoformat(),
-                        due,
-                        text=send.text,
-                        template_revision=send.template_revision,
-                    )
-                    return _unrecorded(request, paced)
+                    return _unrecorded(request, _paced(slot, due, send))
         # the pace slot before the ledger row: a reserved row is a send under way, which a
         # crash (or a database gone before the hand-off) leaves `unknown` and never sent with a
         # carrier that is not idempotent; reserved right before the hand-off, not a wait ahead
         await _wait_for_slot(slot, now)
-        async with self._pool.connection() as conn:
-            hand_off = await self._reserve(conn, ctx, send, checked, now)
-        sent = _answered_before(hand_off) or await self._hand_off(ctx, hand_off, send, now, slot)
+        # then the sender's turn, taken the moment it has come (1/rate after its previous
+        # hand-off by any worker) and used at once on the same connection: the ledger row and
+        # the hand-off. Slots alone spread a burst, but a step woken late for its slot went
+        # out just before the next slot's on-time one (the replicas drill: 0.1 s apart at 5/s)
+        clock = _clock(max(slot, _now(request.now)))
+        deadline = clock() + LOCAL_PACE_WAIT
+        while True:
+            async with self._pool.connection() as conn:
+                turn = clock()
+                later = await ledger.take_handoff_turn(conn, sender or "-", self._per_second, turn)
+                if later is None:
+                    hand_off = await self._reserve(conn, ctx, send, checked, now)
+                    sent = _answered_before(hand_off) or await self._hand_off(
+                        ctx, hand_off, send, now, turn, conn
+                    )
+                    break
+                if later > deadline:  # late among many late sends: a slot on the schedule
+                    slot = await self._pace_slot(conn, sender, turn)
+                    return _unrecorded(request, _paced(slot, due, send))
+            await asyncio.sleep((later - turn).total_seconds())
         async with self._pool.connection() as conn:
             return await self._after_send(conn, request, due, sent)
 
@@ -624,6 +639,36 @@ def _unrecorded(request: StepRequest, result: StepResult) -> StepResult:
     """A result that recorded nothing: the read model holds what the request says."""
     result.recorded_status, result.recorded_wake = request.recorded_status, request.recorded_wake
     return result
+
+
+def _clock(start: datetime) -> Callable[[], datetime]:
+    """The activity's clock from `start` (the workflow's time, later than ours only in
+    time-skipping tests), going on in real time."""
+    began = time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - began)
+
+
+@asynccontextmanager
+async def _held_or_new(
+    pool: AsyncConnectionPool[Any], held: AsyncConnection[Any] | None
+) -> AsyncIterator[AsyncConnection[Any]]:
+    """The connection a caller holds, or one from the pool for the block."""
+    if held is not None:
+        yield held
+        return
+    async with pool.connection() as conn:
+        yield conn
+
+
+def _paced(slot: datetime, due: str, send: SendRequest) -> StepResult:
+    """A send handed back to the workflow, to sleep toward its pace slot."""
+    return StepResult(
+        StepOutcome.PACE,
+        slot.isoformat(),
+        due,
+        text=send.text,
+        template_revision=send.template_revision,
+    )
 
 
 async def _wait_for_slot(slot: datetime, now: datetime) -> None:

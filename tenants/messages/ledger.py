@@ -207,6 +207,30 @@ async def next_send_slot(
     return slot
 
 
+async def take_handoff_turn(
+    conn: AsyncConnection[Any], from_number: str, per_second: float, now: datetime
+) -> datetime | None:
+    """Takes the sender number's hand-off turn when it has come, 1/per_second after the
+    sender's previous hand-off by any worker: None, taken (send now); else when it comes,
+    nothing taken. Slots (`next_send_slot`) spread a burst ahead; the turn keeps two sends
+    apart when one comes late for its slot."""
+    gap = timedelta(seconds=1 / per_second)
+    cur = await conn.execute(
+        "WITH taken AS (INSERT INTO sender_pacing AS p (phone_number, next_slot, last_handoff)"
+        " VALUES (%(number)s, %(now)s + %(gap)s, %(now)s) ON CONFLICT (phone_number)"
+        " DO UPDATE SET last_handoff = %(now)s"
+        " WHERE p.last_handoff IS NULL OR p.last_handoff + %(gap)s <= %(now)s"
+        " RETURNING 1)"
+        " SELECT EXISTS (SELECT FROM taken),"
+        " (SELECT last_handoff + %(gap)s FROM sender_pacing WHERE phone_number = %(number)s)",
+        {"number": from_number, "now": now, "gap": gap},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    taken, turn = row
+    return None if taken else turn
+
+
 async def last_sent_step(conn: AsyncConnection[Any], contact: ChildName, enrollment_id: str) -> int:
     """The step of the enrollment's newest text to its contact (-1: none yet): what a reply
     answers."""
