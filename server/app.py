@@ -12,6 +12,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from server import metrics, temporal_connection
@@ -238,10 +239,13 @@ async def start_roles(
 
 
 async def self_check(client: Client, task_queue: str) -> str:
-    """Runs WorkerSelfCheck: proves a worker polls the queue and reaches PostgreSQL."""
+    """Runs WorkerSelfCheck: proves a worker polls the queue and reaches PostgreSQL. One per
+    task queue at a time: replicas starting together share the one running (a second start
+    of the same id failed, and that replica stopped)."""
     return await client.execute_workflow(
         WorkerSelfCheck.run,
-        id="reengage-worker-self-check",
+        id=f"reengage-worker-self-check-{task_queue}",
         task_queue=task_queue,
         execution_timeout=timedelta(seconds=60),
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
