@@ -136,6 +136,14 @@ class Role:
                 pass
         self.process.wait(30)
 
+    def sent_from(self, port: int) -> bool:
+        """Whether a TCP connection from this local port is this process's."""
+        try:
+            connections = psutil.Process(self.process.pid).net_connections(kind="tcp")
+        except psutil.Error:
+            return False
+        return any(c.laddr and c.laddr.port == port for c in connections)
+
     async def wait_ready(self, within: float = 120) -> None:
         deadline = time.monotonic() + within
         while not self.ready():

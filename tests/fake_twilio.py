@@ -29,7 +29,7 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -77,6 +77,7 @@ class RecordedMessage:
     http_status: int
     sid: str = ""  # the message SID when the fake created a message, else ""
     received_at: float = 0.0  # time.time() when the POST arrived (its send instant)
+    client_port: int = 0  # the sender's TCP port (which process sent it)
 
     @property
     def to(self) -> str:
@@ -143,7 +144,9 @@ class FakeTwilio:
     * `fail_next(...)`, `delay_next(...)`, `respond_next(...)` — queue the next answers (FIFO,
       one per POST that passes the credential and account checks).
     * `answer_slowly(seconds)` — a slow carrier from now on: every message is created at once
-      and answered late (a send caught in flight by a drill's crash).
+      and answered late (a send caught in flight by a drill's crash);
+    * `on_create` — a callable given each message created, before its answer (a drill kills
+      the process that sent it, its POST in flight).
     """
 
     def __init__(self, account_sid: str | None = None, auth_token: str | None = None) -> None:
@@ -156,6 +159,8 @@ class FakeTwilio:
         # a slow carrier: every message created is answered this many seconds late (see
         # `answer_slowly`), so a send can be caught in flight
         self.answer_delay = 0.0
+        # called (in the fake's thread) with each message created, before it is answered
+        self.on_create: Callable[[RecordedMessage], None] | None = None
         self.app = Starlette(
             routes=[
                 Route(
@@ -235,12 +240,15 @@ class FakeTwilio:
         form = dict(parse_qsl(raw, keep_blank_values=True))
         auth = _basic_auth(request.headers.get("authorization", ""))
         arrived = time.time()
+        port = request.client.port if request.client else 0
 
-        def record(http_status: int, sid: str = "") -> None:
+        def record(http_status: int, sid: str = "") -> RecordedMessage:
             content_type = request.headers.get("content-type", "")
-            self._record(
-                RecordedMessage(path_sid, form, auth, content_type, http_status, sid, arrived)
+            recorded = RecordedMessage(
+                path_sid, form, auth, content_type, http_status, sid, arrived, port
             )
+            self._record(recorded)
+            return recorded
 
         if auth is None or not (
             secrets.compare_digest(auth[0], self.account_sid)
@@ -275,7 +283,9 @@ class FakeTwilio:
             return JSONResponse(_error_json(21617, 400, None), status_code=400)
 
         sid = "SM" + secrets.token_hex(16)
-        record(201, sid)
+        created = record(201, sid)
+        if self.on_create is not None:
+            self.on_create(created)
         if scripted is not None and scripted.delay:
             await asyncio.sleep(scripted.delay)
         elif self.answer_delay:
