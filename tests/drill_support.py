@@ -144,6 +144,11 @@ class Role:
             return False
         return any(c.laddr and c.laddr.port == port for c in connections)
 
+    def counts(self, *phrases: str) -> dict[str, int]:
+        """How many lines of this process's log hold each phrase."""
+        lines = self.output().splitlines()
+        return {phrase: sum(phrase in line for line in lines) for phrase in phrases}
+
     async def wait_ready(self, within: float = 120) -> None:
         deadline = time.monotonic() + within
         while not self.ready():
@@ -411,29 +416,6 @@ async def sends(pool: AsyncConnectionPool[Any], fake: FakeTwilio) -> Sends:
     known = {r.id for r in rows}
     strays += sum(n for m, n in posts.items() if m not in known)
     return Sends(rows, posts, strays)
-
-
-async def outbox_sends(pool: AsyncConnectionPool[Any]) -> Sends:
-    """Every due step as the outbox carrier and the ledger saw it: the outbox delivers a ledger
-    row at most once (its key), so a duplicate is a second row for one step."""
-    async with pool.connection() as conn:
-        cur = await conn.execute("SELECT message_id FROM outbox_deliveries")
-        posts = Counter(int(row[0]) for row in await cur.fetchall())
-    rows = await outbound(pool)
-    known = {r.id for r in rows}
-    return Sends(rows, posts, sum(n for m, n in posts.items() if m not in known))
-
-
-async def outbox_times(pool: AsyncConnectionPool[Any]) -> dict[str, list[datetime]]:
-    """When the outbox carrier took each text, by sender number, in order."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT from_number, delivered_at FROM outbox_deliveries ORDER BY delivered_at"
-        )
-        times: dict[str, list[datetime]] = {}
-        for sender, at in await cur.fetchall():
-            times.setdefault(sender, []).append(at)
-    return times
 
 
 def closest_gaps(times: Sequence[datetime], count: int = 3) -> list[float]:

@@ -76,6 +76,15 @@ REPLY_AT = (3.0, 10.0, 18.0, 25.0)  # seconds into the outage: two replies each
 TWILIO_TIMEOUT = 15.0  # what Twilio waits for a webhook's answer
 RECOVERY = 90.0  # seconds after the restart within which everything must be done
 EVENTS = ("enrollment.exited", "enrollment.completed")
+# what the serve process logs each time a part of it fails on the database and tries again
+RETRY_LINES = (
+    "follow-up relay: drain failed; retrying",
+    "webhook dispatcher: LISTEN failed; reconnecting",
+    "webhook dispatcher: sweep failed; retrying",
+    "orphan reconciler: the round failed",
+    "the database is unavailable",
+    "error connecting in 'pool-1'",
+)
 
 
 @pytest.fixture
@@ -341,7 +350,8 @@ async def outage_and_after(
         f"{[(round(t), a, round(lat, 2)) for t, a, lat in sorted(during)]}"
         f"\nhealth in the outage: {dict(Counter((c, st) for _, c, st in in_outage))}"
         f"\nafter PostgreSQL was back (s): {rounded(drill.milestones)}"
-        f"\nstep attempts (attempts: steps) {dict(await step_attempts(drill.client, enrolled))}"
+        f"\nstep attempts (attempts: steps) {dict(await step_attempts(drill.client, enrolled))};"
+        f" retries in the serve log {serve.counts(*RETRY_LINES)}"
         f"\nsends: {result.summary()}; before the status callbacks {dict(before_callbacks)};"
         f" webhook answers {[d.answers for d in replies]}"
     )

@@ -67,8 +67,11 @@ from workflows.enrollment_activities import EnrollmentActivities
 from workflows.enrollment_types import StepOutcome, StepRequest, StepResult
 
 pytestmark = pytest.mark.e2e
-SENDS_PER_SECOND = 5.0  # per sender number
-PACE_TOLERANCE = 0.05  # seconds: two sends of one sender are never closer than 1/rate - this
+SENDS_PER_SECOND = 2.5  # per sender number: a send every 0.4 s
+# seconds: two sends of one number never reach the carrier closer than 1/rate - this. Turns
+# are 1/rate apart (the database's clock); the way from a turn to the carrier (ledger row,
+# contact lock, POST) varies by up to ~0.04 s when the test machine's cores are busy
+PACE_TOLERANCE = 0.08
 BURST = 40  # due steps from downtown's number at once
 BURST_DUE_IN = 6  # seconds after their enrollment
 REPLYING = 10  # contacts who reply, over both edges

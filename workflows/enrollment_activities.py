@@ -418,18 +418,20 @@ class EnrollmentActivities:
         deadline = clock() + LOCAL_PACE_WAIT
         while True:
             async with self._pool.connection() as conn:
-                turn = clock()
-                later = await ledger.take_handoff_turn(conn, sender or "-", self._per_second, turn)
-                if later is None:
+                ahead = max(clock() - datetime.now(UTC), timedelta(0))
+                turn, later = await ledger.take_handoff_turn(
+                    conn, sender or "-", self._per_second, ahead
+                )
+                if turn is not None:
                     hand_off = await self._reserve(conn, ctx, send, checked, now)
                     sent = _answered_before(hand_off) or await self._hand_off(
                         ctx, hand_off, send, now, turn, conn
                     )
                     break
                 if later > deadline:  # late among many late sends: a slot on the schedule
-                    slot = await self._pace_slot(conn, sender, turn)
+                    slot = await self._pace_slot(conn, sender, clock())
                     return _unrecorded(request, _paced(slot, due, send))
-            await asyncio.sleep((later - turn).total_seconds())
+            await asyncio.sleep(max((later - clock()).total_seconds(), 0.001))
         async with self._pool.connection() as conn:
             return await self._after_send(conn, request, due, sent)
 

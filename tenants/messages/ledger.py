@@ -208,27 +208,34 @@ async def next_send_slot(
 
 
 async def take_handoff_turn(
-    conn: AsyncConnection[Any], from_number: str, per_second: float, now: datetime
-) -> datetime | None:
-    """Takes the sender number's hand-off turn when it has come, 1/per_second after the
-    sender's previous hand-off by any worker: None, taken (send now); else when it comes,
-    nothing taken. Slots (`next_send_slot`) spread a burst ahead; the turn keeps two sends
-    apart when one comes late for its slot."""
+    conn: AsyncConnection[Any],
+    from_number: str,
+    per_second: float,
+    ahead: timedelta = timedelta(0),
+) -> tuple[datetime | None, datetime]:
+    """Takes the sender number's hand-off turn if it has come, 1/per_second after the sender's
+    previous hand-off by any worker: (when it was taken, when the next one comes), or (None,
+    when this one comes) with nothing taken. Slots (`next_send_slot`) spread a burst ahead;
+    the turn keeps two sends apart when one comes late for its slot. Timed by the database's
+    clock when the sender's row is locked (a wait for that lock does not age it), plus `ahead`
+    (the workflow's clock ahead of ours: only in time-skipping tests)."""
     gap = timedelta(seconds=1 / per_second)
     cur = await conn.execute(
         "WITH taken AS (INSERT INTO sender_pacing AS p (phone_number, next_slot, last_handoff)"
-        " VALUES (%(number)s, %(now)s + %(gap)s, %(now)s) ON CONFLICT (phone_number)"
-        " DO UPDATE SET last_handoff = %(now)s"
-        " WHERE p.last_handoff IS NULL OR p.last_handoff + %(gap)s <= %(now)s"
-        " RETURNING 1)"
-        " SELECT EXISTS (SELECT FROM taken),"
-        " (SELECT last_handoff + %(gap)s FROM sender_pacing WHERE phone_number = %(number)s)",
-        {"number": from_number, "now": now, "gap": gap},
+        " VALUES (%(number)s, clock_timestamp() + %(ahead)s + %(gap)s,"
+        " clock_timestamp() + %(ahead)s) ON CONFLICT (phone_number)"
+        " DO UPDATE SET last_handoff = clock_timestamp() + %(ahead)s"
+        " WHERE p.last_handoff IS NULL"
+        " OR p.last_handoff + %(gap)s <= clock_timestamp() + %(ahead)s"
+        " RETURNING last_handoff)"
+        " SELECT (SELECT last_handoff FROM taken), (SELECT last_handoff + %(gap)s"
+        " FROM sender_pacing WHERE phone_number = %(number)s)",
+        {"number": from_number, "ahead": ahead, "gap": gap},
     )
     row = await cur.fetchone()
     assert row is not None
     taken, turn = row
-    return None if taken else turn
+    return (taken, taken + gap) if taken is not None else (None, turn)
 
 
 async def last_sent_step(conn: AsyncConnection[Any], contact: ChildName, enrollment_id: str) -> int:
