@@ -54,7 +54,6 @@ REENGAGE = str(Path(sys.executable).parent / "reengage")
 PUBLIC_URL = "https://reengage.example"  # REENGAGE_PUBLIC_URL: the URL Twilio signs
 SENDER = "+12125550101"  # acme/downtown's one sender number (tests.support.build_world)
 ACCOUNT = "AC" + "0" * 32
-OUTBOX_TWILIO_TOKEN = "drill-twilio-auth-token"  # signs the inbound webhooks of an outbox drill
 READY_LINES = {"serve": "serving: gRPC", "worker": "worker polling task queue"}
 
 
@@ -62,14 +61,14 @@ def platform_env(
     *,
     database_url: str,
     temporal_address: str,
-    twilio: FakeTwilio | None,
+    twilio: FakeTwilio,
     sends_per_second: float,
     task_queue: str = "",
     **extra: str,
 ) -> dict[str, str]:
-    """What every process of a drill shares: the engines, one task queue, the carrier (the
-    fake Twilio, or the outbox without one), the pace, webhooks to loopback allowed (the
-    drills' receiver), no schedules (nothing but the drill runs)."""
+    """What every process of a drill shares: the engines, one task queue, the Twilio carrier
+    against the fake, the pace, webhooks to loopback allowed (the drills' receiver), no
+    schedules (nothing but the drill runs)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REENGAGE_")}
     env.update(
         REENGAGE_DATABASE_URL=database_url,
@@ -83,15 +82,12 @@ def platform_env(
         REENGAGE_WEBHOOKS_ALLOW_HTTP="1",
         REENGAGE_LOG_LEVEL="INFO",
     )
-    if twilio is None:  # the inbound webhooks still need a token
-        env.update(REENGAGE_CARRIER="outbox", TWILIO_AUTH_TOKEN=OUTBOX_TWILIO_TOKEN)
-    else:
-        env.update(
-            REENGAGE_CARRIER="twilio",
-            TWILIO_ACCOUNT_SID=twilio.account_sid,
-            TWILIO_AUTH_TOKEN=twilio.auth_token,  # also what the inbound webhooks are signed with
-            TWILIO_API_BASE=twilio.base_url,
-        )
+    env.update(
+        REENGAGE_CARRIER="twilio",
+        TWILIO_ACCOUNT_SID=twilio.account_sid,
+        TWILIO_AUTH_TOKEN=twilio.auth_token,  # also what the inbound webhooks are signed with
+        TWILIO_API_BASE=twilio.base_url,
+    )
     env.update(extra)
     return env
 

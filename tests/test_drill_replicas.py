@@ -3,21 +3,20 @@
 The layout: two `reengage serve` processes (each is an HTTP edge, a gRPC API, a follow-up
 relay, a webhook dispatcher, an orphan reconciler and a worker: serve always runs a worker)
 and two `reengage worker` processes (worker, dispatcher, reconciler): four workers on one task
-queue, two edges behind a load balancer (the test spreads the webhooks over them).
+queue, two edges behind a load balancer (the test spreads the webhooks over them). The Twilio
+carrier against the fake Twilio.
 
-A burst of due steps from one sender number (and a smaller one from a second) while contacts'
-replies arrive at both edges; mid-burst one worker and then one serve replica are SIGKILLed
-(the load balancer then sends the webhooks to the one left). The rest finish everything: the
-sender's pace (REENGAGE_SENDS_PER_SECOND, a slot table in PostgreSQL shared by every worker)
-holds across the processes at the carrier, every due step goes out exactly once, every reply
-exits its enrollment. The outbox carrier counts here: it is idempotent (a ledger row is
-delivered at most once), so a send a kill interrupts is sent again, exactly once; the Twilio
-carrier is not, and a kill between its ledger row and its POST (a few milliseconds) leaves the
-row `unknown`, never sent twice (docs/drills.md).
+A burst of due steps from one sender number while contacts' replies arrive at both edges;
+mid-burst one worker and then one serve replica are SIGKILLed, each the moment a POST of its
+reaches the carrier (the load balancer then sends the webhooks to the one left). The rest
+finish everything: the sender's pace (REENGAGE_SENDS_PER_SECOND: slots and hand-off turns in
+PostgreSQL, shared by every worker) holds at the carrier across the processes, every due step
+goes out exactly once (the two in flight at the kills are resolved by Twilio's status
+callbacks), every reply exits its enrollment.
 
-A second test is the bug this drill found: a step waiting for its pace slot held its ledger
-row reserved, so a worker killed in that wait (up to 2 s a send under a burst) lost the text
-with the Twilio carrier. The row is now reserved when the slot comes."""
+The other two tests are the pacing bugs this drill found (docs/drills.md): a step waiting for
+its pace slot held its ledger row reserved, so a worker killed in that wait lost the text with
+the Twilio carrier; and a step woken late for its slot went out just before the next one."""
 
 from __future__ import annotations
 
