@@ -209,7 +209,7 @@ async def _measure(database_url: str, client: Client, n: int) -> None:
         task_queue=queue, sends_per_second=1000, public_url=public_url, twilio_auth_token=TOKEN
     )
     platform = build_platform(settings, pool, client)
-    worker = await start_worker(database_url, client, queue)
+    worker = await start_worker(database_url, client, queue, settings.sends_per_second)
     me = psutil.Process()
     temporal = [p for p in me.children(recursive=True) if "temporal" in p.name()]
     postmaster = (await _postgres(pool))[0]

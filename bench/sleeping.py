@@ -128,7 +128,9 @@ class _Worker:
         self.cache = cache
 
 
-async def start_worker(database_url: str, client: Client, task_queue: str) -> _Worker:
+async def start_worker(
+    database_url: str, client: Client, task_queue: str, sends_per_second: float = 1.0
+) -> _Worker:
     """`python -m bench.sleeping --worker ...` as a child; it says `ready <cache size>` once
     it polls, and stops when its standard input closes (so it never outlives this process)."""
     target = client.service_client.config.target_host
@@ -141,6 +143,7 @@ async def start_worker(database_url: str, client: Client, task_queue: str) -> _W
         target,
         client.namespace,
         task_queue,
+        str(sends_per_second),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -164,10 +167,16 @@ async def stop_worker(worker: _Worker) -> None:
         await worker.process.wait()
 
 
-async def _serve_worker(database_url: str, target: str, namespace: str, task_queue: str) -> None:
+async def _serve_worker(
+    database_url: str, target: str, namespace: str, task_queue: str, sends_per_second: str = "1"
+) -> None:
     pool = open_pool(database_url)
     await pool.open(wait=True, timeout=30)
-    settings = Settings(task_queue=task_queue, temporal_namespace=namespace)
+    settings = Settings(
+        task_queue=task_queue,
+        temporal_namespace=namespace,
+        sends_per_second=float(sends_per_second),
+    )
     client = await connect_temporal(target, settings)
     worker = build_platform(settings, pool, client).worker()
     stop = asyncio.Event()
@@ -217,8 +226,8 @@ def _print(rows: list[tuple[int, int, int, float]], before: tuple[int, int], cac
     Console().print(table)
 
 
-if __name__ == "__main__":  # python -m bench.sleeping [N] | --worker URL TARGET NS QUEUE
+if __name__ == "__main__":  # python -m bench.sleeping [N] | --worker URL TARGET NS QUEUE [PACE]
     if sys.argv[1:2] == ["--worker"]:
-        asyncio.run(_serve_worker(*sys.argv[2:6]))
+        asyncio.run(_serve_worker(*sys.argv[2:7]))
     else:
         asyncio.run(run(int(sys.argv[1]) if len(sys.argv) > 1 else ENROLLMENTS))
