@@ -11,6 +11,7 @@ import sys
 
 from bench import (
     api_calls,
+    capacity,
     contact_import,
     enroll,
     inbound,
@@ -45,6 +46,7 @@ def main() -> None:
     asyncio.run(slack.run())
     asyncio.run(report.run())
     asyncio.run(webhooks.run())
+    asyncio.run(capacity.run())
     if minutes is None:
         print(
             "soak skipped (10 minutes): python -m bench --soak [MINUTES], or python -m bench.soak"
