@@ -20,12 +20,14 @@ from tenants.contacts import contacts
 from tenants.contacts.consent import ConsentChannel, ConsentEvidence, ConsentKind, record_consent
 from tenants.contacts.model import ContactInput
 from tenants.content import templates
+from tenants.content.segments import count
 from tenants.core.names import ChildName, TenantScope
 from tenants.enrollment.records import Enrollment
+from tenants.messages import ledger
 from tenants.sequences import definitions as sequences
 from tenants.sequences.model import Definition, Step
 from tests.support import A_DOWNTOWN, OPERATOR, A, platform_settings
-from workflows.carrier import Carrier
+from workflows.carrier import Carrier, OutboundText
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrolling import enroll
 
@@ -212,3 +214,35 @@ async def end_leftover_run(
             return
         await asyncio.sleep(0.1)
     await handle.terminate("the test is over")
+
+
+async def reserved_service_text(
+    pool: AsyncConnectionPool[Any],
+    contact: ChildName,
+    body: str,
+    from_number: str,
+    to_number: str,
+    key: str,
+) -> OutboundText:
+    """A service text (no enrollment) reserved in the ledger for the outbox carrier: what a
+    carrier is handed."""
+    counted = count(body)
+    async with pool.connection() as conn:
+        reservation = await ledger.reserve_outbound(
+            conn,
+            franchisor_id=contact.scope.franchisor_id,
+            location_id=contact.scope.location_id or "",
+            contact_id=contact.id,
+            enrollment_id=None,
+            step_index=None,
+            body=body,
+            encoding=counted.encoding.value,
+            segments=counted.segments,
+            template_revision="",
+            carrier="outbox",
+            from_number=from_number,
+            to_number=to_number,
+            now=datetime.now(UTC),
+            key=key,
+        )
+    return OutboundText(reservation.message_id, key, from_number, to_number, body)

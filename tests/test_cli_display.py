@@ -22,23 +22,21 @@ from server.carriers.outbox import OutboxCarrier
 from server.cli.main import build_parser, main
 from server.cli.outbox import show_outbox
 from server.cli.sms import receive_text
-from tenants.content.segments import count
 from tenants.core.names import ChildName
 from tenants.enrollment.records import load_enrollment
-from tenants.messages import ledger
 from tenants.sequences.model import Step
 from tests.enrollment_support import (
     DAY,
     brand_template,
     consenting_contact,
     make_sequence,
+    reserved_service_text,
     running_worker,
     start_enrollment,
 )
 from tests.inbound_support import DOWNTOWN_NUMBER
 from tests.support import A_DOWNTOWN, World, platform_settings
 from tests.waiting import eventually
-from workflows.carrier import OutboundText
 
 DANA = "+12125550142"
 LEE = "+12125550143"
@@ -86,29 +84,8 @@ def test_outbox_limit_is_a_positive_number(limit: str, capsys: pytest.CaptureFix
 
 async def deliver(pool: AsyncConnectionPool[Any], contact: ChildName, body: str, n: int) -> None:
     """A text the outbox carrier "sent" to the contact (as a service text: no enrollment)."""
-    carrier = OutboxCarrier(pool)
-    counted = count(body)
-    async with pool.connection() as conn:
-        reservation = await ledger.reserve_outbound(
-            conn,
-            franchisor_id=contact.scope.franchisor_id,
-            location_id=contact.scope.location_id or "",
-            contact_id=contact.id,
-            enrollment_id=None,
-            step_index=None,
-            body=body,
-            encoding=counted.encoding.value,
-            segments=counted.segments,
-            template_revision="",
-            carrier=carrier.name,
-            from_number=DOWNTOWN_NUMBER,
-            to_number=DANA,
-            now=datetime.now(UTC),
-            key=f"display-{n}",
-        )
-    await carrier.send(
-        OutboundText(reservation.message_id, f"display-{n}", DOWNTOWN_NUMBER, DANA, body)
-    )
+    text = await reserved_service_text(pool, contact, body, DOWNTOWN_NUMBER, DANA, f"display-{n}")
+    await OutboxCarrier(pool).send(text)
 
 
 def outbox(database_url: str, limit: int = 50, location: str | None = None) -> str:

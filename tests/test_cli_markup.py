@@ -4,7 +4,6 @@ written, and does not crash the command (issue 13)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,11 +14,8 @@ from reengage.v1 import contacts_pb2 as pb
 from server.carriers.outbox import OutboxCarrier
 from server.cli.contacts import ImportReport, print_report
 from server.cli.outbox import show_outbox
-from tenants.content.segments import count
-from tenants.messages import ledger
-from tests.enrollment_support import consenting_contact
+from tests.enrollment_support import consenting_contact, reserved_service_text
 from tests.support import World
-from workflows.carrier import OutboundText
 
 MARKUP = "[/] see [link=https://evil.example]x[/link]"
 SENDER = "+12125550101"  # acme/downtown's number (tests.support)
@@ -35,27 +31,8 @@ async def test_reengage_outbox_shows_a_body_that_looks_like_markup_as_written(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "250")
     contact = await consenting_contact(pool, PHONE)
-    carrier = OutboxCarrier(pool)
-    counted = count(MARKUP)
-    async with pool.connection() as conn:
-        reservation = await ledger.reserve_outbound(
-            conn,
-            franchisor_id=contact.scope.franchisor_id,
-            location_id=contact.scope.location_id or "",
-            contact_id=contact.id,
-            enrollment_id=None,
-            step_index=None,
-            body=MARKUP,
-            encoding=counted.encoding.value,
-            segments=counted.segments,
-            template_revision="",
-            carrier=carrier.name,
-            from_number=SENDER,
-            to_number=PHONE,
-            now=datetime.now(UTC),
-            key="markup-test",
-        )
-    await carrier.send(OutboundText(reservation.message_id, "markup-test", SENDER, PHONE, MARKUP))
+    text = await reserved_service_text(pool, contact, MARKUP, SENDER, PHONE, "markup-test")
+    await OutboxCarrier(pool).send(text)
     capsys.readouterr()
     show_outbox(database_url, 10, None)
     assert MARKUP in capsys.readouterr().out

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from server.app import open_pool
 from server.carriers.outbox import OutboxCarrier
-from tenants.content.segments import count
-from tenants.messages import ledger
-from tests.enrollment_support import consenting_contact
+from tests.enrollment_support import consenting_contact, reserved_service_text
 from tests.support import World
 from workflows.carrier import OutboundText, SendStatus
 
@@ -26,26 +23,7 @@ BODY = "See you soon. Reply STOP to opt out"
 
 async def _reserve(pool: AsyncConnectionPool[Any], phone: str, key: str) -> OutboundText:
     contact = await consenting_contact(pool, phone)
-    counted = count(BODY)
-    async with pool.connection() as conn:
-        reservation = await ledger.reserve_outbound(
-            conn,
-            franchisor_id=contact.scope.franchisor_id,
-            location_id=contact.scope.location_id or "",
-            contact_id=contact.id,
-            enrollment_id=None,
-            step_index=None,
-            body=BODY,
-            encoding=counted.encoding.value,
-            segments=counted.segments,
-            template_revision="",
-            carrier="outbox",
-            from_number=SENDER,
-            to_number=phone,
-            now=datetime.now(UTC),
-            key=key,
-        )
-    return OutboundText(reservation.message_id, key, SENDER, phone, BODY)
+    return await reserved_service_text(pool, contact, BODY, SENDER, phone, key)
 
 
 async def _delivered(pool: AsyncConnectionPool[Any]) -> int:
