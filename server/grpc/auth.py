@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.grpc import request_checks
 from server.grpc.errors import internal_status, to_status
+from server.grpc.handlers import kind_of
 from tenants.core.errors import DomainError, Unauthenticated
 from tenants.core.unexpected_errors import log_unexpected
 from tenants.org import api_keys
@@ -142,33 +143,23 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(
         self, h: grpc.RpcMethodHandler, items: frozenset[str] | None
     ) -> grpc.RpcMethodHandler:
-        # grpc.aio tells coroutine and async-generator behaviours apart by inspection, so each
-        # kind gets a real `async def` wrapper. Undecodable messages reach the wrapper as
-        # request_checks.Undecodable (grpc itself would answer INTERNAL).
-        codec = (request_checks.tolerant(h.request_deserializer), h.response_serializer)
+        # each kind gets a real `async def` wrapper (server.grpc.handlers). Undecodable
+        # messages reach the wrapper as request_checks.Undecodable (grpc itself would answer
+        # INTERNAL).
+        kind = kind_of(h)
+        inner = kind.behaviour
+        tolerant = request_checks.tolerant(h.request_deserializer)
         checked = _checked_stream(items) if h.request_streaming else _checked_message
-        if h.unary_unary or h.stream_unary:
-            inner = h.unary_unary or h.stream_unary
+        if not kind.streams_responses:
 
             async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 return await self._call(context, request, checked, lambda r: inner(r, context))
 
-            make = (
-                grpc.unary_unary_rpc_method_handler
-                if h.unary_unary
-                else grpc.stream_unary_rpc_method_handler
-            )
-            return make(unary_response, *codec)
-        inner_stream = h.unary_stream or h.stream_stream
+            return kind.make(unary_response, tolerant)
 
         async def stream_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            stream = self._stream(context, request, checked, lambda r: inner_stream(r, context))
+            stream = self._stream(context, request, checked, lambda r: inner(r, context))
             async for item in stream:
                 yield item
 
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if h.unary_stream
-            else grpc.stream_stream_rpc_method_handler
-        )
-        return make(stream_response, *codec)
+        return kind.make(stream_response, tolerant)
