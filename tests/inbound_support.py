@@ -84,7 +84,7 @@ async def sms_edge(
 ) -> AsyncIterator[Edge]:
     """The HTTP edge of the composition root in process (the outbox carrier unless one is
     given); follow-ups go through its real relay (not its loop: tests call
-    `edge.relay.drain()` when they want the retries)."""
+    `edge.relay.drain()` when they want the retries), settled when the block ends."""
     platform = build_platform(
         platform_settings(public_url=PUBLIC_URL, twilio_auth_token=TOKEN),
         pool,
@@ -94,8 +94,13 @@ async def sms_edge(
     )
     app = platform.http_app()
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://edge.internal") as http:
-        yield Edge(http, platform.relay, app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://edge.internal") as http:
+            yield Edge(http, platform.relay, app)
+    finally:
+        # the edge hands its follow-ups to the relay in the background: they are delivered
+        # (or their attempt recorded) before the block's checks read them
+        await platform.relay.settle()
 
 
 async def rows(pool: AsyncConnectionPool[Any], query: str, *params: Any) -> list[tuple[Any, ...]]:
