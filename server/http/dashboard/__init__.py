@@ -1,0 +1,1 @@
+"""The web dashboard on the HTTP edge (docs/dashboard.md)."""
