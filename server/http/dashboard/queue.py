@@ -1,0 +1,229 @@
+"""The work queues of the dashboard: steps waiting for a staff decision and inbound texts
+flagged for review, and the two things staff do with them.
+
+A decision is the same workflow update Slack's buttons and `DecideApproval` send
+(`EnrollmentClient.decide_approval`, checked by the workflow's validator), with the form's
+one-time request id as the update id, so a double submit decides once; a resolution is the
+same `resolve_flagged` as the API and Slack, its follow-ups handed to the relay at once. Both
+are recorded in the audit log `via="dashboard"`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from tenants.content.bodies import check_edited_text
+from tenants.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from tenants.core.names import ChildName, TenantScope
+from tenants.core.pagination import page_request
+from tenants.enrollment.approvals_queue import PendingApproval, pending_approvals
+from tenants.enrollment.records import COLLECTION as ENROLLMENTS
+from tenants.enrollment.records import get_enrollment
+from tenants.inbound.review_queue import (
+    FlaggedMessage,
+    Resolution,
+    ReviewState,
+    flagged_name,
+    list_flagged,
+    resolve_flagged,
+)
+from tenants.org import audit
+from tenants.org.access import Action, Principal, authorize, can
+from workflows.client import EnrollmentClient, UpdateRefused
+from workflows.enrollment_types import ApprovalAction, Decision
+from workflows.relay import FollowupRelay
+
+log = logging.getLogger(__name__)
+QUEUE_SIZE = 50
+LIVE_READS = 10  # workflow queries in flight at once while a queue page is built
+ACTIONS = {
+    "approve": ApprovalAction.APPROVE,
+    "edit": ApprovalAction.EDIT,
+    "skip": ApprovalAction.SKIP,
+}
+# what the page says after a decision or a resolution (a code in the redirect: no personal data)
+NOTICES = {
+    "approved": "Approved: the text is sent as shown (within the contact's send window).",
+    "edited": "Edited and approved: your text is sent.",
+    "skipped": "Skipped: that step is not sent; the sequence goes on.",
+    "opt_out": "Resolved as an opt-out: the contact gets no more texts.",
+    "not_opt_out": "Resolved as not an opt-out.",
+    "NO_PENDING_APPROVAL": "That approval was already decided (or timed out): nothing changed.",
+    "STALE_DECISION": "That approval is no longer pending: the contact has moved on.",
+    "ENDED": "That contact's sequence has ended: nothing changed.",
+    "ALREADY_RESOLVED": "That text was already resolved the other way: nothing changed.",
+    "NO_TEMPORAL": "Decisions need the workflow service, which is not connected here.",
+}
+DONE = {
+    ApprovalAction.APPROVE: "approved",
+    ApprovalAction.EDIT: "edited",
+    ApprovalAction.SKIP: "skipped",
+}
+
+
+@dataclass(frozen=True)
+class WaitingStep:
+    pending: PendingApproval
+    step: int  # -1: the live state could not be read (no form then)
+    text: str
+    request_id: str  # the update id this form's decision carries
+
+    @property
+    def enrollment_id(self) -> str:
+        return self.pending.enrollment.id
+
+    @property
+    def location_id(self) -> str:
+        return self.pending.enrollment.name.scope.location_id or ""
+
+
+@dataclass(frozen=True)
+class FlaggedRow:
+    message: FlaggedMessage
+    location_id: str
+    inbound_id: str
+    may_resolve: bool
+
+
+class WorkQueues:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        workflows: EnrollmentClient | None,
+        relay: FollowupRelay | None,
+    ) -> None:
+        self._pool = pool
+        self._workflows = workflows
+        self._relay = relay
+
+    async def page(self, principal: Principal, scope: TenantScope) -> dict[str, Any]:
+        async with self._pool.connection() as conn:
+            waiting = await pending_approvals(conn, principal, scope, QUEUE_SIZE)
+            flagged, _ = await list_flagged(
+                conn,
+                principal,
+                scope,
+                ReviewState.UNRESOLVED,
+                page_request(f"{scope.name}/dashboard-flagged", QUEUE_SIZE, ""),
+            )
+        steps = await self._live(waiting)
+        rows = [
+            FlaggedRow(
+                m,
+                m.name.scope.location_id or "",
+                m.name.id,
+                can(principal, Action.FLAGGED_MESSAGE_RESOLVE, m.name.scope),
+            )
+            for m in flagged
+        ]
+        may_steer = {
+            s.location_id: can(principal, Action.ENROLLMENT_STEER, s.pending.enrollment.name.scope)
+            for s in steps
+        }
+        return {
+            "approvals": steps,
+            "may_steer": may_steer,
+            "flagged": rows,
+            "workflows": self._workflows is not None,
+        }
+
+    async def _live(self, waiting: list[PendingApproval]) -> list[WaitingStep]:
+        """Each waiting enrollment's step and text from its workflow (the read model has no
+        text); one the workflow cannot answer for now is listed without a form."""
+        gate = asyncio.Semaphore(LIVE_READS)
+
+        async def one(p: PendingApproval) -> WaitingStep:
+            request_id = f"dashboard-{uuid.uuid4()}"
+            if self._workflows is None:
+                return WaitingStep(p, -1, "", request_id)
+            async with gate:
+                try:
+                    state = await self._workflows.state(p.enrollment.workflow_id)
+                except Exception:  # the row still shows; deciding waits for the workflow
+                    log.warning("the live state of %s could not be read", p.enrollment.id)
+                    return WaitingStep(p, -1, "", request_id)
+            return WaitingStep(p, state.pending_approval_step, state.pending_text, request_id)
+
+        return list(await asyncio.gather(*(one(p) for p in waiting)))
+
+    async def decide(
+        self,
+        principal: Principal,
+        location: TenantScope,
+        enrollment_id: str,
+        form: dict[str, str],
+    ) -> str:
+        """Decides one approval; the notice code of what happened."""
+        name = ChildName(location, ENROLLMENTS, enrollment_id)
+        authorize(principal, Action.ENROLLMENT_STEER, location)
+        action = ACTIONS.get(form.get("action", ""))
+        problems = []
+        if action is None:
+            problems.append(FieldViolation("action", "is approve, edit or skip"))
+        step_text = form.get("step", "")
+        if not step_text.isdigit() or len(step_text) > 4:
+            problems.append(FieldViolation("step", "is a step number"))
+        request_id = form.get("request_id", "")
+        if not request_id.startswith("dashboard-") or len(request_id) > 60:
+            problems.append(FieldViolation("request_id", "is the form's own"))
+        if problems:
+            raise InvalidArgument(problems)
+        assert action is not None
+        text = form.get("text", "") if action is ApprovalAction.EDIT else ""
+        if action is ApprovalAction.EDIT:
+            check_edited_text(text, "text")
+        if self._workflows is None:
+            return "NO_TEMPORAL"
+        async with self._pool.connection() as conn:
+            found = await get_enrollment(conn, principal, name)
+        if not found.running:
+            return "ENDED"
+        decision = Decision(int(step_text), action, text, principal.label)
+        try:
+            await self._workflows.decide_approval(found.workflow_id, decision, request_id)
+        except UpdateRefused as refused:
+            return refused.reason if refused.reason in NOTICES else "STALE_DECISION"
+        async with self._pool.connection() as conn:
+            await audit.record(
+                conn,
+                principal,
+                f"enrollment.{action.value}",
+                name.name,
+                location.franchisor_id,
+                step=step_text,
+                via="dashboard",
+            )
+        return DONE[action]
+
+    async def resolve(
+        self, principal: Principal, location: TenantScope, inbound_id: str, form: dict[str, str]
+    ) -> str:
+        """Resolves one flagged text; the notice code of what happened."""
+        if not inbound_id.isdigit() or len(inbound_id) > 18:
+            raise InvalidArgument([FieldViolation("inbound_id", "is a number")])
+        try:
+            resolution = Resolution(form.get("resolution", ""))
+        except ValueError:
+            raise InvalidArgument(
+                [FieldViolation("resolution", "is opt_out or not_opt_out")]
+            ) from None
+        async with self._pool.connection() as conn:
+            try:
+                resolved = await resolve_flagged(
+                    conn,
+                    principal,
+                    flagged_name(location, int(inbound_id)),
+                    resolution,
+                    form.get("note", ""),
+                    via="dashboard",
+                )
+            except FailedPrecondition as refused:
+                return refused.reason if refused.reason in NOTICES else "ALREADY_RESOLVED"
+        if self._relay is not None:  # e.g. an opt-out ends the running enrollment now
+            self._relay.deliver_owed_soon(resolved.followups)
+        return resolution.value

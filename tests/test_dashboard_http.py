@@ -1,0 +1,524 @@
+"""The dashboard over HTTP (the real Starlette app of the edge, the real database and report
+functions; the browser walk-through is tests/test_dashboard_browser.py): signing in by a
+one-time link, the session cookie, CSRF and origin checks, who may see which page, the numbers
+of each page against the ReportService's answer for the same range, the flagged-text queue, bad
+input, and the security headers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import grpc
+import httpx
+import pytest
+from google.type import date_pb2
+from psycopg_pool import AsyncConnectionPool
+
+from reengage.v1 import reports_pb2 as rpb
+from reengage.v1 import reports_pb2_grpc
+from server.http.dashboard.app import COOKIE, Dashboard
+from server.http.edge import build_http_app
+from tenants.core.names import ChildName, TenantScope
+from tenants.inbound.texts import InboundSms, receive
+from tenants.org import dashboard_sessions as sessions
+from tenants.org.access import Role
+from tenants.org.staff import create_staff_member, delete_staff_member
+from tests.enrollment_support import consenting_contact
+from tests.inbound_support import DOWNTOWN_NUMBER
+from tests.report_support import add_sequence, reason, rollup
+from tests.support import A_DOWNTOWN, A_UPTOWN, B_HARBOR, OPERATOR, A, World
+
+Pool = AsyncConnectionPool[Any]
+BASE = "http://dash.test"
+ZONE = "America/New_York"  # acme's reporting zone (the default) and downtown's
+
+
+def today() -> date:
+    return datetime.now(UTC).astimezone(ZoneInfo(ZONE)).date()
+
+
+async def staff(pool: Pool, scope: TenantScope, staff_id: str, role: Role) -> ChildName:
+    async with pool.connection() as conn:
+        member = await create_staff_member(
+            conn, OPERATOR, scope, staff_id, staff_id.title(), role, "", ""
+        )
+    return member.name
+
+
+async def link(pool: Pool, name: ChildName, **kw: Any) -> str:
+    async with pool.connection() as conn:
+        minted = await sessions.mint_link(conn, OPERATOR, name, **kw)
+    return minted.token
+
+
+@pytest.fixture
+async def site(pool: Pool, world: World) -> AsyncIterator[httpx.AsyncClient]:
+    dashboard = Dashboard(pool, None, None, BASE)
+    app = build_http_app({}, dashboard.routes())
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=BASE, follow_redirects=False
+    ) as client:
+        yield client
+
+
+async def sign_in(site: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await site.post("/dashboard/sign-in", data={"token": token}, headers={"origin": BASE})
+
+
+async def signed_in_as(pool: Pool, site: httpx.AsyncClient, name: ChildName) -> None:
+    answer = await sign_in(site, await link(pool, name))
+    assert answer.status_code == 303, answer.text
+
+
+@pytest.fixture
+async def seeded(pool: Pool, world: World) -> dict[str, ChildName]:
+    """Rollups over the last days for both acme locations and bravo's, a flagged text, and a
+    staff member of every kind."""
+    t = today()
+    async with pool.connection() as conn:
+        seq = await add_sequence(conn, A, "winback", "Win-back", ["t1", "t2"])
+        for i in range(10):
+            day = t - timedelta(days=i)
+            for zone in ("B", "L"):
+                await rollup(conn, zone, day, A_DOWNTOWN, seq, 0, sent=20, delivered=19,
+                             contacts_delivered=18, unique_clickers=3, repliers=2, converters=1,
+                             revenue_minor=1250, enrolled=5)  # fmt: skip
+                await rollup(conn, zone, day, A_UPTOWN, seq, 1, sent=5, delivered=5,
+                             contacts_delivered=5, unique_clickers=2)  # fmt: skip
+                await rollup(conn, zone, day, B_HARBOR, ChildName(B_HARBOR.franchisor, "sequences",
+                             "x"), 0, sent=7)  # fmt: skip
+        for i in range(30, 35):  # the previous 30 days
+            day = t - timedelta(days=i)
+            await rollup(conn, "B", day, A_DOWNTOWN, seq, 0, sent=10, delivered=10)
+        await reason(conn, "B", t, A_DOWNTOWN, seq, 0, "exit", "replied", 4)
+        await reason(conn, "L", t, A_DOWNTOWN, seq, 0, "exit", "replied", 4)
+    return {
+        "sequence": seq,
+        "admin": await staff(pool, A, "ada", Role.FRANCHISOR_ADMIN),
+        "viewer": await staff(pool, A, "vic", Role.FRANCHISOR_VIEWER),
+        "manager": await staff(pool, A_DOWNTOWN, "mona", Role.LOCATION_MANAGER),
+        "clerk": await staff(pool, A_DOWNTOWN, "cleo", Role.LOCATION_STAFF),
+        "bravo": await staff(pool, B_HARBOR.franchisor, "bo", Role.FRANCHISOR_ADMIN),
+    }
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the page has no CSRF field"
+    return found.group(1)
+
+
+def values(page: str, pattern: str) -> dict[str, str]:
+    return dict(re.findall(pattern, page))
+
+
+# ---------------------------------------------------------------------------------------------
+# Signing in
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_a_link_signs_in_once_and_sets_a_strict_cookie(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    token = await link(pool, seeded["admin"])
+    shown = await site.get(f"/dashboard/sign-in/{token}")
+    assert shown.status_code == 200 and "Sign in" in shown.text and "Ada" in shown.text
+    again = await site.get(f"/dashboard/sign-in/{token}")  # a preview consumed nothing
+    assert again.status_code == 200
+
+    answer = await sign_in(site, token)
+    assert answer.status_code == 303 and answer.headers["location"] == "/dashboard"
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
+    for part in ("HttpOnly", "SameSite=lax", "Path=/dashboard", "Max-Age=43200"):
+        assert part.lower() in cookie.lower(), cookie
+    assert "secure" not in cookie.lower()  # the public URL is http
+
+    home = await site.get("/dashboard")
+    assert home.status_code == 303 and home.headers["location"] == "/dashboard/brand"
+    assert (await site.get("/dashboard/brand")).status_code == 200
+
+    site.cookies.clear()
+    reused = await sign_in(site, token)
+    assert reused.status_code == 403 and "set-cookie" not in reused.headers
+    assert "expired or was already used" in reused.text
+    assert (await site.get(f"/dashboard/sign-in/{token}")).status_code == 403
+
+
+async def test_an_expired_or_unknown_link_is_refused(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    old = await link(pool, seeded["admin"], now=datetime.now(UTC) - timedelta(minutes=11))
+    for token in (old, "x" * 43, "nope", "%00", "a" * 5000):
+        assert (await site.get(f"/dashboard/sign-in/{token}")).status_code in (403, 404)
+        answer = await sign_in(site, token)
+        assert answer.status_code == 403 and "set-cookie" not in answer.headers
+
+
+async def test_the_cookie_is_secure_behind_https(
+    pool: Pool, world: World, seeded: dict[str, ChildName]
+) -> None:
+    app = build_http_app({}, Dashboard(pool, None, None, "https://dash.example").routes())
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://dash.example"
+    ) as client:
+        answer = await client.post(
+            "/dashboard/sign-in", data={"token": await link(pool, seeded["admin"])}
+        )
+    assert answer.status_code == 303
+    assert "secure" in answer.headers["set-cookie"].lower()
+
+
+async def test_pages_need_a_session_and_a_deleted_staff_member_has_none(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    assert (await site.get("/dashboard/brand")).status_code == 401
+    site.cookies.set(COOKIE, "forged-" + "x" * 40, path="/dashboard")
+    assert (await site.get("/dashboard/brand")).status_code == 401
+
+    site.cookies.clear()
+    await signed_in_as(pool, site, seeded["viewer"])
+    assert (await site.get("/dashboard/brand")).status_code == 200
+    async with pool.connection() as conn:
+        await delete_staff_member(conn, OPERATOR, seeded["viewer"])
+    gone = await site.get("/dashboard/brand")
+    assert gone.status_code == 401 and "Please sign in" in gone.text
+
+
+async def test_sign_out_ends_the_session_and_needs_the_csrf_token(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    await signed_in_as(pool, site, seeded["admin"])
+    page = (await site.get("/dashboard/brand")).text
+    forged = await site.post("/dashboard/sign-out", data={"csrf": "wrong"})
+    assert forged.status_code == 403
+    assert (await site.get("/dashboard/brand")).status_code == 200
+    out = await site.post(
+        "/dashboard/sign-out", data={"csrf": csrf_of(page)}, headers={"origin": BASE}
+    )
+    assert out.status_code == 303 and out.headers["location"] == "/dashboard/signed-out"
+    assert (await site.get("/dashboard/signed-out")).status_code == 200
+    site.cookies.clear()
+    await signed_in_as(pool, site, seeded["admin"])  # a new link signs in again
+
+
+# ---------------------------------------------------------------------------------------------
+# Who sees what
+# ---------------------------------------------------------------------------------------------
+
+PAGES = {
+    "brand": "/dashboard/brand",
+    "board": "/dashboard/brand/locations",
+    "brand_sequence": "/dashboard/brand/sequences/winback",
+    "downtown": "/dashboard/locations/downtown",
+    "uptown": "/dashboard/locations/uptown",
+    "downtown_sequence": "/dashboard/locations/downtown/sequences/winback",
+    "queue": "/dashboard/queue",
+}
+SEES = {
+    "admin": set(PAGES),
+    "viewer": set(PAGES),
+    "manager": {"downtown", "downtown_sequence", "queue"},
+    "clerk": {"downtown", "downtown_sequence", "queue"},
+    "bravo": {"brand", "board", "queue"},  # its own brand: acme's locations are not its
+}
+
+
+@pytest.mark.parametrize("who", sorted(SEES))
+async def test_each_role_sees_its_pages_and_gets_403_elsewhere(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName], who: str
+) -> None:
+    await signed_in_as(pool, site, seeded[who])
+    for page, url in PAGES.items():
+        answer = await site.get(url)
+        # bravo's admin asks bravo's tree for acme's names: they do not exist there
+        expected = 200 if page in SEES[who] else 404 if who == "bravo" else 403
+        assert answer.status_code == expected, (who, url, answer.status_code)
+        assert "Content-Security-Policy" in answer.headers
+    if who == "bravo":  # acme never shows in bravo's pages
+        assert "Acme" not in (await site.get("/dashboard/brand/locations")).text
+
+
+async def test_a_brand_of_another_franchisor_is_never_reached_by_url(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    await signed_in_as(pool, site, seeded["admin"])
+    # harbor is bravo's: acme's admin asks acme's tree, where it does not exist
+    assert (await site.get("/dashboard/locations/harbor")).status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------
+# The numbers are the ReportService's
+# ---------------------------------------------------------------------------------------------
+
+
+def _pb_date(d: date) -> date_pb2.Date:
+    return date_pb2.Date(year=d.year, month=d.month, day=d.day)
+
+
+async def test_brand_and_leaderboard_numbers_equal_get_franchisor_report(
+    pool: Pool,
+    site: httpx.AsyncClient,
+    seeded: dict[str, ChildName],
+    channel: grpc.aio.Channel,
+    world: World,
+) -> None:
+    await signed_in_as(pool, site, seeded["viewer"])
+    start, end = today() - timedelta(days=29), today()
+    stub = reports_pb2_grpc.ReportServiceStub(channel)
+    api = await stub.GetFranchisorReport(
+        rpb.GetFranchisorReportRequest(
+            name="franchisors/acme", start_date=_pb_date(start), end_date=_pb_date(end)
+        ),
+        metadata=world.metadata("a_viewer"),
+    )
+    before = await stub.GetFranchisorReport(
+        rpb.GetFranchisorReportRequest(
+            name="franchisors/acme",
+            start_date=_pb_date(start - timedelta(days=30)),
+            end_date=_pb_date(start - timedelta(days=1)),
+        ),
+        metadata=world.metadata("a_viewer"),
+    )
+    page = (await site.get("/dashboard/brand?days=30")).text
+    tiles = dict(re.findall(r'data-measure="(\w+)" data-value="([^"]*)" data-previous', page))
+    previous = dict(
+        re.findall(r'data-measure="(\w+)" data-value="[^"]*" data-previous="([^"]*)"', page)
+    )
+    t, p = api.totals, before.totals
+    assert int(tiles["sent"]) == t.sent == 250
+    assert int(tiles["enrolled"]) == t.enrolled
+    assert float(tiles["delivery_rate"]) == pytest.approx(t.rates.delivery_rate)
+    assert float(tiles["click_through_rate"]) == pytest.approx(t.rates.click_through_rate)
+    assert float(tiles["reply_rate"]) == pytest.approx(t.rates.reply_rate)
+    assert float(tiles["conversion_rate"]) == pytest.approx(t.rates.conversion_rate)
+    assert int(tiles["revenue"]) == t.revenue.units * 100 + t.revenue.nanos // 10_000_000
+    assert int(previous["sent"]) == p.sent == 50
+    assert "+400% vs previous 30 days" in page
+
+    board = (await site.get("/dashboard/brand/locations?sort=click_through_rate&dir=desc")).text
+    rows = re.findall(r'<tr data-location="(\w+)" data-sort-value="([^"]*)"', board)
+    ordered = await stub.GetFranchisorReport(
+        rpb.GetFranchisorReportRequest(
+            name="franchisors/acme",
+            start_date=_pb_date(start),
+            end_date=_pb_date(end),
+            order_by="click_through_rate desc",
+        ),
+        metadata=world.metadata("a_viewer"),
+    )
+    assert [r[0] for r in rows] == [r.location.split("/")[-1] for r in ordered.locations]
+    assert [r[0] for r in rows] == ["uptown", "downtown"]  # 40 % against 15.8 %
+    sent = {
+        loc: int(v)
+        for loc, v in re.findall(
+            r'<tr data-location="(\w+)".*?data-measure="sent" data-value="(\d+)"', board, re.S
+        )
+    }
+    assert sent == {r.location.split("/")[-1]: r.measures.sent for r in api.locations}
+    assert board.count("<svg") >= 2  # a sparkline per row
+    assert 'class="median"' in board
+
+
+async def test_location_and_sequence_numbers_equal_the_report_service(
+    pool: Pool,
+    site: httpx.AsyncClient,
+    seeded: dict[str, ChildName],
+    channel: grpc.aio.Channel,
+    world: World,
+) -> None:
+    await signed_in_as(pool, site, seeded["manager"])
+    start, end = today() - timedelta(days=6), today()
+    stub = reports_pb2_grpc.ReportServiceStub(channel)
+    api = await stub.GetLocationReport(
+        rpb.GetLocationReportRequest(
+            name=A_DOWNTOWN.name, start_date=_pb_date(start), end_date=_pb_date(end)
+        ),
+        metadata=world.metadata("a_downtown_manager"),
+    )
+    page = (await site.get("/dashboard/locations/downtown?days=7")).text
+    tiles = values(page, r'class="kpi" data-measure="(\w+)" data-value="([^"]*)"')
+    assert int(tiles["sent"]) == api.totals.sent == 140
+    assert float(tiles["reply_rate"]) == pytest.approx(api.totals.rates.reply_rate)
+
+    seq = await stub.GetSequenceReport(
+        rpb.GetSequenceReportRequest(
+            name="franchisors/acme/sequences/winback",
+            location=A_DOWNTOWN.name,
+            start_date=_pb_date(start),
+            end_date=_pb_date(end),
+        ),
+        metadata=world.metadata("a_downtown_manager"),
+    )
+    page = (await site.get("/dashboard/locations/downtown/sequences/winback?days=7")).text
+    steps = re.findall(
+        r'<tr data-step="(\d+)">.*?data-measure="sent" data-value="(\d+)".*?'
+        r'data-measure="delivered" data-value="(\d+)"',
+        page,
+        re.S,
+    )
+    assert [(int(i), int(s), int(d)) for i, s, d in steps] == [
+        (s.step_index, s.measures.sent, s.measures.delivered) for s in seq.steps
+    ]
+    assert 'data-reason="replied" data-value="4"' in page
+    assert seq.totals.exits_by_reason["replied"] == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# The flagged-text queue
+# ---------------------------------------------------------------------------------------------
+
+
+async def flagged_text(pool: Pool) -> str:
+    await consenting_contact(pool)
+    async with pool.connection() as conn:
+        outcome = await receive(
+            conn,
+            InboundSms("twilio", "SM" + "7" * 32, "+12125550142", DOWNTOWN_NUMBER,
+                       "Can you stop by the counter tomorrow?", datetime.now(UTC), {}),
+        )  # fmt: skip
+    return str(outcome.inbound_id)
+
+
+async def test_a_manager_resolves_a_flagged_text_and_staff_may_not(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    inbound_id = await flagged_text(pool)
+    await signed_in_as(pool, site, seeded["clerk"])
+    page = (await site.get("/dashboard/queue")).text
+    assert "stop by the counter" in page and f'data-flagged="{inbound_id}"' not in page
+    refused = await site.post(
+        f"/dashboard/flagged/downtown/{inbound_id}",
+        data={"csrf": csrf_of(page), "resolution": "not_opt_out"},
+    )
+    assert refused.status_code == 403
+
+    site.cookies.clear()
+    await signed_in_as(pool, site, seeded["manager"])
+    page = (await site.get("/dashboard/queue")).text
+    assert f'data-flagged="{inbound_id}"' in page
+    url = f"/dashboard/flagged/downtown/{inbound_id}"
+    csrf = csrf_of(page)
+    assert (await site.post(url, data={"resolution": "not_opt_out"})).status_code == 403
+    evil = await site.post(
+        url,
+        data={"csrf": csrf, "resolution": "not_opt_out"},
+        headers={"origin": "https://evil.example"},
+    )
+    assert evil.status_code == 403
+    bad = await site.post(url, data={"csrf": csrf, "resolution": "maybe"})
+    assert bad.status_code == 400 and "resolution" in bad.text
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT resolution FROM inbound_messages WHERE id = %s", (int(inbound_id),)
+        )
+        assert (await cur.fetchone()) == ("",)  # nothing refused changed anything
+
+    done = await site.post(
+        url,
+        data={"csrf": csrf, "resolution": "not_opt_out", "note": "asked about pickup"},
+        headers={"origin": BASE},
+    )
+    assert (
+        done.status_code == 303
+        and done.headers["location"] == "/dashboard/queue?notice=not_opt_out"
+    )
+    after = (await site.get(done.headers["location"])).text
+    assert "Resolved as not an opt-out" in after and f'data-flagged="{inbound_id}"' not in after
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT resolution, resolved_by, review_note FROM inbound_messages WHERE id = %s",
+            (int(inbound_id),),
+        )
+        assert await cur.fetchone() == (
+            "not_opt_out",
+            f"staff_member:{seeded['manager'].name}",
+            "asked about pickup",
+        )
+        cur = await conn.execute(
+            "SELECT details->>'via' FROM audit_log WHERE action = 'flagged_message.resolve'"
+        )
+        assert await cur.fetchone() == ("dashboard",)
+
+
+async def test_a_brand_admin_narrows_the_queue_to_a_location(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    inbound_id = await flagged_text(pool)
+    await signed_in_as(pool, site, seeded["admin"])
+    everywhere = (await site.get("/dashboard/queue")).text
+    assert f'data-flagged="{inbound_id}"' in everywhere
+    uptown = (await site.get("/dashboard/queue?location=uptown")).text
+    assert f'data-flagged="{inbound_id}"' not in uptown
+    assert (await site.get("/dashboard/queue?location=..%2F")).status_code == 404
+
+
+async def test_deciding_without_the_workflow_service_changes_nothing(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    await signed_in_as(pool, site, seeded["clerk"])
+    csrf = csrf_of((await site.get("/dashboard/queue")).text)
+    url = "/dashboard/approvals/downtown/e-1"
+    form = {"csrf": csrf, "step": "0", "action": "approve", "request_id": "dashboard-1"}
+    answer = await site.post(url, data=form)
+    assert answer.status_code == 303 and answer.headers["location"].endswith("NO_TEMPORAL")
+    for bad in ({"action": "launch"}, {"step": "-1"}, {"request_id": "x"},
+                {"action": "edit", "text": ""}):  # fmt: skip
+        refused = await site.post(url, data={**form, **bad})
+        assert refused.status_code == 400, bad
+    other = await site.post("/dashboard/approvals/uptown/e-1", data=form)
+    assert other.status_code == 403
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input and the headers
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_bad_parameters_get_clear_errors(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    await signed_in_as(pool, site, seeded["admin"])
+    for url, status, words in (
+        ("/dashboard/brand?days=8", 400, "days"),
+        ("/dashboard/brand/locations?sort=drop+table", 400, "sort"),
+        ("/dashboard/brand/locations?dir=sideways", 400, "dir"),
+        ("/dashboard/brand/locations?q=" + "x" * 200, 400, "longer than 100"),
+        ("/dashboard/locations/" + "x" * 300, 404, "Not found"),
+        ("/dashboard/locations/nowhere", 404, "Not found"),
+        ("/dashboard/brand/sequences/nosuch", 404, "Not found"),
+    ):
+        answer = await site.get(url)
+        assert answer.status_code == status and words in answer.text, (url, answer.status_code)
+    page = await site.get("/dashboard/brand/locations?q=<script>alert(1)</script>&page=999")
+    assert page.status_code == 200 and "<script>" not in page.text
+    assert "&lt;script&gt;" in page.text
+    csrf = csrf_of(page.text)
+    huge = await site.post("/dashboard/sign-out", data={"csrf": csrf, "pad": "x" * 20_000})
+    assert huge.status_code == 413
+    not_a_form = await site.post(
+        "/dashboard/sign-out", content=b"{}", headers={"content-type": "application/json"}
+    )
+    assert not_a_form.status_code == 415
+
+
+async def test_every_answer_carries_the_security_headers(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    await signed_in_as(pool, site, seeded["admin"])
+    for url in ("/dashboard/brand", "/dashboard/brand/locations", "/dashboard/queue",
+                "/dashboard/locations/nowhere", "/dashboard/static/dashboard.css"):  # fmt: skip
+        answer = await site.get(url)
+        csp = answer.headers["content-security-policy"]
+        assert "unsafe-inline" not in csp and "default-src 'none'" in csp, url
+        assert "script-src" not in csp  # no script at all
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        if url.endswith(".css"):
+            assert answer.headers["content-type"].startswith("text/css")
+        else:
+            assert answer.headers["cache-control"] == "no-store"
+            assert "<script" not in answer.text and 'style="' not in answer.text
