@@ -31,7 +31,16 @@ def test_every_domain_module_is_in_its_contexts_row(context: str) -> None:
 
 @pytest.mark.parametrize(
     "folder",
-    ["workflows", "bots", "server", "server/grpc", "server/http", "server/cli", "server/carriers"],
+    [
+        "workflows",
+        "bots",
+        "server",
+        "server/grpc",
+        "server/http",
+        "server/http/dashboard",
+        "server/cli",
+        "server/carriers",
+    ],
 )
 def test_every_edge_and_workflow_module_is_on_the_map(folder: str) -> None:
     missing = [m for m in _modules(ROOT / folder) if not re.search(rf"\b{re.escape(m)}\b", MAP)]
