@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
@@ -75,6 +75,7 @@ __all__ = [
     "StepRow",
     "export_rows",
     "franchisor_report",
+    "location_days",
     "location_report",
     "measure_cells",
     "sequence_report",
@@ -205,6 +206,7 @@ class _Slice:
     range: DateRange
     location_id: str | None = None
     sequence: tuple[str, str] | None = None  # (sequence_location_id, sequence_id)
+    location_ids: tuple[str, ...] | None = None  # several locations at once (location_days)
 
     def sql(self, table: str) -> tuple[str, dict[str, Any]]:
         where = "franchisor_id = %(f)s AND zone_kind = %(z)s AND day BETWEEN %(start)s AND %(end)s"
@@ -218,6 +220,9 @@ class _Slice:
         if self.location_id is not None:
             where += " AND location_id = %(l)s"
             params["l"] = self.location_id
+        if self.location_ids is not None:
+            where += " AND location_id = ANY(%(ls)s)"
+            params["ls"] = list(self.location_ids)
         if self.sequence is not None:
             where += " AND sequence_location_id = %(sl)s AND sequence_id = %(s)s"
             params["sl"], params["s"] = self.sequence
@@ -676,6 +681,29 @@ async def franchisor_report(
         token,
         ordering.text,
     )
+
+
+async def location_days(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    franchisor: TenantScope,
+    start: date | None,
+    end: date | None,
+    location_ids: Sequence[str],
+    *,
+    now: datetime | None = None,
+) -> tuple[DateRange, dict[str, dict[date, MeasureSet]]]:
+    """The range franchisor_report reads, and each of location_ids' measures by day of it, from
+    the rows its leaderboard sums (the brand's day, 'B', in the franchisor's reporting zone), so
+    a location's days add up to its leaderboard row. One query for all the locations (a
+    location or day without rows is absent). Access exactly as franchisor_report."""
+    frame = await _franchisor_frame(conn, principal, franchisor, start, end, now)
+    where = replace(frame.slice, location_ids=tuple(location_ids))
+    sums = await _sums(conn, where, (("location", "day"),))
+    out: dict[str, dict[date, MeasureSet]] = {}
+    for (location_id, day), measures in sums[("location", "day")].items():
+        out.setdefault(location_id, {})[day] = measures
+    return frame.slice.range, out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""The approvals work queue: the steps waiting for a staff member's decision, at one location or
+across a brand, soonest deadline first (the dashboard's queue; `reengage approvals list` reads
+the same rows over the API).
+
+It lists what the read model shows as awaiting approval (`enrollments.status`); the decision
+itself goes to the workflow, which checks the step is still pending, so a row decided a moment
+ago is at worst one stale line, never a second decision. Contacts are named as staff see them
+in Slack: a short name and a masked phone, never the full number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from tenants.core.errors import FieldViolation, InvalidArgument
+from tenants.core.names import ChildName, TenantScope
+from tenants.core.vocabulary import EnrollmentStatus
+from tenants.enrollment.records import COLLECTION, Enrollment
+from tenants.followups.notices import mask_phone, short_name
+from tenants.org.access import Action, Principal, authorize
+from tenants.sequences.model import Definition
+
+__all__ = ["MAX_PENDING", "PendingApproval", "pending_approvals"]
+
+MAX_PENDING = 500  # one page of the queue at most: a longer queue is worked from its top
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    """An enrollment waiting for a decision, with the names a person reads it by."""
+
+    enrollment: Enrollment
+    location_display_name: str
+    sequence_display_name: str  # '' when the sequence no longer exists
+    contact_label: str  # "Jane D. (+1 •••-•••-0101)": short name and masked phone
+
+
+_QUERY = (
+    "SELECT e.id, e.workflow_id, e.run_id, e.franchisor_id, e.location_id, e.contact_id,"
+    " e.sequence_location_id, e.sequence_id, e.sequence_version, e.definition, e.status,"
+    " e.exit_reason, e.current_step, e.next_wake_at, e.enrolled_at, e.ended_at, e.history,"
+    " l.display_name, coalesce(s.display_name, ''), c.first_name, c.last_name, c.phone_e164"
+    " FROM enrollments e"
+    " JOIN contacts c ON c.franchisor_id = e.franchisor_id AND c.location_id = e.location_id"
+    "  AND c.id = e.contact_id"
+    " JOIN locations l ON l.franchisor_id = e.franchisor_id AND l.id = e.location_id"
+    " LEFT JOIN sequences s ON s.franchisor_id = e.franchisor_id AND s.id = e.sequence_id"
+    "  AND s.location_id IS NOT DISTINCT FROM e.sequence_location_id"
+    " WHERE e.franchisor_id = %(f)s AND (%(l)s::text IS NULL OR e.location_id = %(l)s)"
+    " AND e.status = %(status)s"
+    " ORDER BY e.next_wake_at ASC NULLS LAST, e.id LIMIT %(limit)s"
+)
+
+
+def _pending(row: tuple[Any, ...]) -> PendingApproval:
+    eid, wid, run, f, loc, cid, sloc, sid, sver, definition, status, reason, step = row[:13]
+    wake, enrolled, ended, history, location_name, sequence_name, first, last, phone = row[13:]
+    location = TenantScope(f, loc)
+    enrollment = Enrollment(
+        ChildName(location, COLLECTION, eid),
+        wid,
+        run,
+        ChildName(location, "contacts", cid),
+        ChildName(TenantScope(f, sloc), "sequences", sid),
+        sver,
+        Definition.from_json(definition),
+        EnrollmentStatus(status),
+        reason,
+        step,
+        wake,
+        enrolled,
+        ended,
+        tuple(history) if history is not None else None,
+    )
+    label = f"{short_name(first, last)} ({mask_phone(phone)})"
+    return PendingApproval(enrollment, location_name, sequence_name, label)
+
+
+async def pending_approvals(
+    conn: AsyncConnection[Any], principal: Principal, scope: TenantScope, limit: int = 50
+) -> list[PendingApproval]:
+    """The enrollments awaiting approval at scope's location, or at every location of the
+    brand when scope is a franchisor: the soonest decision deadline (next_wake_at) first, then
+    by id; at most limit (1 to MAX_PENDING, else INVALID_ARGUMENT). Needs `contact.read` on
+    scope: a location's staff may read their own location's queue, not the brand's nor
+    another location's (PERMISSION_DENIED)."""
+    authorize(principal, Action.CONTACT_READ, scope)
+    if not 1 <= limit <= MAX_PENDING:
+        raise InvalidArgument(
+            [FieldViolation("limit", f"{limit} is not between 1 and {MAX_PENDING}")]
+        )
+    cur = await conn.execute(
+        _QUERY,
+        {
+            "f": scope.franchisor_id,
+            "l": scope.location_id,
+            "status": EnrollmentStatus.AWAITING_APPROVAL.value,
+            "limit": limit,
+        },
+    )
+    return [_pending(row) for row in await cur.fetchall()]
