@@ -16,12 +16,11 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants.core.errors import FieldViolation, InvalidArgument
-from tenants.core.names import ChildName, TenantScope
+from tenants.core.names import TenantScope
 from tenants.core.vocabulary import EnrollmentStatus
-from tenants.enrollment.records import COLLECTION, Enrollment
+from tenants.enrollment.records import ROW_WIDTH, Enrollment, columns, from_row
 from tenants.followups.notices import mask_phone, short_name
 from tenants.org.access import Action, Principal, authorize
-from tenants.sequences.model import Definition
 
 __all__ = ["MAX_PENDING", "PendingApproval", "pending_approvals"]
 
@@ -39,9 +38,7 @@ class PendingApproval:
 
 
 _QUERY = (
-    "SELECT e.id, e.workflow_id, e.run_id, e.franchisor_id, e.location_id, e.contact_id,"
-    " e.sequence_location_id, e.sequence_id, e.sequence_version, e.definition, e.status,"
-    " e.exit_reason, e.current_step, e.next_wake_at, e.enrolled_at, e.ended_at, e.history,"
+    f"SELECT {columns('e')},"
     " l.display_name, coalesce(s.display_name, ''), c.first_name, c.last_name, c.phone_e164"
     " FROM enrollments e"
     " JOIN contacts c ON c.franchisor_id = e.franchisor_id AND c.location_id = e.location_id"
@@ -56,27 +53,9 @@ _QUERY = (
 
 
 def _pending(row: tuple[Any, ...]) -> PendingApproval:
-    eid, wid, run, f, loc, cid, sloc, sid, sver, definition, status, reason, step = row[:13]
-    wake, enrolled, ended, history, location_name, sequence_name, first, last, phone = row[13:]
-    location = TenantScope(f, loc)
-    enrollment = Enrollment(
-        ChildName(location, COLLECTION, eid),
-        wid,
-        run,
-        ChildName(location, "contacts", cid),
-        ChildName(TenantScope(f, sloc), "sequences", sid),
-        sver,
-        Definition.from_json(definition),
-        EnrollmentStatus(status),
-        reason,
-        step,
-        wake,
-        enrolled,
-        ended,
-        tuple(history) if history is not None else None,
-    )
+    location_name, sequence_name, first, last, phone = row[ROW_WIDTH:]
     label = f"{short_name(first, last)} ({mask_phone(phone)})"
-    return PendingApproval(enrollment, location_name, sequence_name, label)
+    return PendingApproval(from_row(row[:ROW_WIDTH]), location_name, sequence_name, label)
 
 
 async def pending_approvals(

@@ -61,14 +61,22 @@ class Enrollment:
         return self.status in RUNNING
 
 
-_COLUMNS = (
+_NAMES = (
     "id, workflow_id, run_id, franchisor_id, location_id, contact_id, sequence_location_id,"
     " sequence_id, sequence_version, definition, status, exit_reason, current_step, next_wake_at,"
     " enrolled_at, ended_at, history"
-)
+).split(", ")
+_COLUMNS = ", ".join(_NAMES)
+ROW_WIDTH = len(_NAMES)
 
 
-def _from_row(row: tuple[Any, ...]) -> Enrollment:
+def columns(alias: str) -> str:
+    """The columns `from_row` reads, of the enrollments table under alias (for a join)."""
+    return ", ".join(f"{alias}.{name}" for name in _NAMES)
+
+
+def from_row(row: tuple[Any, ...]) -> Enrollment:
+    """An enrollment from the ROW_WIDTH columns `columns` names, in that order."""
     eid, wid, run, f, loc, cid, sloc, sid, sver, definition, status, reason, step = row[:13]
     wake, enrolled, ended, history = row[13:]
     location = TenantScope(f, loc)
@@ -96,7 +104,7 @@ async def load_enrollment(conn: AsyncConnection[Any], enrollment_id: str) -> Enr
     row = await cur.fetchone()
     if row is None:
         raise NotFound(f"enrollment {enrollment_id} does not exist")
-    return _from_row(row)
+    return from_row(row)
 
 
 async def running_for_contact(conn: AsyncConnection[Any], contact: ChildName) -> Enrollment | None:
@@ -111,7 +119,7 @@ async def running_for_contact(conn: AsyncConnection[Any], contact: ChildName) ->
         ),
     )
     row = await cur.fetchone()
-    return _from_row(row) if row else None
+    return from_row(row) if row else None
 
 
 async def running_for_contacts(
@@ -123,7 +131,7 @@ async def running_for_contacts(
         " AND contact_id = ANY(%s) AND status = ANY(%s)",
         (location.franchisor_id, location.location_id, contact_ids, [s.value for s in RUNNING]),
     )
-    return {e.contact.id: e for e in map(_from_row, await cur.fetchall())}
+    return {e.contact.id: e for e in map(from_row, await cur.fetchall())}
 
 
 async def record_run(conn: AsyncConnection[Any], enrollment_id: str, run_id: str) -> None:
@@ -204,7 +212,7 @@ async def list_enrollments(
             "limit": page.size + 1,
         },
     )
-    rows = [_from_row(r) for r in await cur.fetchall()]
+    rows = [from_row(r) for r in await cur.fetchall()]
     return rows[: page.size], page.next_token([r.id for r in rows])
 
 
@@ -222,7 +230,7 @@ async def latest_for_contact(
         (contact.scope.franchisor_id, contact.scope.location_id, contact.id),
     )
     row = await cur.fetchone()
-    return (_from_row(row[:-1]), str(row[-1] or "")) if row else None
+    return (from_row(row[:-1]), str(row[-1] or "")) if row else None
 
 
 async def running_in_sequence(
