@@ -1,4 +1,5 @@
-"""`/reengage status|pause|resume <phone>` and `/reengage stats`, answered only to the caller.
+"""`/reengage status|pause|resume <phone>`, `/reengage stats` and `/reengage dashboard`, answered
+only to the caller.
 
 The location is the channel's (a location's Slack channel), else the caller's own location;
 the caller must be a mapped staff member the access module allows (status: CONTACT_READ; stats:
@@ -8,6 +9,11 @@ REPORT_READ; pause and resume: ENROLLMENT_STEER).
 the daily rollups): the location's last 30 days in its time zone, today included — enrolled,
 texts sent, delivery rate, CTR, replies, opt-outs, conversions and revenue — and its health
 flags.
+
+`dashboard` answers with a sign-in link to the web dashboard (tenants.org.dashboard_sessions)
+for the caller's own staff member: of the brand whose channel (a location's or the brand's) it
+is typed in when they are its staff, else of their only brand. Anyone mapped may ask for their
+own link; what they see there is the access module's to decide.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ from tenants.core.vocabulary import EnrollmentStatus
 from tenants.enrollment.records import latest_for_contact
 from tenants.followups.chat_threads import locations_of_channel
 from tenants.followups.notices import mask_phone, short_name
-from tenants.org import audit
+from tenants.org import audit, dashboard_sessions
 from tenants.org.access import Action
+from tenants.org.franchisors import brand_slack_channel
 from tenants.org.locations import Location, load_location
-from tenants.org.staff import staff_for_slack_user
+from tenants.org.staff import StaffMember, staff_for_slack_user
 from tenants.reports.digest import ReportSummary
 from tenants.reports.measures import location_report
 from workflows.client import EnrollmentClient, UpdateRefused
@@ -42,15 +49,25 @@ from workflows.enrollment_types import EnrollmentState
 log = logging.getLogger(__name__)
 USAGE = (
     "Usage: `/reengage status <phone>` · `/reengage pause <phone>` ·"
-    " `/reengage resume <phone>` · `/reengage stats` (the last 30 days)"
+    " `/reengage resume <phone>` · `/reengage stats` (the last 30 days) ·"
+    " `/reengage dashboard` (a sign-in link to the web dashboard)"
 )
-VERBS = ("status", "pause", "resume", "stats")
+VERBS = ("status", "pause", "resume", "stats", "dashboard")
+WITHOUT_CONTACT = ("stats", "dashboard")
+NOT_LINKED = (
+    "Your Slack account is not linked to a Reengage staff member. Ask an admin to add"
+    " your Slack user id ({user}) to your staff record."
+)
 
 
 class SlashCommands:
-    def __init__(self, pool: AsyncConnectionPool[Any], enrollments: EnrollmentClient) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], enrollments: EnrollmentClient, public_url: str
+    ) -> None:
+        """public_url: where the dashboard is served (settings.public_url), for its links."""
         self._pool = pool
         self._enrollments = enrollments
+        self._public_url = public_url
 
     async def on_command(self, ack: Any, command: dict[str, Any], respond: Any) -> None:
         await ack()
@@ -62,16 +79,19 @@ class SlashCommands:
             verb = (str(command.get("text") or "").split() or ["help"])[0][:12]
             log_unexpected(log, error, "/reengage %s failed", verb)  # not the rest: a number
             text = SOMETHING_WRONG
-        await respond(text=text, response_type="ephemeral")
+        # no preview: a sign-in link is for the person who asked, not for a fetcher
+        await respond(text=text, response_type="ephemeral", unfurl_links=False, unfurl_media=False)
 
     async def answer(self, command: dict[str, Any]) -> str:
         words = str(command.get("text") or "").split()
         verb = words[0].lower() if words else "help"
         if verb not in VERBS:
             return USAGE
-        if verb != "stats" and len(words) < 2:
+        if verb not in WITHOUT_CONTACT and len(words) < 2:
             return f"Which contact? `/reengage {verb} <phone>`"
         user = str(command.get("user_id", ""))
+        if verb == "dashboard":
+            return await self._dashboard_link(user, str(command.get("channel_id", "")))
         async with self._pool.connection() as conn:
             location = await _location(conn, user, str(command.get("channel_id", "")))
             action = {"status": Action.CONTACT_READ, "stats": Action.REPORT_READ}.get(
@@ -119,6 +139,18 @@ class SlashCommands:
             )
         return f":arrow_forward: Resumed {who} in {esc(sequence)}."
 
+    async def _dashboard_link(self, user: str, channel: str) -> str:
+        async with self._pool.connection() as conn:
+            staff = await _dashboard_staff(conn, user, channel)
+            link = await dashboard_sessions.mint_link(conn, staff.as_principal(), staff.name)
+        minutes = int(dashboard_sessions.LINK_TTL.total_seconds() // 60)
+        role = staff.role.value.replace("_", " ")
+        return (
+            f":key: Your sign-in link to the Reengage dashboard ({role},"
+            f" {esc(staff.name.scope.name)}):\n<{link.url(self._public_url)}>\n"
+            f"It expires in {minutes} minutes and works once; don't share it."
+        )
+
 
 async def _location(conn: AsyncConnection[Any], user: str, channel: str) -> TenantScope:
     """The channel's location, else the caller's own location."""
@@ -135,11 +167,30 @@ async def _location(conn: AsyncConnection[Any], user: str, channel: str) -> Tena
     if len(own) == 1:
         return own[0]
     if not mapped:
-        raise Refusal(
-            "Your Slack account is not linked to a Reengage staff member. Ask an admin to add"
-            f" your Slack user id ({user}) to your staff record."
-        )
+        raise Refusal(NOT_LINKED.format(user=user))
     raise Refusal("This is not a location's channel: run /reengage in the location's channel.")
+
+
+async def _dashboard_staff(conn: AsyncConnection[Any], user: str, channel: str) -> StaffMember:
+    """The caller's own staff member for a dashboard link: of the channel's brand (a location's
+    channel or the brand's own) when they are one of its staff, else of their only brand. The
+    link is theirs whichever channel they ask in, so another brand's channel refuses nothing."""
+    mapped = await staff_for_slack_user(conn, user)
+    if not mapped:
+        raise Refusal(NOT_LINKED.format(user=user))
+    brands = {scope.franchisor_id for scope in await locations_of_channel(conn, channel)}
+    for member in mapped:
+        if channel and await brand_slack_channel(conn, member.name.scope.franchisor_id) == channel:
+            brands.add(member.name.scope.franchisor_id)
+    of_channel = [m for m in mapped if m.name.scope.franchisor_id in brands]
+    if len(of_channel) == 1:
+        return of_channel[0]
+    if len(mapped) == 1:
+        return mapped[0]
+    raise Refusal(
+        "You are a staff member of several brands: ask for your link in a channel of the brand"
+        " whose dashboard you want."
+    )
 
 
 async def _contact(conn: AsyncConnection[Any], location: Location, raw: str) -> Contact:

@@ -53,9 +53,12 @@ def build_slack_app(
     client: AsyncWebClient,
     signing_secret: str,
     relay: FollowupRelay | None = None,
+    *,
+    public_url: str,
 ) -> AsyncApp:
     """The bolt app; with a relay, what a click owes (a review's signals) is delivered at once
-    rather than by the relay's loop."""
+    rather than by the relay's loop. public_url (settings.public_url) starts the dashboard's
+    sign-in links that `/reengage dashboard` answers with."""
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
@@ -69,7 +72,7 @@ def build_slack_app(
     approvals = ApprovalActions(pool, enrollments)
     overrides = OverrideActions(pool)
     reviews = ReviewActions(pool, relay)
-    commands = SlashCommands(pool, enrollments)
+    commands = SlashCommands(pool, enrollments, public_url)
 
     async def once_per_event(body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> Any:
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None

@@ -10,6 +10,7 @@ import signal
 import sys
 
 from server.cli import contact_lookup, enroll
+from server.cli import dashboard as dashboard_cli
 from server.cli import enrollments as enrollments_cli
 from server.cli import report as report_cli
 from server.cli import sequences as sequences_cli
@@ -378,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     sequences_cli.add_parser(sub)
     report_cli.add_parser(sub)
     webhooks_cli.add_parser(sub)
+    dashboard_cli.add_parser(sub)
     return parser
 
 

@@ -157,6 +157,14 @@ async def delete_staff_member(
         if row is None:
             raise NotFound(f"{name.name} does not exist", resource=name.name)
         authorize_grant(principal, Role(row[0]), name.scope)
+        # their dashboard sign-in links and sessions end with them (tenants.org.dashboard_sessions
+        # also ignores rows whose staff member is gone; this leaves none behind)
+        of_staff = (
+            " WHERE franchisor_id = %s AND coalesce(location_id, '') = coalesce(%s, '')"
+            " AND staff_id = %s"
+        )
+        for delete in ("DELETE FROM dashboard_sign_in_links", "DELETE FROM dashboard_sessions"):
+            await conn.execute(delete + of_staff, (*_scope_args(name.scope), name.id))
         await audit.record(
             conn, principal, "staff_member.delete", name.name, name.scope.franchisor_id
         )
