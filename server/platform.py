@@ -30,6 +30,7 @@ from server.carriers.outbox import OutboxCarrier
 from server.carriers.twilio import TwilioCarrier
 from server.config import Settings
 from server.grpc.server import build_grpc_server, mark_serving
+from server.http.dashboard.app import Dashboard
 from server.http.edge import build_http_app, postgres_probe, temporal_probe
 from server.http.integrations import IntakeEdge
 from server.http.sms import SmsEdge
@@ -228,15 +229,21 @@ class Platform:
             self.pool, self.relay, self.settings.public_url, self.settings.twilio_auth_token
         )
 
+    def dashboard(self) -> Dashboard:
+        """The web dashboard: its decisions go through the same workflow client as the API's,
+        its resolutions' follow-ups through the relay."""
+        return Dashboard(self.pool, self.workflows, self.relay, self.settings.public_url)
+
     def http_app(self) -> Starlette:
         """The HTTP edge: /healthz (PostgreSQL, and Temporal when connected), the SMS routes,
-        the event intake, and Slack's route when settings configure Slack (its clicks'
-        follow-ups delivered through the relay)."""
+        the event intake, the dashboard, and Slack's route when settings configure Slack (its
+        clicks' follow-ups delivered through the relay)."""
         probes = {"postgres": postgres_probe(self.pool)}
         if self.client is not None:
             probes["temporal"] = temporal_probe(self.client)
         routes: list[BaseRoute] = [*self.sms_edge().routes()]
         routes += IntakeEdge(self.pool, self.relay).routes()  # POST /integrations/events
+        routes += self.dashboard().routes()  # /dashboard/... (docs/dashboard.md)
         if self.slack is not None:
             if self.workflows is None:  # the bot's buttons and commands act on workflows
                 raise SystemExit("reengage: Slack chat-ops need Temporal")
