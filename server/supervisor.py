@@ -9,7 +9,7 @@ import os
 import signal
 
 from server.app import Roles, self_check, start_roles
-from server.cli.demo import seed_demo
+from server.cli.demo import DEMO, DEMO_OWNER, seed_demo
 from server.cli.discovery import (
     StackRecord,
     forget_stack,
@@ -75,6 +75,11 @@ async def run_up(settings: Settings, *, embedded: bool) -> None:
             token = await seed_demo(roles.pool, data_dir)
             print(f"\ndemo franchisor-admin API key (also in {data_dir / 'demo-api-key'}):")
             print(f"  {token}\n", flush=True)
+            print("the web dashboard: a one-time sign-in link for the demo's brand admin with")
+            print(
+                f"  reengage dashboard link --staff {DEMO.name}/staffMembers/{DEMO_OWNER}\n",
+                flush=True,
+            )
         # any folder's CLI finds this stack by its record (server.cli.discovery)
         record = StackRecord(
             pid=os.getpid(),
@@ -82,6 +87,7 @@ async def run_up(settings: Settings, *, embedded: bool) -> None:
             grpc_target=grpc_target_of(settings.bind_host, roles.grpc.port),
             database_url_file=str(data_dir / "database-url"),
             temporal_address=temporal_address,
+            public_url=settings.public_url,
         )
         try:
             record_stack(record)

@@ -139,7 +139,7 @@ JSON_FIELDS = ("ts", "level", "logger", "message")
 
 def assert_json_log(process_log: Path, exercised: Exercised, demo_key: str) -> list[dict[str, Any]]:
     """Every line `reengage up` wrote is a JSON object with JSON_FIELDS, but the demo key
-    block it prints (not logs) for the developer; each repeated webhook's line ("a repeated
+    block and the dashboard hint it prints (not logs) for the developer; each repeated webhook's line ("a repeated
     webhook, no effect") carries the request id its answer named. Returns the entries."""
     entries, printed = [], []
     for line in process_log.read_text("utf-8").splitlines():
@@ -150,7 +150,11 @@ def assert_json_log(process_log: Path, exercised: Exercised, demo_key: str) -> l
             continue
         assert isinstance(entry, dict) and all(entry.get(k) for k in JSON_FIELDS), line
         entries.append(entry)
-    assert [line.strip() for line in printed if line.strip()][1:] == [demo_key], printed
+    assert [line.strip() for line in printed if line.strip()][1:] == [
+        demo_key,
+        "the web dashboard: a one-time sign-in link for the demo's brand admin with",
+        "reengage dashboard link --staff franchisors/demo/staffMembers/owner",
+    ], printed
     assert printed[1].startswith("demo franchisor-admin API key"), printed
     repeated = [e for e in entries if e["message"].endswith(": a repeated webhook, no effect")]
     assert [e.get("request_id") for e in repeated] == exercised.repeated_webhook_request_ids

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from tests.stack_support import (
@@ -82,7 +83,7 @@ def in_send_window(now: datetime) -> bool:
 
 def test_the_readme_walkthrough_runs_word_for_word(tmp_path: Path, start_stack: StartStack) -> None:
     blocks = walkthrough_blocks()
-    assert len(blocks) == 7, "the walk-through's steps are its shell blocks"
+    assert len(blocks) == 8, "the walk-through's steps are its shell blocks"
     env = ports_env(tmp_path / "stack" / ".reengage")
     stack = start_stack(env=env)
     stack.wait_healthy()
@@ -152,6 +153,26 @@ def test_the_readme_walkthrough_runs_word_for_word(tmp_path: Path, start_stack: 
         assert re.search(r"step 0 sent", story), story
     else:
         assert re.search(r"defer", story), story
+
+    # 8. the dashboard: the link signs the demo's brand admin in once, and the location's
+    # page counts the two enrollments
+    code, out = shell.run(blocks[7])
+    assert code == 0, out
+    # the stack's REENGAGE_PUBLIC_URL (the default) starts it; the stack listens on its own port
+    link = re.search(r"http://localhost:8080/dashboard/sign-in/([A-Za-z0-9_-]{43})", out)
+    assert link, out
+    token = link.group(1)
+    base = f"http://127.0.0.1:{env['REENGAGE_HTTP_PORT']}"
+    with httpx.Client(base_url=base, follow_redirects=False) as browser:
+        assert browser.get(f"/dashboard/sign-in/{token}").status_code == 200
+        signed = browser.post("/dashboard/sign-in", data={"token": token})
+        assert signed.status_code == 303, signed.text
+        assert browser.get("/dashboard").headers["location"] == "/dashboard/brand"
+        page = browser.get("/dashboard/locations/downtown")
+        assert page.status_code == 200 and "Downtown" in page.text, page.text
+        assert 'data-measure="enrolled" data-value="2"' in page.text, page.text
+        browser.cookies.clear()
+        assert browser.post("/dashboard/sign-in", data={"token": token}).status_code == 403
 
     # the user's folder holds what the walk-through wrote, nothing of the stack's
     assert sorted(p.name for p in user.iterdir()) == [".venv", "customers.csv", "win-back.yaml"]

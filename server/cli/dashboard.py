@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import sys
 
-from server.cli.discovery import DATABASE_URL_HELP, database_url_for
+from server.cli.discovery import DATABASE_URL_HELP, Discovery, database_url_for
 from server.config import Settings
 from tenants.core.errors import InvalidArgument
 from tenants.core.names import ChildName, parse_child
@@ -51,7 +51,7 @@ async def _revoke(database_url: str, staff: ChildName) -> int:
 def cmd_link(args: argparse.Namespace, settings: Settings) -> None:
     link = asyncio.run(_mint(database_url_for(args), args.staff))
     minutes = int(dashboard_sessions.LINK_TTL.total_seconds() // 60)
-    print(link.url(settings.public_url))
+    print(link.url(Discovery(args).public_url(settings)))
     role = link.staff.role.value.replace("_", " ")
     print(
         f"for {link.staff.display_name} ({role}, {link.staff.name.name}): expires in"

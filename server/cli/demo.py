@@ -1,4 +1,5 @@
-"""The demo tenant that `reengage up` seeds: franchisors/demo with two locations, and a
+"""The demo tenant that `reengage up` seeds: franchisors/demo with two locations, a brand admin
+staff member (DEMO_OWNER, who signs in to the dashboard with `reengage dashboard link`), and a
 franchisor-admin API key written to <data dir>/demo-api-key (mode 0600)."""
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from tenants.core.errors import AlreadyExists, Unauthenticated
 from tenants.core.names import TenantScope
-from tenants.org import api_keys, franchisors, locations
+from tenants.org import api_keys, franchisors, locations, staff
 from tenants.org.access import Role, system
 
 SEEDER = system("demo-seed")
 DEMO = TenantScope("demo")
+DEMO_OWNER = "owner"  # franchisors/demo/staffMembers/owner: the demo's brand admin
 # Sender numbers from the 555-01xx range, which is reserved for fiction: inbound texts to
 # them (`reengage sms receive --to`) route to the location.
 DEMO_LOCATIONS = {
@@ -44,6 +46,12 @@ async def seed_demo(pool: AsyncConnectionPool[Any], data_dir: Path) -> str:
                 )
             except AlreadyExists:
                 pass
+        try:
+            await staff.create_staff_member(
+                conn, SEEDER, DEMO, DEMO_OWNER, "Demo Owner", Role.FRANCHISOR_ADMIN, "", ""
+            )
+        except AlreadyExists:
+            pass
         key_file = data_dir / "demo-api-key"
         if key_file.exists():
             token = key_file.read_text().strip()

@@ -151,6 +151,7 @@ class StackRecord:
     grpc_target: str
     database_url_file: str  # absolute: <data dir>/database-url
     temporal_address: str
+    public_url: str = ""  # where its HTTP edge is reached ("" in records of older versions)
 
     def running(self) -> bool:
         """Whether the process that wrote the record still runs: a process of this user and,
@@ -180,6 +181,7 @@ def read_stack(path: Path) -> StackRecord | None:
             grpc_target=str(raw["grpc_target"]),
             database_url_file=str(raw["database_url_file"]),
             temporal_address=str(raw.get("temporal_address", "")),
+            public_url=str(raw.get("public_url", "")),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -417,6 +419,14 @@ class Discovery:
         if self.stack is not None and Path(self.stack.data_dir) == Path(where.value):
             return self.stack
         return self._record(Path(where.value) / STACK_FILE, in_data_dir=True)
+
+    def public_url(self, settings: Settings) -> str:
+        """The HTTP edge's public URL: REENGAGE_PUBLIC_URL, else what the running stack
+        recorded (its own HTTP port), else the settings' default."""
+        if self.env.get("REENGAGE_PUBLIC_URL", "").strip():
+            return settings.public_url
+        stack = self.stack or self._data_dir_stack()
+        return stack.public_url if stack is not None and stack.public_url else settings.public_url
 
     def _stack_source(self, stack: StackRecord) -> str:
         if stack is self.stack:
