@@ -139,8 +139,9 @@ JSON_FIELDS = ("ts", "level", "logger", "message")
 
 def assert_json_log(process_log: Path, exercised: Exercised, demo_key: str) -> list[dict[str, Any]]:
     """Every line `reengage up` wrote is a JSON object with JSON_FIELDS, but the demo key
-    block and the dashboard hint it prints (not logs) for the developer; each repeated webhook's line ("a repeated
-    webhook, no effect") carries the request id its answer named. Returns the entries."""
+    block and the dashboard hint it prints (not logs) for the developer; each repeated
+    webhook's line ("a repeated webhook, no effect") carries the request id its answer named.
+    Returns the entries."""
     entries, printed = [], []
     for line in process_log.read_text("utf-8").splitlines():
         try:
