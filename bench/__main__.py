@@ -13,6 +13,7 @@ from bench import (
     api_calls,
     capacity,
     contact_import,
+    dashboard,
     enroll,
     inbound,
     report,
@@ -45,6 +46,7 @@ def main() -> None:
     asyncio.run(sleeping.run())
     asyncio.run(slack.run())
     asyncio.run(report.run())
+    asyncio.run(dashboard.run())
     asyncio.run(webhooks.run())
     asyncio.run(capacity.run())
     if minutes is None:
