@@ -58,6 +58,8 @@ NOTICES = {
     "ENDED": "That contact's sequence has ended: nothing changed.",
     "ALREADY_RESOLVED": "That text was already resolved the other way: nothing changed.",
     "NO_TEMPORAL": "Decisions need the workflow service, which is not connected here.",
+    "NO_ANSWER": "The workflow service did not answer in time, so the decision may not have"
+    " been made: the queue below shows what is still waiting.",
 }
 DONE = {
     ApprovalAction.APPROVE: "approved",
@@ -72,6 +74,7 @@ class WaitingStep:
     step: int  # -1: the live state could not be read (no form then)
     text: str
     request_id: str  # the update id this form's decision carries
+    live: bool = True  # whether the workflow answered (else step is -1 and there is no form)
 
     @property
     def enrollment_id(self) -> str:
@@ -140,16 +143,19 @@ class WorkQueues:
         async def one(p: PendingApproval) -> WaitingStep:
             request_id = f"dashboard-{uuid.uuid4()}"
             if self._workflows is None:
-                return WaitingStep(p, -1, "", request_id)
+                return WaitingStep(p, -1, "", request_id, live=False)
             async with gate:
                 try:
                     state = await self._workflows.state(p.enrollment.workflow_id)
                 except Exception:  # the row still shows; deciding waits for the workflow
                     log.warning("the live state of %s could not be read", p.enrollment.id)
-                    return WaitingStep(p, -1, "", request_id)
+                    return WaitingStep(p, -1, "", request_id, live=False)
             return WaitingStep(p, state.pending_approval_step, state.pending_text, request_id)
 
-        return list(await asyncio.gather(*(one(p) for p in waiting)))
+        steps = await asyncio.gather(*(one(p) for p in waiting))
+        # a step the workflow no longer waits on (decided a moment ago, in Slack or here) is
+        # dropped: the read model catches up by itself
+        return [s for s in steps if not (s.live and s.step < 0)]
 
     async def decide(
         self,
@@ -188,6 +194,9 @@ class WorkQueues:
             await self._workflows.decide_approval(found.workflow_id, decision, request_id)
         except UpdateRefused as refused:
             return refused.reason if refused.reason in NOTICES else "STALE_DECISION"
+        except Exception as error:  # the workflow service did not answer in time
+            log.warning("deciding %s: %s", name.name, type(error).__name__)
+            return "NO_ANSWER"
         async with self._pool.connection() as conn:
             await audit.record(
                 conn,
