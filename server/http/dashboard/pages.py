@@ -167,6 +167,7 @@ def change_of(now: MeasureSet, before: MeasureSet, name: str, days: int) -> tupl
     if is_rate(name) and name != "revenue_per_message":
         delta = (a - b) * 100
         words = f"{delta:+.1f} pts {period}"
+        shown_as_zero = round(delta, 1) == 0
     elif b == 0:
         if a == 0:
             return f"no change {period}", "flat", "same"
@@ -174,8 +175,11 @@ def change_of(now: MeasureSet, before: MeasureSet, name: str, days: int) -> tupl
     else:
         delta = (a - b) / b * 100
         words = f"{delta:+.0f}% {period}"
-    if abs(a - b) < 1e-12:
+        shown_as_zero = round(delta) == 0
+    if a == b:
         return f"no change {period}", "flat", "same"
+    if shown_as_zero:  # a change too small to show is not painted as a rise or a fall
+        return f"about the same {period}", "flat", "same"
     up = a > b
     better = up != (name in LOWER_IS_BETTER)
     return words, "up" if up else "down", "better" if better else "worse"
@@ -386,7 +390,14 @@ async def leaderboard_page(
         )
     board = Leaderboard(
         rows,
-        [(c, median_shown(report.median.get(c, 0.0), c, currency), "") for c in columns],
+        [
+            (
+                c,
+                median_shown(report.median.get(c, 0.0), c, currency),
+                repr(report.median.get(c, 0.0)),
+            )
+            for c in columns
+        ],
         sort,
         ordering.descending,
         search,
