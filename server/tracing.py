@@ -61,6 +61,17 @@ TEMPORAL_CLIENT_CALLS = frozenset(
 )
 TWILIO_MESSAGES = re.compile(r"/2010-04-01/Accounts/[^/]+/Messages\.json")
 TWILIO_MESSAGES_TEMPLATE = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
+# paths whose last part is a secret (a sign-in link's token): traced as their route, never
+# with the secret in them
+SECRET_PATH_PREFIXES = ("/dashboard/sign-in/",)
+
+
+def traced_path(path: str) -> str:
+    """The path a span records: a secret-bearing path's secret replaced by its placeholder."""
+    for prefix in SECRET_PATH_PREFIXES:
+        if path.startswith(prefix):
+            return f"{prefix}{{token}}"
+    return path
 
 
 def enabled() -> bool:
@@ -264,7 +275,7 @@ class HttpSpans:
             method,
             context=self._extract(carrier) if carrier else None,
             kind=trace.SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": scope["path"]},
+            attributes={"http.request.method": method, "url.path": traced_path(scope["path"])},
         ) as span:
 
             async def send_noting_status(message: Message) -> None:

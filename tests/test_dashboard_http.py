@@ -522,3 +522,96 @@ async def test_every_answer_carries_the_security_headers(
         else:
             assert answer.headers["cache-control"] == "no-store"
             assert "<script" not in answer.text and 'style="' not in answer.text
+
+
+# ---------------------------------------------------------------------------------------------
+# What the review found
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_a_page_elsewhere_cannot_sign_a_browser_in(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    token = await link(pool, seeded["admin"])
+    forged = await site.post(
+        "/dashboard/sign-in", data={"token": token}, headers={"origin": "https://evil.example"}
+    )
+    assert forged.status_code == 403 and "set-cookie" not in forged.headers
+    assert (await sign_in(site, token)).status_code == 303  # the link was not spent
+
+
+async def test_a_post_without_a_live_session_forgets_the_cookie(
+    site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    site.cookies.set(COOKIE, "gone-" + "x" * 38, path="/dashboard")
+    answer = await site.post("/dashboard/sign-out", data={"csrf": "x"})
+    assert answer.status_code == 401
+    assert answer.headers["set-cookie"].startswith(f'{COOKIE}=""')
+
+
+async def test_unknown_paths_and_methods_get_the_dashboards_own_answer(
+    site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    for method, url, status in (("GET", "/dashboard/nope", 404), ("GET", "/dashboard/a/b/c", 404),
+                                ("POST", "/dashboard/nope", 404),
+                                ("GET", "/dashboard/sign-in", 405),
+                                ("DELETE", "/dashboard/brand", 405)):  # fmt: skip
+        answer = await site.request(method, url)
+        assert answer.status_code == status, (method, url)
+        assert "default-src 'none'" in answer.headers["content-security-policy"]
+        if status == 405:
+            assert answer.headers["allow"] in ("GET, HEAD", "POST")
+
+
+async def test_digits_that_are_not_ascii_are_bad_input_not_a_crash(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    await signed_in_as(pool, site, seeded["manager"])
+    assert (await site.get("/dashboard/brand/locations?page=²")).status_code == 403  # manager
+    csrf = csrf_of((await site.get("/dashboard/queue")).text)
+    decided = await site.post(
+        "/dashboard/approvals/downtown/e-1",
+        data={"csrf": csrf, "step": "²", "action": "approve", "request_id": "dashboard-1"},
+    )
+    assert decided.status_code == 400 and "step" in decided.text
+    resolved = await site.post(
+        "/dashboard/flagged/downtown/%C2%B2", data={"csrf": csrf, "resolution": "opt_out"}
+    )
+    assert resolved.status_code == 400
+    site.cookies.clear()
+    await signed_in_as(pool, site, seeded["admin"])
+    assert (await site.get("/dashboard/brand/locations?page=²")).status_code == 200
+
+
+async def test_approving_a_text_someone_changed_is_refused(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    await signed_in_as(pool, site, seeded["clerk"])
+    csrf = csrf_of((await site.get("/dashboard/queue")).text)
+    form = {"csrf": csrf, "step": "0", "action": "approve", "request_id": "dashboard-2",
+            "shown": "Hi Dana,\nsee you soon", "text": "Hi Dana,\r\nsee you Saturday"}  # fmt: skip
+    refused = await site.post("/dashboard/approvals/downtown/e-1", data=form)
+    assert refused.status_code == 400 and "Send my edit" in refused.text
+    same = {**form, "text": "Hi Dana,\r\nsee you soon"}  # the browser's line ends
+    answer = await site.post("/dashboard/approvals/downtown/e-1", data=same)
+    assert answer.status_code == 303  # (no workflow service here: NO_TEMPORAL)
+
+
+async def test_a_brand_user_narrowing_to_a_location_not_there_gets_404(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    await signed_in_as(pool, site, seeded["admin"])
+    assert (await site.get("/dashboard/queue?location=nowhere")).status_code == 404
+
+
+async def test_a_locations_own_sequence_keeps_its_scope_across_periods(
+    pool: Pool, site: httpx.AsyncClient, seeded: dict[str, ChildName]
+) -> None:
+    async with pool.connection() as conn:
+        await add_sequence(conn, A_DOWNTOWN, "winback", "Downtown's own", ["t9"])
+    await signed_in_as(pool, site, seeded["manager"])
+    own = await site.get("/dashboard/locations/downtown/sequences/winback?scope=location")
+    assert own.status_code == 200 and "Downtown&#39;s own" in own.text
+    assert "?days=7&amp;scope=location" in own.text
+    brand = await site.get("/dashboard/locations/downtown/sequences/winback")
+    assert "Win-back" in brand.text and "scope=location" not in brand.text

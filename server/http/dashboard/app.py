@@ -21,11 +21,11 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from server.carriers.twilio_webhooks import read_form
 from server.http.dashboard import pages
-from server.http.dashboard.queue import NOTICES, WorkQueues
+from server.http.dashboard.queue import DATABASE_WAIT, NOTICES, WorkQueues
 from server.http.edge import RequestRefused
 from tenants.core.errors import (
     DomainError,
@@ -39,13 +39,13 @@ from tenants.core.unexpected_errors import log_unexpected
 from tenants.org import dashboard_sessions as sessions
 from tenants.org.access import Action, Principal, Role, authorize
 from tenants.org.dashboard_sessions import SignedIn
+from tenants.org.locations import get_location
 from workflows.client import EnrollmentClient
 from workflows.relay import FollowupRelay
 
 log = logging.getLogger(__name__)
 PREFIX = "/dashboard"
 COOKIE = "reengage_session"
-DATABASE_WAIT = 5.0  # seconds a page waits for a database connection before it answers 503
 FORM_LIMIT = 16 * 1024
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self';"
@@ -59,6 +59,8 @@ ROLE_WORDS = {
     Role.OPERATOR: "operator",
 }
 _ENROLLMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_NUMBER = re.compile(r"[0-9]{1,6}")
+ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 Page = Callable[[Request, SignedIn], Awaitable[Response]]
 Act = Callable[[Request, SignedIn, dict[str, str]], Awaitable[str]]
 
@@ -93,6 +95,7 @@ class Dashboard:
         self._public_url = public_url.rstrip("/")
         self._secure = public_url.lower().startswith("https://")
         self._queues = WorkQueues(pool, workflows, relay)
+        self._routes: list[Route] = []  # the dashboard's own routes, once routes() built them
         self._env = Environment(
             loader=PackageLoader("server.http.dashboard", "templates"),
             autoescape=select_autoescape(["html"], default=True),
@@ -104,7 +107,7 @@ class Dashboard:
 
     def routes(self) -> list[Route]:
         p = PREFIX
-        return [
+        self._routes = [
             Route(p, self._page(self.home), methods=["GET"]),
             Route(f"{p}/", self._page(self.home), methods=["GET"]),
             Route(f"{p}/static/dashboard.css", self.stylesheet, methods=["GET", "HEAD"]),
@@ -137,6 +140,9 @@ class Dashboard:
                 methods=["POST"],
             ),
         ]
+        # anything else under the prefix (another path, or a method a route does not take)
+        # gets the dashboard's own 404 or 405 page, with its headers
+        return [*self._routes, Route(f"{p}/{{rest:path}}", self.not_found, methods=ANY_METHOD)]
 
     # -----------------------------------------------------------------------------------------
     # Rendering and the answers every route shares
@@ -237,7 +243,10 @@ class Dashboard:
                     raise RequestRefused(403, "the form is out of date: reload the page")
                 return self._see_other(await act(request, who, form))
             except Exception as error:
-                return self._answer_error(error, who)
+                response = self._answer_error(error, who)
+                if isinstance(error, NotSignedIn):
+                    self._forget(response)
+                return response
 
         return route
 
@@ -258,6 +267,23 @@ class Dashboard:
 
     def _forget(self, response: Response) -> None:
         response.delete_cookie(COOKIE, path=PREFIX, secure=self._secure, httponly=True)
+
+    async def not_found(self, request: Request) -> Response:
+        allowed = sorted(
+            {
+                method
+                for route in self._routes
+                if route.matches(request.scope)[0] is Match.PARTIAL
+                for method in route.methods or ()
+            }
+        )
+        if allowed:
+            response = self._problem(
+                405, "Not allowed", f"This address takes {', '.join(allowed)} only.", None
+            )
+            response.headers["Allow"] = ", ".join(allowed)
+            return response
+        return self._problem(404, "Not found", "There is nothing here.", None)
 
     async def stylesheet(self, request: Request) -> Response:
         response = Response(self._css, media_type="text/css")
@@ -291,6 +317,8 @@ class Dashboard:
 
     async def sign_in(self, request: Request) -> Response:
         try:
+            # a page elsewhere must not sign a browser in as someone else (login CSRF)
+            self._check_origin(request)
             form = await read_form(request, FORM_LIMIT)
             async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
                 redeemed = await sessions.redeem_link(conn, form.get("token", ""))
@@ -368,7 +396,7 @@ class Dashboard:
         authorize(who.staff.as_principal(), Action.REPORT_READ, self._brand_of(who))
         q = request.query_params
         page_text = q.get("page", "1")
-        page = int(page_text) if page_text.isdigit() and len(page_text) < 7 else 1
+        page = int(page_text) if _NUMBER.fullmatch(page_text) else 1
         async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             found = await pages.leaderboard_page(
                 conn,
@@ -423,7 +451,14 @@ class Dashboard:
         authorize(principal, Action.REPORT_READ, location or name.scope)
         async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             page = await pages.sequence_page(conn, principal, name, location, days)
-        return self._render("sequence.html", 200, who, **page, **self._common(request, who, days))
+        return self._render(
+            "sequence.html",
+            200,
+            who,
+            **page,
+            range_extra="&scope=location" if own else "",
+            **self._common(request, who, days),
+        )
 
     async def brand_sequence(self, request: Request, who: SignedIn) -> Response:
         return await self._sequence(request, who, None)
@@ -439,6 +474,8 @@ class Dashboard:
             scope = who.staff.name.scope
         elif narrowed:
             scope = self._location_of(who, narrowed)
+            async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
+                await get_location(conn, principal, scope)  # 404 for a location not there
         else:
             scope = self._brand_of(who)
         page = await self._queues.page(principal, scope)
@@ -467,7 +504,9 @@ class Dashboard:
         enrollment_id = request.path_params["enrollment_id"]
         if not _ENROLLMENT_ID.fullmatch(enrollment_id):
             raise NotFound("no such enrollment")
-        notice = await self._queues.decide(who.staff.as_principal(), location, enrollment_id, form)
+        notice = await self._queues.decide(
+            who.staff.as_principal(), location, enrollment_id, form, who.session_id
+        )
         return self._back_to_queue(request, who, notice)
 
     async def resolve(self, request: Request, who: SignedIn, form: dict[str, str]) -> str:

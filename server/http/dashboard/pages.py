@@ -113,6 +113,11 @@ def is_rate(name: str) -> bool:
     return name in RATES
 
 
+def in_percent(name: str) -> bool:
+    """A rate read as a percentage (revenue per text is money)."""
+    return is_rate(name) and name != "revenue_per_message"
+
+
 def shown(m: MeasureSet, name: str, currency_code: str) -> str:
     """A measure as the page prints it: counts with thousands separators, rates in percent
     ("—" without a denominator), money in the brand's currency."""
@@ -205,7 +210,10 @@ def tiles(now: MeasureSet, before: MeasureSet, currency_code: str, days: int) ->
 
 
 def _trend_value(m: MeasureSet, name: str) -> float:
-    return m.value(name) if m.has_value(name) else 0.0
+    """A day's value as a chart draws it: rates in percent, a rate without a denominator 0."""
+    if not m.has_value(name):
+        return 0.0
+    return m.value(name) * 100 if in_percent(name) else m.value(name)
 
 
 def trend_svg(daily: Sequence[DayMeasures], id_prefix: str, title: str) -> Markup:
@@ -286,7 +294,13 @@ async def whole_board(
         )
         rows += more.locations
         token = more.next_page_token
-    return FranchisorReport(**{**report.__dict__, "locations": tuple(rows), "next_page_token": ""})
+    # each page is its own read: counts that moved in between could list a location twice
+    unique: dict[str, LeaderboardRow] = {}
+    for row in rows:
+        unique.setdefault(row.key, row)
+    return FranchisorReport(
+        **{**report.__dict__, "locations": tuple(unique.values()), "next_page_token": ""}
+    )
 
 
 def _matches(row: LeaderboardRow, search: str) -> bool:
@@ -365,6 +379,8 @@ async def leaderboard_page(
     spark_median = report.median.get(sort, 0.0)
     if not is_rate(sort):  # a count's median over the range, per day
         spark_median = spark_median / max(report.range.length, 1)
+    elif in_percent(sort):  # drawn in percent, as the days are
+        spark_median *= 100
     columns = list(dict.fromkeys([*BOARD_COLUMNS, sort]))
     rows = []
     for r in shown_rows:
@@ -382,7 +398,8 @@ async def leaderboard_page(
                     charts.sparkline(
                         series,
                         id_prefix=f"spark-{location_id}",
-                        title=f"{LABELS[sort]} per day at {r.display_name}",
+                        title=f"{LABELS[sort]}{' (%)' if in_percent(sort) else ''} per day"
+                        f" at {r.display_name}",
                         median=spark_median,
                     )
                 ),

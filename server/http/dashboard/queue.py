@@ -10,12 +10,15 @@ are recorded in the audit log `via="dashboard"`."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
+from temporalio.service import RPCError
 
 from tenants.content.bodies import check_edited_text
 from tenants.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
@@ -41,6 +44,11 @@ from workflows.relay import FollowupRelay
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 50
 LIVE_READS = 10  # workflow queries in flight at once while a queue page is built
+DATABASE_WAIT = 5.0  # seconds a page waits for a database connection before it answers 503
+STATE_WAIT = 3.0  # seconds a queue page waits for one workflow's live state
+DECIDE_WAIT = 10.0  # seconds a decision waits for the workflow's answer
+_NUMBER = re.compile(r"[0-9]{1,18}")
+_NONCE = re.compile(r"dashboard-[0-9a-f-]{1,50}")
 ACTIONS = {
     "approve": ApprovalAction.APPROVE,
     "edit": ApprovalAction.EDIT,
@@ -105,7 +113,7 @@ class WorkQueues:
         self._relay = relay
 
     async def page(self, principal: Principal, scope: TenantScope) -> dict[str, Any]:
-        async with self._pool.connection() as conn:
+        async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             waiting = await pending_approvals(conn, principal, scope, QUEUE_SIZE)
             flagged, _ = await list_flagged(
                 conn,
@@ -146,8 +154,9 @@ class WorkQueues:
                 return WaitingStep(p, -1, "", request_id, live=False)
             async with gate:
                 try:
-                    state = await self._workflows.state(p.enrollment.workflow_id)
-                except Exception:  # the row still shows; deciding waits for the workflow
+                    async with asyncio.timeout(STATE_WAIT):
+                        state = await self._workflows.state(p.enrollment.workflow_id)
+                except (RPCError, TimeoutError):  # the row shows; deciding waits for the workflow
                     log.warning("the live state of %s could not be read", p.enrollment.id)
                     return WaitingStep(p, -1, "", request_id, live=False)
             return WaitingStep(p, state.pending_approval_step, state.pending_text, request_id)
@@ -163,8 +172,11 @@ class WorkQueues:
         location: TenantScope,
         enrollment_id: str,
         form: dict[str, str],
+        session_id: str,
     ) -> str:
-        """Decides one approval; the notice code of what happened."""
+        """Decides one approval; the notice code of what happened. The workflow update's id is
+        made here from the session, the form's one-time nonce, the action and the step: a
+        double submit decides once, and no form can name another decision's id."""
         name = ChildName(location, ENROLLMENTS, enrollment_id)
         authorize(principal, Action.ENROLLMENT_STEER, location)
         action = ACTIONS.get(form.get("action", ""))
@@ -172,39 +184,55 @@ class WorkQueues:
         if action is None:
             problems.append(FieldViolation("action", "is approve, edit or skip"))
         step_text = form.get("step", "")
-        if not step_text.isdigit() or len(step_text) > 4:
+        if not _NUMBER.fullmatch(step_text) or len(step_text) > 4:
             problems.append(FieldViolation("step", "is a step number"))
-        request_id = form.get("request_id", "")
-        if not request_id.startswith("dashboard-") or len(request_id) > 60:
+        nonce = form.get("request_id", "")
+        if not _NONCE.fullmatch(nonce):
             problems.append(FieldViolation("request_id", "is the form's own"))
+        if action is ApprovalAction.APPROVE and "shown" in form and "text" in form:
+            if _lines(form["text"]) != _lines(form["shown"]):
+                problems.append(
+                    FieldViolation(
+                        "text",
+                        "was changed: press Send my edit to send your version, or reload the"
+                        " queue to approve the text as it was",
+                    )
+                )
         if problems:
             raise InvalidArgument(problems)
         assert action is not None
         text = form.get("text", "") if action is ApprovalAction.EDIT else ""
         if action is ApprovalAction.EDIT:
             check_edited_text(text, "text")
+        request_id = (
+            "dashboard-"
+            + hashlib.sha256(
+                f"{session_id}/{nonce}/{action.value}/{step_text}".encode()
+            ).hexdigest()[:40]
+        )
         if self._workflows is None:
             return "NO_TEMPORAL"
-        async with self._pool.connection() as conn:
+        async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             found = await get_enrollment(conn, principal, name)
         if not found.running:
             return "ENDED"
         decision = Decision(int(step_text), action, text, principal.label)
         try:
-            await self._workflows.decide_approval(found.workflow_id, decision, request_id)
+            async with asyncio.timeout(DECIDE_WAIT):
+                await self._workflows.decide_approval(found.workflow_id, decision, request_id)
         except UpdateRefused as refused:
             return refused.reason if refused.reason in NOTICES else "STALE_DECISION"
-        except Exception as error:  # the workflow service did not answer in time
+        except (RPCError, TimeoutError) as error:  # the workflow service did not answer
             log.warning("deciding %s: %s", name.name, type(error).__name__)
             return "NO_ANSWER"
-        async with self._pool.connection() as conn:
+        async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             await audit.record(
                 conn,
                 principal,
                 f"enrollment.{action.value}",
                 name.name,
                 location.franchisor_id,
-                step=step_text,
+                step=int(step_text),
                 via="dashboard",
             )
         return DONE[action]
@@ -213,7 +241,7 @@ class WorkQueues:
         self, principal: Principal, location: TenantScope, inbound_id: str, form: dict[str, str]
     ) -> str:
         """Resolves one flagged text; the notice code of what happened."""
-        if not inbound_id.isdigit() or len(inbound_id) > 18:
+        if not _NUMBER.fullmatch(inbound_id):
             raise InvalidArgument([FieldViolation("inbound_id", "is a number")])
         try:
             resolution = Resolution(form.get("resolution", ""))
@@ -221,7 +249,7 @@ class WorkQueues:
             raise InvalidArgument(
                 [FieldViolation("resolution", "is opt_out or not_opt_out")]
             ) from None
-        async with self._pool.connection() as conn:
+        async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             try:
                 resolved = await resolve_flagged(
                     conn,
@@ -236,3 +264,8 @@ class WorkQueues:
         if self._relay is not None:  # e.g. an opt-out ends the running enrollment now
             self._relay.deliver_owed_soon(resolved.followups)
         return resolution.value
+
+
+def _lines(text: str) -> str:
+    """A text as a browser's form sends it back (CRLF line ends) compared as typed."""
+    return text.replace("\r\n", "\n").strip()
