@@ -37,6 +37,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from bench.timing import latencies, percentile
 from reengage.v1 import reports_pb2 as pb
 from reengage.v1 import reports_pb2_grpc
 from server.app import open_pool
@@ -132,20 +133,10 @@ async def _brand(conn: Any) -> tuple[str, str]:
 
 
 async def _latencies(call: Callable[[], Awaitable[Any]], runs: int) -> list[float]:
-    """Milliseconds of runs calls, one at a time, after a warm-up."""
-    for _ in range(WARM_UP):
-        await call()
-    out = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        await call()
-        out.append((time.perf_counter() - started) * 1000)
-    return out
+    return await latencies(call, runs, WARM_UP)
 
 
-def _p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+_p = percentile
 
 
 async def run(requests: int = REQUESTS) -> bool:

@@ -30,10 +30,10 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants.core.errors import NotFound
-from tenants.core.names import ChildName, TenantScope
+from tenants.core.names import ChildName
 from tenants.org import audit
-from tenants.org.access import Action, Principal, Role, authorize
-from tenants.org.staff import COLLECTION, StaffMember
+from tenants.org.access import Action, Principal, authorize
+from tenants.org.staff import StaffMember, staff_from_row
 
 LINK_TTL = timedelta(minutes=10)
 SESSION_TTL = timedelta(hours=12)
@@ -84,15 +84,7 @@ _JOIN_STAFF = (
 
 
 def _staff(row: tuple[Any, ...]) -> StaffMember:
-    f, loc, sid, display, role, slack, email, created = row[:8]
-    return StaffMember(
-        ChildName(TenantScope(f, loc), COLLECTION, sid),
-        display,
-        Role(role),
-        slack or "",
-        email,
-        created,
-    )
+    return staff_from_row(row[:8])
 
 
 def _staff_args(name: ChildName) -> tuple[str, str | None, str]:

@@ -38,7 +38,8 @@ def _scope_args(scope: TenantScope) -> tuple[str, str | None]:
     return scope.franchisor_id, scope.location_id
 
 
-def _from_row(row: tuple[Any, ...]) -> StaffMember:
+def staff_from_row(row: tuple[Any, ...]) -> StaffMember:
+    """A staff member from the columns of _SELECT (franchisor_id .. create_time), in order."""
     f, loc, sid, display, role, slack, email, created = row
     return StaffMember(
         ChildName(TenantScope(f, loc), COLLECTION, sid),
@@ -129,7 +130,7 @@ async def create_staff_member(
                 reason="SLACK_USER_TAKEN",
             )
         raise AlreadyExists(f"{name.name} already exists", resource=name.name)
-    return _from_row(row)
+    return staff_from_row(row)
 
 
 async def list_staff_members(
@@ -140,7 +141,7 @@ async def list_staff_members(
         _SELECT + _IN_SCOPE + " AND (%s::text IS NULL OR id > %s) ORDER BY id LIMIT %s",
         (*_scope_args(parent), page.after, page.after, page.size + 1),
     )
-    rows = [_from_row(r) for r in await cur.fetchall()]
+    rows = [staff_from_row(r) for r in await cur.fetchall()]
     return rows[: page.size], page.next_token([r.name.id for r in rows])
 
 
@@ -183,4 +184,4 @@ async def staff_for_slack_user(
         " ORDER BY franchisor_id",
         (slack_user_id, franchisor_id, franchisor_id),
     )
-    return [_from_row(r) for r in await cur.fetchall()]
+    return [staff_from_row(r) for r in await cur.fetchall()]
