@@ -1,0 +1,261 @@
+"""Drafts: a text rewritten or translated by a provider, checked, and only returned.
+
+Both entry points validate the request, find the protected tokens of the input
+(`tokens`), call the provider with a worksheet naming the brand, and check its answer: a
+draft that changed, dropped, duplicated or added a protected token is refused (DraftRefused);
+otherwise the caller gets the draft's text with its segment count, encoding, what was
+protected, whether it fits the segment budget and notes on what was done. Nothing is saved or
+sent here: a draft becomes a text only through the normal template write and approval.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tenants.assistant.apertium import ApertiumProvider
+from tenants.assistant.openai_chat import OpenAIChatProvider
+from tenants.assistant.providers import (
+    AssistantSettings,
+    AssistantUnavailable,
+    Goal,
+    Provider,
+    Worksheet,
+    working_on,
+)
+from tenants.assistant.rules import RulesProvider
+from tenants.assistant.tokens import (
+    DraftRefused,
+    ProtectedToken,
+    find,
+    protected,
+    regions,
+    verify,
+)
+from tenants.content.segments import count
+from tenants.core.errors import Violations
+from tenants.core.input_validity import shown, text_problem
+
+__all__ = [
+    "MAX_SEGMENTS",
+    "MAX_TEXT_CHARS",
+    "AssistantSettings",
+    "AssistantUnavailable",
+    "Draft",
+    "DraftRefused",
+    "Goal",
+    "ProtectedToken",
+    "Provider",
+    "language_problem",
+    "primary_language",
+    "rewrite_message",
+    "rewriter_from",
+    "translate_message",
+    "translator_from",
+]
+
+MAX_TEXT_CHARS = 1600  # 10 GSM-7 segments: a template body's own limit
+MAX_SEGMENTS = 10
+
+# ISO 639-1: the primary language subtags a tag may start with
+_LANGUAGES = frozenset(
+    (
+        "aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu "
+        "cv cy da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi "
+        "ho hr ht hu hy hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks "
+        "ku kv kw ky la lb lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl "
+        "nn no nr nv ny oc oj om or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl "
+        "sm sn so sq sr ss st su sv sw ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve "
+        "vi vo wa wo xh yi yo za zh zu"
+    ).split()
+)
+# language[-Script][-REGION]: "en", "es", "es-MX", "es-419", "zh-Hant-TW"
+_TAG = re.compile(r"^([A-Za-z]{2})(?:-([A-Za-z]{4}))?(?:-([A-Za-z]{2}|[0-9]{3}))?$")
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A provider's draft, checked. fits: within the requested segment budget (True when none
+    was asked); notes: what was done, or why the budget or GSM-7 could not be met."""
+
+    text: str
+    segments: int
+    encoding: str  # "GSM-7" | "UCS-2"
+    protected: tuple[ProtectedToken, ...]
+    provider: str
+    fits: bool
+    notes: tuple[str, ...]
+
+
+def language_problem(tag: str) -> str | None:
+    """Why tag is not a BCP-47 language tag we know ("en", "es", "es-MX"), or None."""
+    match = _TAG.match(tag)
+    if match is None:
+        return f"{shown(tag)!r} is not a language tag like 'en', 'es' or 'es-MX'"
+    if match[1].lower() not in _LANGUAGES:
+        return f"{shown(tag)!r}: unknown language {match[1]!r}"
+    return None
+
+
+def primary_language(tag: str) -> str:
+    """The language of a valid tag, lower-case: "es-MX" -> "es"."""
+    return tag.split("-", 1)[0].lower()
+
+
+def _check_text(violations: Violations, text: str) -> None:
+    if not text.strip():
+        violations.add("text", "is empty")
+    else:
+        violations.check("text", text_problem(text, MAX_TEXT_CHARS))
+
+
+def _goals(
+    violations: Violations, goals: Sequence[Goal | str], max_segments: int
+) -> tuple[Goal, ...]:
+    chosen: list[Goal] = []
+    for goal in goals:
+        try:
+            chosen.append(Goal(goal))
+        except ValueError:
+            known = ", ".join(g.value for g in Goal)
+            violations.add("goals", f"unknown goal {shown(str(goal))!r} (known: {known})")
+    if not goals:
+        violations.add("goals", "name at least one goal")
+    if not 0 <= max_segments <= MAX_SEGMENTS:
+        violations.add("max_segments", f"must be 0 (no budget) to {MAX_SEGMENTS}")
+    elif Goal.FIT_SEGMENTS in chosen and max_segments == 0:
+        violations.add("max_segments", f"fit_segments needs a budget of 1 to {MAX_SEGMENTS}")
+    return tuple(dict.fromkeys(chosen))
+
+
+def _plural(n: int) -> str:
+    return f"{n} segment" + ("" if n == 1 else "s")
+
+
+def _draft(
+    original: str,
+    answer: str,
+    provider: Provider,
+    brand_name: str,
+    sheet: Worksheet,
+    *,
+    translation: bool,
+    max_segments: int = 0,
+) -> Draft:
+    if not answer.strip():
+        raise AssistantUnavailable(
+            f"the {provider.name} provider answered an empty draft", provider=provider.name
+        )
+    verify(original, answer, brand_name, translation=translation)
+    before, after = count(original), count(answer)
+    notes = list(sheet.notes)
+    if (before.segments, before.encoding) != (after.segments, after.encoding):
+        notes.append(
+            f"{_plural(before.segments)} ({before.encoding}) -> "
+            f"{_plural(after.segments)} ({after.encoding})"
+        )
+    fits = max_segments == 0 or after.segments <= max_segments
+    if not fits:
+        notes.append(_why_it_does_not_fit(answer, brand_name, max_segments, provider.name))
+    if len(answer) > MAX_TEXT_CHARS:
+        notes.append(f"the draft is longer than {MAX_TEXT_CHARS:,} characters")
+    return Draft(
+        text=answer,
+        segments=after.segments,
+        encoding=after.encoding.value,
+        protected=protected(original, brand_name, translation=translation),
+        provider=provider.name,
+        fits=fits,
+        notes=tuple(notes),
+    )
+
+
+def _why_it_does_not_fit(text: str, brand_name: str, max_segments: int, provider: str) -> str:
+    kept = " ".join(text[start:end] for start, end in regions(find(text, brand_name)))
+    alone = count(kept)
+    if alone.segments > max_segments:
+        unicode = "".join(dict.fromkeys(u.character for u in alone.unicode_characters))
+        why = f" ({unicode} in them forces UCS-2)" if unicode else ""
+        return (
+            f"cannot fit {_plural(max_segments)} without changing a protected token: the "
+            f"placeholders, links, brand name and opt-out wording alone take "
+            f"{_plural(alone.segments)}{why}"
+        )
+    return (
+        f"cannot fit {_plural(max_segments)} with the {provider} provider's shortenings "
+        f"({_plural(count(text).segments)} left): shorten the wording by hand or ask for "
+        f"more segments; the protected tokens stay"
+    )
+
+
+async def rewrite_message(
+    provider: Provider,
+    text: str,
+    goals: Sequence[Goal],
+    max_segments: int = 0,
+    *,
+    brand_name: str = "",
+) -> Draft:
+    """A draft of text rewritten by provider for goals, within max_segments (0: no budget;
+    FIT_SEGMENTS needs one). Raises InvalidArgument (fields text, goals, max_segments),
+    DraftRefused (the provider changed a protected token) or AssistantUnavailable."""
+    violations = Violations()
+    _check_text(violations, text)
+    chosen = _goals(violations, goals, max_segments)
+    violations.raise_if_any()
+    with working_on(Worksheet(brand_name=brand_name)) as sheet:
+        answer = await provider.rewrite(text, chosen, max_segments)
+    return _draft(
+        text, answer, provider, brand_name, sheet, translation=False, max_segments=max_segments
+    )
+
+
+async def translate_message(
+    provider: Provider,
+    text: str,
+    target_language: str,
+    source_language: str = "en",
+    *,
+    brand_name: str = "",
+) -> Draft:
+    """A draft of text translated by provider from source_language to target_language (BCP-47).
+    The opt-out clause may be translated; its keyword (STOP) may not. Raises InvalidArgument
+    (fields text, target_language, source_language), DraftRefused or AssistantUnavailable."""
+    violations = Violations()
+    _check_text(violations, text)
+    violations.check("target_language", language_problem(target_language))
+    violations.check("source_language", language_problem(source_language))
+    if not violations.items and primary_language(target_language) == primary_language(
+        source_language
+    ):
+        violations.add("target_language", "is the same language as source_language")
+    violations.raise_if_any()
+    with working_on(Worksheet(brand_name=brand_name, translation=True)) as sheet:
+        answer = await provider.translate(text, source_language, target_language)
+    return _draft(text, answer, provider, brand_name, sheet, translation=True)
+
+
+def rewriter_from(settings: AssistantSettings) -> Provider:
+    """The rewriter the settings choose: "rules" (default) or "openai"."""
+    return _provider(settings, settings.rewriter, ("rules", "openai"), "rewriter")
+
+
+def translator_from(settings: AssistantSettings) -> Provider:
+    """The translator the settings choose: "apertium" (default) or "openai"."""
+    return _provider(settings, settings.translator, ("apertium", "openai"), "translator")
+
+
+def _provider(
+    settings: AssistantSettings, name: str, allowed: tuple[str, ...], role: str
+) -> Provider:
+    if name not in allowed:
+        raise AssistantUnavailable(
+            f"unknown assistant {role} {name!r}: choose one of {', '.join(allowed)}",
+            provider=name,
+        )
+    if name == "rules":
+        return RulesProvider()
+    if name == "apertium":
+        return ApertiumProvider(settings.apertium_command, settings.timeout_seconds)
+    return OpenAIChatProvider.from_settings(settings)

@@ -1,0 +1,283 @@
+"""Protected tokens: the parts of a text no draft may change.
+
+A rewrite or translation may reword a text, but four things in it are promises to the contact,
+the carrier or the brand, and stay exactly as the author wrote them:
+
+* placeholders, defaults included (`{{contact.first_name|there}}`, `{{coupon:SPRING-25}}`),
+  as written, whitespace inside the braces included;
+* links: `{{link:URL}}` placeholders and URLs or bare domains in the text (a link's trailing
+  sentence punctuation is not part of it);
+* the brand name, when the caller gives it: each occurrence as written, outside links and
+  placeholders (whole words, any case, a straight or curly apostrophe);
+* the opt-out wording: the clause that says how to opt out (`content.first_message` decides what
+  counts: "Reply STOP to opt out", "STOP to quit", "to unsubscribe", ...; a clause ends at
+  . ! ? ; , or a line break) and the keyword in it (STOP, or another opt-out/HELP/START keyword
+  written in capitals). A translation may translate the clause but never the keyword: "STOP"
+  stays "STOP", never "PARAR" or "ALTO", because the carrier and `inbound` only hear STOP.
+
+`verify` compares a draft with its input: every token of the input must appear in the draft
+as often as in the input, and the draft may bring no token of its own (a new link or
+placeholder is a change too). Providers that cannot be told to leave text alone (the rules, a
+machine translator) `mask` the tokens first and `unmask` after.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from tenants.compliance.keywords import HELP_KEYWORDS, OPT_OUT_KEYWORDS, START_KEYWORDS
+from tenants.content.first_message import says_how_to_opt_out
+from tenants.core.errors import FailedPrecondition
+
+PLACEHOLDER = "placeholder"
+LINK = "link"
+BRAND_NAME = "brand_name"
+OPT_OUT = "opt_out"
+
+_PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}")
+_LINK_PLACEHOLDER = re.compile(r"\{\{\s*link:")
+# a URL with a scheme or www., or a bare domain with a lowercase top-level label (so a sentence
+# missing its space, "See you.Bye", is not taken for one): the rule of content.first_message
+_URL = re.compile(
+    r"(?:\b[Hh][Tt][Tt][Pp][Ss]?://|\b[Ww][Ww][Ww]\.)\S+"
+    r"|(?<![\w@.-])(?:[A-Za-z0-9-]+\.)+[a-z]{2,}(?![\w-])(?:[/?#]\S*)?"
+)
+_URL_TRAILER = ".,!?;:)]'\"\u2019\u201d"
+# a clause ends at sentence punctuation or a comma followed by a space, or at a line break
+_CLAUSE_END = re.compile(r"[.!?;,]+(?=\s)|[.!?;,]+$|\n")
+_KEYWORDS = frozenset(k for k in OPT_OUT_KEYWORDS | HELP_KEYWORDS | START_KEYWORDS if " " not in k)
+_WORD = re.compile(r"[A-Za-z]+")
+# content.first_message knows the English wordings; a Spanish text ("Responde STOP para darte
+# de baja") carries its opt-out too, and a translation from Spanish must keep the keyword
+_SPANISH_OPT_OUT = re.compile(
+    r"(?i)(?<![a-z\u00e1-\u00fa])(?:"
+    r"(?:responde|responda|contesta|conteste|env[i\u00ed]a|env[i\u00ed]e|escribe|escriba|manda"
+    r"|mande|texto|mensaje)(?:\s+con)?\s*:?\s*[\"'\u201c\u201d]?stop(?![a-z])"
+    r"|stop[\"'\u201c\u201d]?\s+para\s+(?:cancelar|salir|darte de baja|darse de baja|no recibir"
+    r"|dejar de recibir)"
+    r"|para\s+(?:darte|darse|dar)\s+de\s+baja"
+    r")"
+)
+
+
+class DraftRefused(FailedPrecondition):
+    """A provider's draft changed, dropped, duplicated or added a protected token: it is not
+    shown. `metadata` names the token and its kind."""
+
+    reason = "PROTECTED_TOKEN_CHANGED"
+
+
+@dataclass(frozen=True)
+class ProtectedToken:
+    """A part of the text a draft must keep verbatim. kind: "placeholder", "link",
+    "brand_name" or "opt_out"."""
+
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One occurrence of a protected token: text[start:end] == token.text."""
+
+    token: ProtectedToken
+    start: int
+    end: int
+
+
+def _blanked(text: str, spans: Collection[tuple[int, int]]) -> str:
+    """text with the given spans replaced by spaces (so later searches skip them)."""
+    chars = list(text)
+    for start, end in spans:
+        chars[start:end] = " " * (end - start)
+    return "".join(chars)
+
+
+def _whole_word(word: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![A-Za-z0-9]){re.escape(word)}(?![A-Za-z0-9])")
+
+
+def _brand_pattern(brand_name: str) -> re.Pattern[str] | None:
+    words = brand_name.split()
+    if not words:
+        return None
+    parts = [re.sub("['\u2019]", "['\u2019]", re.escape(w)) for w in words]
+    return re.compile(r"(?<!\w)" + r"\s+".join(parts) + r"(?!\w)", re.IGNORECASE)
+
+
+def _clauses(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each clause, surrounding whitespace and closing punctuation excluded."""
+    spans = []
+    start = 0
+    for match in [*_CLAUSE_END.finditer(text), None]:
+        end = match.start() if match else len(text)
+        piece = text[start:end]
+        stripped = piece.strip()
+        if stripped:
+            lead = len(piece) - len(piece.lstrip())
+            spans.append((start + lead, start + lead + len(stripped)))
+        if match:
+            start = match.end()
+    return spans
+
+
+def _says_how_to_opt_out(clause: str) -> bool:
+    return says_how_to_opt_out(clause) or _SPANISH_OPT_OUT.search(clause) is not None
+
+
+def opt_out_keywords(text: str) -> tuple[str, ...]:
+    """The keywords, as written, of the clauses of text that say how to opt out: "stop" in
+    any case, and the other keywords (END, HELP, START, ...) when written in capitals."""
+    found: dict[str, None] = {}
+    for start, end in _clauses(_blanked(text, _placeholder_and_link_spans(text))):
+        clause = text[start:end]
+        if not _says_how_to_opt_out(clause):
+            continue
+        for word in _WORD.findall(clause):
+            folded = word.casefold()
+            if folded == "stop" or (folded in _KEYWORDS and word.isupper() and len(word) > 1):
+                found[word] = None
+    return tuple(found)
+
+
+def _placeholder_and_link_spans(text: str) -> list[tuple[int, int]]:
+    spans = [(m.start(), m.end()) for m in _PLACEHOLDER.finditer(text)]
+    outside = _blanked(text, spans)
+    for match in _URL.finditer(outside):
+        url = match.group().rstrip(_URL_TRAILER)
+        if url:
+            spans.append((match.start(), match.start() + len(url)))
+    return spans
+
+
+def find(
+    text: str,
+    brand_name: str = "",
+    *,
+    translation: bool = False,
+    keywords: Collection[str] | None = None,
+) -> list[Hit]:
+    """Every protected occurrence in text, in order. For a translation the opt-out clause is not
+    protected (only its keyword is). keywords: the opt-out keywords to look for (default: those
+    of text's own opt-out clauses; a translation's check passes the original's)."""
+    hits: list[Hit] = []
+    for match in _PLACEHOLDER.finditer(text):
+        kind = LINK if _LINK_PLACEHOLDER.match(match.group()) else PLACEHOLDER
+        hits.append(Hit(ProtectedToken(kind, match.group()), match.start(), match.end()))
+    outside = _blanked(text, [(h.start, h.end) for h in hits])
+    for match in _URL.finditer(outside):
+        url = match.group().rstrip(_URL_TRAILER)
+        if url:
+            end = match.start() + len(url)
+            hits.append(Hit(ProtectedToken(LINK, url), match.start(), end))
+    outside = _blanked(text, [(h.start, h.end) for h in hits])
+    brand = _brand_pattern(brand_name)
+    if brand is not None:
+        for match in brand.finditer(outside):
+            hits.append(Hit(ProtectedToken(BRAND_NAME, match.group()), match.start(), match.end()))
+    if not translation:
+        for start, end in _clauses(outside):
+            if _says_how_to_opt_out(outside[start:end]):
+                hits.append(Hit(ProtectedToken(OPT_OUT, text[start:end]), start, end))
+    for word in opt_out_keywords(text) if keywords is None else keywords:
+        for match in _whole_word(word).finditer(outside):
+            hits.append(Hit(ProtectedToken(OPT_OUT, word), match.start(), match.end()))
+    hits.sort(key=lambda h: (h.start, -h.end))
+    return hits
+
+
+def protected(
+    text: str, brand_name: str = "", *, translation: bool = False
+) -> tuple[ProtectedToken, ...]:
+    """The distinct protected tokens of text, in order of first appearance."""
+    return tuple(dict.fromkeys(h.token for h in find(text, brand_name, translation=translation)))
+
+
+def _describe(token: ProtectedToken) -> str:
+    what = {
+        PLACEHOLDER: "placeholder",
+        LINK: "link",
+        BRAND_NAME: "brand name",
+        OPT_OUT: "opt-out wording",
+    }.get(token.kind, token.kind)
+    shown = token.text if len(token.text) <= 80 else token.text[:77] + "..."
+    return f"{what} {shown!r}"
+
+
+def verify(original: str, draft: str, brand_name: str = "", *, translation: bool = False) -> None:
+    """Raises DraftRefused unless draft keeps every protected token of original verbatim, as
+    many times as original has it, and adds none."""
+    keywords = opt_out_keywords(original)
+    wanted = Counter(h.token for h in find(original, brand_name, translation=translation))
+    got = Counter(
+        h.token for h in find(draft, brand_name, translation=translation, keywords=keywords)
+    )
+    for token, times in wanted.items():
+        have = got.get(token, 0)
+        if have == times:
+            continue
+        if have == 0:
+            problem = "changed or dropped"
+        elif have < times:
+            problem = f"kept only {have} of the {times} occurrences of"
+        else:
+            problem = "duplicated"
+        _refuse(token, f"the draft {problem} the {_describe(token)}")
+    for token in got:
+        if token not in wanted:
+            _refuse(token, f"the draft added the {_describe(token)}, which the text did not have")
+
+
+def _refuse(token: ProtectedToken, message: str) -> None:
+    raise DraftRefused(
+        f"{message}: protected tokens must stay exactly as written",
+        token=token.text,
+        kind=token.kind,
+    )
+
+
+def regions(hits: Collection[Hit]) -> list[tuple[int, int]]:
+    """The hits' spans merged where they overlap (a link inside an opt-out clause)."""
+    merged: list[tuple[int, int]] = []
+    for hit in sorted(hits, key=lambda h: (h.start, h.end)):
+        if merged and hit.start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hit.end))
+        else:
+            merged.append((hit.start, hit.end))
+    return merged
+
+
+@dataclass(frozen=True)
+class Masked:
+    """A text with its protected regions replaced by sentinels, and how to put them back."""
+
+    text: str
+    originals: tuple[str, ...]
+    sentinel: Callable[[int], str]
+
+    def unmask(self, masked_text: str) -> str:
+        """masked_text (the provider's answer) with each sentinel replaced by its original;
+        a sentinel the provider lost stays lost, and `verify` refuses the draft."""
+        out = masked_text
+        # longest sentinels first, so "ZQXAB" is not read as "ZQXA" + "B"
+        order = sorted(range(len(self.originals)), key=lambda i: -len(self.sentinel(i)))
+        for i in order:
+            out = out.replace(self.sentinel(i), self.originals[i])
+        return out
+
+
+def mask(text: str, hits: Collection[Hit], sentinel: Callable[[int], str]) -> Masked:
+    """text with each protected region replaced by sentinel(i)."""
+    pieces: list[str] = []
+    originals: list[str] = []
+    at = 0
+    for start, end in regions(hits):
+        pieces.append(text[at:start])
+        pieces.append(sentinel(len(originals)))
+        originals.append(text[start:end])
+        at = end
+    pieces.append(text[at:])
+    return Masked("".join(pieces), tuple(originals), sentinel)
