@@ -29,6 +29,7 @@ from server.cli.display import last_segment
 from server.cli.names import TEMPLATES, resolve
 from server.cli.tenant_flags import add_scope_flags, location_flag, parent_for
 from server.config import Settings
+from tenants.core.languages import DEFAULT_LANGUAGE
 
 DESCRIPTION = """\
 A template is a text with placeholders: {{contact.first_name|there}} (a value, or the fallback
@@ -43,6 +44,13 @@ UCS-2, segments, and what the first text of an enrollment gets added (brand, opt
 
   reengage templates create first-hello --body "Hi {{contact.first_name|there}}, ..."
   reengage templates show first-hello
+
+Languages: a template's text is in its default language (--language on create, en when left
+out); `update --language es --body ...` writes its Spanish variant (an override's needs the
+franchisor's approval: submit/approve/reject --language es). Contacts get the variant of their
+preferred language, else the default text (docs/languages.md).
+
+  reengage templates update first-hello --language es --body "Hola {{contact.first_name|amigo}}..."
 """
 KINDS = {
     pb.TEMPLATE_KIND_BRAND: "brand",
@@ -124,6 +132,8 @@ def template_details(
     ]
     if template.live_revision and template.live_revision != template.latest_revision:
         rows.append(("live body", template.live_body))
+    if template.variants or template.default_language != DEFAULT_LANGUAGE:
+        rows.append(("languages", _languages(template)))
     rows += [
         ("sample text", preview.text),
         ("sent as", _segments(preview.encoding, preview.segment_count)),
@@ -146,6 +156,57 @@ def template_details(
     warnings = list(dict.fromkeys([*preview.warnings, *first.warnings]))
     for warning in warnings:
         console.print(Text(f"warning: {warning}"))
+
+
+def _languages(template: pb.Template) -> str:
+    """`en (default), es (approved), fr (draft, live revision 3)`."""
+    parts = [f"{template.default_language} (default)"]
+    for v in template.variants:
+        state = STATES.get(v.latest_state, "?")
+        if v.latest_state != pb.APPROVAL_STATE_APPROVED:
+            state += f", live revision: {last_segment(v.live_revision) or 'none yet'}"
+        parts.append(f"{v.language} ({state})")
+    return ", ".join(parts)
+
+
+def variant_details(template: pb.Template, language: str, console: Console) -> None:
+    """One language's text of a template, as `show --language` prints it."""
+    if language.casefold() == template.default_language.casefold():
+        found = pb.TemplateVariant(
+            language=template.default_language,
+            latest_revision=template.latest_revision,
+            latest_state=template.state,
+            latest_body=template.body,
+            live_revision=template.live_revision,
+            live_body=template.live_body,
+        )
+    else:
+        matches = [v for v in template.variants if v.language.casefold() == language.casefold()]
+        if not matches:
+            raise CliError(
+                f"{template.name} has no {language} text: add one with"
+                f" `reengage templates update {last_segment(template.name)} --language {language}"
+                " --body TEXT`"
+            )
+        found = matches[0]
+    rows = [
+        ("name", template.name),
+        ("language", found.language),
+        ("state", STATES.get(found.latest_state, "?")),
+        ("revision", last_segment(found.latest_revision)),
+        ("body", found.latest_body),
+    ]
+    if found.live_revision != found.latest_revision:
+        live = last_segment(found.live_revision) if found.live_revision else "none yet"
+        rows.append(("live revision", live))
+        if found.live_revision:
+            rows.append(("live body", found.live_body))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True, style="bold")
+    grid.add_column(overflow="fold")
+    for label, value in rows:
+        grid.add_row(label, Text(value))
+    console.print(grid)
 
 
 def _template_name(args: argparse.Namespace, api: Api, channel: grpc.Channel) -> str:
@@ -189,6 +250,7 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> None:
                     body=body or "",
                     lock_mode=LOCKS.get(args.lock_mode or "", pb.LOCK_MODE_UNSPECIFIED),
                     override_of=override_of,
+                    default_language=args.language or "",
                 ),
             ),
             metadata=api.metadata,
@@ -232,12 +294,15 @@ def cmd_update(args: argparse.Namespace, settings: Settings) -> None:
             pb.GetTemplateRequest(name=name), metadata=api.metadata, timeout=TIMEOUT
         )
         changes.name, changes.etag = name, current.etag
-        request = pb.UpdateTemplateRequest(template=changes)
+        request = pb.UpdateTemplateRequest(template=changes, language=args.language or "")
         request.update_mask.paths.extend(paths)
         updated = stub.UpdateTemplate(request, metadata=api.metadata, timeout=TIMEOUT)
         console = Console()
         console.print(Text(f"updated {updated.name}"))
-        template_details(api, channel, updated, console)
+        if args.language:
+            variant_details(updated, args.language, console)
+        else:
+            template_details(api, channel, updated, console)
 
 
 def list_templates(
@@ -303,7 +368,10 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> None:
         found = _stub(channel).GetTemplate(
             pb.GetTemplateRequest(name=name), metadata=api.metadata, timeout=TIMEOUT
         )
-        template_details(api, channel, found, Console())
+        if args.language:
+            variant_details(found, args.language, Console())
+        else:
+            template_details(api, channel, found, Console())
 
 
 def _decide(verb: str) -> Callable[[argparse.Namespace, Settings], None]:
@@ -315,25 +383,34 @@ def _decide(verb: str) -> Callable[[argparse.Namespace, Settings], None]:
             etag = stub.GetTemplate(
                 pb.GetTemplateRequest(name=name), metadata=api.metadata, timeout=TIMEOUT
             ).etag
+            language = args.language or ""
             if verb == "submit":
                 done = stub.SubmitTemplate(
-                    pb.SubmitTemplateRequest(name=name, etag=etag),
+                    pb.SubmitTemplateRequest(name=name, etag=etag, language=language),
                     metadata=api.metadata,
                     timeout=TIMEOUT,
                 )
             elif verb == "approve":
                 done = stub.ApproveTemplate(
-                    pb.ApproveTemplateRequest(name=name, etag=etag),
+                    pb.ApproveTemplateRequest(name=name, etag=etag, language=language),
                     metadata=api.metadata,
                     timeout=TIMEOUT,
                 )
             else:
                 done = stub.RejectTemplate(
-                    pb.RejectTemplateRequest(name=name, etag=etag, reason=args.reason),
+                    pb.RejectTemplateRequest(
+                        name=name, etag=etag, reason=args.reason, language=language
+                    ),
                     metadata=api.metadata,
                     timeout=TIMEOUT,
                 )
-        print(f"{done.name}: {STATES.get(done.state, '?')}")
+        state = done.state
+        if language and language.casefold() != done.default_language.casefold():
+            variant = [v for v in done.variants if v.language.casefold() == language.casefold()]
+            state = variant[0].latest_state if variant else state
+            print(f"{done.name} ({language}): {STATES.get(state, '?')}")
+            return
+        print(f"{done.name}: {STATES.get(state, '?')}")
 
     return run
 
@@ -348,6 +425,11 @@ def _show_flags(parser: argparse.ArgumentParser) -> None:
         "--location",
         metavar="LOCATION",
         help="look for the id at this location first (then its brand): its name or id",
+    )
+    parser.add_argument(
+        "--language",
+        metavar="TAG",
+        help="the text in this language (a BCP-47 tag: es, es-MX) instead of the default one",
     )
     add_api_flags(parser)
 
@@ -388,6 +470,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="BRAND_TEMPLATE",
         help="with --location: create this location's override of an editable brand template"
         " (the body may then be left out: it starts from the brand's)",
+    )
+    create.add_argument(
+        "--language",
+        metavar="TAG",
+        help="the language the body is written in, its default language (a BCP-47 tag;"
+        " default: en; an override takes its brand template's)",
     )
     add_scope_flags(create, "create it")
     add_api_flags(create)

@@ -69,6 +69,18 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
             create_time=timestamp(t.create_time),
             update_time=timestamp(t.update_time),
             etag=t.etag,
+            default_language=t.default_language,
+            variants=[
+                pb.TemplateVariant(
+                    language=v.language,
+                    latest_revision=t.revision_name(v.latest_revision),
+                    latest_state=STATE_TO_PB[v.latest_state],
+                    latest_body=v.latest_body,
+                    live_revision=t.revision_name(v.live_revision),
+                    live_body=v.live_body or "",
+                )
+                for v in t.variants
+            ],
         )
 
     async def CreateTemplate(
@@ -82,6 +94,7 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
             body=t.body,
             lock_mode=PB_TO_LOCK.get(t.lock_mode),
             override_of=t.override_of,
+            default_language=t.default_language,
         )
         async with self._pool.connection() as conn:
             created = await templates.create_template(
@@ -139,6 +152,7 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
                 list(request.update_mask.paths),
                 t.etag,
                 self._public_url,
+                request.language,
             )
         return self._template_pb(updated)
 
@@ -166,6 +180,7 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
                     author=r.author,
                     reason=r.reason,
                     create_time=timestamp(r.create_time),
+                    language=r.language,
                 )
                 for r in found
             ],
@@ -220,7 +235,9 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
     ) -> pb.Template:
         name = parse_child(request.name, templates.COLLECTION)
         async with self._pool.connection() as conn:
-            done = await template_approvals.submit_template(conn, principal(), name, request.etag)
+            done = await template_approvals.submit_template(
+                conn, principal(), name, request.etag, request.language
+            )
         return self._template_pb(done)
 
     async def ApproveTemplate(
@@ -228,7 +245,9 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
     ) -> pb.Template:
         name = parse_child(request.name, templates.COLLECTION)
         async with self._pool.connection() as conn:
-            done = await template_approvals.approve_template(conn, principal(), name, request.etag)
+            done = await template_approvals.approve_template(
+                conn, principal(), name, request.etag, request.language
+            )
         return self._template_pb(done)
 
     async def RejectTemplate(
@@ -237,6 +256,6 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
         name = parse_child(request.name, templates.COLLECTION)
         async with self._pool.connection() as conn:
             done = await template_approvals.reject_template(
-                conn, principal(), name, request.etag, request.reason
+                conn, principal(), name, request.etag, request.reason, request.language
             )
         return self._template_pb(done)

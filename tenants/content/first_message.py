@@ -18,6 +18,9 @@ PreviewTemplate all call it, so what anyone is shown is what the contact gets.
   case); a STOP or "opt out" that instructs nothing ("NON-STOP savings", "STOP by today",
   "Don't opt out of fun") does not count. Otherwise a line "Reply STOP to opt out" is put at
   the end (its own line: never glued to a trailing link).
+* a Spanish text (a template's `es` variant, docs/languages.md) says it in Spanish with the
+  keyword kept in English, as carriers act on STOP: "Responde STOP para cancelar", "Envía
+  'STOP'", "STOP para salir", "para darte de baja".
 
 Adding them never refuses a send (compliance wins over the 10-segment limit); encoding and
 segments are counted again on the whole text.
@@ -45,6 +48,14 @@ _OPT_OUT_INSTRUCTION = re.compile(
     # "Opt out: reply ...", "Unsubscribe - text ..."
     r"|(?:opt[- ]?out|unsubscribe)\s*[:\-\u2013\u2014]\s*(?:reply|respond|text|txt|send|msg)"
     r"(?![a-z0-9])"
+    # Spanish, STOP kept in English: "Responde STOP", "Envía 'STOP'", "Escribe: STOP"
+    r"|(?:responde|responda|contesta|conteste|env[ií]a|env[ií]e|escribe|escriba|manda|mande)"
+    rf"(?:\s+con)?\s*:?\s*{_QUOTE}stop{_QUOTE}(?![a-z0-9])"
+    # "STOP para cancelar", "STOP para salir", "STOP para darte de baja"
+    rf"|stop{_QUOTE}\s+para\s+(?:cancelar|salir|terminar|anular|no\s+recibir|dejar\s+de\s+recibir"
+    r"|dar(?:te|se|le)?\s+de\s+baja)(?![a-z0-9])"
+    # "para darte de baja", "para darse de baja"
+    r"|para\s+dar(?:te|se|le)?\s+de\s+baja(?![a-z0-9])"
     r")"
 )
 # links (and the tracked-link codes in them) are not words: "https://acme.example/unsubscribe"
@@ -78,9 +89,10 @@ def identifies_brand(text: str, brand: str) -> bool:
 
 def says_how_to_opt_out(text: str) -> bool:
     """Whether text, outside its links, instructs how to opt out: "Reply STOP", "Text 'STOP'",
-    "STOP to quit", "to opt out", "to unsubscribe", "Opt out: reply ..." (any case). A STOP or
-    "opt out" that instructs nothing ("NON-STOP savings", "STOP by today", "Don't opt out of
-    fun") is not one."""
+    "STOP to quit", "to opt out", "to unsubscribe", "Opt out: reply ..." (any case), or in
+    Spanish with the keyword STOP: "Responde STOP para cancelar", "STOP para salir", "para darte
+    de baja". A STOP or "opt out" that instructs nothing ("NON-STOP savings", "STOP by today",
+    "Don't opt out of fun", "No te detengas") is not one."""
     return _OPT_OUT_INSTRUCTION.search(_without_links(text)) is not None
 
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from psycopg import AsyncConnection
 
 from tenants.contacts.model import Contact
+from tenants.content.language_variants import choose_text
 from tenants.content.placeholders import (
     LinkMaker,
     RenderContext,
@@ -20,7 +21,7 @@ from tenants.content.placeholders import (
     render,
 )
 from tenants.content.templates import COLLECTION as TEMPLATES
-from tenants.content.templates import resolve_for_location, template_key
+from tenants.content.templates import template_key
 from tenants.core.errors import InvalidArgument
 from tenants.core.names import TenantScope, parse_child
 from tenants.org.locations import Location
@@ -66,6 +67,7 @@ class StepText:
     rendering: Rendering | None
     problem: str
     template_revision: str
+    language: str = ""  # the language of the text rendered (a variant's tag or the default's)
 
 
 async def render_step(
@@ -74,20 +76,25 @@ async def render_step(
     template_name: str,
     context: RenderContext,
     links: LinkSource,
+    language: str = "",
 ) -> StepText:
-    """Renders the live revision of the template a location sends for a step (its approved
-    override when there is one); an archived or never-approved template is a problem."""
-    template = await resolve_for_location(conn, location, parse_child(template_name, TEMPLATES))
+    """Renders the live text a location sends for a step's template to a contact preferring
+    `language` (a BCP-47 tag, "" for none): the approved override or brand text in that language,
+    else in the default language (`content.language_variants`); an archived or never-approved
+    template is a problem."""
+    chosen = await choose_text(conn, location, parse_child(template_name, TEMPLATES), language)
+    template, variant = chosen.template, chosen.variant
     if template.archived:
         return StepText(None, f"{template.name.name} is archived", "")
-    if template.live_body is None:
+    if variant is None or variant.live_body is None:
         return StepText(None, f"{template.name.name} has no approved revision", "")
-    parsed = parse(template.live_body)
+    parsed = parse(variant.live_body)
     urls = tuple(dict.fromkeys(link.url for link in parsed.links))
     return StepText(
         render(parsed, context, await links(urls)),
         "",
-        template.revision_name(template.live_revision),
+        template.revision_name(variant.live_revision),
+        variant.language,
     )
 
 

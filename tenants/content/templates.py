@@ -8,10 +8,16 @@
   DRAFT → PENDING_APPROVAL → APPROVED | REJECTED and is decided by franchisor principals only.
 * Every body change and every state change appends a revision; revisions are never modified
   (a trigger refuses it). The live revision is the latest approved one.
+* Languages (docs/languages.md): the template row's text is its default language's
+  (`default_language`); each other language is a `Variant` (table template_variants) with its own
+  latest and live revision and the same approval rules, an override's variant included.
+  Revisions are numbered once per template across languages. What a location sends in a
+  contact's language is `content.language_variants`.
 
-Size: about 500 lines, kept as one module on purpose: it is one aggregate (a template and its
-revisions) whose every write takes the same row lock, version check and revision append
-(`write_template`); approvals (`content.approvals`), bodies (`content.bodies`) and previews
+Size: about 600 lines, kept as one module on purpose: it is one aggregate (a template, its
+language variants and its revisions) whose every write takes the same row lock, version check
+and revision append (`write_template`); approvals (`content.approvals`), bodies
+(`content.bodies`), language resolution (`content.language_variants`) and previews
 (`content.previews`) are already apart.
 """
 
@@ -25,6 +31,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants.content.bodies import check_body
+from tenants.core import languages
 from tenants.core.errors import (
     AlreadyExists,
     EtagMismatch,
@@ -58,6 +65,19 @@ class RevisionState(StrEnum):
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A template's text in one language: its default language's (the template row's columns)
+    or another's (a row of template_variants), each with its own latest and live revision."""
+
+    language: str  # a normalized BCP-47 tag
+    latest_revision: int
+    latest_state: RevisionState
+    latest_body: str
+    live_revision: int | None
+    live_body: str | None
+
+
+@dataclass(frozen=True)
 class Template:
     name: ChildName
     display_name: str
@@ -72,6 +92,8 @@ class Template:
     create_time: datetime
     update_time: datetime
     version: int
+    default_language: str = languages.DEFAULT_LANGUAGE
+    variants: tuple[Variant, ...] = ()  # the other languages', ordered by tag
 
     @property
     def is_brand(self) -> bool:
@@ -89,6 +111,28 @@ class Template:
         return f"{self.name.name}/revisions/{number}" if number else ""
 
     @property
+    def default_variant(self) -> Variant:
+        """The default language's text, as a variant."""
+        return Variant(
+            self.default_language,
+            self.latest_revision,
+            self.latest_state,
+            self.latest_body,
+            self.live_revision,
+            self.live_body,
+        )
+
+    def is_default_language(self, language: str) -> bool:
+        """Whether a normalized tag ("" included) names the default language's text."""
+        return language in ("", self.default_language)
+
+    def variant(self, language: str) -> Variant | None:
+        """The text in exactly this (normalized) language, None when there is none yet."""
+        if self.is_default_language(language):
+            return self.default_variant
+        return next((v for v in self.variants if v.language == language), None)
+
+    @property
     def override_of_name(self) -> str:
         if self.override_of is None:
             return ""
@@ -104,6 +148,7 @@ class Revision:
     author: str
     reason: str
     create_time: datetime
+    language: str = ""  # the body's language tag
 
     @property
     def name(self) -> str:
@@ -116,6 +161,18 @@ class TemplateInput:
     body: str = ""
     lock_mode: LockMode | None = None
     override_of: str = ""  # a brand template's resource name
+    default_language: str = ""  # on create: a BCP-47 tag; "" for DEFAULT_LANGUAGE (an override:
+    # its brand template's)
+
+
+def checked_language(language: str, field: str = "language") -> str:
+    """A requested language tag, normalized ("" stays ""); raises InvalidArgument."""
+    if not language:
+        return ""
+    problem = languages.language_problem(language)
+    if problem is not None:
+        raise InvalidArgument([FieldViolation(field, problem)])
+    return languages.normalize(language)
 
 
 _SCOPE_WHERE = " t.franchisor_id = %s AND t.location_id IS NOT DISTINCT FROM %s AND t.id = %s"
@@ -126,14 +183,25 @@ SELECT t.franchisor_id, t.location_id, t.id, t.display_name, t.lock_mode, t.over
          WHERE r.franchisor_id = t.franchisor_id
            AND r.location_id IS NOT DISTINCT FROM t.location_id
            AND r.template_id = t.id AND r.number = t.live_revision),
-       t.create_time, t.update_time, t.version
+       t.create_time, t.update_time, t.version, t.default_language,
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(v.language, v.latest_revision, v.latest_state,
+                      v.latest_body, v.live_revision,
+                      (SELECT r.body FROM template_revisions r
+                        WHERE r.franchisor_id = v.franchisor_id
+                          AND coalesce(r.location_id, '') = coalesce(v.location_id, '')
+                          AND r.template_id = v.template_id AND r.number = v.live_revision))
+                    ORDER BY v.language COLLATE "C"), '[]'::jsonb)
+          FROM template_variants v
+         WHERE v.franchisor_id = t.franchisor_id
+           AND coalesce(v.location_id, '') = coalesce(t.location_id, '')
+           AND v.template_id = t.id)
 FROM templates t
 """
 
 
 def _from_row(row: tuple[Any, ...]) -> Template:
     f, loc, tid, display, lock, override, archived, latest, state, body, live, live_body = row[:12]
-    created, updated, version = row[12:]
+    created, updated, version, default_language, variants = row[12:]
     return Template(
         ChildName(TenantScope(f, loc), COLLECTION, tid),
         display,
@@ -148,6 +216,8 @@ def _from_row(row: tuple[Any, ...]) -> Template:
         created,
         updated,
         version,
+        default_language,
+        tuple(Variant(v[0], v[1], RevisionState(v[2]), v[3], v[4], v[5]) for v in variants),
     )
 
 
@@ -184,14 +254,29 @@ async def write_template(
     display_name: str | None = None,
     lock_mode: LockMode | None = None,
     revision: NewRevision | None = None,
-) -> None:
-    """One guarded write of a template row (and, with revision, the next revision): the
-    version read earlier must still be current, else EtagMismatch."""
-    number = template.latest_revision + (1 if revision else 0)
-    if revision is not None:
+    language: str = "",
+) -> int:
+    """One guarded write of a template row (and, with revision, the next revision of the text
+    in `language`, a normalized tag: "" or the default language for the row's own text, another
+    for that language's variant, made on its first revision): the version read earlier must
+    still be current, else EtagMismatch. Any write bumps the version. Returns the number of the
+    revision appended (the latest one when none is)."""
+    if revision is None:
+        number = template.latest_revision
+    else:
+        # one numbering across languages: the row lock (or the version check) serializes it
+        cur = await conn.execute(
+            "SELECT coalesce(max(number), 0) + 1 FROM template_revisions WHERE franchisor_id = %s"
+            " AND coalesce(location_id, '') = coalesce(%s, '') AND template_id = %s",
+            template_key(template.name),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        number = int(row[0])
+        variant_language = "" if template.is_default_language(language) else language
         await conn.execute(
             "INSERT INTO template_revisions (franchisor_id, location_id, template_id, number,"
-            " body, state, author, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            " body, state, author, reason, language) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 *template_key(template.name),
                 number,
@@ -199,9 +284,14 @@ async def write_template(
                 revision.state.value,
                 principal.label,
                 revision.reason,
+                variant_language,
             ),
         )
-    state = revision.state if revision else template.latest_state
+        if variant_language:
+            await _write_variant(conn, template, variant_language, number, revision)
+    on_row = revision is not None and template.is_default_language(language)
+    state = revision.state if revision and on_row else template.latest_state
+    approved = on_row and state is RevisionState.APPROVED
     cur = await conn.execute(
         "UPDATE templates t SET display_name = %s, lock_mode = %s, latest_revision = %s,"
         " latest_state = %s, latest_body = %s, live_revision = %s,"
@@ -209,16 +299,45 @@ async def write_template(
         (
             display_name if display_name is not None else template.display_name,
             (lock_mode or template.lock_mode).value,
-            number,
+            number if on_row else template.latest_revision,
             state.value,
-            revision.body if revision else template.latest_body,
-            number if state is RevisionState.APPROVED and revision else template.live_revision,
+            revision.body if revision and on_row else template.latest_body,
+            number if approved else template.live_revision,
             *template_key(template.name),
             template.version,
         ),
     )
     if cur.rowcount != 1:
         raise EtagMismatch(f"{template.name.name} changed concurrently; read it again")
+    return number
+
+
+async def _write_variant(
+    conn: AsyncConnection[Any],
+    template: Template,
+    language: str,
+    number: int,
+    revision: NewRevision,
+) -> None:
+    """Points a language's variant at its new revision (the live one when approved)."""
+    approved = revision.state is RevisionState.APPROVED
+    await conn.execute(
+        "INSERT INTO template_variants AS v (franchisor_id, location_id, template_id, language,"
+        " latest_revision, latest_state, latest_body, live_revision)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (franchisor_id, coalesce(location_id, ''), template_id, language)"
+        " DO UPDATE SET latest_revision = excluded.latest_revision,"
+        " latest_state = excluded.latest_state, latest_body = excluded.latest_body,"
+        " live_revision = coalesce(excluded.live_revision, v.live_revision), update_time = now()",
+        (
+            *template_key(template.name),
+            language,
+            number,
+            revision.state.value,
+            revision.body,
+            number if approved else None,
+        ),
+    )
 
 
 def check_template_etag(template: Template, etag: str) -> None:
@@ -257,26 +376,6 @@ async def _brand_template_to_override(
     return brand
 
 
-async def resolve_for_location(
-    conn: AsyncConnection[Any], location: TenantScope, name: ChildName
-) -> Template:
-    """The template a location sends for a step that names `name`: its approved, not archived
-    override when `name` is an EDITABLE brand template, else `name` itself. (A LOCKED brand
-    template wins over any override made while it was editable.)"""
-    template = await load_template(conn, name)
-    if not (template.is_brand and template.lock_mode is LockMode.EDITABLE):
-        return template
-    cur = await conn.execute(
-        "SELECT id FROM templates WHERE franchisor_id = %s AND location_id = %s"
-        " AND override_of = %s AND NOT archived AND live_revision IS NOT NULL",
-        (location.franchisor_id, location.location_id, name.id),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        return template
-    return await load_template(conn, ChildName(location, COLLECTION, row[0]))
-
-
 async def create_template(
     conn: AsyncConnection[Any],
     principal: Principal,
@@ -293,11 +392,28 @@ async def create_template(
         problems.add("template.lock_mode", "applies to brand templates only")
     if not parent.is_location and data.override_of:
         problems.add("template.override_of", "only a location template overrides")
+    if data.default_language:
+        problems.check(
+            "template.default_language", languages.language_problem(data.default_language)
+        )
     problems.raise_if_any()
+    default_language = languages.normalize(data.default_language) or languages.DEFAULT_LANGUAGE
     await check_exists(conn, parent)
     brand = None
     if data.override_of:
         brand = await _brand_template_to_override(conn, principal, parent, data.override_of)
+        # an override's default text overrides the brand's default text: same language
+        if data.default_language and default_language != brand.default_language:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "template.default_language",
+                        f"an override takes its brand template's ({brand.default_language}):"
+                        " leave it empty; other languages are variants (UpdateTemplate language)",
+                    )
+                ]
+            )
+        default_language = brand.default_language
     body = data.body or (brand.live_body or brand.latest_body if brand else "")
     check_body(body, public_url)
     state = RevisionState.DRAFT if brand else RevisionState.APPROVED
@@ -306,8 +422,9 @@ async def create_template(
     async with conn.transaction():
         cur = await conn.execute(
             "INSERT INTO templates (franchisor_id, location_id, id, display_name, lock_mode,"
-            " override_of, latest_revision, latest_state, latest_body, live_revision)"
-            " VALUES (%s, %s, %s, %s, %s, %s, 1, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+            " override_of, latest_revision, latest_state, latest_body, live_revision,"
+            " default_language) VALUES (%s, %s, %s, %s, %s, %s, 1, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING id",
             (
                 *template_key(name),
                 data.display_name,
@@ -316,6 +433,7 @@ async def create_template(
                 state.value,
                 body,
                 None if brand else 1,
+                default_language,
             ),
         )
         inserted = await cur.fetchone() is not None
@@ -333,6 +451,7 @@ async def create_template(
                 parent.franchisor_id,
                 state=state.value,
                 override_of=data.override_of or None,
+                default_language=default_language,
             )
     if not inserted:
         cur = await conn.execute(
@@ -413,7 +532,11 @@ async def update_template(
     update_mask: list[str],
     etag: str,
     public_url: str,
+    language: str = "",
 ) -> Template:
+    """Changes a template; a body goes to the text in `language` (a BCP-47 tag; "" or the
+    default language: the template's own text, another: that language's variant, made by its
+    first body), appended as a revision: approved at once, DRAFT for an override."""
     problems = Violations()
     fields = mask_fields(  # "*": every field that applies: lock_mode only to brand templates
         update_mask,
@@ -427,7 +550,10 @@ async def update_template(
         problems.add("update_mask", "lock_mode applies to brand templates only")
     if "lock_mode" in fields and data.lock_mode is None:
         problems.add("template.lock_mode", "is required: LOCKED or EDITABLE")
+    if language:
+        problems.check("language", languages.language_problem(language))
     problems.raise_if_any()
+    language = languages.normalize(language)
     authorize(principal, Action.TEMPLATE_WRITE, name.scope)
     if "body" in fields:
         check_body(data.body, public_url)
@@ -436,7 +562,8 @@ async def update_template(
         check_template_etag(template, etag)
         check_not_archived(template)
         revision = None
-        if "body" in fields and data.body != template.latest_body:
+        variant = template.variant(language)
+        if "body" in fields and (variant is None or data.body != variant.latest_body):
             state = RevisionState.DRAFT if template.is_override else RevisionState.APPROVED
             revision = NewRevision(data.body, state)
         await write_template(
@@ -446,6 +573,7 @@ async def update_template(
             display_name=data.display_name if "display_name" in fields else None,
             lock_mode=data.lock_mode if "lock_mode" in fields else None,
             revision=revision,
+            language=language,
         )
         await audit.record(
             conn,
@@ -454,6 +582,7 @@ async def update_template(
             name.name,
             name.scope.franchisor_id,
             fields=sorted(fields),
+            language=None if template.is_default_language(language) else language,
         )
     return await load_template(conn, name)
 
@@ -480,18 +609,19 @@ async def archive_template(
 async def list_revisions(
     conn: AsyncConnection[Any], principal: Principal, name: ChildName, page: PageRequest
 ) -> tuple[list[Revision], str]:
-    """Revisions newest first."""
+    """Revisions newest first, of every language (each says its own)."""
     authorize(principal, Action.TEMPLATE_READ, name.scope)
-    await load_template(conn, name)
+    template = await load_template(conn, name)
     after = number_key(page.after)
     cur = await conn.execute(
-        "SELECT number, body, state, author, reason, create_time FROM template_revisions"
+        "SELECT number, body, state, author, reason, create_time, language FROM template_revisions"
         " WHERE franchisor_id = %s AND location_id IS NOT DISTINCT FROM %s AND template_id = %s"
         " AND (%s::int IS NULL OR number < %s) ORDER BY number DESC LIMIT %s",
         (*template_key(name), after, after, page.size + 1),
     )
+    default = template.default_language
     rows = [
-        Revision(name, n, body, RevisionState(state), author, reason, created)
-        for n, body, state, author, reason, created in await cur.fetchall()
+        Revision(name, n, body, RevisionState(state), author, reason, created, language or default)
+        for n, body, state, author, reason, created, language in await cur.fetchall()
     ]
     return rows[: page.size], page.next_token([str(r.number) for r in rows])

@@ -11,6 +11,14 @@ tracked short link on the brand's domain) and {{coupon:CODE}} (the code itself, 
 0-9, '-' and '_'; a text that carries it is recorded with it, and a purchase with that coupon
 code is credited to it in reports). A variable with no value and no fallback is never
 rendered as an empty string: the step that would send it is skipped with a reason.
+
+Languages (BCP-47 tags: `en`, `es`, `es-MX`): a template has a default language
+(`default_language`, `en` unless set on create) whose text is `body`; every other language is
+a variant (`variants`) with its own revisions under the same approval rules (UpdateTemplate,
+SubmitTemplate, ApproveTemplate and RejectTemplate take a `language`). A contact is sent the
+variant of its preferred language, matched by primary subtag when there is no exact one (`es-MX`
+gets `es`): the location's approved override variant, else the brand's approved variant, else
+the override's default-language body, else the brand's.
 """
 
 from collections import abc as _abc
@@ -189,6 +197,8 @@ class Template(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    DEFAULT_LANGUAGE_FIELD_NUMBER: _builtins.int
+    VARIANTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`franchisors/{f}/templates/{t}` or `franchisors/{f}/locations/{l}/templates/{t}`.
     Output only.
@@ -223,6 +233,10 @@ class Template(_message.Message):
     """Segments of the latest body rendered with sample values. Output only."""
     etag: _builtins.str
     """Opaque version tag for optimistic concurrency. Output only."""
+    default_language: _builtins.str
+    """The BCP-47 language of `body` (and of `live_body`): `en` unless set on create. Set on
+    create only.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
@@ -230,6 +244,12 @@ class Template(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
+
+    @_builtins.property
+    def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateVariant]:
+        """The variants in other languages, ordered by language. Output only: UpdateTemplate with a
+        `language` writes one.
+        """
 
     def __init__(
         self,
@@ -250,14 +270,60 @@ class Template(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        default_language: _builtins.str = ...,
+        variants: _abc.Iterable[Global___TemplateVariant] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived", b"archived", "body", b"body", "create_time", b"create_time", "display_name", b"display_name", "encoding", b"encoding", "etag", b"etag", "kind", b"kind", "latest_revision", b"latest_revision", "live_body", b"live_body", "live_revision", b"live_revision", "lock_mode", b"lock_mode", "name", b"name", "override_of", b"override_of", "segment_count", b"segment_count", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived", b"archived", "body", b"body", "create_time", b"create_time", "default_language", b"default_language", "display_name", b"display_name", "encoding", b"encoding", "etag", b"etag", "kind", b"kind", "latest_revision", b"latest_revision", "live_body", b"live_body", "live_revision", b"live_revision", "lock_mode", b"lock_mode", "name", b"name", "override_of", b"override_of", "segment_count", b"segment_count", "state", b"state", "update_time", b"update_time", "variants", b"variants"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Template: _TypeAlias = Template  # noqa: Y015
+
+@_typing.final
+class TemplateVariant(_message.Message):
+    """A template's text in a language other than its default one: its own revisions, with the
+    approval rules of the template (an override's variant is approved by the franchisor).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    LATEST_REVISION_FIELD_NUMBER: _builtins.int
+    LATEST_STATE_FIELD_NUMBER: _builtins.int
+    LATEST_BODY_FIELD_NUMBER: _builtins.int
+    LIVE_REVISION_FIELD_NUMBER: _builtins.int
+    LIVE_BODY_FIELD_NUMBER: _builtins.int
+    language: _builtins.str
+    """The BCP-47 language tag, e.g. `es` or `es-MX`."""
+    latest_revision: _builtins.str
+    """The name of the variant's latest revision."""
+    latest_state: Global___ApprovalState.ValueType
+    """The approval state of the variant's latest revision."""
+    latest_body: _builtins.str
+    """The body of the variant's latest revision."""
+    live_revision: _builtins.str
+    """The variant's live (latest approved) revision's name; empty while there is none."""
+    live_body: _builtins.str
+    """The live revision's body; empty while there is none."""
+    def __init__(
+        self,
+        *,
+        language: _builtins.str = ...,
+        latest_revision: _builtins.str = ...,
+        latest_state: Global___ApprovalState.ValueType = ...,
+        latest_body: _builtins.str = ...,
+        live_revision: _builtins.str = ...,
+        live_body: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["language", b"language", "latest_body", b"latest_body", "latest_revision", b"latest_revision", "latest_state", b"latest_state", "live_body", b"live_body", "live_revision", b"live_revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateVariant: _TypeAlias = TemplateVariant  # noqa: Y015
 
 @_typing.final
 class TemplateRevision(_message.Message):
@@ -271,6 +337,7 @@ class TemplateRevision(_message.Message):
     AUTHOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`<template name>/revisions/{n}`, n counting from 1."""
     body: _builtins.str
@@ -281,6 +348,8 @@ class TemplateRevision(_message.Message):
     """Who made it (an API key or staff member name)."""
     reason: _builtins.str
     """The reason given with a rejection."""
+    language: _builtins.str
+    """The language of the body: the template's default language or a variant's."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When it was made."""
@@ -294,10 +363,11 @@ class TemplateRevision(_message.Message):
         author: _builtins.str = ...,
         reason: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "body", b"body", "create_time", b"create_time", "name", b"name", "reason", b"reason", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author", b"author", "body", b"body", "create_time", b"create_time", "language", b"language", "name", b"name", "reason", b"reason", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -443,6 +513,12 @@ class UpdateTemplateRequest(_message.Message):
 
     TEMPLATE_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    language: _builtins.str
+    """The BCP-47 language of the body to write: empty or the default language for the template's
+    own body, another language for that language's variant (made on its first write, approved
+    at once for brand and own location templates, DRAFT for overrides).
+    """
     @_builtins.property
     def template(self) -> Global___Template:
         """The template with its name set and the fields to change."""
@@ -456,10 +532,11 @@ class UpdateTemplateRequest(_message.Message):
         *,
         template: Global___Template | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["template", b"template", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["language", b"language", "template", b"template", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -760,19 +837,23 @@ class SubmitTemplateRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The override's name."""
     etag: _builtins.str
     """When set, the template's current etag."""
+    language: _builtins.str
+    """The language variant to submit; empty for the default language."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         etag: _builtins.str = ...,
+        language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "language", b"language", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -786,19 +867,23 @@ class ApproveTemplateRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The override's name."""
     etag: _builtins.str
     """When set, the template's current etag: approve exactly what was reviewed."""
+    language: _builtins.str
+    """The language variant to approve; empty for the default language."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         etag: _builtins.str = ...,
+        language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "language", b"language", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -813,22 +898,26 @@ class RejectTemplateRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The override's name."""
     etag: _builtins.str
     """When set, the template's current etag."""
     reason: _builtins.str
     """Why, 1–500 characters; shown to the location."""
+    language: _builtins.str
+    """The language variant to reject; empty for the default language."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         etag: _builtins.str = ...,
         reason: _builtins.str = ...,
+        language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "language", b"language", "name", b"name", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

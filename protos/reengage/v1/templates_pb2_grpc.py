@@ -146,7 +146,7 @@ class TemplateServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitTemplate(self, request, context):
-        """Submits an override's DRAFT or REJECTED revision for approval.
+        """Submits an override's DRAFT or REJECTED revision (of one language) for approval.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
