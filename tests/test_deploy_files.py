@@ -19,7 +19,11 @@ SETTING = re.compile(r"\b((?:REENGAGE|TWILIO|SLACK|OTEL)_[A-Z0-9_]+)")
 # read by the CLI's commands rather than by Settings (server/cli/discovery.py, main.py)
 CLI_SETTINGS = {"REENGAGE_LOG_LEVEL", "REENGAGE_GRPC_TARGET", "REENGAGE_API_KEY"}
 # the test harness's (tests/conftest.py; the browser tests' tests/dashboard_browser_support.py)
-TEST_SETTINGS = {"REENGAGE_TEST_DATABASE_URL", "REENGAGE_REQUIRE_BROWSER"}
+TEST_SETTINGS = {
+    "REENGAGE_TEST_DATABASE_URL",
+    "REENGAGE_REQUIRE_BROWSER",
+    "REENGAGE_REQUIRE_APERTIUM",
+}
 
 
 def known_settings() -> set[str]:

@@ -33,7 +33,7 @@ from tenants.assistant.tokens import (
     regions,
     verify,
 )
-from tenants.content.segments import count
+from tenants.content.segments import Encoding, count, is_gsm7, to_gsm7
 from tenants.core.errors import Violations
 from tenants.core.input_validity import shown, text_problem
 
@@ -172,8 +172,9 @@ def _draft(
 
 
 def _why_it_does_not_fit(text: str, brand_name: str, max_segments: int, provider: str) -> str:
-    kept = " ".join(text[start:end] for start, end in regions(find(text, brand_name)))
-    alone = count(kept)
+    hits = find(text, brand_name)
+    spans = regions(hits)
+    alone = count(" ".join(text[start:end] for start, end in spans))
     if alone.segments > max_segments:
         unicode = "".join(dict.fromkeys(u.character for u in alone.unicode_characters))
         why = f" ({unicode} in them forces UCS-2)" if unicode else ""
@@ -181,6 +182,17 @@ def _why_it_does_not_fit(text: str, brand_name: str, max_segments: int, provider
             f"cannot fit {_plural(max_segments)} without changing a protected token: the "
             f"placeholders, links, brand name and opt-out wording alone take "
             f"{_plural(alone.segments)}{why}"
+        )
+    outside = "".join(
+        ch for i, ch in enumerate(text) if not any(start <= i < end for start, end in spans)
+    )
+    forcing = [h.token.text for h in hits if any(not is_gsm7(ch) for ch in h.token.text)]
+    as_gsm7 = count(to_gsm7(text)) if all(is_gsm7(ch) for ch in to_gsm7(outside)) else None
+    if forcing and as_gsm7 is not None and as_gsm7.encoding is Encoding.GSM7:
+        return (
+            f"cannot fit {_plural(max_segments)} without changing a protected token: "
+            f"{forcing[0]!r} forces UCS-2 (70 characters a segment); in GSM-7 the text would "
+            f"take {_plural(as_gsm7.segments)}"
         )
     return (
         f"cannot fit {_plural(max_segments)} with the {provider} provider's shortenings "

@@ -76,6 +76,8 @@ FILLER_PHRASES = _rules(
         ("we are excited to announce that ", ""),
         ("we are happy to announce that ", ""),
         ("we would like to remind you that ", ""),
+        ("we noticed that ", ""),
+        ("we noticed ", ""),
         ("we'd like to remind you that ", ""),
         ("we want to remind you that ", ""),
         ("please note that ", ""),
@@ -95,6 +97,7 @@ FILLER_PHRASES = _rules(
         ("right now", "now"),
         ("for a limited time only", "for a limited time"),
         ("each and every ", "every "),
+        ("for free", "free"),
         ("be sure to ", ""),
         ("make sure to ", ""),
     ]
@@ -119,6 +122,13 @@ FILLER_WORDS = _rules(
 )
 CONTRACTIONS = _rules(
     [
+        ("it has been", "it's been"),
+        ("we would", "we'd"),
+        ("you would", "you'd"),
+        ("I am", "I'm"),
+        ("you have", "you've"),
+        ("is not", "isn't"),
+        ("are not", "aren't"),
         ("do not", "don't"),
         ("does not", "doesn't"),
         ("cannot", "can't"),
@@ -143,6 +153,7 @@ ABBREVIATIONS = (
             ("tomorrow", "tmrw"),
             ("information", "info"),
             ("minutes", "min"),
+            ("months", "mos"),
             ("hours", "hrs"),
             ("thank you", "thx"),
             ("thanks", "thx"),

@@ -46,10 +46,17 @@ _URL = re.compile(
     r"|(?<![\w@.-])(?:[A-Za-z0-9-]+\.)+[a-z]{2,}(?![\w-])(?:[/?#]\S*)?"
 )
 _URL_TRAILER = ".,!?;:)]'\"\u2019\u201d"
-# a clause ends at sentence punctuation or a comma followed by a space, or at a line break
-_CLAUSE_END = re.compile(r"[.!?;,]+(?=\s)|[.!?;,]+$|\n")
+# a clause ends at sentence punctuation or a comma followed by a space, a dash between spaces,
+# or a line break
+_CLAUSE_END = re.compile(r"[.!?;,\u2026]+(?=\s)|[.!?;,\u2026]+$|\s[-\u2013\u2014]+\s|\n")
 _KEYWORDS = frozenset(k for k in OPT_OUT_KEYWORDS | HELP_KEYWORDS | START_KEYWORDS if " " not in k)
 _WORD = re.compile(r"[A-Za-z]+")
+# a verb that says what to send, before a keyword: "Text END", "Reply with STOP", "Envía STOP"
+_KEYWORD_VERB = re.compile(
+    r"(?i)(?<![a-z])(?:reply|respond|text|txt|send|msg|message|responde|responda|contesta"
+    r"|conteste|env[i\u00ed]a|env[i\u00ed]e|escribe|escriba|manda|mande)(?:\s+with|\s+con)?"
+    r"\s*:?\s*[\"'\u201c\u201d\u2018\u2019]?"
+)
 # content.first_message knows the English wordings; a Spanish text ("Responde STOP para darte
 # de baja") carries its opt-out too, and a translation from Spanish must keep the keyword
 _SPANISH_OPT_OUT = re.compile(
@@ -128,6 +135,36 @@ def _says_how_to_opt_out(clause: str) -> bool:
     return says_how_to_opt_out(clause) or _SPANISH_OPT_OUT.search(clause) is not None
 
 
+def _opt_out_wording(clause: str) -> int | None:
+    """Where the opt-out wording of clause starts (the first instruction in it: "Reply STOP to
+    opt out" in "Great deals all week Reply STOP to opt out"), or None when it has none."""
+    if not _says_how_to_opt_out(clause):
+        return None
+    first = 0
+    end = next(j for j in range(1, len(clause) + 1) if _says_how_to_opt_out(clause[:j]))
+    for start in range(end - 1, -1, -1):
+        at_word = start == 0 or not clause[start - 1].isalnum()
+        if at_word and _says_how_to_opt_out(clause[start:end]):
+            first = start
+            break
+    # "Text END to unsubscribe": the instruction is "to unsubscribe", but what to text is part
+    # of the wording
+    for word in _clause_keywords(clause):
+        match = re.search(_KEYWORD_VERB.pattern + re.escape(word) + r"(?![A-Za-z])", clause)
+        if match is not None:
+            first = min(first, match.start())
+    return first
+
+
+def _clause_keywords(clause: str) -> list[str]:
+    return [
+        word
+        for word in _WORD.findall(clause)
+        if word.casefold() == "stop"
+        or (word.casefold() in _KEYWORDS and word.isupper() and len(word) > 1)
+    ]
+
+
 def opt_out_keywords(text: str) -> tuple[str, ...]:
     """The keywords, as written, of the clauses of text that say how to opt out: "stop" in
     any case, and the other keywords (END, HELP, START, ...) when written in capitals."""
@@ -136,10 +173,8 @@ def opt_out_keywords(text: str) -> tuple[str, ...]:
         clause = text[start:end]
         if not _says_how_to_opt_out(clause):
             continue
-        for word in _WORD.findall(clause):
-            folded = word.casefold()
-            if folded == "stop" or (folded in _KEYWORDS and word.isupper() and len(word) > 1):
-                found[word] = None
+        for word in _clause_keywords(clause):
+            found[word] = None
     return tuple(found)
 
 
@@ -180,7 +215,9 @@ def find(
             hits.append(Hit(ProtectedToken(BRAND_NAME, match.group()), match.start(), match.end()))
     if not translation:
         for start, end in _clauses(outside):
-            if _says_how_to_opt_out(outside[start:end]):
+            wording = _opt_out_wording(outside[start:end])
+            if wording is not None:
+                start += wording
                 hits.append(Hit(ProtectedToken(OPT_OUT, text[start:end]), start, end))
     for word in opt_out_keywords(text) if keywords is None else keywords:
         for match in _whole_word(word).finditer(outside):
@@ -215,7 +252,8 @@ def verify(original: str, draft: str, brand_name: str = "", *, translation: bool
     got = Counter(
         h.token for h in find(draft, brand_name, translation=translation, keywords=keywords)
     )
-    for token, times in wanted.items():
+    # the shortest first: a changed STOP inside a changed opt-out clause is named as STOP
+    for token, times in sorted(wanted.items(), key=lambda item: len(item[0].text)):
         have = got.get(token, 0)
         if have == times:
             continue
