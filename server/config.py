@@ -6,6 +6,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tenants.assistant.drafts import AssistantSettings
+
+REWRITERS = ("rules", "openai")
+TRANSLATORS = ("apertium", "openai")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -55,6 +60,16 @@ class Settings:
     temporal_api_key: str = field(default="", repr=False)
     # OpenTelemetry traces over OTLP/HTTP (the `otel` extra), only when set
     otel_endpoint: str = ""
+    # the message assistant (docs/assistant.md): which provider drafts rewrites (rules |
+    # openai) and translations (apertium | openai); an OpenAI-compatible chat-completions
+    # endpoint (off unless chosen); the apertium command; how long a provider may take
+    assistant_rewriter: str = "rules"
+    assistant_translator: str = "apertium"
+    openai_base_url: str = ""
+    openai_model: str = ""
+    openai_api_key: str = field(default="", repr=False)
+    apertium_command: str = "apertium"
+    assistant_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -121,6 +136,22 @@ class Settings:
         # only); REENGAGE_TEMPORAL_TLS=1 alone: TLS with the system's trusted CAs
         tls_wanted = bool(tls_ca or tls_cert or api_key)
         metrics_off = e.get("REENGAGE_METRICS_PORT", "").strip() == "0"  # 0: no /metrics
+        rewriter = (e.get("REENGAGE_ASSISTANT_REWRITER") or "rules").strip().lower()
+        if rewriter not in REWRITERS:
+            raise SystemExit(f"REENGAGE_ASSISTANT_REWRITER={rewriter!r}: rules or openai")
+        translator = (e.get("REENGAGE_ASSISTANT_TRANSLATOR") or "apertium").strip().lower()
+        if translator not in TRANSLATORS:
+            raise SystemExit(f"REENGAGE_ASSISTANT_TRANSLATOR={translator!r}: apertium or openai")
+        openai_base_url = e.get("REENGAGE_OPENAI_BASE_URL", "").strip()
+        openai_model = e.get("REENGAGE_OPENAI_MODEL", "").strip()
+        if "openai" in (rewriter, translator) and not (openai_base_url and openai_model):
+            raise SystemExit(
+                "reengage: the openai assistant provider needs REENGAGE_OPENAI_BASE_URL and"
+                " REENGAGE_OPENAI_MODEL (and REENGAGE_OPENAI_API_KEY when the endpoint asks)"
+            )
+        assistant_timeout = seconds("REENGAGE_ASSISTANT_TIMEOUT_SECONDS", 10.0)
+        if assistant_timeout <= 0:
+            raise SystemExit("REENGAGE_ASSISTANT_TIMEOUT_SECONDS must be more than 0")
         return cls(
             database_url=e.get("REENGAGE_DATABASE_URL") or None,
             temporal_address=e.get("REENGAGE_TEMPORAL_ADDRESS") or None,
@@ -158,6 +189,27 @@ class Settings:
             temporal_tls_server_name=e.get("REENGAGE_TEMPORAL_TLS_SERVER_NAME", "").strip(),
             temporal_api_key=api_key,
             otel_endpoint=e.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip(),
+            assistant_rewriter=rewriter,
+            assistant_translator=translator,
+            openai_base_url=openai_base_url,
+            openai_model=openai_model,
+            openai_api_key=e.get("REENGAGE_OPENAI_API_KEY", "").strip(),
+            apertium_command=e.get("REENGAGE_APERTIUM_COMMAND", "").strip() or "apertium",
+            assistant_timeout_seconds=assistant_timeout,
+        )
+
+    @property
+    def assistant(self) -> AssistantSettings:
+        """The message assistant's settings (tenants.assistant): its providers and their
+        endpoint, command and time limit."""
+        return AssistantSettings(
+            rewriter=self.assistant_rewriter,
+            translator=self.assistant_translator,
+            openai_base_url=self.openai_base_url,
+            openai_model=self.openai_model,
+            openai_api_key=self.openai_api_key,
+            apertium_command=self.apertium_command,
+            timeout_seconds=self.assistant_timeout_seconds,
         )
 
     @property

@@ -199,6 +199,7 @@ class Platform:
             self.relay if self.workflows is not None else None,
             self.webhook_policy,
             self.settings.auth_cache_seconds,
+            self.settings.assistant,
         )
         return GrpcServer(server, health_servicer, port)
 

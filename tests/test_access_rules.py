@@ -73,6 +73,7 @@ RULES: dict[Action, str] = {
     Action.WEBHOOK_MANAGE:                   "Y    -     L   -",
     Action.EVENT_MAPPING_READ:               "Y    Y     B   B",
     Action.EVENT_MAPPING_WRITE:              "Y    -     -   -",
+    Action.ASSISTANT_DRAFT:                  "Y    -     L   L",
 }
 # fmt: on
 

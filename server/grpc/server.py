@@ -11,6 +11,8 @@ from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import (
+    assistant_pb2,
+    assistant_pb2_grpc,
     contacts_pb2,
     contacts_pb2_grpc,
     enrollments_pb2,
@@ -27,6 +29,7 @@ from reengage.v1 import (
     tenants_pb2_grpc,
 )
 from server import metrics, tracing
+from server.grpc.assistant_service import AssistantService
 from server.grpc.auth import AuthInterceptor
 from server.grpc.contact_service import ContactService
 from server.grpc.enrollment_service import EnrollmentService
@@ -36,6 +39,7 @@ from server.grpc.sequence_service import SequenceService
 from server.grpc.template_service import TemplateService
 from server.grpc.tenant_service import TenantService
 from server.grpc.webhook_service import WebhookService
+from tenants.assistant.drafts import AssistantSettings
 from tenants.integrations.events import STRICT, WebhookPolicy
 from tenants.org import api_keys
 from workflows.client import EnrollmentClient
@@ -50,6 +54,7 @@ SERVICE_NAMES = (
     reports_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name,
     integrations_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     integrations_pb2.DESCRIPTOR.services_by_name["IntegrationService"].full_name,
+    assistant_pb2.DESCRIPTOR.services_by_name["AssistantService"].full_name,
 )
 # The files of the types an error's google.rpc.Status details hold (ErrorInfo, BadRequest):
 # reflection answers from the process's descriptor pool, and importing them here (not only
@@ -66,11 +71,13 @@ def build_grpc_server(
     relay: FollowupRelay | None = None,
     webhook_policy: WebhookPolicy = STRICT,
     auth_cache_seconds: float = 5.0,
+    assistant: AssistantSettings | None = None,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """A server bound to address (port 0 picks a free one); returns it, its health servicer
     and the bound port. Call `await server.start()` to serve. `webhook_policy`: which webhook
     URLs settings allow (http, private addresses). `auth_cache_seconds`: how long a key
-    authenticated is remembered (a key revoked on another server stops working within it)."""
+    authenticated is remembered (a key revoked on another server stops working within it).
+    `assistant`: the message assistant's providers (default: rules and apertium)."""
     keys = api_keys.AuthCache(auth_cache_seconds)
     server = grpc.aio.server(
         # tracing's span first; metrics outside authentication, so refused keys count too
@@ -94,6 +101,9 @@ def build_grpc_server(
         WebhookService(pool, webhook_policy), server
     )
     integrations_pb2_grpc.add_IntegrationServiceServicer_to_server(IntegrationService(pool), server)
+    assistant_pb2_grpc.add_AssistantServiceServicer_to_server(
+        AssistantService(pool, assistant or AssistantSettings()), server
+    )
     if workflows is not None:  # without Temporal (unit-level tests) the service is absent
         enrollments_pb2_grpc.add_EnrollmentServiceServicer_to_server(
             EnrollmentService(pool, workflows), server

@@ -124,6 +124,10 @@ class Action(StrEnum):
     # admins, readable by everyone of the brand (an intake key's owner must know it)
     EVENT_MAPPING_READ = "event_mapping.read"
     EVENT_MAPPING_WRITE = "event_mapping.write"
+    # drafts from the message assistant (tenants.assistant: rewrite, translate) for a brand's or
+    # a location's texts: the people who write templates or edit steps before approving them.
+    # A draft is never saved or sent, so it changes nothing; viewers only read
+    ASSISTANT_DRAFT = "assistant.draft"
 
 
 _FRANCHISOR_WIDE = {
@@ -157,6 +161,7 @@ _FRANCHISOR_WIDE = {
     Action.WEBHOOK_MANAGE: {Role.FRANCHISOR_ADMIN},
     Action.EVENT_MAPPING_READ: {Role.FRANCHISOR_ADMIN, Role.FRANCHISOR_VIEWER},
     Action.EVENT_MAPPING_WRITE: {Role.FRANCHISOR_ADMIN},
+    Action.ASSISTANT_DRAFT: {Role.FRANCHISOR_ADMIN},
 }
 
 _OWN_LOCATION = {
@@ -184,6 +189,7 @@ _OWN_LOCATION = {
     Action.WEBHOOK_READ: {Role.LOCATION_MANAGER},
     Action.WEBHOOK_MANAGE: {Role.LOCATION_MANAGER},
     Action.EVENT_MAPPING_READ: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
+    Action.ASSISTANT_DRAFT: {Role.LOCATION_MANAGER, Role.LOCATION_STAFF},
 }
 
 # Actions whose target is the franchisor node but which location principals may perform (their
