@@ -6,10 +6,10 @@ by phone number in any format a user types.
   id of another system (`--external-id` with `--source`), by opt-out or by "may be texted"; at
   most `--limit`, as a table that fits 80 columns.
 * show: one contact, by its name or id, or by `--phone` (at `--location`, else at every location
-  the key can see): phone, names, ids in other systems, time zone and its source, consent
-  state, opt-out, undeliverable, the last consent event (ListConsentEvents) and the running
-  enrollment
-  (ListEnrollments of the location filtered by the contact: one call, not one per enrollment).
+  the key can see): phone, names, ids in other systems, time zone and its source, language,
+  consent state, opt-out, undeliverable, the last consent event (ListConsentEvents) and the
+  running enrollment (ListEnrollments of the location filtered by the contact: one call, not
+  one per enrollment).
 
 `--location` takes a location's full name or its id alone (`downtown`), resolved among the
 locations the key can see. Errors end the command with `reengage: …` and exit code 1.
@@ -262,6 +262,7 @@ def details_table(api: Api, channel: grpc.Channel, contact: pb.Contact, zones: Z
     zones_text = " + ".join(contact.effective_time_zones) or "-"
     source = ZONE_SOURCES.get(contact.time_zone_source, "")
     add("time zone", f"{zones_text} ({source})" if source else zones_text)
+    add("language", contact.preferred_language or "no preference")
     add("consent", CONSENT.get(contact.consent_state, "?"))
     add("opted out", f"yes, since {at(contact.opt_out_time)}" if contact.opted_out else "no")
     if contact.undeliverable:

@@ -9,6 +9,7 @@ first SHOWN of them, and lists every rejected row with its reason. Columns are m
   first_name, last_name, email
   time_zone (or timezone)              an IANA zone, when known
   state (or address_region)            US state of the address
+  preferred_language (or language)     BCP-47 tag (en, es, es-MX); empty keeps the contact's
   consent_at (or opted_in_at)          when consent was given; required per row (formats below)
   consent_channel                      web_form, paper_form, point_of_sale, api, import (default)
   consent_source                       where (default: the file name)
@@ -81,6 +82,8 @@ ALIASES = {
     "timezone": "time_zone",
     "state": "address_region",
     "address_region": "address_region",
+    "preferred_language": "preferred_language",
+    "language": "preferred_language",
     "consent_at": "consent_at",
     "opted_in_at": "consent_at",
     "consent_channel": "consent_channel",
@@ -100,6 +103,7 @@ API_FIELDS = {
     "email": "email",
     "time_zone": "time_zone",
     "address_region": "address_region",
+    "preferred_language": "preferred_language",
     "consent": "consent_at",  # no evidence: the row had no consent_at
     "consent.occurred_at": "consent_at",
     "consent.channel": "consent_channel",
@@ -214,6 +218,7 @@ class RowReader:
             email=values.get("email", ""),
             time_zone=values.get("time_zone", ""),
             address_region=values.get("address_region", ""),
+            preferred_language=values.get("preferred_language", ""),
             attributes={
                 k: (record.get(h) or "").strip()
                 for h, k in m.attributes.items()

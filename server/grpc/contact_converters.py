@@ -83,6 +83,7 @@ def contact_pb(c: Contact) -> pb.Contact:
         undeliverable_time=timestamp(c.undeliverable_at),
         undeliverable_error_code=c.undeliverable_code,
         external_ids=[pb.ExternalId(source=x.source, id=x.id) for x in c.external_ids],
+        preferred_language=c.preferred_language,
     )
 
 
@@ -96,6 +97,7 @@ def contact_input(m: pb.Contact) -> ContactInput:
         time_zone=m.time_zone,
         address_region=m.address_region,
         external_ids=tuple(ExternalId(x.source, x.id) for x in m.external_ids),
+        preferred_language=m.preferred_language,
     )
 
 

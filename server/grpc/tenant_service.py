@@ -43,6 +43,7 @@ def franchisor_pb(f: franchisors.Franchisor) -> pb.Franchisor:
         display_name=f.display_name,
         slack_channel_id=f.slack_channel_id,
         opt_out_scope=OPT_OUT_SCOPE_TO_PB[f.opt_out_scope],
+        infer_contact_language=f.infer_contact_language,
         report_settings=report_settings_pb(f.report_settings),
         create_time=timestamp(f.create_time),
         update_time=timestamp(f.update_time),
@@ -73,6 +74,7 @@ FRANCHISOR_MASK_PATHS = (
     "display_name",
     "slack_channel_id",
     "opt_out_scope",
+    "infer_contact_language",
     "report_settings",
     *REPORT_SETTINGS_PATHS,
 )
@@ -247,6 +249,13 @@ class TenantService(tenants_pb2_grpc.TenantServiceServicer):
         star = "*" in request.update_mask.paths
         opt_out_scope = opt_out_scope_input(wanted.opt_out_scope, fields, star)
         report_settings = report_settings_input(wanted, fields, star)
+        # unset under "*" leaves it: a client that knows nothing of the field changes nothing
+        infer_language = (
+            wanted.infer_contact_language
+            if "infer_contact_language" in fields
+            and (not star or wanted.HasField("infer_contact_language"))
+            else None
+        )
         async with self._pool.connection() as conn:
             updated = await franchisors.update_franchisor(
                 conn,
@@ -257,6 +266,7 @@ class TenantService(tenants_pb2_grpc.TenantServiceServicer):
                 etag=wanted.etag,
                 opt_out_scope=opt_out_scope,
                 report_settings=report_settings,
+                infer_contact_language=infer_language,
             )
         return franchisor_pb(updated)
 

@@ -49,14 +49,14 @@ _COLUMNS = (
     "franchisor_id, location_id, id, phone_e164, first_name, last_name, email, attrs,"
     " explicit_zone, address_state, zones, zone_source, states, consent_state, opted_out_at,"
     " last_reply_at, last_click_at, last_purchase_at, last_purchase_item, last_activity_at,"
-    " create_time, update_time, version, undeliverable_at, undeliverable_code"
+    " create_time, update_time, version, undeliverable_at, undeliverable_code, preferred_language"
 )
 
 
 def from_row(row: tuple[Any, ...]) -> Contact:
     f, loc, cid, phone, first, last, email, attrs, explicit, state, zones, source = row[:12]
     states, consent, opted, reply, click, purchase, item, activity = row[12:20]
-    created, updated, version, undeliverable_at, undeliverable_code = row[20:25]
+    created, updated, version, undeliverable_at, undeliverable_code, language = row[20:26]
     return Contact(
         ChildName(TenantScope(f, loc), COLLECTION, cid),
         phone,
@@ -81,6 +81,7 @@ def from_row(row: tuple[Any, ...]) -> Contact:
         version,
         undeliverable_at,
         undeliverable_code,
+        preferred_language=language,
     )
 
 
@@ -134,12 +135,15 @@ async def insert_many(
         return
     await conn.execute(
         "INSERT INTO contacts (franchisor_id, location_id, id, phone_e164, first_name, last_name,"
-        " email, attrs, explicit_zone, address_state, zones, zone_source, states)"
+        " email, attrs, explicit_zone, address_state, zones, zone_source, states,"
+        " preferred_language)"
         " SELECT %s, %s, n.id, n.phone, n.first, n.last, n.email, n.attrs::jsonb, n.zone,"
-        " n.state, string_to_array(n.zones, ' '), n.source, string_to_array(n.states, ' ')"
+        " n.state, string_to_array(n.zones, ' '), n.source, string_to_array(n.states, ' '),"
+        " n.language"
         " FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-        " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
-        " AS n(id, phone, first, last, email, attrs, zone, state, zones, source, states)"
+        " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+        " AS n(id, phone, first, last, email, attrs, zone, state, zones, source, states,"
+        " language)"
         " ON CONFLICT DO NOTHING",
         (
             location.franchisor_id,
@@ -155,6 +159,7 @@ async def insert_many(
             [" ".join(v.inferred.zones) for v in new],
             [v.inferred.source.value for v in new],
             [" ".join(v.inferred.states) for v in new],
+            [v.preferred_language for v in new],
         ),
     )
 
@@ -182,8 +187,9 @@ async def insert(
     """
     cur = await conn.execute(
         "INSERT INTO contacts (franchisor_id, location_id, id, phone_e164, first_name, last_name,"
-        " email, attrs, explicit_zone, address_state, zones, zone_source, states)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " email, attrs, explicit_zone, address_state, zones, zone_source, states,"
+        " preferred_language)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         f" ON CONFLICT DO NOTHING RETURNING {_COLUMNS}",
         (
             location.franchisor_id,
@@ -200,7 +206,7 @@ async def insert(
 def _stored(valid: ValidContact) -> tuple[Any, ...]:
     """The stored columns of a validated contact after its phone, in table order:
     first_name, last_name, email, attrs, explicit_zone, address_state, zones, zone_source,
-    states."""
+    states, preferred_language."""
     return (
         valid.first_name,
         valid.last_name,
@@ -211,6 +217,7 @@ def _stored(valid: ValidContact) -> tuple[Any, ...]:
         list(valid.inferred.zones),
         valid.inferred.source.value,
         list(valid.inferred.states),
+        valid.preferred_language,
     )
 
 
@@ -356,6 +363,7 @@ async def list_contacts(
 
 UPDATABLE_FIELDS = frozenset(
     {"first_name", "last_name", "email", "attributes", "time_zone", "address_region"}
+    | {"preferred_language"}
     | {"external_ids"}  # replaces the whole set
 )
 
@@ -394,6 +402,11 @@ async def update_contact(
                 data.address_region if "address_region" in fields else current.address_state
             ),
             external_ids=data.external_ids if "external_ids" in fields else current.external_ids,
+            preferred_language=(
+                data.preferred_language
+                if "preferred_language" in fields
+                else current.preferred_language
+            ),
         )
         valid = validate(merged, location)
         await store_fields(conn, current, valid)
@@ -420,7 +433,7 @@ async def store_fields(conn: AsyncConnection[Any], current: Contact, valid: Vali
     cur = await conn.execute(
         "UPDATE contacts SET first_name = %s, last_name = %s, email = %s, attrs = %s,"
         " explicit_zone = %s, address_state = %s, zones = %s, zone_source = %s, states = %s,"
-        " update_time = now(), version = version + 1"
+        " preferred_language = %s, update_time = now(), version = version + 1"
         " WHERE franchisor_id = %s AND location_id = %s AND id = %s AND version = %s",
         (
             *_stored(valid),
@@ -456,4 +469,5 @@ def same_fields(current: Contact, valid: ValidContact) -> bool:
         and current.attrs == valid.attrs
         and current.explicit_zone == valid.explicit_zone
         and current.address_state == valid.address_state
+        and current.preferred_language == valid.preferred_language
     )

@@ -13,7 +13,7 @@ within one import) and the contacts listed (at most MAX_LISTED).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -137,7 +137,13 @@ async def import_batch(
         changed = set()
         for valid, _ in good:
             current = before.get(valid.phone_e164)
-            if current is not None and not same_fields(current, valid):
+            if current is None:
+                continue
+            # an empty language cell keeps the contact's preference (set by the API, an
+            # earlier file or inference): a file without the column erases nothing
+            if not valid.preferred_language:
+                valid = replace(valid, preferred_language=current.preferred_language)
+            if not same_fields(current, valid):
                 await store_fields(conn, current, valid)
                 changed.add(current.name.id)
         now = await load_by_phones(conn, scope, phones)

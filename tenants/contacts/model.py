@@ -17,6 +17,7 @@ import phonenumbers
 from tenants.compliance.send_rules import us_state_code
 from tenants.compliance.zones import ZoneInference, ZoneSource, infer_zone
 from tenants.contacts.external_ids import ExternalId, checked
+from tenants.core import languages
 from tenants.core.errors import (
     FieldViolation,
     InvalidArgument,
@@ -69,6 +70,8 @@ class ContactInput:
     time_zone: str = ""  # explicit IANA zone, '' when unknown
     address_region: str = ""  # two-letter US state of the contact's address, '' when unknown
     external_ids: tuple[ExternalId, ...] = ()  # ids in other systems (external_ids.py)
+    # BCP-47 tag (tenants.core.languages), '' for no preference
+    preferred_language: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ class Contact:
     # ids in other systems, by source: filled by the reads that answer a contact (get, list,
     # create, update); () where a contact is loaded for another purpose
     external_ids: tuple[ExternalId, ...] = ()
+    # the language the contact reads, a normalized BCP-47 tag (tenants.core.languages); '' for
+    # no preference: the template's default language and English platform texts
+    preferred_language: str = ""
 
     @property
     def location(self) -> TenantScope:
@@ -166,6 +172,7 @@ class ValidContact:
     address_state: str
     inferred: ZoneInference
     external_ids: tuple[ExternalId, ...] = ()  # trimmed, ordered by source
+    preferred_language: str = ""  # normalized BCP-47 tag, '' for no preference
 
 
 def validate(
@@ -212,6 +219,9 @@ def validate(
                 f"{data.address_region[:20]!r} is not a US state (code or name)",
             )
     external_ids = checked(data.external_ids, f"{prefix}.external_ids", problems)
+    language = data.preferred_language.strip()
+    if language:
+        problems.check(f"{prefix}.preferred_language", languages.language_problem(language))
     problems.raise_if_any()
     inferred = (
         infer_zone(
@@ -233,4 +243,5 @@ def validate(
         state,
         inferred,
         external_ids,
+        languages.normalize(language),
     )

@@ -16,10 +16,14 @@ in one transaction, which commits before the webhook answers.
     consent is unchanged.
   - START / UNSTOP (YES after an opt-out): a new consent event, one confirmation text.
   - anything else is a reply: recorded as `reply` activity (engagement) and the running
-    enrollment is owed `inbound_reply`.
+    enrollment is owed `inbound_reply`. A reply that looks Spanish
+    (`tenants.core.languages.looks_spanish`) sets `es` on a contact without a preferred
+    language when the brand infers languages (`franchisors.infer_contact_language`); keywords
+    never do, and a preference is never replaced.
+  The answers to keywords are in the contact's preferred language (English for a stranger).
   Opt-out phrasing and texts that may be opt-outs are flagged for review (`review_reason`).
 
-Size: a little under 500 lines, kept as one module on purpose: it is the webhook's one
+Size: a little over 500 lines, kept as one module on purpose: it is the webhook's one
 transaction, read top-down (route, ledger row, classify, act); how a text revokes consent is
 already apart (`tenants.inbound.opt_outs`).
 """
@@ -43,6 +47,7 @@ from tenants.contacts.model import COLLECTION as CONTACTS
 from tenants.contacts.model import Contact
 from tenants.content.segments import count
 from tenants.content.service_texts import help_text, opt_out_confirmation, start_confirmation
+from tenants.core.languages import looks_spanish
 from tenants.core.names import ChildName, TenantScope
 from tenants.core.retry import in_transaction
 from tenants.core.vocabulary import RUNNING
@@ -63,6 +68,7 @@ from tenants.inbound.opt_outs import (
 )
 from tenants.messages.ledger import last_sent_step
 from tenants.messages.outbound import sender_number
+from tenants.org import audit
 from tenants.org.access import system
 from tenants.org.franchisors import brand_name
 from tenants.org.locations import Location, load_location
@@ -244,7 +250,13 @@ async def _act(
         if not sms.carrier_handled_opt_out:  # the carrier's own HELP answer went out
             acted.followups.append(
                 await _service_text(
-                    conn, location, contact, sms, "help", help_text(brand, location), HELP_WITHIN
+                    conn,
+                    location,
+                    contact,
+                    sms,
+                    "help",
+                    help_text(brand, location, contact.preferred_language),
+                    HELP_WITHIN,
                 )
             )
     elif verdict.intent is Intent.START:
@@ -267,6 +279,7 @@ async def _reply(
     await record_activity(
         conn, EDGE, contact.name, "reply", sms.received_at, reference=sms.carrier_message_id
     )
+    await _infer_language(conn, contact, sms, inbound_id)
     acted.message_id = await _returned_id(ledger_row)
     found = await running_row.fetchone()
     running = RunningEnrollment(found[0], found[1], found[2]) if found else None
@@ -286,6 +299,36 @@ async def _reply(
     if signal is not None:
         owed.insert(0, signal)
     acted.followups.extend(await owe_many(conn, owed))
+
+
+async def _infer_language(
+    conn: AsyncConnection[Any], contact: Contact, sms: InboundSms, inbound_id: int
+) -> None:
+    """Sets `es` on a contact without a preferred language whose reply looks Spanish, when its
+    brand infers languages (audited like a contact update). An English-looking reply costs no
+    statement; the UPDATE checks the brand's setting and the empty preference itself, so a
+    preference set meanwhile is never replaced."""
+    if contact.preferred_language or not looks_spanish(sms.body[:MAX_BODY]):
+        return
+    scope = contact.location
+    cur = await conn.execute(
+        "UPDATE contacts SET preferred_language = 'es', update_time = now(),"
+        " version = version + 1"
+        " WHERE franchisor_id = %s AND location_id = %s AND id = %s AND preferred_language = ''"
+        " AND (SELECT infer_contact_language FROM franchisors WHERE id = %s) RETURNING id",
+        (scope.franchisor_id, scope.location_id, contact.name.id, scope.franchisor_id),
+    )
+    if await cur.fetchone() is not None:
+        await audit.record(
+            conn,
+            EDGE,
+            "contact.update",
+            contact.name.name,
+            scope.franchisor_id,
+            fields=["preferred_language"],
+            preferred_language={"from": "", "to": "es"},
+            inferred_from=f"{scope.name}/{FLAGGED_COLLECTION}/{inbound_id}",
+        )
 
 
 async def _running_with_step(conn: AsyncConnection[Any], contact: ChildName) -> AsyncCursor[Any]:
@@ -381,7 +424,7 @@ async def _opt_out(
                 contact,
                 sms,
                 "opt_out",
-                opt_out_confirmation(brand, location),
+                opt_out_confirmation(brand, location, contact.preferred_language),
                 CONFIRMATION_WITHIN,
             )
         )
@@ -396,7 +439,7 @@ async def _resubscribe(
     sms: InboundSms,
     verdict: Classification,
 ) -> None:
-    confirmation = start_confirmation(brand, location)
+    confirmation = start_confirmation(brand, location, contact.preferred_language)
     await append_events(
         conn,
         EDGE,

@@ -58,6 +58,8 @@ class Franchisor:
     version: int
     opt_out_scope: OptOutScope = OptOutScope.LOCATION
     report_settings: ReportSettings = field(default_factory=ReportSettings)
+    # whether a reply in Spanish sets `es` on a contact without a preference (tenants.inbound.texts)
+    infer_contact_language: bool = False
 
     def __post_init__(self) -> None:  # rows carry the stored text
         object.__setattr__(self, "opt_out_scope", OptOutScope(self.opt_out_scope))
@@ -72,8 +74,8 @@ class Franchisor:
 
 
 _COLUMNS = (
-    "id, display_name, slack_channel_id, create_time, update_time, version, opt_out_scope, "
-    + REPORT_COLUMNS
+    "id, display_name, slack_channel_id, create_time, update_time, version, opt_out_scope,"
+    " infer_contact_language, " + REPORT_COLUMNS
 )
 
 
@@ -82,9 +84,17 @@ def _franchisor_rows(cursor: Any) -> RowMaker[Franchisor]:
     gathered."""
 
     def make(values: Sequence[Any]) -> Franchisor:
-        fid, display, slack, created, updated, version, scope, *settings = values
+        fid, display, slack, created, updated, version, scope, infer, *settings = values
         return Franchisor(
-            fid, display, slack, created, updated, version, scope, settings_from_row(settings)
+            fid,
+            display,
+            slack,
+            created,
+            updated,
+            version,
+            scope,
+            settings_from_row(settings),
+            infer_contact_language=infer,
         )
 
     return make
@@ -156,13 +166,15 @@ async def update_franchisor(
     *,
     opt_out_scope: OptOutScope | None = None,
     report_settings: ReportSettingsChange | None = None,
+    infer_contact_language: bool | None = None,
 ) -> Franchisor:
     """Sets the given fields (None: leave as is; slack_channel_id "" clears the brand channel)
     atomically; a stale etag raises EtagMismatch. The edge turns update_mask into the Nones.
     Changing opt_out_scope needs FRANCHISOR_UPDATE_OPT_OUT_SCOPE too; it takes effect for
     opt-outs from then on (suppressions already recorded stay). report_settings sets the named
     reporting settings; the currency cannot change once a purchase with a value is recorded
-    (FailedPrecondition: the brand's revenue would mix currencies)."""
+    (FailedPrecondition: the brand's revenue would mix currencies). infer_contact_language
+    applies to replies from then on (languages already inferred stay)."""
     authorize(principal, Action.FRANCHISOR_UPDATE_SETTINGS, scope)
     if opt_out_scope is not None:
         authorize(principal, Action.FRANCHISOR_UPDATE_OPT_OUT_SCOPE, scope)
@@ -178,6 +190,7 @@ async def update_franchisor(
             ("display_name", display_name),
             ("slack_channel_id", slack_channel_id),
             ("opt_out_scope", opt_out_scope),
+            ("infer_contact_language", infer_contact_language),
         )
         if value is not None
     ]
@@ -209,6 +222,7 @@ async def update_franchisor(
                 await _check_no_revenue(conn, scope, current.report_settings.currency_code)
         await cur.execute(
             "UPDATE franchisors SET display_name = %s, slack_channel_id = %s, opt_out_scope = %s,"
+            " infer_contact_language = %s,"
             + "".join(f" {name} = %s," for name in REPORT_FIELDS)
             + " update_time = now(), version = version + 1"
             f" WHERE id = %s AND version = %s RETURNING {_COLUMNS}",
@@ -216,6 +230,11 @@ async def update_franchisor(
                 current.display_name if display_name is None else display_name,
                 current.slack_channel_id if slack_channel_id is None else slack_channel_id,
                 (current.opt_out_scope if opt_out_scope is None else opt_out_scope).value,
+                (
+                    current.infer_contact_language
+                    if infer_contact_language is None
+                    else infer_contact_language
+                ),
                 *(getattr(settings, name) for name in REPORT_FIELDS),
                 scope.franchisor_id,
                 current.version,
@@ -229,6 +248,14 @@ async def update_franchisor(
             changes["opt_out_scope"] = {
                 "from": current.opt_out_scope.value,
                 "to": opt_out_scope.value,
+            }
+        if (
+            infer_contact_language is not None
+            and infer_contact_language != current.infer_contact_language
+        ):
+            changes["infer_contact_language"] = {
+                "from": current.infer_contact_language,
+                "to": infer_contact_language,
             }
         changed = {
             name: {"from": str(getattr(current.report_settings, name)), "to": str(value)}

@@ -405,6 +405,7 @@ class Contact(_message.Message):
     UNDELIVERABLE_TIME_FIELD_NUMBER: _builtins.int
     UNDELIVERABLE_ERROR_CODE_FIELD_NUMBER: _builtins.int
     EXTERNAL_IDS_FIELD_NUMBER: _builtins.int
+    PREFERRED_LANGUAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`franchisors/{f}/locations/{l}/contacts/{c}`. Output only."""
     phone_number: _builtins.str
@@ -440,6 +441,15 @@ class Contact(_message.Message):
     undeliverable_error_code: _builtins.str
     """The carrier error code that marked it, e.g. "30006" (empty when not undeliverable).
     Output only.
+    """
+    preferred_language: _builtins.str
+    """The language the contact reads: a BCP-47 tag (a 2-3 letter language, optionally a script
+    and/or a region: `en`, `es`, `es-MX`, `es-419`), stored in its conventional case; empty for
+    no preference. Texts use the template's variant in this language (else the template's
+    default); the platform's own texts (opt-out and START confirmations, HELP) are in English
+    or Spanish (any other language gets English). When the brand infers languages
+    (Franchisor.infer_contact_language), a reply in Spanish sets `es` on a contact without a
+    preference; an explicit preference is never changed by inference.
     """
     @_builtins.property
     def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -523,10 +533,11 @@ class Contact(_message.Message):
         undeliverable_time: _timestamp_pb2.Timestamp | None = ...,
         undeliverable_error_code: _builtins.str = ...,
         external_ids: _abc.Iterable[Global___ExternalId] | None = ...,
+        preferred_language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_activity_time", b"last_activity_time", "last_click_time", b"last_click_time", "last_purchase_time", b"last_purchase_time", "last_reply_time", b"last_reply_time", "opt_out_time", b"opt_out_time", "undeliverable_time", b"undeliverable_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_region", b"address_region", "attributes", b"attributes", "consent_state", b"consent_state", "create_time", b"create_time", "effective_time_zones", b"effective_time_zones", "email", b"email", "etag", b"etag", "external_ids", b"external_ids", "first_name", b"first_name", "last_activity_time", b"last_activity_time", "last_click_time", b"last_click_time", "last_name", b"last_name", "last_purchase_time", b"last_purchase_time", "last_reply_time", b"last_reply_time", "name", b"name", "opt_out_time", b"opt_out_time", "opted_out", b"opted_out", "phone_number", b"phone_number", "rule_regions", b"rule_regions", "time_zone", b"time_zone", "time_zone_source", b"time_zone_source", "undeliverable", b"undeliverable", "undeliverable_error_code", b"undeliverable_error_code", "undeliverable_time", b"undeliverable_time", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_region", b"address_region", "attributes", b"attributes", "consent_state", b"consent_state", "create_time", b"create_time", "effective_time_zones", b"effective_time_zones", "email", b"email", "etag", b"etag", "external_ids", b"external_ids", "first_name", b"first_name", "last_activity_time", b"last_activity_time", "last_click_time", b"last_click_time", "last_name", b"last_name", "last_purchase_time", b"last_purchase_time", "last_reply_time", b"last_reply_time", "name", b"name", "opt_out_time", b"opt_out_time", "opted_out", b"opted_out", "phone_number", b"phone_number", "preferred_language", b"preferred_language", "rule_regions", b"rule_regions", "time_zone", b"time_zone", "time_zone_source", b"time_zone_source", "undeliverable", b"undeliverable", "undeliverable_error_code", b"undeliverable_error_code", "undeliverable_time", b"undeliverable_time", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -718,9 +729,9 @@ class UpdateContactRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """first_name, last_name, email, attributes, time_zone, address_region, external_ids (replaces
-        the whole set; an id another contact of the location has is ALREADY_EXISTS with reason
-        EXTERNAL_ID_TAKEN), or "*". Required.
+        """first_name, last_name, email, attributes, time_zone, address_region, preferred_language,
+        external_ids (replaces the whole set; an id another contact of the location has is
+        ALREADY_EXISTS with reason EXTERNAL_ID_TAKEN), or "*". Required.
         """
 
     def __init__(
@@ -944,8 +955,9 @@ class ImportRow(_message.Message):
     @_builtins.property
     def contact(self) -> Global___Contact:
         """The contact: phone_number required; names, email, attributes, time_zone, address_region,
-        external_ids (each set beside the contact's ids of other sources; an id another contact of
-        the location or an earlier row has rejects the row).
+        preferred_language (empty keeps an existing contact's preference), external_ids (each set
+        beside the contact's ids of other sources; an id another contact of the location or an
+        earlier row has rejects the row).
         """
 
     @_builtins.property

@@ -123,8 +123,8 @@ class ContactServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateContact(self, request, context):
-        """Updates a contact's names, email, attributes, time zone or address region. The phone
-        number never changes: a new number is a new contact.
+        """Updates a contact's names, email, attributes, time zone, address region or preferred
+        language. The phone number never changes: a new number is a new contact.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -186,6 +186,7 @@ class Franchisor(_message.Message):
     SLACK_CHANNEL_ID_FIELD_NUMBER: _builtins.int
     OPT_OUT_SCOPE_FIELD_NUMBER: _builtins.int
     REPORT_SETTINGS_FIELD_NUMBER: _builtins.int
+    INFER_CONTACT_LANGUAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name `franchisors/{franchisor}`. Output only."""
     display_name: _builtins.str
@@ -200,6 +201,13 @@ class Franchisor(_message.Message):
     """What one opt-out covers: LOCATION (the default) or BRAND. Only franchisor admins change it;
     the change applies to opt-outs from then on, and suppressions already recorded brand-wide
     stay (suppressions are kept forever).
+    """
+    infer_contact_language: _builtins.bool
+    """Whether a reply in Spanish (a deterministic guess from its words, accents and ¿ ¡) sets
+    the preferred language `es` on a contact of the brand that has none, so that later texts
+    use the templates' Spanish variants and Spanish platform texts. Off by default; STOP, HELP
+    and START never set a language, and a contact's explicit preference is never changed.
+    Always returned; under the mask "*" an unset value leaves it as it is.
     """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -226,12 +234,15 @@ class Franchisor(_message.Message):
         slack_channel_id: _builtins.str = ...,
         opt_out_scope: Global___OptOutScope.ValueType = ...,
         report_settings: Global___ReportSettings | None = ...,
+        infer_contact_language: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "report_settings", b"report_settings", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_infer_contact_language", b"_infer_contact_language", "create_time", b"create_time", "infer_contact_language", b"infer_contact_language", "report_settings", b"report_settings", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "name", b"name", "opt_out_scope", b"opt_out_scope", "report_settings", b"report_settings", "slack_channel_id", b"slack_channel_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_infer_contact_language", b"_infer_contact_language", "create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "infer_contact_language", b"infer_contact_language", "name", b"name", "opt_out_scope", b"opt_out_scope", "report_settings", b"report_settings", "slack_channel_id", b"slack_channel_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__infer_contact_language: _TypeAlias = _typing.Literal["infer_contact_language"]  # noqa: Y015
+    _WhichOneofArgType__infer_contact_language: _TypeAlias = _typing.Literal["_infer_contact_language", b"_infer_contact_language"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__infer_contact_language) -> _WhichOneofReturnType__infer_contact_language | None: ...
 
 Global___Franchisor: _TypeAlias = Franchisor  # noqa: Y015
 
@@ -647,10 +658,11 @@ class UpdateFranchisorRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields to change: display_name, slack_channel_id, opt_out_scope, report_settings (every
-        one of its fields) or one of its fields (e.g. report_settings.currency_code), or "*" for all
-        of them (an unspecified opt_out_scope or an unset report_settings under "*" leaves it as it
-        is). Required.
+        """Fields to change: display_name, slack_channel_id, opt_out_scope, infer_contact_language,
+        report_settings (every one of its fields) or one of its fields (e.g.
+        report_settings.currency_code), or "*" for all of them (an unspecified opt_out_scope, an
+        unset infer_contact_language or an unset report_settings under "*" leaves it as it is).
+        Required.
         """
 
     def __init__(
