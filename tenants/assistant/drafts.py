@@ -10,7 +10,6 @@ sent here: a draft becomes a text only through the normal template write and app
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +33,7 @@ from tenants.assistant.tokens import (
     verify,
 )
 from tenants.content.segments import Encoding, count, is_gsm7, to_gsm7
+from tenants.core import languages
 from tenants.core.errors import Violations
 from tenants.core.input_validity import shown, text_problem
 
@@ -70,8 +70,6 @@ _LANGUAGES = frozenset(
         "vi vo wa wo xh yi yo za zh zu"
     ).split()
 )
-# language[-Script][-REGION]: "en", "es", "es-MX", "es-419", "zh-Hant-TW"
-_TAG = re.compile(r"^([A-Za-z]{2})(?:-([A-Za-z]{4}))?(?:-([A-Za-z]{2}|[0-9]{3}))?$")
 
 
 @dataclass(frozen=True)
@@ -89,18 +87,19 @@ class Draft:
 
 
 def language_problem(tag: str) -> str | None:
-    """Why tag is not a BCP-47 language tag we know ("en", "es", "es-MX"), or None."""
-    match = _TAG.match(tag)
-    if match is None:
-        return f"{shown(tag)!r} is not a language tag like 'en', 'es' or 'es-MX'"
-    if match[1].lower() not in _LANGUAGES:
-        return f"{shown(tag)!r}: unknown language {match[1]!r}"
-    return None
+    """Why tag is not a BCP-47 language tag of a known language ("en", "es", "es-MX"), or
+    None: the platform's tag rule (`core.languages`) and, for a two-letter language, ISO 639-1
+    ("xx" is refused)."""
+    problem = languages.language_problem(tag)
+    if problem is None and len(languages.primary(tag)) == 2:
+        if languages.primary(tag) not in _LANGUAGES:
+            return f"{shown(tag)!r}: unknown language {languages.primary(tag)!r}"
+    return problem
 
 
 def primary_language(tag: str) -> str:
     """The language of a valid tag, lower-case: "es-MX" -> "es"."""
-    return tag.split("-", 1)[0].lower()
+    return languages.primary(tag)
 
 
 def _check_text(violations: Violations, text: str) -> None:

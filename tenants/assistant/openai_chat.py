@@ -76,26 +76,19 @@ class OpenAIChatProvider:
         )
 
     async def rewrite(self, text: str, goals: tuple[Goal, ...], max_segments: int) -> str:
+        asked = list(goals)
+        if max_segments and Goal.FIT_SEGMENTS not in asked:
+            asked.append(Goal.FIT_SEGMENTS)  # a budget is a budget, whatever the goals say
         wanted = [
-            _GOALS[g].format(
+            _GOALS[goal].format(
                 n=max_segments,
                 gsm=SINGLE_GSM7,
                 gsm_multi=MULTI_GSM7,
                 ucs=SINGLE_UCS2,
                 ucs_multi=MULTI_UCS2,
             )
-            for g in goals
+            for goal in asked
         ]
-        if max_segments and Goal.FIT_SEGMENTS not in goals:
-            wanted.append(
-                _GOALS[Goal.FIT_SEGMENTS].format(
-                    n=max_segments,
-                    gsm=SINGLE_GSM7,
-                    gsm_multi=MULTI_GSM7,
-                    ucs=SINGLE_UCS2,
-                    ucs_multi=MULTI_UCS2,
-                )
-            )
         task = "Rewrite the user's text so that it: " + "; ".join(wanted) + "."
         return await self._complete(task, text)
 

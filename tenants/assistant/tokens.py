@@ -166,16 +166,28 @@ def _clause_keywords(clause: str) -> list[str]:
 
 
 def opt_out_keywords(text: str) -> tuple[str, ...]:
-    """The keywords, as written, of the clauses of text that say how to opt out: "stop" in
-    any case, and the other keywords (END, HELP, START, ...) when written in capitals."""
+    """The carrier keywords text tells the contact to send, as written: in a clause that says
+    how to opt out, "stop" in any case and the other keywords (END, HELP, START, ...) in
+    capitals; elsewhere, a keyword in capitals that is an instruction ("Reply HELP for help",
+    "Text START", "INFO for info"). A translation keeps them: the carrier and `inbound` only
+    hear these words."""
     found: dict[str, None] = {}
     for start, end in _clauses(_blanked(text, _placeholder_and_link_spans(text))):
         clause = text[start:end]
-        if not _says_how_to_opt_out(clause):
+        if _says_how_to_opt_out(clause):
+            for word in _clause_keywords(clause):
+                found[word] = None
             continue
         for word in _clause_keywords(clause):
-            found[word] = None
+            verb_first = _KEYWORD_VERB.pattern + re.escape(word) + r"(?![A-Za-z])"
+            if word.isupper() and _keyword_instruction(verb_first, clause, word):
+                found[word] = None
     return tuple(found)
+
+
+def _keyword_instruction(pattern: str, clause: str, word: str) -> bool:
+    after = rf"(?<![A-Za-z]){re.escape(word)}\s+(?:for|to|para)(?![A-Za-z])"
+    return re.search(pattern, clause) is not None or re.search(after, clause) is not None
 
 
 def _placeholder_and_link_spans(text: str) -> list[tuple[int, int]]:
