@@ -9,7 +9,7 @@ first SHOWN of them, and lists every rejected row with its reason. Columns are m
   first_name, last_name, email
   time_zone (or timezone)              an IANA zone, when known
   state (or address_region)            US state of the address
-  preferred_language (or language)     BCP-47 tag (en, es, es-MX); empty keeps the contact's
+  preferred_language (or language)     BCP-47 tag (en, es, es-MX); empty: the contact's stays
   consent_at (or opted_in_at)          when consent was given; required per row (formats below)
   consent_channel                      web_form, paper_form, point_of_sale, api, import (default)
   consent_source                       where (default: the file name)
