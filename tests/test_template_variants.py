@@ -20,6 +20,7 @@ from tenants.content import templates as tpl
 from tenants.content.bodies import preview_link_maker
 from tenants.content.language_variants import live_text_in
 from tenants.content.placeholders import RenderContext
+from tenants.content.previews import PreviewRequest, preview_template
 from tenants.content.rendering import StepText, fixed_links, render_step
 from tenants.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from tenants.core.names import ChildName, TenantScope
@@ -460,3 +461,26 @@ async def test_variants_over_grpc(channel: grpc.aio.Channel, world: World, pool:
             pb.ApproveTemplateRequest(name=mine.name, language="fr"), metadata=admin
         )
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_variant_previews_in_its_language(pool: Pool, world: World) -> None:
+    name = await brand(pool)
+    await write(pool, ADMIN, name, ES, "es")
+
+    async def previewed(language: str) -> tuple[str, str]:
+        request = PreviewRequest(name, "", A_UPTOWN, None, True, language)
+        async with pool.connection() as conn:
+            found = await preview_template(conn, ADMIN, request, URL)
+        return found.preview.text, found.revision_name
+
+    # a Spanish first text that says "Responde STOP para cancelar" gets no English line (the
+    # brand's full name, "Acme Coffee", is put in front as in any language)
+    assert await previewed("es") == (
+        "Acme Coffee: Hola Alexandra, Acme te extraña. Responde STOP para cancelar",
+        name.name + "/revisions/2",
+    )
+    assert (await previewed(""))[1] == name.name + "/revisions/1"
+    with pytest.raises(NotFound):
+        await previewed("fr")
+    with pytest.raises(InvalidArgument):
+        await previewed("not a tag")

@@ -162,6 +162,7 @@ class EnrollmentActivities:
             step.template,
             contact_context(contact, ctx.location, ctx.brand),
             links,
+            contact.preferred_language,  # its language's approved variant, else the default
         )
         rendering, revision = step_text.rendering, step_text.template_revision
         kinds = await kinds_since(conn, contact.name, enrollment.enrolled_at)

@@ -206,6 +206,7 @@ class TemplateService(templates_pb2_grpc.TemplateServiceServicer):
             location=parse_location(request.location, "location") if request.location else None,
             contact=contact,
             first_message=request.first_message,
+            language=request.language,
         )
         async with self._pool.connection() as conn:
             result = await preview_template(conn, principal(), ask, self._public_url)

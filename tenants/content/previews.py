@@ -16,8 +16,8 @@ from tenants.content.bodies import (
     preview_link_maker,
 )
 from tenants.content.placeholders import RenderContext
-from tenants.content.templates import get_template
-from tenants.core.errors import FieldViolation, InvalidArgument
+from tenants.content.templates import checked_language, get_template
+from tenants.core.errors import FieldViolation, InvalidArgument, NotFound
 from tenants.core.names import ChildName, TenantScope
 from tenants.org.access import Action, Principal, authorize
 from tenants.org.franchisors import get_franchisor
@@ -42,6 +42,7 @@ class PreviewRequest:
     location: TenantScope | None
     contact: SampleContact | None
     first_message: bool
+    language: str = ""  # with template: that language's text (a tag), "" for the default
 
 
 @dataclass(frozen=True)
@@ -81,17 +82,25 @@ async def preview_template(
         raise InvalidArgument(
             [FieldViolation("name", "give either a template name or a draft body, not both")]
         )
+    if request.language and request.template is None:
+        raise InvalidArgument([FieldViolation("language", "applies to a named template only")])
+    language = checked_language(request.language)
     notes: list[str] = []
     revision_name = ""
     location = request.location
     if request.template is not None:
         template = await get_template(conn, principal, request.template)
-        if template.live_body is not None:
-            body, revision_name = template.live_body, template.revision_name(template.live_revision)
+        text = template.variant(language)
+        if text is None:
+            raise NotFound(
+                f"{template.name.name} has no {language} text", resource=template.name.name
+            )
+        if text.live_body is not None:
+            body, revision_name = text.live_body, template.revision_name(text.live_revision)
         else:
             body, revision_name = (
-                template.latest_body,
-                template.revision_name(template.latest_revision),
+                text.latest_body,
+                template.revision_name(text.latest_revision),
             )
             notes.append("no approved revision yet: previewing the latest one")
         if location is None and template.name.scope.is_location:

@@ -3,7 +3,8 @@
 Each step goes through `step_planning.decide` with the facts the send path would read, so the
 plan shows exactly what the workflow would do if nothing else happened: the due time, the send
 time after send-window, state and frequency rules, the rendered text and its segments, and why
-anything would be deferred or skipped.
+anything would be deferred or skipped. Each text is the one the contact's preferred language
+picks (`content.language_variants`), and each planned step says which language it is in.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class DescribedContact:
     time_zone: str = ""
     address_region: str = ""
     values: SampleContact | None = None
+    preferred_language: str = ""  # a BCP-47 tag, "" for none: the template's default language
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class PlannedStep:
     # segments include them); warnings tell the author so
     first_message: bool = False
     warnings: tuple[str, ...] = ()
+    language: str = ""  # the language of the template text rendered; "" when none was
 
     @property
     def local_send_time(self) -> str:
@@ -90,6 +93,7 @@ class _Subject:
     activity_kinds: frozenset[str]
     recent_sends: tuple[datetime, ...]
     key: str  # for jitter: stable per contact and sequence
+    language: str = ""  # the contact's preferred language: which template variant it gets
 
 
 async def simulate_sequence(
@@ -156,6 +160,7 @@ async def _real_subject(
         kinds,
         sends,
         f"{name.name}|{sequence.name}",
+        found.preferred_language,
     )
 
 
@@ -184,6 +189,7 @@ def _described_subject(
         frozenset(),
         (),
         f"{valid.phone_e164}|{sequence.name}",
+        d.preferred_language,
     )
 
 
@@ -202,7 +208,9 @@ async def _plan(
     first = True  # until a step is planned to send
     for index, step in enumerate(d.steps):
         due = due_time(step, start, previous, zone)
-        step_text = await render_step(conn, s.location.scope, step.template, s.context, links)
+        step_text = await render_step(
+            conn, s.location.scope, step.template, s.context, links, s.language
+        )
         rendering, problem = step_text.rendering, step_text.problem
         revision = step_text.template_revision
         facts = StepFacts(
@@ -242,6 +250,7 @@ async def _plan(
                     revision,
                     first,
                     tuple(warnings),
+                    step_text.language,
                 )
             )
             first = False
@@ -258,6 +267,7 @@ async def _plan(
                 text,
                 count(text) if text else None,
                 revision,
+                language=step_text.language,
             )
         )
         if decision.outcome is Outcome.BLOCK:

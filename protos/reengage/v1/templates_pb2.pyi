@@ -697,6 +697,7 @@ class PreviewTemplateRequest(_message.Message):
     LOCATION_FIELD_NUMBER: _builtins.int
     CONTACT_FIELD_NUMBER: _builtins.int
     FIRST_MESSAGE_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The template to preview (its live revision, or its latest while none is approved).
     Either name or body.
@@ -712,6 +713,10 @@ class PreviewTemplateRequest(_message.Message):
     line "Reply STOP to opt out" are added when missing, as the send path adds them, and
     text, encoding and segments are those of the text with them; a warning says so.
     """
+    language: _builtins.str
+    """With name: the text in this language (a BCP-47 tag: the default language's or a variant's,
+    exactly); empty for the default language.
+    """
     @_builtins.property
     def contact(self) -> Global___SampleContact:
         """The contact; when unset, sample values ("Alexandra Rivera", ...) are used."""
@@ -724,10 +729,11 @@ class PreviewTemplateRequest(_message.Message):
         location: _builtins.str = ...,
         contact: Global___SampleContact | None = ...,
         first_message: _builtins.bool = ...,
+        language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "contact", b"contact", "first_message", b"first_message", "location", b"location", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "contact", b"contact", "first_message", b"first_message", "language", b"language", "location", b"location", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
