@@ -1,4 +1,5 @@
 """Approval buttons: Approve, Edit (a modal), Skip and Pause contact on an approval message.
+(The modal's Shorten and Translate drafts: `bots.edit_drafts`.)
 
 Each button calls the enrollment workflow's update with an id made of the message and the
 button, so a double click (or Slack re-sending the click) decides once; the message then shows
@@ -249,16 +250,18 @@ class ApprovalActions:
         """The modal's Approve & send: validated like a template, then decided once."""
         meta = json.loads(view["private_metadata"])
         user = body["user"]["id"]
-        text = view["state"]["values"][messages.TEXT_BLOCK][messages.TEXT_BLOCK].get("value") or ""
+        # the text box's block id changes with each Shorten/Translate draft (bots.edit_drafts)
+        block, text = messages.edited_text(view)
+        block = block or messages.TEXT_BLOCK
         try:
             check_edited_text(text, "text")
             enrollment, staff = await self._allowed(user, meta["e"])
         except InvalidArgument as bad:
             problem = "; ".join(v.description for v in bad.violations)
-            await ack(response_action="errors", errors={messages.TEXT_BLOCK: problem[:150]})
+            await ack(response_action="errors", errors={block: problem[:150]})
             return
         except Refusal as refusal:
-            await ack(response_action="errors", errors={messages.TEXT_BLOCK: str(refusal)[:150]})
+            await ack(response_action="errors", errors={block: str(refusal)[:150]})
             return
         await ack()
         try:

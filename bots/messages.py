@@ -28,7 +28,10 @@ REJECT_MODAL = "override_reject_modal"
 REVIEW_OPT_OUT = "review_opt_out"
 REVIEW_NOT_OPT_OUT = "review_not_opt_out"
 REVIEW_ACTIONS = (REVIEW_OPT_OUT, REVIEW_NOT_OPT_OUT)
-TEXT_BLOCK = "text"  # the input block of the edit modal (and its element's action id)
+TEXT_BLOCK = "text"  # the edit modal's text field: its action id (and its first block id)
+SHORTEN = "approval_edit_shorten"  # the edit modal's draft buttons (tenants.assistant)
+TRANSLATE = "approval_edit_translate"
+DRAFT_ACTIONS = (SHORTEN, TRANSLATE)
 REASON_BLOCK = "reason"
 
 EXIT_WORDS: dict[str, str] = {
@@ -261,9 +264,11 @@ def _text_modal(
     max_length: int,
     initial: str = "",
     footer: list[Block] | None = None,
+    block_id: str = "",
 ) -> Block:
-    """A modal with one multi-line text field (its block and action id: field) whose
-    private_metadata carries metadata (Slack keeps 3,000 characters: non-ASCII stays one each)."""
+    """A modal with one multi-line text field (its action id: field; its block id: block_id,
+    default field) whose private_metadata carries metadata (Slack keeps 3,000 characters:
+    non-ASCII stays one each)."""
     element: Block = {
         "type": "plain_text_input",
         "action_id": field,
@@ -282,7 +287,7 @@ def _text_modal(
         "blocks": [
             {
                 "type": "input",
-                "block_id": field,
+                "block_id": block_id or field,
                 "label": {"type": "plain_text", "text": label},
                 "element": element,
             },
@@ -291,20 +296,56 @@ def _text_modal(
     }
 
 
-def edit_modal(text: str, metadata: dict[str, Any]) -> Block:
+EDIT_MAX_LENGTH = 1600
+
+
+def edit_modal(text: str, metadata: dict[str, Any], *, drafts: int = 0, notice: str = "") -> Block:
+    """The Edit modal of an approval: the text box, the Shorten and Translate buttons, and a
+    line saying what the last draft did (notice, mrkdwn) when there is one. Slack refreshes a
+    text box's value only when its block id changes, so the box of the modal showing the
+    drafts-th draft has a block id of its own (`text`, `text-1`, `text-2`, ...); its action id
+    stays TEXT_BLOCK, which is how `edited_text` finds it."""
+    footer: list[Block] = [
+        {
+            "type": "actions",
+            "block_id": "drafts",
+            "elements": [
+                _button(SHORTEN, "Shorten", {}),
+                _button(TRANSLATE, "Translate", {}),
+            ],
+        }
+    ]
+    if notice:  # Slack refuses a text object over 3,000 characters
+        shown = notice if len(notice) <= 2000 else notice[:1999] + "…"
+        footer.append({**_context(shown), "block_id": "draft_notice"})
+    footer.append(
+        _context(
+            "Sent only when you press *Approve & send*; the send window still applies."
+            " Shorten and Translate only fill the box."
+        )
+    )
     return _text_modal(
         EDIT_MODAL,
-        metadata,
+        {**metadata, "d": drafts},
         "Edit the text",
         "Approve & send",
         TEXT_BLOCK,
         "Text to send (exactly as written)",
-        1600,
+        EDIT_MAX_LENGTH,
         initial=text,
-        footer=[
-            _context("Sent only when you press *Approve & send*; the send window still applies.")
-        ],
+        footer=footer,
+        block_id=TEXT_BLOCK if drafts == 0 else f"{TEXT_BLOCK}-{drafts}",
     )
+
+
+def edited_text(view: dict[str, Any]) -> tuple[str, str]:
+    """(block id, value) of the edit modal's text box in a view's state: whichever block holds
+    the TEXT_BLOCK field (its block id changes with each draft). ("", "") when none does."""
+    values = view.get("state", {}).get("values", {}) or {}
+    for block_id, fields in values.items():
+        if isinstance(fields, dict) and isinstance(fields.get(TEXT_BLOCK), dict):
+            return str(block_id), str(fields[TEXT_BLOCK].get("value") or "")
+    return "", ""
 
 
 def reject_modal(metadata: dict[str, Any]) -> Block:

@@ -26,9 +26,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots import messages
 from bots.approvals import ApprovalActions
 from bots.commands import SlashCommands
+from bots.edit_drafts import EditDrafts
 from bots.identity import tell
 from bots.overrides import OverrideActions
 from bots.reviews import ReviewActions
+from tenants.assistant.drafts import AssistantSettings
 from tenants.core.unexpected_errors import log_unexpected
 from tenants.followups.chat_threads import contact_of_thread, first_time_event
 from workflows.client import EnrollmentClient
@@ -55,10 +57,12 @@ def build_slack_app(
     relay: FollowupRelay | None = None,
     *,
     public_url: str,
+    assistant: AssistantSettings | None = None,
 ) -> AsyncApp:
     """The bolt app; with a relay, what a click owes (a review's signals) is delivered at once
     rather than by the relay's loop. public_url (settings.public_url) starts the dashboard's
-    sign-in links that `/reengage dashboard` answers with."""
+    sign-in links that `/reengage dashboard` answers with. assistant (settings.assistant):
+    the providers of the Edit modal's Shorten and Translate drafts (default: rules, apertium)."""
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret,
@@ -70,6 +74,7 @@ def build_slack_app(
         raise_error_for_unhandled_request=False,
     )
     approvals = ApprovalActions(pool, enrollments)
+    drafts = EditDrafts(pool, assistant or AssistantSettings())
     overrides = OverrideActions(pool)
     reviews = ReviewActions(pool, relay)
     commands = SlashCommands(pool, enrollments, public_url)
@@ -87,6 +92,8 @@ def build_slack_app(
     for action_id in messages.APPROVAL_ACTIONS:
         app.action(action_id)(approvals.on_click)
     app.view(messages.EDIT_MODAL)(approvals.on_edit_submitted)
+    for action_id in messages.DRAFT_ACTIONS:
+        app.action(action_id)(drafts.on_click)
     for action_id in messages.REVIEW_ACTIONS:
         app.action(action_id)(reviews.on_click)
     app.action(messages.OVERRIDE_APPROVE)(overrides.on_click)

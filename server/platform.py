@@ -77,7 +77,15 @@ def slack_route(
     from server.http.slack import slack_routes
 
     secret = settings.slack_signing_secret
-    bolt = build_slack_app(pool, enrollments, client, secret, relay, public_url=settings.public_url)
+    bolt = build_slack_app(
+        pool,
+        enrollments,
+        client,
+        secret,
+        relay,
+        public_url=settings.public_url,
+        assistant=settings.assistant,
+    )
     log.info("Slack chat-ops on: notices to Slack, requests at /slack/events")
     return list(slack_routes(bolt, secret))
 

@@ -140,13 +140,25 @@ def _opt_out_wording(clause: str) -> int | None:
     opt out" in "Great deals all week Reply STOP to opt out"), or None when it has none."""
     if not _says_how_to_opt_out(clause):
         return None
-    first = 0
-    end = next(j for j in range(1, len(clause) + 1) if _says_how_to_opt_out(clause[:j]))
-    for start in range(end - 1, -1, -1):
-        at_word = start == 0 or not clause[start - 1].isalnum()
-        if at_word and _says_how_to_opt_out(clause[start:end]):
-            first = start
-            break
+    # binary searches (a clause may be 1,600 characters): the shortest prefix that instructs
+    # ends the first instruction; the last word start from which it still does begins it
+    low, high = 1, len(clause)
+    while low < high:
+        middle = (low + high) // 2
+        if _says_how_to_opt_out(clause[:middle]):
+            high = middle
+        else:
+            low = middle + 1
+    end = low
+    starts = [i for i in range(end) if i == 0 or not clause[i - 1].isalnum()]
+    low, high = 0, len(starts) - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _says_how_to_opt_out(clause[starts[middle] : end]):
+            low = middle
+        else:
+            high = middle - 1
+    first = starts[low]
     # "Text END to unsubscribe": the instruction is "to unsubscribe", but what to text is part
     # of the wording
     for word in _clause_keywords(clause):
