@@ -210,11 +210,15 @@ def approval_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Bloc
 def override_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]]:
     p = notice.payload
     value = {"t": p["template"], "etag": p["etag"]}
+    language = str(p.get("language", ""))
+    if language:  # a variant's submission: the buttons decide that language's text
+        value["lang"] = language
+    in_language = f", in `{esc(language)}`" if language else ""
     return f"{esc(facts.location_name)} submitted a template override", [
         _section(
             f":memo: *{esc(facts.location_name)}* submitted an override of"
             f" `{esc(str(p.get('brand_template', '')))}` for approval"
-            f" ({esc(str(p.get('display_name', '')))})"
+            f" ({esc(str(p.get('display_name', '')))}{in_language})"
         ),
         _plain(str(p.get("body", "")), block_id="override_body"),
         _context(f"Submitted by {esc(str(p.get('submitted_by', '')))}"),

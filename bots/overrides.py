@@ -46,12 +46,17 @@ class OverrideActions:
                     # the modal carries what the message showed, to rewrite it when decided
                     shown = [b["text"]["text"] for b in blocks if b.get("type") == "section"]
                     meta = {"t": value["t"], "etag": value["etag"], "c": channel, "m": ts}
+                    meta["lang"] = value.get("lang", "")
                     meta["shown"] = [t[:900] for t in shown[:2]]
                     await client.views_open(
                         trigger_id=body["trigger_id"], view=messages.reject_modal(meta)
                     )
                     return
-                await _decided(approve_template(conn, staff.as_principal(), name, value["etag"]))
+                await _decided(
+                    approve_template(
+                        conn, staff.as_principal(), name, value["etag"], value.get("lang", "")
+                    )
+                )
         except Refusal as refusal:
             await tell(client, channel, user, str(refusal))
             return
@@ -84,7 +89,14 @@ class OverrideActions:
             async with self._pool.connection() as conn:
                 staff = await staff_allowed(conn, user, Action.TEMPLATE_APPROVE, name.scope)
                 await _decided(
-                    reject_template(conn, staff.as_principal(), name, meta["etag"], reason)
+                    reject_template(
+                        conn,
+                        staff.as_principal(),
+                        name,
+                        meta["etag"],
+                        reason,
+                        meta.get("lang", ""),
+                    )
                 )
         except Refusal as refusal:
             await tell(client, meta["c"], user, str(refusal))

@@ -212,3 +212,20 @@ def test_a_spanish_text_says_how_to_opt_out_with_stop_kept_in_english(
     sent = outgoing_text(f"{BRAND}: {text}", BRAND, first_message=True)
     assert sent.added_opt_out is not instructs
     assert sent.text.endswith(OPT_OUT_LINE) is not instructs
+
+
+async def test_a_spanish_first_text_without_the_opt_out_gets_the_spanish_line(
+    time_skipping_env: WorkflowEnvironment, pool: Pool, world: World
+) -> None:
+    env = time_skipping_env
+    template = await editable_brand_template(
+        pool, spanish="Hola {{contact.first_name|amigo}}, Acme Coffee te extraña."
+    )
+    sequence = await make_sequence(pool, [Step(template.name, 0)])
+    zone = await morning_zone(env)
+    ana = await consenting_contact(
+        pool, "+12125550161", "Ana", time_zone=zone, preferred_language="es"
+    )
+    await run_each(env, pool, sequence, [ana])
+    body, _ = (await texts_sent(pool))["Ana"]
+    assert body == "Hola Ana, Acme Coffee te extraña.\nResponde STOP para cancelar"

@@ -371,6 +371,45 @@ async def test_only_a_franchisor_admin_approves_an_override_and_only_once(scene:
     assert len(scene.fake.of("chat.update")) == 1
 
 
+async def test_a_spanish_override_text_is_decided_in_spanish(scene: Scene) -> None:
+    """A variant's submission names its language, and its buttons decide that language's text:
+    the English override text, approved earlier, stays as it was."""
+    name, post = await submitted_override(scene)
+    await scene.bot.interact(click(post, messages.OVERRIDE_APPROVE, ADMIN))
+    await settle(scene, "chat.update", 1)
+    key = parse_child(name, templates.COLLECTION)
+    async with scene.pool.connection() as conn:
+        made = await templates.load_template(conn, key)
+        made = await templates.update_template(
+            conn,
+            MANAGER,
+            key,
+            templates.TemplateInput(
+                body="Acme Coffee centro: 15% menos. Responde STOP para cancelar"
+            ),
+            ["body"],
+            made.etag,
+            "http://localhost:8080",
+            "es",
+        )
+        await submit_template(conn, MANAGER, key, made.etag, "es")
+    await scene.bot.relay.drain()
+    spanish = posts(scene)[-1]
+    assert "in `es`" in str(spanish.args["blocks"])
+    await scene.bot.interact(click(spanish, messages.OVERRIDE_APPROVE, ADMIN))
+    await settle(scene, "chat.update", 2)
+    (row,) = await rows(
+        scene.pool,
+        "SELECT latest_state, live_revision IS NOT NULL FROM template_variants"
+        " WHERE franchisor_id = 'acme' AND location_id = 'downtown' AND template_id = %s"
+        " AND language = 'es'",
+        key.id,
+    )
+    assert row == ("approved", True)
+    state, live, _ = await override_state(scene, name)
+    assert state == "approved" and live is not None  # the English text: untouched
+
+
 async def test_rejecting_an_override_asks_for_a_reason_and_shows_it(scene: Scene) -> None:
     name, post = await submitted_override(scene)
     await scene.bot.interact(click(post, messages.OVERRIDE_REJECT, ADMIN))

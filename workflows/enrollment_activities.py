@@ -193,7 +193,9 @@ class EnrollmentActivities:
         if decision.outcome is Outcome.SEND:
             assert rendering is not None
             # the text staff approve is the text sent: with the first message's additions
-            out = outgoing_text(rendering.message, ctx.brand, first_message=first)
+            out = outgoing_text(
+                rendering.message, ctx.brand, first_message=first, language=step_text.language
+            )
             return Prepared(
                 Outcome.SEND, "", list(decision.reasons), out.text, out.segments.segments, revision
             )
@@ -244,7 +246,8 @@ class EnrollmentActivities:
         # an enrollment's first text names the brand and says how to opt out, whoever wrote
         # it (an edit too); a prepared text already has them, so this changes nothing there
         first = await is_first_text(conn, ctx.enrollment.id, request.step_index)
-        return outgoing_text(request.text, ctx.brand, first_message=first).text
+        language = ctx.contact.preferred_language  # an approver's edit is in the contact's
+        return outgoing_text(request.text, ctx.brand, first_message=first, language=language).text
 
     async def _reserve(
         self,

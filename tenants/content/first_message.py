@@ -32,8 +32,18 @@ import re
 from dataclasses import dataclass
 
 from tenants.content.segments import SegmentCount, count
+from tenants.core.languages import service_language
 
 OPT_OUT_LINE = "Reply STOP to opt out"
+# the line added in the text's own language (the keyword stays STOP: carriers act on it)
+OPT_OUT_LINES = {"en": OPT_OUT_LINE, "es": "Responde STOP para cancelar"}
+
+
+def opt_out_line(language: str = "") -> str:
+    """The opt-out line a first text gets in language (a BCP-47 tag; English by default)."""
+    return OPT_OUT_LINES.get(service_language(language), OPT_OUT_LINE)
+
+
 BRAND_SEPARATOR = ": "
 _QUOTE = "[\"'\u201c\u201d\u2018\u2019]?"
 _OPT_OUT_INSTRUCTION = re.compile(
@@ -104,6 +114,7 @@ class OutgoingText:
     segments: SegmentCount
     added_brand: bool = False
     added_opt_out: bool = False
+    opt_out_line: str = OPT_OUT_LINE  # the line added, in the text's language
 
     @property
     def additions(self) -> tuple[str, ...]:
@@ -111,15 +122,18 @@ class OutgoingText:
             what
             for what, added in (
                 ("the brand name", self.added_brand),
-                (f"'{OPT_OUT_LINE}'", self.added_opt_out),
+                (f"'{self.opt_out_line}'", self.added_opt_out),
             )
             if added
         )
 
 
-def outgoing_text(body: str, brand: str, *, first_message: bool) -> OutgoingText:
+def outgoing_text(
+    body: str, brand: str, *, first_message: bool, language: str = ""
+) -> OutgoingText:
     """The text to send for a rendered body: a first message gets the brand name in front and
-    the opt-out line at the end when it lacks them. Applying it twice changes nothing."""
+    the opt-out line at the end when it lacks them, the line in the text's language (a Spanish
+    text gets "Responde STOP para cancelar"). Applying it twice changes nothing."""
     if not first_message:
         return OutgoingText(body, count(body))
     add_brand = not identifies_brand(body, brand)
@@ -127,9 +141,10 @@ def outgoing_text(body: str, brand: str, *, first_message: bool) -> OutgoingText
     text = body
     if add_brand:
         text = brand.strip() + BRAND_SEPARATOR + text.lstrip()
+    line = opt_out_line(language)
     if add_opt_out:
-        text = text.rstrip() + "\n" + OPT_OUT_LINE
-    return OutgoingText(text, count(text), add_brand, add_opt_out)
+        text = text.rstrip() + "\n" + line
+    return OutgoingText(text, count(text), add_brand, add_opt_out, line)
 
 
 def first_message_warnings(body: str, brand: str, where: str = "the first step") -> list[str]:

@@ -232,7 +232,7 @@ async def _plan(
             outcome = (
                 PlannedOutcome.SEND_AFTER_APPROVAL if step.require_approval else PlannedOutcome.SEND
             )
-            sent = outgoing_text(text, brand, first_message=first)
+            sent = outgoing_text(text, brand, first_message=first, language=step_text.language)
             warnings = first_message_warnings(text, brand, f"step {index}") if first else []
             sends.append(decision.at)
             own_sends.append(decision.at)

@@ -1,0 +1,36 @@
+"""A first text's opt-out line in the text's own language (no server)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenants.content.first_message import OPT_OUT_LINE, outgoing_text, says_how_to_opt_out
+
+SPANISH = "Responde STOP para cancelar"
+
+
+@pytest.mark.parametrize(
+    ("language", "line"),
+    [("es", SPANISH), ("es-MX", SPANISH), ("ES", SPANISH), ("", OPT_OUT_LINE),
+     ("en", OPT_OUT_LINE), ("fr", OPT_OUT_LINE)],
+)  # fmt: skip
+def test_the_added_line_is_in_the_texts_language(language: str, line: str) -> None:
+    out = outgoing_text("Acme Coffee: te extrañamos", "Acme Coffee", first_message=True,
+                        language=language)  # fmt: skip
+    assert out.text == f"Acme Coffee: te extrañamos\n{line}"
+    assert out.added_opt_out and out.additions == (f"'{line}'",)
+    assert says_how_to_opt_out(out.text)
+    again = outgoing_text(out.text, "Acme Coffee", first_message=True, language=language)
+    assert again.text == out.text and not again.added_opt_out  # applying it twice: no change
+
+
+def test_a_text_that_already_says_it_in_either_language_gets_nothing() -> None:
+    for body in (f"Acme Coffee: hola. {SPANISH}", f"Acme Coffee: hello. {OPT_OUT_LINE}"):
+        for language in ("es", "en"):
+            out = outgoing_text(body, "Acme Coffee", first_message=True, language=language)
+            assert out.text == body and not out.added_opt_out
+
+
+def test_a_later_text_gets_no_line_in_any_language() -> None:
+    out = outgoing_text("Hola otra vez", "Acme Coffee", first_message=False, language="es")
+    assert out.text == "Hola otra vez" and out.additions == ()
