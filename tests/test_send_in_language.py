@@ -11,10 +11,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import WorkflowEnvironment
 
+from reengage.v1 import sequences_pb2 as spb
+from reengage.v1 import sequences_pb2_grpc, templates_pb2
 from tenants.content import approvals
 from tenants.content import templates as tpl
 from tenants.content.first_message import OPT_OUT_LINE, outgoing_text, says_how_to_opt_out
@@ -30,7 +33,7 @@ from tests.enrollment_support import (
     running_worker,
     start_enrollment,
 )
-from tests.support import A_DOWNTOWN, OPERATOR, A, World
+from tests.support import A_DOWNTOWN, OPERATOR, A, World, failure
 
 Pool = AsyncConnectionPool[Any]
 URL = "http://localhost:8080"
@@ -229,3 +232,34 @@ async def test_a_spanish_first_text_without_the_opt_out_gets_the_spanish_line(
     await run_each(env, pool, sequence, [ana])
     body, _ = (await texts_sent(pool))["Ana"]
     assert body == "Hola Ana, Acme Coffee te extraña.\nResponde STOP para cancelar"
+
+
+async def test_simulate_sequence_over_grpc_renders_a_described_contacts_language(
+    pool: Pool, world: World, channel: grpc.aio.Channel
+) -> None:
+    template = await editable_brand_template(pool)
+    sequence = await make_sequence(pool, [Step(template.name, 0)])
+    stub = sequences_pb2_grpc.SequenceServiceStub(channel)
+
+    async def simulate(language: str) -> spb.PlannedStep:
+        answer = await stub.SimulateSequence(
+            spb.SimulateSequenceRequest(
+                name=sequence.name,
+                described_contact=spb.DescribedContact(
+                    phone_number="+12125550199",
+                    values=templates_pb2.SampleContact(first_name="Ana"),
+                    preferred_language=language,
+                ),
+                location=A_DOWNTOWN.name,
+            ),
+            metadata=world.metadata("a_admin"),
+        )
+        return answer.steps[0]
+
+    spanish, english = await simulate("es-MX"), await simulate("")
+    assert spanish.language == "es" and spanish.text.startswith("Hola Ana, Acme Coffee te extraña")
+    assert english.language == "en" and english.text.startswith("Hi Ana, Acme Coffee misses you")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await simulate("Spanish!")
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert list(failure(refused.value).violations) == ["described_contact.preferred_language"]

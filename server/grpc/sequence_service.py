@@ -18,6 +18,7 @@ from tenants.compliance.send_rules import rules_version
 from tenants.compliance.send_window import SendWindow
 from tenants.content.previews import SampleContact
 from tenants.core.errors import FieldViolation, InvalidArgument
+from tenants.core.languages import language_problem
 from tenants.core.names import parse_child, parse_location, parse_scope
 from tenants.core.pagination import page_request
 from tenants.org.listing import ListScope
@@ -293,6 +294,10 @@ class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
         elif request.WhichOneof("subject") == "described_contact":
             d = request.described_contact
             v = d.values
+            if d.preferred_language and (problem := language_problem(d.preferred_language)):
+                raise InvalidArgument(
+                    [FieldViolation("described_contact.preferred_language", problem)]
+                )
             described = simulation.DescribedContact(
                 d.phone_number,
                 d.time_zone,
@@ -306,6 +311,7 @@ class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
                 )
                 if d.HasField("values")
                 else None,
+                d.preferred_language,
             )
         location = parse_location(request.location, "location") if request.location else None
         start = (
@@ -334,6 +340,7 @@ class SequenceService(sequences_pb2_grpc.SequenceServiceServicer):
                     segment_count=p.segments.segments if p.segments else 0,
                     template_revision=p.template_revision,
                     first_message=p.first_message,
+                    language=p.language,
                 )
                 for p in planned
             ],

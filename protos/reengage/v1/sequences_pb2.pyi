@@ -658,12 +658,17 @@ class DescribedContact(_message.Message):
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     ADDRESS_REGION_FIELD_NUMBER: _builtins.int
     VALUES_FIELD_NUMBER: _builtins.int
+    PREFERRED_LANGUAGE_FIELD_NUMBER: _builtins.int
     phone_number: _builtins.str
     """Phone number (its area code decides zone and state rules when no zone is given)."""
     time_zone: _builtins.str
     """Explicit IANA time zone."""
     address_region: _builtins.str
     """Two-letter US state of the address."""
+    preferred_language: _builtins.str
+    """The contact's preferred language, a BCP-47 tag (`es`, `es-MX`); empty: none, the template's
+    default language.
+    """
     @_builtins.property
     def values(self) -> _templates_pb2.SampleContact:
         """Names, attributes and purchase for rendering."""
@@ -675,10 +680,11 @@ class DescribedContact(_message.Message):
         time_zone: _builtins.str = ...,
         address_region: _builtins.str = ...,
         values: _templates_pb2.SampleContact | None = ...,
+        preferred_language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_region", b"address_region", "phone_number", b"phone_number", "time_zone", b"time_zone", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_region", b"address_region", "phone_number", b"phone_number", "preferred_language", b"preferred_language", "time_zone", b"time_zone", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -746,6 +752,7 @@ class PlannedStep(_message.Message):
     SEGMENT_COUNT_FIELD_NUMBER: _builtins.int
     TEMPLATE_REVISION_FIELD_NUMBER: _builtins.int
     FIRST_MESSAGE_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
     step_index: _builtins.int
     """The step's index, from 0."""
     local_send_time: _builtins.str
@@ -764,6 +771,10 @@ class PlannedStep(_message.Message):
     """Whether this is the enrollment's first text: when its template lacks them, text starts
     with "{Brand}: " and ends with "Reply STOP to opt out", counted in encoding and
     segment_count, as the send path adds them.
+    """
+    language: _builtins.str
+    """The language of the template text rendered (a variant's tag, else the template's default
+    language), chosen by the contact's preferred language as the send path chooses it.
     """
     @_builtins.property
     def due_time(self) -> _timestamp_pb2.Timestamp:
@@ -796,10 +807,11 @@ class PlannedStep(_message.Message):
         segment_count: _builtins.int = ...,
         template_revision: _builtins.str = ...,
         first_message: _builtins.bool = ...,
+        language: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "send_time", b"send_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "encoding", b"encoding", "first_message", b"first_message", "local_send_time", b"local_send_time", "outcome", b"outcome", "reasons", b"reasons", "segment_count", b"segment_count", "send_time", b"send_time", "step_index", b"step_index", "template_revision", b"template_revision", "text", b"text", "time_zones", b"time_zones"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "encoding", b"encoding", "first_message", b"first_message", "language", b"language", "local_send_time", b"local_send_time", "outcome", b"outcome", "reasons", b"reasons", "segment_count", b"segment_count", "send_time", b"send_time", "step_index", b"step_index", "template_revision", b"template_revision", "text", b"text", "time_zones", b"time_zones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
