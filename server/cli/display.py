@@ -8,6 +8,8 @@ from functools import cache
 from zoneinfo import ZoneInfo
 
 import grpc
+from rich.table import Table
+from rich.text import Text
 
 from reengage.v1 import tenants_pb2, tenants_pb2_grpc
 from server.cli.api import TIMEOUT, Api
@@ -69,3 +71,13 @@ def stacked_time(when: datetime, zone: ZoneInfo | None) -> str:
         return f"{utc:%Y-%m-%d}\n{utc:%H:%M} UTC"
     here = when.astimezone(zone)
     return f"{here:%Y-%m-%d}\n{here:%H:%M %Z}\n{utc:%H:%M} UTC"
+
+
+def label_grid(rows: list[tuple[str, str]]) -> Table:
+    """Labelled values, one per line: the label in bold, the value folded to the width."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True, style="bold")
+    grid.add_column(overflow="fold")
+    for label, value in rows:
+        grid.add_row(label, Text(value))
+    return grid

@@ -30,7 +30,7 @@ from reengage.v1 import sequences_pb2_grpc, templates_pb2
 from server.cli.api import TIMEOUT, Api, CliError, every
 from server.cli.contact_lookup import contacts_with_phone
 from server.cli.discovery import add_api_flags, api_for
-from server.cli.display import Zones, last_segment, local_time, location_of
+from server.cli.display import Zones, label_grid, last_segment, local_time, location_of
 from server.cli.names import CONTACTS, SEQUENCES, TEMPLATES, resolve
 from server.cli.sequence_file import (
     EXITS,
@@ -157,12 +157,7 @@ def sequence_details(sequence: pb.Sequence, console: Console) -> None:
     if sequence.HasField("frequency_cap"):
         cap = sequence.frequency_cap
         rows.append(("cap", f"{cap.max_messages} texts per {format_duration(cap.period.seconds)}"))
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(no_wrap=True, style="bold")
-    grid.add_column(overflow="fold")
-    for label, value in rows:
-        grid.add_row(label, Text(value))
-    console.print(grid)
+    console.print(label_grid(rows))
     steps = Table(title="steps", title_justify="left")
     steps.add_column("#", justify="right")
     steps.add_column("wait")

@@ -25,7 +25,7 @@ from reengage.v1 import templates_pb2 as pb
 from reengage.v1 import templates_pb2_grpc
 from server.cli.api import TIMEOUT, Api, CliError, every
 from server.cli.discovery import add_api_flags, api_for
-from server.cli.display import last_segment
+from server.cli.display import label_grid, last_segment
 from server.cli.names import TEMPLATES, resolve
 from server.cli.tenant_flags import add_scope_flags, location_flag, parent_for
 from server.config import Settings
@@ -147,12 +147,7 @@ def template_details(
         rows.append(("UCS-2 because", chars))
     if preview.missing_variables:
         rows.append(("no value for", ", ".join(preview.missing_variables)))
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(no_wrap=True, style="bold")
-    grid.add_column(overflow="fold")
-    for label, value in rows:
-        grid.add_row(label, Text(value))
-    console.print(grid)
+    console.print(label_grid(rows))
     warnings = list(dict.fromkeys([*preview.warnings, *first.warnings]))
     for warning in warnings:
         console.print(Text(f"warning: {warning}"))
@@ -201,12 +196,7 @@ def variant_details(template: pb.Template, language: str, console: Console) -> N
         rows.append(("live revision", live))
         if found.live_revision:
             rows.append(("live body", found.live_body))
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(no_wrap=True, style="bold")
-    grid.add_column(overflow="fold")
-    for label, value in rows:
-        grid.add_row(label, Text(value))
-    console.print(grid)
+    console.print(label_grid(rows))
 
 
 def _template_name(args: argparse.Namespace, api: Api, channel: grpc.Channel) -> str:
