@@ -98,7 +98,6 @@ SPANISH = [
     "Sí, gracias",
     "Hola",
     "Gracias!!",
-    "si",
     "¿A qué hora abren?",
     "¡Perfecto!",
     "Quiero cancelar mi cita",
@@ -138,6 +137,16 @@ NOT_SPANISH = [
     "Hola! Can I book for tomorrow at 5?",
     "Love the new café on Main",
     "Sure, see you Saturday",
+    # short words English texting shares with Spanish prove nothing (an unaccented "si" too)
+    "si",
+    "Love u",
+    "See u soon",
+    "C u",
+    "See ya",
+    "Love ya",
+    "Mi bad",
+    "LA",
+    "Al",
 ]
 
 

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from tenants.content.first_message import OPT_OUT_LINE, outgoing_text, says_how_to_opt_out
+from tenants.content.bodies import check_body, preview, preview_link_maker
+from tenants.content.first_message import (
+    OPT_OUT_LINE,
+    line_language,
+    outgoing_text,
+    says_how_to_opt_out,
+)
+from tenants.content.placeholders import RenderContext
 
 SPANISH = "Responde STOP para cancelar"
+URL = "https://go.acme.example"
 
 
 @pytest.mark.parametrize(
@@ -34,3 +42,16 @@ def test_a_text_that_already_says_it_in_either_language_gets_nothing() -> None:
 def test_a_later_text_gets_no_line_in_any_language() -> None:
     out = outgoing_text("Hola otra vez", "Acme Coffee", first_message=False, language="es")
     assert out.text == "Hola otra vez" and out.additions == ()
+
+
+def test_an_edited_or_draft_text_gets_the_line_in_the_language_it_reads_in() -> None:
+    assert line_language("Hola Ana, te esperamos mañana en Acme Coffee") == "es"
+    assert line_language("Hi Ana, see you tomorrow at Acme Coffee") == ""
+    assert line_language("Hi Ana", "es") == "es"  # a variant's known language wins
+    parsed = check_body("Hola {{contact.first_name|amigo}}, te esperamos mañana", URL)
+    context = RenderContext({"brand.name": "Acme Coffee", "contact.first_name": "Ana"})
+    shown = preview(parsed, context, preview_link_maker(URL), first_message=True)
+    assert shown.text.endswith("\nResponde STOP para cancelar")
+    assert any("'Responde STOP para cancelar'" in w for w in shown.warnings)
+    english = preview(parsed, context, preview_link_maker(URL), first_message=True, language="en")
+    assert english.text.endswith("\nReply STOP to opt out")  # an English variant's own line

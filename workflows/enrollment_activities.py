@@ -28,7 +28,7 @@ from tenants.contacts.model import Contact
 from tenants.contacts.reachability import may_text
 from tenants.content import links as tracked_links
 from tenants.content.bodies import check_edited_text
-from tenants.content.first_message import outgoing_text
+from tenants.content.first_message import line_language, outgoing_text
 from tenants.content.placeholders import LinkMaker
 from tenants.content.rendering import contact_context, render_step, sent_coupon_code
 from tenants.core.vocabulary import EnrollmentStatus, ExitReason
@@ -246,7 +246,9 @@ class EnrollmentActivities:
         # an enrollment's first text names the brand and says how to opt out, whoever wrote
         # it (an edit too); a prepared text already has them, so this changes nothing there
         first = await is_first_text(conn, ctx.enrollment.id, request.step_index)
-        language = ctx.contact.preferred_language  # an approver's edit is in the contact's
+        # an approver's edit gets the line in the language it is written in (a prepared text
+        # already carries its line: nothing is added to it)
+        language = line_language(request.text)
         return outgoing_text(request.text, ctx.brand, first_message=first, language=language).text
 
     async def _reserve(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from tenants.content.first_message import first_message_warnings, outgoing_text
+from tenants.content.first_message import first_message_warnings, line_language, outgoing_text
 from tenants.content.placeholders import (
     LinkMaker,
     ParsedTemplate,
@@ -101,13 +101,22 @@ class Preview:
 
 
 def preview(
-    parsed: ParsedTemplate, context: RenderContext, link_for: LinkMaker, *, first_message: bool
+    parsed: ParsedTemplate,
+    context: RenderContext,
+    link_for: LinkMaker,
+    *,
+    first_message: bool,
+    language: str = "",
 ) -> Preview:
     """The rendering as it would be sent; as a sequence's first message (first_message), with
-    what `first_message.outgoing_text` adds, counted in its segments."""
+    what `first_message.outgoing_text` adds (the opt-out line in `language`, else in the
+    language the text reads in), counted in its segments."""
     rendering = render(parsed, context, link_for)
     brand = context.lookup("brand.name")
-    outgoing = outgoing_text(rendering.preview, brand, first_message=first_message)
+    language = line_language(rendering.preview, language)
+    outgoing = outgoing_text(
+        rendering.preview, brand, first_message=first_message, language=language
+    )
     text, segments = outgoing.text, outgoing.segments
     gsm7_text = to_gsm7(text)
     warnings = [
@@ -121,7 +130,7 @@ def preview(
             f"with GSM-7 replacements: {count(gsm7_text).segments} segments"
         )
     if first_message:
-        warnings.extend(first_message_warnings(rendering.preview, brand, "this template"))
+        warnings.extend(first_message_warnings(rendering.preview, brand, "this template", language))
         if segments.segments > MAX_SEGMENTS:
             warnings.append(
                 f"as a first message it is {segments.segments} segments (more than "

@@ -32,11 +32,18 @@ import re
 from dataclasses import dataclass
 
 from tenants.content.segments import SegmentCount, count
-from tenants.core.languages import service_language
+from tenants.core.languages import looks_spanish, service_language
 
 OPT_OUT_LINE = "Reply STOP to opt out"
 # the line added in the text's own language (the keyword stays STOP: carriers act on it)
 OPT_OUT_LINES = {"en": OPT_OUT_LINE, "es": "Responde STOP para cancelar"}
+
+
+def line_language(text: str, known: str = "") -> str:
+    """The language a text's added opt-out line is written in: the language the text is known
+    to be in (a template variant's), else Spanish when the text reads as Spanish (an approver's
+    edit, a draft body), else "" (English)."""
+    return known or ("es" if looks_spanish(text) else "")
 
 
 def opt_out_line(language: str = "") -> str:
@@ -147,9 +154,12 @@ def outgoing_text(
     return OutgoingText(text, count(text), add_brand, add_opt_out, line)
 
 
-def first_message_warnings(body: str, brand: str, where: str = "the first step") -> list[str]:
-    """What an author is told when a first message lacks the brand or the opt-out line."""
-    added = outgoing_text(body, brand, first_message=True).additions
+def first_message_warnings(
+    body: str, brand: str, where: str = "the first step", language: str = ""
+) -> list[str]:
+    """What an author is told when a first message lacks the brand or the opt-out line (the
+    line in the text's language)."""
+    added = outgoing_text(body, brand, first_message=True, language=language).additions
     if not added:
         return []
     return [

@@ -87,10 +87,12 @@ async def preview_template(
     language = checked_language(request.language)
     notes: list[str] = []
     revision_name = ""
+    text_language = ""  # a named template's text: its language; a draft body: as it reads
     location = request.location
     if request.template is not None:
         template = await get_template(conn, principal, request.template)
         text = template.variant(language)
+        text_language = language or template.default_language
         if text is None:
             raise NotFound(
                 f"{template.name.name} has no {language} text", resource=template.name.name
@@ -129,5 +131,6 @@ async def preview_template(
         described_context(request.contact, brand, loc),
         preview_link_maker(public_url),
         first_message=request.first_message,
+        language=text_language,
     )
     return TemplatePreview(result, revision_name, tuple(notes))

@@ -73,15 +73,17 @@ def service_language(tag: str) -> str:
 
 
 # Words that say "Spanish" or "English" in short replies. Words both languages use in texts
-# ("no", "a", "me", "ok", "he", "son", "final") are in neither list: they prove nothing.
+# ("no", "a", "me", "ok", "he", "son", "final"), and short Spanish words English texting uses
+# too ("u", "ya", "mi", "la", "al", "es", "en", "si", "tu": "Love u", "See ya", "LA") are in
+# neither list: they prove nothing.
 _SPANISH_WORDS = frozenset(
     """
-    el la los las un una unos unas del al de en y o u que qué es son está están esta este esto
-    estoy estamos soy eres fue ser por para con sin pero muy más mas también tambien ya sí si
+    los las un una unos unas del de que qué está están esta este esto
+    estoy estamos soy eres fue ser por para con sin pero muy más mas también tambien sí
     bien bueno buena buenos buenas gracias hola adiós adios favor quiero quisiera puedo puede
     podemos tengo tiene tienen necesito cita citas mañana manana hoy ayer cuándo cuando dónde
-    donde cómo como cuánto cuanto cuál cual porque usted ustedes nosotros ellos ella su sus tu
-    tú yo mi mis nos le les lo hay claro vale listo perfecto nada todo todos ahora luego
+    donde cómo como cuánto cuanto cuál cual porque usted ustedes nosotros ellos ella sus
+    tú yo mis nos les hay claro vale listo perfecto nada todo todos ahora luego
     entonces nunca siempre aquí aqui ahí ahi mucho muchas muchos pronto gusto llamar llamada
     precio semana día dia días dias tardes noches señor señora disculpe perdón perdon
     """.split()
@@ -98,6 +100,14 @@ _ENGLISH_WORDS = frozenset(
     """.split()
 )
 
+# words no English reply uses: each is evidence enough on its own (it counts 2)
+_SPANISH_ONLY = frozenset(
+    "hola gracias adiós adios favor quiero quisiera mañana manana buenos buenas usted"
+    " necesito tengo voy siento vemos".split()
+)
+_ANY_SPANISH = _SPANISH_WORDS | _SPANISH_ONLY
+SPANISH_EVIDENCE = 2  # what a text needs to look Spanish (and more than its English evidence)
+
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 
 
@@ -110,7 +120,7 @@ def spanish_score(text: str) -> tuple[int, int]:
     """(Spanish evidence, English evidence) in text, counted as looks_spanish counts it."""
     folded = unicodedata.normalize("NFC", text).lower().replace("\u2019", "'")
     words = _WORD.findall(folded)
-    spanish = sum(1 for w in words if w in _SPANISH_WORDS)
+    spanish = sum(2 if w in _SPANISH_ONLY else 1 for w in words if w in _ANY_SPANISH)
     spanish += sum(1 for w in words if _accented(w))
     if "¿" in folded or "¡" in folded:
         spanish += 2
@@ -127,9 +137,12 @@ def looks_spanish(text: str) -> bool:
     of common English ones (`the`, `yes`, `thanks`, `tomorrow`, …). Words both languages use
     (`no`, `ok`, `a`, `me`) count for neither, and case does not matter.
 
-    The text looks Spanish when the Spanish evidence is at least 1 and more than the English:
-    "Sí, gracias" and "Hola" do; "Yes thanks", "STOP", "Ok" and "👍" do not, nor does an English
-    sentence with one Spanish word ("Can I get a cita tomorrow").
+    A word only Spanish replies use (`hola`, `gracias`, `mañana`, …) counts 2.
+
+    The text looks Spanish when the Spanish evidence is at least SPANISH_EVIDENCE (2) and more
+    than the English: "Sí, gracias" and "Hola" do; "Yes thanks", "STOP", "Ok", "👍", "Love u",
+    "See ya", "Mi bad" and "LA" do not, nor does an English sentence with one Spanish word
+    ("Can I get a cita tomorrow").
     """
     spanish, english = spanish_score(text)
-    return spanish >= 1 and spanish > english
+    return spanish >= SPANISH_EVIDENCE and spanish > english

@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from tenants.content.first_message import OutgoingText, outgoing_text
+from tenants.content.first_message import OutgoingText, line_language, outgoing_text
 from tenants.core.vocabulary import MessageStatus
 from tenants.messages.ledger import ACCEPTED_STATUSES
 from tenants.org.franchisors import brand_name
@@ -37,14 +37,7 @@ async def step_text_as_sent(
     """A step's text (an approver's edit) as send_step will send it: with the first message's
     additions when it is the enrollment's first text. For showing staff what goes out."""
     first = await is_first_text(conn, enrollment_id, step_index)
-    cur = await conn.execute(
-        "SELECT c.preferred_language FROM enrollments e JOIN contacts c"
-        " ON c.franchisor_id = e.franchisor_id AND c.location_id = e.location_id"
-        " AND c.id = e.contact_id WHERE e.id = %s",
-        (enrollment_id,),
-    )
-    row = await cur.fetchone()
-    language = row[0] if row else ""  # as send_step adds it: in the contact's language
+    language = line_language(text)  # as send_step adds it: in the language of the text
     return outgoing_text(
         text, await brand_name(conn, franchisor_id), first_message=first, language=language
     )

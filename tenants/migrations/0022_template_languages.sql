@@ -5,7 +5,8 @@
 -- numbering per template across languages, so a revision's name stays unique, and say their
 -- language ('' for the template's default language).
 
-ALTER TABLE templates ADD COLUMN default_language text NOT NULL DEFAULT 'en';
+ALTER TABLE templates ADD COLUMN default_language text NOT NULL DEFAULT 'en'
+    CHECK (default_language ~ '^[a-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$');
 
 -- a constant default: no row is rewritten (and the immutability trigger, BEFORE UPDATE, never
 -- fires on it)
@@ -15,7 +16,9 @@ CREATE TABLE template_variants (
     franchisor_id    text NOT NULL,
     location_id      text,                 -- NULL: a brand template's variant
     template_id      text NOT NULL,
-    language         text NOT NULL CHECK (language <> ''),  -- a normalized BCP-47 tag
+    -- a normalized BCP-47 tag (the form tenants.core.languages accepts, as contacts' CHECK)
+    language         text NOT NULL
+                     CHECK (language ~ '^[a-z]{2,3}(-[A-Z][a-z]{3})?(-([A-Z]{2}|[0-9]{3}))?$'),
     latest_revision  integer NOT NULL,
     latest_state     text NOT NULL CHECK (latest_state IN ('draft', 'pending_approval',
                                                            'approved', 'rejected')),

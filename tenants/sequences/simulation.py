@@ -233,7 +233,11 @@ async def _plan(
                 PlannedOutcome.SEND_AFTER_APPROVAL if step.require_approval else PlannedOutcome.SEND
             )
             sent = outgoing_text(text, brand, first_message=first, language=step_text.language)
-            warnings = first_message_warnings(text, brand, f"step {index}") if first else []
+            warnings = (
+                first_message_warnings(text, brand, f"step {index}", step_text.language)
+                if first
+                else []
+            )
             sends.append(decision.at)
             own_sends.append(decision.at)
             previous = decision.at
