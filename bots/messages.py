@@ -210,6 +210,8 @@ def approval_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Bloc
 def override_message(notice: Notice, facts: NoticeFacts) -> tuple[str, list[Block]]:
     p = notice.payload
     value = {"t": p["template"], "etag": p["etag"]}
+    if "revision" in p:  # the text shown: decided while it is still the one pending
+        value["rev"] = p["revision"]
     language = str(p.get("language", ""))
     if language:  # a variant's submission: the buttons decide that language's text
         value["lang"] = language

@@ -10,6 +10,7 @@ import json
 import logging
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -47,15 +48,15 @@ class OverrideActions:
                     shown = [b["text"]["text"] for b in blocks if b.get("type") == "section"]
                     meta = {"t": value["t"], "etag": value["etag"], "c": channel, "m": ts}
                     meta["lang"] = value.get("lang", "")
+                    meta["etag"] = await _etag_of_shown(conn, name, value)
                     meta["shown"] = [t[:900] for t in shown[:2]]
                     await client.views_open(
                         trigger_id=body["trigger_id"], view=messages.reject_modal(meta)
                     )
                     return
+                etag = await _etag_of_shown(conn, name, value)
                 await _decided(
-                    approve_template(
-                        conn, staff.as_principal(), name, value["etag"], value.get("lang", "")
-                    )
+                    approve_template(conn, staff.as_principal(), name, etag, value.get("lang", ""))
                 )
         except Refusal as refusal:
             await tell(client, channel, user, str(refusal))
@@ -123,3 +124,18 @@ async def _decided(decision: Any) -> None:
         raise Refusal(ALREADY_DECIDED) from None
     except DomainError as refused:
         raise Refusal(f"Nothing changed: {refused.message}") from None
+
+
+async def _etag_of_shown(conn: AsyncConnection[Any], name: ChildName, value: dict[str, Any]) -> str:
+    """The etag to decide the text a message shows with: the template's current one while the
+    shown revision is still the one pending in its language (a write in another language moved
+    the etag on, not this text), else the message's own, which the decision then refuses as
+    already decided."""
+    if "rev" not in value:
+        return str(value["etag"])
+    template = await templates.load_template(conn, name)
+    text = template.variant(str(value.get("lang", "")))
+    pending = text is not None and text.latest_state is templates.RevisionState.PENDING_APPROVAL
+    if pending and text is not None and text.latest_revision == value["rev"]:
+        return template.etag
+    return str(value["etag"])

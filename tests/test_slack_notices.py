@@ -396,6 +396,17 @@ async def test_a_spanish_override_text_is_decided_in_spanish(scene: Scene) -> No
     await scene.bot.relay.drain()
     spanish = posts(scene)[-1]
     assert "in `es`" in str(spanish.args["blocks"])
+    async with scene.pool.connection() as conn:  # the English text moves on meanwhile: the
+        made = await templates.load_template(conn, key)  # Spanish one is still the one shown
+        await templates.update_template(
+            conn,
+            MANAGER,
+            key,
+            templates.TemplateInput(body="{{brand.name}} downtown: 20% off. Reply STOP to opt out"),
+            ["body"],
+            made.etag,
+            "http://localhost:8080",
+        )
     await scene.bot.interact(click(spanish, messages.OVERRIDE_APPROVE, ADMIN))
     await settle(scene, "chat.update", 2)
     (row,) = await rows(
@@ -407,7 +418,7 @@ async def test_a_spanish_override_text_is_decided_in_spanish(scene: Scene) -> No
     )
     assert row == ("approved", True)
     state, live, _ = await override_state(scene, name)
-    assert state == "approved" and live is not None  # the English text: untouched
+    assert state == "draft" and live is not None  # the English text: its own draft, untouched
 
 
 async def test_rejecting_an_override_asks_for_a_reason_and_shows_it(scene: Scene) -> None:

@@ -125,6 +125,7 @@ async def submit_template(
             brand_template=submitted.override_of_name,
             body=variant.latest_body,
             etag=submitted.etag,
+            revision=variant.latest_revision,  # what the decision is about (Slack's buttons)
             submitted_by=principal.label,
             # a variant's decision must name it too (ApproveTemplate/RejectTemplate `language`)
             **({} if submitted.is_default_language(language) else {"language": language}),
