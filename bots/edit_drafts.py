@@ -32,6 +32,7 @@ from tenants.assistant.drafts import (
 )
 from tenants.contacts.contacts import load
 from tenants.core.errors import DomainError, InvalidArgument, NotFound
+from tenants.core.languages import looks_spanish, primary
 from tenants.core.unexpected_errors import log_unexpected
 from tenants.enrollment.records import load_enrollment
 from tenants.org.access import Action
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 SHORTEN_GOALS = (Goal.SHORTER, Goal.FIT_SEGMENTS)
 SHORTEN_BUDGETS = (1, 2)  # one segment if the words allow, else two
 ENGLISH = "en"
-DEFAULT_TRANSLATION = "es"  # the language US franchises most often text besides English
+SPANISH = "es"
+DEFAULT_TRANSLATION = SPANISH  # the language US franchises most often text besides English
 UNEXPECTED = "Something went wrong making a draft, so the text is as you left it."
 
 
@@ -164,26 +166,35 @@ class EditDrafts:
 
     async def _translate(self, text: str, brand: str, preferred: str) -> tuple[str, str]:
         """The text in the contact's language, or in Spanish when the contact reads English
-        (or said nothing)."""
-        reads_english = preferred.split("-")[0] == ENGLISH
-        target = preferred if preferred and not reads_english else DEFAULT_TRANSLATION
+        (or said nothing) and the text is English. The text's own language is read from it
+        (an approver may have typed Spanish): Spanish when it reads as Spanish, else English;
+        a Spanish text for a contact who reads English goes to English. A text already in the
+        language it would go to stays as it is."""
+        source = SPANISH if looks_spanish(text) else ENGLISH
+        reads_english = primary(preferred) == ENGLISH
+        if preferred and not reads_english:
+            target, whose = preferred, "the contact's language"
+        elif reads_english and source != ENGLISH:
+            target, whose = preferred, "the contact's language"
+        elif reads_english:
+            target, whose = DEFAULT_TRANSLATION, "the contact reads English"
+        else:
+            target, whose = DEFAULT_TRANSLATION, "no language on file for the contact"
+        if primary(target) == source:
+            return text, (
+                f":globe_with_meridians: The text is already in `{esc(source)}` ({whose}),"
+                " so it is as you left it."
+            )
         draft = await translate_message(
-            translator_from(self._settings), text, target, ENGLISH, brand_name=brand
+            translator_from(self._settings), text, target, source, brand_name=brand
         )
         if len(draft.text) > messages.EDIT_MAX_LENGTH:
             return text, (
                 f":warning: No draft: the translation is longer than"
                 f" {messages.EDIT_MAX_LENGTH:,} characters. Your text is unchanged."
             )
-        whose = (
-            "the contact's language"
-            if target == preferred
-            else "the contact reads English"
-            if reads_english
-            else "no language on file for the contact"
-        )
         return draft.text, (
-            f":globe_with_meridians: Translated to `{esc(target)}` ({whose}) by"
+            f":globe_with_meridians: Translated from `{source}` to `{esc(target)}` ({whose}) by"
             f" {esc(draft.provider)}: {_segments(draft)}.{_notes(draft)} A machine translation:"
             " read it before you press *Approve & send*."
         )

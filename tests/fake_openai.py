@@ -9,8 +9,12 @@ POST /v1/chat/completions with `Authorization: Bearer <key>` and JSON {model, me
 {id, object: "chat.completion", created, model, choices: [{index, message: {role: "assistant",
 content}, finish_reason: "stop"}], usage}. Each request takes the next scripted Reply (the last
 one repeats; none scripted: the user's text echoed back): its content (a string, or a function
-of the request's JSON), an HTTP status, a delay, or a raw body (for malformed answers). A wrong
-key is answered 401 as OpenAI does, echoing the key. Every request is recorded.
+of the request's JSON), an HTTP status, a delay, a drip (the body sent a few bytes at a time,
+for a total deadline), or a raw body (for malformed answers). A wrong key is answered 401 as
+OpenAI does, echoing the key. Every request is recorded.
+
+The provider's user message is a JSON object {"text", "protected_tokens"}: `user_text` reads
+the text out of it (a plain user message is the text itself).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Reply:
     content: str | Callable[[dict[str, Any]], str] | None = None  # None: echo the user's text
     status: int = 200
     delay: float = 0.0  # seconds before answering
+    drip: float = 0.0  # seconds between the body's pieces of DRIP_BYTES (0: all at once)
     body: str | None = None  # a raw body instead of a chat completion
 
 
@@ -45,13 +50,35 @@ class Recorded:
         return next(m["content"] for m in self.json["messages"] if m["role"] == "system")
 
     @property
+    def user_message(self) -> str:
+        return user_message(self.json)
+
+    @property
     def user_text(self) -> str:
         return user_text(self.json)
 
+    @property
+    def protected_tokens(self) -> list[str]:
+        return list(json.loads(self.user_message)["protected_tokens"])
+
+
+DRIP_BYTES = 8
+
+
+def user_message(request: dict[str, Any]) -> str:
+    """The last user message of a request, as sent."""
+    return str([m for m in request["messages"] if m["role"] == "user"][-1]["content"])
+
 
 def user_text(request: dict[str, Any]) -> str:
-    """The text the provider asked about: the last user message of a request."""
-    return str([m for m in request["messages"] if m["role"] == "user"][-1]["content"])
+    """The text the provider asked about: the "text" of the last user message's JSON object
+    (or the message itself when it is not one)."""
+    message = user_message(request)
+    try:
+        data = json.loads(message)
+    except ValueError:
+        return message
+    return str(data["text"]) if isinstance(data, dict) and "text" in data else message
 
 
 @dataclass
@@ -86,14 +113,20 @@ class FakeOpenAI:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-            def _send(self, status: int, body: str) -> None:
+            def _send(self, status: int, body: str, drip: float = 0.0) -> None:
                 data = body.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 try:
-                    self.wfile.write(data)
+                    if not drip:
+                        self.wfile.write(data)
+                        return
+                    for at in range(0, len(data), DRIP_BYTES):
+                        self.wfile.write(data[at : at + DRIP_BYTES])
+                        self.wfile.flush()
+                        time.sleep(drip)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
 
@@ -130,7 +163,8 @@ class FakeOpenAI:
                     text = content(request)
                 else:
                     text = content
-                self._send(200, json.dumps(completion(str(request.get("model", "")), text)))
+                answer = json.dumps(completion(str(request.get("model", "")), text))
+                self._send(200, answer, reply.drip)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

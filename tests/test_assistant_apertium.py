@@ -2,18 +2,20 @@
 `apertium` and `apertium-eng-spa`), with the protected tokens masked and checked. The real
 translations skip when apertium is not installed (they fail instead with
 REENGAGE_REQUIRE_APERTIUM=1, as .ci/run sets); a fake command stands in for a missing, hanging,
-failing or token-eating apertium."""
+failing, token-eating or meaning-changing apertium."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
-from tenants.assistant.apertium import ApertiumProvider
+from tenants.assistant.apertium import RUNS_AT_ONCE, ApertiumProvider
 from tenants.assistant.drafts import (
     AssistantSettings,
     AssistantUnavailable,
@@ -32,6 +34,7 @@ TEXT = (
     "Show this code at the counter: {{coupon:LATTE-5}}. Book a table at "
     "https://sunrise.example/book.\nReply STOP to opt out."
 )
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def apertium_or_skip() -> ApertiumProvider:
@@ -72,10 +75,12 @@ async def test_english_to_spanish_keeps_every_protected_token_and_stop() -> None
         ProtectedToken("brand_name", "Sunrise Coffee"),
         ProtectedToken("placeholder", "{{coupon:LATTE-5}}"),
         ProtectedToken("link", "https://sunrise.example/book"),
+        ProtectedToken("opt_out", "Responde STOP para cancelar"),
         ProtectedToken("opt_out", "STOP"),
     )
-    # the opt-out line stays its own line, and the text keeps its line count
-    assert draft.text.count("\n") == 1 and "STOP" in draft.text.splitlines()[1]
+    # the opt-out line is the standard Spanish one, on its own line as it was
+    assert draft.text.count("\n") == 1
+    assert draft.text.splitlines()[1] == "Responde STOP para cancelar."
     assert "Café" not in draft.text  # the brand is not translated
     assert any("apertium" in note for note in draft.notes)
 
@@ -84,7 +89,8 @@ async def test_spanish_to_english_and_a_regional_tag() -> None:
     provider = apertium_or_skip()
     text = "Hola {{contact.first_name|amigo}}, tu cita es mañana.\n\nResponde STOP para cancelar."
     draft = await translate_message(provider, text, "en-US", "es-MX")
-    assert "{{contact.first_name|amigo}}" in draft.text and "STOP" in draft.text
+    assert "{{contact.first_name|amigo}}" in draft.text
+    assert draft.text.endswith("\n\nReply STOP to opt out.")
     assert "Hello" in draft.text
     assert draft.text.count("\n\n") == 1  # the blank line is kept
     assert draft.encoding == "GSM-7"
@@ -155,7 +161,8 @@ async def test_the_command_is_called_with_u_and_the_mode_and_reads_stdin(tmp_pat
     draft = await translate_message(
         translator_from(AssistantSettings(apertium_command=command)), TEXT, "es"
     )
-    assert draft.text == TEXT  # the fake echoes: every masked token came back
+    # the fake echoes: every masked token came back, and the opt-out line is the Spanish one
+    assert draft.text == TEXT.replace("Reply STOP to opt out", "Responde STOP para cancelar")
     assert log.read_text().split("\n")[0] == "-u eng-spa"
 
 
@@ -171,10 +178,97 @@ async def test_an_apertium_that_eats_a_masked_token_is_refused(tmp_path: Path) -
     }
 
 
-async def test_an_apertium_that_translates_the_keyword_is_refused(tmp_path: Path) -> None:
-    # STOP is masked; a translator that turns its sentinel into PARAR is caught
-    command = fake_command(tmp_path, "sed 's/ZQX[A-Z]* to opt out/PARAR para salir/'")
+async def test_apertium_never_sees_the_opt_out_wording_so_cannot_change_its_meaning(
+    tmp_path: Path,
+) -> None:
+    seen = tmp_path / "stdin"
+    # a "translation" that turns any opt-out sentence into its opposite
+    command = fake_command(
+        tmp_path, f"tee -a {seen} | sed 's/to opt out/to keep getting offers/; s/STOP/PARAR/'"
+    )
     provider = translator_from(AssistantSettings(apertium_command=command))
+    draft = await translate_message(provider, TEXT, "es", brand_name="Sunrise Coffee")
+    assert draft.text.endswith("\nResponde STOP para cancelar.")
+    assert "offers" not in draft.text and "PARAR" not in draft.text
+    assert "STOP" not in seen.read_text() and "opt out" not in seen.read_text()
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        # the masked opt-out wording (the last sentinel) replaced by the opposite meaning
+        "sed -E 's/ZQX[A-Z]+[.]$/Responde STOP para seguir recibiendo ofertas./'",
+        # the wording dropped, STOP left on its own
+        "sed -E 's/ZQX[A-Z]+[.]$/STOP/'",
+    ],
+    ids=["opposite meaning", "only STOP"],
+)
+async def test_an_apertium_that_rewrites_the_masked_opt_out_is_refused(
+    tmp_path: Path, script: str
+) -> None:
+    provider = translator_from(AssistantSettings(apertium_command=fake_command(tmp_path, script)))
     with pytest.raises(DraftRefused) as refused:
         await translate_message(provider, TEXT, "es")
-    assert refused.value.metadata == {"token": "STOP", "kind": "opt_out"}
+    assert refused.value.metadata == {"token": "Reply STOP to opt out", "kind": "opt_out"}
+
+
+def _running(pid: int) -> bool:
+    """pid is a live process (a zombie waiting for its reaper is not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+async def test_a_timeout_kills_the_whole_pipeline(tmp_path: Path) -> None:
+    # apertium is a shell script running a pipeline: its programs must die with it
+    pid_file = tmp_path / "child"
+    command = fake_command(tmp_path, f"sleep 60 &\necho $! > {pid_file}\ncat > /dev/null\nwait")
+    provider = translator_from(AssistantSettings(apertium_command=command, timeout_seconds=1))
+    started = time.monotonic()
+    with pytest.raises(AssistantUnavailable) as unavailable:
+        await translate_message(provider, TEXT, "es")
+    assert time.monotonic() - started < 2.0
+    assert "did not answer within 1 s" in unavailable.value.message
+    child = int(pid_file.read_text())
+    for _ in range(50):
+        if not _running(child):
+            break
+        await asyncio.sleep(0.02)
+    assert not _running(child), "the pipeline's sleeping child outlived the timeout"
+
+
+async def test_the_per_line_fallback_shares_one_deadline(tmp_path: Path) -> None:
+    # every run takes 0.4 s and loses the blank lines, so the provider retries line by line:
+    # five lines would take 2.4 s, but the whole translation has 1 s
+    command = fake_command(tmp_path, "sleep 0.4\ngrep -v '^$'")
+    provider = translator_from(AssistantSettings(apertium_command=command, timeout_seconds=1))
+    text = "One.\nTwo.\nThree.\nFour.\nFive."
+    started = time.monotonic()
+    with pytest.raises(AssistantUnavailable) as unavailable:
+        await translate_message(provider, text, "es")
+    assert time.monotonic() - started < 1.8
+    assert "did not answer within 1 s" in unavailable.value.message
+
+
+async def test_at_most_a_few_apertium_runs_go_at_once(tmp_path: Path) -> None:
+    running, log = tmp_path / "running", tmp_path / "log"
+    running.mkdir()
+    command = fake_command(
+        tmp_path,
+        f"touch {running}/$$\nls {running} | wc -l >> {log}\nsleep 0.3\nrm {running}/$$\ncat",
+    )
+    provider = translator_from(AssistantSettings(apertium_command=command))
+    drafts = await asyncio.gather(
+        *(translate_message(provider, f"Hello number {i}.", "es") for i in range(3 * RUNS_AT_ONCE))
+    )
+    assert [d.text for d in drafts] == [f"Hello number {i}." for i in range(3 * RUNS_AT_ONCE)]
+    counts = [int(line) for line in log.read_text().split()]
+    assert len(counts) == 3 * RUNS_AT_ONCE and max(counts) <= RUNS_AT_ONCE
+
+
+def test_the_container_image_installs_apertium_and_its_language_pair() -> None:
+    image = (ROOT / "deploy" / "Containerfile").read_text()
+    install = next(line for line in image.splitlines() if "apt-get install" in line)
+    assert "apertium" in install.split() and "apertium-eng-spa" in install.split()

@@ -31,11 +31,14 @@ OFFER = (
     " and just grab 20% off your next latte: {{link:https://acme.example/menu}}. Reply STOP to"
     " opt out"
 )
-OFFER_ES = (
+# the model's answer: the opt-out wording reached it as one placeholder, kept where it was
+OFFER_ES_ANSWER = (
     "\u00a1Hola {{contact.first_name|there}}! Te extra\u00f1amos en Acme Coffee: vuelve esta"
     " semana y llevate un 20% de descuento en tu pr\u00f3ximo latte:"
-    " {{link:https://acme.example/menu}}. Responde STOP para darte de baja"
+    " {{link:https://acme.example/menu}}. {{opt_out}}"
 )
+# the draft: the standard Spanish opt-out line in the placeholder's place
+OFFER_ES = OFFER_ES_ANSWER.replace("{{opt_out}}", "Responde STOP para cancelar")
 
 
 def stub(channel: grpc.aio.Channel) -> assistant_pb2_grpc.AssistantServiceStub:
@@ -131,7 +134,7 @@ async def test_a_budget_the_protected_tokens_alone_exceed_is_answered_as_not_fit
 async def test_an_openai_translation_is_a_draft_with_the_tokens_kept(
     pool: AsyncConnectionPool[Any], world: World, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.answer(Reply(content=OFFER_ES))
+    fake_openai.answer(Reply(content=OFFER_ES_ANSWER))
     async with assistant_with(pool, **openai_settings(fake_openai)) as assistant:
         draft = await assistant.TranslateMessage(
             pb.TranslateMessageRequest(parent=DOWNTOWN, text=OFFER, target_language="es"),
@@ -144,22 +147,27 @@ async def test_an_openai_translation_is_a_draft_with_the_tokens_kept(
     (request,) = fake_openai.requests
     assert request.json["model"] == "test-model"
     assert request.headers["Authorization"] == f"Bearer {KEY}"
-    assert OFFER in request.user_text
+    assert request.user_text == OFFER.replace("Reply STOP to opt out", "{{opt_out}}")
 
 
 @pytest.mark.parametrize(
     ("answer", "token"),
     [
         pytest.param(
-            OFFER_ES.replace(" {{link:https://acme.example/menu}}", ""), "link", id="link"
+            OFFER_ES_ANSWER.replace(" {{link:https://acme.example/menu}}", ""), "link", id="link"
         ),
         pytest.param(
-            OFFER_ES.replace("{{contact.first_name|there}}", "{{contact.first_name|amigo}}"),
+            OFFER_ES_ANSWER.replace("{{contact.first_name|there}}", "{{contact.first_name|amigo}}"),
             "placeholder",
             id="placeholder",
         ),
-        pytest.param(OFFER_ES.replace("STOP", "ALTO"), "opt_out", id="stop"),
-        pytest.param(OFFER_ES.replace("Acme Coffee", "Café Acme"), "brand_name", id="brand"),
+        pytest.param(OFFER_ES, "opt_out", id="its own opt-out wording"),
+        pytest.param(
+            OFFER_ES_ANSWER.replace("{{opt_out}}", "Responde ALTO para cancelar"),
+            "opt_out",
+            id="stop",
+        ),
+        pytest.param(OFFER_ES_ANSWER.replace("Acme Coffee", "Café Acme"), "brand_name", id="brand"),
     ],
 )
 async def test_a_translation_that_changed_a_protected_token_is_refused_with_the_reason(

@@ -20,6 +20,7 @@ from tenants.assistant.drafts import (
 from tenants.assistant.providers import worksheet
 from tenants.assistant.rules import RulesProvider
 from tenants.assistant.tokens import find, mask, protected, verify
+from tenants.content.first_message import opt_out_line
 from tenants.core.errors import InvalidArgument
 
 TEXT = (
@@ -227,7 +228,68 @@ async def test_a_bad_translation_request_names_the_language_field(
 async def test_good_language_tags_are_accepted(tag: str) -> None:
     source = "fr" if tag.startswith(("es", "en")) else "en"
     draft = await translate_message(Scripted(), TEXT, tag, source)
-    assert draft.text == TEXT
+    assert draft.text == TEXT.replace("Reply STOP to opt out", opt_out_line(tag))
+
+
+@pytest.mark.parametrize(
+    ("draft", "link"),
+    [
+        ("Book at acme.com/b or EVIL.COM/win", "EVIL.COM/win"),
+        ("Book at acme.com/b or Evil.Com", "Evil.Com"),
+        ("Book at acme.com/b, see WWW.EVIL.COM", "WWW.EVIL.COM"),
+    ],
+)
+def test_a_draft_may_not_add_a_bare_domain_in_capitals(draft: str, link: str) -> None:
+    with pytest.raises(DraftRefused) as refused:
+        verify("Book at acme.com/b", draft)
+    assert refused.value.metadata == {"token": link, "kind": "link"}
+    assert "added" in refused.value.message
+
+
+def test_a_sentence_missing_its_space_is_no_added_link_when_the_text_had_it() -> None:
+    verify("See you.Bye for now", "See you.Bye!")
+    assert protected("See you.Bye") == ()
+
+
+async def test_a_translation_masks_the_opt_out_wording_and_puts_the_standard_line_back() -> None:
+    provider = Scripted()
+    draft = await translate_message(provider, TEXT, "es", brand_name="Joe's Pizza")
+    assert draft.text.endswith("joes.example/menu. Responde STOP para cancelar.")
+    # the provider saw one placeholder for the whole wording, STOP included
+    assert ProtectedToken("placeholder", "{{opt_out}}") in provider.protected_seen
+    assert all("STOP" not in t.text for t in provider.protected_seen)
+    assert ProtectedToken("opt_out", "Responde STOP para cancelar") in draft.protected
+    assert any("Responde STOP para cancelar" in note for note in draft.notes)
+
+
+async def test_a_text_already_using_the_placeholder_name_gets_another() -> None:
+    text = "Hi {{opt_out}}, Reply STOP to opt out"
+    draft = await translate_message(Scripted(), text, "es")
+    assert draft.text == "Hi {{opt_out}}, Responde STOP para cancelar"
+
+
+async def test_each_opt_out_sentence_becomes_the_standard_line() -> None:
+    text = "Reply STOP to opt out. Deals today! Text STOP to quit"
+    draft = await translate_message(Scripted(), text, "es")
+    assert draft.text == "Responde STOP para cancelar. Deals today! Responde STOP para cancelar"
+
+
+async def test_a_translation_without_opt_out_may_not_gain_one() -> None:
+    answer = "Hola, ofertas hoy. Responde STOP para seguir recibiendo ofertas"
+    with pytest.raises(DraftRefused) as refused:
+        await translate_message(Scripted(answer), "Hi, deals today.", "es")
+    assert refused.value.metadata["kind"] == "opt_out"
+    assert "added" in refused.value.message
+
+
+async def test_a_link_inside_the_opt_out_sentence_is_refused_before_translating() -> None:
+    provider = Scripted()
+    text = "Deals today! Text STOP to {{link:https://joes.example/p}} to opt out"
+    with pytest.raises(DraftRefused) as refused:
+        await translate_message(provider, text, "es")
+    assert refused.value.metadata == {"token": "{{link:https://joes.example/p}}", "kind": "link"}
+    assert "move it out of the opt-out sentence" in refused.value.message
+    assert provider.protected_seen == []  # the provider was never asked
 
 
 def test_settings_choose_the_providers() -> None:

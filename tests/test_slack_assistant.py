@@ -33,7 +33,7 @@ from tests.enrollment_support import (
     running_worker,
     sent_messages,
 )
-from tests.fake_openai import FakeOpenAI, Reply
+from tests.fake_openai import FakeOpenAI, Reply, user_text
 from tests.fake_slack import FakeSlack, SlackCall
 from tests.local_http import serving
 from tests.slack_support import (
@@ -57,6 +57,15 @@ WORDY = (
     " very soon, because your usual oat latte is actually on us this week. Reply STOP to opt out"
 )
 SPANISH = "Hola Dana, \u00a1en Acme Coffee te extra\u00f1amos! Responde STOP para darte de baja"
+# what the model is sent of SHOWN: the opt-out wording is one placeholder, never translated
+SHOWN_MASKED = "Hi Dana, Acme Coffee misses you! {{opt_out}}"
+GREETING = "Hi Dana, Acme Coffee misses you!"
+SPANISH_GREETING = "Hola Dana, \u00a1en Acme Coffee te extra\u00f1amos!"
+
+
+def translating(greeting: str) -> Reply:
+    """A model's answer: the request's text with its greeting translated, the rest kept."""
+    return Reply(content=lambda request: user_text(request).replace(GREETING, greeting))
 
 
 class DraftingSlack(FakeSlack):
@@ -300,7 +309,7 @@ async def test_translate_fills_a_spanish_draft(
     fake_slack: DraftingSlack,
     fake_openai: FakeOpenAI,
 ) -> None:
-    fake_openai.answer(Reply(content=SPANISH))
+    fake_openai.answer(translating(SPANISH_GREETING))
     async with drafting_scene(
         time_skipping_env,
         pool,
@@ -313,10 +322,12 @@ async def test_translate_fills_a_spanish_draft(
         enrollment, opened = await edit_opened(time_skipping_env, pool, bot, workflows)
         await bot.interact(in_modal(opened.args["view"], messages.TRANSLATE, STAFF, SHOWN))
         view = await updated(bot, 1)
-        assert box(view) == (f"{messages.TEXT_BLOCK}-1", SPANISH)
-        assert "`es`" in notice(view) and "openai" in notice(view)
+        spanish = f"{SPANISH_GREETING} Responde STOP para cancelar"
+        assert box(view) == (f"{messages.TEXT_BLOCK}-1", spanish)
+        assert "from `en` to `es`" in notice(view) and "openai" in notice(view)
         (request,) = fake_openai.requests
-        assert SHOWN in request.user_text and "Spanish" in request.system_prompt
+        assert request.user_text == SHOWN_MASKED
+        assert "from English (en) to Spanish (es)" in request.system_prompt
         assert await sent_messages(pool) == []
         await workflows.cancel(enrollment.workflow_id, "test over")
 
@@ -328,8 +339,7 @@ async def test_translate_drafts_in_the_contacts_preferred_language(
     fake_slack: DraftingSlack,
     fake_openai: FakeOpenAI,
 ) -> None:
-    portuguese = "Oi Dana, a Acme Coffee sente sua falta! Responda STOP para sair"
-    fake_openai.answer(Reply(content=portuguese))
+    fake_openai.answer(translating("Oi Dana, a Acme Coffee sente sua falta!"))
     async with drafting_scene(
         time_skipping_env,
         pool,
@@ -344,7 +354,8 @@ async def test_translate_drafts_in_the_contacts_preferred_language(
         )
         await bot.interact(in_modal(opened.args["view"], messages.TRANSLATE, STAFF, SHOWN))
         view = await updated(bot, 1)
-        assert box(view)[1] == portuguese
+        # no Portuguese opt-out line on file: the platform's English one
+        assert box(view)[1] == "Oi Dana, a Acme Coffee sente sua falta! Reply STOP to opt out"
         assert "`pt-BR` (the contact's language)" in notice(view)
         (request,) = fake_openai.requests
         assert "pt-BR" in request.system_prompt
@@ -358,8 +369,16 @@ async def test_a_refused_draft_keeps_the_text_and_says_why(
     fake_slack: DraftingSlack,
     fake_openai: FakeOpenAI,
 ) -> None:
-    # the keyword translated: refused
-    fake_openai.answer(Reply(content=SPANISH.replace("STOP", "ALTO")))
+    # the masked opt-out wording replaced by the model's own, keyword translated: refused
+    fake_openai.answer(
+        Reply(
+            content=lambda request: (
+                user_text(request)
+                .replace(GREETING, SPANISH_GREETING)
+                .replace("{{opt_out}}", "Responde ALTO para salir")
+            )
+        )
+    )
     async with drafting_scene(
         time_skipping_env,
         pool,
@@ -376,6 +395,51 @@ async def test_a_refused_draft_keeps_the_text_and_says_why(
         assert box(view) == (messages.TEXT_BLOCK, typed)  # the person's text, as it was
         assert "No draft" in notice(view) and "STOP" in notice(view)
         assert "Your text is unchanged" in notice(view)
+        await workflows.cancel(enrollment.workflow_id, "test over")
+
+
+@pytest.mark.parametrize(
+    ("preferred", "expected"),
+    [
+        ("", "already in `es` (no language on file for the contact)"),
+        ("es-MX", "already in `es` (the contact's language)"),
+        ("en", "from `es` to `en` (the contact's language)"),
+    ],
+)
+async def test_translate_reads_the_language_of_the_text(
+    world: World,
+    pool: AsyncConnectionPool[Any],
+    time_skipping_env: WorkflowEnvironment,
+    fake_slack: DraftingSlack,
+    fake_openai: FakeOpenAI,
+    preferred: str,
+    expected: str,
+) -> None:
+    # the approver typed Spanish: it is not translated from English
+    english = "Hello Dana, we miss you at Acme Coffee!"
+    fake_openai.answer(Reply(content=lambda r: user_text(r).replace(SPANISH_GREETING, english)))
+    async with drafting_scene(
+        time_skipping_env,
+        pool,
+        fake_slack,
+        assistant_translator="openai",
+        openai_base_url=fake_openai.base_url,
+        openai_model="test-model",
+        openai_api_key=KEY,
+    ) as (bot, workflows):
+        contact = {"preferred_language": preferred} if preferred else {}
+        enrollment, opened = await edit_opened(time_skipping_env, pool, bot, workflows, **contact)
+        await bot.interact(in_modal(opened.args["view"], messages.TRANSLATE, STAFF, SPANISH))
+        view = await updated(bot, 1)
+        assert expected in notice(view)
+        if "already" in expected:
+            assert box(view) == (messages.TEXT_BLOCK, SPANISH)  # kept as typed
+            assert fake_openai.requests == []
+        else:
+            (request,) = fake_openai.requests
+            assert "from Spanish (es) to English (en)" in request.system_prompt
+            assert request.user_text.endswith("! {{opt_out}}")
+            assert box(view)[1] == f"{english} Reply STOP to opt out"
         await workflows.cancel(enrollment.workflow_id, "test over")
 
 

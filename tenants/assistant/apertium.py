@@ -3,7 +3,10 @@
 Debian's `apertium` runs the pipeline and `apertium-eng-spa` holds the language pair (modes
 `eng-spa` and `spa-eng`); the project's setup installs both. Each translation is one
 subprocess (`apertium -u MODE`: `-u` drops the `*` marks of unknown words), text on stdin and the
-translation on stdout, killed at the settings' timeout.
+translation on stdout. `apertium` is a shell script running a pipeline of programs, so each run
+is a session of its own, and at the settings' timeout (one deadline for the whole translation,
+retries included) its whole process group is killed and reaped: killing the shell alone
+leaves the pipeline running and holding the pipes. At most RUNS_AT_ONCE runs go at a time.
 
 Apertium cannot be told to leave text alone, so the protected tokens are masked first with
 sentinels it passes through as unknown words ("ZQXA", "ZQXB", ...) and put back after. It reads
@@ -14,9 +17,13 @@ paragraph (lines joined by blank lines, which it keeps) and comes back split the
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import shlex
+import signal
 import string
+import weakref
 from collections.abc import Callable
 
 from tenants.assistant.providers import AssistantUnavailable, Goal, worksheet
@@ -29,6 +36,21 @@ _INSTALL = (
     f"install the Debian packages apertium and {PACKAGE} (apt-get install apertium {PACKAGE})"
 )
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_REAP_SECONDS = 5.0
+RUNS_AT_ONCE = 4  # apertium runs in flight in this process (each a pipeline of ~8 programs)
+_RUNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _runs() -> asyncio.Semaphore:
+    """The process's bound on concurrent apertium runs (one semaphore per event loop: an
+    asyncio semaphore belongs to the loop it first waited on)."""
+    loop = asyncio.get_running_loop()
+    runs = _RUNS.get(loop)
+    if runs is None:
+        runs = _RUNS[loop] = asyncio.Semaphore(RUNS_AT_ONCE)
+    return runs
 
 
 def _sentinel_maker(text: str) -> Callable[[int], str]:
@@ -74,7 +96,14 @@ class ApertiumProvider:
             )
         sheet = worksheet()
         masked = mask(text, sheet.protected_hits(text), _sentinel_maker(text))
-        translated = await self._translate_lines(masked.text, mode)
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                translated = await self._translate_lines(masked.text, mode)
+        except TimeoutError:
+            raise AssistantUnavailable(
+                f"apertium did not answer within {self.timeout_seconds:g} s",
+                provider=self.name,
+            ) from None
         sheet.note(f"machine-translated by apertium ({mode}): have a speaker read it")
         return masked.unmask(translated)
 
@@ -100,32 +129,28 @@ class ApertiumProvider:
         return "\n".join(out)
 
     async def _run(self, mode: str, text: str) -> str:
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *self.command,
-                "-u",
-                mode,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-        except (FileNotFoundError, PermissionError, NotADirectoryError):
-            raise AssistantUnavailable(
-                f"apertium is not installed (no command {self.command[0]!r}): {_INSTALL}",
-                provider=self.name,
-                package=PACKAGE,
-            )
-        try:
-            out, err = await asyncio.wait_for(
-                process.communicate(text.encode()), timeout=self.timeout_seconds
-            )
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise AssistantUnavailable(
-                f"apertium did not answer within {self.timeout_seconds:g} s",
-                provider=self.name,
-            )
+        async with _runs():
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *self.command,
+                    "-u",
+                    mode,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    start_new_session=True,  # its pipeline is one process group, killed as one
+                )
+            except (FileNotFoundError, PermissionError, NotADirectoryError):
+                raise AssistantUnavailable(
+                    f"apertium is not installed (no command {self.command[0]!r}): {_INSTALL}",
+                    provider=self.name,
+                    package=PACKAGE,
+                ) from None
+            try:
+                out, err = await process.communicate(text.encode())
+            except BaseException:  # the deadline (or the caller) cancelled the run
+                await _ended(process)
+                raise
         if process.returncode != 0:
             problem = err.decode(errors="replace").strip().splitlines()
             first = problem[0][:200] if problem else "no message"
@@ -139,6 +164,16 @@ class ApertiumProvider:
                 f"apertium failed (exit {process.returncode}): {first}", provider=self.name
             )
         return out.decode(errors="replace")
+
+
+async def _ended(process: asyncio.subprocess.Process) -> None:
+    """The run's whole process group killed (the `apertium` shell and the pipeline it
+    started) and the shell reaped, shielded from the cancellation that got here. The wait is
+    bounded too: a program that left the group could hold the pipes open forever."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group has ended
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(process.wait()), _REAP_SECONDS)
 
 
 def _without_marks(translated: str, source: str) -> str:

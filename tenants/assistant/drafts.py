@@ -4,14 +4,18 @@ Both entry points validate the request, find the protected tokens of the input
 (`tokens`), call the provider with a worksheet naming the brand, and check its answer: a
 draft that changed, dropped, duplicated or added a protected token is refused (DraftRefused);
 otherwise the caller gets the draft's text with its segment count, encoding, what was
-protected, whether it fits the segment budget and notes on what was done. Nothing is saved or
-sent here: a draft becomes a text only through the normal template write and approval.
+protected, whether it fits the segment budget and notes on what was done. A translation never
+hands the opt-out wording to its provider: the wording goes masked and comes back as the target
+language's standard line (`_OptOutPlan`). Nothing is saved or sent here: a draft becomes a
+text only through the normal template write and approval.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import count as counting
 
 from tenants.assistant.apertium import ApertiumProvider
 from tenants.assistant.openai_chat import OpenAIChatProvider
@@ -25,13 +29,17 @@ from tenants.assistant.providers import (
 )
 from tenants.assistant.rules import RulesProvider
 from tenants.assistant.tokens import (
+    BRAND_NAME,
+    OPT_OUT,
     DraftRefused,
     ProtectedToken,
     find,
+    opt_out_wordings,
     protected,
     regions,
     verify,
 )
+from tenants.content.first_message import opt_out_line
 from tenants.content.segments import Encoding, count, is_gsm7, to_gsm7
 from tenants.core import languages
 from tenants.core.errors import Violations
@@ -132,6 +140,13 @@ def _plural(n: int) -> str:
     return f"{n} segment" + ("" if n == 1 else "s")
 
 
+def _answered(answer: str, provider: Provider) -> None:
+    if not answer.strip():
+        raise AssistantUnavailable(
+            f"the {provider.name} provider answered an empty draft", provider=provider.name
+        )
+
+
 def _draft(
     original: str,
     answer: str,
@@ -139,14 +154,10 @@ def _draft(
     brand_name: str,
     sheet: Worksheet,
     *,
-    translation: bool,
     max_segments: int = 0,
 ) -> Draft:
-    if not answer.strip():
-        raise AssistantUnavailable(
-            f"the {provider.name} provider answered an empty draft", provider=provider.name
-        )
-    verify(original, answer, brand_name, translation=translation)
+    """The checked answer as a Draft: its segments against the original's, and what it kept
+    (the protected tokens of original, which the answer was verified to carry)."""
     before, after = count(original), count(answer)
     notes = list(sheet.notes)
     if (before.segments, before.encoding) != (after.segments, after.encoding):
@@ -163,7 +174,7 @@ def _draft(
         text=answer,
         segments=after.segments,
         encoding=after.encoding.value,
-        protected=protected(original, brand_name, translation=translation),
+        protected=protected(original, brand_name),
         provider=provider.name,
         fits=fits,
         notes=tuple(notes),
@@ -217,9 +228,9 @@ async def rewrite_message(
     violations.raise_if_any()
     with working_on(Worksheet(brand_name=brand_name)) as sheet:
         answer = await provider.rewrite(text, chosen, max_segments)
-    return _draft(
-        text, answer, provider, brand_name, sheet, translation=False, max_segments=max_segments
-    )
+    _answered(answer, provider)
+    verify(text, answer, brand_name)
+    return _draft(text, answer, provider, brand_name, sheet, max_segments=max_segments)
 
 
 async def translate_message(
@@ -231,8 +242,10 @@ async def translate_message(
     brand_name: str = "",
 ) -> Draft:
     """A draft of text translated by provider from source_language to target_language (BCP-47).
-    The opt-out clause may be translated; its keyword (STOP) may not. Raises InvalidArgument
-    (fields text, target_language, source_language), DraftRefused or AssistantUnavailable."""
+    The opt-out wording is not the provider's to translate: it becomes the target language's
+    standard line (`content.first_message.opt_out_line`: "Responde STOP para cancelar"). Raises
+    InvalidArgument (fields text, target_language, source_language), DraftRefused or
+    AssistantUnavailable."""
     violations = Violations()
     _check_text(violations, text)
     violations.check("target_language", language_problem(target_language))
@@ -242,9 +255,97 @@ async def translate_message(
     ):
         violations.add("target_language", "is the same language as source_language")
     violations.raise_if_any()
+    plan = _OptOutPlan.of(text, brand_name, opt_out_line(target_language))
     with working_on(Worksheet(brand_name=brand_name, translation=True)) as sheet:
-        answer = await provider.translate(text, source_language, target_language)
-    return _draft(text, answer, provider, brand_name, sheet, translation=True)
+        answer = await provider.translate(plan.masked, source_language, target_language)
+    _answered(answer, provider)
+    draft = plan.restored(answer, brand_name)
+    if plan.wordings:
+        sheet.note(f"the opt-out wording is the standard line {plan.line!r}, not translated")
+    return _draft(plan.reference, draft, provider, brand_name, sheet)
+
+
+@dataclass(frozen=True)
+class _OptOutPlan:
+    """How a translation handles the opt-out wording of its text: no translator is trusted with
+    it ("Responde STOP para seguir recibiendo ofertas" says the opposite of the original; a
+    clause may be dropped with only STOP left). Each wording is masked whole as one placeholder
+    before the provider sees the text, and the placeholder becomes the target language's
+    standard opt-out line after.
+
+    masked: what the provider translates; reference: the text with each wording replaced by
+    the line, whose protected tokens the draft must carry exactly (the line as written, no
+    other opt-out wording); wordings: the original's wordings."""
+
+    masked: str
+    reference: str
+    sentinel: str
+    line: str
+    wordings: tuple[str, ...]
+
+    @classmethod
+    def of(cls, text: str, brand_name: str, line: str) -> _OptOutPlan:
+        spans = opt_out_wordings(text, brand_name)
+        sentinel = next(
+            name
+            for name in ("{{opt_out" + (f"_{i}" if i else "") + "}}" for i in counting())
+            if name not in text
+        )
+        masked, reference = [], []
+        at = 0
+        for start, end in spans:
+            masked += [text[at:start], sentinel]
+            reference += [text[at:start], line]
+            at = end
+        masked.append(text[at:])
+        reference.append(text[at:])
+        plan = cls(
+            "".join(masked),
+            "".join(reference),
+            sentinel,
+            line,
+            tuple(text[start:end] for start, end in spans),
+        )
+        plan._keeps_what_the_wording_held(text, brand_name)
+        return plan
+
+    def _keeps_what_the_wording_held(self, text: str, brand_name: str) -> None:
+        """A placeholder or link inside an opt-out clause ("Text STOP to {{link:...}} to opt
+        out") would go with the clause: refused, the author moves it out. A brand name there
+        may go: the standard line names no brand."""
+        before = Counter(h.token for h in find(text, brand_name) if h.token.kind != OPT_OUT)
+        after = Counter(h.token for h in find(self.reference, brand_name))
+        for token, times in before.items():
+            if token.kind != BRAND_NAME and after[token] < times:
+                raise DraftRefused(
+                    f"the {token.kind} {token.text!r} is inside the opt-out wording, which a "
+                    f"translation replaces with the standard line {self.line!r}: move it out "
+                    "of the opt-out sentence and translate again",
+                    token=token.text,
+                    kind=token.kind,
+                )
+
+    def restored(self, answer: str, brand_name: str) -> str:
+        """The provider's answer checked (every protected token of the masked text, the
+        placeholder standing for the opt-out wording included) with the standard line in the
+        placeholder's place, checked again: it carries exactly the line, and no opt-out
+        wording of the provider's."""
+        try:
+            verify(self.masked, answer, brand_name, translation=True)
+        except DraftRefused as refused:
+            if refused.metadata.get("token") != self.sentinel or not self.wordings:
+                raise
+            wording = self.wordings[0]
+            raise DraftRefused(
+                f"the draft changed, dropped or repeated the opt-out wording {wording!r} (held "
+                f"as {self.sentinel} while translating, to become {self.line!r}): protected "
+                "tokens must stay exactly as written",
+                token=wording,
+                kind=OPT_OUT,
+            ) from None
+        draft = answer.replace(self.sentinel, self.line)
+        verify(self.reference, draft, brand_name)
+        return draft
 
 
 def rewriter_from(settings: AssistantSettings) -> Provider:

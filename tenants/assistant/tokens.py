@@ -12,12 +12,15 @@ the carrier or the brand, and stay exactly as the author wrote them:
 * the opt-out wording: the clause that says how to opt out (`content.first_message` decides what
   counts: "Reply STOP to opt out", "STOP to quit", "to unsubscribe", ...; a clause ends at
   . ! ? ; , or a line break) and the keyword in it (STOP, or another opt-out/HELP/START keyword
-  written in capitals). A translation may translate the clause but never the keyword: "STOP"
-  stays "STOP", never "PARAR" or "ALTO", because the carrier and `inbound` only hear STOP.
+  written in capitals). No translator is trusted with the clause ("Responde STOP para seguir
+  recibiendo ofertas" says the opposite): `drafts` masks it whole and puts the target
+  language's standard line in its place (`opt_out_wordings` finds it); a keyword outside it
+  stays as written ("STOP" is never "PARAR": the carrier and `inbound` only hear STOP).
 
 `verify` compares a draft with its input: every token of the input must appear in the draft
 as often as in the input, and the draft may bring no token of its own (a new link or
-placeholder is a change too). Providers that cannot be told to leave text alone (the rules, a
+placeholder is a change too; a bare domain counts as a new link whatever the case of its
+top-level label, "EVIL.COM/win"). Providers that cannot be told to leave text alone (the rules, a
 machine translator) `mask` the tokens first and `unmask` after.
 """
 
@@ -45,6 +48,9 @@ _URL = re.compile(
     r"(?:\b[Hh][Tt][Tt][Pp][Ss]?://|\b[Ww][Ww][Ww]\.)\S+"
     r"|(?<![\w@.-])(?:[A-Za-z0-9-]+\.)+[a-z]{2,}(?![\w-])(?:[/?#]\S*)?"
 )
+# the same with a top-level label in any case ("EVIL.COM/win"): too eager to say what a text
+# protects ("See you.Bye"), but what a draft may not add: a link the author never wrote
+_ANY_CASE_URL = re.compile(_URL.pattern.replace("[a-z]{2,}", "[A-Za-z]{2,}"))
 _URL_TRAILER = ".,!?;:)]'\"\u2019\u201d"
 # a clause ends at sentence punctuation or a comma followed by a space, a dash between spaces,
 # or a line break
@@ -212,6 +218,45 @@ def _placeholder_and_link_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _link_hits(text: str, pattern: re.Pattern[str] = _URL) -> list[Hit]:
+    """The placeholders of text, then its links outside them (pattern: what counts as a URL)."""
+    hits: list[Hit] = []
+    for match in _PLACEHOLDER.finditer(text):
+        kind = LINK if _LINK_PLACEHOLDER.match(match.group()) else PLACEHOLDER
+        hits.append(Hit(ProtectedToken(kind, match.group()), match.start(), match.end()))
+    outside = _blanked(text, [(h.start, h.end) for h in hits])
+    for match in pattern.finditer(outside):
+        url = match.group().rstrip(_URL_TRAILER)
+        if url:
+            end = match.start() + len(url)
+            hits.append(Hit(ProtectedToken(LINK, url), match.start(), end))
+    return hits
+
+
+def _named_hits(text: str, brand_name: str) -> list[Hit]:
+    """The placeholders, links and brand names of text (everything but the opt-out wording)."""
+    hits = _link_hits(text)
+    outside = _blanked(text, [(h.start, h.end) for h in hits])
+    brand = _brand_pattern(brand_name)
+    if brand is not None:
+        for match in brand.finditer(outside):
+            hits.append(Hit(ProtectedToken(BRAND_NAME, match.group()), match.start(), match.end()))
+    return hits
+
+
+def opt_out_wordings(text: str, brand_name: str = "") -> list[tuple[int, int]]:
+    """(start, end) of the opt-out wording of each clause of text that says how to opt out
+    ("Reply STOP to opt out", "Responde STOP para cancelar"): what a translation replaces with
+    the target language's standard line rather than trusting a translator with it."""
+    outside = _blanked(text, [(h.start, h.end) for h in _named_hits(text, brand_name)])
+    spans = []
+    for start, end in _clauses(outside):
+        wording = _opt_out_wording(outside[start:end])
+        if wording is not None:
+            spans.append((start + wording, end))
+    return spans
+
+
 def find(
     text: str,
     brand_name: str = "",
@@ -222,27 +267,11 @@ def find(
     """Every protected occurrence in text, in order. For a translation the opt-out clause is not
     protected (only its keyword is). keywords: the opt-out keywords to look for (default: those
     of text's own opt-out clauses; a translation's check passes the original's)."""
-    hits: list[Hit] = []
-    for match in _PLACEHOLDER.finditer(text):
-        kind = LINK if _LINK_PLACEHOLDER.match(match.group()) else PLACEHOLDER
-        hits.append(Hit(ProtectedToken(kind, match.group()), match.start(), match.end()))
+    hits = _named_hits(text, brand_name)
     outside = _blanked(text, [(h.start, h.end) for h in hits])
-    for match in _URL.finditer(outside):
-        url = match.group().rstrip(_URL_TRAILER)
-        if url:
-            end = match.start() + len(url)
-            hits.append(Hit(ProtectedToken(LINK, url), match.start(), end))
-    outside = _blanked(text, [(h.start, h.end) for h in hits])
-    brand = _brand_pattern(brand_name)
-    if brand is not None:
-        for match in brand.finditer(outside):
-            hits.append(Hit(ProtectedToken(BRAND_NAME, match.group()), match.start(), match.end()))
     if not translation:
-        for start, end in _clauses(outside):
-            wording = _opt_out_wording(outside[start:end])
-            if wording is not None:
-                start += wording
-                hits.append(Hit(ProtectedToken(OPT_OUT, text[start:end]), start, end))
+        for start, end in opt_out_wordings(text, brand_name):
+            hits.append(Hit(ProtectedToken(OPT_OUT, text[start:end]), start, end))
     for word in opt_out_keywords(text) if keywords is None else keywords:
         for match in _whole_word(word).finditer(outside):
             hits.append(Hit(ProtectedToken(OPT_OUT, word), match.start(), match.end()))
@@ -291,6 +320,15 @@ def verify(original: str, draft: str, brand_name: str = "", *, translation: bool
     for token in got:
         if token not in wanted:
             _refuse(token, f"the draft added the {_describe(token)}, which the text did not have")
+    # a bare domain with a capitalised top-level label ("EVIL.COM/win") is no link of the
+    # input's, but it is one a contact's phone shows as a link
+    had = {h.token.text.casefold() for h in _link_hits(original, _ANY_CASE_URL)}
+    for hit in _link_hits(draft, _ANY_CASE_URL):
+        if hit.token.kind == LINK and hit.token.text.casefold() not in had:
+            _refuse(
+                hit.token,
+                f"the draft added the {_describe(hit.token)}, which the text did not have",
+            )
 
 
 def _refuse(token: ProtectedToken, message: str) -> None:
