@@ -10,38 +10,14 @@ signature, including the ones this module does not know.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from twilio.request_validator import RequestValidator
 
-from server.http.edge import RequestRefused, read_bounded, refuse_declared_over
+from server.http.edge import RequestRefused
 
 MAX_BODY_BYTES = 32 * 1024  # an inbound text with 10 media URLs is about 4 KiB
-FORM = "application/x-www-form-urlencoded"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-
-
-async def read_form(request: Request, limit: int = MAX_BODY_BYTES) -> dict[str, str]:
-    """The form fields of a bounded, form-encoded body: 413 over `limit`, 415 not a form,
-    400 when a field appears twice or the body is not UTF-8."""
-    refuse_declared_over(request, limit)
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != FORM:
-        raise RequestRefused(415, f"expected {FORM}")
-    body = await read_bounded(request, limit)
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-    except UnicodeDecodeError:
-        raise RequestRefused(400, "body is not UTF-8")
-    form: dict[str, str] = {}
-    for key, value in pairs:
-        if "\x00" in key or "\x00" in value:
-            raise RequestRefused(400, "a field holds a NUL character")
-        if key in form:
-            raise RequestRefused(400, f"field {key[:40]!r} appears twice")
-        form[key] = value
-    return form
 
 
 def signed_url(public_url: str, request: Request) -> str:

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 import h11
 import uvicorn
@@ -24,6 +25,9 @@ from temporalio.client import Client
 from server import metrics, tracing
 
 log = logging.getLogger(__name__)
+FORM = "application/x-www-form-urlencoded"
+# seconds a route waits for a database connection before it answers 503
+DATABASE_WAIT = 5.0
 Probe = Callable[[], Awaitable[str]]
 PROBE_TIMEOUT = 3.0
 
@@ -79,6 +83,28 @@ async def read_bounded(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise RequestRefused(413, f"body over {limit} bytes")
     return bytes(body)
+
+
+async def read_form(request: Request, limit: int) -> dict[str, str]:
+    """The form fields of a bounded, form-encoded body: 413 over `limit`, 415 not a form,
+    400 when a field appears twice or the body is not UTF-8."""
+    refuse_declared_over(request, limit)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != FORM:
+        raise RequestRefused(415, f"expected {FORM}")
+    body = await read_bounded(request, limit)
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise RequestRefused(400, "body is not UTF-8")
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        if "\x00" in key or "\x00" in value:
+            raise RequestRefused(400, "a field holds a NUL character")
+        if key in form:
+            raise RequestRefused(400, f"field {key[:40]!r} appears twice")
+        form[key] = value
+    return form
 
 
 def build_http_app(probes: dict[str, Probe], routes: Sequence[BaseRoute] = ()) -> Starlette:

@@ -4,7 +4,7 @@ tenants.integrations.intake).
 An API key (`Authorization: Bearer rk_...`) of a franchisor admin or a location manager;
 a JSON body (at most 1 MiB) of one Segment Track event, `{"batch": [...]}` or an array of at
 most 500. Answers 200 with one result per event once they are committed (a database outage:
-503 within `server.http.sms.DATABASE_WAIT` seconds, and a retry is answered `duplicate` for
+503 within `server.http.edge.DATABASE_WAIT` seconds, and a retry is answered `duplicate` for
 what was recorded); 400/401/403/413/415 refuse the whole request, recording nothing. The
 follow-ups the activities owe (exits, entries) are handed to the relay after the answer.
 Bodies, phone numbers and keys are never logged.
@@ -23,8 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.http.edge import RequestRefused, read_bounded
-from server.http.sms import DATABASE_WAIT
+from server.http.edge import DATABASE_WAIT, RequestRefused, read_bounded
 from tenants.core.errors import DomainError, PermissionDenied, Unauthenticated
 from tenants.core.unexpected_errors import log_unexpected
 from tenants.integrations import intake, track

@@ -28,13 +28,13 @@ from starlette.routing import Route
 from server import metrics
 from server.carriers.twilio_webhooks import (
     EMPTY_TWIML,
+    MAX_BODY_BYTES,
     inbound_fields,
-    read_form,
     signed_url,
     status_fields,
     verify,
 )
-from server.http.edge import RequestRefused
+from server.http.edge import DATABASE_WAIT, RequestRefused, read_form
 from tenants.content import links as tracked_links
 from tenants.core.unexpected_errors import log_unexpected
 from tenants.inbound import delivery_status
@@ -43,8 +43,6 @@ from workflows.relay import FollowupRelay
 
 log = logging.getLogger(__name__)
 INBOUND_PATH = "/sms/twilio/inbound"
-# seconds a route waits for a database connection before it answers 503
-DATABASE_WAIT = 5.0
 STATUS_PATH = "/sms/twilio/status"
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -70,7 +68,7 @@ class SmsEdge:
         ]
 
     async def _signed_form(self, request: Request) -> dict[str, str]:
-        form = await read_form(request)
+        form = await read_form(request, MAX_BODY_BYTES)
         verify(
             self._token,
             signed_url(self._public_url, request),

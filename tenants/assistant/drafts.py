@@ -56,7 +56,6 @@ __all__ = [
     "ProtectedToken",
     "Provider",
     "language_problem",
-    "primary_language",
     "rewrite_message",
     "rewriter_from",
     "translate_message",
@@ -103,11 +102,6 @@ def language_problem(tag: str) -> str | None:
         if languages.primary(tag) not in _LANGUAGES:
             return f"{shown(tag)!r}: unknown language {languages.primary(tag)!r}"
     return problem
-
-
-def primary_language(tag: str) -> str:
-    """The language of a valid tag, lower-case: "es-MX" -> "es"."""
-    return languages.primary(tag)
 
 
 def _check_text(violations: Violations, text: str) -> None:
@@ -250,7 +244,7 @@ async def translate_message(
     _check_text(violations, text)
     violations.check("target_language", language_problem(target_language))
     violations.check("source_language", language_problem(source_language))
-    if not violations.items and primary_language(target_language) == primary_language(
+    if not violations.items and languages.primary(target_language) == languages.primary(
         source_language
     ):
         violations.add("target_language", "is the same language as source_language")

@@ -79,6 +79,7 @@ __all__ = [
     "location_report",
     "measure_cells",
     "sequence_report",
+    "today_in",
 ]
 
 
@@ -385,7 +386,8 @@ def _sequence_name(franchisor_id: str, key: tuple[str, str]) -> ChildName:
     return ChildName(TenantScope(franchisor_id, location or None), SEQUENCES, sequence_id)
 
 
-def _today(now: datetime | None, zone: str) -> date:
+def today_in(zone: str, now: datetime | None = None) -> date:
+    """The date in zone at now (default: the clock): the day a report's default range ends."""
     return (now or datetime.now(UTC)).astimezone(ZoneInfo(zone)).date()
 
 
@@ -430,7 +432,7 @@ async def _location_frame(
     _require(location, True, "name")
     display_name, zone = await _location(conn, location)
     brand = await _brand(conn, location)
-    rng = date_range(start, end, _today(now, zone))
+    rng = date_range(start, end, today_in(zone, now))
     return _Frame(
         _Slice(location.franchisor_id, "L", rng, location.location_id), zone, brand, display_name
     )
@@ -447,7 +449,7 @@ async def _franchisor_frame(
     authorize(principal, Action.REPORT_READ, franchisor)
     _require(franchisor, False, "name")
     brand = await _brand(conn, franchisor)
-    rng = date_range(start, end, _today(now, brand.time_zone))
+    rng = date_range(start, end, today_in(brand.time_zone, now))
     return _Frame(_Slice(franchisor.franchisor_id, "B", rng), brand.time_zone, brand)
 
 
@@ -506,7 +508,7 @@ async def _sequence_frame(
         kind = "L"
     else:
         zone, kind = brand.time_zone, "B"
-    rng = date_range(start, end, _today(now, zone))
+    rng = date_range(start, end, today_in(zone, now))
     where = _Slice(sequence.scope.franchisor_id, kind, rng, target.location_id, key)
     return _Frame(where, zone, brand, found.display_name), target, found.definition
 

@@ -23,10 +23,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Match, Route
 
-from server.carriers.twilio_webhooks import read_form
 from server.http.dashboard import pages
-from server.http.dashboard.queue import DATABASE_WAIT, NOTICES, WorkQueues
-from server.http.edge import RequestRefused
+from server.http.dashboard.queue import NOTICES, WorkQueues
+from server.http.edge import DATABASE_WAIT, RequestRefused, read_form
 from tenants.core.errors import (
     DomainError,
     FailedPrecondition,
@@ -214,6 +213,14 @@ class Dashboard:
             raise NotSignedIn
         return found
 
+    def _failed(self, error: Exception, who: SignedIn | None) -> Response:
+        """The answer to a route that failed; a session that no longer signs anybody in has
+        its cookie forgotten too."""
+        response = self._answer_error(error, who)
+        if isinstance(error, NotSignedIn):
+            self._forget(response)
+        return response
+
     def _page(self, handler: Page) -> Callable[[Request], Awaitable[Response]]:
         async def route(request: Request) -> Response:
             who: SignedIn | None = None
@@ -221,10 +228,7 @@ class Dashboard:
                 who = await self._who(request)
                 return _secure_headers(await handler(request, who))
             except Exception as error:
-                response = self._answer_error(error, who)
-                if isinstance(error, NotSignedIn):
-                    self._forget(response)
-                return response
+                return self._failed(error, who)
 
         return route
 
@@ -243,10 +247,7 @@ class Dashboard:
                     raise RequestRefused(403, "the form is out of date: reload the page")
                 return self._see_other(await act(request, who, form))
             except Exception as error:
-                response = self._answer_error(error, who)
-                if isinstance(error, NotSignedIn):
-                    self._forget(response)
-                return response
+                return self._failed(error, who)
 
         return route
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 from psycopg import AsyncConnection
@@ -37,6 +36,7 @@ from tenants.reports.measures import (
     franchisor_report,
     location_report,
     sequence_report,
+    today_in,
 )
 from tenants.reports.trends import location_trends, previous_range
 from tenants.sequences.definitions import list_sequences
@@ -238,7 +238,7 @@ def days_param(raw_days: str | None) -> int:
 
 
 def range_ending_today(zone: str, days: int, now: datetime | None = None) -> tuple[date, date]:
-    today = (now or datetime.now(UTC)).astimezone(ZoneInfo(zone)).date()
+    today = today_in(zone, now)
     return today - timedelta(days=days - 1), today
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 from temporalio.service import RPCError
 
+from server.http.edge import DATABASE_WAIT
 from tenants.content.bodies import check_edited_text
 from tenants.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from tenants.core.names import ChildName, TenantScope
@@ -44,7 +45,6 @@ from workflows.relay import FollowupRelay
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 50
 LIVE_READS = 10  # workflow queries in flight at once while a queue page is built
-DATABASE_WAIT = 5.0  # seconds a page waits for a database connection before it answers 503
 STATE_WAIT = 3.0  # seconds a queue page waits for one workflow's live state
 DECIDE_WAIT = 10.0  # seconds a decision waits for the workflow's answer
 _NUMBER = re.compile(r"[0-9]{1,18}")
