@@ -25,11 +25,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from tenants.core.names import ChildName
 from tenants.enrollment import orphans
+from tenants.enrollment.records import workflow_id_for
 from tenants.sequences.model import ExitEvent, Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
-from tests.support import World
+from tests.support import OPERATOR, World
+from workflows import enrolling
 from workflows import search_attributes as sa
 from workflows.client import EnrollmentClient, StartRequest
+from workflows.enrolling import enroll
 from workflows.orphans import OrphanReconciler, Repairs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -311,3 +314,74 @@ async def test_the_query_reads_the_partial_index_of_unstarted_enrollments(
         )
         plan = "\n".join(r[0] for r in await cur.fetchall())
     assert "Index Scan using enrollments_unstarted" in plan, plan
+
+
+# -- a start while the contact's previous run is closing (workflows.enrolling._start) -----------
+
+
+async def holder_of(stack: Stack, contact: ChildName) -> tuple[str, str]:
+    """Starts a run of an older enrollment on the contact's workflow id, as a run that is
+    still closing after its row ended would hold it; (workflow id, run id)."""
+    workflow_id = workflow_id_for(contact.scope, contact.id)
+    stack.started.append(workflow_id)
+    run_id = await EnrollmentClient(stack.client, stack.task_queue).start(
+        StartRequest(workflow_id, "e" + "1" * 20, "acme", "downtown", "winback", [False], [])
+    )
+    return workflow_id, run_id
+
+
+async def test_a_start_waits_for_the_previous_run_to_close_and_records_no_conflict(
+    stack: Stack,
+) -> None:
+    contact = await consenting_contact(stack.pool)
+    workflow_id, holder = await holder_of(stack, contact)
+
+    async def closes() -> None:
+        await asyncio.sleep(0.5)
+        await stack.client.get_workflow_handle(workflow_id, run_id=holder).terminate("closed")
+
+    closing = asyncio.create_task(closes())
+    async with stack.pool.connection() as conn:
+        enrollment, created = await enroll(
+            conn,
+            EnrollmentClient(stack.client, stack.task_queue),
+            OPERATOR,
+            contact,
+            stack.sequence,
+        )
+    await closing
+
+    assert created and enrollment.run_id and enrollment.run_id != holder
+    row = await stack.row(contact)
+    assert (row.status, row.exit_reason, row.run_id) == ("active", "", enrollment.run_id)
+    assert await stack.latest_run(workflow_id) == (enrollment.run_id, row.id, True)
+    async with stack.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM enrollments WHERE contact_id = %s", (contact.id,)
+        )
+        assert await cur.fetchone() == (1,)  # no enrollment ended "start_conflict" on the way
+
+
+async def test_a_run_that_does_not_close_in_time_ends_the_new_row_start_conflict(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(enrolling, "CLOSING_WAIT_SECONDS", 0.6)
+    contact = await consenting_contact(stack.pool)
+    workflow_id, holder = await holder_of(stack, contact)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    async with stack.pool.connection() as conn:
+        with pytest.raises(enrolling.EnrollmentUnavailable, match="still closing"):
+            await enroll(
+                conn,
+                EnrollmentClient(stack.client, stack.task_queue),
+                OPERATOR,
+                contact,
+                stack.sequence,
+            )
+
+    assert loop.time() - began >= 0.6  # it waited for the holder first
+    row = await stack.row(contact)
+    assert (row.status, row.exit_reason, row.run_id) == ("exited", "start_conflict", "")
+    assert await stack.latest_run(workflow_id) == (holder, "e" + "1" * 20, True)  # untouched

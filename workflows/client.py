@@ -4,6 +4,7 @@ Slack bot call. Update ids make repeated calls (a double click, a retried reques
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
@@ -109,6 +110,27 @@ class EnrollmentClient:
             return ""
         ours = found.typed_search_attributes.get(sa.ENROLLMENT_ID) == enrollment_id
         return found.run_id if ours and found.run_id else ""
+
+    async def closed_within(self, workflow_id: str, seconds: float) -> bool:
+        """Waits up to `seconds` for the id's running run (if any) to close; whether none runs
+        now. Polls its description: waiting on its result would let a time-skipping test server
+        skip a sleeping run's timers."""
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + seconds, 0.05
+        while True:
+            try:
+                found = await self._client.get_workflow_handle(workflow_id).describe()
+            except RPCError as error:
+                if error.status is RPCStatusCode.NOT_FOUND:
+                    return True
+                return False  # Temporal could not say: not known to be free
+            if found.status != WorkflowExecutionStatus.RUNNING:
+                return True
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 0.5)
 
     def _handle(
         self, workflow_id: str, run_id: str | None = None

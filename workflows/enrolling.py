@@ -32,6 +32,10 @@ from tenants.org.access import Principal
 from workflows import metrics
 from workflows.client import EnrollmentClient, StartRequest, UpdateRefused
 
+# how long a start waits for the contact's previous run to close (its row already says it
+# ended: a purchase that ends one sequence and enters another, a re-entry right after an exit)
+CLOSING_WAIT_SECONDS = 10.0
+
 
 class EnrollmentUnavailable(Unavailable):
     """Temporal could not start the workflow; nothing was enrolled."""
@@ -170,41 +174,49 @@ async def _start(
     enrollment: Enrollment,
     approval_timeout_seconds: int,
 ) -> str:
-    """Starts the enrollment's workflow; its run id. When it cannot, the row says it ended
-    (a run of this same enrollment found running is taken) and EnrollmentUnavailable says
-    why."""
+    """Starts the enrollment's workflow; its run id. A run of an earlier enrollment of the
+    contact that is still closing (its row already ended) is waited for, up to
+    CLOSING_WAIT_SECONDS. When it cannot start, the row says it ended (a run of this same
+    enrollment found running is taken) and EnrollmentUnavailable says why."""
     contact, definition = enrollment.contact, entry.sequence.definition
-    try:
-        return await workflows.start(
-            StartRequest(
-                workflow_id=enrollment.workflow_id,
-                enrollment_id=enrollment.id,
-                franchisor_id=contact.scope.franchisor_id,
-                location_id=contact.scope.location_id or "",
-                sequence_id=entry.sequence.name.id,
-                require_approval=[s.require_approval for s in definition.steps],
-                exit_events=list(definition.exit_events),
-                approval_timeout_seconds=approval_timeout_seconds,
+    request = StartRequest(
+        workflow_id=enrollment.workflow_id,
+        enrollment_id=enrollment.id,
+        franchisor_id=contact.scope.franchisor_id,
+        location_id=contact.scope.location_id or "",
+        sequence_id=entry.sequence.name.id,
+        require_approval=[s.require_approval for s in definition.steps],
+        exit_events=list(definition.exit_events),
+        approval_timeout_seconds=approval_timeout_seconds,
+    )
+    waited = False
+    while True:
+        try:
+            return await workflows.start(request)
+        except WorkflowAlreadyStartedError:
+            run_id = await workflows.running_run_of(enrollment.workflow_id, enrollment.id)
+            if run_id:  # the orphan reconciler started it meanwhile (this start was slow)
+                return run_id
+            # the entry rules found no running enrollment: the holder's row has ended and its
+            # run is closing (it records its exit, then completes); once it has, start again
+            if not waited and await workflows.closed_within(
+                enrollment.workflow_id, CLOSING_WAIT_SECONDS
+            ):
+                waited = True
+                continue
+            await record_transition(
+                conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, ExitReason.START_CONFLICT
             )
-        )
-    except WorkflowAlreadyStartedError:
-        run_id = await workflows.running_run_of(enrollment.workflow_id, enrollment.id)
-        if run_id:  # the orphan reconciler started it meanwhile (this start was slow)
-            return run_id
-        # a previous run for this contact is still closing; the row says it ended
-        await record_transition(
-            conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, ExitReason.START_CONFLICT
-        )
-        metrics.enrollment_ended(EnrollmentStatus.EXITED, ExitReason.START_CONFLICT)
-        raise EnrollmentUnavailable(
-            f"{contact.name} has an enrollment that is still closing; try again in a moment"
-        ) from None
-    except Exception:
-        await record_transition(
-            conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, ExitReason.START_FAILED
-        )
-        metrics.enrollment_ended(EnrollmentStatus.EXITED, ExitReason.START_FAILED)
-        raise EnrollmentUnavailable("the workflow service is unavailable; nothing was enrolled")
+            metrics.enrollment_ended(EnrollmentStatus.EXITED, ExitReason.START_CONFLICT)
+            raise EnrollmentUnavailable(
+                f"{contact.name} has an enrollment that is still closing; try again in a moment"
+            ) from None
+        except Exception:
+            await record_transition(
+                conn, enrollment.id, EnrollmentStatus.EXITED, 0, None, ExitReason.START_FAILED
+            )
+            metrics.enrollment_ended(EnrollmentStatus.EXITED, ExitReason.START_FAILED)
+            raise EnrollmentUnavailable("the workflow service is unavailable; nothing was enrolled")
 
 
 async def _interrupt(workflows: EnrollmentClient, running: Enrollment, by: ChildName) -> None:
