@@ -336,3 +336,42 @@ async def test_a_pending_approval_is_shown_with_its_deadline_even_before_the_rea
     shown = await service._live(record)
     assert shown.pending_approval_step == 0
     assert shown.next_wake_time.ToDatetime(UTC) == deadline
+
+
+async def test_each_steering_call_over_the_api_is_audited_and_a_refused_one_is_not(
+    api: Api,
+) -> None:
+    sequence = await approval_sequence(api.pool)
+    contact = await consenting_contact(api.pool)
+    name = (await api.enroll(contact, sequence)).name
+    await api.awaiting_approval(name)
+
+    async def audited() -> list[tuple[str, str, str, str, Any]]:
+        async with api.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT action, principal, franchisor_id, details->>'via', details FROM audit_log"
+                " WHERE resource = %s ORDER BY id",
+                (name,),
+            )
+            return [tuple(r) for r in await cur.fetchall()]  # type: ignore[misc]
+
+    await api.decide(name, 0, pb.APPROVAL_ACTION_SKIP, who="a_downtown_manager", request_id="d-1")
+    await api.eventually(name, lambda e: e.current_step == 1)
+    await api.pause(name, request_id="p-1")
+    await api.resume(name, request_id="r-1")
+    await api.cancel(name, reason="moved away", request_id="c-1")
+    assert await precondition(api.pause(name)) == "ENDED"  # refused: not audited
+
+    found = await audited()
+    assert [(a, f, via) for a, _, f, via, _ in found] == [
+        ("enrollment.create", "acme", None),
+        ("enrollment.skip", "acme", "api"),
+        ("enrollment.pause", "acme", "api"),
+        ("enrollment.resume", "acme", "api"),
+        ("enrollment.cancel", "acme", "api"),
+    ]
+    _, skip, pause, _, cancel = found
+    assert skip[4]["step"] == 0 and skip[4]["request_id"] == "d-1"
+    assert pause[4]["request_id"] == "p-1"
+    assert cancel[4]["reason"] == "moved away"
+    assert skip[1] != pause[1]  # who decided: the manager's key, then the admin's

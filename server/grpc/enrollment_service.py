@@ -25,6 +25,7 @@ from tenants.core.pagination import page_request
 from tenants.core.vocabulary import EnrollmentStatus
 from tenants.enrollment import records as enrollments
 from tenants.enrollment.records import Enrollment
+from tenants.org import audit
 from tenants.org.access import Action, authorize
 from tenants.sequences.model import COLLECTION as SEQUENCES
 from workflows.client import EnrollmentClient, UpdateRefused
@@ -248,10 +249,16 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         )
 
     async def _steer(
-        self, name_text: str, update: Callable[[str], Awaitable[str]]
+        self,
+        name_text: str,
+        update: Callable[[str], Awaitable[str]],
+        verb: str,
+        request_id: str,
+        **details: Any,
     ) -> pb.Enrollment:
         """Runs `update` (one of the workflow facade's updates, given the workflow id) on a
-        running enrollment the caller may steer; the enrollment as it is afterwards."""
+        running enrollment the caller may steer, audits it as `enrollment.{verb}` (as Slack and
+        the dashboard do, `via="api"`); the enrollment as it is afterwards."""
         name = parse_child(name_text, enrollments.COLLECTION)
         authorize(principal(), Action.ENROLLMENT_STEER, name.scope)
         async with self._pool.connection() as conn:
@@ -263,13 +270,28 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         except UpdateRefused as exc:
             raise FailedPrecondition(exc.message, reason=exc.reason) from None
         async with self._pool.connection() as conn:
+            # a retried request (the same request_id) decides once and is audited each time,
+            # with the request id that tells the retries apart from new decisions
+            await audit.record(
+                conn,
+                principal(),
+                f"enrollment.{verb}",
+                name.name,
+                name.scope.franchisor_id,
+                via="api",
+                request_id=request_id,
+                **details,
+            )
             return await self._live(await enrollments.get_enrollment(conn, principal(), name))
 
     async def PauseEnrollment(
         self, request: pb.PauseEnrollmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.Enrollment:
         return await self._steer(
-            request.name, lambda workflow_id: self._workflows.pause(workflow_id, request.request_id)
+            request.name,
+            lambda workflow_id: self._workflows.pause(workflow_id, request.request_id),
+            "pause",
+            request.request_id,
         )
 
     async def ResumeEnrollment(
@@ -278,6 +300,8 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         return await self._steer(
             request.name,
             lambda workflow_id: self._workflows.resume(workflow_id, request.request_id),
+            "resume",
+            request.request_id,
         )
 
     async def CancelEnrollment(
@@ -289,6 +313,9 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
         return await self._steer(
             request.name,
             lambda workflow_id: self._workflows.cancel(workflow_id, reason, request.request_id),
+            "cancel",
+            request.request_id,
+            reason=reason,
         )
 
     async def DecideApproval(
@@ -305,4 +332,7 @@ class EnrollmentService(enrollments_pb2_grpc.EnrollmentServiceServicer):
             lambda workflow_id: self._workflows.decide_approval(
                 workflow_id, decision, request.request_id
             ),
+            action.value,
+            request.request_id,
+            step=request.step_index,
         )
