@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from tenants.core.errors import InvalidArgument, PermissionDenied
 from tenants.core.names import ChildName, TenantScope
 from tenants.core.vocabulary import EnrollmentStatus
-from tenants.enrollment.approvals_queue import MAX_PENDING, pending_approvals
+from tenants.enrollment.approvals_queue import MAX_PENDING, count_pending, pending_approvals
 from tenants.org.access import Principal
 from tenants.sequences.model import Definition, Step
 from tests.report_support import add_sequence
@@ -190,3 +190,13 @@ async def test_a_location_without_pending_steps_has_an_empty_queue(conn: Conn) -
     await conn.execute("UPDATE enrollments SET status = 'active' WHERE location_id = 'uptown'")
     assert await pending_approvals(conn, who("a_admin"), A_UPTOWN) == []
     assert await pending_approvals(conn, who("a_admin"), TenantScope("acme", "nowhere")) == []
+
+
+async def test_the_queue_length_counts_what_waits_where_the_reader_may_look(conn: Conn) -> None:
+    assert await count_pending(conn, who("a_downtown_staff"), A_DOWNTOWN) == 3
+    assert await count_pending(conn, who("a_viewer"), A_UPTOWN) == 1
+    assert await count_pending(conn, who("a_admin"), A) == 4  # not bravo's, not the running one
+    assert await count_pending(conn, who("b_admin"), B) == 1
+    for label, scope in (("a_downtown_staff", A), ("a_downtown_staff", A_UPTOWN), ("b_admin", A)):
+        with pytest.raises(PermissionDenied):
+            await count_pending(conn, who(label), scope)

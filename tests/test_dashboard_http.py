@@ -16,10 +16,12 @@ import grpc
 import httpx
 import pytest
 from google.type import date_pb2
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import reports_pb2 as rpb
 from reengage.v1 import reports_pb2_grpc
+from server.http.dashboard import queue
 from server.http.dashboard.app import COOKIE, Dashboard
 from server.http.edge import build_http_app
 from tenants.core.names import ChildName, TenantScope
@@ -27,6 +29,7 @@ from tenants.inbound.texts import InboundSms, receive
 from tenants.org import dashboard_sessions as sessions
 from tenants.org.access import Role
 from tenants.org.staff import create_staff_member, delete_staff_member
+from tenants.sequences.model import Definition, Step
 from tests.enrollment_support import consenting_contact
 from tests.inbound_support import DOWNTOWN_NUMBER
 from tests.report_support import add_sequence, reason, rollup
@@ -355,6 +358,7 @@ async def test_location_and_sequence_numbers_equal_the_report_service(
         metadata=world.metadata("a_downtown_manager"),
     )
     page = (await site.get("/dashboard/locations/downtown/sequences/winback?days=7")).text
+    assert 'At <a href="/dashboard/locations/downtown?days=7">Downtown</a>' in page
     steps = re.findall(
         r'<tr data-step="(\d+)">.*?data-measure="sent" data-value="(\d+)".*?'
         r'data-measure="delivered" data-value="(\d+)"',
@@ -615,3 +619,56 @@ async def test_a_locations_own_sequence_keeps_its_scope_across_periods(
     assert "?days=7&amp;scope=location" in own.text
     brand = await site.get("/dashboard/locations/downtown/sequences/winback")
     assert "Win-back" in brand.text and "scope=location" not in brand.text
+
+
+async def test_the_queue_says_how_much_waits_beyond_the_rows_it_shows_and_names_locations(
+    pool: Pool,
+    site: httpx.AsyncClient,
+    seeded: dict[str, ChildName],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queue, "QUEUE_SIZE", 2)
+    contact_ = await consenting_contact(pool)
+    async with pool.connection() as conn:
+        for i in range(3):
+            await receive(
+                conn,
+                InboundSms("twilio", f"SM{i:032d}", "+12125550142", DOWNTOWN_NUMBER,
+                           f"Can you stop by the counter at {i + 1}?", datetime.now(UTC), {}),
+            )  # fmt: skip
+        for i in range(3):  # three waiting: one of this contact, two of others
+            other = (
+                contact_.id
+                if i == 0
+                else (await consenting_contact(pool, phone=f"+1212555017{i}")).id
+            )
+            await queued_enrollment(conn, f"e-q{i}", other, timedelta(hours=i + 1))
+    await signed_in_as(pool, site, seeded["manager"])
+    page = (await site.get("/dashboard/queue")).text
+    assert "Waiting for approval (3)" in page and "Flagged texts (3)" in page
+    assert page.count('data-flagged="') == 2 and 'data-queue-more="flagged"' in page
+    assert "Showing the oldest 2 of 3" in page
+    assert "Showing the 2 with the soonest deadlines of 3" in page
+    assert 'data-queue-more="approvals"' in page
+    assert re.search(r"Received [^<]* at Downtown</h3>", page), page  # the name, not the id
+
+    monkeypatch.setattr(queue, "QUEUE_SIZE", 3)  # all of it fits: no line about more
+    page = (await site.get("/dashboard/queue")).text
+    assert "Flagged texts (3)" in page and "data-queue-more" not in page
+    assert page.count('data-flagged="') == 3
+
+
+WAITING = Definition(steps=(Step("franchisors/acme/templates/t1", require_approval=True),))
+
+
+async def queued_enrollment(conn: Any, enrollment_id: str, contact_id: str, due: timedelta) -> None:
+    """An enrollment the read model shows awaiting approval at downtown (no workflow runs it:
+    the dashboard here has no workflow service, so it is listed without a form)."""
+    await conn.execute(
+        "INSERT INTO enrollments (id, workflow_id, franchisor_id, location_id, contact_id,"
+        " sequence_location_id, sequence_id, sequence_version, definition, status, current_step,"
+        " next_wake_at, enrolled_at, enrolled_by)"
+        " VALUES (%s, %s, 'acme', 'downtown', %s, NULL, 'winback', 1, %s,"
+        " 'awaiting_approval', 0, now() + %s, now(), 'test')",
+        (enrollment_id, f"w-{enrollment_id}", contact_id, Jsonb(WAITING.to_json()), due),
+    )

@@ -22,7 +22,7 @@ from tenants.enrollment.records import ROW_WIDTH, Enrollment, columns, from_row
 from tenants.followups.notices import mask_phone, short_name
 from tenants.org.access import Action, Principal, authorize
 
-__all__ = ["MAX_PENDING", "PendingApproval", "pending_approvals"]
+__all__ = ["MAX_PENDING", "PendingApproval", "count_pending", "pending_approvals"]
 
 MAX_PENDING = 500  # one page of the queue at most: a longer queue is worked from its top
 
@@ -81,3 +81,22 @@ async def pending_approvals(
         },
     )
     return [_pending(row) for row in await cur.fetchall()]
+
+
+async def count_pending(
+    conn: AsyncConnection[Any], principal: Principal, scope: TenantScope
+) -> int:
+    """How many enrollments await approval at scope (a location, or every location of the
+    brand): the queue's length, of which `pending_approvals` lists the top. Same access."""
+    authorize(principal, Action.CONTACT_READ, scope)
+    cur = await conn.execute(
+        "SELECT count(*) FROM enrollments WHERE franchisor_id = %(f)s"
+        " AND (%(l)s::text IS NULL OR location_id = %(l)s) AND status = %(status)s",
+        {
+            "f": scope.franchisor_id,
+            "l": scope.location_id,
+            "status": EnrollmentStatus.AWAITING_APPROVAL.value,
+        },
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0

@@ -178,6 +178,22 @@ async def list_flagged(
     return found[: page.size], page.next_token(keys)
 
 
+async def count_flagged(
+    conn: AsyncConnection[Any], principal: Principal, parent: TenantScope, state: ReviewState
+) -> int:
+    """How many flagged texts `list_flagged` would page through (same filter, same access)."""
+    authorize(principal, Action.CONTACT_READ, parent)
+    cur = await conn.execute(
+        "SELECT count(*) FROM inbound_messages"
+        " WHERE franchisor_id = %(f)s AND location_id IS NOT NULL"
+        " AND (%(l)s::text IS NULL OR location_id = %(l)s) AND review_reason <> ''"
+        " AND (%(state)s = 'all' OR (resolution = '') = (%(state)s = 'unresolved'))",
+        {"f": parent.franchisor_id, "l": parent.location_id, "state": state.value},
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def get_flagged(
     conn: AsyncConnection[Any], principal: Principal, name: ChildName
 ) -> FlaggedMessage:

@@ -309,6 +309,20 @@ async def list_locations(
     return rows[: page.size], token
 
 
+async def display_names(
+    conn: AsyncConnection[Any], principal: Principal, parent: TenantScope, ids: list[str]
+) -> dict[str, str]:
+    """Location id -> display name, for those of `ids` in parent that principal may see (a
+    page that lists rows by location shows the names people know them by)."""
+    only = visible_locations(principal, parent)
+    cur = await conn.execute(
+        "SELECT id, display_name FROM locations WHERE franchisor_id = %s AND id = ANY(%s)"
+        " AND (%s::text IS NULL OR id = %s)",
+        (parent.franchisor_id, sorted(set(ids)), only, only),
+    )
+    return {row[0]: row[1] for row in await cur.fetchall()}
+
+
 async def update_location(
     conn: AsyncConnection[Any],
     principal: Principal,

@@ -478,8 +478,10 @@ async def sequence_page(
     location: TenantScope | None,
     days: int,
 ) -> dict[str, Any]:
+    location_name = ""
     if location is not None:
-        zone = (await get_location(conn, principal, location)).time_zone
+        at = await get_location(conn, principal, location)
+        zone, location_name = at.time_zone, at.display_name
     else:
         brand = await get_franchisor(conn, principal, sequence.scope.franchisor)
         zone = brand.report_settings.reporting_time_zone
@@ -506,6 +508,7 @@ async def sequence_page(
         "report": report,
         "sequence_id": sequence.id,
         "location_id": location.location_id if location is not None else "",
+        "location_name": location_name,
         "steps": steps,
         "funnel_labels": [label for _, label in FUNNEL],
         "totals": funnel_cells(report.totals),

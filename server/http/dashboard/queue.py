@@ -25,19 +25,21 @@ from tenants.content.bodies import check_edited_text
 from tenants.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from tenants.core.names import ChildName, TenantScope
 from tenants.core.pagination import page_request
-from tenants.enrollment.approvals_queue import PendingApproval, pending_approvals
+from tenants.enrollment.approvals_queue import PendingApproval, count_pending, pending_approvals
 from tenants.enrollment.records import COLLECTION as ENROLLMENTS
 from tenants.enrollment.records import get_enrollment
 from tenants.inbound.review_queue import (
     FlaggedMessage,
     Resolution,
     ReviewState,
+    count_flagged,
     flagged_name,
     list_flagged,
     resolve_flagged,
 )
 from tenants.org import audit
 from tenants.org.access import Action, Principal, authorize, can
+from tenants.org.locations import display_names
 from workflows.client import EnrollmentClient, UpdateRefused
 from workflows.enrollment_types import ApprovalAction, Decision
 from workflows.relay import FollowupRelay
@@ -97,6 +99,7 @@ class WaitingStep:
 class FlaggedRow:
     message: FlaggedMessage
     location_id: str
+    location_name: str  # the location's display name (its id when it cannot be read)
     inbound_id: str
     may_resolve: bool
 
@@ -122,11 +125,30 @@ class WorkQueues:
                 ReviewState.UNRESOLVED,
                 page_request(f"{scope.name}/dashboard-flagged", QUEUE_SIZE, ""),
             )
+            # the queue is worked from its top (a decided row makes room for the next); the
+            # counts tell how much waits beyond the rows shown
+            approvals_waiting = (
+                await count_pending(conn, principal, scope) if len(waiting) == QUEUE_SIZE else 0
+            )
+            flagged_total = (
+                len(flagged)
+                if len(flagged) < QUEUE_SIZE
+                else await count_flagged(conn, principal, scope, ReviewState.UNRESOLVED)
+            )
+            names = await display_names(
+                conn,
+                principal,
+                TenantScope(scope.franchisor_id),
+                [m.name.scope.location_id or "" for m in flagged],
+            )
         steps = await self._live(waiting)
+        # (a step decided a moment ago is dropped from the rows and is not counted either)
+        approvals_total = max(approvals_waiting - (len(waiting) - len(steps)), len(steps))
         rows = [
             FlaggedRow(
                 m,
                 m.name.scope.location_id or "",
+                names.get(m.name.scope.location_id or "", m.name.scope.location_id or ""),
                 m.name.id,
                 can(principal, Action.FLAGGED_MESSAGE_RESOLVE, m.name.scope),
             )
@@ -140,6 +162,8 @@ class WorkQueues:
             "approvals": steps,
             "may_steer": may_steer,
             "flagged": rows,
+            "approvals_total": approvals_total,
+            "flagged_total": flagged_total,
             "workflows": self._workflows is not None,
         }
 
