@@ -337,20 +337,45 @@ async def test_two_redeems_of_one_link_at_once_start_one_session(
         assert await count(conn, "dashboard_sessions") == 5
 
 
-async def test_expired_rows_are_cleaned_up_when_the_staff_member_gets_a_new_link(
-    people: None, pool: AsyncConnectionPool[Any]
+async def test_expired_rows_of_anyone_are_swept_when_a_link_is_issued_or_redeemed(
+    people: None, pool: AsyncConnectionPool[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     long_ago = datetime.now(UTC) - timedelta(days=2)
     async with pool.connection() as conn:
         old = await sessions.mint_link(conn, ISSUER, DANA, now=long_ago)
         assert await sessions.redeem_link(conn, old.token, now=long_ago) is not None
         await sessions.mint_link(conn, ISSUER, DANA, now=long_ago)  # never used
-        await sessions.mint_link(conn, ISSUER, FRAN, now=long_ago)  # Fran's: not Dana's to clean
+        await sessions.mint_link(conn, ISSUER, FRAN, now=long_ago)
         assert await count(conn, "dashboard_sign_in_links") == 3
-        fresh = await sessions.mint_link(conn, ISSUER, DANA)
+        assert await count(conn, "dashboard_sessions") == 1
+        # Dana never comes back: Fran's new link sweeps Dana's expired rows too
+        fresh = await sessions.mint_link(conn, ISSUER, FRAN)
         cur = await conn.execute(
             "SELECT staff_id, expire_time > now() FROM dashboard_sign_in_links ORDER BY 1"
         )
-        assert await cur.fetchall() == [("dana", True), ("fran", False)]
+        assert await cur.fetchall() == [("fran", True)]
         assert await count(conn, "dashboard_sessions") == 0
         assert await sessions.check_link(conn, fresh.token) is not None
+
+        # others' rows a page at a time, the oldest first
+        monkeypatch.setattr(sessions, "SWEEP", 1)
+        for before in (180, 175):  # five minutes apart: the second does not expire the first
+            await sessions.mint_link(conn, ISSUER, DANA, now=long_ago - minutes(before))
+        await sessions.redeem_link(conn, fresh.token)
+        cur = await conn.execute(
+            "SELECT expire_time FROM dashboard_sign_in_links WHERE expire_time <= now()"
+        )
+        left = [row[0] for row in await cur.fetchall()]
+        assert left == [long_ago - minutes(175) + minutes(10)]
+
+
+async def test_sign_out_is_audited_once(people: None, pool: AsyncConnectionPool[Any]) -> None:
+    async with pool.connection() as conn:
+        token = await signed_in_as(conn, DANA)
+        assert await sessions.sign_out(conn, token) is True
+        assert await sessions.sign_out(conn, token) is False
+        assert await sessions.sign_out(conn, "not a token") is False
+        cur = await conn.execute(
+            "SELECT principal, resource FROM audit_log WHERE action = 'dashboard.sign_out'"
+        )
+        assert await cur.fetchall() == [(f"staff_member:{DANA.name}", DANA.name)]

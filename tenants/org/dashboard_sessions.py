@@ -97,14 +97,25 @@ _OF_STAFF = (
 )
 
 
+SWEEP = 200  # expired rows of anyone deleted per table whenever a link is issued or redeemed
+
+
 async def _delete_expired(conn: AsyncConnection[Any], name: ChildName, now: datetime) -> None:
+    """Deletes the staff member's expired links and sessions, and a page of anyone's (by the
+    expiry indexes): no expired row outlives the next few sign-ins."""
     args = _staff_args(name)
-    await conn.execute(
-        "DELETE FROM dashboard_sign_in_links" + _OF_STAFF + " AND expire_time <= %s", (*args, now)
-    )
-    await conn.execute(
-        "DELETE FROM dashboard_sessions" + _OF_STAFF + " AND expire_time <= %s", (*args, now)
-    )
+    for table, key in (
+        ("dashboard_sign_in_links", "token_sha256"),
+        ("dashboard_sessions", "id_sha256"),
+    ):
+        await conn.execute(
+            f"DELETE FROM {table}" + _OF_STAFF + " AND expire_time <= %s", (*args, now)
+        )
+        await conn.execute(
+            f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table}"
+            " WHERE expire_time <= %s ORDER BY expire_time LIMIT %s)",
+            (now, SWEEP),
+        )
 
 
 async def mint_link(
@@ -241,11 +252,35 @@ async def signed_in(
     return SignedIn(_staff(row), digest, row[8], row[9])
 
 
-async def sign_out(conn: AsyncConnection[Any], session_token: str) -> None:
-    """Ends this session (nothing happens for an unknown or malformed token)."""
+async def sign_out(conn: AsyncConnection[Any], session_token: str) -> bool:
+    """Ends this session; whether there was one (nothing happens for an unknown or malformed
+    token). Audited as "dashboard.sign_out" when its staff member still exists."""
     digest = _digest(session_token)
-    if digest is not None:
-        await conn.execute("DELETE FROM dashboard_sessions WHERE id_sha256 = %s", (digest,))
+    if digest is None:
+        return False
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT "
+            + _STAFF_COLUMNS
+            + " FROM dashboard_sessions r"
+            + _JOIN_STAFF
+            + " WHERE r.id_sha256 = %s",
+            (digest,),
+        )
+        row = await cur.fetchone()
+        # (of two sign-outs at once, the second waits for the first's delete and deletes none)
+        cur = await conn.execute("DELETE FROM dashboard_sessions WHERE id_sha256 = %s", (digest,))
+        ended = cur.rowcount > 0
+        if ended and row is not None:
+            member = _staff(row)
+            await audit.record(
+                conn,
+                member.as_principal(),
+                "dashboard.sign_out",
+                member.name.name,
+                member.name.scope.franchisor_id,
+            )
+    return ended
 
 
 async def revoke_sessions(
