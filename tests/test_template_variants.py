@@ -484,3 +484,43 @@ async def test_a_variant_previews_in_its_language(pool: Pool, world: World) -> N
         await previewed("fr")
     with pytest.raises(InvalidArgument):
         await previewed("not a tag")
+
+
+# -- listing by any language's text and state ----------------------------------------------
+
+
+async def listed(pool: Pool, who: Principal, parent: TenantScope, **where: Any) -> list[str]:
+    async with pool.connection() as conn:
+        found, _ = await tpl.list_templates(
+            conn,
+            who,
+            parent,
+            PageRequest(f"{parent.name}/templates", 100, None),
+            tpl.TemplateFilter(**where),
+        )
+    return [t.name.name for t in found]
+
+
+async def test_list_filters_find_a_template_by_any_languages_text_and_state(
+    pool: Pool, world: World
+) -> None:
+    promo = await brand(pool)
+    other = await brand(pool, "other", "Acme opens late on Fridays. Reply STOP to opt out")
+    mine = await override(pool, promo, EN)
+    await decide(pool, mine, "en", tpl.RevisionState.APPROVED)  # English: approved
+    await write(pool, MANAGER, mine, ES, "es")
+    async with pool.connection() as conn:
+        await approvals.submit_template(conn, MANAGER, mine, "", "es")  # Spanish: waiting
+    await write(pool, ADMIN, other, "Acme abre tarde los viernes. Responde STOP para cancelar", "es")
+
+    waiting = tpl.RevisionState.PENDING_APPROVAL
+    # the Spanish override text waiting for the brand is found though its English one is live
+    assert await listed(pool, ADMIN, A_DOWNTOWN, state=waiting) == [mine.name]
+    assert mine.name in await listed(pool, ADMIN, A_DOWNTOWN, state=tpl.RevisionState.APPROVED)
+    # text: a word only the Spanish texts have; one only the other's Spanish text has
+    assert await listed(pool, ADMIN, A_DOWNTOWN, text="extraña") == [mine.name]
+    assert await listed(pool, ADMIN, A, text="extraña") == []  # the brand's promo: English only
+    assert await listed(pool, ADMIN, A_DOWNTOWN, text="VIERNES") == [other.name]
+    assert await listed(pool, ADMIN, A_DOWNTOWN, text="tienda") == []
+    # a variant's words do not leak across tenants' scopes: uptown sees no downtown override
+    assert mine.name not in await listed(pool, ADMIN, A_UPTOWN, text="extraña")

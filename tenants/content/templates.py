@@ -483,6 +483,13 @@ class TemplateFilter:
     show_archived: bool = False
 
 
+# the language variants of the template row t (by the variants' unique key)
+_VARIANT_OF_T = (
+    " WHERE v.franchisor_id = t.franchisor_id"
+    " AND coalesce(v.location_id, '') = coalesce(t.location_id, '') AND v.template_id = t.id"
+)
+
+
 async def list_templates(
     conn: AsyncConnection[Any],
     principal: Principal,
@@ -490,7 +497,10 @@ async def list_templates(
     page: PageRequest,
     where: TemplateFilter,
 ) -> tuple[list[Template], str]:
-    """Brand and/or location templates visible at parent; the constraint is in the SQL."""
+    """Brand and/or location templates visible at parent; the constraint is in the SQL. The
+    state and text filters match a template when its default-language text or any language
+    variant's latest text does (a Spanish override waiting for the brand is found by
+    PENDING_APPROVAL)."""
     scopes = scope_filter(principal, Action.TEMPLATE_READ, parent, where.scope)
     if parent.is_location:  # its brand's rows must not answer for a missing location
         await check_exists(conn, parent)
@@ -500,9 +510,14 @@ async def list_templates(
     cur = await conn.execute(
         _SELECT + " WHERE t.franchisor_id = %(f)s"
         " AND " + listing.SQL + " AND (%(archived)s OR NOT t.archived)"
-        " AND (%(state)s::text IS NULL OR t.latest_state = %(state)s)"
+        " AND (%(state)s::text IS NULL OR t.latest_state = %(state)s"
+        " OR EXISTS (SELECT 1 FROM template_variants v"
+        + _VARIANT_OF_T
+        + " AND v.latest_state = %(state)s))"
         " AND (%(text)s = '' OR t.display_name ILIKE %(pattern)s OR t.latest_body ILIKE"
-        "      %(pattern)s)"
+        " %(pattern)s OR EXISTS (SELECT 1 FROM template_variants v"
+        + _VARIANT_OF_T
+        + " AND v.latest_body ILIKE %(pattern)s))"
         " AND (%(after)s::text IS NULL OR t.sort_key > %(after)s)"
         " ORDER BY t.sort_key LIMIT %(limit)s",
         {

@@ -451,10 +451,12 @@ class ListTemplatesRequest(_message.Message):
     scope: Global___TemplateListScope.ValueType
     """Which templates."""
     state: Global___ApprovalState.ValueType
-    """Only templates whose latest revision has this state; unspecified for any."""
+    """Only templates whose latest revision in the default language, or in any language
+    variant, has this state; unspecified for any.
+    """
     text: _builtins.str
-    """Only templates whose display name or latest body contains this text (case-insensitive),
-    at most 200 characters.
+    """Only templates whose display name, or latest body in the default language or any
+    language variant, contains this text (case-insensitive), at most 200 characters.
     """
     show_archived: _builtins.bool
     """Include archived templates."""
