@@ -18,6 +18,7 @@ from reengage.v1 import templates_pb2_grpc
 from tenants.content import approvals
 from tenants.content import templates as tpl
 from tenants.content.bodies import preview_link_maker
+from tenants.content.first_text_warnings import first_text_warnings
 from tenants.content.language_variants import live_text_in
 from tenants.content.placeholders import RenderContext
 from tenants.content.previews import PreviewRequest, preview_template
@@ -524,3 +525,20 @@ async def test_list_filters_find_a_template_by_any_languages_text_and_state(
     assert await listed(pool, ADMIN, A_DOWNTOWN, text="tienda") == []
     # a variant's words do not leak across tenants' scopes: uptown sees no downtown override
     assert mine.name not in await listed(pool, ADMIN, A_UPTOWN, text="extraña")
+
+
+async def test_the_first_steps_warnings_judge_every_languages_text_in_its_own_language(
+    pool: Pool, world: World
+) -> None:
+    promo = await brand(pool, body="Acme Coffee misses you. Reply STOP to opt out")  # compliant
+    async with pool.connection() as conn:
+        assert await first_text_warnings(conn, "acme", promo.name) == ()
+    await write(pool, ADMIN, promo, "Hola {{contact.first_name|amigo}}, te extrañamos", "es")
+    async with pool.connection() as conn:
+        found = await first_text_warnings(conn, "acme", promo.name)
+    assert len(found) == 1, found
+    assert found[0].startswith("step 0 (es)'s text lacks the brand name and")
+    assert "'Responde STOP para cancelar'" in found[0]  # the line in the text's language
+    await write(pool, ADMIN, promo, "Acme Coffee te extraña. Responde STOP para cancelar", "es")
+    async with pool.connection() as conn:
+        assert await first_text_warnings(conn, "acme", promo.name) == ()

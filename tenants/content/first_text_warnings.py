@@ -15,7 +15,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tenants.content.bodies import MAX_SEGMENTS, SAMPLE_VALUES, preview_link_maker
-from tenants.content.first_message import first_message_warnings, outgoing_text
+from tenants.content.first_message import first_message_warnings, line_language, outgoing_text
 from tenants.content.placeholders import RenderContext, TemplateSyntaxError, parse, render
 from tenants.content.templates import COLLECTION as TEMPLATES
 from tenants.content.templates import load_template
@@ -30,22 +30,42 @@ SAMPLE_PUBLIC_URL = "http://localhost:8080"
 async def first_text_warnings(
     conn: AsyncConnection[Any], franchisor_id: str, first_template: str
 ) -> tuple[str, ...]:
-    """Warnings about the text of a sequence's first step (its template as named: its live
-    revision, else its latest); () when there is nothing to say or no such template."""
+    """Warnings about the texts of a sequence's first step: its template as named, in its
+    default language and in each language variant (each text: its live revision, else its
+    latest; the opt-out line judged in that text's language); () when there is nothing to say
+    or no such template."""
     try:
         template = await load_template(conn, parse_child(first_template, TEMPLATES, "template"))
-        body = template.live_body if template.live_body is not None else template.latest_body
-        parsed = parse(body)
-    except (InvalidArgument, NotFound, TemplateSyntaxError):
+    except (InvalidArgument, NotFound):
         return ()
     brand = await brand_name(conn, franchisor_id)
+    texts = [(template.default_language, "", _shown(template.live_body, template.latest_body))]
+    texts += [
+        (v.language, v.language, _shown(v.live_body, v.latest_body)) for v in template.variants
+    ]
+    warnings: list[str] = []
+    for language, label, body in texts:
+        warnings += _warnings(body, brand, "step 0" if not label else f"step 0 ({label})", language)
+    return tuple(warnings)
+
+
+def _shown(live: str | None, latest: str) -> str:
+    return live if live is not None else latest
+
+
+def _warnings(body: str, brand: str, where: str, known_language: str) -> list[str]:
+    try:
+        parsed = parse(body)
+    except TemplateSyntaxError:
+        return []
     context = RenderContext({**SAMPLE_VALUES, "brand.name": brand})
     text = render(parsed, context, preview_link_maker(SAMPLE_PUBLIC_URL)).preview
-    warnings = first_message_warnings(text, brand, "step 0")
-    segments = outgoing_text(text, brand, first_message=True).segments.segments
+    language = line_language(text, known_language)  # as the send path adds the line
+    warnings = first_message_warnings(text, brand, where, language)
+    segments = outgoing_text(text, brand, first_message=True, language=language).segments.segments
     if warnings and segments > MAX_SEGMENTS:
         warnings.append(
-            f"with them, step 0's text is {segments} segments with sample values (more than "
+            f"with them, {where}'s text is {segments} segments with sample values (more than "
             f"{MAX_SEGMENTS}); it is still sent: shorten the template"
         )
-    return tuple(warnings)
+    return warnings
