@@ -385,3 +385,34 @@ async def test_a_run_that_does_not_close_in_time_ends_the_new_row_start_conflict
     row = await stack.row(contact)
     assert (row.status, row.exit_reason, row.run_id) == ("exited", "start_conflict", "")
     assert await stack.latest_run(workflow_id) == (holder, "e" + "1" * 20, True)  # untouched
+
+
+async def test_starts_beyond_the_waiters_allowed_do_not_wait_and_end_start_conflict(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiting start holds a database connection: past CLOSING_WAITERS, a start conflicting
+    with a closing run ends its row at once (the relay retries it later)."""
+    monkeypatch.setattr(enrolling, "CLOSING_WAITERS", 0)
+    contact = await consenting_contact(stack.pool)
+    await holder_of(stack, contact)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    async with stack.pool.connection() as conn:
+        with pytest.raises(enrolling.EnrollmentUnavailable, match="still closing"):
+            await enroll(
+                conn,
+                EnrollmentClient(stack.client, stack.task_queue),
+                OPERATOR,
+                contact,
+                stack.sequence,
+            )
+    assert loop.time() - began < enrolling.CLOSING_WAIT_SECONDS  # it did not wait
+    row = await stack.row(contact)
+    assert (row.status, row.exit_reason) == ("exited", "start_conflict")
+
+
+async def test_closed_within_answers_false_when_temporal_cannot_say(stack: Stack) -> None:
+    away = EnrollmentClient(await Client.connect("127.0.0.1:1", lazy=True), stack.task_queue)
+    assert await away.closed_within("enrollment-x", 0.5) is False
+    here = EnrollmentClient(stack.client, stack.task_queue)
+    assert await here.closed_within(f"enrollment-none-{uuid.uuid4().hex}", 0.5) is True

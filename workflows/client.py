@@ -118,11 +118,14 @@ class EnrollmentClient:
         loop = asyncio.get_running_loop()
         deadline, pause = loop.time() + seconds, 0.05
         while True:
+            left = deadline - loop.time()
             try:
-                found = await self._client.get_workflow_handle(workflow_id).describe()
+                found = await self._client.get_workflow_handle(workflow_id).describe(
+                    rpc_timeout=timedelta(seconds=max(left, 1.0))
+                )
             except RPCError as error:
-                if error.status is RPCStatusCode.NOT_FOUND:
-                    return True
+                return error.status is RPCStatusCode.NOT_FOUND  # else: not known to be free
+            except Exception:
                 return False  # Temporal could not say: not known to be free
             if found.status != WorkflowExecutionStatus.RUNNING:
                 return True

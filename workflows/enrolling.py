@@ -33,8 +33,12 @@ from workflows import metrics
 from workflows.client import EnrollmentClient, StartRequest, UpdateRefused
 
 # how long a start waits for the contact's previous run to close (its row already says it
-# ended: a purchase that ends one sequence and enters another, a re-entry right after an exit)
+# ended: a purchase that ends one sequence and enters another, a re-entry right after an exit),
+# and how many starts of the process may wait at once: a waiting start holds its database
+# connection, so the rest end their rows start_conflict at once (the relay retries them)
 CLOSING_WAIT_SECONDS = 10.0
+CLOSING_WAITERS = 2
+_closing_waiters = 0
 
 
 class EnrollmentUnavailable(Unavailable):
@@ -199,9 +203,7 @@ async def _start(
                 return run_id
             # the entry rules found no running enrollment: the holder's row has ended and its
             # run is closing (it records its exit, then completes); once it has, start again
-            if not waited and await workflows.closed_within(
-                enrollment.workflow_id, CLOSING_WAIT_SECONDS
-            ):
+            if not waited and await _closed_within(workflows, enrollment.workflow_id):
                 waited = True
                 continue
             await record_transition(
@@ -217,6 +219,19 @@ async def _start(
             )
             metrics.enrollment_ended(EnrollmentStatus.EXITED, ExitReason.START_FAILED)
             raise EnrollmentUnavailable("the workflow service is unavailable; nothing was enrolled")
+
+
+async def _closed_within(workflows: EnrollmentClient, workflow_id: str) -> bool:
+    """Waits (at most CLOSING_WAIT_SECONDS) for the run holding workflow_id to close, when
+    fewer than CLOSING_WAITERS starts of this process wait already; whether it closed."""
+    global _closing_waiters
+    if _closing_waiters >= CLOSING_WAITERS:
+        return False
+    _closing_waiters += 1
+    try:
+        return await workflows.closed_within(workflow_id, CLOSING_WAIT_SECONDS)
+    finally:
+        _closing_waiters -= 1
 
 
 async def _interrupt(workflows: EnrollmentClient, running: Enrollment, by: ChildName) -> None:

@@ -147,6 +147,15 @@ def _from_row(row: tuple[Any, ...]) -> FlaggedMessage:
     )
 
 
+# the flagged texts of a location (%(l)s) or of every location of a franchisor (%(f)s), in a
+# review state (%(state)s): what list_flagged pages through and count_flagged counts
+_FLAGGED_IN = (
+    " WHERE franchisor_id = %(f)s AND location_id IS NOT NULL"
+    " AND (%(l)s::text IS NULL OR location_id = %(l)s) AND review_reason <> ''"
+    " AND (%(state)s = 'all' OR (resolution = '') = (%(state)s = 'unresolved'))"
+)
+
+
 async def list_flagged(
     conn: AsyncConnection[Any],
     principal: Principal,
@@ -159,10 +168,8 @@ async def list_flagged(
     after_time, after_id = parse_time_key(page.after)
     cur = await conn.execute(
         f"SELECT {_COLUMNS} FROM inbound_messages"
-        " WHERE franchisor_id = %(f)s AND location_id IS NOT NULL"
-        " AND (%(l)s::text IS NULL OR location_id = %(l)s) AND review_reason <> ''"
-        " AND (%(state)s = 'all' OR (resolution = '') = (%(state)s = 'unresolved'))"
-        " AND (%(after)s::timestamptz IS NULL OR (received_at, id) > (%(after)s, %(after_id)s))"
+        + _FLAGGED_IN
+        + " AND (%(after)s::timestamptz IS NULL OR (received_at, id) > (%(after)s, %(after_id)s))"
         " ORDER BY received_at, id LIMIT %(n)s",
         {
             "f": parent.franchisor_id,
@@ -184,10 +191,7 @@ async def count_flagged(
     """How many flagged texts `list_flagged` would page through (same filter, same access)."""
     authorize(principal, Action.CONTACT_READ, parent)
     cur = await conn.execute(
-        "SELECT count(*) FROM inbound_messages"
-        " WHERE franchisor_id = %(f)s AND location_id IS NOT NULL"
-        " AND (%(l)s::text IS NULL OR location_id = %(l)s) AND review_reason <> ''"
-        " AND (%(state)s = 'all' OR (resolution = '') = (%(state)s = 'unresolved'))",
+        "SELECT count(*) FROM inbound_messages" + _FLAGGED_IN,
         {"f": parent.franchisor_id, "l": parent.location_id, "state": state.value},
     )
     row = await cur.fetchone()

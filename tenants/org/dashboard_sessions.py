@@ -113,7 +113,8 @@ async def _delete_expired(conn: AsyncConnection[Any], name: ChildName, now: date
         )
         await conn.execute(
             f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table}"
-            " WHERE expire_time <= %s ORDER BY expire_time LIMIT %s)",
+            # (rows another sign-in is deleting are skipped: two sweeps never wait on each other)
+            " WHERE expire_time <= %s ORDER BY expire_time LIMIT %s FOR UPDATE SKIP LOCKED)",
             (now, SWEEP),
         )
 

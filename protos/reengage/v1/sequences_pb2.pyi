@@ -384,10 +384,11 @@ class Sequence(_message.Message):
     @_builtins.property
     def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """What the author should know about this definition, in words; nothing is refused for it.
-        Today: the first step's template (as named; a location's override is judged when sent)
-        lacks the brand name or an opt-out instruction, which the first text of every enrollment
-        gets added automatically ("{Brand}: " in front, "Reply STOP to opt out" at the end;
-        compliance §2.13). Set by CreateSequence, UpdateSequence and GetSequence; empty in
+        Today: the first step's template (as named; a location's override is judged when sent),
+        in its default language ("step 0") or a language variant ("step 0 (es)"), lacks the brand
+        name or an opt-out instruction, which the first text of every enrollment gets added
+        automatically ("{Brand}: " in front, the opt-out line of the text's language at the end:
+        "Reply STOP to opt out", "Responde STOP para cancelar"; compliance §2.13). Set by CreateSequence, UpdateSequence and GetSequence; empty in
         ListSequences. Output only.
         """
 
