@@ -47,8 +47,15 @@ _QUERY = (
     " LEFT JOIN sequences s ON s.franchisor_id = e.franchisor_id AND s.id = e.sequence_id"
     "  AND s.location_id IS NOT DISTINCT FROM e.sequence_location_id"
     " WHERE e.franchisor_id = %(f)s AND (%(l)s::text IS NULL OR e.location_id = %(l)s)"
-    " AND e.status = %(status)s"
+    f" AND e.status = '{EnrollmentStatus.AWAITING_APPROVAL.value}'"  # (the partial index's)
     " ORDER BY e.next_wake_at ASC NULLS LAST, e.id LIMIT %(limit)s"
+)
+
+
+_COUNT = (
+    "SELECT count(*) FROM enrollments WHERE franchisor_id = %(f)s"
+    " AND (%(l)s::text IS NULL OR location_id = %(l)s)"
+    f" AND status = '{EnrollmentStatus.AWAITING_APPROVAL.value}'"
 )
 
 
@@ -76,7 +83,6 @@ async def pending_approvals(
         {
             "f": scope.franchisor_id,
             "l": scope.location_id,
-            "status": EnrollmentStatus.AWAITING_APPROVAL.value,
             "limit": limit,
         },
     )
@@ -90,13 +96,8 @@ async def count_pending(
     brand): the queue's length, of which `pending_approvals` lists the top. Same access."""
     authorize(principal, Action.CONTACT_READ, scope)
     cur = await conn.execute(
-        "SELECT count(*) FROM enrollments WHERE franchisor_id = %(f)s"
-        " AND (%(l)s::text IS NULL OR location_id = %(l)s) AND status = %(status)s",
-        {
-            "f": scope.franchisor_id,
-            "l": scope.location_id,
-            "status": EnrollmentStatus.AWAITING_APPROVAL.value,
-        },
+        _COUNT,
+        {"f": scope.franchisor_id, "l": scope.location_id},
     )
     row = await cur.fetchone()
     return int(row[0]) if row else 0
