@@ -50,7 +50,7 @@ async def terminate_all(env: WorkflowEnvironment, pool: AsyncConnectionPool[Any]
         ids = [row[0] for row in await cur.fetchall()]
     for workflow_id in ids:
         handle = env.client.get_workflow_handle(workflow_id)
-        for _ in range(400):
+        for _ in range(1200):  # 30 s at least, more on a slow machine
             if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
                 break
             if await _quiet(handle):
@@ -253,7 +253,7 @@ async def bare_contact(
 
 async def workflow_closed(api: Api, contact: ChildName) -> None:
     handle = api.env.client.get_workflow_handle(workflow_id_for(contact.scope, contact.id))
-    for _ in range(200):
+    for _ in range(600):  # 30 s at least, more on a slow machine
         if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
             return
         await asyncio.sleep(0.05)

@@ -68,7 +68,7 @@ class FakeSlack:
         with self._lock:
             return [c for c in self.calls if c.method == method]
 
-    def wait_for(self, method: str, count: int = 1, timeout: float = 10.0) -> list[SlackCall]:
+    def wait_for(self, method: str, count: int = 1, timeout: float = 30.0) -> list[SlackCall]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.of(method)

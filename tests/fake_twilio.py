@@ -217,7 +217,7 @@ class FakeTwilio:
         """The next POST gets exactly this raw answer (e.g. a proxy's HTML 502 page)."""
         self._queue(_Scripted(http_status, None, raw_body=body, headers=dict(headers or {})))
 
-    def wait_for_messages(self, count: int, timeout: float = 5.0) -> list[RecordedMessage]:
+    def wait_for_messages(self, count: int, timeout: float = 30.0) -> list[RecordedMessage]:
         """Blocks until at least `count` POSTs are recorded (for answers a client gave up on)."""
         deadline = time.monotonic() + timeout
         while len(messages := self.messages) < count:

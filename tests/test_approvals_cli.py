@@ -92,7 +92,7 @@ class Stack:
         live = await self.skip_until(name, lambda e: e.pending_approval_step == 0)
         # `approvals list` reads the read model, which an activity updates a moment after the
         # workflow starts waiting: wait for it too, or the list may not show the step yet.
-        for _ in range(200):
+        for _ in range(600):  # 30 s at least, more on a slow machine
             async with self.pool.connection() as conn:
                 cur = await conn.execute(
                     "SELECT status FROM enrollments WHERE id = %s", (name.rsplit("/", 1)[-1],)

@@ -54,6 +54,7 @@ from tests.enrollment_support import (
 )
 from tests.inbound_support import DOWNTOWN_NUMBER, inbound_form, new_sid, rows, sms_edge
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World, failure
+from tests.waiting import eventually
 from workflows.enrolling import enroll
 
 Pool = AsyncConnectionPool[Any]
@@ -102,6 +103,24 @@ async def revocations(pool: Pool, location: TenantScope) -> list[tuple[Any, ...]
         location.franchisor_id,
         location.location_id,
     )
+
+
+async def blocked(pool: Pool, task: asyncio.Task[Any]) -> None:
+    """Waits (in real time, however slow the machine) until a session of this test's database
+    waits for a lock, which is where `task` stops behind the open transaction; or until `task`
+    finished, which its caller's `assert not task.done()` then reports."""
+
+    async def waiting_or_done() -> bool:
+        if task.done():
+            return True
+        [(waiting,)] = await rows(
+            pool,
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        return int(waiting) > 0
+
+    await eventually(waiting_or_done, 30, what="a session waiting for a lock")
 
 
 async def create(pool: Pool, location: TenantScope, phone: str) -> Contact:
@@ -464,7 +483,7 @@ async def test_a_contact_inserted_while_a_brand_opt_out_commits_is_not_missed(
         async with importer.transaction():  # an uptown import, not committed yet
             await contacts.insert_many(importer, A_UPTOWN, [valid])
             stop = asyncio.create_task(text(pool, "STOP"))
-            await asyncio.sleep(0.5)
+            await blocked(pool, stop)
             assert not stop.done(), "the opt-out waits for the import's contact"
         await stop
     assert await state(pool, A_UPTOWN) == ("revoked", True)
@@ -484,7 +503,7 @@ async def test_a_contact_created_while_a_brand_opt_out_is_uncommitted_starts_sup
                 ),
             )
             created = asyncio.create_task(create(pool, A_UPTOWN, DANA))
-            await asyncio.sleep(0.5)
+            await blocked(pool, created)
             assert not created.done(), "the create waits for the opt-out"
         contact = await created
     assert contact.opted_out
@@ -600,7 +619,7 @@ async def test_an_import_holding_a_contact_and_a_stop_of_that_phone_both_succeed
             run = await contact_import.start_import(importer, OPERATOR, A_UPTOWN, "crm.csv")
             await contact_import.import_batch(importer, OPERATOR, run, [import_row(2, DANA)])
             stop = asyncio.create_task(text(pool, "STOP"))
-            await asyncio.sleep(0.5)
+            await blocked(pool, stop)
             assert not stop.done(), "the opt-out waits for the import"
             await contact_import.import_batch(importer, OPERATOR, run, [import_row(3, neighbour)])
         outcome = await stop
@@ -627,7 +646,7 @@ async def test_a_stop_waiting_behind_an_insert_of_a_phone_sharing_its_lock_succe
         async with other.transaction():
             await contacts.insert_many(other, A_UPTOWN, [validate(ContactInput(neighbour), uptown)])
             stop = asyncio.create_task(text(pool, "STOP"))
-            await asyncio.sleep(0.5)
+            await blocked(pool, stop)
             await other.execute(
                 "SELECT 1 FROM contacts WHERE location_id = 'downtown' AND phone_e164 = %s"
                 " FOR UPDATE",
@@ -656,7 +675,8 @@ async def test_an_opt_out_aborted_by_a_deadlock_is_retried_and_recorded(
                 (DANA,),
             )
             stop = asyncio.create_task(text(pool, "STOP"))
-            await asyncio.sleep(0.5)  # the STOP holds the brand's lock, waits for the row
+            await blocked(pool, stop)  # the STOP holds the brand's lock, waits for the row
+            assert not stop.done(), "the STOP waits for the row"
             await other.execute(
                 "SELECT pg_advisory_xact_lock_shared(k.brand, k.bucket)"
                 " FROM brand_phone_lock_keys('acme', %s) k",

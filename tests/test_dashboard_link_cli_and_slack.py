@@ -227,7 +227,7 @@ async def ask(bot: Bot, user: str, channel: str = CHANNEL, text: str = "dashboar
     before = len(bot.fake.responses)
     answer = await bot.command(text, user, channel)
     assert answer.status_code == 200 and answer.text == ""  # acknowledged at once
-    for _ in range(200):
+    for _ in range(600):  # 30 s at least, more on a slow machine
         if len(bot.fake.responses) > before:
             break
         await asyncio.sleep(0.05)

@@ -99,7 +99,18 @@ async def test_stop_during_an_in_flight_send_waits_for_it_and_stops_every_later_
                 assert not webhook.done(), "the webhook answered while the send was in flight"
                 # and the carrier's retry of that webhook queues behind it
                 retried = asyncio.create_task(post_stop(stop))
-                await asyncio.sleep(0.3)
+
+                async def both_stuck_or_answered() -> bool:
+                    if webhook.done() or retried.done():
+                        return True
+                    [(waiting,)] = await rows(
+                        pool,
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    )
+                    return int(waiting) >= 2
+
+                await eventually(both_stuck_or_answered, what="the retried webhook waiting too")
                 assert not webhook.done(), "the webhook answered while the send was in flight"
                 assert not retried.done(), "the retried webhook answered before the first"
                 assert await rows(pool, "SELECT 1 FROM inbound_messages") == []  # uncommitted

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from tenants.sequences.model import Definition, Step
 from tests.enrollment_support import brand_template, consenting_contact, make_sequence
 from tests.inbound_support import row_count
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A, World
+from tests.waiting import eventually
 
 PHONE = "+12125550177"
 OTHER_PHONE = "+12125550178"
@@ -59,11 +61,21 @@ def _written_since(log: Path, start: int) -> str:
 
 
 @asynccontextmanager
-async def no_new_server_errors(log: Path, *secrets: str) -> AsyncIterator[None]:
-    """Fails when the server logs an error (or any of `secrets`) inside the block."""
+async def no_new_server_errors(
+    log: Path, pool: AsyncConnectionPool[Any], *secrets: str
+) -> AsyncIterator[None]:
+    """Fails when the server logs an error (or any of `secrets`) inside the block. The block's
+    lines are in the log once a marker logged after it is (however slow the machine)."""
     start = _size(log)
     yield
-    await asyncio.sleep(0.2)  # the server writes its log after answering
+    marker = f"reengage-test-marker-{uuid.uuid4().hex}"
+    async with pool.connection() as conn:
+        await conn.execute(f"DO $$ BEGIN RAISE LOG '{marker}'; END $$")
+
+    async def marked() -> bool:
+        return marker in _written_since(log, start)
+
+    await eventually(marked, 30, what="the marker in the server log")
     written = _written_since(log, start)
     errors = [line for line in written.splitlines() if "ERROR" in line or "DETAIL" in line]
     assert errors == []
@@ -90,7 +102,7 @@ async def test_a_duplicate_contact_is_refused_as_before_without_an_error_in_the_
             conn, OPERATOR, A_DOWNTOWN, "dana", ContactInput(phone_number=PHONE)
         )
     before = await row_count(pool, "contacts"), await row_count(pool, "audit_log")
-    async with no_new_server_errors(server_log, PHONE, PHONE[2:]), pool.connection() as conn:
+    async with no_new_server_errors(server_log, pool, PHONE, PHONE[2:]), pool.connection() as conn:
         same_phone = await refused(
             contacts.create_contact(
                 conn, OPERATOR, A_DOWNTOWN, "", ContactInput(phone_number=PHONE)
@@ -125,7 +137,7 @@ async def test_two_concurrent_creates_of_one_contact_one_wins_the_other_is_refus
                 conn, OPERATOR, A_DOWNTOWN, "", ContactInput(phone_number=PHONE)
             )
 
-    async with no_new_server_errors(server_log, PHONE, PHONE[2:]):
+    async with no_new_server_errors(server_log, pool, PHONE, PHONE[2:]):
         results = await asyncio.gather(*(create() for _ in range(6)), return_exceptions=True)
     created = [r for r in results if isinstance(r, Contact)]
     refusals = [r for r in results if isinstance(r, AlreadyExists)]
@@ -255,7 +267,7 @@ async def test_every_other_create_meets_its_duplicate_without_an_error_in_the_se
             "RESOURCE_ALREADY_EXISTS",
         ),
     ]
-    async with no_new_server_errors(server_log, "+12125550101", "2125550101"):
+    async with no_new_server_errors(server_log, pool, "+12125550101", "2125550101"):
         for what, create, reason in checks:
             async with pool.connection() as conn:
                 assert (await refused(create(conn))).reason == reason, what
@@ -289,7 +301,7 @@ async def test_a_second_enrollment_of_a_contact_finds_the_running_one_without_an
         other_entry = await decide_entry(conn, OPERATOR, contact, other, now)
         first, created = await insert_enrollment(conn, OPERATOR, entry, now)
     assert created
-    async with no_new_server_errors(server_log, PHONE, PHONE[2:]), pool.connection() as conn:
+    async with no_new_server_errors(server_log, pool, PHONE, PHONE[2:]), pool.connection() as conn:
         again, created_again = await insert_enrollment(conn, OPERATOR, entry, now)
         running = await refused(insert_enrollment(conn, OPERATOR, other_entry, now))
     assert (again.id, created_again) == (first.id, False)

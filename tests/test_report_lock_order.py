@@ -18,7 +18,7 @@ from tenants.core.names import TenantScope
 from tenants.org.access import system
 from tests.test_report_rollups import T0, Brand
 
-WAITING = 10.0  # seconds: far above deadlock_timeout (1 s), where PostgreSQL picks a victim
+WAITING = 30.0  # seconds: far above deadlock_timeout (1 s), where PostgreSQL picks a victim
 
 
 @pytest.fixture

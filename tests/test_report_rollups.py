@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from psycopg import AsyncConnection
 
 from tenants.reports import rollups
+from tests.waiting import eventually
 
 F = "acme"
 T0 = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)  # 11:00 in New York, 08:00 in Los Angeles
@@ -666,7 +667,18 @@ async def test_two_writers_bumping_the_same_row_lose_nothing(
                 "UPDATE messages SET status = 'delivered' WHERE id = %s", (messages[1],)
             ),
         )
-        await asyncio.sleep(0.3)
+
+        async def blocked() -> bool:  # the second writer waits for a lock (or, wrongly, is done)
+            if waiting.done():
+                return True
+            cur = await brand.conn.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                (second.info.backend_pid,),
+            )
+            row = await cur.fetchone()
+            return row is not None and row[0] == "Lock"
+
+        await eventually(blocked, 30, what="the second writer waiting for the first")
         assert not waiting.done()
         await first.execute("COMMIT")
         await waiting

@@ -70,7 +70,7 @@ async def ask(scene: Scene, text: str, user: str = STAFF, channel: str = CHANNEL
     before = len(scene.fake.responses)
     answer = await scene.bot.command(text, user, channel)
     assert answer.status_code == 200 and answer.text == ""  # acknowledged at once
-    for _ in range(200):
+    for _ in range(600):  # 30 s at least, more on a slow machine
         if len(scene.fake.responses) > before:
             break
         await asyncio.sleep(0.05)

@@ -87,9 +87,9 @@ async def test_pause_sequence_holds_every_enrollment_and_activate_sends_their_st
     paused = await stack.pause(sequence)
     assert paused.state == sequences_pb2.SEQUENCE_STATE_PAUSED
     assert (await stack.get_sequence(sequence)).state == sequences_pb2.SEQUENCE_STATE_PAUSED
-    await eventually(lambda: all_in(pool, sequence, "paused"), seconds=10)
+    await eventually(lambda: all_in(pool, sequence, "paused"), seconds=30)
     steer = env.client.get_workflow_handle(steer_workflow_id(sequence, "pause", paused.etag))
-    assert await asyncio.wait_for(steer.result(), 10) == 5
+    assert await asyncio.wait_for(steer.result(), 30) == 5
 
     newcomer = await consenting_contact(pool, "+12125550210")
     assert (
@@ -110,10 +110,10 @@ async def test_pause_sequence_holds_every_enrollment_and_activate_sends_their_st
     active = await stack.activate(sequence)
     assert active.state == sequences_pb2.SEQUENCE_STATE_ACTIVE
     resume = env.client.get_workflow_handle(steer_workflow_id(sequence, "resume", active.etag))
-    assert await asyncio.wait_for(resume.result(), 10) == 5
+    assert await asyncio.wait_for(resume.result(), 30) == 5
     # each resumed one is active again: deferred to the send window, or sent and waiting for
     # its second step
-    await eventually(lambda: all_in(pool, sequence, "active"), seconds=10)
+    await eventually(lambda: all_in(pool, sequence, "active"), seconds=30)
 
     async def sent_all() -> bool:
         return len(await sent_messages(pool)) == 5
@@ -127,7 +127,7 @@ async def test_pause_sequence_holds_every_enrollment_and_activate_sends_their_st
         found = await rows(pool, "SELECT status, current_step FROM enrollments")
         return len(found) == 5 and set(found) == {("active", 1)}
 
-    await eventually(waiting_for_the_second_step, seconds=10)
+    await eventually(waiting_for_the_second_step, seconds=30)
     assert await enrollments_of(pool, newcomer) == []
 
 
@@ -148,7 +148,7 @@ async def test_a_resumed_enrollment_whose_step_fell_due_reads_active_while_it_is
             await eventually(lambda: _one(pool, "SELECT status = 'paused' FROM enrollments"))
             await env.sleep(timedelta(days=3))
             await stack.activate(sequence)
-            await asyncio.wait_for(carrier.entered.wait(), 10)  # the step is being sent
+            await asyncio.wait_for(carrier.entered.wait(), 30)  # the step is being sent
             workflow_id, _ = await run_of(pool, contact, sequence)
             state = await stack.run.workflows.state(workflow_id)
             assert await enrollments_of(pool, contact) == [("winback", "active", "")]
@@ -206,4 +206,4 @@ async def test_activate_sequence_retried_after_temporal_was_unreachable_resumes_
         await eventually(lambda: all_in(pool, sequence, "paused"))
         await refused(stack.activate(sequence))  # Temporal away: the call fails
         assert (await stack.activate(sequence)).state == sequences_pb2.SEQUENCE_STATE_ACTIVE
-        await eventually(lambda: all_in(pool, sequence, "active"), seconds=5)
+        await eventually(lambda: all_in(pool, sequence, "active"), seconds=30)

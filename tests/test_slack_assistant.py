@@ -277,7 +277,7 @@ async def test_shorten_fills_the_box_with_a_shorter_draft_and_only_approve_sends
         # Approve & send reads the box under its new block id
         done = await bot.interact(submission(fake_slack.of("views.update")[0], STAFF, draft))
         assert done.status_code == 200 and not done.content
-        for _ in range(200):
+        for _ in range(600):  # 30 s at least, more on a slow machine
             if await sent_messages(pool):
                 break
             await asyncio.sleep(0.05)

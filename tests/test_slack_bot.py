@@ -38,6 +38,7 @@ from tests.slack_support import (
     submission,
 )
 from tests.support import A_DOWNTOWN, A_UPTOWN, OPERATOR, A
+from tests.waiting import eventually
 from workflows.enrolling import enroll
 from workflows.enrollment_types import ApprovalAction, Decision
 from workflows.relay import NOTICE_ATTEMPTS
@@ -74,14 +75,15 @@ async def awaiting_approval(scene: Scene, timeout_seconds: int = 86_400) -> tupl
         if state.pending_approval_step == 0:
             break
         await asyncio.sleep(0.05)
-    for _ in range(200):  # the notice is owed by an activity that runs after the state says so
+
+    # the notice is owed by an activity that runs after the state says so
+    async def posted() -> Any:
         await scene.bot.relay.drain()
         posts = scene.fake.of("chat.postMessage")
         found = [p for p in posts if any(b.get("type") == "actions" for b in p.args["blocks"])]
-        if found:
-            return enrollment, found[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError("no approval message was posted")
+        return found[0] if found else None
+
+    return enrollment, await eventually(posted, 30, what="the approval message")
 
 
 async def pending_step(scene: Scene, enrollment: Enrollment) -> int:
@@ -94,6 +96,16 @@ async def settle(scene: Scene, method: str, count: int) -> list[Any]:
 
 async def cancel(scene: Scene, enrollment: Enrollment) -> None:
     await scene.workflows.cancel(enrollment.workflow_id, "test over")
+
+
+async def answered(scene: Scene, before: int) -> None:
+    """Waits for the slash command's answer (posted to its response URL after the
+    acknowledgement): more than `before` answers."""
+
+    async def more() -> bool:
+        return len(scene.fake.responses) > before
+
+    await eventually(more, 30, what="the slash command's answer")
 
 
 # -- signatures --------------------------------------------------------------------------------
@@ -158,10 +170,7 @@ async def test_a_double_click_on_approve_decides_once_and_sends_once(scene: Scen
     first, second = await asyncio.gather(scene.bot.interact(payload), scene.bot.interact(payload))
     assert first.status_code == second.status_code == 200
     updates = await settle(scene, "chat.update", 1)
-    for _ in range(200):
-        if await sent_messages(scene.pool):
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: sent_messages(scene.pool), 30, what="the text sent")
     await asyncio.sleep(0.5)
     sent = await sent_messages(scene.pool)
     assert [(s[0], s[1]) for s in sent] == [
@@ -209,10 +218,7 @@ async def test_edit_opens_the_text_and_the_edited_text_is_sent_as_shown(scene: S
     assert await pending_step(scene, enrollment) == 0
     done = await scene.bot.interact(submission(opened, STAFF, edited))
     assert done.status_code == 200
-    for _ in range(200):
-        if await sent_messages(scene.pool):
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: sent_messages(scene.pool), 30, what="the text sent")
     sent = "Acme Coffee: " + edited  # the first text: the brand the edit left out is added
     assert [s[1] for s in await sent_messages(scene.pool)] == [sent]
     (update,) = await settle(scene, "chat.update", 1)
@@ -240,19 +246,13 @@ async def test_reengage_pause_and_resume_by_phone(scene: Scene) -> None:
     enrollment, _ = await awaiting_approval(scene)
     answer = await scene.bot.command("pause +1 (212) 555-0142", STAFF)
     assert answer.status_code == 200
-    for _ in range(100):
-        if scene.fake.responses:
-            break
-        await asyncio.sleep(0.05)
+    await answered(scene, 0)
     assert "Paused" in scene.fake.responses[-1]["text"]
     assert (await scene.workflows.state(enrollment.workflow_id)).status == "paused"
     for command in ("pause 2125550142", "status 2125550142", "resume 2125550142"):
-        answered = len(scene.fake.responses)
+        before = len(scene.fake.responses)
         await scene.bot.command(command, STAFF)  # acknowledged at once, answered later
-        for _ in range(100):
-            if len(scene.fake.responses) > answered:
-                break
-            await asyncio.sleep(0.05)
+        await answered(scene, before)
     texts = [r["text"] for r in scene.fake.responses]
     assert "already paused" in texts[1]
     assert "Win back" in texts[2] and "paused" in texts[2]
@@ -264,10 +264,7 @@ async def test_reengage_pause_and_resume_by_phone(scene: Scene) -> None:
 async def test_reengage_by_someone_unmapped_changes_nothing(scene: Scene) -> None:
     enrollment, _ = await awaiting_approval(scene)
     await scene.bot.command("pause 2125550142", STRANGER)
-    for _ in range(100):
-        if scene.fake.responses:
-            break
-        await asyncio.sleep(0.05)
+    await answered(scene, 0)
     assert "not linked" in scene.fake.responses[-1]["text"]
     assert (await scene.workflows.state(enrollment.workflow_id)).status == "awaiting_approval"
     await cancel(scene, enrollment)
@@ -368,10 +365,11 @@ async def awaiting_approval_without_post(scene: Scene) -> tuple[Enrollment, None
         if await pending_step(scene, enrollment) == 0:
             break
         await asyncio.sleep(0.05)
-    for _ in range(100):
-        if await rows(scene.pool, "SELECT 1 FROM followups WHERE kind = 'notify'"):
-            break
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: rows(scene.pool, "SELECT 1 FROM followups WHERE kind = 'notify'"),
+        30,
+        what="the approval notice owed",
+    )
     await scene.bot.relay.drain()
     return enrollment, None
 
@@ -381,18 +379,18 @@ async def awaiting_approval_without_post(scene: Scene) -> tuple[Enrollment, None
 
 async def buttons_gone(scene: Scene, approval: Any, words: str) -> Any:
     """Drains the relay until the approval message is rewritten; that update."""
-    for _ in range(300):
+
+    async def rewritten() -> list[Any]:
         await scene.bot.relay.drain()
-        rewritten = [u for u in scene.fake.of("chat.update") if u.args["ts"] == approval.ts]
-        if rewritten:
-            assert len(rewritten) == 1
-            blocks = rewritten[0].args["blocks"]
-            assert words in str(blocks)
-            assert not any(b.get("type") == "actions" for b in blocks)
-            assert "Hi Dana, Acme Coffee misses you!" in str(blocks)  # the text stays shown
-            return rewritten[0]
-        await asyncio.sleep(0.05)
-    raise AssertionError("the approval message kept its buttons")
+        return [u for u in scene.fake.of("chat.update") if u.args["ts"] == approval.ts]
+
+    found = await eventually(rewritten, 60, what="the approval message without its buttons")
+    assert len(found) == 1
+    blocks = found[0].args["blocks"]
+    assert words in str(blocks)
+    assert not any(b.get("type") == "actions" for b in blocks)
+    assert "Hi Dana, Acme Coffee misses you!" in str(blocks)  # the text stays shown
+    return found[0]
 
 
 async def test_a_step_decided_over_the_api_loses_its_buttons_in_slack(scene: Scene) -> None:

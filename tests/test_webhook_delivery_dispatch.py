@@ -86,7 +86,7 @@ async def test_the_sweep_delivers_what_no_notification_announced(
                 " next_attempt_at) SELECT 'acme', %s, id, now() - interval '1 minute' FROM ev",
                 (stack.endpoint_id,),
             )
-        got = await asyncio.to_thread(stack.receiver.wait_for, 1, 10.0)
+        got = await asyncio.to_thread(stack.receiver.wait_for, 1, 30.0)
 
         async def recorded() -> list[tuple[Any, ...]] | None:
             async with pool.connection() as conn:
@@ -94,7 +94,7 @@ async def test_the_sweep_delivers_what_no_notification_announced(
                 rows = await cur.fetchall()
             return rows if rows[0][0] != "pending" else None
 
-        assert await eventually(recorded, 5) == [("succeeded", 1)]
+        assert await eventually(recorded, 30) == [("succeeded", 1)]
     assert len(got) == 1 and got[0].verified
 
 
@@ -112,7 +112,7 @@ async def test_a_burst_of_events_is_a_few_signals_not_one_each(
                     (f'{{"message": "franchisors/acme/locations/downtown/messages/{n}"}}',),
                 )
         emitting = time.monotonic() - started
-        got = await asyncio.to_thread(stack.receiver.wait_for, 150, 20.0)
+        got = await asyncio.to_thread(stack.receiver.wait_for, 150, 60.0)
         handle = dev_env.client.get_workflow_handle(workflow_id("acme", stack.endpoint_id))
         history = await handle.fetch_history()
     signals = [

@@ -95,7 +95,7 @@ class WebhookReceiver:
             return [r for r in self.received if r.verified]
 
     def wait_for(
-        self, count: int, timeout: float = 10.0, *, verified: bool = True
+        self, count: int, timeout: float = 30.0, *, verified: bool = True
     ) -> list[Received]:
         """Blocks (in a thread-safe way) until `count` requests (verified ones by default)
         arrived; returns them. Use `await asyncio.to_thread(receiver.wait_for, n)` in async

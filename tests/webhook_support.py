@@ -209,7 +209,7 @@ async def at_once(
         async with conn.transaction():
             await conn.execute(f"LOCK TABLE {table} IN SHARE MODE")
             tasks = [asyncio.ensure_future(r) for r in requests]
-            for _ in range(500):
+            for _ in range(3000):  # 30 s at least, more on a slow machine
                 waiting = await count(
                     pool,
                     "SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
