@@ -17,13 +17,14 @@ HOUR = timedelta(hours=1)
 
 async def eventually(
     check: Callable[[], Awaitable[T | None]],
-    seconds: float = 15,
+    seconds: float = 30,
     *,
     what: str | None = None,
     interval: float = 0.05,
 ) -> T:
     """Calls check in real time (a workflow clock does not move) until it answers something
-    truthy, and returns that; fails after `seconds`, naming `what` it waited for."""
+    truthy, and returns that; fails after `seconds`, naming `what` it waited for. The default
+    is generous: a loaded CI machine may take many times longer than a quiet one."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while True:
