@@ -6,6 +6,8 @@ input, and the security headers."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -672,3 +674,89 @@ async def queued_enrollment(conn: Any, enrollment_id: str, contact_id: str, due:
         " 'awaiting_approval', 0, now() + %s, now(), 'test')",
         (enrollment_id, f"w-{enrollment_id}", contact_id, Jsonb(WAITING.to_json()), due),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV downloads: ExportReport's rows for the range the page shows
+# ---------------------------------------------------------------------------------------------
+
+
+async def exported(
+    stub: reports_pb2_grpc.ReportServiceStub,
+    metadata: Any,
+    parent: str,
+    days: int,
+    grouping: int,
+) -> list[list[str]]:
+    start, end = today() - timedelta(days=days - 1), today()
+    rows = stub.ExportReport(
+        rpb.ExportReportRequest(
+            parent=parent, start_date=_pb_date(start), end_date=_pb_date(end), grouping=grouping
+        ),
+        metadata=metadata,
+    )
+    return [list(r.cells) async for r in rows]
+
+
+def csv_rows(response: httpx.Response) -> list[list[str]]:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.text.endswith("\r\n")
+    return list(csv.reader(io.StringIO(response.text)))
+
+
+async def test_a_page_downloads_as_csv_the_rows_export_report_gives_for_its_range(
+    pool: Pool,
+    site: httpx.AsyncClient,
+    seeded: dict[str, ChildName],
+    channel: grpc.aio.Channel,
+    world: World,
+) -> None:
+    stub = reports_pb2_grpc.ReportServiceStub(channel)
+    await signed_in_as(pool, site, seeded["viewer"])
+    page = (await site.get("/dashboard/brand?days=30")).text
+    assert 'href="/dashboard/brand/export.csv?days=30&amp;by=location"' in page
+    for by, grouping in (
+        ("location", rpb.EXPORT_GROUPING_BY_LOCATION),
+        ("day", rpb.EXPORT_GROUPING_BY_DAY),
+        ("step", rpb.EXPORT_GROUPING_BY_STEP),
+    ):
+        answer = await site.get(f"/dashboard/brand/export.csv?days=30&by={by}")
+        disposition = answer.headers["content-disposition"]
+        start = today() - timedelta(days=29)
+        assert disposition == f'attachment; filename="acme-by-{by}-{start}-{today()}.csv"'
+        assert answer.headers["content-security-policy"].startswith("default-src 'none'")
+        rows = csv_rows(answer)
+        api = await exported(stub, world.metadata("a_viewer"), "franchisors/acme", 30, grouping)
+        assert rows == api and len(rows) > 1
+    by_location = csv_rows(await site.get("/dashboard/brand/export.csv?days=7&by=location"))
+    assert [r[0] for r in by_location[1:]] == ["franchisors/acme/locations/downtown",
+                                               "franchisors/acme/locations/uptown"]  # fmt: skip
+    default = csv_rows(await site.get("/dashboard/brand/export.csv?days=7"))  # by day
+    assert len(default) == 1 + 7
+
+    site.cookies.clear()
+    await signed_in_as(pool, site, seeded["manager"])
+    page = (await site.get("/dashboard/locations/downtown?days=7")).text
+    assert 'href="/dashboard/locations/downtown/export.csv?days=7&amp;by=step"' in page
+    rows = csv_rows(await site.get("/dashboard/locations/downtown/export.csv?days=7&by=step"))
+    api = await exported(
+        stub, world.metadata("a_downtown_manager"), A_DOWNTOWN.name, 7, rpb.EXPORT_GROUPING_BY_STEP
+    )
+    assert rows == api
+    refused = {
+        "/dashboard/brand/export.csv": 403,  # the brand's numbers are not a manager's
+        "/dashboard/locations/uptown/export.csv": 403,  # nor another location's
+        "/dashboard/locations/downtown/export.csv?by=location": 400,  # a location has no others
+        "/dashboard/locations/downtown/export.csv?by=month": 400,
+        "/dashboard/locations/downtown/export.csv?days=8": 400,
+        "/dashboard/locations/..%2F/export.csv": 404,
+    }
+    for url, status in refused.items():
+        answer = await site.get(url)
+        assert answer.status_code == status, (url, answer.status_code)
+        assert answer.headers["content-type"].startswith("text/html")
+    bad = await site.get("/dashboard/locations/downtown/export.csv?by=month")
+    assert "is day or step" in bad.text
+    site.cookies.clear()
+    assert (await site.get("/dashboard/brand/export.csv")).status_code == 401

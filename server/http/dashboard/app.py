@@ -116,6 +116,12 @@ class Dashboard:
             Route(f"{p}/signed-out", self.signed_out, methods=["GET"]),
             Route(f"{p}/brand", self._page(self.brand), methods=["GET"]),
             Route(f"{p}/brand/locations", self._page(self.leaderboard), methods=["GET"]),
+            Route(f"{p}/brand/export.csv", self._page(self.brand_export), methods=["GET"]),
+            Route(
+                f"{p}/locations/{{location_id}}/export.csv",
+                self._page(self.location_export),
+                methods=["GET"],
+            ),
             Route(
                 f"{p}/brand/sequences/{{sequence_id}}",
                 self._page(self.brand_sequence),
@@ -434,6 +440,27 @@ class Dashboard:
         async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             page = await pages.location_page(conn, principal, location, days)
         return self._render("location.html", 200, who, **page, **self._common(request, who, days))
+
+    async def _export(self, request: Request, who: SignedIn, parent: TenantScope) -> Response:
+        days = self._days(request)
+        principal = who.staff.as_principal()
+        authorize(principal, Action.REPORT_READ, parent)
+        async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
+            found = await pages.export_csv(
+                conn, principal, parent, days, request.query_params.get("by", "")
+            )
+        return Response(
+            found.body,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{found.filename}"'},
+        )
+
+    async def brand_export(self, request: Request, who: SignedIn) -> Response:
+        return await self._export(request, who, self._brand_of(who))
+
+    async def location_export(self, request: Request, who: SignedIn) -> Response:
+        location = self._location_of(who, request.path_params["location_id"])
+        return await self._export(request, who, location)
 
     async def _sequence(
         self, request: Request, who: SignedIn, location: TenantScope | None

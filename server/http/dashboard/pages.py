@@ -9,6 +9,8 @@ PermissionDenied, which the app answers 403)."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -29,10 +31,12 @@ from tenants.reports.digest import money_text
 from tenants.reports.measure_set import ORDERABLE, RATES, parse_order_by
 from tenants.reports.measures import (
     DayMeasures,
+    ExportGrouping,
     FranchisorReport,
     LeaderboardPage,
     LeaderboardRow,
     MeasureSet,
+    export_rows,
     franchisor_report,
     location_report,
     sequence_report,
@@ -535,3 +539,49 @@ async def sequence_page(
 
 def sequence_name(franchisor_id: str, location_id: str | None, sequence_id: str) -> ChildName:
     return ChildName(TenantScope(franchisor_id, location_id), SEQUENCES, sequence_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV: the ReportService's export of what a page shows
+# ---------------------------------------------------------------------------------------------
+
+EXPORTS = {
+    "day": ExportGrouping.BY_DAY,
+    "step": ExportGrouping.BY_STEP,
+    "location": ExportGrouping.BY_LOCATION,  # the brand's only
+}
+
+
+@dataclass(frozen=True)
+class Export:
+    filename: str
+    body: str  # RFC 4180: comma-separated, CRLF line ends, a header row first
+
+
+async def export_csv(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    parent: TenantScope,
+    days: int,
+    by: str,
+) -> Export:
+    """The rows ExportReport streams for parent (the brand, or a location) over the range the
+    page shows (the last `days` days in the brand's reporting zone, or the location's zone), as
+    one CSV file. `by` is day, step or (the brand's only) location."""
+    grouping = EXPORTS.get(by or "day")
+    if grouping is None or (grouping is ExportGrouping.BY_LOCATION and parent.is_location):
+        allowed = "day or step" if parent.is_location else "day, step or location"
+        raise InvalidArgument([FieldViolation("by", f"is {allowed}")])
+    if parent.is_location:
+        zone = (await get_location(conn, principal, parent)).time_zone
+    else:
+        brand = await get_franchisor(conn, principal, parent.franchisor)
+        zone = brand.report_settings.reporting_time_zone
+    start, end = range_ending_today(zone, days)
+    rows = await export_rows(conn, principal, parent, start, end, grouping)
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
+    who = parent.location_id or parent.franchisor_id
+    return Export(
+        f"{who}-by-{grouping.value.removeprefix('by_')}-{start}-{end}.csv", out.getvalue()
+    )
