@@ -512,7 +512,8 @@ async def test_list_filters_find_a_template_by_any_languages_text_and_state(
     await write(pool, MANAGER, mine, ES, "es")
     async with pool.connection() as conn:
         await approvals.submit_template(conn, MANAGER, mine, "", "es")  # Spanish: waiting
-    await write(pool, ADMIN, other, "Acme abre tarde los viernes. Responde STOP para cancelar", "es")
+    friday = "Acme abre tarde los viernes. Responde STOP para cancelar"
+    await write(pool, ADMIN, other, friday, "es")
 
     waiting = tpl.RevisionState.PENDING_APPROVAL
     # the Spanish override text waiting for the brand is found though its English one is live
