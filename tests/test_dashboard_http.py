@@ -23,9 +23,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from reengage.v1 import reports_pb2 as rpb
 from reengage.v1 import reports_pb2_grpc
-from server.http.dashboard import queue
+from server.http.dashboard import pages, queue
 from server.http.dashboard.app import COOKIE, Dashboard
 from server.http.edge import build_http_app
+from tenants.core.errors import InvalidArgument
 from tenants.core.names import ChildName, TenantScope
 from tenants.inbound.texts import InboundSms, receive
 from tenants.org import dashboard_sessions as sessions
@@ -760,3 +761,112 @@ async def test_a_page_downloads_as_csv_the_rows_export_report_gives_for_its_rang
     assert "is day or step" in bad.text
     site.cookies.clear()
     assert (await site.get("/dashboard/brand/export.csv")).status_code == 401
+
+
+# ---------------------------------------------------------------------------------------------
+# Dates a person chooses
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_chosen_period_is_two_dates_of_at_most_366_days_and_wins_over_days() -> None:
+    now = datetime(2026, 12, 3, 12, tzinfo=UTC)
+    chosen = pages.period_param({"start": "2026-11-01", "end": "2026-11-10", "days": "7"}, now)
+    assert (chosen.days, chosen.start, chosen.end) == (10, date(2026, 11, 1), date(2026, 11, 10))
+    assert chosen.query == "start=2026-11-01&end=2026-11-10"
+    assert chosen.dates("Pacific/Kiritimati") == (date(2026, 11, 1), date(2026, 11, 10))
+    assert pages.period_param({"days": "7"}, now).query == "days=7"
+    assert pages.period_param({}, now).days == pages.DEFAULT_DAYS
+    year = pages.period_param({"start": "2025-12-05", "end": "2026-12-04"}, now)
+    assert year.days == 365  # tomorrow (in UTC) is still today somewhere
+    refused = {
+        ("2026-11-01", ""): "end",
+        ("", "2026-11-01"): "start",
+        ("2026-11-1", "2026-11-10"): "start",
+        ("2026-11-01", "20261110"): "end",
+        ("2026-11-31", "2026-12-01"): "start",
+        ("2026-11-10", "2026-11-01"): "start",
+        ("2025-12-01", "2026-12-02"): "end",  # 367 days
+        ("2026-12-01", "2026-12-05"): "end",  # after tomorrow
+        ("0001-01-01", "0001-01-01"): "start",  # no period of its length before it
+        ("\uff12\uff10\uff12\uff16-11-01", "2026-11-10"): "start",  # full-width digits
+    }
+    for (start, end), field in refused.items():
+        with pytest.raises(InvalidArgument) as err:
+            pages.period_param({"start": start, "end": end}, now)
+        assert [v.field for v in err.value.violations] == [field], (start, end)
+
+
+async def test_pages_and_downloads_show_the_dates_a_person_chose(
+    pool: Pool,
+    site: httpx.AsyncClient,
+    seeded: dict[str, ChildName],
+    channel: grpc.aio.Channel,
+    world: World,
+) -> None:
+    stub = reports_pb2_grpc.ReportServiceStub(channel)
+    start, end = today() - timedelta(days=33), today() - timedelta(days=3)  # 31 days
+    chosen = f"start={start.isoformat()}&end={end.isoformat()}"
+    await signed_in_as(pool, site, seeded["viewer"])
+    api = await stub.GetFranchisorReport(
+        rpb.GetFranchisorReportRequest(
+            name="franchisors/acme", start_date=_pb_date(start), end_date=_pb_date(end)
+        ),
+        metadata=world.metadata("a_viewer"),
+    )
+    page = (await site.get(f"/dashboard/brand?{chosen}")).text
+    tiles = dict(re.findall(r'data-measure="(\w+)" data-value="([^"]*)" data-previous', page))
+    assert int(tiles["sent"]) == api.totals.sent
+    assert "vs previous 31 days" in page
+    assert f'value="{start.isoformat()}"' in page and f'value="{end.isoformat()}"' in page
+    escaped = chosen.replace("&", "&amp;")
+    assert f'href="/dashboard/brand/locations?{escaped}"' in page  # links keep the dates
+    assert f'href="/dashboard/brand/export.csv?{escaped}&amp;by=location"' in page
+
+    board = (await site.get(f"/dashboard/brand/locations?{chosen}&sort=sent")).text
+    sent = dict(re.findall(r'<tr data-location="(\w+)".*?data-measure="sent" data-value="(\d+)"',
+                           board, re.S))  # fmt: skip
+    assert sent == {r.location.split("/")[-1]: str(r.measures.sent) for r in api.locations}
+    assert f'name="start" value="{start.isoformat()}"' in board  # the search form keeps them
+    assert "Show the last 30 days" in board
+
+    rows = csv_rows(await site.get(f"/dashboard/brand/export.csv?{chosen}&by=day"))
+    assert rows == await exported_between(
+        stub, world.metadata("a_viewer"), "franchisors/acme", start, end
+    )
+    assert len(rows) == 1 + 31
+
+    bad = await site.get(f"/dashboard/brand?start={end.isoformat()}&end={start.isoformat()}")
+    assert bad.status_code == 400 and "start" in bad.text
+
+    site.cookies.clear()
+    await signed_in_as(pool, site, seeded["manager"])
+    own = f"/dashboard/locations/downtown/sequences/winback?{chosen}&scope=location"
+    assert (await site.get(own)).status_code == 404  # downtown has no sequence of its own
+    page = (await site.get(f"/dashboard/locations/downtown/sequences/winback?{chosen}")).text
+    seq = await stub.GetSequenceReport(
+        rpb.GetSequenceReportRequest(
+            name="franchisors/acme/sequences/winback",
+            location=A_DOWNTOWN.name,
+            start_date=_pb_date(start),
+            end_date=_pb_date(end),
+        ),
+        metadata=world.metadata("a_downtown_manager"),
+    )
+    (total_row,) = re.findall(r'<tr class="total">.*?</tr>', page, re.S)
+    totals = dict(re.findall(r'data-measure="(\w+)" data-value="(\d+)"', total_row))
+    assert int(totals["sent"]) == seq.totals.sent and seq.totals.sent > 0
+
+
+async def exported_between(
+    stub: reports_pb2_grpc.ReportServiceStub, metadata: Any, parent: str, start: date, end: date
+) -> list[list[str]]:
+    rows = stub.ExportReport(
+        rpb.ExportReportRequest(
+            parent=parent,
+            start_date=_pb_date(start),
+            end_date=_pb_date(end),
+            grouping=rpb.EXPORT_GROUPING_BY_DAY,
+        ),
+        metadata=metadata,
+    )
+    return [list(r.cells) async for r in rows]

@@ -372,18 +372,19 @@ class Dashboard:
         return TenantScope(who.staff.name.scope.franchisor_id, location_id)
 
     @staticmethod
-    def _days(request: Request) -> int:
-        return pages.days_param(request.query_params.get("days"))
+    def _period(request: Request) -> pages.Period:
+        return pages.period_param(request.query_params)
 
     async def home(self, request: Request, who: SignedIn) -> Response:
         if who.staff.role.is_franchisor_role:
             return self._see_other(f"{PREFIX}/brand")
         return self._see_other(f"{PREFIX}/locations/{who.staff.name.scope.location_id}")
 
-    def _common(self, request: Request, who: SignedIn, days: int) -> dict[str, Any]:
+    def _common(self, request: Request, who: SignedIn, period: pages.Period) -> dict[str, Any]:
         notice = request.query_params.get("notice", "")
         return {
-            "days": days,
+            "days": period.days,
+            "page_period": period,
             "ranges": pages.RANGES,
             "path": request.url.path,
             "notice": NOTICES.get(notice, ""),
@@ -391,15 +392,15 @@ class Dashboard:
         }
 
     async def brand(self, request: Request, who: SignedIn) -> Response:
-        days = self._days(request)
+        period = self._period(request)
         principal = who.staff.as_principal()
         authorize(principal, Action.REPORT_READ, self._brand_of(who))
         async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
-            page = await pages.brand_page(conn, principal, self._brand_of(who), days)
-        return self._render("brand.html", 200, who, **page, **self._common(request, who, days))
+            page = await pages.brand_page(conn, principal, self._brand_of(who), period)
+        return self._render("brand.html", 200, who, **page, **self._common(request, who, period))
 
     async def leaderboard(self, request: Request, who: SignedIn) -> Response:
-        days = self._days(request)
+        period = self._period(request)
         authorize(who.staff.as_principal(), Action.REPORT_READ, self._brand_of(who))
         q = request.query_params
         page_text = q.get("page", "1")
@@ -409,7 +410,7 @@ class Dashboard:
                 conn,
                 who.staff.as_principal(),
                 self._brand_of(who),
-                days,
+                period,
                 q.get("sort", ""),
                 q.get("dir", ""),
                 q.get("q", "").strip(),
@@ -419,7 +420,7 @@ class Dashboard:
 
         def link(**changes: Any) -> str:
             params = {
-                "days": days,
+                **period.params(),
                 "sort": board.sort,
                 "dir": "desc" if board.descending else "asc",
                 "q": board.search,
@@ -429,25 +430,25 @@ class Dashboard:
             return f"{PREFIX}/brand/locations?" + urlencode({k: v for k, v in params.items() if v})
 
         return self._render(
-            "leaderboard.html", 200, who, **found, link=link, **self._common(request, who, days)
+            "leaderboard.html", 200, who, **found, link=link, **self._common(request, who, period)
         )
 
     async def location(self, request: Request, who: SignedIn) -> Response:
-        days = self._days(request)
+        period = self._period(request)
         location = self._location_of(who, request.path_params["location_id"])
         principal = who.staff.as_principal()
         authorize(principal, Action.REPORT_READ, location)
         async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
-            page = await pages.location_page(conn, principal, location, days)
-        return self._render("location.html", 200, who, **page, **self._common(request, who, days))
+            page = await pages.location_page(conn, principal, location, period)
+        return self._render("location.html", 200, who, **page, **self._common(request, who, period))
 
     async def _export(self, request: Request, who: SignedIn, parent: TenantScope) -> Response:
-        days = self._days(request)
+        period = self._period(request)
         principal = who.staff.as_principal()
         authorize(principal, Action.REPORT_READ, parent)
         async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             found = await pages.export_csv(
-                conn, principal, parent, days, request.query_params.get("by", "")
+                conn, principal, parent, period, request.query_params.get("by", "")
             )
         return Response(
             found.body,
@@ -465,7 +466,7 @@ class Dashboard:
     async def _sequence(
         self, request: Request, who: SignedIn, location: TenantScope | None
     ) -> Response:
-        days = self._days(request)
+        period = self._period(request)
         sequence_id = request.path_params["sequence_id"]
         if id_problem(sequence_id):
             raise NotFound("no such sequence")
@@ -478,14 +479,15 @@ class Dashboard:
         principal = who.staff.as_principal()
         authorize(principal, Action.REPORT_READ, location or name.scope)
         async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
-            page = await pages.sequence_page(conn, principal, name, location, days)
+            page = await pages.sequence_page(conn, principal, name, location, period)
         return self._render(
             "sequence.html",
             200,
             who,
             **page,
             range_extra="&scope=location" if own else "",
-            **self._common(request, who, days),
+            range_keep=[("scope", "location")] if own else [],
+            **self._common(request, who, period),
         )
 
     async def brand_sequence(self, request: Request, who: SignedIn) -> Response:
@@ -513,7 +515,7 @@ class Dashboard:
             who,
             **page,
             scope_location=scope.location_id or "",
-            **self._common(request, who, pages.DEFAULT_DAYS),
+            **self._common(request, who, pages.Period(pages.DEFAULT_DAYS)),
         )
 
     # -----------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from markupsafe import Markup
@@ -246,6 +247,73 @@ def range_ending_today(zone: str, days: int, now: datetime | None = None) -> tup
     return today - timedelta(days=days - 1), today
 
 
+MAX_CHOSEN_DAYS = 366  # as the ReportService's longest range
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+@dataclass(frozen=True)
+class Period:
+    """The days a page covers: the last `days` ending today in the page's zone, or the dates a
+    person chose (`start` to `end`, both included)."""
+
+    days: int
+    start: date | None = None
+    end: date | None = None
+
+    @property
+    def chosen(self) -> bool:
+        return self.start is not None
+
+    @property
+    def query(self) -> str:
+        """The query string that gives this period to another page (no leading "?")."""
+        if self.start is None or self.end is None:
+            return f"days={self.days}"
+        return f"start={self.start.isoformat()}&end={self.end.isoformat()}"
+
+    def params(self) -> dict[str, str]:
+        if self.start is None or self.end is None:
+            return {"days": str(self.days)}
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
+
+    def dates(self, zone: str, now: datetime | None = None) -> tuple[date, date]:
+        if self.start is not None and self.end is not None:
+            return self.start, self.end
+        return range_ending_today(zone, self.days, now)
+
+
+def period_param(query: Mapping[str, str], now: datetime | None = None) -> Period:
+    """The period a page's query asks for: `start` and `end` (ISO dates, both or neither, at most
+    366 days, not after tomorrow anywhere) win over `days` (7, 30 or 90; 30 by default)."""
+    raw_start, raw_end = query.get("start", ""), query.get("end", "")
+    if not raw_start and not raw_end:
+        return Period(days_param(query.get("days")))
+    problems: list[FieldViolation] = []
+    found: dict[str, date] = {}
+    for field_name, raw_day in (("start", raw_start), ("end", raw_end)):
+        try:
+            if not _ISO_DAY.fullmatch(raw_day):
+                raise ValueError
+            found[field_name] = date.fromisoformat(raw_day)
+        except ValueError:
+            problems.append(FieldViolation(field_name, "is a date like 2026-11-01"))
+    if problems:
+        raise InvalidArgument(problems)
+    start, end = found["start"], found["end"]
+    latest = (now or datetime.now(UTC)).date() + timedelta(days=1)  # today in every zone
+    if end > latest:
+        problems.append(FieldViolation("end", f"is not after {latest.isoformat()}"))
+    if start > end:
+        problems.append(FieldViolation("start", "is not after the end"))
+    elif (end - start).days + 1 > MAX_CHOSEN_DAYS:
+        problems.append(FieldViolation("end", f"is at most {MAX_CHOSEN_DAYS} days after the start"))
+    elif start.toordinal() <= (end - start).days + 1:  # no period of that length before it
+        problems.append(FieldViolation("start", "is too early"))
+    if problems:
+        raise InvalidArgument(problems)
+    return Period((end - start).days + 1, start, end)
+
+
 # ---------------------------------------------------------------------------------------------
 # The pages
 # ---------------------------------------------------------------------------------------------
@@ -313,10 +381,10 @@ def _matches(row: LeaderboardRow, search: str) -> bool:
 
 
 async def brand_page(
-    conn: AsyncConnection[Any], principal: Principal, franchisor: TenantScope, days: int
+    conn: AsyncConnection[Any], principal: Principal, franchisor: TenantScope, period: Period
 ) -> dict[str, Any]:
     brand = await get_franchisor(conn, principal, franchisor)
-    start, end = range_ending_today(brand.report_settings.reporting_time_zone, days)
+    start, end = period.dates(brand.report_settings.reporting_time_zone)
     report = await whole_board(conn, principal, franchisor, start, end)
     before_range = previous_range(report.range)
     before = await franchisor_report(
@@ -333,7 +401,7 @@ async def brand_page(
     return {
         "brand": brand.display_name,
         "report": report,
-        "tiles": tiles(report.totals, before.totals, report.currency_code, days),
+        "tiles": tiles(report.totals, before.totals, report.currency_code, period.days),
         "previous": before.range,
         "flags": [f.message for f in report.flags],
         "flagged_locations": flagged,
@@ -346,7 +414,7 @@ async def leaderboard_page(
     conn: AsyncConnection[Any],
     principal: Principal,
     franchisor: TenantScope,
-    days: int,
+    period: Period,
     sort: str,
     direction: str,
     search: str,
@@ -365,7 +433,7 @@ async def leaderboard_page(
         raise InvalidArgument(problems)
     ordering = parse_order_by(f"{sort} {direction}")
     brand = await get_franchisor(conn, principal, franchisor)
-    start, end = range_ending_today(brand.report_settings.reporting_time_zone, days)
+    start, end = period.dates(brand.report_settings.reporting_time_zone)
     report = await whole_board(conn, principal, franchisor, start, end, ordering.text)
     matching = [r for r in report.locations if _matches(r, search)] if search else report.locations
     pages = max(1, -(-len(matching) // LEADERBOARD_PAGE))
@@ -433,10 +501,10 @@ async def leaderboard_page(
 
 
 async def location_page(
-    conn: AsyncConnection[Any], principal: Principal, location: TenantScope, days: int
+    conn: AsyncConnection[Any], principal: Principal, location: TenantScope, period: Period
 ) -> dict[str, Any]:
     found = await get_location(conn, principal, location)
-    start, end = range_ending_today(found.time_zone, days)
+    start, end = period.dates(found.time_zone)
     report = await location_report(conn, principal, location, start, end)
     before_range = previous_range(report.range)
     before = await location_report(conn, principal, location, before_range.start, before_range.end)
@@ -445,7 +513,7 @@ async def location_page(
         "location": found,
         "location_id": location.location_id,
         "report": report,
-        "tiles": tiles(report.totals, before.totals, currency, days),
+        "tiles": tiles(report.totals, before.totals, currency, period.days),
         "previous": before.range,
         "flags": [f.message for f in report.flags],
         "trend": trend_svg(report.daily, "location-trend", "Texts sent, delivered and repliers"),
@@ -480,7 +548,7 @@ async def sequence_page(
     principal: Principal,
     sequence: ChildName,
     location: TenantScope | None,
-    days: int,
+    period: Period,
 ) -> dict[str, Any]:
     location_name = ""
     if location is not None:
@@ -489,7 +557,7 @@ async def sequence_page(
     else:
         brand = await get_franchisor(conn, principal, sequence.scope.franchisor)
         zone = brand.report_settings.reporting_time_zone
-    start, end = range_ending_today(zone, days)
+    start, end = period.dates(zone)
     report = await sequence_report(conn, principal, sequence, location, start, end)
     prefix = "seq"
     steps = [
@@ -562,12 +630,12 @@ async def export_csv(
     conn: AsyncConnection[Any],
     principal: Principal,
     parent: TenantScope,
-    days: int,
+    period: Period,
     by: str,
 ) -> Export:
-    """The rows ExportReport streams for parent (the brand, or a location) over the range the
-    page shows (the last `days` days in the brand's reporting zone, or the location's zone), as
-    one CSV file. `by` is day, step or (the brand's only) location."""
+    """The rows ExportReport streams for parent (the brand, or a location) over the period the
+    page shows (the last days in the brand's reporting zone or the location's, or the dates
+    chosen), as one CSV file. `by` is day, step or (the brand's only) location."""
     grouping = EXPORTS.get(by or "day")
     if grouping is None or (grouping is ExportGrouping.BY_LOCATION and parent.is_location):
         allowed = "day or step" if parent.is_location else "day, step or location"
@@ -577,7 +645,7 @@ async def export_csv(
     else:
         brand = await get_franchisor(conn, principal, parent.franchisor)
         zone = brand.report_settings.reporting_time_zone
-    start, end = range_ending_today(zone, days)
+    start, end = period.dates(zone)
     rows = await export_rows(conn, principal, parent, start, end, grouping)
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n").writerows(rows)
