@@ -753,6 +753,7 @@ async def test_a_page_downloads_as_csv_the_rows_export_report_gives_for_its_rang
         "/dashboard/locations/downtown/export.csv?days=8": 400,
         "/dashboard/locations/..%2F/export.csv": 404,
     }
+    refused["/dashboard/brand/export.csv?start=x"] = 403  # access is decided first
     for url, status in refused.items():
         answer = await site.get(url)
         assert answer.status_code == status, (url, answer.status_code)
@@ -826,7 +827,9 @@ async def test_pages_and_downloads_show_the_dates_a_person_chose(
     sent = dict(re.findall(r'<tr data-location="(\w+)".*?data-measure="sent" data-value="(\d+)"',
                            board, re.S))  # fmt: skip
     assert sent == {r.location.split("/")[-1]: str(r.measures.sent) for r in api.locations}
-    assert f'name="start" value="{start.isoformat()}"' in board  # the search form keeps them
+    # the search form keeps them, and the header's links too
+    assert f'name="start" type="date" value="{start.isoformat()}"' in board
+    assert f'href="/dashboard/brand?{escaped}"' in board
     assert "Show the last 30 days" in board
 
     rows = csv_rows(await site.get(f"/dashboard/brand/export.csv?{chosen}&by=day"))
@@ -837,6 +840,10 @@ async def test_pages_and_downloads_show_the_dates_a_person_chose(
 
     bad = await site.get(f"/dashboard/brand?start={end.isoformat()}&end={start.isoformat()}")
     assert bad.status_code == 400 and "start" in bad.text
+    one_day = f"start={end.isoformat()}&end={end.isoformat()}"
+    page = (await site.get(f"/dashboard/brand?{one_day}")).text
+    assert re.search(r"vs previous 1 day\b(?!s)", page)
+    assert "Download CSV (1 day)" in page and "Showing the dates you chose" in page
 
     site.cookies.clear()
     await signed_in_as(pool, site, seeded["manager"])

@@ -392,16 +392,16 @@ class Dashboard:
         }
 
     async def brand(self, request: Request, who: SignedIn) -> Response:
-        period = self._period(request)
         principal = who.staff.as_principal()
         authorize(principal, Action.REPORT_READ, self._brand_of(who))
+        period = self._period(request)
         async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             page = await pages.brand_page(conn, principal, self._brand_of(who), period)
         return self._render("brand.html", 200, who, **page, **self._common(request, who, period))
 
     async def leaderboard(self, request: Request, who: SignedIn) -> Response:
-        period = self._period(request)
         authorize(who.staff.as_principal(), Action.REPORT_READ, self._brand_of(who))
+        period = self._period(request)
         q = request.query_params
         page_text = q.get("page", "1")
         page = int(page_text) if _NUMBER.fullmatch(page_text) else 1
@@ -434,18 +434,18 @@ class Dashboard:
         )
 
     async def location(self, request: Request, who: SignedIn) -> Response:
-        period = self._period(request)
         location = self._location_of(who, request.path_params["location_id"])
         principal = who.staff.as_principal()
         authorize(principal, Action.REPORT_READ, location)
+        period = self._period(request)
         async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             page = await pages.location_page(conn, principal, location, period)
         return self._render("location.html", 200, who, **page, **self._common(request, who, period))
 
     async def _export(self, request: Request, who: SignedIn, parent: TenantScope) -> Response:
-        period = self._period(request)
         principal = who.staff.as_principal()
         authorize(principal, Action.REPORT_READ, parent)
+        period = self._period(request)
         async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             found = await pages.export_csv(
                 conn, principal, parent, period, request.query_params.get("by", "")
@@ -466,7 +466,6 @@ class Dashboard:
     async def _sequence(
         self, request: Request, who: SignedIn, location: TenantScope | None
     ) -> Response:
-        period = self._period(request)
         sequence_id = request.path_params["sequence_id"]
         if id_problem(sequence_id):
             raise NotFound("no such sequence")
@@ -478,6 +477,7 @@ class Dashboard:
         )
         principal = who.staff.as_principal()
         authorize(principal, Action.REPORT_READ, location or name.scope)
+        period = self._period(request)
         async with self._pool.connection(timeout=DATABASE_WAIT) as conn:
             page = await pages.sequence_page(conn, principal, name, location, period)
         return self._render(

@@ -170,7 +170,7 @@ class Tile:
 def change_of(now: MeasureSet, before: MeasureSet, name: str, days: int) -> tuple[str, str, str]:
     """(the words, up|down|flat|none, better|worse|same|"") of a measure against the previous
     period: percentage points for rates, a percent change for counts."""
-    period = f"vs previous {days} days"
+    period = f"vs previous {days} day{'s' if days != 1 else ''}"
     if not now.has_value(name) or not before.has_value(name):
         return f"no comparison {period}", "none", ""
     a, b = now.value(name), before.value(name)
