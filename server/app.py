@@ -205,21 +205,29 @@ async def start_roles(
     orphans_task = asyncio.create_task(orphan_reconciler(pool, client, settings).run())
     http = http_server(app, settings.bind_host, settings.http_port)
     http_task = asyncio.create_task(http.serve())
+
+    async def abandon() -> None:
+        """Stops what was started before a port turned out busy (a port taken between the
+        supervisor's check and the bind): the process then exits instead of lingering."""
+        http.should_exit = True
+        for task in (relay_task, dispatch_task, orphans_task):
+            task.cancel()
+        await asyncio.gather(http_task, relay_task, dispatch_task, orphans_task,
+                             return_exceptions=True)  # fmt: skip
+        await grpc_server.stop(None)
+        await worker.shutdown()
+        await asyncio.gather(worker_task, return_exceptions=True)
+        await pool.close()
+
     while not http.started:
         if http_task.done():
-            relay_task.cancel()
-            dispatch_task.cancel()
-            orphans_task.cancel()
-            await grpc_server.stop(None)
+            await abandon()
             raise SystemExit(f"reengage: port {settings.http_port} (HTTP edge) is already in use")
         await asyncio.sleep(0.02)
     try:  # this process runs the relay: it reports the relay's backlog
         listener = await metrics.start_metrics(settings, "serve", pool, backlog=True)
     except SystemExit:
-        http.should_exit = True
-        for task in (relay_task, dispatch_task, orphans_task):
-            task.cancel()
-        await grpc_server.stop(None)
+        await abandon()
         raise
     await grpc_server.mark_serving(True)
     return Roles(

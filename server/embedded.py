@@ -62,15 +62,24 @@ def require_free(port: int, what: str) -> None:
         raise PortBusy(port, what)
 
 
+# where free_port draws from: below the kernel's ephemeral range (32768+). Processes that pick
+# ports side by side (the test suite's workers) may each be given a slice of their own.
+PORT_RANGE = (20000, 32000)
+_handed_out: set[int] = set()  # never the same port twice in one process
+
+
 def free_port() -> int:
-    """A free port below the kernel's ephemeral range (32768+). The Temporal dev server picks
-    ephemeral ports for its internal services while it starts, so a frontend port taken from
-    that range can be grabbed from under it."""
+    """A free port below the kernel's ephemeral range (32768+), never one this process handed
+    out before (a port is often bound only later, by a process started with it). The Temporal
+    dev server picks ephemeral ports for its internal services while it starts, so a frontend
+    port taken from that range can be grabbed from under it."""
+    low, high = PORT_RANGE
     for _ in range(200):
-        port = random.randint(20000, 32000)
-        if port_is_free(port):
+        port = random.randint(low, high)
+        if port not in _handed_out and port_is_free(port):
+            _handed_out.add(port)
             return port
-    raise RuntimeError("no free port in 20000-32000")
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 def _die_with_parent() -> None:

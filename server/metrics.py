@@ -23,13 +23,12 @@ Settings: REENGAGE_METRICS_PORT (0: no listener, no SDK metrics), REENGAGE_METRI
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import inspect
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -58,6 +57,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from server.config import Settings
 from server.grpc.handlers import kind_of
+from server.listening import RoleServer
 from server.logs import temporal_core_logging
 from workflows import metrics as workflow_metrics  # noqa: F401  (registers the layer's metrics)
 
@@ -496,14 +496,6 @@ class MetricsEndpoint:
         )
 
 
-class _Listener(uvicorn.Server):
-    """uvicorn without its own signal handling: the process's roles own SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @dataclass
 class MetricsListener:
     """The running /metrics listener; `stop()` ends it."""
@@ -549,7 +541,7 @@ async def start_metrics(
         lifespan="off",
         access_log=False,
     )
-    server = _Listener(config)
+    server = RoleServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

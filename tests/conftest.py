@@ -24,12 +24,32 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 from temporalio.testing import WorkflowEnvironment
 
+from server import embedded
 from server.app import open_pool
 from server.embedded import EmbeddedPostgres, free_port, temporal_cli, temporal_test_server
 from server.platform import build_platform
 from tenants.migrations import migrate
 from tests.support import World, build_world, platform_settings
 from workflows import search_attributes
+
+
+def _own_ports() -> None:
+    """Each pytest-xdist worker draws free ports from its own slice of the range: two workers
+    that drew the same port for processes not yet started would collide (a test's `reengage
+    serve` failing to bind, seen in CI)."""
+    worker, count = (
+        os.environ.get("PYTEST_XDIST_WORKER", ""),
+        os.environ.get("PYTEST_XDIST_WORKER_COUNT", ""),
+    )
+    if not worker.startswith("gw") or not count.isdigit() or int(count) < 2:
+        return
+    low, high = embedded.PORT_RANGE
+    width = (high - low) // int(count)
+    start = low + width * (int(worker[2:]) % int(count))
+    embedded.PORT_RANGE = (start, start + width - 1)
+
+
+_own_ports()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client
 
 from server import metrics, tracing
+from server.listening import RoleServer
 
 log = logging.getLogger(__name__)
 FORM = "application/x-www-form-urlencoded"
@@ -184,12 +185,9 @@ async def _connection_ended(receive: Receive) -> bool:
     return False
 
 
-class EdgeServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the supervisor owns SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+class EdgeServer(RoleServer):
+    """uvicorn without its own signal handling or exit: the supervisor owns SIGINT/SIGTERM and
+    decides what a busy port means (server.listening)."""
 
 
 def http_server(app: Starlette, host: str, port: int) -> EdgeServer:
