@@ -262,6 +262,21 @@ async def test_a_brand_of_another_franchisor_is_never_reached_by_url(
 # ---------------------------------------------------------------------------------------------
 
 
+async def downtown_winback(
+    stub: reports_pb2_grpc.ReportServiceStub, world: World, start: date, end: date
+) -> rpb.SequenceReport:
+    """GetSequenceReport of the brand's winback at downtown, as its manager asks for it."""
+    return await stub.GetSequenceReport(
+        rpb.GetSequenceReportRequest(
+            name="franchisors/acme/sequences/winback",
+            location=A_DOWNTOWN.name,
+            start_date=_pb_date(start),
+            end_date=_pb_date(end),
+        ),
+        metadata=world.metadata("a_downtown_manager"),
+    )
+
+
 def _pb_date(d: date) -> date_pb2.Date:
     return date_pb2.Date(year=d.year, month=d.month, day=d.day)
 
@@ -351,15 +366,7 @@ async def test_location_and_sequence_numbers_equal_the_report_service(
     assert int(tiles["sent"]) == api.totals.sent == 140
     assert float(tiles["reply_rate"]) == pytest.approx(api.totals.rates.reply_rate)
 
-    seq = await stub.GetSequenceReport(
-        rpb.GetSequenceReportRequest(
-            name="franchisors/acme/sequences/winback",
-            location=A_DOWNTOWN.name,
-            start_date=_pb_date(start),
-            end_date=_pb_date(end),
-        ),
-        metadata=world.metadata("a_downtown_manager"),
-    )
+    seq = await downtown_winback(stub, world, start, end)
     page = (await site.get("/dashboard/locations/downtown/sequences/winback?days=7")).text
     assert 'At <a href="/dashboard/locations/downtown?days=7">Downtown</a>' in page
     steps = re.findall(
@@ -690,13 +697,7 @@ async def exported(
     grouping: int,
 ) -> list[list[str]]:
     start, end = today() - timedelta(days=days - 1), today()
-    rows = stub.ExportReport(
-        rpb.ExportReportRequest(
-            parent=parent, start_date=_pb_date(start), end_date=_pb_date(end), grouping=grouping
-        ),
-        metadata=metadata,
-    )
-    return [list(r.cells) async for r in rows]
+    return await exported_between(stub, metadata, parent, start, end, grouping)
 
 
 def csv_rows(response: httpx.Response) -> list[list[str]]:
@@ -850,29 +851,24 @@ async def test_pages_and_downloads_show_the_dates_a_person_chose(
     own = f"/dashboard/locations/downtown/sequences/winback?{chosen}&scope=location"
     assert (await site.get(own)).status_code == 404  # downtown has no sequence of its own
     page = (await site.get(f"/dashboard/locations/downtown/sequences/winback?{chosen}")).text
-    seq = await stub.GetSequenceReport(
-        rpb.GetSequenceReportRequest(
-            name="franchisors/acme/sequences/winback",
-            location=A_DOWNTOWN.name,
-            start_date=_pb_date(start),
-            end_date=_pb_date(end),
-        ),
-        metadata=world.metadata("a_downtown_manager"),
-    )
+    seq = await downtown_winback(stub, world, start, end)
     (total_row,) = re.findall(r'<tr class="total">.*?</tr>', page, re.S)
     totals = dict(re.findall(r'data-measure="(\w+)" data-value="(\d+)"', total_row))
     assert int(totals["sent"]) == seq.totals.sent and seq.totals.sent > 0
 
 
 async def exported_between(
-    stub: reports_pb2_grpc.ReportServiceStub, metadata: Any, parent: str, start: date, end: date
+    stub: reports_pb2_grpc.ReportServiceStub,
+    metadata: Any,
+    parent: str,
+    start: date,
+    end: date,
+    grouping: int = rpb.EXPORT_GROUPING_BY_DAY,
 ) -> list[list[str]]:
+    """ExportReport's rows (cells) for parent over start to end."""
     rows = stub.ExportReport(
         rpb.ExportReportRequest(
-            parent=parent,
-            start_date=_pb_date(start),
-            end_date=_pb_date(end),
-            grouping=rpb.EXPORT_GROUPING_BY_DAY,
+            parent=parent, start_date=_pb_date(start), end_date=_pb_date(end), grouping=grouping
         ),
         metadata=metadata,
     )

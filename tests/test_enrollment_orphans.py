@@ -330,6 +330,18 @@ async def holder_of(stack: Stack, contact: ChildName) -> tuple[str, str]:
     return workflow_id, run_id
 
 
+async def refused_as_still_closing(stack: Stack, contact: ChildName) -> None:
+    async with stack.pool.connection() as conn:
+        with pytest.raises(enrolling.EnrollmentUnavailable, match="still closing"):
+            await enroll(
+                conn,
+                EnrollmentClient(stack.client, stack.task_queue),
+                OPERATOR,
+                contact,
+                stack.sequence,
+            )
+
+
 async def test_a_start_waits_for_the_previous_run_to_close_and_records_no_conflict(
     stack: Stack,
 ) -> None:
@@ -371,15 +383,7 @@ async def test_a_run_that_does_not_close_in_time_ends_the_new_row_start_conflict
     loop = asyncio.get_running_loop()
     began = loop.time()
 
-    async with stack.pool.connection() as conn:
-        with pytest.raises(enrolling.EnrollmentUnavailable, match="still closing"):
-            await enroll(
-                conn,
-                EnrollmentClient(stack.client, stack.task_queue),
-                OPERATOR,
-                contact,
-                stack.sequence,
-            )
+    await refused_as_still_closing(stack, contact)
 
     assert loop.time() - began >= 0.6  # it waited for the holder first
     row = await stack.row(contact)
@@ -397,15 +401,7 @@ async def test_starts_beyond_the_waiters_allowed_do_not_wait_and_end_start_confl
     await holder_of(stack, contact)
     loop = asyncio.get_running_loop()
     began = loop.time()
-    async with stack.pool.connection() as conn:
-        with pytest.raises(enrolling.EnrollmentUnavailable, match="still closing"):
-            await enroll(
-                conn,
-                EnrollmentClient(stack.client, stack.task_queue),
-                OPERATOR,
-                contact,
-                stack.sequence,
-            )
+    await refused_as_still_closing(stack, contact)
     assert loop.time() - began < enrolling.CLOSING_WAIT_SECONDS  # it did not wait
     row = await stack.row(contact)
     assert (row.status, row.exit_reason) == ("exited", "start_conflict")
