@@ -149,6 +149,17 @@ def _moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float
     return {k: after[k] - before[k] for k in after if after[k] != before[k]}
 
 
+async def counted_as(before: dict[str, float], method: str, expected: dict[str, float]) -> None:
+    """Waits until the method's counts moved by exactly `expected` since `before`: the
+    interceptor counts a call when its handler has finished, which may be just after the client
+    has its answer (an abort sends the status first)."""
+
+    async def moved() -> bool:
+        return _moved(before, _codes(method)) == expected
+
+    await eventually(moved, 10, what=f"{method} counted as {expected}")
+
+
 async def test_every_way_a_call_ends_is_counted_by_its_code(
     probe_server: grpc.aio.Channel,
 ) -> None:
@@ -168,7 +179,7 @@ async def test_every_way_a_call_ends_is_counted_by_its_code(
             assert refused.value.code().name == code
         else:
             assert await call(b"x") == b"ok"
-        assert _moved(before, _codes(method)) == expected, name
+        await counted_as(before, method, expected)
     # a request stream (BulkEnroll's shape): one call, counted once at its end
     method = "/probe.Probe/CountStream"
     before = _codes(method)
@@ -178,7 +189,7 @@ async def test_every_way_a_call_ends_is_counted_by_its_code(
             yield b"x"
 
     assert await probe_server.stream_unary(method)(three()) == b"3"
-    assert _moved(before, _codes(method)) == {"OK": 1, "timed": 1}
+    await counted_as(before, method, {"OK": 1, "timed": 1})
     # a response stream the client walks away from: CANCELLED
     method = "/probe.Probe/Endless"
     before = _codes(method)
@@ -186,10 +197,7 @@ async def test_every_way_a_call_ends_is_counted_by_its_code(
     assert await stream.read() == b"tick"
     stream.cancel()
 
-    async def counted() -> bool:
-        return _moved(before, _codes(method)) == {"CANCELLED": 1, "timed": 1}
-
-    await eventually(counted, 10, what="the cancelled stream counted")
+    await counted_as(before, method, {"CANCELLED": 1, "timed": 1})
     # a method nobody registered is grpc's UNIMPLEMENTED, and no series is made for its name
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await probe_server.unary_unary("/probe.Probe/Nope")(b"x")
@@ -228,12 +236,20 @@ async def test_the_api_server_counts_calls_refused_by_authentication_and_by_the_
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await api.GetLocation(tenants_pb2.GetLocationRequest(name=name), metadata=who)
         assert refused.value.code() is code
-    assert _moved(before, now()) == {"OK": 1, "NOT_FOUND": 1, "UNAUTHENTICATED": 1, "timed": 3}
+
+    async def all_counted() -> bool:  # (counted when each handler has finished: see counted_as)
+        return _moved(before, now()) == {"OK": 1, "NOT_FOUND": 1, "UNAUTHENTICATED": 1, "timed": 3}
+
+    await eventually(all_counted, 10, what="the three calls counted")
     # the open health check is counted too (outside authentication)
     health = "/grpc.health.v1.Health/Check"
     checked = local("reengage_grpc_requests_total", method=health, code="OK")
     await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
-    assert local("reengage_grpc_requests_total", method=health, code="OK") == checked + 1
+
+    async def health_counted() -> bool:
+        return local("reengage_grpc_requests_total", method=health, code="OK") == checked + 1
+
+    await eventually(health_counted, 10, what="the health check counted")
 
 
 # -- the listener: its token, its host, PostgreSQL away ----------------------------------------
